@@ -1,0 +1,51 @@
+SHELL := /bin/bash
+# Two commands do everything on a fresh machine:
+#   make demo   create .venv, install dagvisor, run the quick-start example
+#   make test   create .venv, install dagvisor[dev], run ruff, mypy and the tests
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck pytest bench-smoke clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/python examples/quickstart.py
+
+test: $(VENV)/.installed-dev
+	$(MAKE) lint typecheck pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# `actors/` and `supervisor/` install as dagvisor.actors and dagvisor.supervisor
+# (setuptools package-dir). mypy does not run import hooks, so it is shown the
+# installed layout as a tree of symbolic links, and its report is mapped back
+# to the repository's paths.
+typecheck: $(VENV)/.installed-dev
+	rm -rf .typecheck && mkdir -p .typecheck/dagvisor
+	for f in dagvisor/*; do ln -s ../../$$f .typecheck/dagvisor/; done
+	ln -s ../../actors .typecheck/dagvisor/actors
+	ln -s ../../supervisor .typecheck/dagvisor/supervisor
+	cd .typecheck && ../$(BIN)/mypy --config-file ../pyproject.toml -p dagvisor \
+		| sed -e 's#^dagvisor/actors/#actors/#' -e 's#^dagvisor/supervisor/#supervisor/#'; \
+		exit $${PIPESTATUS[0]}
+
+pytest: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .typecheck .pytest_cache .hypothesis *.egg-info build

@@ -1,0 +1,117 @@
+"""The stage actor: one task per running stage.
+
+The supervisor spawns `run_stage` into the run's stage nursery when a stage
+becomes ready, with a fresh cancel scope that the supervisor keeps (to cancel
+this one stage). The actor runs the stage's attempts (retries, timeouts, the
+``when`` predicate, interceptor hooks), closes what the stage opened with
+``ctx.enter``, reports exactly one outcome message, and ends.
+
+Cancellation: when the stage's own scope is cancelled the actor reports
+`StageCancelled`. When the run is cancelled (its stage nursery's scope), the
+``Cancelled`` exception propagates out untouched and nothing is reported: the
+supervisor is the one that cancelled and settles the states itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._errors import StageTimeoutError
+from ._messages import (
+    StageCancelled,
+    StageFailed,
+    StageOutcome,
+    StageSkipped,
+    StageSucceeded,
+)
+
+if TYPE_CHECKING:
+    from ._context import Hook, StageContext
+    from ._spec import StageSpec
+
+__all__ = ["run_stage"]
+
+
+async def _call(spec: StageSpec, ctx: StageContext) -> Any:
+    """One attempt of the stage body; resources it opened close when it ends."""
+    try:
+        if spec.executor == "loop":
+            return await spec.fn(ctx)
+        return await trio.to_thread.run_sync(
+            spec.fn, ctx, limiter=ctx._env.thread_limiter
+        )
+    finally:
+        if ctx._stack is not None:
+            await ctx._close_resources()
+
+
+async def _call_hooks(ctx: StageContext, hooks: tuple[Hook, ...], *args: Any) -> None:
+    for requester, hook in hooks:
+        ctx._acting_as = requester
+        try:
+            await hook(ctx, *args)
+        finally:
+            ctx._acting_as = None
+
+
+async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
+    """Run attempts until one succeeds or the retries are spent."""
+    hooks = ctx._env.hooks
+    attempt = 0
+    while True:
+        ctx.attempt = attempt
+        try:
+            await _call_hooks(ctx, hooks.before)
+            if spec.timeout is None:
+                value = await _call(spec, ctx)
+            else:
+                with trio.move_on_after(spec.timeout) as timer:
+                    value = await _call(spec, ctx)
+                if timer.cancelled_caught:
+                    raise StageTimeoutError(spec.name, spec.timeout)
+            await _call_hooks(ctx, hooks.after, value)
+        except Exception as exc:
+            await _call_hooks(ctx, hooks.error, exc)
+            if attempt >= spec.retries:
+                raise
+            if spec.backoff:
+                await trio.sleep(spec.backoff * 2**attempt)
+            attempt += 1
+        else:
+            return value
+
+
+async def run_stage(
+    spec: StageSpec, ctx: StageContext, scope: trio.CancelScope
+) -> None:
+    """Run one stage to its end and report the outcome to the supervisor."""
+    token = ctx._token
+    message: StageOutcome | None = None
+    try:
+        with scope:
+            if spec.when is not None and not spec.when(ctx):
+                message = StageSkipped(token)
+            elif spec.retries == 0 and spec.timeout is None and not ctx._env.hooks:
+                # The common case, kept to one frame: no retry loop, no timer.
+                message = StageSucceeded(token, await _call(spec, ctx))
+            else:
+                message = StageSucceeded(token, await _attempts(spec, ctx))
+        if scope.cancelled_caught:
+            message = StageCancelled(token)
+    except Exception as exc:
+        message = StageFailed(token, exc)
+    if message is None:
+        return
+    outbox = ctx._env.outbox
+    try:
+        try:
+            outbox.send_nowait(message)
+        except trio.WouldBlock:
+            # The supervisor is behind; wait for room. If the run is cancelled
+            # meanwhile the message is dropped and the supervisor, which did
+            # the cancelling, settles this stage itself.
+            await outbox.send(message)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the run has already ended: nobody is listening

@@ -1,0 +1,349 @@
+"""Pipelines: immutable descriptions of stages and their dependencies.
+
+Invariants:
+
+* A pipeline is acyclic and every dependency names a stage of the pipeline.
+  `Pipeline.add` only accepts dependencies on stages already present, and
+  `Pipeline.add_edge` refuses an edge that would close a cycle, so a pipeline
+  that exists is valid: running it needs no further graph check.
+* A pipeline never changes once built: every method returns a new pipeline.
+  To keep building a long pipeline one stage at a time O(1) per stage, the
+  versions share append-only lists. A version sees the first ``_count``
+  entries; adding to the newest version appends in place, adding to an older
+  version (a branch) copies its prefix first.
+* Every algorithm here is iterative, never recursive, so million-stage
+  pipelines are fine under Python's default recursion limit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, final
+
+from ._errors import CycleError, DuplicateStageError, UnknownStageError
+from ._spec import StageSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+__all__ = ["Pipeline", "compose"]
+
+StageRef = str | StageSpec
+"""A stage named by its name, or by its spec (whose name is used)."""
+
+
+def _ref_name(ref: StageRef) -> str:
+    if isinstance(ref, StageSpec):
+        return ref.name
+    if isinstance(ref, str):
+        return ref
+    msg = f"a dependency must be a stage name or a stage, not {ref!r}"
+    raise TypeError(msg)
+
+
+def ref_names(refs: StageRef | Iterable[StageRef] | None) -> tuple[str, ...]:
+    """Turn ``after=``/``before=`` arguments into a tuple of distinct names."""
+    if refs is None:
+        return ()
+    if isinstance(refs, str | StageSpec):
+        return (_ref_name(refs),)
+    return tuple(dict.fromkeys(_ref_name(ref) for ref in refs))
+
+
+@final
+class Pipeline:
+    """An immutable DAG of stages, built fluently.
+
+    Example:
+        >>> p = Pipeline("demo").add(fetch).add(plan, after=["fetch"])  # doctest: +SKIP
+        >>> long = Pipeline.chain(step.named(f"s{i}") for i in range(10**6))  # doctest: +SKIP
+    """
+
+    __slots__ = ("_count", "_deps", "_in_order", "_index", "_name", "_specs")
+
+    _name: str
+    _specs: list[StageSpec]
+    _deps: list[tuple[str, ...]]
+    _index: dict[str, int]
+    _count: int
+    _in_order: bool
+
+    def __init__(self, name: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            msg = f"a pipeline name must be a non-empty string, not {name!r}"
+            raise ValueError(msg)
+        self._init(name, [], [], {}, 0, in_order=True)
+
+    def _init(
+        self,
+        name: str,
+        specs: list[StageSpec],
+        deps: list[tuple[str, ...]],
+        index: dict[str, int],
+        count: int,
+        *,
+        in_order: bool,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "_name", name)
+        set_(self, "_specs", specs)
+        set_(self, "_deps", deps)
+        set_(self, "_index", index)
+        set_(self, "_count", count)
+        set_(self, "_in_order", in_order)
+
+    @classmethod
+    def _make(
+        cls,
+        name: str,
+        specs: list[StageSpec],
+        deps: list[tuple[str, ...]],
+        index: dict[str, int],
+        count: int,
+        *,
+        in_order: bool,
+    ) -> Pipeline:
+        pipeline = cls.__new__(cls)
+        pipeline._init(name, specs, deps, index, count, in_order=in_order)
+        return pipeline
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        msg = "a Pipeline is immutable; its methods return new pipelines"
+        raise AttributeError(msg)
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name (used in messages and as the run's name)."""
+        return self._name
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _position(self, name: str) -> int | None:
+        pos = self._index.get(name)
+        if pos is None or pos >= self._count:
+            return None
+        return pos
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._position(name) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        """The stage names, in the order they were added."""
+        specs = self._specs
+        for pos in range(self._count):
+            yield specs[pos].name
+
+    def spec(self, name: str) -> StageSpec:
+        """The spec of stage ``name``."""
+        return self._specs[self._require(name)]
+
+    def dependencies(self, name: str) -> tuple[str, ...]:
+        """The names of the stages that ``name`` waits for."""
+        return self._deps[self._require(name)]
+
+    def edges(self) -> Iterator[tuple[str, str]]:
+        """Every dependency as an ``(upstream, downstream)`` pair."""
+        specs, deps = self._specs, self._deps
+        for pos in range(self._count):
+            for dep in deps[pos]:
+                yield dep, specs[pos].name
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self._name!r}, {self._count} stages)"
+
+    def _require(self, name: str) -> int:
+        pos = self._position(name)
+        if pos is None:
+            raise UnknownStageError(name, where=f"pipeline {self._name!r}")
+        return pos
+
+    def entries(self) -> Iterator[tuple[StageSpec, tuple[str, ...]]]:
+        """Every ``(spec, dependency names)``, each after its dependencies."""
+        specs, deps = self._specs, self._deps
+        if self._in_order:
+            for pos in range(self._count):
+                yield specs[pos], deps[pos]
+            return
+        yield from self._kahn_order()
+
+    def _kahn_order(self) -> Iterator[tuple[StageSpec, tuple[str, ...]]]:
+        specs, deps, count = self._specs, self._deps, self._count
+        waiting = [len(deps[pos]) for pos in range(count)]
+        dependents: list[list[int]] = [[] for _ in range(count)]
+        index = self._index
+        for pos in range(count):
+            for dep in deps[pos]:
+                dependents[index[dep]].append(pos)
+        ready = [pos for pos in range(count) if waiting[pos] == 0]
+        while ready:
+            pos = ready.pop()
+            yield specs[pos], deps[pos]
+            for child in dependents[pos]:
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    ready.append(child)
+
+    # -- building ----------------------------------------------------------------
+
+    def _writable(
+        self,
+    ) -> tuple[list[StageSpec], list[tuple[str, ...]], dict[str, int]]:
+        """Lists this version may append to: shared if it is the newest, else copies."""
+        count = self._count
+        if len(self._specs) == count:
+            return self._specs, self._deps, self._index
+        index = {name: pos for name, pos in self._index.items() if pos < count}
+        return self._specs[:count], self._deps[:count], index
+
+    def add(
+        self, spec: StageSpec, *, after: StageRef | Iterable[StageRef] | None = None
+    ) -> Pipeline:
+        """Return a new pipeline with ``spec`` added, waiting for ``after``.
+
+        Raises:
+            DuplicateStageError: a stage of that name is already in the pipeline.
+            UnknownStageError: a dependency names a stage not yet added.
+            CycleError: the stage depends on itself.
+        """
+        if not isinstance(spec, StageSpec):
+            msg = f"Pipeline.add needs a stage (decorate the function with @stage), not {spec!r}"
+            raise TypeError(msg)
+        name = spec.name
+        where = f"pipeline {self._name!r}"
+        if self._position(name) is not None:
+            raise DuplicateStageError(name, where=where)
+        deps = ref_names(after)
+        for dep in deps:
+            if dep == name:
+                raise CycleError((name, name), where=where)
+            if self._position(dep) is None:
+                raise UnknownStageError(dep, referrer=name, where=where)
+        specs, dep_lists, index = self._writable()
+        specs.append(spec)
+        dep_lists.append(deps)
+        index[name] = self._count
+        return Pipeline._make(
+            self._name,
+            specs,
+            dep_lists,
+            index,
+            self._count + 1,
+            in_order=self._in_order,
+        )
+
+    def add_edge(self, upstream: StageRef, downstream: StageRef) -> Pipeline:
+        """Return a new pipeline where ``downstream`` also waits for ``upstream``.
+
+        Raises:
+            UnknownStageError: either stage is not in the pipeline.
+            CycleError: ``upstream`` already depends on ``downstream``.
+        """
+        up, down = _ref_name(upstream), _ref_name(downstream)
+        up_pos, down_pos = self._require(up), self._require(down)
+        if up in self._deps[down_pos]:
+            return self
+        path = self._dependency_path(up, down)
+        if path is not None:
+            raise CycleError((*path, up), where=f"pipeline {self._name!r}")
+        count = self._count
+        specs = self._specs[:count]
+        deps = self._deps[:count]
+        deps[down_pos] = (*deps[down_pos], up)
+        index = {name: pos for name, pos in self._index.items() if pos < count}
+        return Pipeline._make(
+            self._name,
+            specs,
+            deps,
+            index,
+            count,
+            in_order=self._in_order and up_pos < down_pos,
+        )
+
+    def _dependency_path(self, start: str, target: str) -> list[str] | None:
+        """A path ``target -> ... -> start`` along dependencies, if one exists."""
+        index, deps = self._index, self._deps
+        parent: dict[str, str | None] = {start: None}
+        stack = [start]
+        while stack:
+            name = stack.pop()
+            if name == target:
+                path = []
+                node: str | None = name
+                while node is not None:
+                    path.append(node)
+                    node = parent[node]
+                return path  # target first: target -> ... -> start
+            for dep in deps[index[name]]:
+                if dep not in parent:
+                    parent[dep] = name
+                    stack.append(dep)
+        return None
+
+    @classmethod
+    def chain(cls, specs: Iterable[StageSpec], *, name: str = "chain") -> Pipeline:
+        """A linear pipeline: each stage waits for the one before it.
+
+        ``specs`` may be any iterable, a generator of a million specs included;
+        it is consumed once.
+
+        Example:
+            >>> Pipeline.chain((step.named(f"s{i}") for i in range(1000)), name="deep")  # doctest: +SKIP
+        """
+        pipeline = cls(name)
+        spec_list: list[StageSpec] = []
+        dep_list: list[tuple[str, ...]] = []
+        index: dict[str, int] = {}
+        where = f"pipeline {name!r}"
+        previous: tuple[str, ...] = ()
+        for spec in specs:
+            if not isinstance(spec, StageSpec):
+                msg = f"Pipeline.chain needs stages (decorate functions with @stage), not {spec!r}"
+                raise TypeError(msg)
+            stage_name = spec.name
+            if stage_name in index:
+                raise DuplicateStageError(stage_name, where=where)
+            index[stage_name] = len(spec_list)
+            spec_list.append(spec)
+            dep_list.append(previous)
+            previous = (stage_name,)
+        pipeline._init(name, spec_list, dep_list, index, len(spec_list), in_order=True)
+        return pipeline
+
+
+def compose(*pipelines: Pipeline, name: str | None = None) -> Pipeline:
+    """Merge pipelines into one; stage names must not clash.
+
+    The result keeps every stage and dependency of each part. Wire the parts
+    together with `Pipeline.add_edge` or by adding stages after them.
+
+    Raises:
+        DuplicateStageError: two parts have a stage of the same name.
+    """
+    if not pipelines:
+        msg = "compose() needs at least one pipeline"
+        raise ValueError(msg)
+    merged_name = name if name is not None else "+".join(p.name for p in pipelines)
+    specs: list[StageSpec] = []
+    deps: list[tuple[str, ...]] = []
+    index: dict[str, int] = {}
+    owner: dict[str, str] = {}
+    in_order = True
+    for part in pipelines:
+        if not isinstance(part, Pipeline):
+            msg = f"compose() takes pipelines, not {part!r}"
+            raise TypeError(msg)
+        in_order = in_order and part._in_order
+        for spec, spec_deps in part.entries():
+            stage_name = spec.name
+            if stage_name in index:
+                raise DuplicateStageError(
+                    stage_name,
+                    where=f"both pipeline {owner[stage_name]!r} and pipeline {part.name!r}",
+                )
+            index[stage_name] = len(specs)
+            owner[stage_name] = part.name
+            specs.append(spec)
+            deps.append(spec_deps)
+    return Pipeline._make(merged_name, specs, deps, index, len(specs), in_order=True)

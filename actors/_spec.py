@@ -1,0 +1,264 @@
+"""Stage specifications and the `@stage` decorator.
+
+A `StageSpec` is an immutable description of one unit of work: the function
+and the options that say how to run it. It holds no run state, so one spec may
+appear in many pipelines (under different names) and many runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
+
+import attrs
+
+from ._errors import InvalidStageError
+
+if TYPE_CHECKING:
+    from ._context import StageContext
+
+__all__ = ["Executor", "StageFunction", "StageSpec", "Trigger", "stage"]
+
+StageFunction: TypeAlias = (
+    Callable[["StageContext"], Awaitable[Any]] | Callable[["StageContext"], Any]
+)
+"""What a stage runs: ``async def f(ctx)``, or a plain ``def f(ctx)``."""
+
+Trigger: TypeAlias = Literal["all_succeeded", "none_failed"]
+"""When a stage may run, given how its dependencies ended.
+
+``"all_succeeded"`` (the default): every dependency succeeded; a skipped
+dependency skips this stage too. ``"none_failed"``: every dependency
+succeeded or was skipped; skipped ones are simply absent from ``ctx.inputs``
+(the join after a ``when=`` branch).
+"""
+
+Executor: TypeAlias = Literal["loop", "thread"]
+"""Where a stage body runs: on the event loop, or in a worker thread."""
+
+_TRIGGERS = ("all_succeeded", "none_failed")
+_EXECUTORS = ("loop", "thread")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        msg = f"a stage name must be a non-empty string, not {name!r}"
+        raise InvalidStageError(msg)
+    return name
+
+
+def _check_options(
+    fn: Any,
+    *,
+    retries: int,
+    backoff: float,
+    timeout: float | None,
+    when: Any,
+    trigger: str,
+    executor: str | None,
+) -> None:
+    if not callable(fn):
+        msg = f"@stage needs a function taking one argument (ctx), not {fn!r}"
+        raise InvalidStageError(msg)
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        msg = (
+            f"stage function {getattr(fn, '__qualname__', fn)!r} must accept exactly "
+            "one positional argument, the stage context: def f(ctx): ..."
+        )
+        raise InvalidStageError(msg) from None
+    except ValueError:  # no signature (some builtins): accept and find out at run time
+        pass
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        msg = f"retries must be a whole number >= 0, not {retries!r}"
+        raise InvalidStageError(msg)
+    if (
+        not isinstance(backoff, int | float)
+        or not math.isfinite(backoff)
+        or backoff < 0
+    ):
+        msg = f"backoff must be a number of seconds >= 0, not {backoff!r}"
+        raise InvalidStageError(msg)
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or math.isnan(timeout) or timeout <= 0
+    ):
+        msg = f"timeout must be a number of seconds > 0 or None, not {timeout!r}"
+        raise InvalidStageError(msg)
+    if when is not None and not callable(when):
+        msg = f"when must be a predicate taking the stage context, not {when!r}"
+        raise InvalidStageError(msg)
+    if trigger not in _TRIGGERS:
+        msg = f"trigger must be one of {_TRIGGERS}, not {trigger!r}"
+        raise InvalidStageError(msg)
+    if executor is not None and executor not in _EXECUTORS:
+        msg = f"executor must be one of {_EXECUTORS}, not {executor!r}"
+        raise InvalidStageError(msg)
+    if executor == "loop" and not inspect.iscoroutinefunction(fn):
+        msg = (
+            f"stage {getattr(fn, '__qualname__', fn)!r} is a plain function and would "
+            "block the event loop; make it `async def` or use executor='thread'"
+        )
+        raise InvalidStageError(msg)
+
+
+@final
+@attrs.frozen(kw_only=True, eq=False)
+class StageSpec:
+    """An immutable description of a stage: what to run and how.
+
+    Build one with `stage`; derive variants with `named` or `options`.
+
+    Attributes:
+        fn: the stage function, ``async def f(ctx)`` or ``def f(ctx)``.
+        name: the stage's name in a pipeline (unique within a run).
+        retries: how many times a failed attempt is run again.
+        backoff: seconds before the first retry, doubled for each later one.
+        timeout: seconds one attempt may take; past it the attempt fails.
+        when: a predicate on the stage context; when false the stage is skipped.
+        trigger: when the stage may run given how its dependencies ended.
+        executor: ``"loop"`` (``async def``) or ``"thread"`` (plain functions).
+    """
+
+    fn: StageFunction
+    name: str
+    retries: int = 0
+    backoff: float = 0.0
+    timeout: float | None = None
+    when: Callable[[StageContext], bool] | None = None
+    trigger: Trigger = "all_succeeded"
+    executor: Executor = "loop"
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the body runs on the event loop (an ``async def``)."""
+        return self.executor == "loop"
+
+    def named(self, name: str) -> StageSpec:
+        """Return the same stage under another name.
+
+        Example:
+            >>> Pipeline.chain(step.named(f"step{i}") for i in range(3))  # doctest: +SKIP
+        """
+        return attrs.evolve(self, name=_check_name(name))
+
+    def options(self, **changes: Any) -> StageSpec:
+        """Return a copy with some options changed (same keywords as `stage`)."""
+        merged = attrs.asdict(self, recurse=False)
+        merged.update(changes)
+        return _make_spec(**merged)
+
+
+def _make_spec(
+    fn: Any,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: float = 0.0,
+    timeout: float | None = None,
+    when: Callable[[StageContext], bool] | None = None,
+    trigger: str = "all_succeeded",
+    executor: str | None = None,
+) -> StageSpec:
+    if isinstance(fn, StageSpec):
+        msg = f"{fn.name!r} is already a stage; use spec.options(...) to change it"
+        raise InvalidStageError(msg)
+    _check_options(
+        fn,
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        when=when,
+        trigger=trigger,
+        executor=executor,
+    )
+    if name is None:
+        name = getattr(fn, "__name__", None)
+        if name is None or name == "<lambda>":
+            msg = f"cannot name the stage {fn!r} after its function; pass name=..."
+            raise InvalidStageError(msg)
+    if executor is None:
+        executor = "loop" if inspect.iscoroutinefunction(fn) else "thread"
+    return StageSpec(
+        fn=fn,
+        name=_check_name(name),
+        retries=retries,
+        backoff=float(backoff),
+        timeout=None if timeout is None else float(timeout),
+        when=when,
+        trigger=trigger,  # type: ignore[arg-type]  # checked against _TRIGGERS above
+        executor=executor,  # type: ignore[arg-type]  # checked against _EXECUTORS above
+    )
+
+
+@overload
+def stage(fn: StageFunction, /) -> StageSpec: ...
+@overload
+def stage(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: float = 0.0,
+    timeout: float | None = None,
+    when: Callable[[StageContext], bool] | None = None,
+    trigger: Trigger = "all_succeeded",
+    executor: Executor | None = None,
+) -> Callable[[StageFunction], StageSpec]: ...
+
+
+def stage(
+    fn: StageFunction | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: float = 0.0,
+    timeout: float | None = None,
+    when: Callable[[StageContext], bool] | None = None,
+    trigger: Trigger = "all_succeeded",
+    executor: Executor | None = None,
+) -> StageSpec | Callable[[StageFunction], StageSpec]:
+    """Declare a stage, with or without options.
+
+    Example:
+        >>> @stage
+        ... async def fetch(ctx):
+        ...     return [3, 1, 2]
+        >>> @stage(retries=2, timeout=5.0)
+        ... async def score(ctx):
+        ...     return sum(ctx.inputs["fetch"])
+
+    Args:
+        fn: the stage function (when used without parentheses).
+        name: the stage's name; defaults to the function's name.
+        retries: how many times a failed attempt is run again (default 0).
+        backoff: seconds before the first retry, doubled for each later one.
+        timeout: seconds one attempt may take; past it the attempt fails with
+            `StageTimeoutError` (and is retried if retries are left).
+        when: predicate on the stage context, evaluated just before the stage
+            would start; when it returns false the stage is skipped.
+        trigger: ``"all_succeeded"`` or ``"none_failed"`` (see `Trigger`).
+        executor: ``"loop"`` or ``"thread"``; defaults to ``"loop"`` for
+            ``async def`` and ``"thread"`` for plain functions.
+
+    Raises:
+        InvalidStageError: an option cannot work; the message says which.
+    """
+    options: dict[str, Any] = {
+        "name": name,
+        "retries": retries,
+        "backoff": backoff,
+        "timeout": timeout,
+        "when": when,
+        "trigger": trigger,
+        "executor": executor,
+    }
+    if fn is not None:
+        return _make_spec(fn, **options)
+
+    def decorate(fn: StageFunction) -> StageSpec:
+        return _make_spec(fn, **options)
+
+    return decorate

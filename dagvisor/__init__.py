@@ -1,0 +1,65 @@
+"""dagvisor: run DAG pipelines whose graph can change while they run.
+
+Example:
+    >>> import trio
+    >>> from dagvisor import Pipeline, runtime, stage
+    >>> @stage
+    ... async def a(ctx):
+    ...     return 1
+    >>> @stage
+    ... async def b(ctx):
+    ...     return ctx.inputs["a"] + 1
+    >>> async def main():
+    ...     async with runtime() as rt:
+    ...         return await rt.run(Pipeline("demo").add(a).add(b, after=["a"]))
+    >>> trio.run(main).outputs["b"]
+    2
+"""
+
+from dagvisor import errors as errors
+from dagvisor.actors import NO_ITEM as NO_ITEM
+from dagvisor.actors import Pipeline as Pipeline
+from dagvisor.actors import StageContext as StageContext
+from dagvisor.actors import StageSpec as StageSpec
+from dagvisor.actors import StageState as StageState
+from dagvisor.actors import Trigger as Trigger
+from dagvisor.actors import compose as compose
+from dagvisor.actors import stage as stage
+from dagvisor.supervisor import AuditRecord as AuditRecord
+from dagvisor.supervisor import Event as Event
+from dagvisor.supervisor import FailurePolicy as FailurePolicy
+from dagvisor.supervisor import GraphChanged as GraphChanged
+from dagvisor.supervisor import Run as Run
+from dagvisor.supervisor import RunResult as RunResult
+from dagvisor.supervisor import RunStats as RunStats
+from dagvisor.supervisor import Runtime as Runtime
+from dagvisor.supervisor import StageFinished as StageFinished
+from dagvisor.supervisor import StageStarted as StageStarted
+from dagvisor.supervisor import StageTiming as StageTiming
+from dagvisor.supervisor import runtime as runtime
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NO_ITEM",
+    "AuditRecord",
+    "Event",
+    "FailurePolicy",
+    "GraphChanged",
+    "Pipeline",
+    "Run",
+    "RunResult",
+    "RunStats",
+    "Runtime",
+    "StageContext",
+    "StageFinished",
+    "StageSpec",
+    "StageStarted",
+    "StageState",
+    "StageTiming",
+    "Trigger",
+    "compose",
+    "errors",
+    "runtime",
+    "stage",
+]

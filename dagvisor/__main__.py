@@ -1,0 +1,34 @@
+"""The ``dagvisor`` command line (``python -m dagvisor``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import dagvisor
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``dagvisor`` command; return its exit code."""
+    parser = argparse.ArgumentParser(
+        prog="dagvisor",
+        description="Run DAG pipelines whose graph can change while they run.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"dagvisor {dagvisor.__version__}"
+    )
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("demo", help="run a pipeline that changes itself while it runs")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from dagvisor._demo import main as demo_main
+
+        return demo_main()
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

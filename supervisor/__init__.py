@@ -1,0 +1,23 @@
+"""The live graph, the GraphSupervisor actor, the audit log and `runtime()`.
+
+Installed as ``dagvisor.supervisor``. Imports `dagvisor.actors`, never the reverse.
+"""
+
+from ._audit import AuditLog as AuditLog
+from ._audit import AuditRecord as AuditRecord
+from ._audit import ChangeKind as ChangeKind
+from ._graph import LiveGraph as LiveGraph
+from ._graph import Node as Node
+from ._result import Event as Event
+from ._result import GraphChanged as GraphChanged
+from ._result import RunResult as RunResult
+from ._result import RunStats as RunStats
+from ._result import RunStatus as RunStatus
+from ._result import StageFinished as StageFinished
+from ._result import StageStarted as StageStarted
+from ._result import StageTiming as StageTiming
+from ._runtime import Run as Run
+from ._runtime import Runtime as Runtime
+from ._runtime import runtime as runtime
+from ._supervisor import FailurePolicy as FailurePolicy
+from ._supervisor import GraphSupervisor as GraphSupervisor

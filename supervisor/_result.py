@@ -1,0 +1,220 @@
+"""What a run produces: its result, statistics and progress events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
+
+import attrs
+
+from dagvisor.actors import StageState
+
+if TYPE_CHECKING:
+    from ._audit import AuditRecord
+    from ._graph import Node
+
+__all__ = [
+    "Event",
+    "GraphChanged",
+    "RunResult",
+    "RunStats",
+    "RunStatus",
+    "StageFinished",
+    "StageStarted",
+    "StageTiming",
+]
+
+RunStatus: TypeAlias = Literal["succeeded", "failed", "cancelled"]
+
+
+@final
+@attrs.frozen
+class StageTiming:
+    """When a stage started and finished, on the run's trio clock (seconds).
+
+    ``started`` is None for a stage that never ran (skipped by its dependencies,
+    cancelled before it started).
+    """
+
+    started: float | None
+    finished: float
+
+    @property
+    def duration(self) -> float:
+        """Seconds from start to finish; 0.0 for a stage that never ran."""
+        return 0.0 if self.started is None else self.finished - self.started
+
+
+@final
+@attrs.frozen(kw_only=True)
+class RunStats:
+    """Summary figures of a run.
+
+    Attributes:
+        stages: stages in the final graph.
+        counts: how many stages ended in each state.
+        started_at: wall-clock start, seconds since the epoch.
+        duration: seconds from start to end on the run's clock.
+        changes: change requests received (accepted and refused).
+        stages_per_second: finished stages per second of run time.
+    """
+
+    stages: int
+    counts: Mapping[StageState, int]
+    started_at: float
+    duration: float
+    changes: int
+
+    @property
+    def stages_per_second(self) -> float:
+        """Stages finished per second of run time."""
+        return self.stages / self.duration if self.duration > 0 else float("inf")
+
+
+class _NodeView(Mapping[str, Any]):
+    """A read-only mapping over the final nodes of a run, computed on access.
+
+    A run's graph never changes once the run has ended, so the views stay
+    consistent; they cost nothing per stage until read.
+    """
+
+    __slots__ = ("_len", "_nodes")
+
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        self._nodes = nodes
+        self._len: int | None = None
+
+    def _has(self, node: Node) -> bool:
+        return True
+
+    def _value(self, node: Node) -> Any:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> Any:
+        node = self._nodes[name]
+        if not self._has(node):
+            raise KeyError(name)
+        return self._value(node)
+
+    def __iter__(self) -> Iterator[str]:
+        has = self._has
+        return (name for name, node in self._nodes.items() if has(node))
+
+    def __len__(self) -> int:
+        if self._len is None:
+            has = self._has
+            self._len = sum(1 for node in self._nodes.values() if has(node))
+        return self._len
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{k!r}: {self[k]!r}" for _, k in zip(range(5), self, strict=False)
+        )
+        more = ", ..." if len(self) > 5 else ""
+        return f"{{{shown}{more}}}"
+
+
+@final
+class _Outputs(_NodeView):
+    __slots__ = ()
+
+    def _has(self, node: Node) -> bool:
+        return node.state is StageState.SUCCEEDED
+
+    def _value(self, node: Node) -> Any:
+        return node.output
+
+
+@final
+class _States(_NodeView):
+    __slots__ = ()
+
+    def _value(self, node: Node) -> StageState:
+        return node.state
+
+
+@final
+class _Timings(_NodeView):
+    __slots__ = ()
+
+    def _value(self, node: Node) -> StageTiming:
+        return StageTiming(node.started, node.finished)
+
+
+@final
+@attrs.frozen(kw_only=True, eq=False)
+class RunResult:
+    """The result of one run.
+
+    Attributes:
+        run_id: the run's id (the same as `Run.id`).
+        name: the pipeline's name.
+        status: ``"succeeded"``, ``"failed"`` (a stage failed) or
+            ``"cancelled"`` (the run was cancelled).
+        outputs: output of every stage that succeeded, by name (read-only).
+        states: final state of every stage, by name.
+        timings: `StageTiming` of every stage, by name.
+        errors: exception of every stage that failed, by name.
+        audit: every change request of the run, in order.
+        stats: summary figures.
+    """
+
+    run_id: str
+    name: str
+    status: RunStatus
+    outputs: Mapping[str, Any]
+    states: Mapping[str, StageState]
+    timings: Mapping[str, StageTiming]
+    errors: Mapping[str, BaseException]
+    audit: tuple[AuditRecord, ...]
+    stats: RunStats
+
+    @property
+    def ok(self) -> bool:
+        """Whether every stage that ran succeeded and the run was not cancelled."""
+        return self.status == "succeeded"
+
+    def __repr__(self) -> str:
+        return f"<RunResult {self.name!r} {self.status}: {self.stats.stages} stages, {len(self.audit)} changes>"
+
+    @classmethod
+    def _from_nodes(cls, nodes: Mapping[str, Node], **fields: Any) -> RunResult:
+        return cls(
+            outputs=_Outputs(nodes),
+            states=_States(nodes),
+            timings=_Timings(nodes),
+            **fields,
+        )
+
+
+# -- events ------------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class StageStarted:
+    """A stage's actor was started."""
+
+    stage: str
+    time: float
+
+
+@final
+@attrs.frozen
+class StageFinished:
+    """A stage reached a terminal state."""
+
+    stage: str
+    state: StageState
+    time: float
+
+
+@final
+@attrs.frozen
+class GraphChanged:
+    """A change request was applied or refused (see its record)."""
+
+    record: AuditRecord
+
+
+Event: TypeAlias = StageStarted | StageFinished | GraphChanged

@@ -1,0 +1,449 @@
+"""`runtime()`, the `Runtime` it yields, and the `Run` handle of one run.
+
+Ownership: the runtime's nursery owns every run task; a run task owns its
+supervisor and the nursery its stage actors run in. Leaving the ``runtime()``
+block cancels the runs still going and waits for their cleanup, so no task
+outlives the block.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager, suppress
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, final
+
+import trio
+
+from dagvisor.actors import (
+    CancelRun,
+    CancelStage,
+    Hooks,
+    InternalError,
+    InvalidRequestError,
+    Message,
+    Pipeline,
+    RunClosedError,
+    RunEnv,
+    RunFailed,
+    StageSpec,
+    StageState,
+    add_edge_request,
+    add_stage_request,
+    ask,
+    check_reason,
+    expand_request,
+    remove_stage_request,
+    replace_pending_request,
+)
+
+from ._result import Event, RunResult, RunStats
+from ._supervisor import FailurePolicy, GraphSupervisor
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dagvisor.actors import StageRef
+
+    from ._audit import AuditLog
+
+__all__ = ["Run", "Runtime", "runtime"]
+
+EXTERNAL = "external"
+_POLICIES = ("cancel", "continue")
+# Room in a run's inbox: outcomes and requests queue here while the
+# supervisor works. Senders wait when it is full (backpressure); the
+# supervisor itself never waits on anyone.
+_INBOX_SIZE = 4096
+
+
+def _check_policy(policy: str) -> FailurePolicy:
+    if policy not in _POLICIES:
+        msg = f"on_failure must be one of {_POLICIES}, not {policy!r}"
+        raise InvalidRequestError(msg)
+    return policy  # type: ignore[return-value]  # checked against _POLICIES
+
+
+@final
+class Run:
+    """A handle on one run, returned by `Runtime.start`. Not constructed by users.
+
+    Everything that changes the run is a request to its supervisor, applied in
+    order with the requests of its stages, and audited with the requester
+    ``"external"``.
+    """
+
+    __slots__ = (
+        "_done",
+        "_env",
+        "_failure",
+        "_inbox",
+        "_result",
+        "_supervisor",
+        "id",
+        "name",
+    )
+
+    def __init__(
+        self,
+        run_id: str,
+        name: str,
+        env: RunEnv,
+        supervisor: GraphSupervisor,
+        inbox: trio.MemorySendChannel[Message],
+    ) -> None:
+        self.id = run_id
+        self.name = name
+        self._env = env
+        self._supervisor = supervisor
+        self._inbox = inbox
+        self._done = trio.Event()
+        self._result: RunResult | None = None
+        self._failure: BaseException | None = None
+
+    def __repr__(self) -> str:
+        state = "done" if self._done.is_set() else "running"
+        return f"<Run {self.name!r} {self.id} {state}>"
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has ended."""
+        return self._done.is_set()
+
+    async def wait(self) -> RunResult:
+        """Wait for the run to end and return its result.
+
+        Raises:
+            RunFailed: a stage failed or the run was cancelled; the result is
+                ``exc.result`` and each stage's exception is in ``exc.errors``.
+            InternalError: the run crashed on a bug in dagvisor.
+        """
+        await self._done.wait()
+        if self._failure is not None:
+            msg = f"run {self.id!r} crashed on an internal error; please report it"
+            raise InternalError(msg) from self._failure
+        result = self._result
+        assert result is not None
+        if not result.ok:
+            group = None
+            if result.errors:
+                group = ExceptionGroup(
+                    f"errors of the failed stages of run {self.id!r}",
+                    [
+                        e if isinstance(e, Exception) else RuntimeError(repr(e))
+                        for e in result.errors.values()
+                    ],
+                )
+            raise RunFailed(result, result.errors) from group
+        return result
+
+    def audit(self) -> AuditLog:
+        """The run's audit trail so far (a live, read-only sequence of records)."""
+        return self._supervisor.audit
+
+    def events(self, *, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Event]:
+        """A channel of this run's events from now on: ``async for event in run.events()``.
+
+        Stage-started, stage-finished and graph-changed events arrive in the
+        order they happen; the channel closes when the run ends. The run never
+        waits for a reader: past ``buffer`` unread events, newer ones are
+        dropped for this reader.
+        """
+        if buffer < 1:
+            msg = f"buffer must be at least 1, not {buffer!r}"
+            raise InvalidRequestError(msg)
+        return self._supervisor.subscribe(buffer)
+
+    async def add_stage(
+        self,
+        spec: StageSpec,
+        *,
+        after: StageRef | Iterable[StageRef] | None = None,
+        before: StageRef | Iterable[StageRef] | None = None,
+        reason: str,
+    ) -> str:
+        """Add a stage from outside the run; see `StageContext.add_stage`."""
+        return await add_stage_request(
+            self._env, EXTERNAL, spec, after=after, before=before, reason=reason
+        )
+
+    async def add_edge(
+        self, upstream: StageRef, downstream: StageRef, *, reason: str
+    ) -> None:
+        """Make pending stage ``downstream`` wait for ``upstream``."""
+        await add_edge_request(self._env, EXTERNAL, upstream, downstream, reason=reason)
+
+    async def expand(
+        self,
+        spec: StageSpec,
+        items: Iterable[Any],
+        *,
+        reason: str,
+        key: Callable[[Any], object] | None = None,
+        after: StageRef | Iterable[StageRef] | None = None,
+    ) -> list[str]:
+        """Map a stage over items from outside the run; see `StageContext.expand`."""
+        return await expand_request(
+            self._env, EXTERNAL, spec, items, reason=reason, key=key, after=after
+        )
+
+    async def remove_stage(self, name: StageRef, *, reason: str) -> None:
+        """Remove a stage that has not started."""
+        await remove_stage_request(self._env, EXTERNAL, name, reason=reason)
+
+    async def replace_pending(self, pipeline: Pipeline, *, reason: str) -> None:
+        """Replace every stage that has not started; see `StageContext.replace_pending`."""
+        await replace_pending_request(self._env, EXTERNAL, pipeline, reason=reason)
+
+    async def cancel_stage(self, name: StageRef, *, reason: str) -> None:
+        """Cancel one stage: a running one is interrupted, a pending one never runs.
+
+        Its pending dependents are cancelled too.
+
+        Raises:
+            UnknownStageError: no such stage.
+            StageStateError: the stage already ended.
+            RunClosedError: the run has ended.
+        """
+        reason = check_reason(reason)
+        stage_name = name.name if isinstance(name, StageSpec) else name
+        await ask(
+            self._env,
+            lambda reply: CancelStage(
+                name=stage_name, reason=reason, requester=EXTERNAL, reply=reply
+            ),
+        )
+
+    async def cancel(self, *, reason: str = "cancelled by the caller") -> None:
+        """Cancel the whole run and wait until it has ended.
+
+        Running stages are cancelled (their resources closed), pending ones
+        never start. Does nothing if the run has already ended.
+        """
+        reason = check_reason(reason)
+        with suppress(RunClosedError):
+            await ask(
+                self._env,
+                lambda reply: CancelRun(reason=reason, requester=EXTERNAL, reply=reply),
+            )
+        await self._done.wait()
+
+    # -- the run task -------------------------------------------------------------
+
+    async def _main(self, *, task_status: trio.TaskStatus[Run]) -> None:
+        supervisor = self._supervisor
+        try:
+            async with trio.open_nursery() as nursery:
+                stage_nursery: trio.Nursery = await nursery.start(
+                    supervisor.host_stages
+                )
+                task_status.started(self)
+                await supervisor.serve(stage_nursery)
+        except Exception as exc:  # a bug: report it to whoever waits on the run
+            self._failure = exc
+        finally:
+            self._inbox.close()
+            self._result = self._build_result()
+            self._done.set()
+
+    def _build_result(self) -> RunResult:
+        supervisor = self._supervisor
+        nodes = supervisor.graph.nodes
+        counts = dict.fromkeys(StageState, 0)
+        for node in nodes.values():
+            counts[node.state] += 1
+        ended = (
+            supervisor.ended_at
+            if supervisor.ended_at is not None
+            else trio.current_time()
+        )
+        status = supervisor.status
+        if status == "running":  # crashed before it could settle
+            status = "failed"
+        stats = RunStats(
+            stages=len(nodes),
+            counts=MappingProxyType(counts),
+            started_at=supervisor.started_wall,
+            duration=ended - supervisor.started_at,
+            changes=len(supervisor.audit),
+        )
+        return RunResult._from_nodes(
+            nodes,
+            run_id=self.id,
+            name=self.name,
+            status=status,
+            errors=MappingProxyType(supervisor.errors),
+            audit=supervisor.audit.snapshot(),
+            stats=stats,
+        )
+
+
+@final
+class Runtime:
+    """Runs pipelines; yielded by `runtime()`. Not constructed by users."""
+
+    __slots__ = (
+        "_cleanup_timeout",
+        "_closed",
+        "_hooks",
+        "_limiter",
+        "_nursery",
+        "_policy",
+    )
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        on_failure: FailurePolicy,
+        thread_limiter: trio.CapacityLimiter,
+        cleanup_timeout: float,
+        hooks: Hooks,
+    ) -> None:
+        self._nursery = nursery
+        self._policy = on_failure
+        self._limiter = thread_limiter
+        self._cleanup_timeout = cleanup_timeout
+        self._hooks = hooks
+        self._closed = False
+
+    async def start(
+        self,
+        pipeline: Pipeline,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        on_failure: FailurePolicy | None = None,
+    ) -> Run:
+        """Start running ``pipeline`` and return its `Run` handle at once.
+
+        Args:
+            pipeline: what to run.
+            inputs: values every stage can read as ``ctx.run_inputs``.
+            on_failure: ``"cancel"`` (fail fast) or ``"continue"``; defaults to
+                the runtime's policy.
+
+        Raises:
+            RunClosedError: the ``runtime()`` block has been left.
+        """
+        if not isinstance(pipeline, Pipeline):
+            msg = f"run needs a Pipeline, not {pipeline!r}"
+            raise TypeError(msg)
+        if inputs is not None and not isinstance(inputs, Mapping):
+            msg = f"inputs must be a mapping of names to values, not {inputs!r}"
+            raise TypeError(msg)
+        policy = self._policy if on_failure is None else _check_policy(on_failure)
+        if self._closed:
+            raise RunClosedError(pipeline.name)
+        run_id = uuid.uuid4().hex
+        send, receive = trio.open_memory_channel[Message](_INBOX_SIZE)
+        env = RunEnv(
+            run_id=run_id,
+            outbox=send,
+            run_inputs=MappingProxyType(dict(inputs or {})),
+            thread_limiter=self._limiter,
+            cleanup_timeout=self._cleanup_timeout,
+            hooks=self._hooks,
+        )
+        supervisor = GraphSupervisor(
+            run_id=run_id, pipeline=pipeline, env=env, inbox=receive, policy=policy
+        )
+        run = Run(run_id, pipeline.name, env, supervisor, send)
+        started: Run = await self._nursery.start(run._main)
+        return started
+
+    async def run(
+        self,
+        pipeline: Pipeline,
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        on_failure: FailurePolicy | None = None,
+    ) -> RunResult:
+        """Run ``pipeline`` to its end and return the result.
+
+        If the caller is cancelled, the run is cancelled too.
+
+        Example:
+            >>> async with runtime() as rt:  # doctest: +SKIP
+            ...     result = await rt.run(pipeline, inputs={"x": 1})
+
+        Raises:
+            RunFailed: a stage failed or the run was cancelled (the result is
+                attached as ``exc.result``).
+        """
+        run = await self.start(pipeline, inputs=inputs, on_failure=on_failure)
+        try:
+            return await run.wait()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await run.cancel(reason="the caller of rt.run was cancelled")
+            raise
+
+
+@asynccontextmanager
+async def runtime(
+    *,
+    on_failure: FailurePolicy = "cancel",
+    thread_limit: int = 40,
+    cleanup_timeout: float = 10.0,
+    interceptors: Iterable[Any] = (),
+) -> AsyncIterator[Runtime]:
+    """Open a runtime: the scope that runs pipelines and owns their tasks.
+
+    Example:
+        >>> async with runtime() as rt:  # doctest: +SKIP
+        ...     result = await rt.run(pipeline)
+        >>> result.outputs["total"]  # doctest: +SKIP
+
+    Args:
+        on_failure: what a failing stage does to its run: ``"cancel"``
+            (default, fail fast: every running stage is cancelled, pending
+            ones never start) or ``"continue"`` (independent branches finish;
+            stages after a failure become ``upstream_failed``).
+        thread_limit: how many plain-function stages run in threads at once.
+        cleanup_timeout: seconds a stage's resources get to close when it ends.
+        interceptors: objects whose async ``before_stage(ctx)``,
+            ``after_stage(ctx, value)`` and ``on_error(ctx, exc)`` methods (each
+            optional) are called around every stage attempt.
+
+    Leaving the block cancels the runs still going and waits for their cleanup.
+    """
+    policy = _check_policy(on_failure)
+    if (
+        isinstance(thread_limit, bool)
+        or not isinstance(thread_limit, int)
+        or thread_limit < 1
+    ):
+        msg = f"thread_limit must be a whole number >= 1, not {thread_limit!r}"
+        raise InvalidRequestError(msg)
+    if (
+        not isinstance(cleanup_timeout, int | float)
+        or not cleanup_timeout > 0
+        or math.isnan(cleanup_timeout)
+    ):
+        msg = (
+            f"cleanup_timeout must be a number of seconds > 0, not {cleanup_timeout!r}"
+        )
+        raise InvalidRequestError(msg)
+    hooks = Hooks.from_interceptors(interceptors)
+    body_error: Exception | None = None
+    async with trio.open_nursery() as nursery:
+        rt = Runtime(
+            nursery,
+            on_failure=policy,
+            thread_limiter=trio.CapacityLimiter(thread_limit),
+            cleanup_timeout=float(cleanup_timeout),
+            hooks=hooks,
+        )
+        try:
+            yield rt
+        except Exception as exc:
+            # Re-raised below, after the runs are cleaned up, so the caller
+            # sees its own error rather than a group wrapping it.
+            body_error = exc
+        finally:
+            rt._closed = True
+            nursery.cancel_scope.cancel()
+    if body_error is not None:
+        raise body_error

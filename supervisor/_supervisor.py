@@ -1,0 +1,609 @@
+"""The GraphSupervisor: the one task that owns and changes a run's live graph.
+
+Invariants:
+
+* It is the only writer of the graph. Stage outcomes and change requests
+  arrive on one memory channel and are handled one at a time, in arrival
+  order. Handling a message is synchronous, pure graph logic (validate, apply,
+  record, reply, start what became ready): there is no await inside a change,
+  so every change is atomic by construction.
+* A request is validated completely before anything is applied. A refused
+  request leaves the graph and its version untouched and is answered with a
+  typed error. Every request, accepted or refused, gets one audit record with
+  the next sequence number.
+* ``_unfinished`` counts the stages that are not terminal. The run ends when
+  it reaches zero; as requests are handled in order, nothing is in flight
+  then. Requests still queued when the run ends are answered with
+  `RunClosedError`, never dropped.
+* Per finished stage the work is O(1) plus its edges: no scan of the graph.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, assert_never, cast
+
+import outcome
+import trio
+
+from dagvisor.actors import (
+    AddEdge,
+    AddStage,
+    CancelRun,
+    CancelStage,
+    CycleError,
+    DagvisorError,
+    DuplicateStageError,
+    Expand,
+    Message,
+    RemoveStage,
+    ReplacePending,
+    Request,
+    RunClosedError,
+    RunEnv,
+    StageCancelled,
+    StageContext,
+    StageFailed,
+    StageSkipped,
+    StageState,
+    StageStateError,
+    StageSucceeded,
+    UnknownStageError,
+    run_stage,
+)
+
+from ._audit import AuditLog, AuditRecord, ChangeKind
+from ._graph import LiveGraph, Node
+from ._result import Event, GraphChanged, StageFinished, StageStarted
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dagvisor.actors import Pipeline, StageSpec
+
+__all__ = ["FailurePolicy", "GraphSupervisor"]
+
+FailurePolicy: TypeAlias = Literal["cancel", "continue"]
+R = TypeVar("R")
+
+PENDING = StageState.PENDING
+RUNNING = StageState.RUNNING
+SUCCEEDED = StageState.SUCCEEDED
+FAILED = StageState.FAILED
+SKIPPED = StageState.SKIPPED
+CANCELLED = StageState.CANCELLED
+UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
+
+# The state a pending stage takes when a dependency ends in a state that
+# does not let it through.
+_BLOCKED: dict[StageState, StageState] = {
+    FAILED: UPSTREAM_FAILED,
+    UPSTREAM_FAILED: UPSTREAM_FAILED,
+    SKIPPED: SKIPPED,
+    CANCELLED: CANCELLED,
+}
+
+
+class _Change:
+    """What an accepted change did, for its audit record and reply."""
+
+    __slots__ = ("added", "cancelled", "edges", "removed", "value")
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+        self.added: list[str] = []
+        self.removed: list[str] = []
+        self.edges: list[tuple[str, str]] = []
+        self.cancelled: list[str] = []
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.removed or self.edges or self.cancelled)
+
+
+class GraphSupervisor:
+    """Owns one run's live graph; serves its inbox until every stage is terminal."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        pipeline: Pipeline,
+        env: RunEnv,
+        inbox: trio.MemoryReceiveChannel[Message],
+        policy: FailurePolicy,
+    ) -> None:
+        self.run_id = run_id
+        self.graph = LiveGraph()
+        self.audit = AuditLog()
+        self.errors: dict[str, BaseException] = {}
+        self.status: Literal["running", "succeeded", "failed", "cancelled"] = "running"
+        self.version = 0
+        self.started_wall = time.time()
+        self.started_at = trio.current_time()
+        self.ended_at: float | None = None
+        self._env = env
+        self._inbox = inbox
+        self._policy = policy
+        self._where = f"run {run_id!r}"
+        self._nursery: trio.Nursery | None = None
+        self._stages_closed = trio.Event()
+        self._stopping = False
+        self._closed = False
+        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self._ready: list[Node] = []
+        for spec, dep_names in pipeline.entries():
+            nodes = self.graph.nodes
+            self.graph.add_node(spec, [nodes[name] for name in dep_names])
+        self._unfinished = len(self.graph)
+
+    # -- the actor ---------------------------------------------------------------
+
+    async def host_stages(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+        """Hold the nursery that stage actors run in (its scope is the run's).
+
+        Ends when the supervisor cancels it, after every actor has ended.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started(nursery)
+                await trio.sleep_forever()
+        finally:
+            self._stages_closed.set()
+
+    async def serve(self, stage_nursery: trio.Nursery) -> None:
+        """Run the graph to its end: every stage terminal, nothing in flight."""
+        self._nursery = stage_nursery
+        receive = self._inbox
+        try:
+            for node in list(self.graph):
+                if node.state is PENDING and node.waiting == 0:
+                    self._spawn(node)
+            while self._unfinished and not self._stopping:
+                self._handle(await receive.receive())
+                while self._unfinished and not self._stopping:
+                    try:
+                        message = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    self._handle(message)
+            if self._stopping:
+                stage_nursery.cancel_scope.cancel()
+                await self._stages_closed.wait()
+                self._drain()
+        except trio.Cancelled:
+            if self.status == "running":
+                self.status = "cancelled"
+            raise
+        finally:
+            self._close()
+
+    def _drain(self) -> None:
+        """Handle what is queued without waiting (after every actor ended)."""
+        while True:
+            try:
+                message = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            self._handle(message)
+
+    def _close(self) -> None:
+        """End the run: settle every stage, answer queued requests, close channels."""
+        now = trio.current_time()
+        self._stopping = True
+        if self._unfinished:
+            for node in self.graph:
+                if not node.state.is_terminal:
+                    self._finish(node, CANCELLED, now)
+        self._closed = True
+        while True:
+            try:
+                message = self._inbox.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            if not isinstance(
+                message, StageSucceeded | StageFailed | StageCancelled | StageSkipped
+            ):
+                self._refuse_closed(message)
+        self._inbox.close()
+        if self.status == "running":
+            self.status = "failed" if self.errors else "succeeded"
+        self.ended_at = now
+        for subscriber in self._subscribers:
+            subscriber.close()
+        self._subscribers.clear()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _refuse_closed(self, request: Request) -> None:
+        error = RunClosedError(self.run_id)
+        self._record(request, _kind_of(request), None, error)
+        request.reply.send_nowait(outcome.Error(error))
+
+    def subscribe(self, buffer: int) -> trio.MemoryReceiveChannel[Event]:
+        """A channel of this run's events from now on; closed when the run ends."""
+        send, receive = trio.open_memory_channel[Event](buffer)
+        if self._closed:
+            send.close()
+        else:
+            self._subscribers.append(send)
+        return receive
+
+    def _publish(self, event: Event) -> None:
+        for subscriber in tuple(self._subscribers):
+            try:
+                subscriber.send_nowait(event)
+            except trio.WouldBlock:
+                pass  # a slow reader loses events rather than stalling the run
+            except trio.BrokenResourceError:
+                self._subscribers.remove(subscriber)  # the reader closed its end
+
+    # -- dispatch ----------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        match message:
+            case StageSucceeded(token=token, value=value):
+                node = cast("Node", token)
+                if node.state is RUNNING:
+                    node.output = value
+                    self._finish(node, SUCCEEDED, trio.current_time())
+            case StageFailed(token=token, error=error):
+                node = cast("Node", token)
+                if node.state is RUNNING:
+                    node.error = error
+                    self.errors[node.name] = error
+                    self._finish(node, FAILED, trio.current_time())
+                    if self._policy == "cancel":
+                        self._stop("failed")
+            case StageCancelled(token=token):
+                node = cast("Node", token)
+                if node.state is RUNNING:
+                    self._finish(node, CANCELLED, trio.current_time())
+            case StageSkipped(token=token):
+                node = cast("Node", token)
+                if node.state is RUNNING:
+                    self._finish(node, SKIPPED, trio.current_time())
+            case AddStage():
+                self._serve(message, self._add_stage)
+            case AddEdge():
+                self._serve(message, self._add_edge)
+            case Expand():
+                self._serve(message, self._expand)
+            case RemoveStage():
+                self._serve(message, self._remove_stage)
+            case ReplacePending():
+                self._serve(message, self._replace_pending)
+            case CancelStage():
+                self._serve(message, self._cancel_stage)
+            case CancelRun():
+                self._serve(message, self._cancel_run)
+            case _:
+                assert_never(message)
+
+    # -- stage life --------------------------------------------------------------
+
+    def _spawn(self, node: Node) -> None:
+        """Start the actor of a ready stage."""
+        if self._stopping:
+            return
+        node.state = RUNNING
+        node.started = now = trio.current_time()
+        scope = node.scope = trio.CancelScope()
+        inputs = {dep.name: dep.output for dep in node.deps if dep.state is SUCCEEDED}
+        ctx = StageContext(self._env, node, node.name, inputs, node.item, node.key)
+        assert self._nursery is not None
+        self._nursery.start_soon(run_stage, node.spec, ctx, scope, name=node.name)
+        if self._subscribers:
+            self._publish(StageStarted(node.name, now))
+
+    def _finish(self, node: Node, state: StageState, now: float) -> None:
+        """Make ``node`` terminal and let its dependents go or settle them too."""
+        node.state = state
+        node.finished = now
+        node.scope = None
+        self._unfinished -= 1
+        if self._subscribers:
+            self._publish(StageFinished(node.name, state, now))
+        if state is SUCCEEDED:
+            for child in node.dependents:
+                child.waiting -= 1
+                if child.waiting == 0 and child.state is PENDING:
+                    self._spawn(child)
+            return
+        # A stage that did not succeed settles the pending stages after it,
+        # transitively (explicit stack: chains may be a million deep).
+        stack = [node]
+        while stack:
+            parent = stack.pop()
+            for child in parent.dependents:
+                if child.state is not PENDING:
+                    continue
+                if parent.lets_through(child):
+                    child.waiting -= 1
+                    if child.waiting == 0:
+                        self._spawn(child)
+                    continue
+                child.state = _BLOCKED[parent.state]
+                child.finished = now
+                self._unfinished -= 1
+                if self._subscribers:
+                    self._publish(StageFinished(child.name, child.state, now))
+                stack.append(child)
+
+    def _settle_new(self, node: Node) -> None:
+        """A new or rewired pending stage: settle it, mark it ready, or let it wait."""
+        if node.state is not PENDING:
+            return
+        for dep in node.deps:
+            if dep.state.is_terminal and not dep.lets_through(node):
+                self._finish(node, _BLOCKED[dep.state], trio.current_time())
+                return
+        if node.waiting == 0:
+            self._ready.append(node)
+
+    def _stop(self, status: Literal["failed", "cancelled"]) -> None:
+        """Begin ending the run: no new stage starts, running ones are cancelled."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.status = status
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+
+    # -- requests ----------------------------------------------------------------
+
+    def _serve(self, request: R, apply: Callable[[R], _Change]) -> None:
+        req = cast("Request", request)
+        if self._stopping:
+            # The run is ending (a failure under fail-fast, or a cancel): a new
+            # stage would never start, so the change is refused, not dropped.
+            self._refuse_closed(req)
+            return
+        self._ready.clear()
+        try:
+            change = apply(request)
+        except DagvisorError as error:
+            self._record(req, _kind_of(req), None, error)
+            req.reply.send_nowait(outcome.Error(error))
+            return
+        self._record(req, _kind_of(req), change, None)
+        req.reply.send_nowait(outcome.Value(change.value))
+        ready, self._ready = self._ready, []
+        for node in ready:
+            if node.state is PENDING and node.waiting == 0:
+                self._spawn(node)
+
+    def _record(
+        self,
+        request: Request,
+        kind: ChangeKind,
+        change: _Change | None,
+        error: BaseException | None,
+    ) -> AuditRecord:
+        before = self.version
+        if change is not None and not change.empty:
+            self.version += 1
+        record = AuditRecord(
+            seq=len(self.audit),
+            run_id=self.run_id,
+            kind=kind,
+            requester=request.requester,
+            reason=request.reason,
+            accepted=error is None,
+            version_before=before,
+            version_after=self.version,
+            wall_time=time.time(),
+            monotonic_time=trio.current_time(),
+            added=tuple(change.added) if change else (),
+            removed=tuple(change.removed) if change else (),
+            edges=tuple(change.edges) if change else (),
+            cancelled=tuple(change.cancelled) if change else (),
+            error_type=None if error is None else type(error).__name__,
+            error=None if error is None else str(error),
+        )
+        self.audit.append(record)
+        if self._subscribers:
+            self._publish(GraphChanged(record))
+        return record
+
+    def _require(self, name: str, referrer: str | None = None) -> Node:
+        node = self.graph.get(name)
+        if node is None:
+            raise UnknownStageError(name, referrer=referrer, where=self._where)
+        return node
+
+    def _require_pending(self, name: str, action: str) -> Node:
+        node = self._require(name)
+        if node.state is not PENDING:
+            raise StageStateError(name, node.state.value, action)
+        return node
+
+    def _is_same_addition(
+        self,
+        node: Node,
+        spec: StageSpec,
+        deps: tuple[str, ...],
+        requester: str,
+        item: Any,
+    ) -> bool:
+        """Whether ``node`` is what this request would add (an idempotent re-add)."""
+        if node.spec is not spec or node.created_by < 0:
+            return False
+        if self.audit[node.created_by].requester != requester:
+            return False
+        if node.item is not item and node.item != item:
+            return False
+        return {dep.name for dep in node.deps} >= set(deps)
+
+    def _check_before(
+        self, name: str, deps: list[Node], before: tuple[str, ...]
+    ) -> list[Node]:
+        """Validate ``before=``: pending stages that may wait for a new stage."""
+        targets = []
+        for later in before:
+            node = self._require_pending(later, f"make {name!r} run before")
+            for dep in deps:
+                path = self.graph.cycle_path(dep, node)
+                if path is not None:
+                    raise CycleError([name, *path[1:], name], where=self._where)
+            targets.append(node)
+        return targets
+
+    def _add_stage(self, request: AddStage) -> _Change:
+        spec = request.spec
+        name = spec.name
+        existing = self.graph.get(name)
+        if existing is not None:
+            if self._is_same_addition(
+                existing, spec, request.after, request.requester, existing.item
+            ):
+                return _Change(name)
+            raise DuplicateStageError(name, where=self._where)
+        deps = [self._require(dep, referrer=name) for dep in request.after]
+        befores = self._check_before(name, deps, request.before)
+        # Validated: apply.
+        change = _Change(name)
+        node = self.graph.add_node(spec, deps, created_by=len(self.audit))
+        self._unfinished += 1
+        change.added.append(name)
+        change.edges.extend((dep.name, name) for dep in deps)
+        for later in befores:
+            self.graph.add_edge(node, later)
+            change.edges.append((name, later.name))
+        self._settle_new(node)
+        return change
+
+    def _add_edge(self, request: AddEdge) -> _Change:
+        upstream = self._require(request.upstream)
+        downstream = self._require_pending(
+            request.downstream, f"make it wait for {request.upstream!r}: cannot change"
+        )
+        if upstream in downstream.deps:
+            return _Change()
+        path = self.graph.cycle_path(upstream, downstream)
+        if path is not None:
+            raise CycleError(path, where=self._where)
+        self.graph.add_edge(upstream, downstream)
+        change = _Change()
+        change.edges.append((upstream.name, downstream.name))
+        self._settle_new(downstream)
+        return change
+
+    def _expand(self, request: Expand) -> _Change:
+        spec = request.spec
+        names = tuple(f"{spec.name}[{key}]" for key in request.keys)
+        existing = [self.graph.get(name) for name in names]
+        if any(node is not None for node in existing):
+            if all(
+                node is not None
+                and self._is_same_addition(
+                    node, spec, request.after, request.requester, item
+                )
+                for node, item in zip(existing, request.items, strict=True)
+            ):
+                return _Change(names)
+            clash = next(
+                name for name, node in zip(names, existing, strict=True) if node
+            )
+            raise DuplicateStageError(clash, where=self._where)
+        deps = [
+            self._require(dep, referrer=names[0] if names else spec.name)
+            for dep in request.after
+        ]
+        change = _Change(names)
+        seq = len(self.audit)
+        self._unfinished += len(names)
+        for name, item, key in zip(names, request.items, request.keys, strict=True):
+            node = self.graph.add_node(
+                spec, deps, name=name, created_by=seq, item=item, key=key
+            )
+            change.added.append(name)
+            change.edges.extend((dep.name, name) for dep in deps)
+            self._settle_new(node)
+        return change
+
+    def _remove_stage(self, request: RemoveStage) -> _Change:
+        node = self._require_pending(request.name, "remove")
+        children = list(node.dependents)
+        self.graph.remove_node(node)
+        self._unfinished -= 1
+        change = _Change()
+        change.removed.append(node.name)
+        for child in children:
+            self._settle_new(child)
+        return change
+
+    def _replace_pending(self, request: ReplacePending) -> _Change:
+        # A pipeline is valid by construction (its dependencies name its own
+        # stages, without cycles), and no started stage waits for a pending
+        # one, so this change cannot be refused. A stage of the new pipeline
+        # that already started or ended is not added again: its work is kept
+        # and the new stages that depend on it use its output.
+        graph = self.graph
+        pending = [node for node in graph if node.state is PENDING]
+        change = _Change()
+        touched: dict[int, Node] = {}
+        for node in pending:
+            for dep in node.deps:
+                touched[id(dep)] = dep
+            del graph.nodes[node.name]
+            change.removed.append(node.name)
+        for dep in touched.values():
+            if dep.state is not PENDING:
+                dep.dependents = [c for c in dep.dependents if c.state is not PENDING]
+        self._unfinished -= len(pending)
+        seq = len(self.audit)
+        added: list[Node] = []
+        for spec, dep_names in request.pipeline.entries():
+            if spec.name in graph.nodes:
+                continue
+            deps = [graph.nodes[dep] for dep in dep_names]
+            added.append(graph.add_node(spec, deps, created_by=seq))
+            change.added.append(spec.name)
+            change.edges.extend((dep, spec.name) for dep in dep_names)
+        self._unfinished += len(added)
+        for node in added:
+            self._settle_new(node)
+        return change
+
+    def _cancel_stage(self, request: CancelStage) -> _Change:
+        node = self._require(request.name)
+        if node.state.is_terminal:
+            raise StageStateError(node.name, node.state.value, "cancel")
+        change = _Change()
+        change.cancelled.append(node.name)
+        if node.state is RUNNING:
+            assert node.scope is not None
+            node.scope.cancel()
+        else:
+            self._finish(node, CANCELLED, trio.current_time())
+        return change
+
+    def _cancel_run(self, request: CancelRun) -> _Change:
+        change = _Change()
+        if not self._stopping:
+            change.cancelled.extend(
+                node.name for node in self.graph if not node.state.is_terminal
+            )
+            self._stop("cancelled")
+        return change
+
+
+def _kind_of(request: Request) -> ChangeKind:
+    match request:
+        case AddStage():
+            return "add_stage"
+        case AddEdge():
+            return "add_edge"
+        case Expand():
+            return "expand"
+        case RemoveStage():
+            return "remove_stage"
+        case ReplacePending():
+            return "replace_pending"
+        case CancelStage():
+            return "cancel_stage"
+        case CancelRun():
+            return "cancel_run"
+        case _:
+            assert_never(request)
