@@ -246,7 +246,7 @@ class Pipeline:
             return self
         path = self._dependency_path(up, down)
         if path is not None:
-            raise CycleError((*path, up), where=f"pipeline {self._name!r}")
+            raise CycleError((up, *path), where=f"pipeline {self._name!r}")
         count = self._count
         specs = self._specs[:count]
         deps = self._deps[:count]

@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import time
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, assert_never, cast
 
 import outcome
@@ -289,7 +290,9 @@ class GraphSupervisor:
         node.state = RUNNING
         node.started = now = trio.current_time()
         scope = node.scope = trio.CancelScope()
-        inputs = {dep.name: dep.output for dep in node.deps if dep.state is SUCCEEDED}
+        inputs = MappingProxyType(
+            {dep.name: dep.output for dep in node.deps if dep.state is SUCCEEDED}
+        )
         ctx = StageContext(self._env, node, node.name, inputs, node.item, node.key)
         assert self._nursery is not None
         self._nursery.start_soon(run_stage, node.spec, ctx, scope, name=node.name)

@@ -1,0 +1,103 @@
+"""`@stage` and `StageSpec`."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagvisor import stage
+from dagvisor.errors import DagvisorError, InvalidStageError
+
+
+async def body(ctx):
+    return 1
+
+
+def test_bare_decorator_names_the_stage_after_the_function():
+    spec = stage(body)
+    assert spec.name == "body"
+    assert spec.retries == 0
+    assert spec.timeout is None
+    assert spec.executor == "loop"
+    assert spec.is_async
+
+
+def test_decorator_with_options():
+    spec = stage(name="b", retries=2, timeout=5, backoff=0.5, trigger="none_failed")(
+        body
+    )
+    assert (spec.name, spec.retries, spec.timeout, spec.backoff) == ("b", 2, 5.0, 0.5)
+    assert spec.trigger == "none_failed"
+
+
+def test_plain_functions_run_in_a_thread_by_default():
+    @stage
+    def plain(ctx):
+        return 1
+
+    assert plain.executor == "thread"
+    assert not plain.is_async
+
+
+def test_named_and_options_return_new_specs():
+    spec = stage(body)
+    renamed = spec.named("other")
+    assert renamed.name == "other"
+    assert spec.name == "body"
+    assert renamed.fn is spec.fn
+    retried = spec.options(retries=3)
+    assert retried.retries == 3
+    assert spec.retries == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"retries": -1}, "retries"),
+        ({"retries": 1.5}, "retries"),
+        ({"retries": True}, "retries"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"backoff": -1}, "backoff"),
+        ({"when": 3}, "predicate"),
+        ({"trigger": "sometimes"}, "trigger"),
+        ({"executor": "gpu"}, "executor"),
+        ({"name": ""}, "non-empty"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_error(options, fragment):
+    with pytest.raises(InvalidStageError, match=fragment) as info:
+        stage(**options)(body)
+    assert isinstance(info.value, DagvisorError)
+    assert isinstance(info.value, ValueError)
+
+
+def test_a_function_with_the_wrong_signature_is_refused():
+    async def two(ctx, extra):
+        return 1
+
+    with pytest.raises(InvalidStageError, match="one positional argument"):
+        stage(two)
+
+
+def test_a_lambda_needs_a_name():
+    with pytest.raises(InvalidStageError, match="name="):
+        stage(lambda ctx: 1)
+    assert stage(name="l")(lambda ctx: 1).name == "l"
+
+
+def test_a_plain_function_cannot_claim_the_event_loop():
+    def plain(ctx):
+        return 1
+
+    with pytest.raises(InvalidStageError, match="block the event loop"):
+        stage(executor="loop")(plain)
+
+
+def test_a_stage_cannot_be_decorated_twice():
+    with pytest.raises(InvalidStageError, match="already a stage"):
+        stage(stage(body))
+
+
+def test_not_callable():
+    with pytest.raises(InvalidStageError, match="function"):
+        stage(42)
