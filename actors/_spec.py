@@ -105,9 +105,12 @@ def _check_options(
 
 
 @final
-@attrs.frozen(kw_only=True, eq=False)
+@attrs.frozen(kw_only=True)
 class StageSpec:
     """An immutable description of a stage: what to run and how.
+
+    Two specs are equal when they run the same function under the same name
+    with the same options; re-adding an equal spec is idempotent.
 
     Build one with `stage`; derive variants with `named` or `options`.
 

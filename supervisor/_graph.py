@@ -70,11 +70,13 @@ class Node:
 class LiveGraph:
     """Nodes by name, their edges, and an incremental topological order."""
 
-    __slots__ = ("_next_order", "nodes")
+    __slots__ = ("_next_order", "last_region", "nodes")
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self._next_order = 0
+        self.last_region = 0
+        """Nodes visited by the last cycle check or reorder (a cost figure)."""
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -152,6 +154,7 @@ class LiveGraph:
         while stack:
             node = stack.pop()
             region.append(node)
+            self.last_region = len(region)
             for child in node.dependents:
                 if child is target:
                     path = [target.name]

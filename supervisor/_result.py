@@ -142,6 +142,22 @@ class _Timings(_NodeView):
 
 
 @final
+class _Origins(_NodeView):
+    """The audit record that added each stage (None for the pipeline's own)."""
+
+    __slots__ = ("_audit",)
+
+    def __init__(
+        self, nodes: Mapping[str, Node], audit: tuple[AuditRecord, ...]
+    ) -> None:
+        super().__init__(nodes)
+        self._audit = audit
+
+    def _value(self, node: Node) -> AuditRecord | None:
+        return None if node.created_by < 0 else self._audit[node.created_by]
+
+
+@final
 @attrs.frozen(kw_only=True, eq=False)
 class RunResult:
     """The result of one run.
@@ -156,6 +172,8 @@ class RunResult:
         timings: `StageTiming` of every stage, by name.
         errors: exception of every stage that failed, by name.
         audit: every change request of the run, in order.
+        origins: for every stage, the audit record of the change that added
+            it, or None for a stage of the pipeline the run started with.
         stats: summary figures.
     """
 
@@ -167,6 +185,7 @@ class RunResult:
     timings: Mapping[str, StageTiming]
     errors: Mapping[str, BaseException]
     audit: tuple[AuditRecord, ...]
+    origins: Mapping[str, AuditRecord | None]
     stats: RunStats
 
     @property
@@ -178,11 +197,15 @@ class RunResult:
         return f"<RunResult {self.name!r} {self.status}: {self.stats.stages} stages, {len(self.audit)} changes>"
 
     @classmethod
-    def _from_nodes(cls, nodes: Mapping[str, Node], **fields: Any) -> RunResult:
+    def _from_nodes(
+        cls, nodes: Mapping[str, Node], audit: tuple[AuditRecord, ...], **fields: Any
+    ) -> RunResult:
         return cls(
             outputs=_Outputs(nodes),
             states=_States(nodes),
             timings=_Timings(nodes),
+            origins=_Origins(nodes, audit),
+            audit=audit,
             **fields,
         )
 

@@ -55,6 +55,7 @@ from dagvisor.actors import (
 
 from ._audit import AuditLog, AuditRecord, ChangeKind
 from ._graph import LiveGraph, Node
+from ._isolation import isolate
 from ._result import Event, GraphChanged, StageFinished, StageStarted
 
 if TYPE_CHECKING:
@@ -291,7 +292,11 @@ class GraphSupervisor:
         node.started = now = trio.current_time()
         scope = node.scope = trio.CancelScope()
         inputs = MappingProxyType(
-            {dep.name: dep.output for dep in node.deps if dep.state is SUCCEEDED}
+            {
+                dep.name: isolate(dep.output)
+                for dep in node.deps
+                if dep.state is SUCCEEDED
+            }
         )
         ctx = StageContext(self._env, node, node.name, inputs, node.item, node.key)
         assert self._nursery is not None
@@ -430,7 +435,7 @@ class GraphSupervisor:
         item: Any,
     ) -> bool:
         """Whether ``node`` is what this request would add (an idempotent re-add)."""
-        if node.spec is not spec or node.created_by < 0:
+        if node.spec != spec or node.created_by < 0:
             return False
         if self.audit[node.created_by].requester != requester:
             return False

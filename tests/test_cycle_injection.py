@@ -1,0 +1,136 @@
+"""Failure mode: cycle injection. A change that would close a cycle is refused."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dagvisor import Pipeline, StageState, runtime, stage
+from dagvisor.errors import CycleError
+from dagvisor.supervisor import LiveGraph
+
+
+@stage
+async def noop(ctx):
+    return ctx.name
+
+
+async def test_a_stage_closing_a_cycle_is_refused_with_the_path_and_the_run_goes_on():
+    seen = {}
+
+    @stage
+    async def rewire(ctx):
+        with pytest.raises(CycleError) as info:
+            await ctx.add_edge("c", "b", reason="make b wait for c")
+        seen["path"] = info.value.path
+        return "rewired"
+
+    pipeline = (
+        Pipeline("p")
+        .add(rewire)
+        .add(noop.named("b"), after=["rewire"])
+        .add(noop.named("c"), after=["b"])
+    )
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    assert seen["path"] == ("c", "b", "c")
+    assert result.ok
+    (record,) = result.audit
+    assert not record.accepted
+    assert record.error_type == "CycleError"
+    assert record.version_before == record.version_after == 0
+    assert result.states["c"] is StageState.SUCCEEDED
+
+
+async def test_adding_a_stage_between_two_that_would_close_a_cycle_is_refused():
+    @stage
+    async def grow(ctx):
+        with pytest.raises(CycleError) as info:
+            await ctx.add_stage(
+                noop.named("x"), after=["late"], before=["early"], reason="loop"
+            )
+        return info.value.path
+
+    pipeline = (
+        Pipeline("p")
+        .add(grow)
+        .add(noop.named("early"), after=["grow"])
+        .add(noop.named("late"), after=["early"])
+    )
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    assert result.outputs["grow"] == ("x", "early", "late", "x")
+    assert "x" not in result.states
+
+
+async def test_a_stage_cannot_wait_for_itself():
+    @stage
+    async def selfish(ctx):
+        with pytest.raises(CycleError) as info:
+            await ctx.add_stage(
+                noop.named("x"), after=["y"], before=["y"], reason="both"
+            )
+        return info.value.path
+
+    async with runtime() as rt:
+        result = await rt.run(
+            Pipeline("p").add(selfish).add(noop.named("y"), after=["selfish"])
+        )
+    assert result.outputs["selfish"] == ("x", "y", "x")
+
+
+def _reaches(graph: LiveGraph, start, target) -> bool:
+    stack, seen = [start], {start}
+    while stack:
+        node = stack.pop()
+        if node is target:
+            return True
+        for child in node.dependents:
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return False
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_incremental_order_agrees_with_a_naive_reachability_check(seed):
+    rng = random.Random(seed)
+    graph = LiveGraph()
+    nodes = [graph.add_node(noop.named(f"n{i}"), []) for i in range(30)]
+    for _ in range(150):
+        up, down = rng.sample(nodes, 2)
+        cycle = graph.cycle_path(up, down)
+        assert (cycle is not None) == _reaches(graph, down, up)
+        if cycle is None and up not in down.deps:
+            graph.add_edge(up, down)
+        else:
+            # The path is a real cycle through the new edge.
+            assert cycle is None or (
+                cycle[0] == cycle[-1] == up.name and cycle[1] == down.name
+            )
+        for node in nodes:  # the order is topological after every insertion
+            assert all(dep.order < node.order for dep in node.deps)
+    assert len({node.order for node in nodes}) == len(nodes)
+
+
+def test_a_cycle_check_visits_the_affected_region_not_the_graph():
+    graph = LiveGraph()
+    n = 100_000
+    previous = []
+    chain = []
+    for i in range(n):
+        node = graph.add_node(noop.named(f"s{i}"), previous)
+        chain.append(node)
+        previous = [node]
+    side = graph.add_node(noop.named("side"), [])
+    # An edge that agrees with the order needs no search at all.
+    graph.last_region = 0
+    assert graph.cycle_path(chain[10], side) is None
+    assert graph.last_region == 0
+    # An edge against the order searches only between the two ends.
+    late = graph.add_node(noop.named("late"), [])
+    assert graph.cycle_path(late, chain[n - 5]) is None
+    assert graph.last_region <= 5
+    graph.add_edge(late, chain[n - 5])
+    assert all(dep.order < node.order for node in chain[n - 10 :] for dep in node.deps)
