@@ -88,14 +88,19 @@ async def run_stage(
 ) -> None:
     """Run one stage to its end and report the outcome to the supervisor."""
     token = ctx._token
+    env = ctx._env
     message: StageOutcome | None = None
     try:
         with scope:
             if spec.when is not None and not spec.when(ctx):
                 message = StageSkipped(token)
-            elif spec.retries == 0 and spec.timeout is None and not ctx._env.hooks:
-                # The common case, kept to one frame: no retry loop, no timer.
-                message = StageSucceeded(token, await _call(spec, ctx))
+            elif spec.simple and not env.has_hooks:
+                # The common case, kept to this one frame: one attempt on the loop.
+                try:
+                    message = StageSucceeded(token, await spec.fn(ctx))
+                finally:
+                    if ctx._stack is not None:
+                        await ctx._close_resources()
             else:
                 message = StageSucceeded(token, await _attempts(spec, ctx))
         if scope.cancelled_caught:
@@ -104,7 +109,7 @@ async def run_stage(
         message = StageFailed(token, exc)
     if message is None:
         return
-    outbox = ctx._env.outbox
+    outbox = env.outbox
     try:
         try:
             outbox.send_nowait(message)

@@ -116,6 +116,10 @@ class RunEnv:
     thread_limiter: trio.CapacityLimiter
     cleanup_timeout: float
     hooks: Hooks = Hooks()
+    has_hooks: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.has_hooks = bool(self.hooks)
 
 
 def check_reason(reason: object) -> str:

@@ -133,6 +133,12 @@ class StageSpec:
     when: Callable[[StageContext], bool] | None = None
     trigger: Trigger = "all_succeeded"
     executor: Executor = "loop"
+    simple: bool = attrs.field(init=False, eq=False, repr=False)
+    """Whether one attempt on the event loop is all there is (no retry, no timer)."""
+
+    def __attrs_post_init__(self) -> None:
+        simple = self.executor == "loop" and self.retries == 0 and self.timeout is None
+        object.__setattr__(self, "simple", simple)
 
     @property
     def is_async(self) -> bool:
@@ -150,6 +156,7 @@ class StageSpec:
     def options(self, **changes: Any) -> StageSpec:
         """Return a copy with some options changed (same keywords as `stage`)."""
         merged = attrs.asdict(self, recurse=False)
+        del merged["simple"]
         merged.update(changes)
         return _make_spec(**merged)
 

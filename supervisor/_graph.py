@@ -18,6 +18,7 @@ Only the `GraphSupervisor` of the run writes to it. Invariants it keeps:
 
 from __future__ import annotations
 
+import gc
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
     import trio
+
+    from dagvisor.actors import Pipeline
 
 __all__ = ["LiveGraph", "Node"]
 
@@ -77,6 +80,43 @@ class LiveGraph:
         self._next_order = 0
         self.last_region = 0
         """Nodes visited by the last cycle check or reorder (a cost figure)."""
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Pipeline) -> tuple[LiveGraph, list[Node]]:
+        """The live graph of a pipeline, and its roots (stages ready at once)."""
+        graph = cls()
+        nodes = graph.nodes
+        roots: list[Node] = []
+        # Building a million nodes allocates millions of containers and frees
+        # none: the cyclic collector would walk the growing heap again and
+        # again for nothing (half the build time at 1,000,000 stages). It is
+        # paused for this burst only and left as it was found.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            graph._fill(pipeline, nodes, roots)
+        finally:
+            if collecting:
+                gc.enable()
+        return graph, roots
+
+    def _fill(
+        self, pipeline: Pipeline, nodes: dict[str, Node], roots: list[Node]
+    ) -> None:
+        order = 0
+        for spec, dep_names in pipeline.entries():
+            if dep_names:
+                deps = tuple([nodes[name] for name in dep_names])
+                node = Node(spec.name, spec, deps, order)
+                node.waiting = len(deps)
+                for dep in deps:
+                    dep.dependents.append(node)
+            else:
+                node = Node(spec.name, spec, (), order)
+                roots.append(node)
+            nodes[spec.name] = node
+            order += 1
+        self._next_order = order
 
     def __len__(self) -> int:
         return len(self.nodes)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["isolate"]
+__all__ = ["SHARED_TYPES", "isolate"]
 
-_SHARED_TYPES = frozenset(
+SHARED_TYPES = frozenset(
     {int, float, complex, bool, str, bytes, type(None), range, frozenset}
 )
 _COPIED_TYPES = frozenset({list, dict, set, bytearray})
@@ -26,7 +26,7 @@ _COPIED_TYPES = frozenset({list, dict, set, bytearray})
 def isolate(value: Any) -> Any:
     """The value a consumer may read and mutate without affecting anyone else."""
     kind = type(value)
-    if kind in _SHARED_TYPES:
+    if kind in SHARED_TYPES:
         return value
     if kind in _COPIED_TYPES:
         return copy.deepcopy(value)

@@ -55,7 +55,7 @@ from dagvisor.actors import (
 
 from ._audit import AuditLog, AuditRecord, ChangeKind
 from ._graph import LiveGraph, Node
-from ._isolation import isolate
+from ._isolation import SHARED_TYPES, isolate
 from ._result import Event, GraphChanged, StageFinished, StageStarted
 
 if TYPE_CHECKING:
@@ -116,7 +116,6 @@ class GraphSupervisor:
         policy: FailurePolicy,
     ) -> None:
         self.run_id = run_id
-        self.graph = LiveGraph()
         self.audit = AuditLog()
         self.errors: dict[str, BaseException] = {}
         self.status: Literal["running", "succeeded", "failed", "cancelled"] = "running"
@@ -134,10 +133,10 @@ class GraphSupervisor:
         self._closed = False
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._ready: list[Node] = []
-        for spec, dep_names in pipeline.entries():
-            nodes = self.graph.nodes
-            self.graph.add_node(spec, [nodes[name] for name in dep_names])
+        self.graph, self._roots = LiveGraph.from_pipeline(pipeline)
         self._unfinished = len(self.graph)
+        self._now = trio.lowlevel.current_clock().current_time
+        self._start_soon: Callable[..., None] | None = None
 
     # -- the actor ---------------------------------------------------------------
 
@@ -156,9 +155,11 @@ class GraphSupervisor:
     async def serve(self, stage_nursery: trio.Nursery) -> None:
         """Run the graph to its end: every stage terminal, nothing in flight."""
         self._nursery = stage_nursery
+        self._start_soon = stage_nursery.start_soon
         receive = self._inbox
         try:
-            for node in list(self.graph):
+            roots, self._roots = self._roots, []
+            for node in roots:
                 if node.state is PENDING and node.waiting == 0:
                     self._spawn(node)
             while self._unfinished and not self._stopping:
@@ -248,23 +249,23 @@ class GraphSupervisor:
                 node = cast("Node", token)
                 if node.state is RUNNING:
                     node.output = value
-                    self._finish(node, SUCCEEDED, trio.current_time())
+                    self._finish(node, SUCCEEDED, self._now())
             case StageFailed(token=token, error=error):
                 node = cast("Node", token)
                 if node.state is RUNNING:
                     node.error = error
                     self.errors[node.name] = error
-                    self._finish(node, FAILED, trio.current_time())
+                    self._finish(node, FAILED, self._now())
                     if self._policy == "cancel":
                         self._stop("failed")
             case StageCancelled(token=token):
                 node = cast("Node", token)
                 if node.state is RUNNING:
-                    self._finish(node, CANCELLED, trio.current_time())
+                    self._finish(node, CANCELLED, self._now())
             case StageSkipped(token=token):
                 node = cast("Node", token)
                 if node.state is RUNNING:
-                    self._finish(node, SKIPPED, trio.current_time())
+                    self._finish(node, SKIPPED, self._now())
             case AddStage():
                 self._serve(message, self._add_stage)
             case AddEdge():
@@ -289,18 +290,21 @@ class GraphSupervisor:
         if self._stopping:
             return
         node.state = RUNNING
-        node.started = now = trio.current_time()
+        node.started = now = self._now()
         scope = node.scope = trio.CancelScope()
-        inputs = MappingProxyType(
-            {
-                dep.name: isolate(dep.output)
-                for dep in node.deps
-                if dep.state is SUCCEEDED
-            }
+        inputs = {}
+        for dep in node.deps:  # a loop, not a comprehension: this is the hot path
+            if dep.state is SUCCEEDED:
+                value = dep.output
+                inputs[dep.name] = (
+                    value if type(value) in SHARED_TYPES else isolate(value)
+                )
+        ctx = StageContext(
+            self._env, node, node.name, MappingProxyType(inputs), node.item, node.key
         )
-        ctx = StageContext(self._env, node, node.name, inputs, node.item, node.key)
-        assert self._nursery is not None
-        self._nursery.start_soon(run_stage, node.spec, ctx, scope, name=node.name)
+        start_soon = self._start_soon
+        assert start_soon is not None
+        start_soon(run_stage, node.spec, ctx, scope, name=node.name)
         if self._subscribers:
             self._publish(StageStarted(node.name, now))
 
@@ -344,7 +348,7 @@ class GraphSupervisor:
             return
         for dep in node.deps:
             if dep.state.is_terminal and not dep.lets_through(node):
-                self._finish(node, _BLOCKED[dep.state], trio.current_time())
+                self._finish(node, _BLOCKED[dep.state], self._now())
                 return
         if node.waiting == 0:
             self._ready.append(node)
@@ -584,7 +588,7 @@ class GraphSupervisor:
             assert node.scope is not None
             node.scope.cancel()
         else:
-            self._finish(node, CANCELLED, trio.current_time())
+            self._finish(node, CANCELLED, self._now())
         return change
 
     def _cancel_run(self, request: CancelRun) -> _Change:
