@@ -13,7 +13,6 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import attrs
-import outcome
 import trio
 
 from ._errors import InvalidRequestError, RunClosedError
@@ -139,8 +138,9 @@ async def ask(env: RunEnv, make: Callable[[ReplySlot], Request]) -> Any:
     Raises whatever the supervisor refused the request with, or
     `RunClosedError` when the run has ended.
     """
-    reply_send, reply_receive = trio.open_memory_channel[outcome.Outcome[Any]](1)
-    request = make(reply_send)
+    await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller sends nothing
+    reply = ReplySlot()
+    request = make(reply)
     try:
         try:
             env.outbox.send_nowait(request)
@@ -148,11 +148,7 @@ async def ask(env: RunEnv, make: Callable[[ReplySlot], Request]) -> Any:
             await env.outbox.send(request)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise RunClosedError(env.run_id) from None
-    with reply_receive:
-        try:
-            answer = await reply_receive.receive()
-        except trio.EndOfChannel:
-            raise RunClosedError(env.run_id) from None
+    answer = await reply.receive()
     return answer.unwrap()
 
 

@@ -9,13 +9,14 @@ a memory channel with a buffer of one that the supervisor answers with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import attrs
-import outcome
 import trio
 
 if TYPE_CHECKING:
+    import outcome
+
     from ._pipeline import Pipeline
     from ._spec import StageSpec
 
@@ -37,8 +38,48 @@ __all__ = [
     "StageSucceeded",
 ]
 
-ReplySlot: TypeAlias = trio.MemorySendChannel[outcome.Outcome[Any]]
-"""Where the supervisor puts its answer to one request."""
+
+@final
+class ReplySlot:
+    """Where the supervisor puts its answer to one request: filled once, read once.
+
+    It plays the part of a memory channel with a buffer of one, minus what
+    this one-shot use does not need. Answering never blocks and never fails,
+    even when the requester was cancelled and went away: a late answer is
+    simply dropped. (A channel whose receiver closed would raise
+    ``BrokenResourceError`` into the supervisor instead.)
+    """
+
+    __slots__ = ("_answer", "_waiter")
+
+    def __init__(self) -> None:
+        self._answer: outcome.Outcome[Any] | None = None
+        self._waiter: trio.lowlevel.Task | None = None
+
+    def send_nowait(self, answer: outcome.Outcome[Any]) -> None:
+        """Give the answer (the supervisor's side; never waits)."""
+        if self._answer is not None:
+            msg = "a request was answered twice"
+            raise RuntimeError(msg)
+        self._answer = answer
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            trio.lowlevel.reschedule(waiter)
+
+    async def receive(self) -> outcome.Outcome[Any]:
+        """Wait for the answer (the requester's side; a checkpoint)."""
+        if self._answer is None:
+            self._waiter = trio.lowlevel.current_task()
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                self._waiter = None
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        else:
+            await trio.lowlevel.checkpoint()
+        assert self._answer is not None
+        return self._answer
 
 
 # -- outcomes: how a stage ended -------------------------------------------------

@@ -151,7 +151,19 @@ class StageSpec:
         Example:
             >>> Pipeline.chain(step.named(f"step{i}") for i in range(3))  # doctest: +SKIP
         """
-        return attrs.evolve(self, name=_check_name(name))
+        # Options were checked when this spec was made; only the name is new.
+        # (The constructor directly: attrs.evolve costs several times more, and
+        # naming specs in a loop is common.)
+        return StageSpec(
+            fn=self.fn,
+            name=_check_name(name),
+            retries=self.retries,
+            backoff=self.backoff,
+            timeout=self.timeout,
+            when=self.when,
+            trigger=self.trigger,
+            executor=self.executor,
+        )
 
     def options(self, **changes: Any) -> StageSpec:
         """Return a copy with some options changed (same keywords as `stage`)."""

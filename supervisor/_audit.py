@@ -4,7 +4,9 @@ Records are appended by the supervisor only, with consecutive sequence
 numbers starting at 0, in the order the requests were applied. Queries by
 wall-clock time use a sorted index (the wall clock may step back, so append
 order is not time order); queries by stage use a per-stage list of sequence
-numbers, which is in order because records are only appended.
+numbers, which is in order because records are only appended. Both indexes
+are brought up to date when queried, not on every append: appending is on
+the supervisor's path for every change, querying is rare.
 """
 
 from __future__ import annotations
@@ -108,10 +110,11 @@ def _wall_key(record: AuditRecord) -> tuple[float, int]:
 class AuditLog(Sequence[AuditRecord]):
     """A run's audit records, in order, with indexes by time and by stage."""
 
-    __slots__ = ("_by_stage", "_by_wall_time", "_records")
+    __slots__ = ("_by_stage", "_by_wall_time", "_indexed", "_records")
 
     def __init__(self) -> None:
         self._records: list[AuditRecord] = []
+        self._indexed = 0
         self._by_wall_time: SortedKeyList[AuditRecord, tuple[float, int]] = (
             SortedKeyList(key=_wall_key)
         )
@@ -125,9 +128,15 @@ class AuditLog(Sequence[AuditRecord]):
             )
             raise ValueError(msg)
         self._records.append(record)
-        self._by_wall_time.add(record)
-        for name in record.stages:
-            self._by_stage.setdefault(name, []).append(record.seq)
+
+    def _catch_up(self) -> None:
+        """Index the records appended since the last query."""
+        records = self._records
+        for record in records[self._indexed :]:
+            self._by_wall_time.add(record)
+            for name in record.stages:
+                self._by_stage.setdefault(name, []).append(record.seq)
+        self._indexed = len(records)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -149,6 +158,7 @@ class AuditLog(Sequence[AuditRecord]):
         self, since: float | None = None, until: float | None = None
     ) -> list[AuditRecord]:
         """Records whose wall-clock time is in ``[since, until]``, oldest first."""
+        self._catch_up()
         lower = None if since is None else (since, -1)
         upper = None if until is None else (until, len(self._records))
         records: list[AuditRecord] = list(
@@ -158,6 +168,7 @@ class AuditLog(Sequence[AuditRecord]):
 
     def for_stage(self, name: str) -> list[AuditRecord]:
         """Records that name stage ``name`` (added, removed, wired or cancelled it)."""
+        self._catch_up()
         return [self._records[seq] for seq in self._by_stage.get(name, ())]
 
     def snapshot(self) -> tuple[AuditRecord, ...]:

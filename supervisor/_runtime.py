@@ -53,10 +53,13 @@ __all__ = ["Run", "Runtime", "runtime"]
 
 EXTERNAL = "external"
 _POLICIES = ("cancel", "continue")
-# Room in a run's inbox: outcomes and requests queue here while the
-# supervisor works. Senders wait when it is full (backpressure); the
-# supervisor itself never waits on anyone.
-_INBOX_SIZE = 4096
+# Room in a run's inbox. What can be queued there is bounded by the run
+# itself: each running stage sends one outcome, and each requester has at
+# most one request in flight (it waits for the answer). So this bound only
+# decides when a sender must park. When a fan-out of 100,000 stages ends in
+# one scheduler pass, a bound of 4,096 made most actors park and be woken
+# again. Senders past it still wait (backpressure); the supervisor never does.
+_INBOX_SIZE = 1 << 18
 
 
 def _check_policy(policy: str) -> FailurePolicy:

@@ -1,0 +1,286 @@
+"""Graph shapes other than a chain, change throughput and cycle-check cost.
+
+    python bench/shapes.py                      # every measure, a few minutes
+    python bench/shapes.py --only fanout,changes --json out.json
+
+Measures:
+  fanout   1 -> N -> 1, declared up front and mapped at run time (ctx.expand)
+  lattice  a diamond lattice: layers of W stages, each after two of the layer before
+  changes  1,000 concurrent stages each requesting changes: changes/s, latency
+  cycle    one new edge in graphs of up to 1,000,000 stages: check + reorder time
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import trio
+import trio.testing
+from _common import emit, machine, progress
+
+from dagvisor import Pipeline, runtime, stage
+from dagvisor.supervisor import LiveGraph
+
+
+@stage
+async def source(ctx: Any) -> int:
+    return 1
+
+
+@stage
+async def leaf(ctx: Any) -> int:
+    return 1
+
+
+@stage
+async def sink(ctx: Any) -> int:
+    return len(ctx.inputs)
+
+
+async def _timed_run(pipeline: Pipeline) -> tuple[float, Any]:
+    async with runtime() as rt:
+        start = time.perf_counter()
+        result = await rt.run(pipeline)
+        return time.perf_counter() - start, result
+
+
+def fanout(sizes: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for n in sizes:
+        progress(f"fanout declared, N={n:,}")
+        pipeline = Pipeline("fan").add(source)
+        for i in range(n):
+            pipeline = pipeline.add(leaf.named(f"leaf{i}"), after=["source"])
+        pipeline = pipeline.add(sink, after=[f"leaf{i}" for i in range(n)])
+        elapsed, result = trio.run(_timed_run, pipeline)
+        assert result.outputs["sink"] == n
+        rows.append(
+            {
+                "shape": "fanout_declared",
+                "n": n,
+                "run_s": elapsed,
+                "per_stage_us": elapsed / (n + 2) * 1e6,
+            }
+        )
+
+        progress(f"fanout mapped at run time, N={n:,}")
+
+        @stage
+        async def plan(ctx: Any, n: int = n) -> None:
+            names = await ctx.expand(leaf, range(n), reason="fan out")
+            await ctx.add_stage(sink, after=names, reason="fan in")
+
+        elapsed, result = trio.run(_timed_run, Pipeline("mapped").add(plan))
+        assert result.outputs["sink"] == n
+        rows.append(
+            {
+                "shape": "fanout_mapped",
+                "n": n,
+                "run_s": elapsed,
+                "per_stage_us": elapsed / (n + 2) * 1e6,
+            }
+        )
+        progress(
+            f"  declared {rows[-2]['per_stage_us']:.1f} µs/stage, mapped {rows[-1]['per_stage_us']:.1f} µs/stage"
+        )
+    return rows
+
+
+def lattice(width: int, depth: int) -> list[dict[str, Any]]:
+    progress(f"diamond lattice {width} x {depth}")
+
+    @stage
+    async def cell(ctx: Any) -> int:
+        return sum(ctx.inputs.values()) or 1
+
+    pipeline = Pipeline("lattice")
+    for i in range(width):
+        pipeline = pipeline.add(cell.named(f"c0_{i}"))
+    for layer in range(1, depth):
+        for i in range(width):
+            pipeline = pipeline.add(
+                cell.named(f"c{layer}_{i}"),
+                after=[f"c{layer - 1}_{i}", f"c{layer - 1}_{(i + 1) % width}"],
+            )
+    n = width * depth
+    elapsed, result = trio.run(_timed_run, pipeline)
+    assert result.ok
+    row = {
+        "shape": "lattice",
+        "width": width,
+        "depth": depth,
+        "n": n,
+        "run_s": elapsed,
+        "per_stage_us": elapsed / n * 1e6,
+    }
+    progress(f"  {row['per_stage_us']:.1f} µs/stage")
+    return [row]
+
+
+def changes(stages: int, per_stage: int) -> list[dict[str, Any]]:
+    progress(f"change throughput: {stages} concurrent stages x {per_stage} changes")
+    latencies: list[float] = []
+    start_gate = trio.Event()
+    end_gate = trio.Event()
+    all_answered = trio.Event()
+
+    @stage
+    async def mutator(ctx: Any) -> None:
+        await start_gate.wait()
+        for k in range(per_stage):
+            t = time.perf_counter()
+            # The new stages wait for `hold`, so none runs while changes are timed.
+            await ctx.add_stage(
+                leaf.named(f"{ctx.name}.{k}"), after=["hold"], reason="grow"
+            )
+            latencies.append(time.perf_counter() - t)
+        if len(latencies) == stages * per_stage:
+            all_answered.set()
+
+    @stage
+    async def hold(ctx: Any) -> None:
+        await end_gate.wait()
+
+    pipeline = Pipeline("changes").add(hold)
+    for i in range(stages):
+        pipeline = pipeline.add(mutator.named(f"m{i}"))
+
+    async def main() -> tuple[float, int]:
+        async with runtime() as rt:
+            run = await rt.start(pipeline)
+            await trio.testing.wait_all_tasks_blocked()
+            begin = time.perf_counter()
+            start_gate.set()
+            await all_answered.wait()
+            elapsed = time.perf_counter() - begin
+            end_gate.set()
+            result = await run.wait()
+            return elapsed, len([r for r in result.audit if r.accepted])
+
+    elapsed, accepted = trio.run(main)
+    total = stages * per_stage
+    assert accepted == total, (accepted, total)
+    latencies.sort()
+    row = {
+        "shape": "changes",
+        "stages": stages,
+        "changes": total,
+        "elapsed_s": elapsed,
+        "changes_per_s": total / elapsed,
+        "latency_p50_us": latencies[len(latencies) // 2] * 1e6,
+        "latency_p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+        "lost": total - accepted,
+    }
+    progress(
+        f"  {row['changes_per_s']:,.0f} changes/s, p50 {row['latency_p50_us']:.0f} µs, p99 {row['latency_p99_us']:.0f} µs"
+    )
+    return [row]
+
+
+def cycle(sizes: list[int], edges: int = 1000) -> list[dict[str, Any]]:
+    rows = []
+    for n in sizes:
+        progress(f"cycle check, graph of {n:,} stages")
+        rng = random.Random(n)
+        graph = LiveGraph()
+        chains = max(1, n // 1000)
+        length = n // chains
+        ends = []
+        for c in range(chains):
+            previous: list[Any] = []
+            chain = []
+            for i in range(length):
+                node = graph.add_node(leaf.named(f"c{c}_{i}"), previous)
+                chain.append(node)
+                previous = [node]
+            ends.append(chain)
+        # Typical: one new edge checked against the graph as built (read-only).
+        fresh_times, fresh_regions = [], []
+        for _ in range(edges):
+            up, down = _random_pair(rng, ends, chains, length)
+            graph.last_region = 0
+            t = time.perf_counter()
+            graph.cycle_path(up, down)
+            fresh_times.append(time.perf_counter() - t)
+            fresh_regions.append(graph.last_region)
+        # Adversarial: random edges accumulate and wire the chains together,
+        # so the region between two ends keeps growing.
+        times, regions, refused = [], [], 0
+        for _ in range(edges):
+            up, down = _random_pair(rng, ends, chains, length)
+            graph.last_region = 0
+            t = time.perf_counter()
+            path = graph.cycle_path(up, down)
+            if path is None and up not in down.deps:
+                graph.add_edge(up, down)
+            times.append(time.perf_counter() - t)
+            regions.append(graph.last_region)
+            refused += path is not None
+        fresh_times.sort()
+        times.sort()
+        row = {
+            "shape": "cycle_check",
+            "n": len(graph),
+            "edges": edges,
+            "fresh_median_us": statistics.median(fresh_times) * 1e6,
+            "fresh_p99_us": fresh_times[int(len(fresh_times) * 0.99)] * 1e6,
+            "fresh_max_us": fresh_times[-1] * 1e6,
+            "fresh_max_region": max(fresh_regions),
+            "accumulated_median_us": statistics.median(times) * 1e6,
+            "accumulated_p99_us": times[int(len(times) * 0.99)] * 1e6,
+            "accumulated_max_us": times[-1] * 1e6,
+            "accumulated_max_region": max(regions),
+            "refused_as_cycles": refused,
+        }
+        progress(
+            f"  one edge: median {row['fresh_median_us']:.1f} µs, max {row['fresh_max_us']:.1f} µs "
+            f"(region <= {row['fresh_max_region']}); after {edges} random edges: median "
+            f"{row['accumulated_median_us']:.1f} µs, p99 {row['accumulated_p99_us']:.0f} µs, "
+            f"max {row['accumulated_max_us']:.0f} µs (region <= {row['accumulated_max_region']})"
+        )
+        rows.append(row)
+    return rows
+
+
+def _random_pair(
+    rng: random.Random, ends: list[list[Any]], chains: int, length: int
+) -> tuple[Any, Any]:
+    a, b = rng.sample(range(chains), 2) if chains > 1 else (0, 0)
+    return ends[a][rng.randrange(length)], ends[b][rng.randrange(length)]
+
+
+MEASURES = ("fanout", "lattice", "changes", "cycle")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", default=",".join(MEASURES), help="comma-separated measures"
+    )
+    parser.add_argument("--fanout-sizes", default="1000,10000,100000")
+    parser.add_argument("--cycle-sizes", default="10000,100000,1000000")
+    parser.add_argument("--json", dest="json_path")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    rows: list[dict[str, Any]] = []
+    if "fanout" in only:
+        rows += fanout([int(s) for s in args.fanout_sizes.split(",")])
+    if "lattice" in only:
+        rows += lattice(100, 100)
+    if "changes" in only:
+        rows += changes(1000, 20)
+    if "cycle" in only:
+        rows += cycle([int(s) for s in args.cycle_sizes.split(",")])
+    emit({"benchmark": "shapes", "machine": machine(), "rows": rows}, args.json_path)
+
+
+if __name__ == "__main__":
+    main()

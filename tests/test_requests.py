@@ -1,0 +1,96 @@
+"""The request path: a requester that gives up never harms the supervisor."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from dagvisor import Pipeline, StageState, runtime, stage
+
+
+@stage
+async def noop(ctx):
+    return ctx.name
+
+
+async def test_a_requester_cancelled_while_waiting_for_its_answer(autojump_clock):
+    # The request is queued behind others; its requester gives up before the
+    # answer. The supervisor still applies it (it was sent) and the run ends well.
+    gate = trio.Event()
+
+    @stage
+    async def impatient(ctx):
+        await gate.wait()
+        with trio.CancelScope() as scope:
+            scope.cancel()  # cancelled before the answer can arrive
+            await ctx.add_stage(noop.named("late"), reason="asked, then gave up")
+        return scope.cancelled_caught
+
+    @stage
+    async def busy(ctx):
+        await gate.wait()
+        for i in range(50):
+            await ctx.add_stage(noop.named(f"n{ctx.name}{i}"), reason="load")
+
+    pipeline = Pipeline("p").add(impatient)
+    for i in range(5):
+        pipeline = pipeline.add(busy.named(f"b{i}"))
+    async with runtime() as rt:
+        run = await rt.start(pipeline)
+        gate.set()
+        result = await run.wait()
+    assert result.ok
+    assert result.outputs["impatient"] is True
+    assert all(state is StageState.SUCCEEDED for state in result.states.values())
+    assert [r.seq for r in result.audit] == list(range(len(result.audit)))
+
+
+async def test_a_cancelled_requester_whose_request_was_already_sent(autojump_clock):
+    @stage
+    async def asks_then_cancels(ctx):
+        with trio.move_on_after(0):
+            await ctx.add_stage(noop.named("x"), reason="race the deadline")
+        return "survived"
+
+    async with runtime() as rt:
+        result = await rt.run(Pipeline("p").add(asks_then_cancels))
+    assert result.outputs["asks_then_cancels"] == "survived"
+    # Sent before the cancellation was noticed: applied and audited, or not
+    # sent at all; never half-applied.
+    if result.audit:
+        assert result.states["x"] is StageState.SUCCEEDED
+    else:
+        assert "x" not in result.states
+
+
+async def test_answering_a_requester_that_gave_up_is_harmless():
+    # The supervisor's side of the contract: it answers with send_nowait and
+    # must never fail, block or crash because the requester went away.
+    from types import MappingProxyType
+
+    import outcome
+
+    from dagvisor.actors import RunEnv, ask
+
+    inbox_send, inbox_receive = trio.open_memory_channel(10)
+    env = RunEnv(
+        run_id="r",
+        outbox=inbox_send,
+        run_inputs=MappingProxyType({}),
+        thread_limiter=trio.CapacityLimiter(1),
+        cleanup_timeout=1.0,
+    )
+    scope = trio.CancelScope()
+
+    async def requester():
+        with scope:
+            await ask(env, lambda reply: ("request", reply))  # type: ignore[arg-type, return-value]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(requester)
+        await trio.testing.wait_all_tasks_blocked()  # parked, waiting for the answer
+        scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()  # it gave up
+        _, reply = inbox_receive.receive_nowait()
+        reply.send_nowait(outcome.Value("late answer"))  # must not raise
+    assert scope.cancelled_caught
