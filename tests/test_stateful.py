@@ -1,0 +1,842 @@
+"""The live runtime against a reference model, driven by Hypothesis.
+
+How trio is driven from Hypothesis rules: each state machine instance runs
+one trio loop in a background thread (``trio.run`` with a `MockClock` that
+only moves when a rule jumps it) and keeps its token. Every rule calls into
+the loop with ``trio.from_thread.run``; the async function it runs performs
+one action and then waits with ``wait_all_tasks_blocked()`` until every task
+of the runtime is blocked, so the runtime has settled when the rule returns
+and the invariants can compare it with the model. Stages block on command
+channels that the machine controls, so the machine decides when each stage
+succeeds, fails, or asks for a change from inside.
+
+The model is deliberately simple: a dict of states and ordered dependency
+lists, settled by plain loops, predicting each request's outcome in the
+supervisor's validation order. Concurrent requests are applied to the model
+in the order the audit trail says the supervisor applied them.
+
+Failure injection, by the prefix of a stage's name: ``bad`` (an interceptor
+raises before it starts), ``t`` (a 10 s timeout, reached by jumping the
+clock), ``slow`` (its resource's ``__aenter__`` never finishes: it can only
+be cancelled there), ``stub`` (its resource's cleanup is shielded and takes
+5 s of virtual time).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+import trio.testing
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+from strategies import small_pipelines
+
+from dagvisor import Pipeline, StageState, runtime, stage
+from dagvisor.errors import (
+    CycleError,
+    DuplicateStageError,
+    RunClosedError,
+    StageStateError,
+    UnknownStageError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "upstream_failed"}
+BLOCKED = {
+    "failed": "upstream_failed",
+    "upstream_failed": "upstream_failed",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+}
+CATEGORIES = ("s", "s", "s", "t", "bad", "slow", "stub")
+TIMEOUT = 10.0
+CLEANUP = 5.0
+
+
+class Boom(Exception):
+    """A stage failing on the machine's command."""
+
+
+# -- the stage every test stage runs -----------------------------------------------
+
+
+class Controller:
+    """Lets the machine drive running stages and counts their resources."""
+
+    def __init__(self) -> None:
+        self.inboxes: dict[str, trio.MemorySendChannel[Any]] = {}
+        self.open_resources = 0
+
+    @asynccontextmanager
+    async def resource(self, name: str):  # type: ignore[no-untyped-def]
+        self.open_resources += 1
+        try:
+            if name.startswith("slow"):
+                await trio.sleep_forever()  # cancelled here: inside __aenter__
+            yield
+        finally:
+            if name.startswith("stub"):
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(_delay(name, CLEANUP))
+            self.open_resources -= 1
+
+
+def _delay(name: str, base: float) -> float:
+    # Distinct virtual times per stage, so that no two events coincide.
+    return base + (sum(map(ord, name)) % 997) * 1e-3
+
+
+async def controlled(ctx: Any) -> str:
+    controller: Controller = ctx.run_inputs["controller"]
+    send, receive = trio.open_memory_channel[Any](16)
+    try:
+        await ctx.enter(controller.resource(ctx.name))
+        controller.inboxes[ctx.name] = send  # only now can it take commands
+        async for command in receive:
+            kind, payload = command
+            if kind == "finish":
+                if payload:
+                    return str(ctx.name)
+                raise Boom(ctx.name)
+            action, results = payload
+            results.append(await outcome.acapture(action, ctx))
+        raise AssertionError("unreachable: the machine never closes an inbox")
+    finally:
+        controller.inboxes.pop(ctx.name, None)
+
+
+def spec_for(name: str):  # type: ignore[no-untyped-def]
+    timeout = _delay(name, TIMEOUT) if name.startswith("t") else None
+    return stage(name=name, timeout=timeout)(controlled)
+
+
+class Picky:
+    """An interceptor that refuses stages whose name starts with 'bad'."""
+
+    name = "picky"
+
+    async def before_stage(self, ctx: Any) -> None:
+        if ctx.name.startswith("bad"):
+            raise PermissionError(ctx.name)
+
+
+# -- the trio loop in a thread ---------------------------------------------------------
+
+
+class Loop:
+    """A trio loop with a runtime, in a background thread."""
+
+    def __init__(self) -> None:
+        self.clock = trio.testing.MockClock()
+        self.controller = Controller()
+        self._errors: list[BaseException] = []
+        handoff: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(handoff,), daemon=True
+        )
+        self._thread.start()
+        self.token, self.rt, self._scope, self.host = handoff.get(timeout=30)
+
+    def _thread_main(self, handoff: queue.Queue[Any]) -> None:
+        try:
+            trio.run(self._main, handoff, clock=self.clock)
+        except BaseException as exc:  # reported by close()
+            self._errors.append(exc)
+            handoff.put((None, None, None, None))
+
+    async def _main(self, handoff: queue.Queue[Any]) -> None:
+        with trio.CancelScope() as scope:
+            async with runtime(interceptors=[Picky()], cleanup_timeout=1000) as rt:
+                handoff.put(
+                    (
+                        trio.lowlevel.current_trio_token(),
+                        rt,
+                        scope,
+                        trio.lowlevel.current_task(),
+                    )
+                )
+                await trio.sleep_forever()
+
+    def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        async def settled() -> Any:
+            result = await fn()
+            await trio.testing.wait_all_tasks_blocked()
+            return result
+
+        return trio.from_thread.run(settled, trio_token=self.token)
+
+    def close(self) -> None:
+        if self.token is not None:
+            trio.from_thread.run_sync(self._scope.cancel, trio_token=self.token)
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive()
+        if self._errors:
+            raise self._errors[0]
+
+
+# -- the model ------------------------------------------------------------------------
+
+
+class Model:
+    """What the live graph must be, computed naively."""
+
+    def __init__(self, policy: str, clock: float) -> None:
+        self.policy = policy
+        self.state: dict[str, str] = {}
+        self.deps: dict[str, list[str]] = {}
+        # How each stage was added: (requester, spec name, item); None for
+        # the pipeline's own. Mapped stages also have a key.
+        self.origin: dict[str, tuple[str, str, int | None] | None] = {}
+        self.keys: dict[str, str] = {}
+        self.version = 0
+        self.records = 0
+        self.stopping = False
+        self.ended = False
+        self.clock = clock
+        self.timers: dict[str, tuple[float, str]] = {}  # name -> (when, state then)
+        self.finishing: set[str] = set()  # commanded to end or cancelled, not yet ended
+
+    # settling -----------------------------------------------------------------
+
+    def running(self) -> list[str]:
+        return [n for n, s in self.state.items() if s == "running"]
+
+    def _finish(self, name: str, state: str) -> None:
+        self.state[name] = state
+        self.timers.pop(name, None)
+        self.finishing.discard(name)
+        work = [name]
+        while work:
+            parent = work.pop()
+            for child, deps in self.deps.items():
+                if (
+                    self.state[child] == "pending"
+                    and parent in deps
+                    and self.state[parent] != "succeeded"
+                ):
+                    self.state[child] = BLOCKED[self.state[parent]]
+                    work.append(child)
+        if state == "succeeded":
+            self._start_ready()
+        if state == "failed" and self.policy == "cancel":
+            self._stop()
+        self._maybe_end()
+
+    def _start_ready(self) -> None:
+        if self.stopping:
+            return
+        for name in list(self.state):
+            if self.state[name] == "pending" and all(
+                self.state[d] == "succeeded" for d in self.deps[name]
+            ):
+                self._start(name)
+
+    def _start(self, name: str) -> None:
+        self.state[name] = "running"
+        if name.startswith("bad"):
+            self._finish(name, "failed")
+        elif name.startswith("t"):
+            self.timers[name] = (self.clock + _delay(name, TIMEOUT), "failed")
+
+    def _settle_new(self, name: str) -> None:
+        if self.state[name] != "pending":
+            return
+        for dep in self.deps[name]:
+            if self.state[dep] in TERMINAL and self.state[dep] != "succeeded":
+                self._finish(name, BLOCKED[self.state[dep]])
+                return
+        if (
+            all(self.state[d] == "succeeded" for d in self.deps[name])
+            and not self.stopping
+        ):
+            self._start(name)
+
+    def _stop(self) -> None:
+        self.stopping = True
+        for name in self.running():
+            if name.startswith("stub") and name not in self.finishing:
+                self.timers[name] = (self.clock + _delay(name, CLEANUP), "cancelled")
+                self.finishing.add(name)
+            elif name not in self.finishing or not name.startswith("stub"):
+                self.state[name] = "cancelled"
+                self.timers.pop(name, None)
+        self._maybe_end()
+
+    def _maybe_end(self) -> None:
+        if self.ended:
+            return
+        if self.stopping and not self.running():
+            for name, state in self.state.items():
+                if state == "pending":
+                    self.state[name] = "cancelled"
+        if all(s in TERMINAL for s in self.state.values()):
+            self.ended = True
+
+    def advance_to(self, when: float) -> None:
+        self.clock = when
+        due = sorted((t, name) for name, (t, _) in self.timers.items() if t <= when)
+        for _, name in due:
+            _, state = self.timers.pop(name)
+            if self.state[name] == "running":
+                self._finish(name, state)
+
+    def next_event(self) -> float | None:
+        return min((t for t, _ in self.timers.values()), default=None)
+
+    # requests ----------------------------------------------------------------
+
+    def request(
+        self, kind: str, requester: str, **args: Any
+    ) -> tuple[bool, type[Exception] | None, Any]:
+        """Predict and apply one request: (audited, error type or None, value)."""
+        if self.ended:
+            return False, RunClosedError, None
+        self.records += 1
+        if self.stopping:
+            return True, RunClosedError, None
+        try:
+            value, changed = getattr(self, f"_{kind}")(requester, **args)
+        except (
+            CycleError,
+            DuplicateStageError,
+            StageStateError,
+            UnknownStageError,
+        ) as exc:
+            return True, type(exc), None
+        if changed:
+            self.version += 1
+        self._maybe_end()
+        return True, None, value
+
+    def _check_deps(self, name: str, after: list[str]) -> None:
+        for dep in after:
+            if dep not in self.state:
+                raise UnknownStageError(dep, referrer=name)
+
+    def _reaches(self, start: str, target: str) -> bool:
+        stack, seen = [start], {start}
+        while stack:
+            node = stack.pop()
+            if node == target:
+                return True
+            for child, deps in self.deps.items():
+                if node in deps and child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        return False
+
+    def _same_addition(
+        self, name: str, after: list[str], origin: tuple[str, str, int | None]
+    ) -> bool:
+        return self.origin.get(name) == origin and set(after) <= set(self.deps[name])
+
+    def _add(
+        self, name: str, after: list[str], origin: tuple[str, str, int | None] | None
+    ) -> None:
+        self.state[name] = "pending"
+        self.deps[name] = list(after)
+        self.origin[name] = origin
+
+    def _add_stage(
+        self, requester: str, name: str, after: list[str], before: list[str]
+    ) -> tuple[Any, bool]:
+        if name in self.state:
+            if self._same_addition(name, after, (requester, name, None)):
+                return name, False
+            raise DuplicateStageError(name)
+        self._check_deps(name, after)
+        for later in before:
+            if later not in self.state:
+                raise UnknownStageError(later)
+            if self.state[later] != "pending":
+                raise StageStateError(later, self.state[later], "x")
+            for dep in after:
+                if dep == later or self._reaches(later, dep):
+                    raise CycleError([name])
+        self._add(name, after, (requester, name, None))
+        for later in before:
+            self.deps[later].append(name)
+        self._settle_new(name)
+        return name, True
+
+    def _add_edge(self, requester: str, up: str, down: str) -> tuple[Any, bool]:
+        if up not in self.state:
+            raise UnknownStageError(up)
+        if down not in self.state:
+            raise UnknownStageError(down)
+        if self.state[down] != "pending":
+            raise StageStateError(down, self.state[down], "x")
+        if up in self.deps[down]:
+            return None, False
+        if up == down or self._reaches(down, up):
+            raise CycleError([up])
+        self.deps[down].append(up)
+        self._settle_new(down)
+        return None, True
+
+    def _expand(
+        self, requester: str, base: str, count: int, after: list[str]
+    ) -> tuple[Any, bool]:
+        prefix = f"{self.keys[requester]}." if requester in self.keys else ""
+        names = [f"{base}[{prefix}{i}]" for i in range(count)]
+        existing = [n for n in names if n in self.state]
+        if existing:
+            if len(existing) == len(names) and all(
+                self._same_addition(n, after, (requester, base, i))
+                for i, n in enumerate(names)
+            ):
+                return names, False
+            raise DuplicateStageError(existing[0])
+        self._check_deps(names[0] if names else base, after)
+        for i, name in enumerate(names):
+            self._add(name, after, (requester, base, i))
+            self.keys[name] = f"{prefix}{i}"
+        for name in names:
+            self._settle_new(name)
+        return names, bool(names)
+
+    def _remove_stage(self, requester: str, name: str) -> tuple[Any, bool]:
+        if name not in self.state:
+            raise UnknownStageError(name)
+        if self.state[name] != "pending":
+            raise StageStateError(name, self.state[name], "x")
+        del self.state[name], self.deps[name]
+        self.origin.pop(name, None)
+        self.keys.pop(name, None)
+        children = [c for c, deps in self.deps.items() if name in deps]
+        for child in children:
+            self.deps[child].remove(name)
+        for child in children:
+            self._settle_new(child)
+        return None, True
+
+    def _replace_pending(
+        self, requester: str, stages: list[tuple[str, tuple[str, ...]]]
+    ) -> tuple[Any, bool]:
+        pending = [n for n, s in self.state.items() if s == "pending"]
+        for name in pending:
+            del self.state[name], self.deps[name]
+            self.origin.pop(name, None)
+            self.keys.pop(name, None)
+        added = []
+        for name, deps in stages:
+            if name in self.state:
+                continue
+            self._add(name, list(deps), (requester, name, None))
+            added.append(name)
+        for name in added:
+            self._settle_new(name)
+        return None, bool(pending or added)
+
+    def _cancel_stage(self, requester: str, name: str) -> tuple[Any, bool]:
+        if name not in self.state:
+            raise UnknownStageError(name)
+        state = self.state[name]
+        if state in TERMINAL:
+            raise StageStateError(name, state, "x")
+        if state == "pending":
+            self._finish(name, "cancelled")
+        elif name not in self.finishing:
+            if name.startswith("stub"):
+                self.timers[name] = (self.clock + _delay(name, CLEANUP), "cancelled")
+                self.finishing.add(name)
+            else:
+                self._finish(name, "cancelled")
+        return None, True
+
+
+# -- the machine ------------------------------------------------------------------------
+
+
+KINDS = {
+    "add_stage": "add_stage",
+    "add_edge": "add_edge",
+    "expand": "expand",
+    "remove_stage": "remove_stage",
+    "replace_pending": "replace_pending",
+    "cancel_stage": "cancel_stage",
+}
+
+
+class RuntimeMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = Loop()
+        self.run: Any = None
+        self.model: Model | None = None
+        self.counter = 0
+
+    def teardown(self) -> None:
+        try:
+            if self.run is not None and not self.run.done:
+                # Cancel the run, and move virtual time on until shielded
+                # cleanups are done; then nothing may be left open.
+                run, clock = self.run, self.loop.clock
+
+                async def cancel_and_drain() -> None:
+                    trio.lowlevel.spawn_system_task(run.cancel)
+                    for _ in range(20):
+                        await trio.testing.wait_all_tasks_blocked()
+                        if run.done:
+                            return
+                        clock.jump(100)
+
+                self.loop.call(cancel_and_drain)
+                assert self.run.done
+                states = self.run._supervisor.graph.nodes.values()
+                assert all(node.state.is_terminal for node in states)
+            assert self.loop.controller.open_resources == 0
+            assert self.loop.controller.inboxes == {}
+        finally:
+            self.loop.close()
+
+    # helpers -----------------------------------------------------------------------
+
+    def fresh(self, category: str) -> str:
+        self.counter += 1
+        return f"{category}{self.counter}"
+
+    def names(self) -> list[str]:
+        return sorted(self.model.state) if self.model else []
+
+    def commandable(self) -> list[str]:
+        assert self.model is not None
+        return [
+            n
+            for n in self.model.running()
+            if n in self.loop.controller.inboxes and n not in self.model.finishing
+        ]
+
+    def _advance(self, when: float) -> None:
+        assert self.model is not None
+        clock = self.loop.clock
+
+        async def jump() -> None:
+            clock.jump(max(0.0, when - trio.current_time()) + 1e-6)
+
+        self.loop.call(jump)
+        self.model.advance_to(when + 1e-6)
+
+    def check_request(
+        self,
+        kind: str,
+        requester: str,
+        action: Callable[[Any], Awaitable[Any]],
+        **args: Any,
+    ) -> None:
+        """Send one request (from outside or from a running stage) and compare."""
+        assert self.model is not None
+        before = len(self.run.audit())
+        if requester == "external":
+            result = self.loop.call(lambda: outcome.acapture(action, self.run))
+        else:
+            results: list[Any] = []
+            send = self.loop.controller.inboxes[requester]
+            self.loop.call(lambda: send.send(("do", (action, results))))
+            (result,) = results
+        audited, error, value = self.model.request(kind, requester, **args)
+        log = self.run.audit()
+        assert len(log) == before + (1 if audited else 0)
+        if error is None:
+            assert isinstance(result, outcome.Value), result
+            if value is not None:
+                assert (
+                    result.value == value
+                    or result.value == tuple(value)
+                    or list(result.value) == value
+                )
+        else:
+            assert isinstance(result, outcome.Error), (kind, args, result)
+            assert type(result.error) is error, (kind, args, result.error, error)
+        if audited:
+            record = log[-1]
+            assert record.kind == kind
+            assert record.requester == requester
+            assert record.accepted == (error is None)
+            assert record.version_after == self.model.version
+
+    # rules --------------------------------------------------------------------------
+
+    @initialize(
+        policy=st.sampled_from(["continue", "cancel"]), pipeline=small_pipelines()
+    )
+    def start_run(
+        self, policy: str, pipeline: list[tuple[str, tuple[str, ...]]]
+    ) -> None:
+        built = Pipeline("machine")
+        for name, deps in pipeline:
+            built = built.add(spec_for(name), after=list(deps))
+        controller = self.loop.controller
+
+        async def start() -> Any:
+            return await self.loop.rt.start(
+                built, inputs={"controller": controller}, on_failure=policy
+            )
+
+        self.run = self.loop.call(start)
+        self.model = Model(policy, 0.0)
+        for name, deps in pipeline:
+            self.model._add(name, list(deps), None)
+        self.model._start_ready()
+        self.model._maybe_end()
+
+    @precondition(lambda self: self.model is not None and bool(self.commandable()))
+    @rule(data=st.data(), ok=st.booleans())
+    def finish_stage(self, data: st.DataObject, ok: bool) -> None:
+        assert self.model is not None
+        name = data.draw(st.sampled_from(self.commandable()))
+        send = self.loop.controller.inboxes[name]
+        self.loop.call(lambda: send.send(("finish", ok)))
+        state = "succeeded" if ok else "failed"
+        if name.startswith("stub"):
+            self.model.timers[name] = (self.model.clock + _delay(name, CLEANUP), state)
+            self.model.finishing.add(name)
+        else:
+            self.model._finish(name, state)
+
+    @precondition(
+        lambda self: self.model is not None and self.model.next_event() is not None
+    )
+    @rule()
+    def advance_clock(self) -> None:
+        assert self.model is not None
+        when = self.model.next_event()
+        assert when is not None
+        self._advance(when)
+
+    def _requester(self, data: st.DataObject) -> str:
+        choices = ["external", *self.commandable()]
+        return data.draw(st.sampled_from(choices))
+
+    @precondition(lambda self: self.model is not None)
+    @rule(data=st.data(), category=st.sampled_from(CATEGORIES), reuse=st.booleans())
+    def add_stage(self, data: st.DataObject, category: str, reuse: bool) -> None:
+        names = self.names()
+        name = (
+            data.draw(st.sampled_from(names))
+            if reuse and names
+            else self.fresh(category)
+        )
+        after = data.draw(
+            st.lists(st.sampled_from([*names, "ghost"]), unique=True, max_size=3)
+        )
+        before = data.draw(
+            st.lists(st.sampled_from([*names, "ghost"]), unique=True, max_size=2)
+        )
+        requester = self._requester(data)
+        spec = spec_for(name)
+
+        async def action(target: Any) -> Any:
+            return await target.add_stage(
+                spec, after=after, before=before, reason="machine"
+            )
+
+        self.check_request(
+            "add_stage", requester, action, name=name, after=after, before=before
+        )
+
+    @precondition(lambda self: self.model is not None and len(self.names()) >= 1)
+    @rule(data=st.data())
+    def add_edge(self, data: st.DataObject) -> None:
+        names = [*self.names(), "ghost"]
+        up = data.draw(st.sampled_from(names))
+        down = data.draw(st.sampled_from(names))
+        requester = self._requester(data)
+
+        async def action(target: Any) -> Any:
+            return await target.add_edge(up, down, reason="machine")
+
+        self.check_request("add_edge", requester, action, up=up, down=down)
+
+    @precondition(lambda self: self.model is not None)
+    @rule(data=st.data(), count=st.integers(0, 3))
+    def expand(self, data: st.DataObject, count: int) -> None:
+        names = self.names()
+        base = data.draw(st.sampled_from(["e1", "e2", "e3"]))
+        after = data.draw(
+            st.lists(st.sampled_from([*names, "ghost"]), unique=True, max_size=2)
+        )
+        requester = self._requester(data)
+        spec = spec_for(base)
+
+        async def action(target: Any) -> Any:
+            return await target.expand(
+                spec, range(count), after=after, reason="machine"
+            )
+
+        self.check_request(
+            "expand", requester, action, base=base, count=count, after=after
+        )
+
+    @precondition(lambda self: self.model is not None and len(self.names()) >= 1)
+    @rule(data=st.data())
+    def remove_stage(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from([*self.names(), "ghost"]))
+        requester = self._requester(data)
+
+        async def action(target: Any) -> Any:
+            return await target.remove_stage(name, reason="machine")
+
+        self.check_request("remove_stage", requester, action, name=name)
+
+    @precondition(lambda self: self.model is not None)
+    @rule(data=st.data(), pipeline=small_pipelines(max_stages=3))
+    def replace_pending(
+        self, data: st.DataObject, pipeline: list[tuple[str, tuple[str, ...]]]
+    ) -> None:
+        built = Pipeline("swap")
+        for name, deps in pipeline:
+            built = built.add(spec_for(name), after=list(deps))
+        requester = self._requester(data)
+
+        async def action(target: Any) -> Any:
+            return await target.replace_pending(built, reason="machine")
+
+        self.check_request("replace_pending", requester, action, stages=pipeline)
+
+    @precondition(lambda self: self.model is not None and len(self.names()) >= 1)
+    @rule(data=st.data())
+    def cancel_stage(self, data: st.DataObject) -> None:
+        name = data.draw(st.sampled_from([*self.names(), "ghost"]))
+
+        async def action(target: Any) -> Any:
+            return await target.cancel_stage(name, reason="machine")
+
+        self.check_request("cancel_stage", "external", action, name=name)
+
+    @precondition(lambda self: self.model is not None and len(self.commandable()) >= 2)
+    @rule(data=st.data())
+    def burst(self, data: st.DataObject) -> None:
+        """Several running stages request changes at once."""
+        assert self.model is not None
+        requesters = data.draw(
+            st.lists(
+                st.sampled_from(self.commandable()), min_size=2, max_size=4, unique=True
+            )
+        )
+        names = self.names()
+        plans = {}
+        for requester in requesters:
+            if data.draw(st.booleans()):
+                name = self.fresh("s")
+                after = data.draw(
+                    st.lists(st.sampled_from(names), unique=True, max_size=2)
+                )
+                plans[requester] = (
+                    "add_stage",
+                    {"name": name, "after": after, "before": []},
+                )
+            else:
+                up, down = (
+                    data.draw(st.sampled_from(names)),
+                    data.draw(st.sampled_from(names)),
+                )
+                plans[requester] = ("add_edge", {"up": up, "down": down})
+        results: dict[str, list[Any]] = {r: [] for r in requesters}
+        before = len(self.run.audit())
+
+        async def fire() -> None:
+            for requester, (kind, args) in plans.items():
+                if kind == "add_stage":
+                    spec = spec_for(args["name"])
+
+                    async def action(
+                        ctx: Any, spec: Any = spec, args: Any = args
+                    ) -> Any:
+                        return await ctx.add_stage(
+                            spec, after=args["after"], reason="burst"
+                        )
+                else:
+
+                    async def action(ctx: Any, args: Any = args) -> Any:
+                        return await ctx.add_edge(
+                            args["up"], args["down"], reason="burst"
+                        )
+
+                self.loop.controller.inboxes[requester].send_nowait(
+                    ("do", (action, results[requester]))
+                )
+
+        self.loop.call(fire)
+        records = list(self.run.audit())[before:]
+        assert sorted(r.requester for r in records) == sorted(requesters)
+        for record in records:  # the model applies them in the supervisor's order
+            kind, args = plans[record.requester]
+            audited, error, _ = self.model.request(kind, record.requester, **args)
+            assert audited
+            assert record.accepted == (error is None), (record, error)
+            (result,) = results[record.requester]
+            assert (
+                type(result.error) if isinstance(result, outcome.Error) else None
+            ) is error
+            assert record.version_after == self.model.version
+
+    # invariants -----------------------------------------------------------------------
+
+    @invariant()
+    def graph_matches_the_model(self) -> None:
+        if self.model is None:
+            return
+        graph = self.run._supervisor.graph
+        states = {node.name: node.state.value for node in graph}
+        assert states == self.model.state
+        for node in graph:
+            assert [d.name for d in node.deps] == self.model.deps[node.name], node.name
+            assert all(dep.order < node.order for dep in node.deps)  # acyclic, in order
+            assert all(node in dep.dependents for dep in node.deps)
+        assert self.run._supervisor.version == self.model.version
+
+    @invariant()
+    def audit_is_complete_and_in_order(self) -> None:
+        if self.model is None:
+            return
+        log = self.run.audit()
+        assert len(log) == self.model.records
+        assert [r.seq for r in log] == list(range(len(log)))
+        version = 0
+        for record in log:
+            assert record.version_before == version
+            assert record.version_after - record.version_before in (0, 1)
+            assert record.accepted or record.version_after == record.version_before
+            version = record.version_after
+
+    @invariant()
+    def the_run_ends_exactly_when_every_stage_is_terminal(self) -> None:
+        if self.model is None:
+            return
+        assert self.run.done == self.model.ended
+        if self.model.ended:
+            assert self.run._supervisor._unfinished == 0
+            assert all(
+                s is not StageState.RUNNING
+                for s in self.run._supervisor.graph.nodes.values() and ()
+            )
+            runs_left = self.loop.rt._nursery.child_tasks
+            assert not runs_left, runs_left
+        # Every running stage's actor exists; no finished stage still has one.
+        running = {n for n, s in self.model.state.items() if s == "running"}
+        for name in self.loop.controller.inboxes:
+            assert name in running, name
+
+
+RuntimeMachine.TestCase.settings = settings(
+    settings.default,  # the profile's example count: ci or thorough
+    stateful_step_count=int(os.environ.get("DAGVISOR_STATEFUL_STEPS", "30")),
+    deadline=None,
+)
+TestRuntimeMachine = RuntimeMachine.TestCase
