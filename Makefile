@@ -47,5 +47,10 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
+# A regression guard, not a timed test: per-stage cost may not grow more than
+# 2x from 1,000 to 100,000 stages (a ratio within one run: noise cancels).
+bench-smoke: $(VENV)/.installed
+	$(BIN)/python bench/depth.py --sizes 1000,100000 --repeat 3 --max-growth 2.0 > /dev/null
+
 clean:
 	rm -rf $(VENV) .typecheck .pytest_cache .hypothesis *.egg-info build

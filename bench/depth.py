@@ -127,6 +127,11 @@ def main() -> None:
     )
     parser.add_argument("--json", dest="json_path", help="also write the JSON here")
     parser.add_argument("--plot", help="write a PNG of time and memory against depth")
+    parser.add_argument(
+        "--max-growth",
+        type=float,
+        help="exit 1 if per-stage time grows more than this from the smallest to the largest size",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -161,6 +166,15 @@ def main() -> None:
     )
     if args.plot:
         _plot(rows, args.plot)
+    if args.max_growth is not None and len(rows) >= 2:
+        growth = rows[-1]["per_stage_us"] / rows[0]["per_stage_us"]
+        verdict = "ok" if growth <= args.max_growth else "TOO MUCH"
+        progress(
+            f"growth {rows[0]['stages']:,} -> {rows[-1]['stages']:,} stages: "
+            f"{growth:.2f}x (limit {args.max_growth}x): {verdict}"
+        )
+        if growth > args.max_growth:
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,13 @@ from dagvisor.supervisor import AuditRecord as AuditRecord
 from dagvisor.supervisor import Event as Event
 from dagvisor.supervisor import FailurePolicy as FailurePolicy
 from dagvisor.supervisor import GraphChanged as GraphChanged
+from dagvisor.supervisor import Progress as Progress
 from dagvisor.supervisor import Run as Run
 from dagvisor.supervisor import RunResult as RunResult
 from dagvisor.supervisor import RunStats as RunStats
 from dagvisor.supervisor import Runtime as Runtime
 from dagvisor.supervisor import StageFinished as StageFinished
+from dagvisor.supervisor import StageLatency as StageLatency
 from dagvisor.supervisor import StageStarted as StageStarted
 from dagvisor.supervisor import StageTiming as StageTiming
 from dagvisor.supervisor import runtime as runtime
@@ -47,12 +49,14 @@ __all__ = [
     "FailurePolicy",
     "GraphChanged",
     "Pipeline",
+    "Progress",
     "Run",
     "RunResult",
     "RunStats",
     "Runtime",
     "StageContext",
     "StageFinished",
+    "StageLatency",
     "StageSpec",
     "StageStarted",
     "StageState",

@@ -8,12 +8,14 @@ from ._audit import AuditRecord as AuditRecord
 from ._audit import ChangeKind as ChangeKind
 from ._graph import LiveGraph as LiveGraph
 from ._graph import Node as Node
+from ._monitor import Progress as Progress
 from ._result import Event as Event
 from ._result import GraphChanged as GraphChanged
 from ._result import RunResult as RunResult
 from ._result import RunStats as RunStats
 from ._result import RunStatus as RunStatus
 from ._result import StageFinished as StageFinished
+from ._result import StageLatency as StageLatency
 from ._result import StageStarted as StageStarted
 from ._result import StageTiming as StageTiming
 from ._runtime import Run as Run

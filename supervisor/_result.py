@@ -46,6 +46,59 @@ class StageTiming:
 
 
 @final
+class StageLatency:
+    """Percentiles of how long stages ran (seconds), computed when first read."""
+
+    __slots__ = ("_nodes", "_sorted")
+
+    def __init__(self, nodes: Mapping[str, Node]) -> None:
+        self._nodes = nodes
+        self._sorted: list[float] | None = None
+
+    def _durations(self) -> list[float]:
+        if self._sorted is None:
+            self._sorted = sorted(
+                node.finished - node.started
+                for node in self._nodes.values()
+                if node.started is not None
+            )
+        return self._sorted
+
+    def percentile(self, p: float) -> float:
+        """The ``p``-th percentile (0-100) of stage run times; 0.0 if none ran."""
+        durations = self._durations()
+        if not durations:
+            return 0.0
+        index = min(len(durations) - 1, max(0, round(p / 100 * (len(durations) - 1))))
+        return durations[index]
+
+    @property
+    def p50(self) -> float:
+        """Median stage run time."""
+        return self.percentile(50)
+
+    @property
+    def p90(self) -> float:
+        """90th percentile of stage run times."""
+        return self.percentile(90)
+
+    @property
+    def p99(self) -> float:
+        """99th percentile of stage run times."""
+        return self.percentile(99)
+
+    @property
+    def max(self) -> float:
+        """Longest stage run time."""
+        return self.percentile(100)
+
+    def __repr__(self) -> str:
+        return (
+            f"<StageLatency p50={self.p50:.6f} p99={self.p99:.6f} max={self.max:.6f}>"
+        )
+
+
+@final
 @attrs.frozen(kw_only=True)
 class RunStats:
     """Summary figures of a run.
@@ -56,6 +109,10 @@ class RunStats:
         started_at: wall-clock start, seconds since the epoch.
         duration: seconds from start to end on the run's clock.
         changes: change requests received (accepted and refused).
+        added: stages added while the run ran.
+        latency: percentiles of stage run times (computed when read).
+        peak_rss: highest RSS sampled in bytes, when the monitor was on.
+        memory: the RSS samples ``(run clock, bytes)`` when the monitor was on.
         stages_per_second: finished stages per second of run time.
     """
 
@@ -64,6 +121,10 @@ class RunStats:
     started_at: float
     duration: float
     changes: int
+    added: int = 0
+    latency: StageLatency | None = None
+    peak_rss: int | None = None
+    memory: tuple[tuple[float, int], ...] = ()
 
     @property
     def stages_per_second(self) -> float:

@@ -39,7 +39,8 @@ from dagvisor.actors import (
     replace_pending_request,
 )
 
-from ._result import Event, RunResult, RunStats
+from ._monitor import Monitor, Progress
+from ._result import Event, RunResult, RunStats, StageLatency
 from ._supervisor import FailurePolicy, GraphSupervisor
 
 if TYPE_CHECKING:
@@ -235,23 +236,30 @@ class Run:
 
     # -- the run task -------------------------------------------------------------
 
-    async def _main(self, *, task_status: trio.TaskStatus[Run]) -> None:
+    async def _main(
+        self, monitor: Monitor | None, *, task_status: trio.TaskStatus[Run]
+    ) -> None:
         supervisor = self._supervisor
         try:
             async with trio.open_nursery() as nursery:
                 stage_nursery: trio.Nursery = await nursery.start(
                     supervisor.host_stages
                 )
+                if monitor is not None:
+                    nursery.start_soon(monitor.run)
                 task_status.started(self)
                 await supervisor.serve(stage_nursery)
+                nursery.cancel_scope.cancel()  # the monitor, if any
+            if monitor is not None:
+                monitor.sample()  # the state at the end
         except Exception as exc:  # a bug: report it to whoever waits on the run
             self._failure = exc
         finally:
             self._inbox.close()
-            self._result = self._build_result()
+            self._result = self._build_result(monitor)
             self._done.set()
 
-    def _build_result(self) -> RunResult:
+    def _build_result(self, monitor: Monitor | None) -> RunResult:
         supervisor = self._supervisor
         nodes = supervisor.graph.nodes
         counts = dict.fromkeys(StageState, 0)
@@ -271,6 +279,10 @@ class Run:
             started_at=supervisor.started_wall,
             duration=ended - supervisor.started_at,
             changes=len(supervisor.audit),
+            added=supervisor.added,
+            latency=StageLatency(nodes),
+            peak_rss=None if monitor is None else monitor.peak_rss,
+            memory=() if monitor is None else tuple(monitor.samples),
         )
         return RunResult._from_nodes(
             nodes,
@@ -292,7 +304,9 @@ class Runtime:
         "_closed",
         "_hooks",
         "_limiter",
+        "_monitor_interval",
         "_nursery",
+        "_on_progress",
         "_policy",
     )
 
@@ -304,8 +318,12 @@ class Runtime:
         thread_limiter: trio.CapacityLimiter,
         cleanup_timeout: float,
         hooks: Hooks,
+        monitor_interval: float | None = None,
+        on_progress: Callable[[Progress], object] | None = None,
     ) -> None:
         self._nursery = nursery
+        self._monitor_interval = monitor_interval
+        self._on_progress = on_progress
         self._policy = on_failure
         self._limiter = thread_limiter
         self._cleanup_timeout = cleanup_timeout
@@ -353,7 +371,10 @@ class Runtime:
             run_id=run_id, pipeline=pipeline, env=env, inbox=receive, policy=policy
         )
         run = Run(run_id, pipeline.name, env, supervisor, send)
-        started: Run = await self._nursery.start(run._main)
+        monitor = None
+        if self._monitor_interval is not None:
+            monitor = Monitor(supervisor, self._monitor_interval, self._on_progress)
+        started: Run = await self._nursery.start(run._main, monitor)
         return started
 
     async def run(
@@ -391,6 +412,8 @@ async def runtime(
     thread_limit: int = 40,
     cleanup_timeout: float = 10.0,
     interceptors: Iterable[Any] = (),
+    monitor_interval: float | None = None,
+    on_progress: Callable[[Progress], object] | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: the scope that runs pipelines and owns their tasks.
 
@@ -409,6 +432,12 @@ async def runtime(
         interceptors: objects whose async ``before_stage(ctx)``,
             ``after_stage(ctx, value)`` and ``on_error(ctx, exc)`` methods (each
             optional) are called around every stage attempt.
+        monitor_interval: seconds between samples of the process's RSS and
+            progress reports; None (the default) turns the monitor off, and
+            with it its cost. Sampled runs report ``stats.peak_rss`` and
+            ``stats.memory``.
+        on_progress: called with a `Progress` at most once per
+            ``monitor_interval`` (0.5 s if not given), never once per stage.
 
     Leaving the block cancels the runs still going and waits for their cleanup.
     """
@@ -430,6 +459,18 @@ async def runtime(
         )
         raise InvalidRequestError(msg)
     hooks = Hooks.from_interceptors(interceptors)
+    if on_progress is not None and not callable(on_progress):
+        msg = f"on_progress must be a callable taking a Progress, not {on_progress!r}"
+        raise InvalidRequestError(msg)
+    if monitor_interval is None and on_progress is not None:
+        monitor_interval = 0.5
+    if monitor_interval is not None and (
+        isinstance(monitor_interval, bool)
+        or not isinstance(monitor_interval, int | float)
+        or not monitor_interval > 0
+    ):
+        msg = f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}"
+        raise InvalidRequestError(msg)
     body_error: Exception | None = None
     async with trio.open_nursery() as nursery:
         rt = Runtime(
@@ -438,6 +479,8 @@ async def runtime(
             thread_limiter=trio.CapacityLimiter(thread_limit),
             cleanup_timeout=float(cleanup_timeout),
             hooks=hooks,
+            monitor_interval=monitor_interval,
+            on_progress=on_progress,
         )
         try:
             yield rt

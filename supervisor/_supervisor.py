@@ -135,8 +135,16 @@ class GraphSupervisor:
         self._ready: list[Node] = []
         self.graph, self._roots = LiveGraph.from_pipeline(pipeline)
         self._unfinished = len(self.graph)
+        self.running = 0
+        self.added = 0
+        self.failed = 0
         self._now = trio.lowlevel.current_clock().current_time
         self._start_soon: Callable[..., None] | None = None
+
+    @property
+    def unfinished(self) -> int:
+        """Stages not yet in a terminal state."""
+        return self._unfinished
 
     # -- the actor ---------------------------------------------------------------
 
@@ -290,6 +298,7 @@ class GraphSupervisor:
         if self._stopping:
             return
         node.state = RUNNING
+        self.running += 1
         node.started = now = self._now()
         scope = node.scope = trio.CancelScope()
         inputs = {}
@@ -310,6 +319,10 @@ class GraphSupervisor:
 
     def _finish(self, node: Node, state: StageState, now: float) -> None:
         """Make ``node`` terminal and let its dependents go or settle them too."""
+        if node.state is RUNNING:
+            self.running -= 1
+        if state is FAILED:
+            self.failed += 1
         node.state = state
         node.finished = now
         node.scope = None
@@ -477,6 +490,7 @@ class GraphSupervisor:
         change = _Change(name)
         node = self.graph.add_node(spec, deps, created_by=len(self.audit))
         self._unfinished += 1
+        self.added += 1
         change.added.append(name)
         change.edges.extend((dep.name, name) for dep in deps)
         for later in befores:
@@ -525,6 +539,7 @@ class GraphSupervisor:
         change = _Change(names)
         seq = len(self.audit)
         self._unfinished += len(names)
+        self.added += len(names)
         for name, item, key in zip(names, request.items, request.keys, strict=True):
             node = self.graph.add_node(
                 spec, deps, name=name, created_by=seq, item=item, key=key
@@ -574,6 +589,7 @@ class GraphSupervisor:
             change.added.append(spec.name)
             change.edges.extend((dep, spec.name) for dep in dep_names)
         self._unfinished += len(added)
+        self.added += len(added)
         for node in added:
             self._settle_new(node)
         return change
