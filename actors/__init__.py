@@ -43,7 +43,10 @@ from ._messages import StageSkipped as StageSkipped
 from ._messages import StageSucceeded as StageSucceeded
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import StageRef as StageRef
+from ._pipeline import StreamedPipeline as StreamedPipeline
+from ._pipeline import StreamItem as StreamItem
 from ._pipeline import compose as compose
+from ._pipeline import ref_names as ref_names
 from ._spec import StageSpec as StageSpec
 from ._spec import Trigger as Trigger
 from ._spec import stage as stage

@@ -17,7 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 from ._errors import CycleError, DuplicateStageError, UnknownStageError
 from ._spec import StageSpec
@@ -25,7 +25,7 @@ from ._spec import StageSpec
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-__all__ = ["Pipeline", "compose"]
+__all__ = ["Pipeline", "StreamItem", "StreamedPipeline", "compose"]
 
 StageRef = str | StageSpec
 """A stage named by its name, or by its spec (whose name is used)."""
@@ -281,6 +281,17 @@ class Pipeline:
                     stack.append(dep)
         return None
 
+    @staticmethod
+    def stream(
+        items: Iterable[StreamItem], *, name: str = "stream", window: int = 10_000
+    ) -> StreamedPipeline:
+        """A pipeline pulled from ``items`` as the run advances; see `StreamedPipeline`.
+
+        Example:
+            >>> Pipeline.stream((step.named(f"s{i}") for i in range(10**7)), name="deep")  # doctest: +SKIP
+        """
+        return StreamedPipeline(items, name=name, window=window)
+
     @classmethod
     def chain(cls, specs: Iterable[StageSpec], *, name: str = "chain") -> Pipeline:
         """A linear pipeline: each stage waits for the one before it.
@@ -347,3 +358,64 @@ def compose(*pipelines: Pipeline, name: str | None = None) -> Pipeline:
             specs.append(spec)
             deps.append(spec_deps)
     return Pipeline._make(merged_name, specs, deps, index, len(specs), in_order=True)
+
+
+StreamItem: TypeAlias = (
+    "StageSpec | tuple[StageSpec, StageRef | Iterable[StageRef] | None]"
+)
+"""One streamed stage: a spec (after the previous one), or ``(spec, after)``."""
+
+
+@final
+class StreamedPipeline:
+    """A pipeline whose stages are pulled from an iterable as the run advances.
+
+    Only a window of stages exists in the live graph at any time: stages are
+    materialised while fewer than ``window`` are unfinished, and finished
+    ones are dropped, oldest first, once every stage after them has ended. A
+    10,000,000-stage chain never exists in memory at once.
+
+    Each item is a `StageSpec`, which runs after the item before it (a chain),
+    or a ``(spec, after)`` pair naming its dependencies; those must be recent
+    enough to still be in the live graph. A streamed pipeline is consumed by
+    the run that reads it: run it once.
+
+    Example:
+        >>> steps = (step.named(f"s{i}") for i in range(10_000_000))  # doctest: +SKIP
+        >>> await rt.run(Pipeline.stream(steps, name="deep"))  # doctest: +SKIP
+    """
+
+    __slots__ = ("_items", "_name", "_taken", "_window")
+
+    def __init__(self, items: Iterable[StreamItem], *, name: str, window: int) -> None:
+        if not isinstance(name, str) or not name.strip():
+            msg = f"a pipeline name must be a non-empty string, not {name!r}"
+            raise ValueError(msg)
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            msg = f"window must be a whole number >= 2, not {window!r}"
+            raise ValueError(msg)
+        self._name = name
+        self._window = window
+        self._items: Iterator[StreamItem] = iter(items)
+        self._taken = False
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name (used as the run's name)."""
+        return self._name
+
+    @property
+    def window(self) -> int:
+        """How many unfinished stages the run keeps materialised at most."""
+        return self._window
+
+    def __repr__(self) -> str:
+        return f"StreamedPipeline({self._name!r}, window={self._window})"
+
+    def take(self) -> Iterator[StreamItem]:
+        """The items, for the one run that consumes them."""
+        if self._taken:
+            msg = f"streamed pipeline {self._name!r} was already run; make a new one"
+            raise ValueError(msg)
+        self._taken = True
+        return self._items

@@ -8,12 +8,18 @@ psutil in a thread; no tracemalloc).
     python bench/depth.py                         # default sizes, a few minutes
     python bench/depth.py --sizes 1000,100000 --repeat 3 --json out.json
     python bench/depth.py --plot depth.png        # needs the `bench` extra
+    python bench/depth.py --streamed --sizes 10000,100000,1000000,10000000
+
+With --streamed the chain is a streamed pipeline (Pipeline.stream, window
+1,000): stages are pulled as the run advances and dropped once finished, so
+peak memory must not grow with depth.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import statistics
 import subprocess
@@ -29,7 +35,7 @@ from _common import RssSampler, emit, machine, progress, trio_floor
 DEFAULT_SIZES = (100, 500, 1_000, 2_000, 10_000, 100_000, 1_000_000)
 
 
-def _child(n: int) -> dict[str, Any]:
+def _child(n: int, streamed: bool = False) -> dict[str, Any]:
     """One measurement, in this (fresh) process."""
     import trio
 
@@ -48,9 +54,13 @@ def _child(n: int) -> dict[str, Any]:
     gc.collect()
     with RssSampler() as rss:
         start = time.perf_counter()
-        pipeline = Pipeline.chain(
-            [first.named("s0"), *(step.named(f"s{i}") for i in range(1, n))],
-            name="depth",
+        stages = itertools.chain(
+            [first.named("s0")], (step.named(f"s{i}") for i in range(1, n))
+        )
+        pipeline: Any = (
+            Pipeline.stream(stages, name="depth", window=1_000)
+            if streamed
+            else Pipeline.chain(stages, name="depth")
         )
         build = time.perf_counter() - start
         after_build = rss.rss()
@@ -77,12 +87,19 @@ def _child(n: int) -> dict[str, Any]:
         "rss_growth_mb": (rss.peak - rss.baseline) / 2**20,
         "pipeline_bytes_per_stage": (after_build - rss.baseline) / n,
         "bytes_per_stage": (rss.peak - rss.baseline) / n,
+        "streamed": streamed,
     }
 
 
-def _measure(n: int) -> dict[str, Any]:
+def _measure(n: int, streamed: bool) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(n)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(n),
+            *(["--streamed"] if streamed else []),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -132,10 +149,13 @@ def main() -> None:
         type=float,
         help="exit 1 if per-stage time grows more than this from the smallest to the largest size",
     )
+    parser.add_argument(
+        "--streamed", action="store_true", help="run the chain as a streamed pipeline"
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child)))
+        print(json.dumps(_child(args.child, args.streamed)))
         return
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows = []
@@ -143,7 +163,7 @@ def main() -> None:
         runs = []
         for k in range(args.repeat):
             progress(f"depth {n:>9,} stages, run {k + 1}/{args.repeat} ...")
-            runs.append(_measure(n))
+            runs.append(_measure(n, args.streamed))
         best = sorted(runs, key=lambda r: r["per_stage_us"])[len(runs) // 2]
         best["per_stage_us_runs"] = [r["per_stage_us"] for r in runs]
         rows.append(best)

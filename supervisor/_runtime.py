@@ -29,7 +29,7 @@ from dagvisor.actors import (
     RunEnv,
     RunFailed,
     StageSpec,
-    StageState,
+    StreamedPipeline,
     add_edge_request,
     add_stage_request,
     ask,
@@ -262,7 +262,7 @@ class Run:
     def _build_result(self, monitor: Monitor | None) -> RunResult:
         supervisor = self._supervisor
         nodes = supervisor.graph.nodes
-        counts = dict.fromkeys(StageState, 0)
+        counts = dict(supervisor.evicted)  # stages of a streamed run already dropped
         for node in nodes.values():
             counts[node.state] += 1
         ended = (
@@ -274,7 +274,7 @@ class Run:
         if status == "running":  # crashed before it could settle
             status = "failed"
         stats = RunStats(
-            stages=len(nodes),
+            stages=sum(counts.values()),
             counts=MappingProxyType(counts),
             started_at=supervisor.started_wall,
             duration=ended - supervisor.started_at,
@@ -332,7 +332,7 @@ class Runtime:
 
     async def start(
         self,
-        pipeline: Pipeline,
+        pipeline: Pipeline | StreamedPipeline,
         *,
         inputs: Mapping[str, Any] | None = None,
         on_failure: FailurePolicy | None = None,
@@ -348,8 +348,8 @@ class Runtime:
         Raises:
             RunClosedError: the ``runtime()`` block has been left.
         """
-        if not isinstance(pipeline, Pipeline):
-            msg = f"run needs a Pipeline, not {pipeline!r}"
+        if not isinstance(pipeline, Pipeline | StreamedPipeline):
+            msg = f"run needs a Pipeline or a streamed pipeline, not {pipeline!r}"
             raise TypeError(msg)
         if inputs is not None and not isinstance(inputs, Mapping):
             msg = f"inputs must be a mapping of names to values, not {inputs!r}"
@@ -379,7 +379,7 @@ class Runtime:
 
     async def run(
         self,
-        pipeline: Pipeline,
+        pipeline: Pipeline | StreamedPipeline,
         *,
         inputs: Mapping[str, Any] | None = None,
         on_failure: FailurePolicy | None = None,

@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import time
+from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, assert_never, cast
 
@@ -46,10 +47,13 @@ from dagvisor.actors import (
     StageContext,
     StageFailed,
     StageSkipped,
+    StageSpec,
     StageState,
     StageStateError,
     StageSucceeded,
+    StreamedPipeline,
     UnknownStageError,
+    ref_names,
     run_stage,
 )
 
@@ -59,9 +63,9 @@ from ._isolation import SHARED_TYPES, isolate
 from ._result import Event, GraphChanged, StageFinished, StageStarted
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
-    from dagvisor.actors import Pipeline, StageSpec
+    from dagvisor.actors import Pipeline, StreamItem
 
 __all__ = ["FailurePolicy", "GraphSupervisor"]
 
@@ -110,7 +114,7 @@ class GraphSupervisor:
         self,
         *,
         run_id: str,
-        pipeline: Pipeline,
+        pipeline: Pipeline | StreamedPipeline,
         env: RunEnv,
         inbox: trio.MemoryReceiveChannel[Message],
         policy: FailurePolicy,
@@ -133,7 +137,19 @@ class GraphSupervisor:
         self._closed = False
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._ready: list[Node] = []
-        self.graph, self._roots = LiveGraph.from_pipeline(pipeline)
+        self._stream: Iterator[StreamItem] | None = None
+        self._window = self._refill_at = 0
+        self._previous: str | None = None
+        self._streamed: deque[Node] = deque()
+        self.evicted: dict[StageState, int] = dict.fromkeys(StageState, 0)
+        self._roots: list[Node]
+        if isinstance(pipeline, StreamedPipeline):
+            self.graph, self._roots = LiveGraph(), []
+            self._stream = pipeline.take()
+            self._window = pipeline.window
+            self._refill_at = max(1, pipeline.window // 2)
+        else:
+            self.graph, self._roots = LiveGraph.from_pipeline(pipeline)
         self._unfinished = len(self.graph)
         self.running = 0
         self.added = 0
@@ -170,7 +186,12 @@ class GraphSupervisor:
             for node in roots:
                 if node.state is PENDING and node.waiting == 0:
                     self._spawn(node)
-            while self._unfinished and not self._stopping:
+            while not self._stopping:
+                if self._stream is not None and self._unfinished < self._refill_at:
+                    self._refill()
+                    continue
+                if not self._unfinished:
+                    break
                 self._handle(await receive.receive())
                 while self._unfinished and not self._stopping:
                     try:
@@ -365,6 +386,91 @@ class GraphSupervisor:
                 return
         if node.waiting == 0:
             self._ready.append(node)
+
+    # -- streamed pipelines ------------------------------------------------------
+
+    def _refill(self) -> None:
+        """Materialise streamed stages until ``window`` are unfinished or it ends.
+
+        Runs between messages, like any change. Finished streamed stages are
+        evicted first, oldest first, once every stage after them has ended.
+        """
+        self._evict()
+        stream = self._stream
+        assert stream is not None
+        nodes = self.graph.nodes
+        where = f"{self._where} (a streamed stage may only depend on the last {self._window} stages)"
+        while self._unfinished < self._window and not self._stopping:
+            try:
+                item = next(stream)
+            except StopIteration:
+                self._stream = None
+                break
+            except (
+                Exception
+            ) as exc:  # the user's iterable failed: fail the run, cleanly
+                self._stream_failed("<stream>", exc)
+                break
+            try:
+                spec, after = self._stream_item(item)
+                name = spec.name
+                if name in nodes:
+                    raise DuplicateStageError(name, where=self._where)
+                deps = []
+                for dep_name in after:
+                    dep = nodes.get(dep_name)
+                    if dep is None:
+                        raise UnknownStageError(dep_name, referrer=name, where=where)
+                    deps.append(dep)
+            except (DagvisorError, TypeError) as exc:
+                self._stream_failed(_item_name(item), exc)
+                break
+            node = self.graph.add_node(spec, deps)
+            self._unfinished += 1
+            self._streamed.append(node)
+            self._previous = name
+            self._settle_new(node)
+        ready, self._ready = self._ready, []
+        for node in ready:
+            if node.state is PENDING and node.waiting == 0:
+                self._spawn(node)
+
+    def _stream_item(self, item: object) -> tuple[StageSpec, tuple[str, ...]]:
+        if isinstance(item, StageSpec):
+            return item, () if self._previous is None else (self._previous,)
+        if (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and isinstance(item[0], StageSpec)
+        ):
+            return item[0], ref_names(item[1])
+        msg = f"a streamed pipeline yields stages or (stage, after) pairs, not {item!r}"
+        raise TypeError(msg)
+
+    def _stream_failed(self, name: str, error: Exception) -> None:
+        self._stream = None
+        self.errors[name] = error
+        if self._policy == "cancel":
+            self._stop("failed")
+
+    def _evict(self) -> None:
+        """Drop the oldest finished streamed stages whose dependents have all ended."""
+        streamed = self._streamed
+        nodes = self.graph.nodes
+        evicted = self.evicted
+        while len(streamed) > self._window:
+            node = streamed[0]
+            if not node.state.is_terminal or any(
+                not child.state.is_terminal for child in node.dependents
+            ):
+                break
+            streamed.popleft()
+            if nodes.get(node.name) is node:
+                del nodes[node.name]
+                evicted[node.state] += 1
+            # Unlink, so a chain of evicted stages does not stay reachable.
+            node.deps = ()
+            node.dependents = []
 
     def _stop(self, status: Literal["failed", "cancelled"]) -> None:
         """Begin ending the run: no new stage starts, running ones are cancelled."""
@@ -567,6 +673,7 @@ class GraphSupervisor:
         # that already started or ended is not added again: its work is kept
         # and the new stages that depend on it use its output.
         graph = self.graph
+        self._stream = None  # the rest of a streamed pipeline is replaced too
         pending = [node for node in graph if node.state is PENDING]
         change = _Change()
         touched: dict[int, Node] = {}
@@ -615,6 +722,13 @@ class GraphSupervisor:
             )
             self._stop("cancelled")
         return change
+
+
+def _item_name(item: object) -> str:
+    """The stage a streamed item names, for error reports; ``<stream>`` if none."""
+    if isinstance(item, tuple) and item:
+        item = item[0]
+    return item.name if isinstance(item, StageSpec) else "<stream>"
 
 
 def _kind_of(request: Request) -> ChangeKind:
