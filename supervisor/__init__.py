@@ -23,3 +23,4 @@ from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime
 from ._supervisor import FailurePolicy as FailurePolicy
 from ._supervisor import GraphSupervisor as GraphSupervisor
+from ._supervisor import RetainOutputs as RetainOutputs

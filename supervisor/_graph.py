@@ -19,7 +19,7 @@ Only the `GraphSupervisor` of the run writes to it. Invariants it keeps:
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 
@@ -32,7 +32,19 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import Pipeline
 
-__all__ = ["LiveGraph", "Node"]
+__all__ = ["RELEASED", "LiveGraph", "Node"]
+
+
+@final
+class _Released:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "RELEASED"
+
+
+RELEASED: Final = _Released()
+"""The output of a stage released under ``retain_outputs="final"``."""
 
 PENDING = StageState.PENDING
 SUCCEEDED = StageState.SUCCEEDED
@@ -59,6 +71,8 @@ class Node:
     started: float | None = None
     finished: float = 0.0
     scope: trio.CancelScope | None = None
+    readers: int = 0
+    """Dependents still pending: they will read this node's output when they start."""
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} {self.state}>"
@@ -111,6 +125,7 @@ class LiveGraph:
                 node.waiting = len(deps)
                 for dep in deps:
                     dep.dependents.append(node)
+                    dep.readers += 1
             else:
                 node = Node(spec.name, spec, (), order)
                 roots.append(node)
@@ -159,6 +174,7 @@ class LiveGraph:
         waiting = 0
         for dep in dep_tuple:
             dep.dependents.append(node)
+            dep.readers += 1
             if not dep.lets_through(node):
                 waiting += 1
         node.waiting = waiting
@@ -229,6 +245,7 @@ class LiveGraph:
             self._reorder(upstream, downstream)
         downstream.deps = (*downstream.deps, upstream)
         upstream.dependents.append(downstream)
+        upstream.readers += 1
         if not upstream.lets_through(downstream):
             downstream.waiting += 1
 
@@ -249,6 +266,7 @@ class LiveGraph:
         """Remove a node and its edges. The caller checked it has not started."""
         for dep in node.deps:
             dep.dependents.remove(node)
+            dep.readers -= 1
         for child in node.dependents:
             child.deps = tuple(dep for dep in child.deps if dep is not node)
             if not node.lets_through(child):

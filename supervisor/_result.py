@@ -9,6 +9,8 @@ import attrs
 
 from dagvisor.actors import StageState
 
+from ._graph import RELEASED
+
 if TYPE_CHECKING:
     from ._audit import AuditRecord
     from ._graph import Node
@@ -180,7 +182,7 @@ class _Outputs(_NodeView):
     __slots__ = ()
 
     def _has(self, node: Node) -> bool:
-        return node.state is StageState.SUCCEEDED
+        return node.state is StageState.SUCCEEDED and node.output is not RELEASED
 
     def _value(self, node: Node) -> Any:
         return node.output

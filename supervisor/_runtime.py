@@ -41,7 +41,7 @@ from dagvisor.actors import (
 
 from ._monitor import Monitor, Progress
 from ._result import Event, RunResult, RunStats, StageLatency
-from ._supervisor import FailurePolicy, GraphSupervisor
+from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -308,6 +308,7 @@ class Runtime:
         "_nursery",
         "_on_progress",
         "_policy",
+        "_retain_outputs",
     )
 
     def __init__(
@@ -320,8 +321,10 @@ class Runtime:
         hooks: Hooks,
         monitor_interval: float | None = None,
         on_progress: Callable[[Progress], object] | None = None,
+        retain_outputs: RetainOutputs = "all",
     ) -> None:
         self._nursery = nursery
+        self._retain_outputs = retain_outputs
         self._monitor_interval = monitor_interval
         self._on_progress = on_progress
         self._policy = on_failure
@@ -368,7 +371,12 @@ class Runtime:
             hooks=self._hooks,
         )
         supervisor = GraphSupervisor(
-            run_id=run_id, pipeline=pipeline, env=env, inbox=receive, policy=policy
+            run_id=run_id,
+            pipeline=pipeline,
+            env=env,
+            inbox=receive,
+            policy=policy,
+            retain_outputs=self._retain_outputs,
         )
         run = Run(run_id, pipeline.name, env, supervisor, send)
         monitor = None
@@ -414,6 +422,7 @@ async def runtime(
     interceptors: Iterable[Any] = (),
     monitor_interval: float | None = None,
     on_progress: Callable[[Progress], object] | None = None,
+    retain_outputs: RetainOutputs = "all",
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: the scope that runs pipelines and owns their tasks.
 
@@ -436,12 +445,20 @@ async def runtime(
             progress reports; None (the default) turns the monitor off, and
             with it its cost. Sampled runs report ``stats.peak_rss`` and
             ``stats.memory``.
+        retain_outputs: ``"all"`` (default) keeps every output until the run
+            ends; ``"final"`` releases an output as soon as every stage that
+            consumes it has started (or ended without running), keeping only
+            the outputs no stage consumes. A change that would make a stage
+            read a released output is refused with `StageStateError`.
         on_progress: called with a `Progress` at most once per
             ``monitor_interval`` (0.5 s if not given), never once per stage.
 
     Leaving the block cancels the runs still going and waits for their cleanup.
     """
     policy = _check_policy(on_failure)
+    if retain_outputs not in ("all", "final"):
+        msg = f"retain_outputs must be 'all' or 'final', not {retain_outputs!r}"
+        raise InvalidRequestError(msg)
     if (
         isinstance(thread_limit, bool)
         or not isinstance(thread_limit, int)
@@ -481,6 +498,7 @@ async def runtime(
             hooks=hooks,
             monitor_interval=monitor_interval,
             on_progress=on_progress,
+            retain_outputs=retain_outputs,
         )
         try:
             yield rt

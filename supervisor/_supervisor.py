@@ -58,7 +58,7 @@ from dagvisor.actors import (
 )
 
 from ._audit import AuditLog, AuditRecord, ChangeKind
-from ._graph import LiveGraph, Node
+from ._graph import RELEASED, LiveGraph, Node
 from ._isolation import SHARED_TYPES, isolate
 from ._result import Event, GraphChanged, StageFinished, StageStarted
 
@@ -67,9 +67,10 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import Pipeline, StreamItem
 
-__all__ = ["FailurePolicy", "GraphSupervisor"]
+__all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
 
 FailurePolicy: TypeAlias = Literal["cancel", "continue"]
+RetainOutputs: TypeAlias = Literal["all", "final"]
 R = TypeVar("R")
 
 PENDING = StageState.PENDING
@@ -118,6 +119,7 @@ class GraphSupervisor:
         env: RunEnv,
         inbox: trio.MemoryReceiveChannel[Message],
         policy: FailurePolicy,
+        retain_outputs: RetainOutputs = "all",
     ) -> None:
         self.run_id = run_id
         self.audit = AuditLog()
@@ -130,6 +132,7 @@ class GraphSupervisor:
         self._env = env
         self._inbox = inbox
         self._policy = policy
+        self._release = retain_outputs == "final"
         self._where = f"run {run_id!r}"
         self._nursery: trio.Nursery | None = None
         self._stages_closed = trio.Event()
@@ -329,6 +332,8 @@ class GraphSupervisor:
                 inputs[dep.name] = (
                     value if type(value) in SHARED_TYPES else isolate(value)
                 )
+        if self._release:  # after the inputs were taken: now they may go
+            self._left_pending(node)
         ctx = StageContext(
             self._env, node, node.name, MappingProxyType(inputs), node.item, node.key
         )
@@ -342,6 +347,8 @@ class GraphSupervisor:
         """Make ``node`` terminal and let its dependents go or settle them too."""
         if node.state is RUNNING:
             self.running -= 1
+        elif self._release and node.state is PENDING:
+            self._left_pending(node)
         if state is FAILED:
             self.failed += 1
         node.state = state
@@ -355,6 +362,8 @@ class GraphSupervisor:
                 child.waiting -= 1
                 if child.waiting == 0 and child.state is PENDING:
                     self._spawn(child)
+            if self._release and node.readers == 0 and node.dependents:
+                node.output = RELEASED  # every consumer has already read it
             return
         # A stage that did not succeed settles the pending stages after it,
         # transitively (explicit stack: chains may be a million deep).
@@ -369,12 +378,30 @@ class GraphSupervisor:
                     if child.waiting == 0:
                         self._spawn(child)
                     continue
+                if self._release:
+                    self._left_pending(child)
                 child.state = _BLOCKED[parent.state]
                 child.finished = now
                 self._unfinished -= 1
                 if self._subscribers:
                     self._publish(StageFinished(child.name, child.state, now))
                 stack.append(child)
+
+    def _left_pending(self, node: Node) -> None:
+        """``node`` starts or ends: release outputs nobody else will read."""
+        for dep in node.deps:
+            dep.readers -= 1
+            if dep.readers == 0 and dep.state is SUCCEEDED and dep.dependents:
+                dep.output = RELEASED
+
+    def _check_readable(self, dep: Node, name: str) -> None:
+        """A new dependency needs its upstream output still held."""
+        if dep.output is RELEASED:
+            raise StageStateError(
+                dep.name,
+                "succeeded, and its output was released (retain_outputs='final')",
+                f"make {name!r} read",
+            )
 
     def _settle_new(self, node: Node) -> None:
         """A new or rewired pending stage: settle it, mark it ready, or let it wait."""
@@ -421,6 +448,7 @@ class GraphSupervisor:
                     dep = nodes.get(dep_name)
                     if dep is None:
                         raise UnknownStageError(dep_name, referrer=name, where=where)
+                    self._check_readable(dep, name)
                     deps.append(dep)
             except (DagvisorError, TypeError) as exc:
                 self._stream_failed(_item_name(item), exc)
@@ -591,6 +619,8 @@ class GraphSupervisor:
                 return _Change(name)
             raise DuplicateStageError(name, where=self._where)
         deps = [self._require(dep, referrer=name) for dep in request.after]
+        for dep in deps:
+            self._check_readable(dep, name)
         befores = self._check_before(name, deps, request.before)
         # Validated: apply.
         change = _Change(name)
@@ -607,6 +637,7 @@ class GraphSupervisor:
 
     def _add_edge(self, request: AddEdge) -> _Change:
         upstream = self._require(request.upstream)
+        self._check_readable(upstream, request.downstream)
         downstream = self._require_pending(
             request.downstream, f"make it wait for {request.upstream!r}: cannot change"
         )
@@ -642,6 +673,8 @@ class GraphSupervisor:
             self._require(dep, referrer=names[0] if names else spec.name)
             for dep in request.after
         ]
+        for dep in deps:
+            self._check_readable(dep, names[0] if names else spec.name)
         change = _Change(names)
         seq = len(self.audit)
         self._unfinished += len(names)
@@ -658,7 +691,12 @@ class GraphSupervisor:
     def _remove_stage(self, request: RemoveStage) -> _Change:
         node = self._require_pending(request.name, "remove")
         children = list(node.dependents)
+        deps = node.deps
         self.graph.remove_node(node)
+        if self._release:
+            for dep in deps:
+                if dep.readers == 0 and dep.state is SUCCEEDED and dep.dependents:
+                    dep.output = RELEASED
         self._unfinished -= 1
         change = _Change()
         change.removed.append(node.name)
@@ -673,6 +711,18 @@ class GraphSupervisor:
         # that already started or ended is not added again: its work is kept
         # and the new stages that depend on it use its output.
         graph = self.graph
+        if (
+            self._release
+        ):  # validate: a kept stage must still hold what the new ones read
+            for spec, dep_names in request.pipeline.entries():
+                if (
+                    spec.name not in graph.nodes
+                    or graph.nodes[spec.name].state is PENDING
+                ):
+                    for dep_name in dep_names:
+                        kept = graph.nodes.get(dep_name)
+                        if kept is not None and kept.state is not PENDING:
+                            self._check_readable(kept, spec.name)
         self._stream = None  # the rest of a streamed pipeline is replaced too
         pending = [node for node in graph if node.state is PENDING]
         change = _Change()
@@ -685,6 +735,9 @@ class GraphSupervisor:
         for dep in touched.values():
             if dep.state is not PENDING:
                 dep.dependents = [c for c in dep.dependents if c.state is not PENDING]
+                dep.readers = 0  # its pending dependents are gone
+                if self._release and dep.state is SUCCEEDED and dep.dependents:
+                    dep.output = RELEASED
         self._unfinished -= len(pending)
         seq = len(self.audit)
         added: list[Node] = []
