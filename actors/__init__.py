@@ -39,6 +39,7 @@ from ._messages import Request as Request
 from ._messages import StageCancelled as StageCancelled
 from ._messages import StageFailed as StageFailed
 from ._messages import StageOutcome as StageOutcome
+from ._messages import StagesEnded as StagesEnded
 from ._messages import StageSkipped as StageSkipped
 from ._messages import StageSucceeded as StageSucceeded
 from ._pipeline import Pipeline as Pipeline

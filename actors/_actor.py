@@ -8,12 +8,14 @@ this one stage). The actor runs the stage's attempts (retries, timeouts, the
 
 Cancellation: when the stage's own scope is cancelled the actor reports
 `StageCancelled`. When the run is cancelled (its stage nursery's scope), the
-``Cancelled`` exception propagates out untouched and nothing is reported: the
-supervisor is the one that cancelled and settles the states itself.
+actor reports `StageCancelled` without waiting and lets ``Cancelled``
+propagate; if that report is lost, the supervisor, which did the
+cancelling, settles the stage itself when the run ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -107,6 +109,14 @@ async def run_stage(
             message = StageCancelled(token)
     except Exception as exc:
         message = StageFailed(token, exc)
+    except trio.Cancelled:
+        # The run is being cancelled: say this stage has ended (without
+        # waiting), so its state is true while others are still unwinding.
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            env.outbox.send_nowait(StageCancelled(token))
+        raise
     if message is None:
         return
     outbox = env.outbox

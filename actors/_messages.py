@@ -36,6 +36,7 @@ __all__ = [
     "StageOutcome",
     "StageSkipped",
     "StageSucceeded",
+    "StagesEnded",
 ]
 
 
@@ -113,6 +114,11 @@ class StageSkipped:
     """The stage's ``when`` predicate was false; its body did not run."""
 
     token: object
+
+
+@attrs.frozen
+class StagesEnded:
+    """Every stage actor of the run has ended (sent by the nursery that held them)."""
 
 
 StageOutcome: TypeAlias = StageSucceeded | StageFailed | StageCancelled | StageSkipped
@@ -199,4 +205,4 @@ class CancelRun:
 Request: TypeAlias = (
     AddStage | AddEdge | Expand | RemoveStage | ReplacePending | CancelStage | CancelRun
 )
-Message: TypeAlias = StageOutcome | Request
+Message: TypeAlias = StageOutcome | StagesEnded | Request

@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from types import MappingProxyType
@@ -46,6 +47,7 @@ from dagvisor.actors import (
     StageCancelled,
     StageContext,
     StageFailed,
+    StagesEnded,
     StageSkipped,
     StageSpec,
     StageState,
@@ -178,6 +180,12 @@ class GraphSupervisor:
                 await trio.sleep_forever()
         finally:
             self._stages_closed.set()
+            # Wake the supervisor, which keeps serving its inbox meanwhile.
+            # If the inbox is full it is awake anyway; if closed, the run ended.
+            with contextlib.suppress(
+                trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+            ):
+                self._env.outbox.send_nowait(StagesEnded())
 
     async def serve(self, stage_nursery: trio.Nursery) -> None:
         """Run the graph to its end: every stage terminal, nothing in flight."""
@@ -203,8 +211,12 @@ class GraphSupervisor:
                         break
                     self._handle(message)
             if self._stopping:
+                # Cancel every stage, and keep answering while they unwind (a
+                # shielded cleanup may take its time): changes are refused at
+                # once, outcomes recorded, until the last actor has ended.
                 stage_nursery.cancel_scope.cancel()
-                await self._stages_closed.wait()
+                while not self._stages_closed.is_set():
+                    self._handle(await receive.receive())
                 self._drain()
         except trio.Cancelled:
             if self.status == "running":
@@ -237,7 +249,12 @@ class GraphSupervisor:
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
             if not isinstance(
-                message, StageSucceeded | StageFailed | StageCancelled | StageSkipped
+                message,
+                StageSucceeded
+                | StageFailed
+                | StageCancelled
+                | StageSkipped
+                | StagesEnded,
             ):
                 self._refuse_closed(message)
         self._inbox.close()
@@ -298,6 +315,8 @@ class GraphSupervisor:
                 node = cast("Node", token)
                 if node.state is RUNNING:
                     self._finish(node, SKIPPED, self._now())
+            case StagesEnded():
+                pass  # a wake-up: serve() checks that the stages have ended
             case AddStage():
                 self._serve(message, self._add_stage)
             case AddEdge():

@@ -94,3 +94,48 @@ async def test_answering_a_requester_that_gave_up_is_harmless():
         _, reply = inbox_receive.receive_nowait()
         reply.send_nowait(outcome.Value("late answer"))  # must not raise
     assert scope.cancelled_caught
+
+
+async def test_a_change_during_a_slow_fail_fast_shutdown_is_answered_at_once(
+    autojump_clock,
+):
+    # A stage whose cleanup takes 5 s keeps a failing run from ending; a
+    # change requested meanwhile must be refused at once, not after 5 s.
+    from contextlib import asynccontextmanager
+
+    from dagvisor.errors import RunClosedError, RunFailed
+
+    @asynccontextmanager
+    async def slow_cleanup():
+        try:
+            yield
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(5)
+
+    @stage
+    async def holds(ctx):
+        await ctx.enter(slow_cleanup())
+        await trio.sleep_forever()
+
+    @stage
+    async def fails(ctx):
+        await trio.sleep(1)
+        raise ValueError("stop")
+
+    answered_at = []
+    async with runtime() as rt:
+        run = await rt.start(Pipeline("p").add(holds).add(fails))
+        await trio.sleep(2)  # the run is failing; holds is cleaning up until t = 6
+        assert not run.done
+        try:
+            await run.add_stage(noop.named("late"), reason="during shutdown")
+        except RunClosedError:
+            answered_at.append(trio.current_time())
+        try:
+            await run.wait()
+        except RunFailed as exc:
+            result = exc.result
+    assert answered_at == [2.0]
+    assert result.audit[-1].error_type == "RunClosedError"
+    assert result.stats.duration == 6.0

@@ -269,12 +269,13 @@ class Model:
     def _stop(self) -> None:
         self.stopping = True
         for name in self.running():
-            if name.startswith("stub") and name not in self.finishing:
+            if name in self.finishing:
+                continue  # its body already ended; its cleanup decides
+            if name.startswith("stub"):  # cancelled, but its cleanup takes time
                 self.timers[name] = (self.clock + _delay(name, CLEANUP), "cancelled")
                 self.finishing.add(name)
-            elif name not in self.finishing or not name.startswith("stub"):
-                self.state[name] = "cancelled"
-                self.timers.pop(name, None)
+            else:
+                self._finish(name, "cancelled")
         self._maybe_end()
 
     def _maybe_end(self) -> None:
