@@ -7,6 +7,7 @@ from ._actor import run_stage as run_stage
 from ._context import NO_ITEM as NO_ITEM
 from ._context import Hooks as Hooks
 from ._context import RunEnv as RunEnv
+from ._context import Sentinel as Sentinel
 from ._context import StageContext as StageContext
 from ._context import add_edge_request as add_edge_request
 from ._context import add_stage_request as add_stage_request

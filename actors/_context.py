@@ -32,20 +32,33 @@ from ._spec import StageSpec
 if TYPE_CHECKING:
     from types import MappingProxyType
 
-__all__ = ["NO_ITEM", "Hooks", "RunEnv", "StageContext", "ask", "check_reason"]
+__all__ = [
+    "NO_ITEM",
+    "Hooks",
+    "RunEnv",
+    "Sentinel",
+    "StageContext",
+    "ask",
+    "check_reason",
+]
 
 T = TypeVar("T")
 
 
 @final
-class _NoItem:
-    __slots__ = ()
+class Sentinel:
+    """A named marker value that is never a user's value (`NO_ITEM`, ...)."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
 
     def __repr__(self) -> str:
-        return "NO_ITEM"
+        return self._name
 
 
-NO_ITEM: Final = _NoItem()
+NO_ITEM: Final = Sentinel("NO_ITEM")
 """The ``ctx.item`` of a stage that was not mapped over items."""
 
 

@@ -52,6 +52,16 @@ async def _timed_run(pipeline: Pipeline) -> tuple[float, Any]:
         return time.perf_counter() - start, result
 
 
+def _fanout_row(shape: str, n: int, elapsed: float) -> dict[str, Any]:
+    stages = n + 2  # the source, N leaves, the sink
+    return {
+        "shape": shape,
+        "n": n,
+        "run_s": elapsed,
+        "per_stage_us": elapsed / stages * 1e6,
+    }
+
+
 def fanout(sizes: list[int]) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
@@ -62,14 +72,7 @@ def fanout(sizes: list[int]) -> list[dict[str, Any]]:
         pipeline = pipeline.add(sink, after=[f"leaf{i}" for i in range(n)])
         elapsed, result = trio.run(_timed_run, pipeline)
         assert result.outputs["sink"] == n
-        rows.append(
-            {
-                "shape": "fanout_declared",
-                "n": n,
-                "run_s": elapsed,
-                "per_stage_us": elapsed / (n + 2) * 1e6,
-            }
-        )
+        rows.append(_fanout_row("fanout_declared", n, elapsed))
 
         progress(f"fanout mapped at run time, N={n:,}")
 
@@ -80,14 +83,7 @@ def fanout(sizes: list[int]) -> list[dict[str, Any]]:
 
         elapsed, result = trio.run(_timed_run, Pipeline("mapped").add(plan))
         assert result.outputs["sink"] == n
-        rows.append(
-            {
-                "shape": "fanout_mapped",
-                "n": n,
-                "run_s": elapsed,
-                "per_stage_us": elapsed / (n + 2) * 1e6,
-            }
-        )
+        rows.append(_fanout_row("fanout_mapped", n, elapsed))
         progress(
             f"  declared {rows[-2]['per_stage_us']:.1f} µs/stage, mapped {rows[-1]['per_stage_us']:.1f} µs/stage"
         )

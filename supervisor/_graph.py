@@ -19,11 +19,11 @@ Only the `GraphSupervisor` of the run writes to it. Invariants it keeps:
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from dagvisor.actors import NO_ITEM, StageSpec, StageState
+from dagvisor.actors import NO_ITEM, Sentinel, StageSpec, StageState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -35,15 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["RELEASED", "LiveGraph", "Node"]
 
 
-@final
-class _Released:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "RELEASED"
-
-
-RELEASED: Final = _Released()
+RELEASED: Final = Sentinel("RELEASED")
 """The output of a stage released under ``retain_outputs="final"``."""
 
 PENDING = StageState.PENDING
