@@ -1,0 +1,59 @@
+"""The examples in the README, the docstrings and examples/ run as written."""
+
+from __future__ import annotations
+
+import doctest
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dagvisor
+import dagvisor.actors._spec
+import dagvisor.supervisor._runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_readme_quick_start():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = re.search(r"## Quick start\s+```python\n(.*?)```", readme, re.DOTALL)
+    assert quick_start is not None
+    out = _run("-c", quick_start.group(1))
+    assert out.splitlines()[0] == "60"
+    assert "expand by plan" in out
+
+
+def test_examples_quickstart():
+    out = _run(str(ROOT / "examples" / "quickstart.py"))
+    assert "total: 60" in out
+
+
+def test_the_demo_command():
+    out = _run("-m", "dagvisor", "demo")
+    assert "report: {'inspected': 8" in out
+    assert "succeeded" in out
+
+
+@pytest.mark.parametrize(
+    "module", [dagvisor, dagvisor.actors._spec, dagvisor.supervisor._runtime]
+)
+def test_docstring_examples(module):
+    failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert failures == 0
+    assert tried > 0 or module is not dagvisor
