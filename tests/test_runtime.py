@@ -433,3 +433,19 @@ async def test_a_hundred_thousand_stage_chain():
         result = await rt.run(pipeline)
     assert result.outputs[f"s{n - 1}"] == n
     assert result.stats.counts[StageState.SUCCEEDED] == n
+
+
+async def test_a_thread_stage_changes_the_graph_through_trio():
+    from functools import partial
+
+    @stage
+    def plain_adder(ctx):
+        return trio.from_thread.run(
+            partial(ctx.add_stage, one.named("added"), reason="from a thread")
+        )
+
+    async with runtime() as rt:
+        result = await rt.run(Pipeline("p").add(plain_adder))
+    assert result.outputs["plain_adder"] == "added"
+    assert result.outputs["added"] == 1
+    assert result.audit[0].requester == "plain_adder"
