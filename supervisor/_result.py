@@ -9,6 +9,7 @@ import attrs
 
 from dagvisor.actors import StageState
 
+from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
 
 if TYPE_CHECKING:
@@ -205,6 +206,14 @@ class _Timings(_NodeView):
 
 
 @final
+class _Dependencies(_NodeView):
+    __slots__ = ()
+
+    def _value(self, node: Node) -> tuple[str, ...]:
+        return tuple(dep.name for dep in node.deps)
+
+
+@final
 class _Origins(_NodeView):
     """The audit record that added each stage (None for the pipeline's own)."""
 
@@ -235,6 +244,7 @@ class RunResult:
         timings: `StageTiming` of every stage, by name.
         errors: exception of every stage that failed, by name.
         audit: every change request of the run, in order.
+        dependencies: for every stage, the names of the stages it waited for.
         origins: for every stage, the audit record of the change that added
             it, or None for a stage of the pipeline the run started with.
         stats: summary figures.
@@ -248,6 +258,7 @@ class RunResult:
     timings: Mapping[str, StageTiming]
     errors: Mapping[str, BaseException]
     audit: tuple[AuditRecord, ...]
+    dependencies: Mapping[str, tuple[str, ...]]
     origins: Mapping[str, AuditRecord | None]
     stats: RunStats
 
@@ -259,6 +270,16 @@ class RunResult:
     def __repr__(self) -> str:
         return f"<RunResult {self.name!r} {self.status}: {self.stats.stages} stages, {len(self.audit)} changes>"
 
+    def to_mermaid(self) -> str:
+        """The final graph as a Mermaid flowchart: states as colours, stages
+        added at run time rounded."""
+        return to_mermaid(self.name, self.states, self.dependencies, self.origins)
+
+    def to_dot(self) -> str:
+        """The final graph as Graphviz DOT: states as colours, stages added at
+        run time dashed."""
+        return to_dot(self.name, self.states, self.dependencies, self.origins)
+
     @classmethod
     def _from_nodes(
         cls, nodes: Mapping[str, Node], audit: tuple[AuditRecord, ...], **fields: Any
@@ -267,6 +288,7 @@ class RunResult:
             outputs=_Outputs(nodes),
             states=_States(nodes),
             timings=_Timings(nodes),
+            dependencies=_Dependencies(nodes),
             origins=_Origins(nodes, audit),
             audit=audit,
             **fields,

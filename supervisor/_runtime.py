@@ -39,8 +39,17 @@ from dagvisor.actors import (
     replace_pending_request,
 )
 
+from ._export import to_dot, to_mermaid
 from ._monitor import Monitor, Progress
-from ._result import Event, RunResult, RunStats, StageLatency
+from ._result import (
+    Event,
+    RunResult,
+    RunStats,
+    StageLatency,
+    _Dependencies,
+    _Origins,
+    _States,
+)
 from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs
 
 if TYPE_CHECKING:
@@ -142,6 +151,19 @@ class Run:
                 )
             raise RunFailed(result, result.errors) from group
         return result
+
+    def to_mermaid(self) -> str:
+        """The graph as it is now, as a Mermaid flowchart (see `RunResult.to_mermaid`)."""
+        return to_mermaid(self.name, *self._views())
+
+    def to_dot(self) -> str:
+        """The graph as it is now, as Graphviz DOT (see `RunResult.to_dot`)."""
+        return to_dot(self.name, *self._views())
+
+    def _views(self) -> tuple[Any, Any, Any]:
+        nodes = self._supervisor.graph.nodes
+        audit = self._supervisor.audit.snapshot()
+        return _States(nodes), _Dependencies(nodes), _Origins(nodes, audit)
 
     def audit(self) -> AuditLog:
         """The run's audit trail so far (a live, read-only sequence of records)."""
