@@ -16,6 +16,8 @@ Example:
     2
 """
 
+import logging as _logging
+
 from dagvisor import errors as errors
 from dagvisor.actors import NO_ITEM as NO_ITEM
 from dagvisor.actors import Pipeline as Pipeline
@@ -41,6 +43,9 @@ from dagvisor.supervisor import StageTiming as StageTiming
 from dagvisor.supervisor import runtime as runtime
 
 __version__ = "0.1.0"
+
+# Quiet unless the application configures logging (the library convention).
+_logging.getLogger("dagvisor").addHandler(_logging.NullHandler())
 
 __all__ = [
     "NO_ITEM",

@@ -8,6 +8,7 @@ outlives the block.
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
     from ._audit import AuditLog
 
 __all__ = ["Run", "Runtime", "runtime"]
+
+logger = logging.getLogger("dagvisor")
 
 EXTERNAL = "external"
 _POLICIES = ("cancel", "continue")
@@ -262,6 +265,14 @@ class Run:
         self, monitor: Monitor | None, *, task_status: trio.TaskStatus[Run]
     ) -> None:
         supervisor = self._supervisor
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "run %s of %r started: %d stages",
+                self.id,
+                self.name,
+                len(supervisor.graph),
+                extra={"run_id": self.id, "pipeline": self.name},
+            )
         try:
             async with trio.open_nursery() as nursery:
                 stage_nursery: trio.Nursery = await nursery.start(
@@ -280,6 +291,7 @@ class Run:
             self._inbox.close()
             self._result = self._build_result(monitor)
             self._done.set()
+            _log_end(self._result, self._failure)
 
     def _build_result(self, monitor: Monitor | None) -> RunResult:
         supervisor = self._supervisor
@@ -314,6 +326,46 @@ class Run:
             errors=MappingProxyType(supervisor.errors),
             audit=supervisor.audit.snapshot(),
             stats=stats,
+        )
+
+
+_LOGGED_FAILURES = 20
+
+
+def _log_end(result: RunResult, failure: BaseException | None) -> None:
+    """Log how a run ended: once per run, plus a warning per failed stage (capped)."""
+    extra = {"run_id": result.run_id, "pipeline": result.name, "status": result.status}
+    if failure is not None:
+        logger.error("run %s crashed", result.run_id, exc_info=failure, extra=extra)
+        return
+    if logger.isEnabledFor(logging.WARNING):
+        for name, error in list(result.errors.items())[:_LOGGED_FAILURES]:
+            logger.warning(
+                "run %s: stage %r failed: %s: %s",
+                result.run_id,
+                name,
+                type(error).__name__,
+                error,
+                exc_info=error,
+                extra={**extra, "stage": name},
+            )
+        if len(result.errors) > _LOGGED_FAILURES:
+            logger.warning(
+                "run %s: %d more stages failed",
+                result.run_id,
+                len(result.errors) - _LOGGED_FAILURES,
+                extra=extra,
+            )
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "run %s of %r %s: %d stages, %d changes, %.3f s",
+            result.run_id,
+            result.name,
+            result.status,
+            result.stats.stages,
+            result.stats.changes,
+            result.stats.duration,
+            extra=extra,
         )
 
 

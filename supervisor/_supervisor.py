@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections import deque
 from types import MappingProxyType
@@ -70,6 +71,8 @@ if TYPE_CHECKING:
     from dagvisor.actors import Pipeline, StreamItem
 
 __all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
+
+logger = logging.getLogger("dagvisor")
 
 FailurePolicy: TypeAlias = Literal["cancel", "continue"]
 RetainOutputs: TypeAlias = Literal["all", "final"]
@@ -582,6 +585,19 @@ class GraphSupervisor:
         self.audit.append(record)
         if self._subscribers:
             self._publish(GraphChanged(record))
+        if logger.isEnabledFor(
+            logging.DEBUG
+        ):  # a change, not a stage: off the hot path
+            logger.debug(
+                "run %s: %s",
+                self.run_id,
+                record,
+                extra={
+                    "run_id": self.run_id,
+                    "seq": record.seq,
+                    "requester": record.requester,
+                },
+            )
         return record
 
     def _require(self, name: str, referrer: str | None = None) -> Node:
