@@ -44,6 +44,27 @@ def test_examples_quickstart():
     assert "total: 60" in out
 
 
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        (
+            "fraud_detection.py",
+            "decision: {'deep_checks': 5, 'blocked': ['tx10', 'tx17', 'tx4']}",
+        ),
+        (
+            "clinical_workflow.py",
+            "notify_attending   succeeded  added by triage: escalation protocol",
+        ),
+        ("order_processing.py", "invoice: {'shipments': ['gdansk', 'lyon']}"),
+        ("quality_control.py", "report: {'samples': 12"),
+        ("deep_chain.py", "last output: 10000"),
+    ],
+)
+def test_examples_run(example, expected):
+    out = _run(str(ROOT / "examples" / example))
+    assert expected in out
+
+
 def test_the_demo_command():
     out = _run("-m", "dagvisor", "demo")
     assert "report: {'inspected': 8" in out
