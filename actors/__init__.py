@@ -22,12 +22,16 @@ from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import InternalError as InternalError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
+from ._errors import NotPicklableError as NotPicklableError
 from ._errors import NotRestorableError as NotRestorableError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
 from ._errors import StageStateError as StageStateError
 from ._errors import StageTimeoutError as StageTimeoutError
 from ._errors import UnknownStageError as UnknownStageError
+from ._executors import DaskExecutor as DaskExecutor
+from ._executors import Executor as Executor
+from ._executors import StageView as StageView
 from ._messages import AddEdge as AddEdge
 from ._messages import AddStage as AddStage
 from ._messages import CancelRun as CancelRun
@@ -49,6 +53,7 @@ from ._pipeline import StreamedPipeline as StreamedPipeline
 from ._pipeline import StreamItem as StreamItem
 from ._pipeline import compose as compose
 from ._pipeline import ref_names as ref_names
+from ._spec import ExecutorChoice as ExecutorChoice
 from ._spec import StageSpec as StageSpec
 from ._spec import Trigger as Trigger
 from ._spec import stage as stage

@@ -16,11 +16,13 @@ cancelling, settles the stage itself when the run ends.
 from __future__ import annotations
 
 import contextlib
+import pickle
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._errors import StageTimeoutError
+from ._errors import NotPicklableError, StageTimeoutError
+from ._executors import StageView, function_reference, run_process
 from ._messages import (
     StageCancelled,
     StageFailed,
@@ -39,14 +41,47 @@ __all__ = ["run_stage"]
 async def _call(spec: StageSpec, ctx: StageContext) -> Any:
     """One attempt of the stage body; resources it opened close when it ends."""
     try:
-        if spec.executor == "loop":
+        executor = spec.executor
+        if executor == "loop":
             return await spec.fn(ctx)
-        return await trio.to_thread.run_sync(
-            spec.fn, ctx, limiter=ctx._env.thread_limiter
-        )
+        env = ctx._env
+        if executor is None:
+            executor = env.default_executor
+        if executor == "thread":
+            return await trio.to_thread.run_sync(
+                spec.fn, ctx, limiter=env.thread_limiter
+            )
+        return await _run_elsewhere(executor, spec, ctx)
     finally:
         if ctx._stack is not None:
             await ctx._close_resources()
+
+
+async def _run_elsewhere(executor: Any, spec: StageSpec, ctx: StageContext) -> Any:
+    """Ship the body and a picklable view of its inputs to another process."""
+    body = function_reference(spec.fn, spec.name)
+    view = ctx.view()
+    _check_picklable(spec.name, view)
+    if executor == "process":
+        return await run_process(body, view)
+    return await executor.run(body, view)
+
+
+def _check_picklable(stage: str, view: StageView) -> None:
+    """Name what cannot be pickled, rather than fail somewhere in a worker."""
+    try:
+        pickle.dumps(view)
+    except Exception as whole:
+        parts: list[tuple[str, Any]] = [
+            (f"input {k!r}", v) for k, v in view.inputs.items()
+        ]
+        parts += [("the item", view.item), ("the run inputs", dict(view.run_inputs))]
+        for what, value in parts:
+            try:
+                pickle.dumps(value)
+            except Exception as exc:
+                raise NotPicklableError(stage, what, exc) from exc
+        raise NotPicklableError(stage, "its view", whole) from whole
 
 
 async def _call_hooks(ctx: StageContext, hooks: tuple[Hook, ...], *args: Any) -> None:

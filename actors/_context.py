@@ -16,6 +16,8 @@ import attrs
 import trio
 
 from ._errors import InvalidRequestError, RunClosedError
+from ._executors import Executor, StageView, function_reference, run_process
+from ._executors import _FunctionReference as _FunctionReferenceType
 from ._messages import (
     AddEdge,
     AddStage,
@@ -109,6 +111,21 @@ class Hooks:
         return bool(self.before or self.after or self.error)
 
 
+@final
+@attrs.frozen
+class _Apply:
+    """``fn(*args)``, picklable, called with the stage view as executors do."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+    def __call__(self, view: StageView) -> Any:
+        fn = self.fn
+        if isinstance(fn, _FunctionReferenceType):
+            return fn.call(*self.args)
+        return fn(*self.args)
+
+
 @attrs.define(eq=False)
 class RunEnv:
     """What every stage of one run shares: the way to its supervisor, and limits.
@@ -128,6 +145,8 @@ class RunEnv:
     thread_limiter: trio.CapacityLimiter
     cleanup_timeout: float
     hooks: Hooks = Hooks()
+    default_executor: Any = "thread"
+    """Where plain-function stages without an executor of their own run."""
     has_hooks: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -220,6 +239,42 @@ class StageContext:
     def run_inputs(self) -> Mapping[str, Any]:
         """The inputs the run was started with (``rt.run(p, inputs=...)``), read-only."""
         return self._env.run_inputs
+
+    def view(self) -> StageView:
+        """A picklable snapshot of what this stage sees (for other processes)."""
+        return StageView(
+            name=self.name,
+            inputs=dict(self.inputs),
+            run_inputs=dict(self._env.run_inputs),
+            item=None if self.item is NO_ITEM else self.item,
+            key=self.key,
+            attempt=self.attempt,
+        )
+
+    async def run_in(self, executor: Any, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on an executor and return its result.
+
+        For an async stage that changes the graph and also has heavy work:
+        ``executor`` is ``"thread"``, ``"process"`` or an `Executor` such as
+        `DaskExecutor`. For ``"process"`` and executors, ``fn`` must be defined
+        at module level and ``args`` picklable.
+
+        Example:
+            >>> total = await ctx.run_in("process", crunch, ctx.inputs["rows"])  # doctest: +SKIP
+        """
+        if executor == "thread":
+            return await trio.to_thread.run_sync(
+                fn, *args, limiter=self._env.thread_limiter
+            )
+        call = _Apply(function_reference(fn, self.name), args)
+        if executor == "process":
+            result: T = await run_process(call, self.view())
+            return result
+        if isinstance(executor, Executor):
+            result = await executor.run(call, self.view())
+            return result
+        msg = f"run_in needs 'thread', 'process' or an Executor, not {executor!r}"
+        raise InvalidRequestError(msg)
 
     # -- resources ----------------------------------------------------------------
 

@@ -20,6 +20,7 @@ __all__ = [
     "InternalError",
     "InvalidRequestError",
     "InvalidStageError",
+    "NotPicklableError",
     "NotRestorableError",
     "RunClosedError",
     "RunFailed",
@@ -130,6 +131,24 @@ class RunClosedError(DagvisorError, RuntimeError):
         super().__init__(
             f"run {run_id!r} has ended (or is ending after a failure or a cancel) "
             "and accepts no more changes; start a new run to continue"
+        )
+
+
+class NotPicklableError(DagvisorError, TypeError):
+    """Something a stage must send to another process cannot be pickled.
+
+    Attributes:
+        stage: the stage.
+        what: what could not be pickled (an input's name, ``item``, ...).
+    """
+
+    def __init__(self, stage: str, what: str, error: BaseException) -> None:
+        self.stage = stage
+        self.what = what
+        super().__init__(
+            f"stage {stage!r} runs in another process, but {what} cannot be pickled "
+            f"({type(error).__name__}: {error}); send plain data, or run {stage!r} "
+            "in a thread (executor='thread')"
         )
 
 

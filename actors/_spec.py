@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
 import attrs
 
 from ._errors import InvalidStageError
+from ._executors import Executor, function_reference
 
 if TYPE_CHECKING:
     from ._context import StageContext
 
-__all__ = ["Executor", "StageFunction", "StageSpec", "Trigger", "stage"]
+__all__ = ["ExecutorChoice", "StageFunction", "StageSpec", "Trigger", "stage"]
 
 StageFunction: TypeAlias = (
     Callable[["StageContext"], Awaitable[Any]] | Callable[["StageContext"], Any]
@@ -35,11 +36,12 @@ succeeded or was skipped; skipped ones are simply absent from ``ctx.inputs``
 (the join after a ``when=`` branch).
 """
 
-Executor: TypeAlias = Literal["loop", "thread"]
-"""Where a stage body runs: on the event loop, or in a worker thread."""
+ExecutorChoice: TypeAlias = "Literal['loop', 'thread', 'process'] | Executor"
+"""Where a stage body runs: the event loop, a thread, a process, or an
+`Executor` such as `DaskExecutor` (see `dagvisor.actors._executors`)."""
 
 _TRIGGERS = ("all_succeeded", "none_failed")
-_EXECUTORS = ("loop", "thread")
+_EXECUTORS = ("loop", "thread", "process")
 
 
 def _check_name(name: str) -> str:
@@ -57,7 +59,7 @@ def _check_options(
     timeout: float | None,
     when: Any,
     trigger: str,
-    executor: str | None,
+    executor: object,
 ) -> None:
     if not callable(fn):
         msg = f"@stage needs a function taking one argument (ctx), not {fn!r}"
@@ -93,8 +95,22 @@ def _check_options(
     if trigger not in _TRIGGERS:
         msg = f"trigger must be one of {_TRIGGERS}, not {trigger!r}"
         raise InvalidStageError(msg)
-    if executor is not None and executor not in _EXECUTORS:
-        msg = f"executor must be one of {_EXECUTORS}, not {executor!r}"
+    if (
+        executor is not None
+        and executor not in _EXECUTORS
+        and not isinstance(executor, Executor)
+    ):
+        msg = (
+            f"executor must be one of {_EXECUTORS} or an Executor such as "
+            f"DaskExecutor, not {executor!r}"
+        )
+        raise InvalidStageError(msg)
+    if executor not in (None, "loop") and inspect.iscoroutinefunction(fn):
+        msg = (
+            f"stage {getattr(fn, '__qualname__', fn)!r} is `async def`: it runs on the "
+            f"event loop, not on executor {executor!r}; make it a plain function, or "
+            "keep it async and call `await ctx.run_in(executor, fn, ...)` for the heavy part"
+        )
         raise InvalidStageError(msg)
     if executor == "loop" and not inspect.iscoroutinefunction(fn):
         msg = (
@@ -122,7 +138,9 @@ class StageSpec:
         timeout: seconds one attempt may take; past it the attempt fails.
         when: a predicate on the stage context; when false the stage is skipped.
         trigger: when the stage may run given how its dependencies ended.
-        executor: ``"loop"`` (``async def``) or ``"thread"`` (plain functions).
+        executor: ``"loop"`` for ``async def``; for a plain function
+            ``"thread"``, ``"process"``, an `Executor` (`DaskExecutor`), or
+            None for the runtime's default (``runtime(executor=...)``).
     """
 
     fn: StageFunction
@@ -132,7 +150,7 @@ class StageSpec:
     timeout: float | None = None
     when: Callable[[StageContext], bool] | None = None
     trigger: Trigger = "all_succeeded"
-    executor: Executor = "loop"
+    executor: ExecutorChoice | None = "loop"
     simple: bool = attrs.field(init=False, eq=False, repr=False)
     """Whether one attempt on the event loop is all there is (no retry, no timer)."""
 
@@ -201,8 +219,11 @@ def _make_spec(
         if name is None or name == "<lambda>":
             msg = f"cannot name the stage {fn!r} after its function; pass name=..."
             raise InvalidStageError(msg)
-    if executor is None:
-        executor = "loop" if inspect.iscoroutinefunction(fn) else "thread"
+    if executor is None and inspect.iscoroutinefunction(fn):
+        executor = "loop"
+    if executor == "process" or isinstance(executor, Executor):
+        # It will leave the process: refuse what cannot be shipped, now.
+        function_reference(fn, name)
     return StageSpec(
         fn=fn,
         name=_check_name(name),
@@ -226,7 +247,7 @@ def stage(
     timeout: float | None = None,
     when: Callable[[StageContext], bool] | None = None,
     trigger: Trigger = "all_succeeded",
-    executor: Executor | None = None,
+    executor: ExecutorChoice | None = None,
 ) -> Callable[[StageFunction], StageSpec]: ...
 
 
@@ -240,7 +261,7 @@ def stage(
     timeout: float | None = None,
     when: Callable[[StageContext], bool] | None = None,
     trigger: Trigger = "all_succeeded",
-    executor: Executor | None = None,
+    executor: ExecutorChoice | None = None,
 ) -> StageSpec | Callable[[StageFunction], StageSpec]:
     """Declare a stage, with or without options.
 
@@ -262,8 +283,10 @@ def stage(
         when: predicate on the stage context, evaluated just before the stage
             would start; when it returns false the stage is skipped.
         trigger: ``"all_succeeded"`` or ``"none_failed"`` (see `Trigger`).
-        executor: ``"loop"`` or ``"thread"``; defaults to ``"loop"`` for
-            ``async def`` and ``"thread"`` for plain functions.
+        executor: ``"loop"``, ``"thread"``, ``"process"`` or an `Executor`
+            such as `DaskExecutor` (plain functions only); defaults to ``"loop"`` for
+            ``async def`` and to the runtime's default (``runtime(executor=...)``,
+            ``"thread"`` unless set) for plain functions.
 
     Raises:
         InvalidStageError: an option cannot work; the message says which.

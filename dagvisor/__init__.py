@@ -20,10 +20,13 @@ import logging as _logging
 
 from dagvisor import errors as errors
 from dagvisor.actors import NO_ITEM as NO_ITEM
+from dagvisor.actors import DaskExecutor as DaskExecutor
+from dagvisor.actors import Executor as Executor
 from dagvisor.actors import Pipeline as Pipeline
 from dagvisor.actors import StageContext as StageContext
 from dagvisor.actors import StageSpec as StageSpec
 from dagvisor.actors import StageState as StageState
+from dagvisor.actors import StageView as StageView
 from dagvisor.actors import Trigger as Trigger
 from dagvisor.actors import compose as compose
 from dagvisor.actors import stage as stage
@@ -50,7 +53,9 @@ _logging.getLogger("dagvisor").addHandler(_logging.NullHandler())
 __all__ = [
     "NO_ITEM",
     "AuditRecord",
+    "DaskExecutor",
     "Event",
+    "Executor",
     "FailurePolicy",
     "GraphChanged",
     "Pipeline",
@@ -66,6 +71,7 @@ __all__ = [
     "StageStarted",
     "StageState",
     "StageTiming",
+    "StageView",
     "Trigger",
     "compose",
     "errors",

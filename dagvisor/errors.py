@@ -6,6 +6,7 @@ from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
+from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
@@ -20,6 +21,7 @@ __all__ = [
     "InternalError",
     "InvalidRequestError",
     "InvalidStageError",
+    "NotPicklableError",
     "NotRestorableError",
     "RunClosedError",
     "RunFailed",

@@ -14,13 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Literal, final
 
 import trio
 
 from dagvisor.actors import (
     CancelRun,
     CancelStage,
+    Executor,
     Hooks,
     InternalError,
     InvalidRequestError,
@@ -376,6 +377,7 @@ class Runtime:
     __slots__ = (
         "_cleanup_timeout",
         "_closed",
+        "_executor",
         "_hooks",
         "_limiter",
         "_monitor_interval",
@@ -396,8 +398,10 @@ class Runtime:
         monitor_interval: float | None = None,
         on_progress: Callable[[Progress], object] | None = None,
         retain_outputs: RetainOutputs = "all",
+        executor: Any = "thread",
     ) -> None:
         self._nursery = nursery
+        self._executor = executor
         self._retain_outputs = retain_outputs
         self._monitor_interval = monitor_interval
         self._on_progress = on_progress
@@ -443,6 +447,7 @@ class Runtime:
             thread_limiter=self._limiter,
             cleanup_timeout=self._cleanup_timeout,
             hooks=self._hooks,
+            default_executor=self._executor,
         )
         supervisor = GraphSupervisor(
             run_id=run_id,
@@ -497,6 +502,7 @@ async def runtime(
     monitor_interval: float | None = None,
     on_progress: Callable[[Progress], object] | None = None,
     retain_outputs: RetainOutputs = "all",
+    executor: Literal["thread", "process"] | Executor = "thread",
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: the scope that runs pipelines and owns their tasks.
 
@@ -519,6 +525,9 @@ async def runtime(
             progress reports; None (the default) turns the monitor off, and
             with it its cost. Sampled runs report ``stats.peak_rss`` and
             ``stats.memory``.
+        executor: where plain-function stages without an executor of their
+            own run: ``"thread"`` (default), ``"process"``, or an `Executor`
+            such as `DaskExecutor`.
         retain_outputs: ``"all"`` (default) keeps every output until the run
             ends; ``"final"`` releases an output as soon as every stage that
             consumes it has started (or ended without running), keeping only
@@ -530,6 +539,12 @@ async def runtime(
     Leaving the block cancels the runs still going and waits for their cleanup.
     """
     policy = _check_policy(on_failure)
+    if executor not in ("thread", "process") and not isinstance(executor, Executor):
+        msg = (
+            "executor must be 'thread', 'process' or an Executor such as DaskExecutor, "
+            f"not {executor!r}"
+        )
+        raise InvalidRequestError(msg)
     if retain_outputs not in ("all", "final"):
         msg = f"retain_outputs must be 'all' or 'final', not {retain_outputs!r}"
         raise InvalidRequestError(msg)
@@ -573,6 +588,7 @@ async def runtime(
             monitor_interval=monitor_interval,
             on_progress=on_progress,
             retain_outputs=retain_outputs,
+            executor=executor,
         )
         try:
             yield rt
