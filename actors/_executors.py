@@ -175,9 +175,9 @@ class DaskExecutor:
         """Submit ``body(view)`` to the cluster and wait for it without blocking."""
         client = await self._get_client()
         key = f"{view.name}-{uuid.uuid4().hex}"
-        future = await trio.to_thread.run_sync(
-            lambda: client.submit(body, view, key=key, pure=False)
-        )
+        # submit only queues a message for the client's own event loop: it
+        # returns at once, no thread needed.
+        future = client.submit(body, view, key=key, pure=False)
         done = trio.Event()
         token = trio.lowlevel.current_trio_token()
 

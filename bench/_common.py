@@ -82,3 +82,34 @@ def emit(data: Any, path: str | None) -> None:
     if path:
         with open(path, "w") as out:
             out.write(text + "\n")
+
+
+BURN_LOOPS = 60_000
+"""Loops of `burn` in about 5 ms on the benchmark machine (calibrated at run)."""
+
+
+def burn(view: Any) -> int:
+    """About 5 ms of pure-Python work (a module-level body for any executor)."""
+    loops = view.run_inputs["loops"]
+    total = 0
+    for i in range(loops):
+        total += i * i % 7
+    return total
+
+
+def calibrate(target: float = 0.005) -> int:
+    """How many loops of `burn` take ``target`` seconds here."""
+
+    class View:
+        run_inputs: dict[str, int]
+
+    view = View()
+    loops = 10_000
+    while True:
+        view.run_inputs = {"loops": loops}
+        start = time.perf_counter()
+        burn(view)
+        elapsed = time.perf_counter() - start
+        if elapsed > 0.02:
+            return max(1, int(loops * target / elapsed))
+        loops *= 2

@@ -8,6 +8,7 @@ Measures:
   lattice  a diamond lattice: layers of W stages, each after two of the layer before
   changes  1,000 concurrent stages each requesting changes: changes/s, latency
   cycle    one new edge in graphs of up to 1,000,000 stages: check + reorder time
+  cpu      1,000 stages of ~5 ms pure Python on loop, thread, process and Dask
 """
 
 from __future__ import annotations
@@ -246,6 +247,78 @@ def cycle(sizes: list[int], edges: int = 1000) -> list[dict[str, Any]]:
     return rows
 
 
+def cpu(stages: int = 1000) -> list[dict[str, Any]]:
+    """A CPU-bound fan-out: N stages of about 5 ms each, on every executor."""
+    from _common import burn, calibrate
+
+    loops = calibrate()
+    rows = []
+
+    @stage(name="work")
+    async def on_loop(ctx: Any) -> int:
+        return burn(ctx)  # blocks the event loop: the baseline
+
+    async def run_fanout(spec: Any, executor: Any = "thread") -> float:
+        @stage
+        async def plan(ctx: Any) -> None:
+            await ctx.expand(spec, range(stages), reason="fan out")
+
+        async with runtime(executor=executor, thread_limit=4) as rt:
+            start = time.perf_counter()
+            result = await rt.run(Pipeline("cpu").add(plan), inputs={"loops": loops})
+            assert result.ok
+            return time.perf_counter() - start
+
+    variants: list[tuple[str, Any, Any]] = [
+        ("loop", on_loop, "thread"),
+        ("thread", stage(name="work", executor="thread")(burn), "thread"),
+        ("process", stage(name="work", executor="process")(burn), "thread"),
+    ]
+    for name, spec, executor in variants:
+        progress(f"cpu-bound fan-out: {stages} x ~5 ms on {name}")
+        rows.append(
+            {
+                "shape": "cpu_fanout",
+                "executor": name,
+                "stages": stages,
+                "wall_s": trio.run(run_fanout, spec, executor),
+            }
+        )
+    try:
+        import distributed
+    except ImportError:
+        progress("  (dask extra not installed: skipping Dask)")
+    else:
+        from dagvisor import DaskExecutor
+
+        progress(
+            f"cpu-bound fan-out: {stages} x ~5 ms on a Dask LocalCluster (2 workers)"
+        )
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster:
+
+            async def on_dask() -> float:
+                async with DaskExecutor(cluster.scheduler_address) as dask:
+                    return await run_fanout(stage(name="work", executor=dask)(burn))
+
+            rows.append(
+                {
+                    "shape": "cpu_fanout",
+                    "executor": "dask",
+                    "stages": stages,
+                    "wall_s": trio.run(on_dask),
+                }
+            )
+    base = rows[0]["wall_s"]
+    for row in rows:
+        row["speedup"] = base / row["wall_s"]
+        progress(
+            f"  {row['executor']:>8}: {row['wall_s']:.2f} s, speedup {row['speedup']:.2f}x"
+        )
+    return rows
+
+
 def _random_pair(
     rng: random.Random, ends: list[list[Any]], chains: int, length: int
 ) -> tuple[Any, Any]:
@@ -253,7 +326,7 @@ def _random_pair(
     return ends[a][rng.randrange(length)], ends[b][rng.randrange(length)]
 
 
-MEASURES = ("fanout", "lattice", "changes", "cycle")
+MEASURES = ("fanout", "lattice", "changes", "cycle", "cpu")
 
 
 def main() -> None:
@@ -275,6 +348,8 @@ def main() -> None:
         rows += changes(1000, 20)
     if "cycle" in only:
         rows += cycle([int(s) for s in args.cycle_sizes.split(",")])
+    if "cpu" in only:
+        rows += cpu()
     emit({"benchmark": "shapes", "machine": machine(), "rows": rows}, args.json_path)
 
 
