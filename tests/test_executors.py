@@ -177,3 +177,18 @@ async def test_bad_executor_options():
     with pytest.raises(InvalidRequestError, match="executor"):
         async with runtime(executor="gpu"):  # type: ignore[arg-type]
             pass
+
+
+async def test_a_dynamic_fan_out_of_thread_stages():
+    square_in_thread = stage(name="square", executor="thread")(square)
+
+    @stage
+    async def plan(ctx):
+        names = await ctx.expand(square_in_thread, [2, 3], reason="one per item")
+        await ctx.add_stage(
+            stage(name="total", executor="thread")(total), after=names, reason="fan in"
+        )
+
+    async with runtime(thread_limit=2) as rt:
+        result = await rt.run(Pipeline("p").add(plan))
+    assert result.outputs["total"] == 13
