@@ -16,8 +16,13 @@ import attrs
 import trio
 
 from ._errors import InvalidRequestError, RunClosedError
-from ._executors import Executor, StageView, function_reference, run_process
-from ._executors import _FunctionReference as _FunctionReferenceType
+from ._executors import (
+    Executor,
+    StageView,
+    _FunctionReference,
+    function_reference,
+    run_process,
+)
 from ._messages import (
     AddEdge,
     AddStage,
@@ -114,16 +119,13 @@ class Hooks:
 @final
 @attrs.frozen
 class _Apply:
-    """``fn(*args)``, picklable, called with the stage view as executors do."""
+    """``fn(*args)`` for `StageContext.run_in`, picklable, called as executors call bodies."""
 
-    fn: Callable[..., Any]
+    fn: _FunctionReference
     args: tuple[Any, ...]
 
     def __call__(self, view: StageView) -> Any:
-        fn = self.fn
-        if isinstance(fn, _FunctionReferenceType):
-            return fn.call(*self.args)
-        return fn(*self.args)
+        return self.fn.call(*self.args)
 
 
 @attrs.define(eq=False)

@@ -107,9 +107,7 @@ class _FunctionReference:
         return self.resolve()(view)
 
 
-def function_reference(
-    fn: Callable[..., Any], stage_name: str
-) -> Callable[[StageView], Any]:
+def function_reference(fn: Callable[..., Any], stage_name: str) -> _FunctionReference:
     """A picklable reference to ``fn``, or `InvalidStageError` saying how to fix it."""
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", "")
