@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import dagvisor
+from dagvisor._cli_run import add_run_command, run_command
 
 __all__ = ["main"]
 
@@ -21,11 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("demo", help="run a pipeline that changes itself while it runs")
+    add_run_command(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from dagvisor._demo import main as demo_main
+        from dagvisor._demo import main as demo_main  # only when asked
 
         return demo_main()
+    if args.command == "run":
+        return run_command(args)
     parser.print_help()
     return 2
 
