@@ -4,6 +4,9 @@ Installed as ``dagvisor.actors``. Depends on nothing else in dagvisor.
 """
 
 from ._actor import run_stage as run_stage
+from ._codec import Codec as Codec
+from ._codec import JsonCodec as JsonCodec
+from ._codec import PickleCodec as PickleCodec
 from ._context import NO_ITEM as NO_ITEM
 from ._context import Hooks as Hooks
 from ._context import RunEnv as RunEnv
@@ -53,6 +56,9 @@ from ._pipeline import StreamedPipeline as StreamedPipeline
 from ._pipeline import StreamItem as StreamItem
 from ._pipeline import compose as compose
 from ._pipeline import ref_names as ref_names
+from ._registry import StageRegistry as StageRegistry
+from ._registry import default_registry as default_registry
+from ._registry import function_key as function_key
 from ._spec import ExecutorChoice as ExecutorChoice
 from ._spec import StageSpec as StageSpec
 from ._spec import Trigger as Trigger

@@ -16,6 +16,7 @@ import attrs
 
 from ._errors import InvalidStageError
 from ._executors import Executor, function_reference
+from ._registry import default_registry, function_key
 
 if TYPE_CHECKING:
     from ._context import StageContext
@@ -224,6 +225,9 @@ def _make_spec(
     if executor == "process" or isinstance(executor, Executor):
         # It will leave the process: refuse what cannot be shipped, now.
         function_reference(fn, name)
+    for registrable in (fn, when):  # so that a journaled run can find them again
+        if registrable is not None and function_key(registrable) is not None:
+            default_registry.register(registrable)
     return StageSpec(
         fn=fn,
         name=_check_name(name),
