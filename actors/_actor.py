@@ -134,12 +134,20 @@ async def run_stage(
             elif spec.simple and not env.has_hooks:
                 # The common case, kept to this one frame: one attempt on the loop.
                 try:
-                    message = StageSucceeded(token, await spec.fn(ctx))
+                    value = await spec.fn(ctx)
+                    message = StageSucceeded(
+                        token,
+                        value,
+                        None if env.codec is None else env.codec.encode(value),
+                    )
                 finally:
                     if ctx._stack is not None:
                         await ctx._close_resources()
             else:
-                message = StageSucceeded(token, await _attempts(spec, ctx))
+                value = await _attempts(spec, ctx)
+                message = StageSucceeded(
+                    token, value, None if env.codec is None else env.codec.encode(value)
+                )
         if scope.cancelled_caught:
             message = StageCancelled(token)
     except Exception as exc:

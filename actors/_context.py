@@ -149,6 +149,8 @@ class RunEnv:
     hooks: Hooks = Hooks()
     default_executor: Any = "thread"
     """Where plain-function stages without an executor of their own run."""
+    codec: Any = None
+    """With a journal: encodes each output as the stage ends (a `Codec`)."""
     has_hooks: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

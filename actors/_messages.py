@@ -88,10 +88,11 @@ class ReplySlot:
 
 @attrs.frozen
 class StageSucceeded:
-    """The stage returned ``value``."""
+    """The stage returned ``value`` (``encoded`` by the run's codec, if journaled)."""
 
     token: object
     value: Any
+    encoded: str | None = None
 
 
 @attrs.frozen

@@ -8,6 +8,8 @@ from ._audit import AuditRecord as AuditRecord
 from ._audit import ChangeKind as ChangeKind
 from ._graph import LiveGraph as LiveGraph
 from ._graph import Node as Node
+from ._journal import Journal as Journal
+from ._journal import JournalError as JournalError
 from ._monitor import Progress as Progress
 from ._result import Event as Event
 from ._result import GraphChanged as GraphChanged

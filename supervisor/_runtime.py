@@ -21,27 +21,33 @@ import trio
 from dagvisor.actors import (
     CancelRun,
     CancelStage,
+    Codec,
     Executor,
     Hooks,
     InternalError,
     InvalidRequestError,
+    JsonCodec,
     Message,
+    NotRestorableError,
     Pipeline,
     RunClosedError,
     RunEnv,
     RunFailed,
+    StageRegistry,
     StageSpec,
     StreamedPipeline,
     add_edge_request,
     add_stage_request,
     ask,
     check_reason,
+    default_registry,
     expand_request,
     remove_stage_request,
     replace_pending_request,
 )
 
 from ._export import to_dot, to_mermaid
+from ._journal import Journal, JournalWriter
 from ._monitor import Monitor, Progress
 from ._result import (
     Event,
@@ -52,9 +58,10 @@ from ._result import (
     _Origins,
     _States,
 )
-from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs
+from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs, spec_ref
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable
 
     from dagvisor.actors import StageRef
@@ -286,6 +293,7 @@ class Run:
                 nursery.cancel_scope.cancel()  # the monitor, if any
             if monitor is not None:
                 monitor.sample()  # the state at the end
+            await self._flush_journal()
         except Exception as exc:  # a bug: report it to whoever waits on the run
             self._failure = exc
         finally:
@@ -293,6 +301,18 @@ class Run:
             self._result = self._build_result(monitor)
             self._done.set()
             _log_end(self._result, self._failure)
+
+    async def _flush_journal(self) -> None:
+        """Make the run durable before anyone is told it ended."""
+        writer = self._supervisor._journal
+        if writer is None:
+            return
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(self._env.cleanup_timeout),
+        ):
+            await self._supervisor.ship_journal()
+            await writer.flush()
 
     def _build_result(self, monitor: Monitor | None) -> RunResult:
         supervisor = self._supervisor
@@ -377,13 +397,16 @@ class Runtime:
     __slots__ = (
         "_cleanup_timeout",
         "_closed",
+        "_codec",
         "_executor",
         "_hooks",
+        "_journal",
         "_limiter",
         "_monitor_interval",
         "_nursery",
         "_on_progress",
         "_policy",
+        "_registry",
         "_retain_outputs",
     )
 
@@ -399,8 +422,14 @@ class Runtime:
         on_progress: Callable[[Progress], object] | None = None,
         retain_outputs: RetainOutputs = "all",
         executor: Any = "thread",
+        journal: JournalWriter | None = None,
+        codec: Codec | None = None,
+        registry: StageRegistry | None = None,
     ) -> None:
         self._nursery = nursery
+        self._journal = journal
+        self._registry = registry
+        self._codec = codec
         self._executor = executor
         self._retain_outputs = retain_outputs
         self._monitor_interval = monitor_interval
@@ -438,6 +467,17 @@ class Runtime:
         policy = self._policy if on_failure is None else _check_policy(on_failure)
         if self._closed:
             raise RunClosedError(pipeline.name)
+        encoded_inputs = ""
+        if self._journal is not None:
+            if isinstance(pipeline, StreamedPipeline):
+                msg = (
+                    f"streamed pipeline {pipeline.name!r} cannot be journaled yet; "
+                    "run it without a journal"
+                )
+                raise NotRestorableError(msg)
+            self._check_restorable(pipeline)
+            assert self._codec is not None
+            encoded_inputs = self._codec.encode(dict(inputs or {}))
         run_id = uuid.uuid4().hex
         send, receive = trio.open_memory_channel[Message](_INBOX_SIZE)
         env = RunEnv(
@@ -448,6 +488,7 @@ class Runtime:
             cleanup_timeout=self._cleanup_timeout,
             hooks=self._hooks,
             default_executor=self._executor,
+            codec=self._codec,
         )
         supervisor = GraphSupervisor(
             run_id=run_id,
@@ -456,13 +497,35 @@ class Runtime:
             inbox=receive,
             policy=policy,
             retain_outputs=self._retain_outputs,
+            journal=self._journal,
+            registry=self._registry,
         )
+        if self._journal is not None:
+            supervisor.journal_start(
+                pipeline.name, self._journaled(pipeline), encoded_inputs
+            )
         run = Run(run_id, pipeline.name, env, supervisor, send)
         monitor = None
         if self._monitor_interval is not None:
             monitor = Monitor(supervisor, self._monitor_interval, self._on_progress)
         started: Run = await self._nursery.start(run._main, monitor)
         return started
+
+    def _check_restorable(self, pipeline: Pipeline) -> None:
+        registry = self._registry
+        assert registry is not None
+        checked: set[int] = set()
+        for spec, _ in pipeline.entries():
+            if id(spec.fn) not in checked or spec.when is not None:
+                registry.check_restorable(spec)
+                checked.add(id(spec.fn))
+
+    def _journaled(self, pipeline: Pipeline | StreamedPipeline) -> list[dict[str, Any]]:
+        assert isinstance(pipeline, Pipeline)
+        return [
+            {"spec": spec_ref(spec, self._registry), "after": list(deps)}
+            for spec, deps in pipeline.entries()
+        ]
 
     async def run(
         self,
@@ -503,6 +566,9 @@ async def runtime(
     on_progress: Callable[[Progress], object] | None = None,
     retain_outputs: RetainOutputs = "all",
     executor: Literal["thread", "process"] | Executor = "thread",
+    journal: str | os.PathLike[str] | Journal | None = None,
+    codec: Codec | None = None,
+    registry: StageRegistry | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: the scope that runs pipelines and owns their tasks.
 
@@ -525,6 +591,14 @@ async def runtime(
             progress reports; None (the default) turns the monitor off, and
             with it its cost. Sampled runs report ``stats.peak_rss`` and
             ``stats.memory``.
+        journal: a path or a `Journal`: every run is recorded there durably
+            (see `dagvisor.supervisor._journal` for the promise). With a
+            journal, every stage must be restorable (registered, see
+            `StageRegistry`) and every output encodable by the codec.
+        codec: how outputs are written to the journal; `JsonCodec` by default,
+            `PickleCodec` only if you opt in.
+        registry: where stage functions are found by name; the registry
+            `@stage` fills by default.
         executor: where plain-function stages without an executor of their
             own run: ``"thread"`` (default), ``"process"``, or an `Executor`
             such as `DaskExecutor`.
@@ -578,26 +652,42 @@ async def runtime(
         msg = f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}"
         raise InvalidRequestError(msg)
     body_error: Exception | None = None
-    async with trio.open_nursery() as nursery:
-        rt = Runtime(
-            nursery,
-            on_failure=policy,
-            thread_limiter=trio.CapacityLimiter(thread_limit),
-            cleanup_timeout=float(cleanup_timeout),
-            hooks=hooks,
-            monitor_interval=monitor_interval,
-            on_progress=on_progress,
-            retain_outputs=retain_outputs,
-            executor=executor,
-        )
-        try:
-            yield rt
-        except Exception as exc:
-            # Re-raised below, after the runs are cleaned up, so the caller
-            # sees its own error rather than a group wrapping it.
-            body_error = exc
-        finally:
-            rt._closed = True
-            nursery.cancel_scope.cancel()
+    journal_object = None
+    if journal is not None:
+        journal_object = journal if isinstance(journal, Journal) else Journal(journal)
+        # Opened here, outside any nursery, so that a bad file reaches the
+        # caller as a plain JournalError.
+        await trio.to_thread.run_sync(journal_object.open)
+    async with trio.open_nursery() as services:
+        writer: JournalWriter | None = None
+        if journal_object is not None:
+            # Opened before any run and closed after the last one has ended,
+            # so every run's final records are committed.
+            writer = await services.start(JournalWriter(journal_object).run)
+        async with trio.open_nursery() as nursery:
+            rt = Runtime(
+                nursery,
+                on_failure=policy,
+                thread_limiter=trio.CapacityLimiter(thread_limit),
+                cleanup_timeout=float(cleanup_timeout),
+                hooks=hooks,
+                monitor_interval=monitor_interval,
+                on_progress=on_progress,
+                retain_outputs=retain_outputs,
+                executor=executor,
+                journal=writer,
+                codec=(codec or JsonCodec()) if writer is not None else None,
+                registry=(registry or default_registry) if writer is not None else None,
+            )
+            try:
+                yield rt
+            except Exception as exc:
+                # Re-raised below, after the runs are cleaned up, so the caller
+                # sees its own error rather than a group wrapping it.
+                body_error = exc
+            finally:
+                rt._closed = True
+                nursery.cancel_scope.cancel()
+        services.cancel_scope.cancel()
     if body_error is not None:
         raise body_error

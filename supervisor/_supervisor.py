@@ -27,6 +27,7 @@ from collections import deque
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, assert_never, cast
 
+import attrs
 import outcome
 import trio
 
@@ -48,6 +49,7 @@ from dagvisor.actors import (
     StageCancelled,
     StageContext,
     StageFailed,
+    StageRegistry,
     StagesEnded,
     StageSkipped,
     StageSpec,
@@ -69,6 +71,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from dagvisor.actors import Pipeline, StreamItem
+
+    from ._journal import JournalWriter
 
 __all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
 
@@ -99,10 +103,11 @@ _BLOCKED: dict[StageState, StageState] = {
 class _Change:
     """What an accepted change did, for its audit record and reply."""
 
-    __slots__ = ("added", "cancelled", "edges", "removed", "value")
+    __slots__ = ("added", "cancelled", "edges", "journal", "removed", "value")
 
     def __init__(self, value: Any = None) -> None:
         self.value = value
+        self.journal: dict[str, Any] | None = None
         self.added: list[str] = []
         self.removed: list[str] = []
         self.edges: list[tuple[str, str]] = []
@@ -125,6 +130,8 @@ class GraphSupervisor:
         inbox: trio.MemoryReceiveChannel[Message],
         policy: FailurePolicy,
         retain_outputs: RetainOutputs = "all",
+        journal: JournalWriter | None = None,
+        registry: StageRegistry | None = None,
     ) -> None:
         self.run_id = run_id
         self.audit = AuditLog()
@@ -138,6 +145,10 @@ class GraphSupervisor:
         self._inbox = inbox
         self._policy = policy
         self._release = retain_outputs == "final"
+        self._journal = journal
+        self._registry = registry
+        self._journal_out: list[tuple[Any, ...]] = []
+        self._journal_seq = 0
         self._where = f"run {run_id!r}"
         self._nursery: trio.Nursery | None = None
         self._stages_closed = trio.Event()
@@ -213,6 +224,8 @@ class GraphSupervisor:
                     except trio.WouldBlock:
                         break
                     self._handle(message)
+                if self._journal_out:
+                    await self.ship_journal()
             if self._stopping:
                 # Cancel every stage, and keep answering while they unwind (a
                 # shielded cleanup may take its time): changes are refused at
@@ -264,6 +277,8 @@ class GraphSupervisor:
         if self.status == "running":
             self.status = "failed" if self.errors else "succeeded"
         self.ended_at = now
+        if self._journal is not None:
+            self._journal_out.append(("end", self.run_id, self.status, time.time()))
         for subscriber in self._subscribers:
             subscriber.close()
         self._subscribers.clear()
@@ -297,11 +312,11 @@ class GraphSupervisor:
 
     def _handle(self, message: Message) -> None:
         match message:
-            case StageSucceeded(token=token, value=value):
+            case StageSucceeded(token=token, value=value, encoded=encoded):
                 node = cast("Node", token)
                 if node.state is RUNNING:
                     node.output = value
-                    self._finish(node, SUCCEEDED, self._now())
+                    self._finish(node, SUCCEEDED, self._now(), encoded)
             case StageFailed(token=token, error=error):
                 node = cast("Node", token)
                 if node.state is RUNNING:
@@ -362,11 +377,17 @@ class GraphSupervisor:
         start_soon = self._start_soon
         assert start_soon is not None
         start_soon(run_stage, node.spec, ctx, scope, name=node.name)
+        if self._journal is not None:
+            self._jot("stage_started", {"stage": node.name, "time": now})
         if self._subscribers:
             self._publish(StageStarted(node.name, now))
 
-    def _finish(self, node: Node, state: StageState, now: float) -> None:
+    def _finish(
+        self, node: Node, state: StageState, now: float, encoded: str | None = None
+    ) -> None:
         """Make ``node`` terminal and let its dependents go or settle them too."""
+        if self._journal is not None:
+            self._jot_end(node, state, now, encoded)
         if node.state is RUNNING:
             self.running -= 1
         elif self._release and node.state is PENDING:
@@ -404,6 +425,8 @@ class GraphSupervisor:
                     self._left_pending(child)
                 child.state = _BLOCKED[parent.state]
                 child.finished = now
+                if self._journal is not None:
+                    self._jot_end(child, child.state, now, None)
                 self._unfinished -= 1
                 if self._subscribers:
                     self._publish(StageFinished(child.name, child.state, now))
@@ -435,6 +458,59 @@ class GraphSupervisor:
                 return
         if node.waiting == 0:
             self._ready.append(node)
+
+    # -- the journal --------------------------------------------------------------
+
+    def _jot(self, kind: str, payload: dict[str, Any]) -> None:
+        """Queue one journal record (sent between messages, never mid-change)."""
+        self._journal_out.append(
+            ("event", self.run_id, self._journal_seq, kind, payload)
+        )
+        self._journal_seq += 1
+
+    def _jot_end(
+        self, node: Node, state: StageState, now: float, encoded: str | None
+    ) -> None:
+        payload: dict[str, Any] = {
+            "stage": node.name,
+            "state": state.value,
+            "time": now,
+        }
+        if encoded is not None:
+            payload["output"] = encoded
+        if state is FAILED and node.error is not None:
+            payload["error"] = f"{type(node.error).__name__}: {node.error}"
+        self._jot("stage_ended", payload)
+
+    def journal_start(
+        self, name: str, pipeline: list[dict[str, Any]], inputs: str
+    ) -> None:
+        """Queue the run's first record (called by the run before it serves)."""
+        self._journal_out.append(
+            (
+                "run",
+                self.run_id,
+                name,
+                self.started_wall,
+                {"stages": pipeline, "inputs": inputs},
+            )
+        )
+
+    async def ship_journal(self) -> None:
+        """Hand queued records to the journal writer; wait only if it is full."""
+        journal = self._journal
+        if journal is None or not self._journal_out:
+            return
+        out, self._journal_out = self._journal_out, []
+        for index, record in enumerate(out):
+            if not journal.submit_nowait(record):
+                for rest in out[index:]:
+                    await journal.submit(rest)
+                return
+
+    def _check_restorable(self, spec: StageSpec) -> None:
+        if self._registry is not None:
+            self._registry.check_restorable(spec)
 
     # -- streamed pipelines ------------------------------------------------------
 
@@ -583,6 +659,10 @@ class GraphSupervisor:
             error=None if error is None else str(error),
         )
         self.audit.append(record)
+        if self._journal is not None:
+            self._jot(
+                "change", _change_payload(record, request, change, self._registry)
+            )
         if self._subscribers:
             self._publish(GraphChanged(record))
         if logger.isEnabledFor(
@@ -646,6 +726,7 @@ class GraphSupervisor:
     def _add_stage(self, request: AddStage) -> _Change:
         spec = request.spec
         name = spec.name
+        self._check_restorable(spec)
         existing = self.graph.get(name)
         if existing is not None:
             if self._is_same_addition(
@@ -689,6 +770,13 @@ class GraphSupervisor:
 
     def _expand(self, request: Expand) -> _Change:
         spec = request.spec
+        self._check_restorable(spec)
+        codec = self._env.codec
+        encoded_items = (
+            [codec.encode(item) for item in request.items]
+            if codec is not None
+            else None
+        )
         names = tuple(f"{spec.name}[{key}]" for key in request.keys)
         existing = [self.graph.get(name) for name in names]
         if any(node is not None for node in existing):
@@ -711,6 +799,7 @@ class GraphSupervisor:
         for dep in deps:
             self._check_readable(dep, names[0] if names else spec.name)
         change = _Change(names)
+        change.journal = {"items": encoded_items}
         seq = len(self.audit)
         self._unfinished += len(names)
         self.added += len(names)
@@ -810,6 +899,69 @@ class GraphSupervisor:
             )
             self._stop("cancelled")
         return change
+
+
+def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
+    """How a journal names a stage spec: registered function names and options."""
+    return {
+        "name": spec.name,
+        "fn": None if registry is None else registry.key_of(spec.fn),
+        "when": None
+        if registry is None or spec.when is None
+        else registry.key_of(spec.when),
+        "retries": spec.retries,
+        "backoff": spec.backoff,
+        "timeout": spec.timeout,
+        "trigger": spec.trigger,
+        "executor": spec.executor if isinstance(spec.executor, str) else None,
+    }
+
+
+def _change_payload(
+    record: AuditRecord,
+    request: Request,
+    change: _Change | None,
+    registry: StageRegistry | None,
+) -> dict[str, Any]:
+    """A change for the journal: its audit record and what was asked, to replay it."""
+    payload: dict[str, Any] = {
+        name: getattr(record, name) for name in attrs.fields_dict(type(record))
+    }
+    asked: dict[str, Any] = {}
+    match request:
+        case AddStage():
+            asked = {
+                "spec": spec_ref(request.spec, registry),
+                "after": list(request.after),
+                "before": list(request.before),
+            }
+        case AddEdge():
+            asked = {"upstream": request.upstream, "downstream": request.downstream}
+        case Expand():
+            asked = {
+                "spec": spec_ref(request.spec, registry),
+                "keys": list(request.keys),
+                "after": list(request.after),
+                "items": None
+                if change is None or change.journal is None
+                else change.journal["items"],
+            }
+        case RemoveStage() | CancelStage():
+            asked = {"name": request.name}
+        case ReplacePending():
+            asked = {
+                "pipeline": request.pipeline.name,
+                "stages": [
+                    {"spec": spec_ref(spec, registry), "after": list(deps)}
+                    for spec, deps in request.pipeline.entries()
+                ],
+            }
+        case CancelRun():
+            asked = {}
+        case _:
+            assert_never(request)
+    payload["request"] = asked
+    return payload
 
 
 def _item_name(item: object) -> str:

@@ -1,0 +1,253 @@
+"""The journal: a durable record of runs, written off the event loop.
+
+Durability promise (SQLite, WAL mode):
+
+* When ``run.wait()`` (or ``rt.run``) returns, everything about the run is
+  committed: the run, every change request (accepted or refused, with its
+  audit record and the request itself), every stage start and end (with the
+  encoded output of each success), and how the run ended. Committed data
+  survives a crash of the process (SIGKILL included).
+* While a run goes, records are committed in batches (group commit) by one
+  writer task in a worker thread; a crash loses at most the batch in flight.
+* With ``synchronous="NORMAL"`` (the default) a power loss or an OS crash
+  may lose the last transactions committed before it; ``Journal(path,
+  synchronous="FULL")`` makes each commit wait for the disk.
+
+The file is created readable and writable by its owner only. A file that is
+not a journal, or one written by a newer dagvisor, is refused with a typed
+error and left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Final, Literal, final
+
+import attrs
+import trio
+
+from dagvisor.actors import DagvisorError
+
+__all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournalWriter"]
+
+FORMAT_VERSION: Final = 1
+_BATCH = 2048
+
+
+class JournalError(DagvisorError, OSError):
+    """A journal file cannot be used: not a journal, too new, unreadable."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    ended REAL,
+    pipeline TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+
+@final
+class Journal:
+    """A SQLite journal file. Its methods block: call them off the event loop.
+
+    Args:
+        path: the file; created (owner-only) if missing.
+        synchronous: SQLite's ``synchronous`` setting, ``"NORMAL"`` or ``"FULL"``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            msg = f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}"
+            raise ValueError(msg)
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._db: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
+
+    def open(self) -> None:
+        """Open (or create) the file and check it is a journal of a known format."""
+        if self._db is not None:
+            return
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        try:
+            # Read-only first: a file that is not a journal is left untouched.
+            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            try:
+                tables = {
+                    row[0] for row in probe.execute("SELECT name FROM sqlite_master")
+                }
+                version = None
+                if "meta" in tables:
+                    row = probe.execute(
+                        "SELECT value FROM meta WHERE key = 'format_version'"
+                    ).fetchone()
+                    version = None if row is None else int(row[0])
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as exc:
+            msg = f"{self.path} is not a dagvisor journal ({exc}); give a new or a journal file"
+            raise JournalError(msg) from exc
+        if tables and ("meta" not in tables or version is None):
+            msg = f"{self.path} is an SQLite file but not a dagvisor journal; give another path"
+            raise JournalError(msg)
+        if version is not None and version > FORMAT_VERSION:
+            msg = (
+                f"{self.path} was written by a newer dagvisor (journal format {version}, "
+                f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
+            )
+            raise JournalError(msg)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.executescript(_SCHEMA)
+        db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('format_version', ?)",
+            (str(FORMAT_VERSION),),
+        )
+        self._db = db
+
+    def close(self) -> None:
+        """Close the file."""
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        return self._db
+
+    def write(self, batch: list[tuple[Any, ...]]) -> None:
+        """Commit a batch of records in one transaction (group commit)."""
+        db = self._conn()
+        db.execute("BEGIN")
+        try:
+            for record in batch:
+                match record:
+                    case ("run", run_id, name, created, pipeline):
+                        db.execute(
+                            "INSERT INTO runs (run_id, name, created, status, pipeline) "
+                            "VALUES (?, ?, ?, 'running', ?)",
+                            (run_id, name, created, json.dumps(pipeline)),
+                        )
+                    case ("event", run_id, seq, kind, payload):
+                        db.execute(
+                            "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)",
+                            (run_id, seq, kind, json.dumps(payload)),
+                        )
+                    case ("end", run_id, status, ended):
+                        db.execute(
+                            "UPDATE runs SET status = ?, ended = ? WHERE run_id = ?",
+                            (status, ended, run_id),
+                        )
+                    case _:  # pragma: no cover - a bug in the writer
+                        msg = f"unknown journal record {record!r}"
+                        raise AssertionError(msg)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run in the journal, oldest first."""
+        rows = self._conn().execute(
+            "SELECT run_id, name, created, status, ended FROM runs ORDER BY created"
+        )
+        keys = ("run_id", "name", "created", "status", "ended")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """The events of a run as ``(seq, kind, payload)``, in order."""
+        rows = self._conn().execute(
+            "SELECT seq, kind, payload FROM events WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
+
+
+@attrs.frozen(eq=False)
+class _Flush:
+    done: trio.Event
+
+
+class JournalWriter:
+    """The journal actor: batches records from runs and commits them in a thread."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._send, self._receive = trio.open_memory_channel[Any](1 << 16)
+
+    async def run(self, *, task_status: trio.TaskStatus[JournalWriter]) -> None:
+        """Open the journal, then commit what arrives until cancelled."""
+        await trio.to_thread.run_sync(self.journal.open)
+        task_status.started(self)
+        try:
+            while True:
+                batch = [await self._receive.receive()]
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._commit(batch)
+        finally:
+            with trio.CancelScope(shield=True):
+                leftover = []
+                while True:
+                    try:
+                        leftover.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._commit(leftover)
+                await trio.to_thread.run_sync(self.journal.close)
+
+    async def _commit(self, batch: list[Any]) -> None:
+        records = [item for item in batch if not isinstance(item, _Flush)]
+        if records:
+            await trio.to_thread.run_sync(self.journal.write, records)
+        for item in batch:
+            if isinstance(item, _Flush):
+                item.done.set()
+
+    def submit_nowait(self, record: tuple[Any, ...]) -> bool:
+        """Queue a record if there is room; False if the caller must wait."""
+        try:
+            self._send.send_nowait(record)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def submit(self, record: tuple[Any, ...]) -> None:
+        """Queue a record, waiting for room."""
+        await self._send.send(record)
+
+    async def flush(self) -> None:
+        """Wait until every record queued so far is committed."""
+        marker = _Flush(trio.Event())
+        await self._send.send(marker)
+        await marker.done.wait()
