@@ -5,16 +5,19 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
 import trio
 import trio.lowlevel
 
 from dagvisor import Pipeline, StageState, runtime, stage
+from dagvisor.actors import default_registry
 from dagvisor.errors import (
     CycleError,
     DagvisorError,
     StageStateError,
     UnknownStageError,
 )
+from dagvisor.supervisor import Journal
 
 
 @stage
@@ -22,7 +25,8 @@ async def leaf(ctx):
     return ctx.name
 
 
-async def test_a_thousand_stages_change_the_graph_at_once():
+@pytest.mark.parametrize("journaled", [False, True])
+async def test_a_thousand_stages_change_the_graph_at_once(journaled, tmp_path):
     n = 1000
     refusals: dict[str, type[DagvisorError]] = {}
     accepted: set[str] = set()
@@ -50,8 +54,19 @@ async def test_a_thousand_stages_change_the_graph_at_once():
     pipeline = Pipeline("stress")
     for i in range(n):
         pipeline = pipeline.add(mutator.named(f"m{i}"))
-    async with runtime() as rt:
+    default_registry.register(mutator.fn, name="tests.concurrency.mutator")  # a closure
+    async with runtime(journal=tmp_path / "runs.db" if journaled else None) as rt:
         result = await rt.run(pipeline)
+    if journaled:  # every request is in the journal too, in the audit's order
+        journal = Journal(tmp_path / "runs.db")
+        try:
+            changes = [
+                p for _, kind, p in journal.events(result.run_id) if kind == "change"
+            ]
+        finally:
+            journal.close()
+        assert [c["seq"] for c in changes] == [r.seq for r in result.audit]
+        assert [c["accepted"] for c in changes] == [r.accepted for r in result.audit]
 
     # Every stage ended, successfully.
     assert result.ok
