@@ -27,10 +27,12 @@ from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
 from ._errors import NotPicklableError as NotPicklableError
 from ._errors import NotRestorableError as NotRestorableError
+from ._errors import RecordedError as RecordedError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
 from ._errors import StageStateError as StageStateError
 from ._errors import StageTimeoutError as StageTimeoutError
+from ._errors import UnknownRunError as UnknownRunError
 from ._errors import UnknownStageError as UnknownStageError
 from ._executors import DaskExecutor as DaskExecutor
 from ._executors import Executor as Executor

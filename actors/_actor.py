@@ -96,7 +96,7 @@ async def _call_hooks(ctx: StageContext, hooks: tuple[Hook, ...], *args: Any) ->
 async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
     """Run attempts until one succeeds or the retries are spent."""
     hooks = ctx._env.hooks
-    attempt = 0
+    first = attempt = ctx.attempt  # above 0 when a resumed run runs it again
     while True:
         ctx.attempt = attempt
         try:
@@ -111,10 +111,10 @@ async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
             await _call_hooks(ctx, hooks.after, value)
         except Exception as exc:
             await _call_hooks(ctx, hooks.error, exc)
-            if attempt >= spec.retries:
+            if attempt - first >= spec.retries:
                 raise
             if spec.backoff:
-                await trio.sleep(spec.backoff * 2**attempt)
+                await trio.sleep(spec.backoff * 2 ** (attempt - first))
             attempt += 1
         else:
             return value

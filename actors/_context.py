@@ -198,6 +198,8 @@ class StageContext:
         item: the value this stage was mapped over (`expand`), else `NO_ITEM`.
         key: the mapped stage's key (``"0"`` or the ``key=`` function's value).
         attempt: 0 for the first attempt, 1 for the first retry, and so on.
+            It keeps counting across a resume: a stage run again after a crash
+            gets a number above every attempt it could have had before.
     """
 
     __slots__ = (
@@ -240,6 +242,16 @@ class StageContext:
         return self._env.run_id
 
     @property
+    def idempotency_key(self) -> str:
+        """``"<run id>:<stage name>"``: the same for every attempt of this stage in
+        this run, resumes included, and different for every other stage.
+
+        Pass it with a side effect (a payment, a message) so that the receiver
+        can drop a repeat when a stage runs again after a crash.
+        """
+        return f"{self._env.run_id}:{self.name}"
+
+    @property
     def run_inputs(self) -> Mapping[str, Any]:
         """The inputs the run was started with (``rt.run(p, inputs=...)``), read-only."""
         return self._env.run_inputs
@@ -253,6 +265,7 @@ class StageContext:
             item=None if self.item is NO_ITEM else self.item,
             key=self.key,
             attempt=self.attempt,
+            idempotency_key=self.idempotency_key,
         )
 
     async def run_in(self, executor: Any, fn: Callable[..., T], *args: Any) -> T:

@@ -22,10 +22,12 @@ __all__ = [
     "InvalidStageError",
     "NotPicklableError",
     "NotRestorableError",
+    "RecordedError",
     "RunClosedError",
     "RunFailed",
     "StageStateError",
     "StageTimeoutError",
+    "UnknownRunError",
     "UnknownStageError",
 ]
 
@@ -154,6 +156,36 @@ class NotPicklableError(DagvisorError, TypeError):
 
 class NotRestorableError(DagvisorError, TypeError):
     """A stage could not be restored from a journal after a crash."""
+
+
+class UnknownRunError(DagvisorError, LookupError):
+    """A run id that the journal does not hold.
+
+    Attributes:
+        run_id: the id asked for.
+    """
+
+    def __init__(self, run_id: str, where: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"there is no run {run_id!r} in {where}; "
+            "list the runs it holds with `dagvisor runs --journal ...`"
+        )
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0])
+
+
+class RecordedError(DagvisorError):
+    """A stage's failure as a journal recorded it (its type name and message).
+
+    Attributes:
+        recorded: the text the journal holds, ``"TypeName: message"``.
+    """
+
+    def __init__(self, recorded: str) -> None:
+        self.recorded = recorded
+        super().__init__(recorded)
 
 
 class StageTimeoutError(DagvisorError, TimeoutError):

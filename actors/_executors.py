@@ -62,6 +62,8 @@ class StageView:
         item: the mapped value (`expand`), or None.
         key: the mapped stage's key, or None.
         attempt: 0 for the first attempt, 1 for the first retry, ...
+        idempotency_key: the same for every attempt of the stage in its run
+            (see `StageContext.idempotency_key`).
     """
 
     name: str
@@ -70,6 +72,7 @@ class StageView:
     item: Any
     key: str | None
     attempt: int
+    idempotency_key: str = ""
 
 
 @runtime_checkable

@@ -8,11 +8,14 @@ from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
+from dagvisor.actors import RecordedError as RecordedError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
 from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
+from dagvisor.actors import UnknownRunError as UnknownRunError
 from dagvisor.actors import UnknownStageError as UnknownStageError
+from dagvisor.supervisor import JournalError as JournalError
 
 __all__ = [
     "CycleError",
@@ -21,11 +24,14 @@ __all__ = [
     "InternalError",
     "InvalidRequestError",
     "InvalidStageError",
+    "JournalError",
     "NotPicklableError",
     "NotRestorableError",
+    "RecordedError",
     "RunClosedError",
     "RunFailed",
     "StageStateError",
     "StageTimeoutError",
+    "UnknownRunError",
     "UnknownStageError",
 ]

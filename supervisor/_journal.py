@@ -24,14 +24,24 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import attrs
 import trio
 
-from dagvisor.actors import DagvisorError
+from dagvisor.actors import (
+    DagvisorError,
+    JsonCodec,
+    UnknownRunError,
+    default_registry,
+)
 
-__all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournalWriter"]
+if TYPE_CHECKING:
+    from dagvisor.actors import Codec, StageRegistry
+
+    from ._result import RunResult
+
+__all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournalWriter", "JournaledRun"]
 
 FORMAT_VERSION: Final = 1
 _BATCH = 2048
@@ -66,8 +76,9 @@ class Journal:
     """A SQLite journal file. Its methods block: call them off the event loop.
 
     Args:
-        path: the file; created (owner-only) if missing.
+        path: the file; created (owner-only) if missing, unless ``readonly``.
         synchronous: SQLite's ``synchronous`` setting, ``"NORMAL"`` or ``"FULL"``.
+        readonly: only read: a missing file is an error and nothing is written.
     """
 
     def __init__(
@@ -75,12 +86,14 @@ class Journal:
         path: str | os.PathLike[str],
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        readonly: bool = False,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             msg = f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}"
             raise ValueError(msg)
         self.path = Path(path)
         self.synchronous = synchronous
+        self.readonly = readonly
         self._db: sqlite3.Connection | None = None
 
     def __repr__(self) -> str:
@@ -90,6 +103,9 @@ class Journal:
         """Open (or create) the file and check it is a journal of a known format."""
         if self._db is not None:
             return
+        if self.readonly and not self.path.is_file():
+            msg = f"there is no journal at {self.path}; check the path"
+            raise JournalError(msg)
         if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
@@ -120,6 +136,17 @@ class Journal:
                 f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
             )
             raise JournalError(msg)
+        if self.readonly:
+            if version is None:
+                msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
+                raise JournalError(msg)
+            self._db = sqlite3.connect(
+                f"file:{self.path}?mode=ro",
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            return
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -160,6 +187,12 @@ class Journal:
                             "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)",
                             (run_id, seq, kind, json.dumps(payload)),
                         )
+                    case ("resume", run_id):
+                        db.execute(
+                            "UPDATE runs SET status = 'running', ended = NULL "
+                            "WHERE run_id = ?",
+                            (run_id,),
+                        )
                     case ("end", run_id, status, ended):
                         db.execute(
                             "UPDATE runs SET status = ?, ended = ? WHERE run_id = ?",
@@ -173,21 +206,120 @@ class Journal:
             raise
         db.execute("COMMIT")
 
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query; a damaged file is a `JournalError`, not a crash."""
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            msg = f"{self.path} cannot be read ({exc}); it is damaged or not a journal"
+            raise JournalError(msg) from exc
+
     def runs(self) -> list[dict[str, Any]]:
-        """Every run in the journal, oldest first."""
-        rows = self._conn().execute(
-            "SELECT run_id, name, created, status, ended FROM runs ORDER BY created"
+        """Every run in the journal, oldest first, with how many events it has."""
+        rows = self._read(
+            "SELECT r.run_id, r.name, r.created, r.status, r.ended, "
+            "(SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id) "
+            "FROM runs r ORDER BY r.created"
         )
-        keys = ("run_id", "name", "created", "status", "ended")
+        keys = ("run_id", "name", "created", "status", "ended", "events")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def find_run(self, prefix: str) -> str:
+        """The full id of the run whose id starts with ``prefix`` (at least 4 characters).
+
+        Raises:
+            UnknownRunError: no run, or several, match.
+        """
+        if len(prefix) >= 4 and prefix.isalnum():
+            rows = self._read(
+                "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
+                (prefix, prefix + "\U0010ffff"),
+            )
+            if len(rows) == 1:
+                return str(rows[0][0])
+        raise UnknownRunError(prefix, str(self.path))
 
     def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
         """The events of a run as ``(seq, kind, payload)``, in order."""
-        rows = self._conn().execute(
+        rows = self._read(
             "SELECT seq, kind, payload FROM events WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
-        return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
+        try:
+            return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
+        except (TypeError, ValueError) as exc:
+            msg = f"{self.path}: an event of run {run_id!r} is not valid JSON ({exc}); the file was damaged or edited"
+            raise JournalError(msg) from exc
+
+    def result(
+        self,
+        run_id: str,
+        *,
+        registry: StageRegistry | None = None,
+        codec: Codec | None = None,
+    ) -> RunResult:
+        """A run read back from the journal, as a `RunResult` (nothing runs).
+
+        Works after the run ended, crashed or was cancelled, in any process:
+        stage functions need not be importable, and an output whose class is
+        not imported comes back as `Undecoded` text. Stage times are
+        wall-clock. ``result.lineage(stage)`` works as on a live run.
+
+        Raises:
+            UnknownRunError: the journal has no such run.
+            JournalError: the file is damaged or was edited into nonsense.
+        """
+        from ._replay import result_from_journal
+
+        return result_from_journal(
+            self.load(run_id),
+            registry=registry or default_registry,
+            codec=codec or JsonCodec(),
+        )
+
+    def load(self, run_id: str) -> JournaledRun:
+        """Everything the journal holds about one run.
+
+        Raises:
+            UnknownRunError: the journal has no such run.
+            JournalError: the file is damaged or was edited into nonsense.
+        """
+        rows = self._read(
+            "SELECT run_id, name, created, status, ended, pipeline FROM runs "
+            "WHERE run_id = ?",
+            (run_id,),
+        )
+        if not rows:
+            raise UnknownRunError(run_id, str(self.path))
+        run_id, name, created, status, ended, pipeline = rows[0]
+        try:
+            decoded = json.loads(pipeline)
+        except (TypeError, ValueError) as exc:
+            msg = f"{self.path}: the record of run {run_id!r} is not valid JSON ({exc}); the file was damaged or edited"
+            raise JournalError(msg) from exc
+        return JournaledRun(
+            run_id=run_id,
+            name=name,
+            created=created,
+            status=status,
+            ended=ended,
+            pipeline=decoded,
+            events=self.events(run_id),
+        )
+
+
+@final
+@attrs.frozen
+class JournaledRun:
+    """What a journal holds about one run: its record and its events in order."""
+
+    run_id: str
+    name: str
+    created: float
+    status: str
+    ended: float | None
+    pipeline: dict[str, Any]
+    events: list[tuple[int, str, dict[str, Any]]]
 
 
 @attrs.frozen(eq=False)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import datetime
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
 
-from dagvisor.actors import StageState
+from dagvisor.actors import StageState, UnknownStageError
 
 from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
@@ -17,8 +18,10 @@ if TYPE_CHECKING:
     from ._graph import Node
 
 __all__ = [
+    "ConsumedOutput",
     "Event",
     "GraphChanged",
+    "Lineage",
     "RunResult",
     "RunStats",
     "RunStatus",
@@ -27,7 +30,9 @@ __all__ = [
     "StageTiming",
 ]
 
-RunStatus: TypeAlias = Literal["succeeded", "failed", "cancelled"]
+RunStatus: TypeAlias = Literal["succeeded", "failed", "cancelled", "interrupted"]
+"""How a run ended; ``"interrupted"`` only for a run read back from a journal
+that does not say it ended (it crashed, or it is still going elsewhere)."""
 
 
 @final
@@ -261,6 +266,19 @@ class RunResult:
     dependencies: Mapping[str, tuple[str, ...]]
     origins: Mapping[str, AuditRecord | None]
     stats: RunStats
+    _nodes: Mapping[str, Node] = attrs.field(factory=dict, repr=False, alias="nodes")
+    _wall_offset: float = attrs.field(default=0.0, repr=False, alias="wall_offset")
+
+    def lineage(self, stage: str) -> Lineage:
+        """Where ``stage`` came from, what it read and when (see `Lineage`).
+
+        Raises:
+            UnknownStageError: the run has no such stage.
+        """
+        node = self._nodes.get(stage)
+        if node is None:
+            raise UnknownStageError(stage, where=f"run {self.run_id!r}")
+        return lineage_of(node, self.audit, self._wall_offset)
 
     @property
     def ok(self) -> bool:
@@ -285,6 +303,7 @@ class RunResult:
         cls, nodes: Mapping[str, Node], audit: tuple[AuditRecord, ...], **fields: Any
     ) -> RunResult:
         return cls(
+            nodes=nodes,
             outputs=_Outputs(nodes),
             states=_States(nodes),
             timings=_Timings(nodes),
@@ -293,6 +312,97 @@ class RunResult:
             audit=audit,
             **fields,
         )
+
+
+# -- lineage -----------------------------------------------------------------------
+
+
+@final
+@attrs.frozen
+class ConsumedOutput:
+    """An upstream output a stage read: whose, and when it was produced.
+
+    Attributes:
+        stage: the upstream stage.
+        produced_at: when that stage finished, seconds since the epoch.
+    """
+
+    stage: str
+    produced_at: float
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Lineage:
+    """Where a stage came from and what it read: for audits and debugging.
+
+    Attributes:
+        stage: the stage.
+        state: how it ended (or its state now, for a run still going).
+        created_by: the audit record of the change that added it (who asked,
+            why, when), or None for a stage of the pipeline the run started with.
+        item_key: the key of a mapped stage (`expand`), else None.
+        consumed: the upstream outputs it read, in dependency order.
+        started_at: when it started, seconds since the epoch (None if it never ran).
+        finished_at: when it ended, seconds since the epoch (None if it has not).
+        changes: every audit record that names the stage, in order.
+    """
+
+    stage: str
+    state: StageState
+    created_by: AuditRecord | None
+    item_key: str | None
+    consumed: tuple[ConsumedOutput, ...]
+    started_at: float | None
+    finished_at: float | None
+    changes: tuple[AuditRecord, ...]
+
+    def __str__(self) -> str:
+        if self.created_by is None:
+            origin = "part of the pipeline the run started with"
+        else:
+            record = self.created_by
+            origin = (
+                f"added by change #{record.seq} ({record.kind}) requested by "
+                f"{record.requester!r}: {record.reason}"
+            )
+        lines = [f"{self.stage} [{self.state.value}]", f"  origin: {origin}"]
+        if self.item_key is not None:
+            lines.append(f"  mapped item key: {self.item_key}")
+        lines.extend(
+            f"  read output of {consumed.stage!r} (produced {_when(consumed.produced_at)})"
+            for consumed in self.consumed
+        )
+        if self.started_at is not None:
+            lines.append(f"  started {_when(self.started_at)}")
+        if self.finished_at is not None:
+            lines.append(f"  finished {_when(self.finished_at)}")
+        lines.extend(f"  change: {record}" for record in self.changes)
+        return "\n".join(lines)
+
+
+def _when(wall: float) -> str:
+    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def lineage_of(node: Node, audit: Sequence[AuditRecord], wall_offset: float) -> Lineage:
+    """The lineage of ``node``; its times plus ``wall_offset`` are wall-clock."""
+    ran = node.started is not None
+    return Lineage(
+        stage=node.name,
+        state=node.state,
+        created_by=None if node.created_by < 0 else audit[node.created_by],
+        item_key=node.key,
+        consumed=tuple(
+            ConsumedOutput(dep.name, dep.finished + wall_offset)
+            for dep in node.deps
+            if ran and dep.state is StageState.SUCCEEDED
+        ),
+        started_at=None if node.started is None else node.started + wall_offset,
+        finished_at=node.finished + wall_offset if node.state.is_terminal else None,
+        changes=tuple(record for record in audit if node.name in record.stages),
+    )
 
 
 # -- events ------------------------------------------------------------------------

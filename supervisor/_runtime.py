@@ -13,6 +13,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, final
 
@@ -36,6 +37,7 @@ from dagvisor.actors import (
     StageRegistry,
     StageSpec,
     StreamedPipeline,
+    UnknownStageError,
     add_edge_request,
     add_stage_request,
     ask,
@@ -49,14 +51,17 @@ from dagvisor.actors import (
 from ._export import to_dot, to_mermaid
 from ._journal import Journal, JournalWriter
 from ._monitor import Monitor, Progress
+from ._replay import replay
 from ._result import (
     Event,
+    Lineage,
     RunResult,
     RunStats,
     StageLatency,
     _Dependencies,
     _Origins,
     _States,
+    lineage_of,
 )
 from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs, spec_ref
 
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
     from dagvisor.actors import StageRef
 
     from ._audit import AuditLog
+    from ._replay import Replayed
 
 __all__ = ["Run", "Runtime", "runtime"]
 
@@ -176,6 +182,19 @@ class Run:
         audit = self._supervisor.audit.snapshot()
         return _States(nodes), _Dependencies(nodes), _Origins(nodes, audit)
 
+    def lineage(self, stage: StageRef) -> Lineage:
+        """Where a stage came from, what it read and when (see `Lineage`).
+
+        Raises:
+            UnknownStageError: the run has no such stage (now).
+        """
+        name = stage.name if isinstance(stage, StageSpec) else stage
+        supervisor = self._supervisor
+        node = supervisor.graph.get(name)
+        if node is None:
+            raise UnknownStageError(name, where=f"run {self.id!r}")
+        return lineage_of(node, supervisor.audit, supervisor.wall_offset)
+
     def audit(self) -> AuditLog:
         """The run's audit trail so far (a live, read-only sequence of records)."""
         return self._supervisor.audit
@@ -270,7 +289,11 @@ class Run:
     # -- the run task -------------------------------------------------------------
 
     async def _main(
-        self, monitor: Monitor | None, *, task_status: trio.TaskStatus[Run]
+        self,
+        monitor: Monitor | None,
+        active: set[str],
+        *,
+        task_status: trio.TaskStatus[Run],
     ) -> None:
         supervisor = self._supervisor
         if logger.isEnabledFor(logging.INFO):
@@ -298,6 +321,7 @@ class Run:
             self._failure = exc
         finally:
             self._inbox.close()
+            active.discard(self.id)
             self._result = self._build_result(monitor)
             self._done.set()
             _log_end(self._result, self._failure)
@@ -347,6 +371,7 @@ class Run:
             errors=MappingProxyType(supervisor.errors),
             audit=supervisor.audit.snapshot(),
             stats=stats,
+            wall_offset=supervisor.wall_offset,
         )
 
 
@@ -395,6 +420,7 @@ class Runtime:
     """Runs pipelines; yielded by `runtime()`. Not constructed by users."""
 
     __slots__ = (
+        "_active",
         "_cleanup_timeout",
         "_closed",
         "_codec",
@@ -439,6 +465,7 @@ class Runtime:
         self._cleanup_timeout = cleanup_timeout
         self._hooks = hooks
         self._closed = False
+        self._active: set[str] = set()
 
     async def start(
         self,
@@ -479,6 +506,24 @@ class Runtime:
             assert self._codec is not None
             encoded_inputs = self._codec.encode(dict(inputs or {}))
         run_id = uuid.uuid4().hex
+        run, supervisor = self._make_run(
+            run_id, pipeline.name, inputs, policy, pipeline
+        )
+        if self._journal is not None:
+            supervisor.journal_start(
+                pipeline.name, self._journaled(pipeline), encoded_inputs
+            )
+        return await self._launch(run)
+
+    def _make_run(
+        self,
+        run_id: str,
+        name: str,
+        inputs: Mapping[str, Any] | None,
+        policy: FailurePolicy,
+        pipeline: Pipeline | StreamedPipeline,
+        restored: Replayed | None = None,
+    ) -> tuple[Run, GraphSupervisor]:
         send, receive = trio.open_memory_channel[Message](_INBOX_SIZE)
         env = RunEnv(
             run_id=run_id,
@@ -499,17 +544,103 @@ class Runtime:
             retain_outputs=self._retain_outputs,
             journal=self._journal,
             registry=self._registry,
+            restored=restored,
         )
-        if self._journal is not None:
-            supervisor.journal_start(
-                pipeline.name, self._journaled(pipeline), encoded_inputs
-            )
-        run = Run(run_id, pipeline.name, env, supervisor, send)
+        return Run(run_id, name, env, supervisor, send), supervisor
+
+    async def _launch(self, run: Run) -> Run:
         monitor = None
         if self._monitor_interval is not None:
-            monitor = Monitor(supervisor, self._monitor_interval, self._on_progress)
-        started: Run = await self._nursery.start(run._main, monitor)
+            monitor = Monitor(
+                run._supervisor, self._monitor_interval, self._on_progress
+            )
+        self._active.add(run.id)
+        try:
+            started: Run = await self._nursery.start(run._main, monitor, self._active)
+        except BaseException:
+            self._active.discard(run.id)
+            raise
         return started
+
+    async def resume(
+        self, run_id: str, *, on_failure: FailurePolicy | None = None
+    ) -> RunResult:
+        """Resume a run from the journal and run it to its end; see `start_resumed`.
+
+        Raises:
+            RunFailed: a stage failed or the run was cancelled.
+        """
+        run = await self.start_resumed(run_id, on_failure=on_failure)
+        try:
+            return await run.wait()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await run.cancel(reason="the caller of rt.resume was cancelled")
+            raise
+
+    async def start_resumed(
+        self, run_id: str, *, on_failure: FailurePolicy | None = None
+    ) -> Run:
+        """Go on with a run the journal holds (crashed, cancelled or failed).
+
+        The graph is rebuilt from the journal, with every stage and edge added
+        while the run ran and every removal and swap. Succeeded stages keep
+        their outputs and are not run again; so do skipped stages and stages
+        cancelled on purpose. Every other stage (running at the crash, failed,
+        cancelled with the run, not started) runs: ``ctx.attempt`` counts on
+        from before and ``ctx.idempotency_key`` is unchanged. The run keeps
+        its id and its audit trail, and goes on writing to the journal.
+        Everything is checked before anything is written: a refused resume
+        leaves the journal as it was.
+
+        Raises:
+            InvalidRequestError: the runtime has no journal, or the run is
+                still going in this runtime.
+            UnknownRunError: the journal holds no such run.
+            JournalError: the journal is damaged or was edited into nonsense.
+            NotRestorableError: a stage function is not registered in this
+                process, or an output cannot be decoded.
+        """
+        policy = self._policy if on_failure is None else _check_policy(on_failure)
+        if self._journal is None:
+            msg = (
+                "resume needs the journal the run was written to: "
+                "open the runtime with runtime(journal=...)"
+            )
+            raise InvalidRequestError(msg)
+        if self._closed:
+            raise RunClosedError(run_id)
+        if run_id in self._active:
+            msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
+            raise InvalidRequestError(msg)
+        assert self._codec is not None
+        reader = Journal(self._journal.journal.path, readonly=True)
+        try:
+            journaled = await trio.to_thread.run_sync(reader.load, run_id)
+        finally:
+            reader.close()
+        restored = await trio.to_thread.run_sync(
+            partial(
+                replay,
+                journaled,
+                registry=self._registry,
+                codec=self._codec,
+                strict=True,
+            )
+        )
+        if run_id in self._active:  # started meanwhile, by another resume
+            msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
+            raise InvalidRequestError(msg)
+        run, supervisor = self._make_run(
+            run_id,
+            journaled.name,
+            restored.inputs,
+            policy,
+            Pipeline(journaled.name),
+            restored,
+        )
+        supervisor.journal_resume()
+        return await self._launch(run)
 
     def _check_restorable(self, pipeline: Pipeline) -> None:
         registry = self._registry

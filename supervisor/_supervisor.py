@@ -24,6 +24,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from operator import attrgetter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, assert_never, cast
 
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from dagvisor.actors import Pipeline, StreamItem
 
     from ._journal import JournalWriter
+    from ._replay import Replayed
 
 __all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
 
@@ -132,6 +134,7 @@ class GraphSupervisor:
         retain_outputs: RetainOutputs = "all",
         journal: JournalWriter | None = None,
         registry: StageRegistry | None = None,
+        restored: Replayed | None = None,
     ) -> None:
         self.run_id = run_id
         self.audit = AuditLog()
@@ -140,6 +143,8 @@ class GraphSupervisor:
         self.version = 0
         self.started_wall = time.time()
         self.started_at = trio.current_time()
+        # Journal times are wall-clock: the run's clock plus this offset.
+        self.wall_offset = self.started_wall - self.started_at
         self.ended_at: float | None = None
         self._env = env
         self._inbox = inbox
@@ -167,6 +172,8 @@ class GraphSupervisor:
             self._stream = pipeline.take()
             self._window = pipeline.window
             self._refill_at = max(1, pipeline.window // 2)
+        elif restored is not None:
+            self.graph, self._roots = restored.graph, []
         else:
             self.graph, self._roots = LiveGraph.from_pipeline(pipeline)
         self._unfinished = len(self.graph)
@@ -175,6 +182,10 @@ class GraphSupervisor:
         self.failed = 0
         self._now = trio.lowlevel.current_clock().current_time
         self._start_soon: Callable[..., None] | None = None
+        self._prior_starts: dict[str, int] = {}
+        self._restoring = False
+        if restored is not None:
+            self._restore(restored)
 
     @property
     def unfinished(self) -> int:
@@ -207,6 +218,8 @@ class GraphSupervisor:
         self._start_soon = stage_nursery.start_soon
         receive = self._inbox
         try:
+            if self._restoring:
+                self._settle_restored()
             roots, self._roots = self._roots, []
             for node in roots:
                 if node.state is PENDING and node.waiting == 0:
@@ -374,11 +387,15 @@ class GraphSupervisor:
         ctx = StageContext(
             self._env, node, node.name, MappingProxyType(inputs), node.item, node.key
         )
+        if self._prior_starts:  # a resumed run: attempts count on from before
+            ctx.attempt = self._prior_starts.get(node.name, 0) * (node.spec.retries + 1)
         start_soon = self._start_soon
         assert start_soon is not None
         start_soon(run_stage, node.spec, ctx, scope, name=node.name)
         if self._journal is not None:
-            self._jot("stage_started", {"stage": node.name, "time": now})
+            self._jot(
+                "stage_started", {"stage": node.name, "time": now + self.wall_offset}
+            )
         if self._subscribers:
             self._publish(StageStarted(node.name, now))
 
@@ -474,7 +491,7 @@ class GraphSupervisor:
         payload: dict[str, Any] = {
             "stage": node.name,
             "state": state.value,
-            "time": now,
+            "time": now + self.wall_offset,
         }
         if encoded is not None:
             payload["output"] = encoded
@@ -495,6 +512,83 @@ class GraphSupervisor:
                 {"stages": pipeline, "inputs": inputs},
             )
         )
+
+    def journal_resume(self) -> None:
+        """Queue the records that say the run goes on (called before it serves)."""
+        self._journal_out.append(("resume", self.run_id))
+        kept = sum(1 for node in self.graph if node.state.is_terminal)
+        self._jot(
+            "resumed",
+            {"time": self.started_wall, "kept": kept, "to_run": self._unfinished},
+        )
+
+    # -- resuming ------------------------------------------------------------------
+
+    def _restore(self, restored: Replayed) -> None:
+        """Take over a graph rebuilt from the journal, to go on with the run.
+
+        Kept as they ended: succeeded stages (with their outputs), skipped
+        ones, and stages cancelled on purpose (``cancel_stage``). Every other
+        stage (running at the crash, failed, cancelled with the run, never
+        started) is pending again; `_settle_restored` settles the ones a kept
+        stage blocks once the run serves.
+        """
+        for record in restored.audit:
+            self.audit.append(record)
+        self.version = restored.version
+        self.added = restored.added
+        self._journal_seq = restored.next_seq
+        self._prior_starts = restored.starts
+        shift = -self.wall_offset  # recorded wall-clock times -> this run's clock
+        kept = restored.kept_cancelled
+        unfinished = 0
+        for node in self.graph:
+            state = node.state
+            if (
+                state is SUCCEEDED
+                or state is SKIPPED
+                or (state is CANCELLED and node.name in kept)
+            ):
+                if node.started is not None:
+                    node.started += shift
+                node.finished += shift
+                continue
+            node.state = PENDING
+            node.output = None
+            node.error = None
+            node.started = None
+            node.finished = 0.0
+            unfinished += 1
+        for node in self.graph:
+            node.readers = sum(1 for child in node.dependents if child.state is PENDING)
+            if node.state is PENDING:
+                node.waiting = sum(
+                    1
+                    for dep in node.deps
+                    if not (dep.state.is_terminal and dep.lets_through(node))
+                )
+        self._unfinished = unfinished
+        self._restoring = True
+
+    def _settle_restored(self) -> None:
+        """Settle what kept stages block, then start what is ready (in order)."""
+        self._restoring = False
+        now = self._now()
+        in_order = sorted(self.graph, key=attrgetter("order"))
+        for node in in_order:
+            if node.state is not PENDING:
+                continue
+            for dep in node.deps:
+                if dep.state.is_terminal and not dep.lets_through(node):
+                    self._finish(node, _BLOCKED[dep.state], now)
+                    break
+        if self._release:
+            for node in in_order:
+                if node.state is SUCCEEDED and node.readers == 0 and node.dependents:
+                    node.output = RELEASED
+        self._roots = [
+            node for node in in_order if node.state is PENDING and node.waiting == 0
+        ]
 
     async def ship_journal(self) -> None:
         """Hand queued records to the journal writer; wait only if it is full."""
