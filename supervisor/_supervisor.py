@@ -945,11 +945,20 @@ class GraphSupervisor:
         pending = [node for node in graph if node.state is PENDING]
         change = _Change()
         touched: dict[int, Node] = {}
+        settled_children: dict[int, Node] = {}
         for node in pending:
             for dep in node.deps:
                 touched[id(dep)] = dep
+            for child in node.dependents:
+                # A stage settled (cancelled, upstream failed) while it still
+                # waited for this one: it must not keep an edge to a stage
+                # that is no longer in the graph.
+                if child.state is not PENDING:
+                    settled_children[id(child)] = child
             del graph.nodes[node.name]
             change.removed.append(node.name)
+        for child in settled_children.values():
+            child.deps = tuple(dep for dep in child.deps if dep.state is not PENDING)
         for dep in touched.values():
             if dep.state is not PENDING:
                 dep.dependents = [c for c in dep.dependents if c.state is not PENDING]

@@ -139,3 +139,33 @@ async def test_a_change_during_a_slow_fail_fast_shutdown_is_answered_at_once(
     assert answered_at == [2.0]
     assert result.audit[-1].error_type == "RunClosedError"
     assert result.stats.duration == 6.0
+
+
+async def test_a_swap_leaves_no_edge_to_a_removed_stage():
+    # "late" was cancelled while it still waited for pending "mid"; swapping
+    # the pending stages out removes "mid", and "late" must not keep naming it.
+    gate = trio.Event()
+
+    @stage
+    async def hold(ctx):
+        await gate.wait()
+
+    pipeline = (
+        Pipeline("p")
+        .add(hold)
+        .add(noop.named("mid"), after=["hold"])
+        .add(noop.named("late"), after=["mid"])
+    )
+    async with runtime(on_failure="continue") as rt:
+        run = await rt.start(pipeline)
+        await run.cancel_stage("late", reason="not needed")
+        await run.replace_pending(
+            Pipeline("swap").add(hold).add(noop.named("new"), after=["hold"]),
+            reason="swap",
+        )
+        gate.set()
+        result = await run.wait()
+    assert "mid" not in result.states
+    assert result.dependencies["late"] == ()
+    assert result.states["late"] is StageState.CANCELLED
+    assert result.outputs["new"] == "new"
