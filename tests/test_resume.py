@@ -14,7 +14,13 @@ import pytest
 import trio
 
 from dagvisor import Pipeline, StageState, runtime, stage
-from dagvisor.errors import DuplicateStageError, InvalidRequestError, RunFailed
+from dagvisor.errors import (
+    CycleError,
+    DuplicateStageError,
+    InvalidRequestError,
+    RunFailed,
+    StageStateError,
+)
 from dagvisor.supervisor import Journal
 
 SIDE_EFFECTS: list[tuple[str, int, str]] = []
@@ -342,9 +348,10 @@ async def test_a_run_changed_a_thousand_times_resumes_to_the_same_graph(tmp_path
                     await run.replace_pending(swap, reason="swap")
                 else:
                     await run.add_edge("gate", rng.choice(pending), reason="again")
-            except Exception as exc:  # refused changes are part of the test
-                assert type(exc).__name__ in {"CycleError", "StageStateError"}
+            except (CycleError, StageStateError):
+                pass  # refused changes are part of the trail too
         assert len(run.audit()) == 1000
+        assert sum(not record.accepted for record in run.audit()) > 10
         await _crash_copy(run, live, crashed)
         at_crash = _shape(nodes)
         states_at_crash = {name: node.state for name, node in nodes.items()}
