@@ -125,7 +125,10 @@ class Journal:
             finally:
                 probe.close()
         except sqlite3.DatabaseError as exc:
-            msg = f"{self.path} is not a dagvisor journal ({exc}); give a new or a journal file"
+            msg = (
+                f"{self.path} is damaged or not a dagvisor journal ({exc}); "
+                "give the path of a journal, or of a new file"
+            )
             raise JournalError(msg) from exc
         if tables and ("meta" not in tables or version is None):
             msg = f"{self.path} is an SQLite file but not a dagvisor journal; give another path"
@@ -148,13 +151,20 @@ class Journal:
             )
             return
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.executescript(_SCHEMA)
-        db.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('format_version', ?)",
-            (str(FORMAT_VERSION),),
-        )
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.executescript(_SCHEMA)
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format_version', ?)",
+                (str(FORMAT_VERSION),),
+            )
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            msg = (
+                f"{self.path} cannot be written ({exc}); it is damaged or not a journal"
+            )
+            raise JournalError(msg) from exc
         self._db = db
 
     def close(self) -> None:
