@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 import trio
+import trio.testing
 
 from dagvisor import Pipeline, runtime, stage
 from dagvisor.actors import StageRegistry
@@ -36,8 +37,8 @@ async def _cancelled_run(path) -> str:
     pipeline = pipeline.add(waits, after=["first"])
     async with runtime(journal=path) as rt:
         run = await rt.start(pipeline)
-        while len(run.audit()) < 1:
-            await trio.sleep(0.001)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(run.audit()) == 1
         await run.cancel()
     return run.id
 
