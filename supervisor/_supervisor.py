@@ -224,6 +224,8 @@ class GraphSupervisor:
             for node in roots:
                 if node.state is PENDING and node.waiting == 0:
                     self._spawn(node)
+            if self._journal_out:  # the run's first records go out at once
+                await self.ship_journal()
             while not self._stopping:
                 if self._stream is not None and self._unfinished < self._refill_at:
                     self._refill()

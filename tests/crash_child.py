@@ -1,0 +1,183 @@
+"""A process for the crash tests: runs a self-changing pipeline with a journal,
+and kills itself with SIGKILL at a chosen point; or resumes a run.
+
+Usage:
+    python crash_child.py run JOURNAL LOG KILL      (KILL: none, time:S,
+        sql:N (the N-th SQL statement of the journal writer), change:N (while
+        the supervisor applies change N), stage:NAME (inside stage NAME))
+    python crash_child.py resume JOURNAL LOG RUN_ID
+
+Prints one JSON line: the run id first (``{"run_id": ...}``), then the
+result (``{"outputs": ..., ...}``). Every stage body appends
+``name attempt idempotency_key`` to LOG before it returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+
+import trio
+
+from dagvisor import Pipeline, RunResult, runtime, stage
+from dagvisor.errors import RunFailed
+from dagvisor.supervisor import GraphSupervisor, Journal
+
+N_ITEMS = 12
+
+
+def _side_effect(ctx) -> None:
+    with open(ctx.run_inputs["log"], "a") as log:
+        log.write(f"{ctx.name} {ctx.attempt} {ctx.idempotency_key}\n")
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+ARMED = {"on": True}  # off when resuming: the kill point is in the run's inputs
+
+
+async def _maybe_die_in(ctx) -> None:
+    if ARMED["on"] and ctx.run_inputs["kill"] == f"stage:{ctx.name}":
+        _die()
+
+
+@stage
+async def source(ctx):
+    await trio.sleep(0.02)  # lets the run's first records reach the disk
+    _side_effect(ctx)
+    return list(range(N_ITEMS))
+
+
+@stage
+async def fan_out(ctx):
+    names = await ctx.expand(
+        square, ctx.inputs["source"], key=str, reason="one per item"
+    )
+    await ctx.add_stage(total, after=names, reason="sum")
+    await _maybe_die_in(ctx)
+    _side_effect(ctx)
+    return len(names)
+
+
+@stage
+async def square(ctx):
+    await trio.sleep(0.004 * (ctx.item % 5))
+    if ctx.item % 4 == 0:
+        # A check stage, added at run time, that total must also wait for.
+        name = await ctx.add_stage(
+            check.named(f"check{ctx.item}"),
+            after=[ctx.name],
+            before=["total"],
+            reason=f"item {ctx.item} needs a check",
+        )
+        assert name == f"check{ctx.item}"
+    await _maybe_die_in(ctx)
+    _side_effect(ctx)
+    return ctx.item * ctx.item
+
+
+@stage
+async def check(ctx):
+    await trio.sleep(0.003)
+    (value,) = (v for k, v in ctx.inputs.items() if k.startswith("square"))
+    await _maybe_die_in(ctx)
+    _side_effect(ctx)
+    return value % 7
+
+
+@stage
+async def total(ctx):
+    await _maybe_die_in(ctx)
+    _side_effect(ctx)
+    return sum(ctx.inputs.values())
+
+
+PIPELINE = Pipeline("crashy").add(source).add(fan_out, after=["source"])
+
+
+def _arm(kill: str) -> None:
+    """Make this process die at the chosen point."""
+    kind, _, arg = kill.partition(":")
+    if kind == "time":
+        timer = threading.Timer(float(arg), _die)
+        timer.daemon = True
+        timer.start()
+    elif kind == "sql":
+        limit = int(arg)
+        opened = Journal._conn
+        count = [0]
+
+        class Dying:
+            def __init__(self, db):
+                self._db = db
+
+            def execute(self, *args):
+                count[0] += 1
+                if count[0] == limit:
+                    _die()
+                return self._db.execute(*args)
+
+        def conn(self):
+            return Dying(opened(self))
+
+        Journal._conn = conn  # type: ignore[method-assign]
+    elif kind == "change":
+        limit = int(arg)
+        record = GraphSupervisor._record
+
+        def dying_record(self, *args):
+            if len(self.audit) == limit:
+                _die()
+            return record(self, *args)
+
+        GraphSupervisor._record = dying_record  # type: ignore[method-assign]
+
+
+def _summary(result: RunResult) -> dict[str, object]:
+    return {
+        "status": result.status,
+        "duration": result.stats.duration,
+        "outputs": dict(result.outputs),
+        "states": {name: state.value for name, state in result.states.items()},
+        "dependencies": {
+            name: sorted(deps) for name, deps in result.dependencies.items()
+        },
+        "audit": [
+            [
+                r.seq,
+                r.kind,
+                r.requester,
+                r.accepted,
+                list(r.added),
+                sorted(map(list, r.edges)),
+            ]
+            for r in result.audit
+        ],
+    }
+
+
+async def main(argv: list[str]) -> None:
+    mode, journal, log = argv[:3]
+    async with runtime(journal=journal) as rt:
+        if mode == "run":
+            kill = argv[3]
+            run = await rt.start(PIPELINE, inputs={"log": log, "kill": kill})
+            print(json.dumps({"run_id": run.id}), flush=True)
+            _arm(kill)
+        else:
+            ARMED["on"] = False
+            run = await rt.start_resumed(argv[3])
+        try:
+            result = await run.wait()
+        except RunFailed as failed:
+            result = failed.result
+    print(json.dumps(_summary(result)), flush=True)
+
+
+if __name__ == "__main__":
+    trio.run(main, sys.argv[1:])
