@@ -2,12 +2,14 @@ SHELL := /bin/bash
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install dagvisor, run the quick-start example
 #   make test   create .venv, install dagvisor[dev], run ruff, mypy and the tests
+#               (and install Debian's chromium for the report's browser test,
+#               when apt-get runs as root; the test is skipped otherwise)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench-smoke clean
+.PHONY: demo test lint typecheck pytest browser bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +24,22 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python -m dagvisor demo
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev browser
 	$(MAKE) lint typecheck pytest
+
+# The HTML report is tested in a real headless browser: Debian's chromium.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the report's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
+	    || echo "chromium could not be installed: the browser test will be skipped"; \
+	  else \
+	    echo "chromium is missing and apt-get cannot run as root: the browser test will be skipped"; \
+	  fi; }
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -198,8 +198,10 @@ class StageContext:
         item: the value this stage was mapped over (`expand`), else `NO_ITEM`.
         key: the mapped stage's key (``"0"`` or the ``key=`` function's value).
         attempt: 0 for the first attempt, 1 for the first retry, and so on.
-            It keeps counting across a resume: a stage run again after a crash
-            gets a number above every attempt it could have had before.
+            It counts on across a resume: a stage run again after a crash
+            starts after the attempts the journal recorded for it. A start
+            still being written when the process died is not known, so
+            deduplicate side effects with ``idempotency_key``, not ``attempt``.
     """
 
     __slots__ = (

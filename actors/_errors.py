@@ -181,10 +181,12 @@ class RecordedError(DagvisorError):
 
     Attributes:
         recorded: the text the journal holds, ``"TypeName: message"``.
+        traceback: the formatted traceback the journal holds, if any.
     """
 
-    def __init__(self, recorded: str) -> None:
+    def __init__(self, recorded: str, traceback: str | None = None) -> None:
         self.recorded = recorded
+        self.traceback = traceback
         super().__init__(recorded)
 
 

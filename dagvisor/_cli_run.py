@@ -11,20 +11,30 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from dagvisor.actors import Pipeline, RunFailed, StreamedPipeline
-from dagvisor.supervisor import Progress, RunResult, runtime
+from dagvisor.actors import DagvisorError, Pipeline, RunFailed, StreamedPipeline
+from dagvisor.supervisor import Progress, Run, RunResult, Runtime, runtime
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+    from types import ModuleType
 
-__all__ = ["add_run_command", "run_command"]
+__all__ = [
+    "UsageError",
+    "add_journal_option",
+    "add_run_command",
+    "drive",
+    "load_module",
+    "progress_display",
+    "run_command",
+]
 
 
 class UsageError(Exception):
@@ -42,15 +52,29 @@ def add_run_command(sub: Any) -> None:
     run.add_argument("target", help="module:attribute or path/to/file.py:attribute")
     run.add_argument("--inputs", default="{}", help="the run's inputs as a JSON object")
     run.add_argument("--on-failure", choices=("cancel", "continue"), default="cancel")
+    add_journal_option(run, required=False)
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def load_pipeline(target: str) -> Pipeline | StreamedPipeline:
-    """The pipeline named by ``module:attribute`` or ``file.py:attribute``."""
-    where, colon, attribute = target.rpartition(":")
-    if not colon or not where or not attribute:
-        msg = f"TARGET must be module:attribute or path/to/file.py:attribute, not {target!r}"
-        raise UsageError(msg)
+def add_journal_option(parser: Any, *, required: bool) -> None:
+    """``--journal PATH``, defaulting to $DAGVISOR_JOURNAL."""
+    default = os.environ.get("DAGVISOR_JOURNAL")
+    parser.add_argument(
+        "--journal",
+        default=default,
+        required=required and default is None,
+        metavar="PATH",
+        help="the SQLite journal (default: $DAGVISOR_JOURNAL)"
+        + ("" if required else "; runs are journaled and resumable when given"),
+    )
+
+
+def load_module(where: str) -> ModuleType:
+    """Import a module by name, or load a ``.py`` file (as `dagvisor run` does).
+
+    A file is loaded under the same module name each time, so the stage
+    functions it registers have the same names when a run is resumed.
+    """
     if where.endswith(".py") or "/" in where:
         path = Path(where)
         if not path.is_file():
@@ -81,6 +105,16 @@ def load_pipeline(target: str) -> Pipeline | StreamedPipeline:
         except Exception as exc:
             msg = f"importing {where!r} failed: {type(exc).__name__}: {exc}"
             raise UsageError(msg) from exc
+    return module
+
+
+def load_pipeline(target: str) -> Pipeline | StreamedPipeline:
+    """The pipeline named by ``module:attribute`` or ``file.py:attribute``."""
+    where, colon, attribute = target.rpartition(":")
+    if not colon or not where or not attribute:
+        msg = f"TARGET must be module:attribute or path/to/file.py:attribute, not {target!r}"
+        raise UsageError(msg)
+    module = load_module(where)
     found = getattr(module, attribute, None)
     if found is None:
         pipelines = sorted(
@@ -118,7 +152,7 @@ def _progress_line(progress: Progress) -> str:
     )
 
 
-def _progress_display(
+def progress_display(
     stream: TextIO,
 ) -> tuple[Callable[[Progress], None], Callable[[], None]]:
     """A live line with rich on a terminal, else plain lines; and a closer."""
@@ -180,26 +214,52 @@ def run_command(args: argparse.Namespace) -> int:
             raise
         print(f"dagvisor: error: {exc}", file=sys.stderr)
         return 2
-    show, close = _progress_display(sys.stderr)
+    journal = args.journal
+    module = args.target.rpartition(":")[0]
+
+    async def start(rt: Runtime) -> Run:
+        return await rt.start(pipeline, inputs=inputs)
+
+    return drive(start, args, journal, resume_hint=module)
+
+
+def drive(
+    start: Callable[[Runtime], Awaitable[Run]],
+    args: argparse.Namespace,
+    journal: str | None,
+    *,
+    resume_hint: str,
+) -> int:
+    """Run what ``start`` starts with live progress; print the outcome; the exit code."""
+    show, close = progress_display(sys.stderr)
+    started: list[Run] = []
 
     async def main() -> RunResult:
         async with runtime(
-            on_failure=args.on_failure, on_progress=show, monitor_interval=0.5
+            on_failure=args.on_failure,
+            on_progress=show,
+            monitor_interval=0.5,
+            journal=journal,
         ) as rt:
-            return await rt.run(pipeline, inputs=inputs)
+            run = await start(rt)
+            started.append(run)
+            if journal is not None:
+                print(f"run {run.id} (journal {journal})", file=sys.stderr, flush=True)
+            # Ctrl-C arrives here as KeyboardInterrupt; leaving the runtime
+            # cancels the run and commits its journal, so it can be resumed.
+            return await run.wait()
 
+    hint = ""
     try:
         result = trio.run(main)
-    except RunFailed as exc:
+    except (DagvisorError, OSError) as exc:
         close()
-        print(_summary(exc.result))
-        for name, error in list(exc.errors.items())[:10]:
-            print(f"  {name}: {type(error).__name__}: {error}")
-        if len(exc.errors) > 10:
-            print(f"  ... and {len(exc.errors) - 10} more")
+        if isinstance(exc, RunFailed):
+            return _failed(exc, args)
         if args.debug:
             raise
-        return 1
+        print(f"dagvisor: error: {exc}", file=sys.stderr)
+        return 2
     except BaseException as exc:
         close()
         interrupted = isinstance(exc, KeyboardInterrupt) or (
@@ -208,8 +268,14 @@ def run_command(args: argparse.Namespace) -> int:
         )
         if not interrupted:
             raise
+        if journal is not None and started:
+            hint = (
+                f"; resume it with: dagvisor resume {started[0].id} "
+                f"--journal {journal} --with {resume_hint}"
+            )
         print(
-            "dagvisor: cancelled by Ctrl-C; every stage was stopped and its resources closed",
+            "dagvisor: cancelled by Ctrl-C; every stage was stopped and its "
+            f"resources closed{hint}",
             file=sys.stderr,
         )
         return 130
@@ -218,3 +284,14 @@ def run_command(args: argparse.Namespace) -> int:
     for line in _final_outputs(result):
         print(line)
     return 0
+
+
+def _failed(exc: RunFailed, args: argparse.Namespace) -> int:
+    print(_summary(exc.result))
+    for name, error in list(exc.errors.items())[:10]:
+        print(f"  {name}: {type(error).__name__}: {error}")
+    if len(exc.errors) > 10:
+        print(f"  ... and {len(exc.errors) - 10} more")
+    if args.debug:
+        raise exc
+    return 1

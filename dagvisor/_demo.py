@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import random
+import sys
+import tempfile
+from pathlib import Path
 
 import trio
 
+from dagvisor._cli_run import progress_display
 from dagvisor.actors import Pipeline, StageContext, stage
-from dagvisor.supervisor import StageFinished, runtime
+from dagvisor.supervisor import runtime
 
 __all__ = ["main"]
 
@@ -20,13 +24,13 @@ async def sample(ctx: StageContext) -> list[float]:
 
 @stage
 async def inspect_sample(ctx: StageContext) -> dict[str, object]:
-    await trio.sleep(0.01)
+    await trio.sleep(0.2 + ctx.item / 2)  # an instrument takes its time
     return {"value": ctx.item, "ok": ctx.item < 0.8}
 
 
 @stage
 async def reinspect(ctx: StageContext) -> bool:
-    await trio.sleep(0.01)
+    await trio.sleep(0.4)
     return True
 
 
@@ -66,30 +70,47 @@ async def escalate(ctx: StageContext) -> int:
     return len(failed)
 
 
-async def _main() -> int:
+async def _main(directory: Path) -> int:
+    journal = directory / "demo.db"
     pipeline = Pipeline("qc-line").add(sample).add(plan, after=["sample"])
-    async with runtime() as rt:
+    show, close = progress_display(sys.stderr)
+    print(f"journal: {journal}")
+    async with runtime(journal=journal, on_progress=show, monitor_interval=0.1) as rt:
         run = await rt.start(pipeline, inputs={"seed": 7})
-        events = run.events()
-        async with trio.open_nursery() as nursery:
-
-            async def show_progress() -> None:
-                done = 0
-                async for event in events:
-                    if isinstance(event, StageFinished):
-                        done += 1
-                        print(f"  [{done:>3}] {event.stage}: {event.state}")
-
-            nursery.start_soon(show_progress)
+        try:
             result = await run.wait()
-    print(f"\nrun {result.run_id}: {result.status}, {result.stats.stages} stages")
+        finally:
+            close()
+    print(
+        f"\nrun {result.run_id}: {result.status}, {result.stats.stages} stages, "
+        f"{result.stats.added} added while it ran"
+    )
     print("report:", result.outputs["report"])
-    print("audit trail:")
+    print("\nfinal graph (stages added at run time are marked +):")
+    for name, state in result.states.items():
+        origin = result.origins[name]
+        mark = "+" if origin is not None else " "
+        why = "" if origin is None else f"  <- {origin.requester}: {origin.reason}"
+        print(f"  {mark} {name:<32} {state.value:<10}{why}")
+    print("\naudit trail:")
     for record in result.audit:
         print("  ", record)
+    report = directory / f"report-{result.run_id[:8]}.html"
+    report.write_text(result.to_html(), encoding="utf-8")
+    print(f"\nHTML report: {report}")
+    print("look again with:")
+    for command in ("show", "audit", "report"):
+        print(f"  dagvisor {command} {result.run_id[:8]} --journal {journal}")
+    print(f"  dagvisor lineage {result.run_id[:8]} report --journal {journal}")
     return 0
 
 
-def main() -> int:
-    """Run the demo; return the exit code."""
-    return trio.run(_main)
+def main(directory: str | None = None) -> int:
+    """Run the demo, journaled in ``directory`` (a new temporary one by default)."""
+    where = (
+        Path(directory)
+        if directory
+        else Path(tempfile.mkdtemp(prefix="dagvisor-demo-"))
+    )
+    where.mkdir(parents=True, exist_ok=True)
+    return trio.run(_main, where)

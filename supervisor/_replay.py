@@ -115,9 +115,10 @@ class _Replayer:
         self.starts: dict[str, int] = {}
         self.kept_cancelled: set[str] = set()
         self.encoded: dict[str, str] = {}
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, tuple[str, str | None]] = {}
         self.added = 0
         self.resumed = 0
+        self.foreign_codec = False
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -165,6 +166,16 @@ class _Replayer:
 
     def pipeline(self) -> dict[str, Any]:
         record = self.run.pipeline
+        written_with = record.get("codec", self.codec.name)
+        if written_with != self.codec.name:
+            if self.strict:
+                msg = (
+                    f"run {self.run.run_id!r} was journaled with the {written_with!r} "
+                    f"codec, not {self.codec.name!r}; resume it with a runtime opened "
+                    f"with that codec (runtime(codec=...))"
+                )
+                raise NotRestorableError(msg)
+            self.foreign_codec = True
         try:
             for entry in record["stages"]:
                 spec = self.spec(entry["spec"])
@@ -172,7 +183,9 @@ class _Replayer:
                     self.fail(f"the pipeline names stage {spec.name!r} twice")
                 deps = [self.node(dep, -1) for dep in entry["after"]]
                 self.graph.add_node(spec, deps)
-            inputs = self.codec.decode(record["inputs"]) if record["inputs"] else {}
+            inputs = self.decode(record["inputs"]) if record["inputs"] else {}
+            if isinstance(inputs, Undecoded):
+                inputs = {}
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, DagvisorError):
                 raise
@@ -209,7 +222,10 @@ class _Replayer:
                 if node.state is SUCCEEDED:
                     self.encoded[node.name] = str(payload["output"])
                 if "error" in payload:
-                    self.errors[node.name] = str(payload["error"])
+                    self.errors[node.name] = (
+                        str(payload["error"]),
+                        payload.get("traceback"),
+                    )
             case "change":
                 self.change(seq, payload)
             case "resumed":
@@ -280,6 +296,8 @@ class _Replayer:
                 self.fail(f"a {record.kind} record cannot add stages")
 
     def decode(self, text: str) -> Any:
+        if self.foreign_codec:
+            return Undecoded(text)
         if self.strict:
             return self.codec.decode(text)
         try:
@@ -294,10 +312,10 @@ class _Replayer:
             node = nodes.get(name)
             if node is not None and node.state is SUCCEEDED:
                 node.output = self.decode(text)
-        for name, text in self.errors.items():
+        for name, (text, trace) in self.errors.items():
             node = nodes.get(name)
             if node is not None and node.state is StageState.FAILED:
-                node.error = RecordedError(text)
+                node.error = RecordedError(text, trace)
 
 
 def replay(

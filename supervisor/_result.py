@@ -12,6 +12,7 @@ from dagvisor.actors import StageState, UnknownStageError
 
 from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
+from ._report import render_report
 
 if TYPE_CHECKING:
     from ._audit import AuditRecord
@@ -297,6 +298,15 @@ class RunResult:
         """The final graph as Graphviz DOT: states as colours, stages added at
         run time dashed."""
         return to_dot(self.name, self.states, self.dependencies, self.origins)
+
+    def to_html(self) -> str:
+        """A self-contained HTML report: summary, final graph, timeline of stages
+        and changes, failures with tracebacks, memory curve (when sampled).
+
+        Example:
+            >>> Path("report.html").write_text(result.to_html())  # doctest: +SKIP
+        """
+        return render_report(self)
 
     @classmethod
     def _from_nodes(

@@ -316,10 +316,12 @@ class Run:
                 nursery.cancel_scope.cancel()  # the monitor, if any
             if monitor is not None:
                 monitor.sample()  # the state at the end
-            await self._flush_journal()
         except Exception as exc:  # a bug: report it to whoever waits on the run
             self._failure = exc
         finally:
+            # Also when the run task is cancelled (the runtime closing on
+            # Ctrl-C): the end of the run must reach the journal.
+            await self._flush_journal()
             self._inbox.close()
             active.discard(self.id)
             self._result = self._build_result(monitor)

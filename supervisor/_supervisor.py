@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import traceback
 from collections import deque
 from operator import attrgetter
 from types import MappingProxyType
@@ -91,6 +92,9 @@ FAILED = StageState.FAILED
 SKIPPED = StageState.SKIPPED
 CANCELLED = StageState.CANCELLED
 UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
+
+# The end of a failed stage's traceback that the journal keeps (characters).
+_TRACEBACK_KEPT = 16_000
 
 # The state a pending stage takes when a dependency ends in a state that
 # does not let it through.
@@ -498,7 +502,11 @@ class GraphSupervisor:
         if encoded is not None:
             payload["output"] = encoded
         if state is FAILED and node.error is not None:
-            payload["error"] = f"{type(node.error).__name__}: {node.error}"
+            error = node.error
+            payload["error"] = f"{type(error).__name__}: {error}"
+            payload["traceback"] = "".join(traceback.format_exception(error))[
+                -_TRACEBACK_KEPT:
+            ]
         self._jot("stage_ended", payload)
 
     def journal_start(
@@ -511,7 +519,11 @@ class GraphSupervisor:
                 self.run_id,
                 name,
                 self.started_wall,
-                {"stages": pipeline, "inputs": inputs},
+                {
+                    "stages": pipeline,
+                    "inputs": inputs,
+                    "codec": None if self._env.codec is None else self._env.codec.name,
+                },
             )
         )
 

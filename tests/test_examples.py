@@ -65,10 +65,21 @@ def test_examples_run(example, expected):
     assert expected in out
 
 
-def test_the_demo_command():
-    out = _run("-m", "dagvisor", "demo")
+def test_the_demo_command(tmp_path):
+    out = _run("-m", "dagvisor", "demo", "--dir", str(tmp_path))
     assert "report: {'inspected': 8" in out
-    assert "succeeded" in out
+    assert "+ reinspect:inspect_sample[2]" in out
+    assert "add_stage by escalate" in out
+    (report,) = tmp_path.glob("report-*.html")
+    assert f"HTML report: {report}" in out
+    assert "<svg" in report.read_text()
+    # The journal it wrote reads back, with the same story.
+    run_id = report.stem.removeprefix("report-")
+    shown = _run(
+        "-m", "dagvisor", "show", run_id, "--journal", str(tmp_path / "demo.db")
+    )
+    assert "succeeded" in shown
+    assert "13 stages (11 added at run time)" in shown
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ import stat
 import threading
 
 import pytest
+import trio
+import trio.testing
 
 from dagvisor import Pipeline, runtime, stage
 from dagvisor.actors import JsonCodec
@@ -148,3 +150,26 @@ async def test_a_file_that_is_not_a_usable_journal_is_refused_and_left_alone(
 def test_journal_options():
     with pytest.raises(ValueError, match="synchronous"):
         Journal("x.db", synchronous="OFF")  # type: ignore[arg-type]
+
+
+@stage
+async def hangs(ctx):
+    await trio.sleep_forever()
+
+
+async def test_leaving_the_runtime_mid_run_commits_how_the_run_ended(tmp_path):
+    # Leaving the block cancels the run task itself (Ctrl-C does this): the
+    # end of the run must still reach the journal, so it can be resumed.
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as rt:
+        run = await rt.start(Pipeline("p").add(fetch).add(hangs, after=["fetch"]))
+        await trio.testing.wait_all_tasks_blocked()
+    journal = Journal(path, readonly=True)
+    try:
+        (row,) = journal.runs()
+        result = journal.result(run.id)
+    finally:
+        journal.close()
+    assert row["status"] == "cancelled"
+    assert result.states["fetch"].value == "succeeded"
+    assert result.states["hangs"].value == "cancelled"

@@ -1,0 +1,245 @@
+"""The commands that read a journal, and ``dagvisor resume``.
+
+``runs``, ``show RUN_ID``, ``audit RUN_ID``, ``lineage RUN_ID STAGE``,
+``graph RUN_ID``, ``report RUN_ID`` only read: they open the journal
+read-only, need none of the pipeline's code, and never change the file.
+``resume RUN_ID --with MODULE`` imports the modules named on the command
+line (never one named by the journal) so that the run's stage functions are
+registered, then goes on with the run.
+
+A run id may be shortened to a unique prefix of at least 4 characters. Bad
+usage (a missing journal, a file that is not one, an unknown run or stage)
+is one line on stderr and exit code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagvisor.actors import DagvisorError
+from dagvisor.supervisor import Journal
+
+from ._cli_run import UsageError, add_journal_option, drive, load_module
+
+if TYPE_CHECKING:
+    import argparse
+
+    from dagvisor.supervisor import Run, RunResult, Runtime
+
+__all__ = ["add_journal_commands", "journal_command"]
+
+_COMMANDS = ("runs", "show", "audit", "lineage", "graph", "report", "resume")
+
+
+def add_journal_commands(sub: Any) -> None:
+    """Declare the journal commands on the parser's subcommands."""
+    runs = sub.add_parser("runs", help="list the runs in a journal")
+    show = sub.add_parser("show", help="a run's states, timings and failures")
+    audit = sub.add_parser("audit", help="a run's graph changes: who, when, why")
+    lineage = sub.add_parser("lineage", help="where a stage came from, what it read")
+    graph = sub.add_parser("graph", help="a run's final graph as Mermaid or DOT")
+    report = sub.add_parser("report", help="write a self-contained HTML report")
+    resume = sub.add_parser(
+        "resume",
+        help="go on with a crashed, cancelled or failed run",
+        description="Resume a run from its journal: finished stages keep their "
+        "outputs, the rest run. The stage functions must be importable: name "
+        "the modules or files that define them with --with.",
+    )
+    for parser in (show, audit, lineage, graph, report, resume):
+        parser.add_argument(
+            "run_id", metavar="RUN_ID", help="a run id or a unique prefix"
+        )
+    lineage.add_argument("stage", metavar="STAGE")
+    audit.add_argument("--since", help="ISO 8601 time or seconds since the epoch")
+    audit.add_argument("--until", help="ISO 8601 time or seconds since the epoch")
+    audit.add_argument("--stage", help="only the changes that name this stage")
+    show.add_argument("--tracebacks", action="store_true", help="full tracebacks")
+    graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    graph.add_argument("-o", "--output", help="write to this file, not stdout")
+    report.add_argument(
+        "-o", "--output", help="the HTML file (default report-RUN.html)"
+    )
+    resume.add_argument(
+        "--with",
+        dest="modules",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="a module or .py file defining the run's stages (repeatable)",
+    )
+    resume.add_argument(
+        "--on-failure", choices=("cancel", "continue"), default="cancel"
+    )
+    for parser in (runs, show, audit, lineage, graph, report, resume):
+        add_journal_option(parser, required=True)
+        parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def journal_command(args: argparse.Namespace) -> int | None:
+    """Run a journal command; its exit code, or None if ``args`` is not one."""
+    if args.command not in _COMMANDS:
+        return None
+    try:
+        if args.command == "resume":
+            return _resume(args)
+        return _read_command(args)
+    except (UsageError, DagvisorError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f"dagvisor: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _open(path: str) -> Journal:
+    journal = Journal(path, readonly=True)
+    journal.open()
+    return journal
+
+
+def _read_command(args: argparse.Namespace) -> int:
+    journal = _open(args.journal)
+    try:
+        if args.command == "runs":
+            _print_runs(journal)
+            return 0
+        run_id = journal.find_run(args.run_id)
+        result = journal.result(run_id)
+    finally:
+        journal.close()
+    match args.command:
+        case "show":
+            _print_show(result, tracebacks=args.tracebacks)
+        case "audit":
+            _print_audit(result, args)
+        case "lineage":
+            print(result.lineage(args.stage))
+        case "graph":
+            text = result.to_mermaid() if args.format == "mermaid" else result.to_dot()
+            if args.output:
+                Path(args.output).write_text(text)
+                print(f"wrote {args.output}")
+            else:
+                print(text, end="")
+        case "report":
+            path = Path(args.output or f"report-{run_id[:8]}.html")
+            path.write_text(result.to_html(), encoding="utf-8")
+            print(f"wrote {path}")
+    return 0
+
+
+def _time(wall: float | None) -> str:
+    if wall is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_runs(journal: Journal) -> None:
+    rows = journal.runs()
+    if not rows:
+        print(f"no runs in {journal.path}")
+        return
+    print(f"{'RUN ID':32}  {'STATUS':11}  {'STARTED (UTC)':19}  {'EVENTS':>7}  NAME")
+    for row in rows:
+        status = row["status"] if row["status"] != "running" else "interrupted"
+        print(
+            f"{row['run_id']:32}  {status:11}  {_time(row['created']):19}  "
+            f"{row['events']:>7,}  {row['name']}"
+        )
+
+
+def _print_show(result: RunResult, *, tracebacks: bool) -> None:
+    stats = result.stats
+    print(f"run {result.run_id} of {result.name!r}: {result.status}")
+    print(f"  started {_time(stats.started_at)} UTC, {stats.duration:.3f} s")
+    counts = ", ".join(
+        f"{state.value} {count:,}" for state, count in stats.counts.items() if count
+    )
+    print(f"  {stats.stages:,} stages ({stats.added:,} added at run time): {counts}")
+    accepted = sum(1 for record in result.audit if record.accepted)
+    print(f"  {len(result.audit):,} changes: {accepted:,} accepted")
+    ran = [
+        (timing.duration, name)
+        for name, timing in result.timings.items()
+        if timing.started is not None
+    ]
+    if ran:
+        print("  slowest stages:")
+        for duration, name in sorted(ran, reverse=True)[:5]:
+            print(f"    {name}: {duration:.3f} s")
+    if result.errors:
+        print("  failures:")
+        for name, error in result.errors.items():
+            print(f"    {name}: {error}")
+            trace = getattr(error, "traceback", None)
+            if tracebacks and trace:
+                print("      " + trace.rstrip().replace("\n", "\n      "))
+    if result.status == "interrupted":
+        print(
+            "  the journal does not say this run ended: it crashed (resume it with "
+            "dagvisor resume) or it is still going elsewhere"
+        )
+
+
+def _moment(text: str | None, flag: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        msg = (
+            f"{flag} must be an ISO 8601 time or seconds since the epoch, not {text!r}"
+        )
+        raise UsageError(msg) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def _print_audit(result: RunResult, args: argparse.Namespace) -> None:
+    since = _moment(args.since, "--since")
+    until = _moment(args.until, "--until")
+    if args.stage is not None and args.stage not in result.states:
+        msg = f"run {result.run_id} has no stage {args.stage!r}"
+        raise UsageError(msg)
+    shown = 0
+    for record in result.audit:
+        if since is not None and record.wall_time < since:
+            continue
+        if until is not None and record.wall_time > until:
+            continue
+        if args.stage is not None and args.stage not in record.stages:
+            continue
+        print(f"{_time(record.wall_time)} UTC  {record}")
+        shown += 1
+    if not shown:
+        print("no changes match")
+
+
+def _resume(args: argparse.Namespace) -> int:
+    if not args.modules:
+        msg = (
+            "resume needs the code of the run's stages: name the modules or files "
+            "that define them with --with (the journal never names code to import)"
+        )
+        raise UsageError(msg)
+    journal = _open(args.journal)
+    try:
+        run_id = journal.find_run(args.run_id)
+    finally:
+        journal.close()
+    for where in args.modules:
+        load_module(where.rpartition(":")[0] if ":" in where else where)
+
+    async def start(rt: Runtime) -> Run:
+        return await rt.start_resumed(run_id)
+
+    return drive(start, args, args.journal, resume_hint=" --with ".join(args.modules))

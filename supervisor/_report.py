@@ -1,0 +1,541 @@
+"""The HTML run report: one self-contained file (inline CSS, SVG and a little JS).
+
+Nothing is fetched when the file is viewed. It shows the summary figures, the
+final graph (states as colours, stages added at run time dashed), a timeline
+of stage execution with the graph changes marked on it, the changes (who,
+when, why), failures with their tracebacks, and the memory curve when the run
+was sampled.
+
+Large graphs stay readable: mapped groups (the stages of one ``expand``)
+are drawn as one node with their state counts, straight chains of stages as
+one node, and past `MAX_DRAWN` nodes only the first ones in graph order are
+drawn (the tables below still list everything that matters). The timeline
+draws one bar per stage up to `MAX_BARS` stages, else how many stages ran at
+each moment.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import traceback
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Final
+
+from dagvisor.actors import RecordedError, StageState
+
+if TYPE_CHECKING:
+    from ._audit import AuditRecord
+    from ._result import RunResult
+
+__all__ = ["MAX_BARS", "MAX_DRAWN", "render_report"]
+
+MAX_DRAWN: Final = 400
+MAX_BARS: Final = 300
+MAX_CHANGES: Final = 500
+MAX_FAILURES: Final = 50
+_CHAIN_MIN: Final = 4
+_LAYER_MAX: Final = 60
+
+_COLOURS: Final = {
+    StageState.PENDING: ("#eeeeee", "#999999"),
+    StageState.RUNNING: ("#cce5ff", "#3366cc"),
+    StageState.SUCCEEDED: ("#d4f7d4", "#2e8b2e"),
+    StageState.FAILED: ("#ffd6d6", "#cc2222"),
+    StageState.SKIPPED: ("#f4f4f4", "#bbbbbb"),
+    StageState.CANCELLED: ("#fff0cc", "#cc8800"),
+    StageState.UPSTREAM_FAILED: ("#ffe8e0", "#dd6644"),
+}
+# Which state a collapsed group shows: the most alarming of its members'.
+_SEVERITY: Final = (
+    StageState.FAILED,
+    StageState.UPSTREAM_FAILED,
+    StageState.CANCELLED,
+    StageState.RUNNING,
+    StageState.PENDING,
+    StageState.SKIPPED,
+    StageState.SUCCEEDED,
+)
+
+
+class _Box:
+    """One node of the drawn graph: a stage, a mapped group or a chain."""
+
+    __slots__ = ("deps", "dynamic", "label", "layer", "members", "state", "title")
+
+    def __init__(self, label: str, members: list[str]) -> None:
+        self.label = label
+        self.members = members
+        self.deps: list[_Box] = []
+        self.layer = 0
+        self.state = StageState.PENDING
+        self.dynamic = False
+        self.title = ""
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _when(wall: float) -> str:
+    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    return moment.isoformat(sep=" ", timespec="milliseconds")
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- the graph -------------------------------------------------------------------
+
+
+def _topological(names: list[str], deps: dict[str, tuple[str, ...]]) -> list[str]:
+    """Kahn's order over the result's stages (iterative; ties by listing order)."""
+    position = {name: i for i, name in enumerate(names)}
+    children: dict[str, list[str]] = {name: [] for name in names}
+    waiting = dict.fromkeys(names, 0)
+    for name in names:
+        for dep in deps[name]:
+            if dep in children:
+                children[dep].append(name)
+                waiting[name] += 1
+    ready = deque(name for name in names if waiting[name] == 0)
+    order: list[str] = []
+    while ready:
+        name = ready.popleft()
+        order.append(name)
+        for child in children[name]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    if len(order) < len(names):  # cannot happen for a run's graph; stay total
+        seen = set(order)
+        order.extend(
+            sorted((n for n in names if n not in seen), key=lambda name: position[name])
+        )
+    return order
+
+
+def _boxes(result: RunResult) -> tuple[list[_Box], int]:
+    """The boxes to draw, in graph order, and how many stages were left undrawn."""
+    deps = {name: tuple(d) for name, d in result.dependencies.items()}
+    order = _topological(list(deps), deps)
+    origins = result.origins
+    states = result.states
+    # 1. Mapped groups: the stages one expand added, as one box.
+    group_of: dict[str, _Box] = {}
+    boxes: dict[str, _Box] = {}
+    for name in order:
+        record = origins[name]
+        if record is not None and record.kind == "expand" and len(record.added) > 1:
+            key = f"#{record.seq}"
+            box = boxes.get(key)
+            if box is None:
+                base = name.rsplit("[", 1)[0]
+                box = boxes[key] = _Box(f"{base}[…] {len(record.added)} mapped", [])
+            box.members.append(name)
+            group_of[name] = box
+        else:
+            box = boxes[name] = _Box(name, [name])
+            group_of[name] = box
+    drawn = list(dict.fromkeys(group_of[name] for name in order))
+    for box in drawn:
+        seen: set[int] = set()
+        for member in box.members:
+            for dep_name in deps[member]:
+                dep_box = group_of.get(dep_name)
+                if (
+                    dep_box is not None
+                    and dep_box is not box
+                    and id(dep_box) not in seen
+                ):
+                    seen.add(id(dep_box))
+                    box.deps.append(dep_box)
+    # 2. Straight chains (one way in, one way out) as one box.
+    merged_into: dict[int, _Box] = {}
+    forward: dict[int, list[_Box]] = {id(b): [] for b in drawn}
+    for box in drawn:
+        for dep in box.deps:
+            forward[id(dep)].append(box)
+    result_boxes: list[_Box] = []
+    for box in drawn:
+        if id(box) in merged_into:
+            continue
+        run = [box]
+        current = box
+        while (
+            len(current.members) == 1
+            and len(forward[id(current)]) == 1
+            and len(forward[id(current)][0].deps) == 1
+            and len(forward[id(current)][0].members) == 1
+        ):
+            current = forward[id(current)][0]
+            run.append(current)
+        if len(run) >= _CHAIN_MIN and len(run[0].members) == 1:
+            chain = _Box(
+                f"{_short(run[0].label, 14)} … {_short(run[-1].label, 14)} ({len(run)})",
+                [m for b in run for m in b.members],
+            )
+            chain.deps = list(run[0].deps)
+            for merged in run:
+                merged_into[id(merged)] = chain
+            forward[id(chain)] = forward[id(run[-1])]
+            result_boxes.append(chain)
+        else:
+            result_boxes.append(box)
+    for box in result_boxes:
+        box.deps = list(
+            dict.fromkeys(merged_into.get(id(dep), dep) for dep in box.deps)
+        )
+        box.deps = [dep for dep in box.deps if dep is not box]
+    # States, dynamic marks and titles.
+    for box in result_boxes:
+        counts = Counter(states[m] for m in box.members)
+        box.state = next(s for s in _SEVERITY if counts.get(s))
+        box.dynamic = any(origins[m] is not None for m in box.members)
+        if len(box.members) == 1:
+            (member,) = box.members
+            origin = origins[member]
+            how = (
+                "part of the pipeline"
+                if origin is None
+                else f"added by #{origin.seq} {origin.kind} from {origin.requester}: {origin.reason}"
+            )
+            box.title = f"{member}\n{states[member].value}\n{how}"
+        else:
+            shown = ", ".join(f"{n} {s.value}" for s, n in counts.most_common())
+            box.title = f"{len(box.members)} stages: {box.members[0]} … {box.members[-1]}\n{shown}"
+    left_out = 0
+    if len(result_boxes) > MAX_DRAWN:
+        kept = result_boxes[:MAX_DRAWN]
+        left_out = sum(len(b.members) for b in result_boxes[MAX_DRAWN:])
+        kept_ids = {id(b) for b in kept}
+        for box in kept:
+            box.deps = [dep for dep in box.deps if id(dep) in kept_ids]
+        result_boxes = kept
+    return result_boxes, left_out
+
+
+def _graph_svg(result: RunResult) -> str:
+    boxes, left_out = _boxes(result)
+    for box in boxes:  # boxes are in graph order: deps come first
+        box.layer = max((dep.layer + 1 for dep in box.deps), default=0)
+    layers: dict[int, list[_Box]] = {}
+    for box in boxes:
+        layers.setdefault(box.layer, []).append(box)
+    width_step, height_step, box_w, box_h = 200, 38, 170, 26
+    position: dict[int, tuple[int, int]] = {}
+    hidden = 0
+    for layer, members in layers.items():
+        for row, box in enumerate(members):
+            if row >= _LAYER_MAX:
+                hidden += len(box.members)
+                continue
+            position[id(box)] = (20 + layer * width_step, 20 + row * height_step)
+    rows = min(max((len(m) for m in layers.values()), default=1), _LAYER_MAX)
+    width = 40 + max(len(layers), 1) * width_step
+    height = 40 + rows * height_step
+    parts = [
+        f'<svg id="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        'aria-label="final graph">'
+    ]
+    for box in boxes:
+        if id(box) not in position:
+            continue
+        x, y = position[id(box)]
+        for dep in box.deps:
+            if id(dep) not in position:
+                continue
+            dx, dy = position[id(dep)]
+            x1, y1, x2, y2 = dx + box_w, dy + box_h // 2, x, y + box_h // 2
+            mid = (x1 + x2) // 2
+            parts.append(
+                f'<path class="edge" d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}"/>'
+            )
+    for box in boxes:
+        if id(box) not in position:
+            continue
+        x, y = position[id(box)]
+        fill, stroke = _COLOURS[box.state]
+        dash = ' stroke-dasharray="5,3"' if box.dynamic else ""
+        parts.append(
+            f'<g class="stage {box.state.value}{" dynamic" if box.dynamic else ""}">'
+            f"<title>{_esc(box.title)}</title>"
+            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" '
+            f'fill="{fill}" stroke="{stroke}"{dash}/>'
+            f'<text x="{x + 8}" y="{y + 17}">{_esc(_short(box.label, 24))}</text></g>'
+        )
+    parts.append("</svg>")
+    notes = []
+    if left_out or hidden:
+        notes.append(
+            f"{left_out + hidden:,} stages are not drawn (the graph is large); "
+            "the tables below cover them."
+        )
+    note = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
+    return note + "".join(parts)
+
+
+# -- the timeline ----------------------------------------------------------------
+
+
+def _timeline_svg(result: RunResult, offset: float, start: float, end: float) -> str:
+    span = max(end - start, 1e-9)
+    width, left = 900, 160
+
+    def x_of(wall: float) -> float:
+        return left + (wall - start) / span * (width - left - 20)
+
+    ran = [
+        (name, timing.started + offset, timing.finished + offset, result.states[name])
+        for name, timing in result.timings.items()
+        if timing.started is not None
+    ]
+    ran.sort(key=lambda row: row[1])
+    parts = []
+    if len(ran) <= MAX_BARS:
+        height = 40 + 16 * len(ran)
+        parts.append(
+            f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" role="img" aria-label="stage timeline">'
+        )
+        for row, (name, begun, ended, state) in enumerate(ran):
+            y = 24 + row * 16
+            fill, stroke = _COLOURS[state]
+            x1 = x_of(begun)
+            bar = max(x_of(ended) - x1, 1.5)
+            parts.append(
+                f'<text class="lane" x="{left - 6}" y="{y + 10}">{_esc(_short(name, 22))}</text>'
+                f'<rect x="{x1:.1f}" y="{y}" width="{bar:.1f}" height="12" fill="{fill}" '
+                f'stroke="{stroke}"><title>{_esc(name)}: {ended - begun:.4f} s, '
+                f"{state.value}</title></rect>"
+            )
+    else:
+        bins = 200
+        height = 180
+        changes = [0] * (bins + 1)
+        for _, begun, ended, _state in ran:
+            first = int((begun - start) / span * bins)
+            last = int((ended - start) / span * bins)
+            changes[min(max(first, 0), bins)] += 1
+            changes[min(max(last, 0), bins)] -= 1
+        running, counts = 0, []
+        for step in changes[:bins]:
+            running += step
+            counts.append(max(running, 0))
+        peak = max(counts) or 1
+        points = " ".join(
+            f"{x_of(start + (i + 0.5) / bins * span):.1f},{150 - c / peak * 120:.1f}"
+            for i, c in enumerate(counts)
+        )
+        parts.append(
+            f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" role="img" aria-label="stages running over time">'
+            f'<text class="lane" x="{left - 6}" y="34">{peak:,} running</text>'
+            f'<text class="lane" x="{left - 6}" y="150">0</text>'
+            f'<polyline class="area" points="{points}"/>'
+        )
+    for record in result.audit[:MAX_CHANGES]:
+        x = x_of(record.wall_time)
+        kind = "accepted" if record.accepted else "refused"
+        parts.append(
+            f'<line class="change {kind}" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="18">'
+            f"<title>#{record.seq} {record.kind} by {_esc(record.requester)}: "
+            f"{_esc(record.reason)}</title></line>"
+        )
+    parts.append(
+        f'<text class="axis" x="{left}" y="{height - 4}">0 s</text>'
+        f'<text class="axis" x="{width - 20}" y="{height - 4}" text-anchor="end">'
+        f"{span:.3f} s</text></svg>"
+    )
+    return "".join(parts)
+
+
+def _memory_svg(result: RunResult, offset: float) -> str:
+    samples = result.stats.memory
+    if len(samples) < 2:
+        return '<p class="note">Memory was not sampled for this run (runtime(monitor_interval=...) samples it).</p>'
+    width, height = 900, 160
+    first, last = samples[0][0], samples[-1][0]
+    span = max(last - first, 1e-9)
+    top = max(rss for _, rss in samples) or 1
+    points = " ".join(
+        f"{40 + (t - first) / span * (width - 60):.1f},{140 - rss / top * 120:.1f}"
+        for t, rss in samples
+    )
+    return (
+        f'<svg id="memory" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+        f'height="{height}" role="img" aria-label="memory">'
+        f'<polyline class="memory" points="{points}"/>'
+        f'<text class="axis" x="4" y="24">{top / 2**20:,.0f} MB</text>'
+        f'<text class="axis" x="4" y="140">0</text></svg>'
+    )
+
+
+# -- tables ----------------------------------------------------------------------
+
+
+def _changes_table(audit: tuple[AuditRecord, ...], start: float) -> str:
+    rows = []
+    for record in audit[:MAX_CHANGES]:
+        what = []
+        if record.added:
+            what.append(
+                f"added {', '.join(record.added[:6])}{' …' if len(record.added) > 6 else ''}"
+            )
+        if record.removed:
+            what.append(f"removed {', '.join(record.removed[:6])}")
+        if record.edges:
+            what.append(
+                "edges "
+                + ", ".join(f"{u}→{d}" for u, d in record.edges[:4])
+                + (" …" if len(record.edges) > 4 else "")
+            )
+        if record.cancelled:
+            what.append(f"cancelled {', '.join(record.cancelled[:6])}")
+        if not record.accepted:
+            what.append(f"refused: {record.error_type}: {record.error}")
+        rows.append(
+            f'<tr class="{"accepted" if record.accepted else "refused"}">'
+            f"<td>{record.seq}</td><td>+{record.wall_time - start:.3f} s</td>"
+            f"<td>{_esc(record.requester)}</td><td>{_esc(record.kind)}</td>"
+            f"<td>{_esc('; '.join(what) or 'no change needed')}</td>"
+            f"<td>{_esc(record.reason)}</td></tr>"
+        )
+    more = (
+        f'<p class="note">{len(audit) - MAX_CHANGES:,} more changes are not listed.</p>'
+        if len(audit) > MAX_CHANGES
+        else ""
+    )
+    return (
+        '<input id="filter" type="search" placeholder="filter changes">'
+        '<table id="changes"><thead><tr><th>#</th><th>when</th><th>who</th>'
+        "<th>what</th><th>effect</th><th>why</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+        + more
+    )
+
+
+def _failures(result: RunResult) -> str:
+    if not result.errors:
+        return '<p class="note">No stage failed.</p>'
+    parts = []
+    for name, error in list(result.errors.items())[:MAX_FAILURES]:
+        if isinstance(error, RecordedError):
+            text = error.traceback or error.recorded
+        else:
+            text = "".join(traceback.format_exception(error))
+        parts.append(
+            f'<details class="failure" open><summary>{_esc(name)}: '
+            f"{_esc(type(error).__name__ if not isinstance(error, RecordedError) else error.recorded.split(':', 1)[0])}"
+            f"</summary><pre>{_esc(text)}</pre></details>"
+        )
+    if len(result.errors) > MAX_FAILURES:
+        parts.append(
+            f'<p class="note">{len(result.errors) - MAX_FAILURES:,} more failures.</p>'
+        )
+    return "".join(parts)
+
+
+# -- the page --------------------------------------------------------------------
+
+_CSS: Final = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
+.figures{display:flex;flex-wrap:wrap;gap:10px}
+.figure{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:110px}
+.figure b{display:block;font-size:18px}
+.scroll{overflow:auto;max-height:640px;border:1px solid #eee}
+svg text{font:11px system-ui,sans-serif} .lane{text-anchor:end}
+.edge{fill:none;stroke:#999;stroke-width:1}
+.change{stroke-width:2} .change.accepted{stroke:#3366cc} .change.refused{stroke:#cc2222}
+.area{fill:none;stroke:#3366cc;stroke-width:2} .memory{fill:none;stroke:#884488;stroke-width:2}
+table{border-collapse:collapse;width:100%} td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
+tr.refused td{color:#aa2222} .note{color:#666} pre{background:#f8f8f8;padding:8px;overflow:auto}
+.legend span{display:inline-block;margin-right:10px;padding:1px 6px;border-radius:4px;border:1px solid}
+"""
+
+_JS: Final = """
+(function(){
+  var errors=[];
+  window.addEventListener('error',function(e){errors.push(String(e.message));document.body.dataset.errors=errors.join('\\n');});
+  var filter=document.getElementById('filter');
+  if(filter){filter.addEventListener('input',function(){
+    var q=filter.value.toLowerCase();
+    document.querySelectorAll('#changes tbody tr').forEach(function(tr){
+      tr.style.display=tr.textContent.toLowerCase().indexOf(q)>=0?'':'none';});});}
+  var summary=JSON.parse(document.getElementById('summary-data').textContent);
+  document.getElementById('drawn').textContent=
+    document.querySelectorAll('#dag g.stage').length+' boxes drawn for '+summary.stages+' stages';
+  document.body.dataset.ready='yes';
+})();
+"""
+
+
+def render_report(result: RunResult) -> str:
+    """The HTML report of ``result`` (a live run's or one read from a journal)."""
+    offset = result._wall_offset
+    timings = result.timings
+    starts = [t.started + offset for t in timings.values() if t.started is not None]
+    ends = [t.finished + offset for t in timings.values() if t.started is not None]
+    walls = [record.wall_time for record in result.audit]
+    start = min([*starts, *walls], default=result.stats.started_at)
+    end = max([*ends, *walls], default=start)
+    stats = result.stats
+    counts = {state.value: count for state, count in stats.counts.items() if count}
+    accepted = sum(1 for record in result.audit if record.accepted)
+    figures = [
+        ("status", result.status),
+        ("stages", f"{stats.stages:,}"),
+        ("added at run time", f"{stats.added:,}"),
+        ("changes", f"{accepted:,} accepted, {len(result.audit) - accepted:,} refused"),
+        ("duration", f"{stats.duration:.3f} s"),
+        ("stages/s", f"{stats.stages_per_second:,.0f}"),
+    ]
+    if stats.peak_rss is not None:
+        figures.append(("peak RSS", f"{stats.peak_rss / 2**20:,.0f} MB"))
+    figures.extend((f"{state}", f"{count:,}") for state, count in counts.items())
+    summary = {
+        "run_id": result.run_id,
+        "name": result.name,
+        "status": result.status,
+        "stages": stats.stages,
+        "changes": len(result.audit),
+        "counts": counts,
+    }
+    legend = "".join(
+        f'<span style="background:{fill};border-color:{stroke}">{state.value}</span>'
+        for state, (fill, stroke) in _COLOURS.items()
+    )
+    body = (
+        f"<h1>Run {_esc(result.name)} <small>{_esc(result.run_id)}</small></h1>"
+        f"<p>started {_esc(_when(stats.started_at))} UTC</p>"
+        '<section id="summary"><div class="figures">'
+        + "".join(
+            f'<div class="figure"><span>{_esc(label)}</span><b>{_esc(value)}</b></div>'
+            for label, value in figures
+        )
+        + "</div></section>"
+        + '<section id="graph"><h2>Final graph</h2>'
+        f'<p class="legend">{legend} dashed: added at run time; '
+        '<span id="drawn"></span></p>'
+        f'<div class="scroll">{_graph_svg(result)}</div></section>'
+        + '<section id="timeline-section"><h2>Timeline</h2>'
+        '<p class="note">Ticks on top: graph changes (blue accepted, red refused).</p>'
+        f'<div class="scroll">{_timeline_svg(result, offset, start, end)}</div></section>'
+        + f'<section id="changes-section"><h2>Graph changes</h2>{_changes_table(result.audit, start)}</section>'
+        + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
+        + f'<section id="memory-section"><h2>Memory</h2>{_memory_svg(result, offset)}</section>'
+    )
+    data = json.dumps(summary).replace("</", "<\\/")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        f"<title>dagvisor run {_esc(result.name)} {_esc(result.run_id[:8])}</title>"
+        f"<style>{_CSS}</style></head><body>{body}"
+        f'<script id="summary-data" type="application/json">{data}</script>'
+        f"<script>{_JS}</script></body></html>\n"
+    )

@@ -1,0 +1,172 @@
+"""The HTML run report: its content, large graphs, and a real headless browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+import trio
+
+from dagvisor import Pipeline, runtime, stage
+from dagvisor.errors import RunFailed
+from dagvisor.supervisor import Journal
+
+
+@stage
+async def sample(ctx):
+    return [0.5, 0.9, 0.7, 0.95]
+
+
+@stage
+async def inspect_item(ctx):
+    return {"value": ctx.item, "ok": ctx.item < 0.8}
+
+
+@stage
+async def plan(ctx):
+    names = await ctx.expand(inspect_item, ctx.inputs["sample"], reason="one per item")
+    await ctx.add_stage(summary, after=names, reason="summarise")
+
+
+@stage
+async def summary(ctx):
+    return sum(1 for v in ctx.inputs.values() if not v["ok"])
+
+
+@stage
+async def broken(ctx):
+    raise ValueError("sensor offline")
+
+
+@stage
+async def link(ctx):
+    return 1
+
+
+PIPELINE = (
+    Pipeline("qc").add(sample).add(plan, after=["sample"]).add(broken, after=["sample"])
+)
+
+
+async def _failed_result(journal=None):
+    async with runtime(
+        on_failure="continue", monitor_interval=0.001, journal=journal
+    ) as rt:
+        with pytest.raises(RunFailed) as info:
+            await rt.run(PIPELINE)
+    return info.value.result
+
+
+async def test_the_report_shows_graph_changes_failures_and_memory():
+    result = await _failed_result()
+    page = result.to_html()
+    assert page.startswith("<!DOCTYPE html>")
+    for section in ("summary", "graph", "timeline-section", "changes-section"):
+        assert f'id="{section}"' in page
+    # Stages added at run time are marked; the mapped group is one box.
+    assert 'class="stage succeeded dynamic"' in page
+    assert "inspect_item[…] 4 mapped" in page
+    # Who changed the graph, and why.
+    assert "<td>plan</td><td>expand</td>" in page
+    assert "<td>summarise</td>" in page
+    # The failure with its traceback.
+    assert "broken: ValueError" in page
+    assert "raise ValueError(&quot;sensor offline&quot;)" in page
+    assert 'id="memory"' in page
+    # Self-contained: nothing is fetched at view time.
+    assert not re.search(r"""(src|href)=["']?https?:""", page)
+    assert "@import" not in page
+
+
+async def test_a_report_read_back_from_the_journal(tmp_path):
+    result = await _failed_result(journal=tmp_path / "runs.db")
+    journal = Journal(tmp_path / "runs.db", readonly=True)
+    try:
+        stored = journal.result(result.run_id)
+    finally:
+        journal.close()
+    page = stored.to_html()
+    assert "inspect_item[…] 4 mapped" in page
+    assert "raise ValueError(&quot;sensor offline&quot;)" in page
+    assert "Memory was not sampled" in page  # samples are not journaled
+
+
+async def test_a_report_of_a_hundred_thousand_stages_stays_small():
+    @stage
+    async def fan(ctx):
+        names = await ctx.expand(link, range(100_000), reason="wide")
+        await ctx.add_stage(summary_of_links, after=names, reason="join")
+
+    pipeline = Pipeline("wide").add(fan).add(link.named("c0"))
+    for i in range(1, 2_000):
+        pipeline = pipeline.add(link.named(f"c{i}"), after=[f"c{i - 1}"])
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    assert result.stats.stages == 102_002
+    page = result.to_html()
+    assert len(page) < 200_000
+    assert page.count('<g class="stage') == 4  # fan, the group, the join, the chain
+    assert "link[…] 100000 mapped" in page
+    assert "c0 … c1999 (2000)" in page
+    assert "running</text>" in page  # concurrency over time, not 100,000 bars
+
+
+@stage
+async def summary_of_links(ctx):
+    return len(ctx.inputs)
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+async def test_the_report_renders_in_a_headless_browser(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip(
+            "no chromium on this machine: `make test` installs Debian's chromium "
+            "when it can (apt-get as root); install it to run this test"
+        )
+    result = await _failed_result()
+    report = tmp_path / "report.html"
+    report.write_text(result.to_html(), encoding="utf-8")
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu"]
+    with trio.fail_after(120):
+        dumped = await trio.run_process(
+            [
+                *common,
+                "--enable-logging=stderr",
+                "--v=0",
+                "--dump-dom",
+                report.as_uri(),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    errors = dumped.stderr.decode(errors="replace")
+    assert dumped.returncode == 0, errors
+    dom = dumped.stdout.decode()
+    assert 'data-ready="yes"' in dom  # the script ran to its end
+    assert "data-errors" not in dom
+    console = [line for line in errors.splitlines() if ":CONSOLE" in line]
+    assert console == []
+    assert re.search(r'id="drawn">\d+ boxes drawn for 8 stages<', dom)
+    assert dom.count('<g class="stage') >= 5
+    screenshot = tmp_path / "report.png"
+    window = ["--window-size=1200,1600", f"--screenshot={screenshot}"]
+    with trio.fail_after(120):
+        shot = await trio.run_process(
+            [*common, *window, report.as_uri()],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert shot.returncode == 0, shot.stderr.decode(errors="replace")
+    assert screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
