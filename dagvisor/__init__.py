@@ -20,20 +20,28 @@ import logging as _logging
 
 from dagvisor import errors as errors
 from dagvisor.actors import NO_ITEM as NO_ITEM
+from dagvisor.actors import Codec as Codec
 from dagvisor.actors import DaskExecutor as DaskExecutor
 from dagvisor.actors import Executor as Executor
+from dagvisor.actors import JsonCodec as JsonCodec
+from dagvisor.actors import PickleCodec as PickleCodec
 from dagvisor.actors import Pipeline as Pipeline
 from dagvisor.actors import StageContext as StageContext
+from dagvisor.actors import StageRegistry as StageRegistry
 from dagvisor.actors import StageSpec as StageSpec
 from dagvisor.actors import StageState as StageState
 from dagvisor.actors import StageView as StageView
 from dagvisor.actors import Trigger as Trigger
 from dagvisor.actors import compose as compose
+from dagvisor.actors import default_registry as default_registry
 from dagvisor.actors import stage as stage
 from dagvisor.supervisor import AuditRecord as AuditRecord
+from dagvisor.supervisor import ConsumedOutput as ConsumedOutput
 from dagvisor.supervisor import Event as Event
 from dagvisor.supervisor import FailurePolicy as FailurePolicy
 from dagvisor.supervisor import GraphChanged as GraphChanged
+from dagvisor.supervisor import Journal as Journal
+from dagvisor.supervisor import Lineage as Lineage
 from dagvisor.supervisor import Progress as Progress
 from dagvisor.supervisor import Run as Run
 from dagvisor.supervisor import RunResult as RunResult
@@ -43,6 +51,7 @@ from dagvisor.supervisor import StageFinished as StageFinished
 from dagvisor.supervisor import StageLatency as StageLatency
 from dagvisor.supervisor import StageStarted as StageStarted
 from dagvisor.supervisor import StageTiming as StageTiming
+from dagvisor.supervisor import Undecoded as Undecoded
 from dagvisor.supervisor import runtime as runtime
 
 __version__ = "0.1.0"
@@ -53,11 +62,17 @@ _logging.getLogger("dagvisor").addHandler(_logging.NullHandler())
 __all__ = [
     "NO_ITEM",
     "AuditRecord",
+    "Codec",
+    "ConsumedOutput",
     "DaskExecutor",
     "Event",
     "Executor",
     "FailurePolicy",
     "GraphChanged",
+    "Journal",
+    "JsonCodec",
+    "Lineage",
+    "PickleCodec",
     "Pipeline",
     "Progress",
     "Run",
@@ -67,13 +82,16 @@ __all__ = [
     "StageContext",
     "StageFinished",
     "StageLatency",
+    "StageRegistry",
     "StageSpec",
     "StageStarted",
     "StageState",
     "StageTiming",
     "StageView",
     "Trigger",
+    "Undecoded",
     "compose",
+    "default_registry",
     "errors",
     "runtime",
     "stage",

@@ -11,8 +11,11 @@ from ._graph import Node as Node
 from ._journal import Journal as Journal
 from ._journal import JournalError as JournalError
 from ._monitor import Progress as Progress
+from ._replay import Undecoded as Undecoded
+from ._result import ConsumedOutput as ConsumedOutput
 from ._result import Event as Event
 from ._result import GraphChanged as GraphChanged
+from ._result import Lineage as Lineage
 from ._result import RunResult as RunResult
 from ._result import RunStats as RunStats
 from ._result import RunStatus as RunStatus
