@@ -23,6 +23,7 @@ refused with `JournalError`: nothing is guessed.
 
 from __future__ import annotations
 
+import gc
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
@@ -342,8 +343,16 @@ def replay(
             registered, or outputs it cannot decode.
     """
     replayer = _Replayer(run, registry, codec, strict=strict)
-    inputs = replayer.pipeline()
-    next_seq = replayer.events()
+    # Like LiveGraph.from_pipeline: a burst of allocations that frees nothing,
+    # which the cyclic collector would walk again and again for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        inputs = replayer.pipeline()
+        next_seq = replayer.events()
+    finally:
+        if collecting:
+            gc.enable()
     if replayer.missing:
         shown = ", ".join(
             f"{key!r} (stage {stage!r})" if stage else key
