@@ -3,13 +3,26 @@
 python bench/journal.py                 # 10,000 stages
 python bench/journal.py --stages 100000 --json out.json
 
-Also times reading the journaled run back (`Journal.result`): the replay a
-resume does before anything runs again.
+Each mode runs in a fresh process, so its memory figures are its own:
+
+* ``off``: no journal.
+* ``on``: a journal, every stage kept in memory (``retain_outputs="all"``).
+* ``on+drop``: a journal with ``retain_outputs="journal"``: finished stages
+  leave memory once their dependents have ended.
+* ``replay``: reading the journaled run back (`Journal.result`), the replay a
+  resume does before anything runs again.
+* ``grown:on`` and ``grown:on+drop``: a chain that grows while it runs (each
+  stage adds the next), journaled, keeping every stage or dropping the
+  finished ones. A static pipeline's graph is built whole when its run
+  starts, so dropping cannot lower its peak; a graph that grows can.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,9 +32,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
-from _common import emit, machine, progress
+from _common import RssSampler, emit, machine, progress
 
 from dagvisor import Journal, Pipeline, runtime, stage
+
+MODES = ("off", "on", "on+drop", "replay", "grown:on", "grown:on+drop")
+
+
+@stage
+async def grow(ctx: Any) -> int:
+    """A chain that grows as it runs: each stage adds the next one."""
+    index = int(ctx.name[1:])
+    if index + 1 < ctx.run_inputs["stages"]:
+        await ctx.add_stage(
+            grow.named(f"g{index + 1}"), after=[ctx.name], reason="the next step"
+        )
+    return index
 
 
 @stage
@@ -29,66 +55,114 @@ async def step(ctx: Any) -> int:
     return sum(ctx.inputs.values()) + 1
 
 
-def measure_replay(path: Path) -> tuple[float, int]:
-    """Seconds to read the run back (the replay a resume does) and its stages."""
-    journal = Journal(path, readonly=True)
-    try:
-        (run,) = journal.runs()
-        start = time.perf_counter()
-        result = journal.result(run["run_id"])
-        elapsed = time.perf_counter() - start
-    finally:
-        journal.close()
-    return elapsed, len(result.states)
+def _child(mode: str, stages: int, path: Path) -> dict[str, Any]:
+    gc.collect()
+    with RssSampler() as rss:
+        if mode == "replay":
+            journal = Journal(path, readonly=True)
+            try:
+                (run,) = journal.runs()
+                start = time.perf_counter()
+                result = journal.result(run["run_id"])
+                elapsed = time.perf_counter() - start
+            finally:
+                journal.close()
+            built = rss.baseline
+            if len(result.states) != stages:
+                raise SystemExit(f"replayed {len(result.states)} stages, not {stages}")
+        elif mode.startswith("grown:"):
+            built = rss.baseline
 
+            async def grown() -> float:
+                async with runtime(
+                    journal=path,
+                    retain_outputs="journal" if mode.endswith("drop") else "all",
+                ) as rt:
+                    start = time.perf_counter()
+                    result = await rt.run(
+                        Pipeline("grown").add(grow.named("g0")),
+                        inputs={"stages": stages},
+                    )
+                    elapsed = time.perf_counter() - start
+                    if result.stats.stages != stages:
+                        raise SystemExit("wrong result")
+                    return elapsed
 
-def measure(stages: int, journal: Path | None) -> float:
-    pipeline = Pipeline.chain(
-        (step.named(f"s{i}") for i in range(stages)), name="journal"
-    )
+            elapsed = trio.run(grown)
+        else:
+            pipeline = Pipeline.chain(
+                (step.named(f"s{i}") for i in range(stages)), name="journal"
+            )
+            built = rss.rss()
 
-    async def main() -> float:
-        async with runtime(journal=journal) as rt:
-            start = time.perf_counter()
-            result = await rt.run(pipeline)  # returns once the journal is committed
-            elapsed = time.perf_counter() - start
-            assert result.outputs[f"s{stages - 1}"] == stages
-            return elapsed
+            async def main() -> float:
+                async with runtime(
+                    journal=None if mode == "off" else path,
+                    retain_outputs="journal" if mode == "on+drop" else "all",
+                ) as rt:
+                    start = time.perf_counter()
+                    result = await rt.run(pipeline)  # returns once committed
+                    elapsed = time.perf_counter() - start
+                    if result.outputs[f"s{stages - 1}"] != stages:
+                        raise SystemExit("wrong result")
+                    return elapsed
 
-    return trio.run(main)
+            elapsed = trio.run(main)
+    return {
+        "mode": mode,
+        "stages": stages,
+        "run_s": elapsed,
+        "per_stage_us": elapsed / stages * 1e6,
+        "rss_growth_mb": (rss.peak - rss.baseline) / 2**20,
+        "bytes_per_stage": (rss.peak - rss.baseline) / stages,
+        # What running took beyond the pipeline itself (built before the run).
+        "run_bytes_per_stage": (rss.peak - built) / stages,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", type=int, default=10_000)
     parser.add_argument("--json", dest="json_path")
+    parser.add_argument(
+        "--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
+    if args.child:
+        mode, path = args.child
+        print(json.dumps(_child(mode, args.stages, Path(path))))
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, journal in (("off", None), ("on", Path(tmp) / "runs.db")):
-            progress(f"{args.stages:,}-stage chain, journal {label}")
-            elapsed = measure(args.stages, journal)
-            row = {
-                "journal": label,
-                "stages": args.stages,
-                "run_s": elapsed,
-                "per_stage_us": elapsed / args.stages * 1e6,
-            }
-            progress(f"  {row['per_stage_us']:.1f} µs/stage")
+        for mode in MODES:
+            # "replay" reads the journal "on" wrote; "on+drop" writes its own.
+            path = Path(tmp) / (
+                "runs.db"
+                if mode in ("on", "replay")
+                else f"{mode.replace(':', '-')}.db"
+            )
+            progress(f"{args.stages:,}-stage chain, {mode}")
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--stages",
+                    str(args.stages),
+                    "--child",
+                    mode,
+                    str(path),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            row = json.loads(out.stdout)
+            progress(
+                f"  {row['per_stage_us']:.1f} µs/stage, "
+                f"{row['bytes_per_stage']:.0f} B/stage held at the peak, "
+                f"{row['run_bytes_per_stage']:.0f} of them by the run"
+            )
             rows.append(row)
-            if journal is not None:
-                progress("  reading the run back from the journal (a resume's replay)")
-                replay_s, replayed = measure_replay(journal)
-                assert replayed == args.stages
-                rows.append(
-                    {
-                        "journal": "replay",
-                        "stages": args.stages,
-                        "run_s": replay_s,
-                        "per_stage_us": replay_s / args.stages * 1e6,
-                    }
-                )
-                progress(f"  {replay_s / args.stages * 1e6:.1f} µs/stage")
     emit({"benchmark": "journal", "machine": machine(), "rows": rows}, args.json_path)
 
 

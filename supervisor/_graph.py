@@ -65,6 +65,9 @@ class Node:
     scope: trio.CancelScope | None = None
     readers: int = 0
     """Dependents still pending: they will read this node's output when they start."""
+    ended_dependents: int = 0
+    """How many of ``dependents``, from the first, are known to have ended (a
+    cursor: appended or removed dependents are never before it)."""
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} {self.state}>"

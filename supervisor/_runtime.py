@@ -740,6 +740,13 @@ async def runtime(
             consumes it has started (or ended without running), keeping only
             the outputs no stage consumes. A change that would make a stage
             read a released output is refused with `StageStateError`.
+            ``"journal"`` (needs a journal) does that and also drops each
+            finished stage from memory once its dependents have all ended,
+            so memory follows the stages in flight, not the stages run; the
+            run's result then holds the stages still in memory (every stage
+            without dependents among them), and ``Journal.result(run_id)``
+            holds them all. A change naming a dropped stage is refused with
+            `StageStateError`.
         on_progress: called with a `Progress` at most once per
             ``monitor_interval`` (0.5 s if not given), never once per stage.
 
@@ -752,8 +759,14 @@ async def runtime(
             f"not {executor!r}"
         )
         raise InvalidRequestError(msg)
-    if retain_outputs not in ("all", "final"):
-        msg = f"retain_outputs must be 'all' or 'final', not {retain_outputs!r}"
+    if retain_outputs not in ("all", "final", "journal"):
+        msg = f"retain_outputs must be 'all', 'final' or 'journal', not {retain_outputs!r}"
+        raise InvalidRequestError(msg)
+    if retain_outputs == "journal" and journal is None:
+        msg = (
+            "retain_outputs='journal' drops finished stages from memory and keeps "
+            "them in the journal: give runtime(journal=...) too"
+        )
         raise InvalidRequestError(msg)
     if (
         isinstance(thread_limit, bool)

@@ -82,7 +82,7 @@ __all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
 logger = logging.getLogger("dagvisor")
 
 FailurePolicy: TypeAlias = Literal["cancel", "continue"]
-RetainOutputs: TypeAlias = Literal["all", "final"]
+RetainOutputs: TypeAlias = Literal["all", "final", "journal"]
 R = TypeVar("R")
 
 PENDING = StageState.PENDING
@@ -153,7 +153,13 @@ class GraphSupervisor:
         self._env = env
         self._inbox = inbox
         self._policy = policy
-        self._release = retain_outputs == "final"
+        self._release = retain_outputs in ("final", "journal")
+        # "journal": a finished stage whose dependents have all ended is also
+        # dropped from memory; the journal keeps its record.
+        self._drop = retain_outputs == "journal"
+        self._ended: list[Node] = []
+        # Dropped stage name -> the audit seq of the change that added it.
+        self._dropped: dict[str, int] = {}
         self._journal = journal
         self._registry = registry
         self._journal_out: list[tuple[Any, ...]] = []
@@ -243,6 +249,8 @@ class GraphSupervisor:
                     except trio.WouldBlock:
                         break
                     self._handle(message)
+                if self._ended:
+                    self._drop_ended()
                 if self._journal_out:
                     await self.ship_journal()
             if self._stopping:
@@ -421,6 +429,8 @@ class GraphSupervisor:
         node.finished = now
         node.scope = None
         self._unfinished -= 1
+        if self._drop:
+            self._ended.append(node)
         if self._subscribers:
             self._publish(StageFinished(node.name, state, now))
         if state is SUCCEEDED:
@@ -450,10 +460,53 @@ class GraphSupervisor:
                 child.finished = now
                 if self._journal is not None:
                     self._jot_end(child, child.state, now, None)
+                if self._drop:
+                    self._ended.append(child)
                 self._unfinished -= 1
                 if self._subscribers:
                     self._publish(StageFinished(child.name, child.state, now))
                 stack.append(child)
+
+    def _drop_ended(self) -> None:
+        """Drop from memory the finished stages whose dependents have all ended.
+
+        Called between messages. A stage with no dependents is kept: its
+        output is a result of the run. The journal keeps every record.
+        """
+        ended, self._ended = self._ended, []
+        for node in ended:
+            self._drop_if_done(node)
+            for dep in node.deps:
+                self._drop_if_done(dep)
+
+    def _drop_if_done(self, node: Node) -> None:
+        if not node.state.is_terminal or node.name in self._dropped:
+            return
+        dependents = node.dependents
+        if not dependents:
+            return
+        seen = node.ended_dependents
+        while seen < len(dependents) and dependents[seen].state.is_terminal:
+            seen += 1
+        node.ended_dependents = seen
+        if seen < len(dependents):
+            return
+        nodes = self.graph.nodes
+        if nodes.get(node.name) is node:
+            del nodes[node.name]
+            self._dropped[node.name] = node.created_by
+            self.evicted[node.state] += 1
+            # Unlinked, so a chain of dropped stages is not kept reachable.
+            node.deps = ()
+            node.dependents = []
+
+    def _dropped_error(self, name: str, action: str) -> StageStateError:
+        return StageStateError(
+            name,
+            "ended, and was dropped from memory (retain_outputs='journal'; the "
+            "journal keeps its record)",
+            action,
+        )
 
     def _left_pending(self, node: Node) -> None:
         """``node`` starts or ends: release outputs nobody else will read."""
@@ -603,6 +656,9 @@ class GraphSupervisor:
         self._roots = [
             node for node in in_order if node.state is PENDING and node.waiting == 0
         ]
+        if self._drop:
+            self._ended.extend(node for node in in_order if node.state.is_terminal)
+            self._drop_ended()
 
     async def ship_journal(self) -> None:
         """Hand queued records to the journal writer; wait only if it is full."""
@@ -791,8 +847,27 @@ class GraphSupervisor:
     def _require(self, name: str, referrer: str | None = None) -> Node:
         node = self.graph.get(name)
         if node is None:
+            if name in self._dropped:
+                raise self._dropped_error(name, f"use {referrer or 'it'!r} with")
             raise UnknownStageError(name, referrer=referrer, where=self._where)
         return node
+
+    def _dropped_again(self, name: str, requester: str) -> bool:
+        """Whether ``name`` was dropped and is asked for again by the one who added it.
+
+        That is the idempotent re-add of a stage that has already run (a
+        stage run again after a resume asks for its changes again). Its spec
+        and item are no longer in memory: it is matched by requester and name.
+
+        Raises:
+            DuplicateStageError: the name was dropped and someone else asks.
+        """
+        created_by = self._dropped.get(name)
+        if created_by is None:
+            return False
+        if created_by >= 0 and self.audit[created_by].requester == requester:
+            return True
+        raise DuplicateStageError(name, where=self._where)
 
     def _require_pending(self, name: str, action: str) -> Node:
         node = self._require(name)
@@ -842,6 +917,8 @@ class GraphSupervisor:
             ):
                 return _Change(name)
             raise DuplicateStageError(name, where=self._where)
+        if self._dropped and self._dropped_again(name, request.requester):
+            return _Change(name)
         deps = [self._require(dep, referrer=name) for dep in request.after]
         for dep in deps:
             self._check_readable(dep, name)
@@ -887,19 +964,35 @@ class GraphSupervisor:
         )
         names = tuple(f"{spec.name}[{key}]" for key in request.keys)
         existing = [self.graph.get(name) for name in names]
-        if any(node is not None for node in existing):
-            if all(
-                node is not None
-                and self._is_same_addition(
-                    node, spec, request.after, request.requester, item
-                )
-                for node, item in zip(existing, request.items, strict=True)
+        again = (
+            [self._dropped_again(name, request.requester) for name in names]
+            if self._dropped
+            else [False] * len(names)
+        )
+        if any(again) or any(node is not None for node in existing):
+            # Asked before: an idempotent re-add only if every stage is the
+            # same addition (or was added by the same requester and dropped).
+            for name, node, item, dropped in zip(
+                names, existing, request.items, again, strict=True
             ):
-                return _Change(names)
-            clash = next(
-                name for name, node in zip(names, existing, strict=True) if node
-            )
-            raise DuplicateStageError(clash, where=self._where)
+                if dropped or (
+                    node is not None
+                    and self._is_same_addition(
+                        node, spec, request.after, request.requester, item
+                    )
+                ):
+                    continue
+                clash = name
+                if node is None:  # name the stage that does exist
+                    clash = next(
+                        other
+                        for other, found, gone in zip(
+                            names, existing, again, strict=True
+                        )
+                        if found is not None or gone
+                    )
+                raise DuplicateStageError(clash, where=self._where)
+            return _Change(names)
         deps = [
             self._require(dep, referrer=names[0] if names else spec.name)
             for dep in request.after
@@ -947,12 +1040,18 @@ class GraphSupervisor:
             self._release
         ):  # validate: a kept stage must still hold what the new ones read
             for spec, dep_names in request.pipeline.entries():
+                if spec.name in self._dropped:
+                    continue  # ended: kept as it is, like any started stage
                 if (
                     spec.name not in graph.nodes
                     or graph.nodes[spec.name].state is PENDING
                 ):
                     for dep_name in dep_names:
                         kept = graph.nodes.get(dep_name)
+                        if kept is None and dep_name in self._dropped:
+                            raise self._dropped_error(
+                                dep_name, f"make {spec.name!r} read"
+                            )
                         if kept is not None and kept.state is not PENDING:
                             self._check_readable(kept, spec.name)
         self._stream = None  # the rest of a streamed pipeline is replaced too
@@ -983,7 +1082,7 @@ class GraphSupervisor:
         seq = len(self.audit)
         added: list[Node] = []
         for spec, dep_names in request.pipeline.entries():
-            if spec.name in graph.nodes:
+            if spec.name in graph.nodes or spec.name in self._dropped:
                 continue
             deps = [graph.nodes[dep] for dep in dep_names]
             added.append(graph.add_node(spec, deps, created_by=seq))
