@@ -178,16 +178,24 @@ class _Replayer:
                 raise NotRestorableError(msg)
             self.foreign_codec = True
         try:
-            for entry in record["stages"]:
-                spec = self.spec(entry["spec"])
-                if spec.name in self.graph.nodes:
-                    self.fail(f"the pipeline names stage {spec.name!r} twice")
-                deps = [self.node(dep, -1) for dep in entry["after"]]
+            refs = record["specs"]
+            templates: dict[int, StageSpec] = {}
+            for name, position, after in record["stages"]:
+                if name in self.graph.nodes:
+                    self.fail(f"the pipeline names stage {name!r} twice")
+                template = templates.get(position)
+                if template is None:  # named after the first stage that uses it
+                    spec = templates[position] = self.spec(
+                        {**refs[position], "name": name}
+                    )
+                else:
+                    spec = template.named(name)
+                deps = [self.node(dep, -1) for dep in after]
                 self.graph.add_node(spec, deps)
             inputs = self.decode(record["inputs"]) if record["inputs"] else {}
             if isinstance(inputs, Undecoded):
                 inputs = {}
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
             if isinstance(exc, DagvisorError):
                 raise
             self.fail(f"its pipeline record is malformed ({exc!r})")

@@ -653,12 +653,34 @@ class Runtime:
                 registry.check_restorable(spec)
                 checked.add(id(spec.fn))
 
-    def _journaled(self, pipeline: Pipeline | StreamedPipeline) -> list[dict[str, Any]]:
+    def _journaled(self, pipeline: Pipeline | StreamedPipeline) -> dict[str, Any]:
+        """The pipeline for the journal: each distinct spec once, then the stages.
+
+        Stages are ``[name, spec index, [after...]]``: a million copies of one
+        function cost a million short rows, not a million spec records.
+        """
         assert isinstance(pipeline, Pipeline)
-        return [
-            {"spec": spec_ref(spec, self._registry), "after": list(deps)}
-            for spec, deps in pipeline.entries()
-        ]
+        index: dict[tuple[Any, ...], int] = {}
+        specs: list[dict[str, Any]] = []
+        stages: list[list[Any]] = []
+        for spec, deps in pipeline.entries():
+            template = (
+                spec.fn,
+                spec.when,
+                spec.retries,
+                spec.backoff,
+                spec.timeout,
+                spec.trigger,
+                spec.executor,
+            )
+            position = index.get(template)
+            if position is None:
+                position = index[template] = len(specs)
+                ref = spec_ref(spec, self._registry)
+                del ref["name"]
+                specs.append(ref)
+            stages.append([spec.name, position, list(deps)])
+        return {"specs": specs, "stages": stages}
 
     async def run(
         self,

@@ -562,9 +562,7 @@ class GraphSupervisor:
             ]
         self._jot("stage_ended", payload)
 
-    def journal_start(
-        self, name: str, pipeline: list[dict[str, Any]], inputs: str
-    ) -> None:
+    def journal_start(self, name: str, pipeline: dict[str, Any], inputs: str) -> None:
         """Queue the run's first record (called by the run before it serves)."""
         self._journal_out.append(
             (
@@ -573,7 +571,7 @@ class GraphSupervisor:
                 name,
                 self.started_wall,
                 {
-                    "stages": pipeline,
+                    **pipeline,
                     "inputs": inputs,
                     "codec": None if self._env.codec is None else self._env.codec.name,
                 },

@@ -131,7 +131,7 @@ EDITS = {
     "broken_audit": (
         "UPDATE events SET payload = json_set(payload, '$.seq', 7) WHERE kind = 'change'"
     ),
-    "bad_pipeline": "UPDATE runs SET pipeline = '{\"stages\": 3}'",
+    "bad_pipeline": 'UPDATE runs SET pipeline = \'{"specs": [], "stages": [["a", 5, []]]}\'',
 }
 
 
