@@ -99,7 +99,9 @@ def test_retain_journal_needs_a_journal():
         async with runtime(retain_outputs="journal"):
             pass
 
-    with pytest.raises(InvalidRequestError, match="give runtime\\(journal=...\\) too"):
+    with pytest.raises(
+        InvalidRequestError, match=r"give runtime\(journal=\.\.\.\) too"
+    ):
         trio.run(main)
 
 
