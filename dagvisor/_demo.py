@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -98,10 +99,14 @@ async def _main(directory: Path) -> int:
     report = directory / f"report-{result.run_id[:8]}.html"
     report.write_text(result.to_html(), encoding="utf-8")
     print(f"\nHTML report: {report}")
+    # The command as this shell can run it (a fresh .venv is not on PATH).
+    command = (
+        "dagvisor" if shutil.which("dagvisor") else f"{sys.executable} -m dagvisor"
+    )
     print("look again with:")
-    for command in ("show", "audit", "report"):
-        print(f"  dagvisor {command} {result.run_id[:8]} --journal {journal}")
-    print(f"  dagvisor lineage {result.run_id[:8]} report --journal {journal}")
+    for verb in ("show", "audit", "report"):
+        print(f"  {command} {verb} {result.run_id[:8]} --journal {journal}")
+    print(f"  {command} lineage {result.run_id[:8]} report --journal {journal}")
     return 0
 
 
