@@ -5,7 +5,7 @@ Usage:
     python crash_child.py run JOURNAL LOG KILL      (KILL: none, time:S,
         sql:N (the N-th SQL statement of the journal writer), change:N (while
         the supervisor applies change N), stage:NAME (inside stage NAME))
-    python crash_child.py resume JOURNAL LOG RUN_ID
+    python crash_child.py resume JOURNAL LOG RUN_ID [KILL]
 
 Prints one JSON line: the run id first (``{"run_id": ...}``), then the
 result (``{"outputs": ..., ...}``). Every stage body appends
@@ -38,11 +38,11 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-ARMED = {"on": True}  # off when resuming: the kill point is in the run's inputs
+KILL = {"at": "none"}  # where this process dies (not the run's recorded inputs)
 
 
 async def _maybe_die_in(ctx) -> None:
-    if ARMED["on"] and ctx.run_inputs["kill"] == f"stage:{ctx.name}":
+    if KILL["at"] == f"stage:{ctx.name}":
         _die()
 
 
@@ -165,13 +165,13 @@ async def main(argv: list[str]) -> None:
     mode, journal, log = argv[:3]
     async with runtime(journal=journal) as rt:
         if mode == "run":
-            kill = argv[3]
-            run = await rt.start(PIPELINE, inputs={"log": log, "kill": kill})
+            KILL["at"] = argv[3]
+            run = await rt.start(PIPELINE, inputs={"log": log})
             print(json.dumps({"run_id": run.id}), flush=True)
-            _arm(kill)
         else:
-            ARMED["on"] = False
+            KILL["at"] = argv[4] if len(argv) > 4 else "none"
             run = await rt.start_resumed(argv[3])
+        _arm(KILL["at"])
         try:
             result = await run.wait()
         except RunFailed as failed:

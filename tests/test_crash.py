@@ -14,6 +14,8 @@ kill, and after the resume, the test checks:
   a no-op, not a second stage);
 * a stage run again keeps its idempotency key, with a higher attempt.
 
+A second test kills some resumed runs again and resumes them once more.
+
 ``make test`` runs a few kill points of each kind; set
 ``DAGVISOR_CRASH_POINTS=200`` for the slow mode (documented in the README).
 """
@@ -175,3 +177,37 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(
             payload["added"],
         ]
     assert _changes(audit) == _changes(reference["audit"])
+
+
+@pytest.mark.parametrize("index", range(max(POINTS // 3, 2)))
+def test_a_resumed_run_killed_again_resumes_again(tmp_path, reference, index):
+    points = _kill_points(reference)
+    first, second = points[index], points[-1 - index]
+    journal, log = tmp_path / "runs.db", tmp_path / "effects.log"
+    _code, lines = _child("run", journal, log, first)
+    run_id = lines[0]["run_id"]
+    reader = Journal(journal, readonly=True)
+    try:
+        known = run_id in {row["run_id"] for row in reader.runs()}
+    finally:
+        reader.close()
+    if not known:
+        return  # killed before the run was durable: nothing to resume
+    _child("resume", journal, log, run_id, second)  # killed again (or not)
+    assert _integrity(journal) == "ok"
+    code, lines = _child("resume", journal, log, run_id)
+    assert code == 0
+    result = lines[-1]
+    assert result["status"] == "succeeded"
+    assert result["outputs"] == reference["outputs"]
+    assert result["dependencies"] == reference["dependencies"]
+    assert _changes(result["audit"]) == _changes(reference["audit"])
+    audit = result["audit"]
+    assert [row[0] for row in audit] == list(range(len(audit)))
+    reader = Journal(journal, readonly=True)
+    try:
+        events = reader.load(run_id).events
+    finally:
+        reader.close()
+    assert [seq for seq, _, _ in events] == list(range(len(events)))
+    assert sum(1 for _, kind, _ in events if kind == "resumed") in (1, 2)
