@@ -16,6 +16,16 @@ Durability promise (SQLite, WAL mode):
 The file is created readable and writable by its owner only. A file that is
 not a journal, or one written by a newer dagvisor, is refused with a typed
 error and left untouched.
+
+What is written, per run: one row in ``runs`` (its pipeline as the distinct
+stage specs, by registered function name, plus one ``[name, spec, after]``
+row per stage; its encoded inputs; the codec's name) and, in ``events``
+with consecutive ``seq`` numbers, ``stage_started``, ``stage_ended`` (state,
+wall-clock time, encoded output or error and traceback), ``change`` (the
+audit record and the request, mapped items encoded) and ``resumed``. A
+resume replays exactly this (see ``_replay``); a stage that had started but
+whose start was still in the batch in flight at a crash is simply run
+again, which is why side effects are keyed by ``ctx.idempotency_key``.
 """
 
 from __future__ import annotations
