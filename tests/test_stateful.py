@@ -434,6 +434,9 @@ class Model:
             del self.state[name], self.deps[name]
             self.origin.pop(name, None)
             self.keys.pop(name, None)
+        gone = set(pending)
+        for name, deps in self.deps.items():  # a settled stage names no removed one
+            self.deps[name] = [dep for dep in deps if dep not in gone]
         added = []
         for name, deps in stages:
             if name in self.state:
