@@ -83,6 +83,8 @@ class Replayed:
         next_seq: the journal sequence number the run continues at.
         version: the graph version after the last change.
         added: stages added while the run ran.
+        resumed: how many times the run was resumed.
+        memory: the RSS samples ``(wall-clock time, bytes)`` of sampled runs.
     """
 
     run: JournaledRun
@@ -95,6 +97,7 @@ class Replayed:
     version: int
     added: int
     resumed: int
+    memory: list[tuple[float, int]]
 
 
 class _Replayer:
@@ -120,6 +123,7 @@ class _Replayer:
         self.added = 0
         self.resumed = 0
         self.foreign_codec = False
+        self.memory: list[tuple[float, int]] = []
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -239,6 +243,10 @@ class _Replayer:
                 self.change(seq, payload)
             case "resumed":
                 self.resumed += 1
+            case "memory":
+                self.memory.extend(
+                    (float(t), int(rss)) for t, rss in payload["samples"]
+                )
             case _:
                 self.fail(f"event {seq} is of an unknown kind {kind!r}")
 
@@ -390,6 +398,7 @@ def replay(
         version=audit[-1].version_after if audit else 0,
         added=replayer.added,
         resumed=replayer.resumed,
+        memory=replayer.memory,
     )
 
 
@@ -428,6 +437,8 @@ def result_from_journal(
         changes=len(replayed.audit),
         added=replayed.added,
         latency=StageLatency(nodes),
+        peak_rss=max((rss for _, rss in replayed.memory), default=None),
+        memory=tuple(replayed.memory),
     )
     return RunResult._from_nodes(
         nodes,

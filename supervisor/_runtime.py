@@ -316,6 +316,7 @@ class Run:
                 nursery.cancel_scope.cancel()  # the monitor, if any
             if monitor is not None:
                 monitor.sample()  # the state at the end
+                supervisor.journal_memory(monitor.samples)
         except Exception as exc:  # a bug: report it to whoever waits on the run
             self._failure = exc
         finally:

@@ -578,6 +578,12 @@ class GraphSupervisor:
             )
         )
 
+    def journal_memory(self, samples: list[tuple[float, int]]) -> None:
+        """Record the run's memory samples (wall-clock time, RSS bytes), if journaled."""
+        if self._journal is not None and samples:
+            offset = self.wall_offset
+            self._jot("memory", {"samples": [[t + offset, rss] for t, rss in samples]})
+
     def journal_resume(self) -> None:
         """Queue the records that say the run goes on (called before it serves)."""
         self._journal_out.append(("resume", self.run_id))

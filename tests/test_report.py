@@ -89,7 +89,9 @@ async def test_a_report_read_back_from_the_journal(tmp_path):
     page = stored.to_html()
     assert "inspect_item[…] 4 mapped" in page
     assert "raise ValueError(&quot;sensor offline&quot;)" in page
-    assert "Memory was not sampled" in page  # samples are not journaled
+    assert 'id="memory"' in page  # the samples were journaled
+    assert stored.stats.peak_rss == result.stats.peak_rss
+    assert len(stored.stats.memory) == len(result.stats.memory)
 
 
 async def test_a_report_of_a_hundred_thousand_stages_stays_small(tmp_path):
