@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from dagvisor.actors import DagvisorError
 from dagvisor.supervisor import Journal
 
-from ._cli_run import UsageError, add_journal_option, drive, load_module
+from ._cli_run import UsageError, add_journal_option, drive, final_outputs, load_module
 
 if TYPE_CHECKING:
     import argparse
@@ -171,6 +171,11 @@ def _print_show(result: RunResult, *, tracebacks: bool) -> None:
         print("  slowest stages:")
         for duration, name in sorted(ran, reverse=True)[:5]:
             print(f"    {name}: {duration:.3f} s")
+    finals = final_outputs(result)
+    if finals:
+        print("  final outputs:")
+        for line in finals:
+            print("  " + line)
     if result.errors:
         print("  failures:")
         for name, error in result.errors.items():

@@ -31,6 +31,7 @@ __all__ = [
     "add_journal_option",
     "add_run_command",
     "drive",
+    "final_outputs",
     "load_module",
     "progress_display",
     "run_command",
@@ -180,7 +181,7 @@ def progress_display(
     return plain, lambda: None
 
 
-def _final_outputs(result: RunResult) -> list[str]:
+def final_outputs(result: RunResult) -> list[str]:
     finals = [
         name for name, deps in result.dependencies.items() if name in result.outputs
     ]
@@ -281,7 +282,7 @@ def drive(
         return 130
     close()
     print(_summary(result))
-    for line in _final_outputs(result):
+    for line in final_outputs(result):
         print(line)
     return 0
 

@@ -211,6 +211,7 @@ def test_ctrl_c_leaves_a_journal_that_resume_finishes(journaled, tmp_path):
     assert f"dagvisor resume {run_id} --journal {journal} --with {journaled}" in err
     shown = dagvisor("show", run_id[:8], "--journal", str(journal))
     assert "cancelled" in shown.stdout
+    assert "final outputs:" in shown.stdout
     done = dagvisor(
         "resume", run_id[:8], "--journal", str(journal), "--with", str(journaled)
     )
