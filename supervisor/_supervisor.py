@@ -852,7 +852,10 @@ class GraphSupervisor:
         node = self.graph.get(name)
         if node is None:
             if name in self._dropped:
-                raise self._dropped_error(name, f"use {referrer or 'it'!r} with")
+                raise self._dropped_error(
+                    name,
+                    "change" if referrer is None else f"make {referrer!r} depend on",
+                )
             raise UnknownStageError(name, referrer=referrer, where=self._where)
         return node
 
