@@ -171,6 +171,7 @@ class GraphSupervisor:
         self._closed = False
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._ready: list[Node] = []
+        self._to_settle: list[tuple[Node, StageState]] = []
         self._stream: Iterator[StreamItem] | None = None
         self._window = self._refill_at = 0
         self._previous: str | None = None
@@ -525,15 +526,32 @@ class GraphSupervisor:
             )
 
     def _settle_new(self, node: Node) -> None:
-        """A new or rewired pending stage: settle it, mark it ready, or let it wait."""
+        """A new or rewired pending stage: mark it to settle, to start, or let it wait.
+
+        Both happen in `_after_change`, once the change is recorded: a stage
+        a change adds must be in the journal before its end is.
+        """
         if node.state is not PENDING:
             return
         for dep in node.deps:
             if dep.state.is_terminal and not dep.lets_through(node):
-                self._finish(node, _BLOCKED[dep.state], self._now())
+                self._to_settle.append((node, _BLOCKED[dep.state]))
                 return
         if node.waiting == 0:
             self._ready.append(node)
+
+    def _after_change(self) -> None:
+        """Settle the stages a change blocked, then start the ones it made ready."""
+        if self._to_settle:
+            settle, self._to_settle = self._to_settle, []
+            now = self._now()
+            for node, state in settle:
+                if node.state is PENDING:
+                    self._finish(node, state, now)
+        ready, self._ready = self._ready, []
+        for node in ready:
+            if node.state is PENDING and node.waiting == 0:
+                self._spawn(node)
 
     # -- the journal --------------------------------------------------------------
 
@@ -724,10 +742,7 @@ class GraphSupervisor:
             self._streamed.append(node)
             self._previous = name
             self._settle_new(node)
-        ready, self._ready = self._ready, []
-        for node in ready:
-            if node.state is PENDING and node.waiting == 0:
-                self._spawn(node)
+        self._after_change()
 
     def _stream_item(self, item: object) -> tuple[StageSpec, tuple[str, ...]]:
         if isinstance(item, StageSpec):
@@ -785,6 +800,7 @@ class GraphSupervisor:
             self._refuse_closed(req)
             return
         self._ready.clear()
+        self._to_settle.clear()
         try:
             change = apply(request)
         except DagvisorError as error:
@@ -793,10 +809,7 @@ class GraphSupervisor:
             return
         self._record(req, _kind_of(req), change, None)
         req.reply.send_nowait(outcome.Value(change.value))
-        ready, self._ready = self._ready, []
-        for node in ready:
-            if node.state is PENDING and node.waiting == 0:
-                self._spawn(node)
+        self._after_change()
 
     def _record(
         self,

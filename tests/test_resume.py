@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -403,3 +404,35 @@ async def test_a_run_changed_a_thousand_times_resumes_to_the_same_graph(tmp_path
 async def test_any_run_of_random_changes_resumes_to_the_same_graph(seed, changes):
     with tempfile.TemporaryDirectory() as directory:
         await _change_crash_and_resume(Path(directory), seed, changes)
+
+
+@stage
+async def fails(ctx):
+    raise ValueError("no data")
+
+
+@stage
+async def maps_after_the_failure(ctx):
+    await HOLD["mapper"].wait()
+    return await ctx.expand(step, [1, 2], after=["fails"], reason="too late")
+
+
+async def test_stages_a_change_settles_at_once_are_journaled_after_it(tmp_path):
+    # The mapped stages are upstream_failed the moment they are added: the
+    # journal must hold the change that added them before their ends.
+    path = tmp_path / "runs.db"
+    HOLD["mapper"] = trio.Event()
+    pipeline = Pipeline("p").add(fails).add(maps_after_the_failure)
+    async with runtime(journal=path, on_failure="continue") as rt:
+        run = await rt.start(pipeline)
+        await trio.testing.wait_all_tasks_blocked()
+        HOLD["mapper"].set()
+        with pytest.raises(RunFailed):
+            await run.wait()
+    journal = Journal(path, readonly=True)
+    try:
+        stored = journal.result(run.id)
+    finally:
+        journal.close()
+    assert stored.states["step[0]"] is StageState.UPSTREAM_FAILED
+    assert stored.origins["step[1]"].kind == "expand"

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
+import tempfile
 import threading
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -44,7 +47,7 @@ from hypothesis.stateful import (
 )
 from strategies import small_pipelines
 
-from dagvisor import Pipeline, StageState, runtime, stage
+from dagvisor import Journal, JsonCodec, Pipeline, StageState, runtime, stage
 from dagvisor.errors import (
     CycleError,
     DuplicateStageError,
@@ -138,12 +141,35 @@ class Picky:
 # -- the trio loop in a thread ---------------------------------------------------------
 
 
+class MachineCodec:
+    """JSON, with the run's controller (an object, not data) as a placeholder.
+
+    Every run of the machine is journaled, and the journal is read back at
+    the end of each example and compared with the live run.
+    """
+
+    name = "machine"
+
+    def __init__(self) -> None:
+        self._json = JsonCodec()
+
+    def encode(self, value: Any) -> str:
+        if isinstance(value, dict) and "controller" in value:
+            value = {**value, "controller": "<controller>"}
+        return self._json.encode(value)
+
+    def decode(self, text: str) -> Any:
+        return self._json.decode(text)
+
+
 class Loop:
-    """A trio loop with a runtime, in a background thread."""
+    """A trio loop with a journaled runtime, in a background thread."""
 
     def __init__(self) -> None:
         self.clock = trio.testing.MockClock()
         self.controller = Controller()
+        self.directory = tempfile.mkdtemp(prefix="dagvisor-machine-")
+        self.journal = Path(self.directory) / "runs.db"
         self._errors: list[BaseException] = []
         handoff: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(
@@ -161,7 +187,12 @@ class Loop:
 
     async def _main(self, handoff: queue.Queue[Any]) -> None:
         with trio.CancelScope() as scope:
-            async with runtime(interceptors=[Picky()], cleanup_timeout=1000) as rt:
+            async with runtime(
+                interceptors=[Picky()],
+                cleanup_timeout=1000,
+                journal=self.journal,
+                codec=MachineCodec(),
+            ) as rt:
                 handoff.put(
                     (
                         trio.lowlevel.current_trio_token(),
@@ -176,6 +207,10 @@ class Loop:
         async def settled() -> Any:
             result = await fn()
             await trio.testing.wait_all_tasks_blocked()
+            # The journal writer works in a real thread: let it commit what
+            # was queued (a run ends only once its records are on disk).
+            await self.rt._journal.flush()
+            await trio.testing.wait_all_tasks_blocked()
             return result
 
         return trio.from_thread.run(settled, trio_token=self.token)
@@ -185,6 +220,7 @@ class Loop:
             trio.from_thread.run_sync(self._scope.cancel, trio_token=self.token)
         self._thread.join(timeout=30)
         assert not self._thread.is_alive()
+        shutil.rmtree(self.directory, ignore_errors=True)
         if self._errors:
             raise self._errors[0]
 
@@ -504,10 +540,27 @@ class RuntimeMachine(RuleBasedStateMachine):
                 assert self.run.done
                 states = self.run._supervisor.graph.nodes.values()
                 assert all(node.state.is_terminal for node in states)
+            if self.run is not None:
+                self._check_the_journal()
             assert self.loop.controller.open_resources == 0
             assert self.loop.controller.inboxes == {}
         finally:
             self.loop.close()
+
+    def _check_the_journal(self) -> None:
+        """The run read back from its journal is the run as it ended."""
+        journal = Journal(self.loop.journal, readonly=True)
+        try:
+            stored = journal.result(self.run.id, codec=MachineCodec())
+        finally:
+            journal.close()
+        nodes = self.run._supervisor.graph.nodes
+        assert dict(stored.states) == {n: node.state for n, node in nodes.items()}
+        assert dict(stored.dependencies) == {
+            n: tuple(dep.name for dep in node.deps) for n, node in nodes.items()
+        }
+        assert stored.audit == self.run.audit().snapshot()
+        assert stored.status == self.run._supervisor.status
 
     # helpers -----------------------------------------------------------------------
 
