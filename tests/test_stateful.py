@@ -55,6 +55,7 @@ from dagvisor.errors import (
     StageStateError,
     UnknownStageError,
 )
+from dagvisor.supervisor._journal import JournalWriter, _Flush
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -162,6 +163,16 @@ class MachineCodec:
         return self._json.decode(text)
 
 
+async def _commit_on_the_loop(self: JournalWriter, batch: list[Any]) -> None:
+    records = [item for item in batch if not isinstance(item, _Flush)]
+    if records:
+        self.journal.write(records)
+    for item in batch:
+        if isinstance(item, _Flush):
+            item.done.set()
+    await trio.lowlevel.checkpoint()
+
+
 class Loop:
     """A trio loop with a journaled runtime, in a background thread."""
 
@@ -186,6 +197,18 @@ class Loop:
             handoff.put((None, None, None, None))
 
     async def _main(self, handoff: queue.Queue[Any]) -> None:
+        # pytest-trio seeds trio's scheduler per Hypothesis example, so an
+        # example replays the same way; a journal writer committing in a
+        # worker thread would wake at real-time moments and break that. Here
+        # the writer commits on the loop (briefly blocking it: fine in a test).
+        threaded_commit = JournalWriter._commit
+        JournalWriter._commit = _commit_on_the_loop  # type: ignore[method-assign]
+        try:
+            await self._serve(handoff)
+        finally:
+            JournalWriter._commit = threaded_commit  # type: ignore[method-assign]
+
+    async def _serve(self, handoff: queue.Queue[Any]) -> None:
         with trio.CancelScope() as scope:
             async with runtime(
                 interceptors=[Picky()],
@@ -207,8 +230,8 @@ class Loop:
         async def settled() -> Any:
             result = await fn()
             await trio.testing.wait_all_tasks_blocked()
-            # The journal writer works in a real thread: let it commit what
-            # was queued (a run ends only once its records are on disk).
+            # Let the journal writer commit what was queued (a run ends only
+            # once its records are on disk).
             await self.rt._journal.flush()
             await trio.testing.wait_all_tasks_blocked()
             return result
