@@ -59,14 +59,11 @@ def _child(mode: str, stages: int, path: Path) -> dict[str, Any]:
     gc.collect()
     with RssSampler() as rss:
         if mode == "replay":
-            journal = Journal(path, readonly=True)
-            try:
+            with Journal(path, readonly=True) as journal:
                 (run,) = journal.runs()
                 start = time.perf_counter()
                 result = journal.result(run["run_id"])
                 elapsed = time.perf_counter() - start
-            finally:
-                journal.close()
             built = rss.baseline
             if len(result.states) != stages:
                 raise SystemExit(f"replayed {len(result.states)} stages, not {stages}")

@@ -94,22 +94,13 @@ def journal_command(args: argparse.Namespace) -> int | None:
         return 2
 
 
-def _open(path: str) -> Journal:
-    journal = Journal(path, readonly=True)
-    journal.open()
-    return journal
-
-
 def _read_command(args: argparse.Namespace) -> int:
-    journal = _open(args.journal)
-    try:
+    with Journal(args.journal, readonly=True) as journal:
         if args.command == "runs":
             _print_runs(journal)
             return 0
         run_id = journal.find_run(args.run_id)
         result = journal.result(run_id)
-    finally:
-        journal.close()
     match args.command:
         case "show":
             _print_show(result, tracebacks=args.tracebacks)
@@ -236,11 +227,8 @@ def _resume(args: argparse.Namespace) -> int:
             "that define them with --with (the journal never names code to import)"
         )
         raise UsageError(msg)
-    journal = _open(args.journal)
-    try:
+    with Journal(args.journal, readonly=True) as journal:
         run_id = journal.find_run(args.run_id)
-    finally:
-        journal.close()
     for where in args.modules:
         load_module(where.rpartition(":")[0] if ":" in where else where)
 

@@ -177,6 +177,14 @@ class Journal:
             raise JournalError(msg) from exc
         self._db = db
 
+    def __enter__(self) -> Journal:
+        """Open the file for a ``with`` block (closed when it ends)."""
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Close the file."""
         db, self._db = self._db, None

@@ -83,7 +83,6 @@ class Replayed:
         next_seq: the journal sequence number the run continues at.
         version: the graph version after the last change.
         added: stages added while the run ran.
-        resumed: how many times the run was resumed.
         memory: the RSS samples ``(wall-clock time, bytes)`` of sampled runs.
     """
 
@@ -96,7 +95,6 @@ class Replayed:
     next_seq: int
     version: int
     added: int
-    resumed: int
     memory: list[tuple[float, int]]
 
 
@@ -121,7 +119,6 @@ class _Replayer:
         self.encoded: dict[str, str] = {}
         self.errors: dict[str, tuple[str, str | None]] = {}
         self.added = 0
-        self.resumed = 0
         self.foreign_codec = False
         self.memory: list[tuple[float, int]] = []
         self.where = f"run {run.run_id!r} of the journal"
@@ -242,7 +239,7 @@ class _Replayer:
             case "change":
                 self.change(seq, payload)
             case "resumed":
-                self.resumed += 1
+                pass  # a marker for readers; the replay needs nothing from it
             case "memory":
                 self.memory.extend(
                     (float(t), int(rss)) for t, rss in payload["samples"]
@@ -397,7 +394,6 @@ def replay(
         next_seq=next_seq,
         version=audit[-1].version_after if audit else 0,
         added=replayer.added,
-        resumed=replayer.resumed,
         memory=replayer.memory,
     )
 

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Final
 
 from dagvisor.actors import RecordedError, StageState
 
+from ._export import COLOURS
+
 if TYPE_CHECKING:
     from ._audit import AuditRecord
     from ._result import RunResult
 
-__all__ = ["MAX_BARS", "MAX_DRAWN", "render_report"]
+__all__ = ["MAX_BARS", "MAX_DRAWN", "render_report", "when_text"]
 
 MAX_DRAWN: Final = 400
 MAX_BARS: Final = 300
@@ -38,15 +40,6 @@ MAX_FAILURES: Final = 50
 _CHAIN_MIN: Final = 4
 _LAYER_MAX: Final = 60
 
-_COLOURS: Final = {
-    StageState.PENDING: ("#eeeeee", "#999999"),
-    StageState.RUNNING: ("#cce5ff", "#3366cc"),
-    StageState.SUCCEEDED: ("#d4f7d4", "#2e8b2e"),
-    StageState.FAILED: ("#ffd6d6", "#cc2222"),
-    StageState.SKIPPED: ("#f4f4f4", "#bbbbbb"),
-    StageState.CANCELLED: ("#fff0cc", "#cc8800"),
-    StageState.UPSTREAM_FAILED: ("#ffe8e0", "#dd6644"),
-}
 # Which state a collapsed group shows: the most alarming of its members'.
 _SEVERITY: Final = (
     StageState.FAILED,
@@ -78,13 +71,14 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _when(wall: float) -> str:
-    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
-    return moment.isoformat(sep=" ", timespec="milliseconds")
-
-
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def when_text(wall: float) -> str:
+    """A wall-clock time as ISO 8601 in UTC, to the millisecond."""
+    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds")
 
 
 # -- the graph -------------------------------------------------------------------
@@ -258,7 +252,7 @@ def _graph_svg(result: RunResult) -> str:
         if id(box) not in position:
             continue
         x, y = position[id(box)]
-        fill, stroke = _COLOURS[box.state]
+        fill, stroke = COLOURS[box.state]
         dash = ' stroke-dasharray="5,3"' if box.dynamic else ""
         parts.append(
             f'<g class="stage {box.state.value}{" dynamic" if box.dynamic else ""}">'
@@ -303,7 +297,7 @@ def _timeline_svg(result: RunResult, offset: float, start: float, end: float) ->
         )
         for row, (name, begun, ended, state) in enumerate(ran):
             y = 24 + row * 16
-            fill, stroke = _COLOURS[state]
+            fill, stroke = COLOURS[state]
             x1 = x_of(begun)
             bar = max(x_of(ended) - x1, 1.5)
             parts.append(
@@ -508,11 +502,11 @@ def render_report(result: RunResult) -> str:
     }
     legend = "".join(
         f'<span style="background:{fill};border-color:{stroke}">{state.value}</span>'
-        for state, (fill, stroke) in _COLOURS.items()
+        for state, (fill, stroke) in COLOURS.items()
     )
     body = (
         f"<h1>Run {_esc(result.name)} <small>{_esc(result.run_id)}</small></h1>"
-        f"<p>started {_esc(_when(stats.started_at))} UTC</p>"
+        f"<p>started {_esc(when_text(stats.started_at))}</p>"
         '<section id="summary"><div class="figures">'
         + "".join(
             f'<div class="figure"><span>{_esc(label)}</span><b>{_esc(value)}</b></div>'

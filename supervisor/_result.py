@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
@@ -12,7 +11,7 @@ from dagvisor.actors import StageState, UnknownStageError
 
 from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
-from ._report import render_report
+from ._report import render_report, when_text
 
 if TYPE_CHECKING:
     from ._audit import AuditRecord
@@ -380,20 +379,15 @@ class Lineage:
         if self.item_key is not None:
             lines.append(f"  mapped item key: {self.item_key}")
         lines.extend(
-            f"  read output of {consumed.stage!r} (produced {_when(consumed.produced_at)})"
+            f"  read output of {consumed.stage!r} (produced {when_text(consumed.produced_at)})"
             for consumed in self.consumed
         )
         if self.started_at is not None:
-            lines.append(f"  started {_when(self.started_at)}")
+            lines.append(f"  started {when_text(self.started_at)}")
         if self.finished_at is not None:
-            lines.append(f"  finished {_when(self.finished_at)}")
+            lines.append(f"  finished {when_text(self.finished_at)}")
         lines.extend(f"  change: {record}" for record in self.changes)
         return "\n".join(lines)
-
-
-def _when(wall: float) -> str:
-    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds")
 
 
 def lineage_of(node: Node, audit: Sequence[AuditRecord], wall_offset: float) -> Lineage:

@@ -49,7 +49,7 @@ from dagvisor.actors import (
 )
 
 from ._export import to_dot, to_mermaid
-from ._journal import Journal, JournalWriter
+from ._journal import Journal, JournaledRun, JournalWriter
 from ._monitor import Monitor, Progress
 from ._replay import replay
 from ._result import (
@@ -286,6 +286,15 @@ class Run:
             )
         await self._done.wait()
 
+    async def _wait_or_cancel(self, caller: str) -> RunResult:
+        """`wait`, cancelling the run if the caller (``rt.run``, ...) is cancelled."""
+        try:
+            return await self.wait()
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True):
+                await self.cancel(reason=f"the caller of {caller} was cancelled")
+            raise
+
     # -- the run task -------------------------------------------------------------
 
     async def _main(
@@ -376,6 +385,12 @@ class Run:
             stats=stats,
             wall_offset=supervisor.wall_offset,
         )
+
+
+def _load_run(path: os.PathLike[str], run_id: str) -> JournaledRun:
+    """Read one run from the journal, on its own read-only connection (blocks)."""
+    with Journal(path, readonly=True) as reader:
+        return reader.load(run_id)
 
 
 _LOGGED_FAILURES = 20
@@ -574,12 +589,7 @@ class Runtime:
             RunFailed: a stage failed or the run was cancelled.
         """
         run = await self.start_resumed(run_id, on_failure=on_failure)
-        try:
-            return await run.wait()
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await run.cancel(reason="the caller of rt.resume was cancelled")
-            raise
+        return await run._wait_or_cancel("rt.resume")
 
     async def start_resumed(
         self, run_id: str, *, on_failure: FailurePolicy | None = None
@@ -617,11 +627,9 @@ class Runtime:
             msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
             raise InvalidRequestError(msg)
         assert self._codec is not None
-        reader = Journal(self._journal.journal.path, readonly=True)
-        try:
-            journaled = await trio.to_thread.run_sync(reader.load, run_id)
-        finally:
-            reader.close()
+        journaled = await trio.to_thread.run_sync(
+            _load_run, self._journal.journal.path, run_id
+        )
         restored = await trio.to_thread.run_sync(
             partial(
                 replay,
@@ -703,12 +711,7 @@ class Runtime:
                 attached as ``exc.result``).
         """
         run = await self.start(pipeline, inputs=inputs, on_failure=on_failure)
-        try:
-            return await run.wait()
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await run.cancel(reason="the caller of rt.run was cancelled")
-            raise
+        return await run._wait_or_cancel("rt.run")
 
 
 @asynccontextmanager

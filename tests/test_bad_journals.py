@@ -58,11 +58,8 @@ async def _resume(path, run_id, **options):
 
 
 def _read(path, run_id):
-    journal = Journal(path, readonly=True)
-    try:
+    with Journal(path, readonly=True) as journal:
         return journal.result(run_id)
-    finally:
-        journal.close()
 
 
 async def test_a_missing_journal_is_an_error_and_is_not_created(tmp_path):

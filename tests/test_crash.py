@@ -119,16 +119,13 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(
     code, lines = _child("run", journal, log, kill)
     run_id = lines[0]["run_id"]
     assert _integrity(journal) == "ok"
-    reader = Journal(journal, readonly=True)
-    try:
+    with Journal(journal, readonly=True) as reader:
         if run_id not in {row["run_id"] for row in reader.runs()}:
             # Killed before the run's first record was committed: it never
             # became durable, and there is nothing to resume.
             assert code == -signal.SIGKILL
             return
         before = reader.load(run_id)
-    finally:
-        reader.close()
     codec = JsonCodec()
     kept = {
         payload["stage"]: codec.decode(payload["output"])
@@ -186,11 +183,8 @@ def test_a_resumed_run_killed_again_resumes_again(tmp_path, reference, index):
     journal, log = tmp_path / "runs.db", tmp_path / "effects.log"
     _code, lines = _child("run", journal, log, first)
     run_id = lines[0]["run_id"]
-    reader = Journal(journal, readonly=True)
-    try:
+    with Journal(journal, readonly=True) as reader:
         known = run_id in {row["run_id"] for row in reader.runs()}
-    finally:
-        reader.close()
     if not known:
         return  # killed before the run was durable: nothing to resume
     _child("resume", journal, log, run_id, second)  # killed again (or not)
@@ -204,10 +198,7 @@ def test_a_resumed_run_killed_again_resumes_again(tmp_path, reference, index):
     assert _changes(result["audit"]) == _changes(reference["audit"])
     audit = result["audit"]
     assert [row[0] for row in audit] == list(range(len(audit)))
-    reader = Journal(journal, readonly=True)
-    try:
+    with Journal(journal, readonly=True) as reader:
         events = reader.load(run_id).events
-    finally:
-        reader.close()
     assert [seq for seq, _, _ in events] == list(range(len(events)))
     assert sum(1 for _, kind, _ in events if kind == "resumed") in (1, 2)

@@ -61,11 +61,8 @@ async def test_a_journaled_run_is_durable_when_run_returns(tmp_path):
         finally:
             db.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    journal = Journal(path)
-    try:
+    with Journal(path) as journal:
         events = journal.events(result.run_id)
-    finally:
-        journal.close()
     assert [seq for seq, _, _ in events] == list(range(len(events)))
     ended = {p["stage"]: p for _, kind, p in events if kind == "stage_ended"}
     started = {p["stage"] for _, kind, p in events if kind == "stage_started"}
@@ -164,12 +161,9 @@ async def test_leaving_the_runtime_mid_run_commits_how_the_run_ended(tmp_path):
     async with runtime(journal=path) as rt:
         run = await rt.start(Pipeline("p").add(fetch).add(hangs, after=["fetch"]))
         await trio.testing.wait_all_tasks_blocked()
-    journal = Journal(path, readonly=True)
-    try:
+    with Journal(path, readonly=True) as journal:
         (row,) = journal.runs()
         result = journal.result(run.id)
-    finally:
-        journal.close()
     assert row["status"] == "cancelled"
     assert result.states["fetch"].value == "succeeded"
     assert result.states["hangs"].value == "cancelled"

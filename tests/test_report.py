@@ -81,11 +81,8 @@ async def test_the_report_shows_graph_changes_failures_and_memory():
 
 async def test_a_report_read_back_from_the_journal(tmp_path):
     result = await _failed_result(journal=tmp_path / "runs.db")
-    journal = Journal(tmp_path / "runs.db", readonly=True)
-    try:
+    with Journal(tmp_path / "runs.db", readonly=True) as journal:
         stored = journal.result(result.run_id)
-    finally:
-        journal.close()
     page = stored.to_html()
     assert "inspect_item[…] 4 mapped" in page
     assert "raise ValueError(&quot;sensor offline&quot;)" in page

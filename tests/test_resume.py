@@ -218,11 +218,8 @@ async def test_a_cancelled_run_resumes_and_a_finished_one_has_nothing_to_do(tmp_
         again = await rt.resume(run.id)  # nothing left to run
     assert SIDE_EFFECTS == []
     assert dict(again.outputs) == dict(result.outputs)
-    journal = Journal(path, readonly=True)
-    try:
+    with Journal(path, readonly=True) as journal:
         (row,) = journal.runs()
-    finally:
-        journal.close()
     assert row["status"] == "succeeded"
 
 
@@ -272,11 +269,8 @@ async def test_lineage_in_memory_and_from_the_journal_agree(tmp_path):
     assert [c.stage for c in live.consumed] == ["score[3]", "score[1]", "score[2]"]
     assert live.started_at is not None
     assert all(c.produced_at <= live.started_at for c in live.consumed)
-    journal = Journal(path, readonly=True)
-    try:
+    with Journal(path, readonly=True) as journal:
         stored = journal.result(run.id)
-    finally:
-        journal.close()
     from_journal = stored.lineage("total")
     assert from_journal.created_by == live.created_by
     assert [c.stage for c in from_journal.consumed] == [c.stage for c in live.consumed]
@@ -363,11 +357,8 @@ async def _change_crash_and_resume(directory, seed: int, changes: int) -> None:
         states_at_crash = {name: node.state for name, node in nodes.items()}
         audit_at_crash = run.audit().snapshot()
         await run.cancel()
-    journal = Journal(crashed, readonly=True)
-    try:
+    with Journal(crashed, readonly=True) as journal:
         stored = journal.result(run.id)
-    finally:
-        journal.close()
     assert _shape(stored._nodes) == at_crash
     assert dict(stored.states) == states_at_crash
     assert stored.audit == audit_at_crash
@@ -429,10 +420,7 @@ async def test_stages_a_change_settles_at_once_are_journaled_after_it(tmp_path):
         HOLD["mapper"].set()
         with pytest.raises(RunFailed):
             await run.wait()
-    journal = Journal(path, readonly=True)
-    try:
+    with Journal(path, readonly=True) as journal:
         stored = journal.result(run.id)
-    finally:
-        journal.close()
     assert stored.states["step[0]"] is StageState.UPSTREAM_FAILED
     assert stored.origins["step[1]"].kind == "expand"

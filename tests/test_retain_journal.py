@@ -50,11 +50,8 @@ async def test_a_long_chain_holds_only_what_is_in_flight(tmp_path):
     assert result.stats.stages == 2000
     assert result.stats.counts[StageState.SUCCEEDED] == 2000
     assert dict(result.outputs) == {"s1999": 2000}  # the final stage stays
-    journal = Journal(path, readonly=True)
-    try:
+    with Journal(path, readonly=True) as journal:
         stored = journal.result(run.id)
-    finally:
-        journal.close()
     assert len(stored.states) == 2000
     assert stored.outputs["s700"] == 701
     assert stored.lineage("s701").consumed[0].stage == "s700"
@@ -161,9 +158,6 @@ async def test_a_resumed_stage_asking_again_for_dropped_stages_is_a_no_op(tmp_pa
         ("double[1]", "double[2]", "double[3]"),
         (),
     ]
-    journal = Journal(crashed, readonly=True)
-    try:
+    with Journal(crashed, readonly=True) as journal:
         stored = journal.result(run.id)
-    finally:
-        journal.close()
     assert stored.outputs["collect"] == 12

@@ -572,11 +572,8 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     def _check_the_journal(self) -> None:
         """The run read back from its journal is the run as it ended."""
-        journal = Journal(self.loop.journal, readonly=True)
-        try:
+        with Journal(self.loop.journal, readonly=True) as journal:
             stored = journal.result(self.run.id, codec=MachineCodec())
-        finally:
-            journal.close()
         nodes = self.run._supervisor.graph.nodes
         assert dict(stored.states) == {n: node.state for n, node in nodes.items()}
         assert dict(stored.dependencies) == {
