@@ -30,6 +30,7 @@ from ._messages import (
     StageSkipped,
     StageSucceeded,
 )
+from ._output import prepare_output
 
 if TYPE_CHECKING:
     from ._context import Hook, StageContext
@@ -135,19 +136,13 @@ async def run_stage(
                 # The common case, kept to this one frame: one attempt on the loop.
                 try:
                     value = await spec.fn(ctx)
-                    message = StageSucceeded(
-                        token,
-                        value,
-                        None if env.codec is None else env.codec.encode(value),
-                    )
+                    message = StageSucceeded(token, *prepare_output(env, value))
                 finally:
                     if ctx._stack is not None:
                         await ctx._close_resources()
             else:
                 value = await _attempts(spec, ctx)
-                message = StageSucceeded(
-                    token, value, None if env.codec is None else env.codec.encode(value)
-                )
+                message = StageSucceeded(token, *prepare_output(env, value))
         if scope.cancelled_caught:
             message = StageCancelled(token)
     except Exception as exc:

@@ -1,0 +1,27 @@
+"""What becomes of a stage's return value before anyone else sees it.
+
+`prepare_output` is the one place where an output is handled on its way
+from the stage that returned it to the supervisor: encoded for the journal
+(when the run has one) and made safe to share with every consumer. It runs
+in the producing stage's own task, never in the supervisor's, so whatever a
+value does when it is encoded fails that stage alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._context import RunEnv
+
+__all__ = ["prepare_output"]
+
+
+def prepare_output(env: RunEnv, value: Any) -> tuple[Any, str | None]:
+    """The value to hand to consumers, and its journal encoding (None without one).
+
+    Raises:
+        NotRestorableError: the run is journaled and the value cannot be encoded.
+    """
+    encoded = None if env.codec is None else env.codec.encode(value)
+    return value, encoded
