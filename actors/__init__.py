@@ -25,11 +25,16 @@ from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import InternalError as InternalError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
+from ._errors import JournalError as JournalError
+from ._errors import JournalWriteError as JournalWriteError
+from ._errors import LeaseLostError as LeaseLostError
 from ._errors import NotPicklableError as NotPicklableError
 from ._errors import NotRestorableError as NotRestorableError
+from ._errors import OutputTooLargeError as OutputTooLargeError
 from ._errors import RecordedError as RecordedError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
+from ._errors import RunOwnedError as RunOwnedError
 from ._errors import StageStateError as StageStateError
 from ._errors import StageTimeoutError as StageTimeoutError
 from ._errors import UnknownRunError as UnknownRunError
@@ -42,6 +47,7 @@ from ._messages import AddStage as AddStage
 from ._messages import CancelRun as CancelRun
 from ._messages import CancelStage as CancelStage
 from ._messages import Expand as Expand
+from ._messages import JournalFailed as JournalFailed
 from ._messages import Message as Message
 from ._messages import RemoveStage as RemoveStage
 from ._messages import ReplacePending as ReplacePending

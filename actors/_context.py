@@ -151,6 +151,8 @@ class RunEnv:
     """Where plain-function stages without an executor of their own run."""
     codec: Any = None
     """With a journal: encodes each output as the stage ends (a `Codec`)."""
+    check_output: Callable[[str], None] | None = None
+    """With a journal: raises `OutputTooLargeError` for an encoded output it cannot store."""
     has_hooks: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "CancelRun",
     "CancelStage",
     "Expand",
+    "JournalFailed",
     "Message",
     "RemoveStage",
     "ReplacePending",
@@ -122,6 +123,17 @@ class StagesEnded:
     """Every stage actor of the run has ended (sent by the nursery that held them)."""
 
 
+@attrs.frozen
+class JournalFailed:
+    """The run's records can no longer be committed to its journal: it must stop.
+
+    Sent by the journal writer (a `JournalWriteError`, or `LeaseLostError`
+    when another runtime took the run over); the run fails, writing no more.
+    """
+
+    error: Exception
+
+
 StageOutcome: TypeAlias = StageSucceeded | StageFailed | StageCancelled | StageSkipped
 
 
@@ -206,4 +218,4 @@ class CancelRun:
 Request: TypeAlias = (
     AddStage | AddEdge | Expand | RemoveStage | ReplacePending | CancelStage | CancelRun
 )
-Message: TypeAlias = StageOutcome | StagesEnded | Request
+Message: TypeAlias = StageOutcome | StagesEnded | JournalFailed | Request

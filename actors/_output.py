@@ -22,6 +22,10 @@ def prepare_output(env: RunEnv, value: Any) -> tuple[Any, str | None]:
 
     Raises:
         NotRestorableError: the run is journaled and the value cannot be encoded.
+        OutputTooLargeError: the run is journaled and the encoded value is
+            larger than the journal can store.
     """
     encoded = None if env.codec is None else env.codec.encode(value)
+    if encoded is not None and env.check_output is not None:
+        env.check_output(encoded)
     return value, encoded

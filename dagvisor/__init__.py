@@ -43,6 +43,7 @@ from dagvisor.supervisor import GraphChanged as GraphChanged
 from dagvisor.supervisor import Journal as Journal
 from dagvisor.supervisor import Lineage as Lineage
 from dagvisor.supervisor import Progress as Progress
+from dagvisor.supervisor import Recovery as Recovery
 from dagvisor.supervisor import Run as Run
 from dagvisor.supervisor import RunResult as RunResult
 from dagvisor.supervisor import RunStats as RunStats
@@ -75,6 +76,7 @@ __all__ = [
     "PickleCodec",
     "Pipeline",
     "Progress",
+    "Recovery",
     "Run",
     "RunResult",
     "RunStats",

@@ -6,16 +6,20 @@ from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
+from dagvisor.actors import JournalError as JournalError
+from dagvisor.actors import JournalWriteError as JournalWriteError
+from dagvisor.actors import LeaseLostError as LeaseLostError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
+from dagvisor.actors import OutputTooLargeError as OutputTooLargeError
 from dagvisor.actors import RecordedError as RecordedError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
+from dagvisor.actors import RunOwnedError as RunOwnedError
 from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
 from dagvisor.actors import UnknownRunError as UnknownRunError
 from dagvisor.actors import UnknownStageError as UnknownStageError
-from dagvisor.supervisor import JournalError as JournalError
 
 __all__ = [
     "CycleError",
@@ -25,11 +29,15 @@ __all__ = [
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
+    "JournalWriteError",
+    "LeaseLostError",
     "NotPicklableError",
     "NotRestorableError",
+    "OutputTooLargeError",
     "RecordedError",
     "RunClosedError",
     "RunFailed",
+    "RunOwnedError",
     "StageStateError",
     "StageTimeoutError",
     "UnknownRunError",

@@ -1,26 +1,32 @@
-"""The journal: a durable record of runs, written off the event loop.
+"""The journal file: its format, opening it, and reading runs back.
 
 Durability promise (SQLite, WAL mode):
 
-* When ``run.wait()`` (or ``rt.run``) returns, everything about the run is
-  committed: the run, every change request (accepted or refused, with its
-  audit record and the request itself), every stage start and end (with the
-  encoded output of each success), and how the run ended. Committed data
-  survives a crash of the process (SIGKILL included).
+* When ``run.wait()`` (or ``rt.run``) returns a result, everything about the
+  run is committed: the run, every change request (accepted or refused, with
+  its audit record and the request itself), every stage start and end (with
+  the encoded output of each success), and how the run ended. Committed data
+  survives a crash of the process (SIGKILL included). If any record of the
+  run could not be committed, the run fails instead (`JournalWriteError`, see
+  `_writer`), and what the journal keeps of it is a prefix it can resume from.
 * While a run goes, records are committed in batches (group commit) by one
   writer task in a worker thread; a crash loses at most the batch in flight.
 * With ``synchronous="NORMAL"`` (the default) a power loss or an OS crash
   may lose the last transactions committed before it; ``Journal(path,
   synchronous="FULL")`` makes each commit wait for the disk.
 
-The file is created readable and writable by its owner only. A file that is
-not a journal, or one written by a newer dagvisor, is refused with a typed
-error and left untouched.
+The file is created readable and writable by its owner only, when the first
+run is written to it (a runtime that only resumes never creates one). A file
+that is not a whole journal (a table or a column missing), is written by a
+newer or an older dagvisor, or is not a journal at all, is refused with a
+typed error and left untouched. The one repair made is additive: a journal of
+this format without the ``leases`` table gets it.
 
 What is written, per run: one row in ``runs`` (its pipeline as the distinct
 stage specs, by registered function name, plus one ``[name, spec, after]``
-row per stage; its encoded inputs; the codec's name) and, in ``events``
-with consecutive ``seq`` numbers, ``stage_started``, ``stage_ended`` (state,
+row per stage; its exact name; its encoded inputs; the codec's name), its
+owner in ``leases`` while it goes (see `_lease`), and, in ``events`` with
+consecutive ``seq`` numbers, ``stage_started``, ``stage_ended`` (state,
 wall-clock time, encoded output or error and traceback), ``change`` (the
 audit record and the request, mapped items encoded) and ``resumed``. A
 resume replays exactly this (see ``_replay``); a stage that had started but
@@ -30,40 +36,45 @@ again, which is why side effects are keyed by ``ctx.idempotency_key``.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import sqlite3
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
 
 import attrs
-import trio
 
 from dagvisor.actors import (
-    DagvisorError,
+    InvalidRequestError,
+    JournalError,
     JsonCodec,
+    OutputTooLargeError,
     UnknownRunError,
     default_registry,
 )
 
+from ._lease import LEASE_COLUMNS, LEASES_SCHEMA
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dagvisor.actors import Codec, StageRegistry
 
     from ._result import RunResult
 
-__all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournalWriter", "JournaledRun"]
+__all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournaledRun"]
 
-FORMAT_VERSION: Final = 1
-_BATCH = 2048
+T = TypeVar("T")
 
+FORMAT_VERSION: Final = 2
 
-class JournalError(DagvisorError, OSError):
-    """A journal file cannot be used: not a journal, too new, unreadable."""
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
+_SCHEMA: Final = (
+    """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     created REAL NOT NULL,
@@ -71,7 +82,7 @@ CREATE TABLE IF NOT EXISTS runs (
     ended REAL,
     pipeline TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
@@ -79,6 +90,69 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (run_id, seq)
 );
 """
+    + LEASES_SCHEMA
+    + ";"
+)
+# The tables and columns a whole journal has (the writer relies on them).
+_TABLES: Final = {
+    "meta": frozenset({"key", "value"}),
+    "runs": frozenset({"run_id", "name", "created", "status", "ended", "pipeline"}),
+    "events": frozenset({"run_id", "seq", "kind", "payload"}),
+    "leases": LEASE_COLUMNS,
+}
+# SQLite's busy handler waits this long inside one attempt; between attempts
+# the journal backs off itself, up to `Journal.busy_timeout` in all.
+_ATTEMPT_WAIT = 0.05
+_FIRST_BACKOFF = 0.005
+_LAST_BACKOFF = 0.5
+# Room kept in a value for the rest of its record (stage name, state, time).
+_RECORD_MARGIN = 64 * 1024
+# The most bytes one character of an output can take in the journal: JSON
+# escapes a character outside the BMP as two ``\uXXXX`` escapes.
+_WORST_BYTES_PER_CHAR = 12
+_SQLITE_ERRORS: Final = {"busy": (5, 6), "full": (13,)}  # SQLITE_BUSY, _LOCKED; _FULL
+
+
+def _sqlite_length_limit() -> int:
+    """SQLite's own limit on the length of one string or blob, in bytes."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    finally:
+        probe.close()
+
+
+_SQLITE_LENGTH: Final = _sqlite_length_limit()
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether an SQLite error says another connection holds a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _SQLITE_ERRORS["busy"]
+
+
+def stored_size(text: str) -> int:
+    """How many bytes an encoded output takes in the journal's record."""
+    return len(json.dumps(text))  # inside the event's JSON payload, ASCII-escaped
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number of seconds, not {value!r}"
+        raise TypeError(msg)
+    if not value > 0 or math.isinf(value):
+        msg = f"{name} must be a number of seconds > 0, not {value!r}"
+        raise InvalidRequestError(msg)
+    return float(value)
+
+
+@attrs.frozen
+class _Found:
+    """What a read-only look at a file found (nothing about it was changed)."""
+
+    kind: Literal["missing", "empty", "journal"]
+    version: int | None = None
+    missing_leases: bool = False
 
 
 @final
@@ -86,9 +160,22 @@ class Journal:
     """A SQLite journal file. Its methods block: call them off the event loop.
 
     Args:
-        path: the file; created (owner-only) if missing, unless ``readonly``.
+        path: the file. A writable journal creates it (owner-only) when the
+            first run is written; ``readonly`` never creates or changes it.
         synchronous: SQLite's ``synchronous`` setting, ``"NORMAL"`` or ``"FULL"``.
         readonly: only read: a missing file is an error and nothing is written.
+        busy_timeout: seconds a write waits, retrying with backoff, while
+            another process holds the file's write lock (30 by default). Past
+            it the write fails, and so do the runs whose records it carried
+            (`JournalWriteError`); what they had committed before is kept.
+        lease: seconds a runtime's ownership of a run lasts unless renewed
+            (60 by default). The writer renews it every third of that while
+            the run goes; another process may take the run over only once
+            the lease has expired, or at once if the owner's process is
+            provably gone from this host.
+        max_value_bytes: the largest value one record may hold, in bytes
+            (SQLite's limit, 1,000,000,000 by default, when None). An output
+            larger than that fails its stage with `OutputTooLargeError`.
     """
 
     def __init__(
@@ -97,85 +184,291 @@ class Journal:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         readonly: bool = False,
+        busy_timeout: float = 30.0,
+        lease: float = 60.0,
+        max_value_bytes: int | None = None,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             msg = f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}"
-            raise ValueError(msg)
+            raise InvalidRequestError(msg)
         self.path = Path(path)
         self.synchronous = synchronous
         self.readonly = readonly
+        self.busy_timeout = _positive("busy_timeout", busy_timeout)
+        self.lease = _positive("lease", lease)
+        if max_value_bytes is not None and (
+            isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int)
+        ):
+            msg = f"max_value_bytes must be a whole number of bytes, not {max_value_bytes!r}"
+            raise TypeError(msg)
+        if max_value_bytes is not None and max_value_bytes < 1:
+            msg = f"max_value_bytes must be at least 1, not {max_value_bytes!r}"
+            raise InvalidRequestError(msg)
+        self.max_value_bytes = min(max_value_bytes or _SQLITE_LENGTH, _SQLITE_LENGTH)
+        self._quick_chars = (
+            self.max_value_bytes - _RECORD_MARGIN
+        ) // _WORST_BYTES_PER_CHAR
         self._db: sqlite3.Connection | None = None
+        # How a write waits between attempts while the file is locked (a seam
+        # for tests, which release the lock there).
+        self._backoff: Callable[[float], object] = time.sleep
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
 
+    # -- opening ------------------------------------------------------------------
+
     def open(self) -> None:
-        """Open (or create) the file and check it is a journal of a known format."""
+        """Open the file and check it is a whole journal of a known format.
+
+        A writable journal whose file is missing is created; a read-only one
+        is refused. Nothing is written to a file that is refused.
+
+        Raises:
+            JournalError: the file is not a whole journal of this format.
+        """
         if self._db is not None:
             return
-        if self.readonly and not self.path.is_file():
+        if not self.readonly:
+            self._open_writable(create=True)
+            return
+        if not self.path.is_file():
             msg = f"there is no journal at {self.path}; check the path"
             raise JournalError(msg)
+        found = self._probe()
+        if found.kind != "journal":
+            msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
+            raise JournalError(msg)
+        self._db = sqlite3.connect(
+            f"file:{self.path}?mode=ro",
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+        )
+
+    def check(self) -> None:
+        """Check, without writing anything, that runs can be written here.
+
+        The file is a whole journal of this format, or is missing in an
+        existing directory (it is then created when the first run is written).
+
+        Raises:
+            JournalError: the path cannot hold a journal.
+        """
+        if self.path.is_dir():
+            msg = f"{self.path} is a directory; give the path of a journal file"
+            raise JournalError(msg)
         if not self.path.exists():
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
+            if not self.path.parent.is_dir():
+                msg = f"cannot create a journal at {self.path}: its directory does not exist"
+                raise JournalError(msg)
+            return
+        self._writable_format(self._probe())
+
+    def _probe(self) -> _Found:
+        """Look at the file read-only: is it missing, empty, or a journal of which format."""
+        if not self.path.exists():
+            return _Found("missing")
+        if self.path.is_dir():
+            msg = f"{self.path} is a directory; give the path of a journal file"
+            raise JournalError(msg)
         try:
-            # Read-only first: a file that is not a journal is left untouched.
             probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             try:
                 tables = {
-                    row[0] for row in probe.execute("SELECT name FROM sqlite_master")
+                    str(row[0]): frozenset(
+                        str(column[1])
+                        for column in probe.execute(
+                            "SELECT * FROM pragma_table_info(?)", (row[0],)
+                        )
+                    )
+                    for row in probe.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    )
                 }
-                version = None
-                if "meta" in tables:
+                version_text = None
+                if "key" in tables.get("meta", ()) and "value" in tables["meta"]:
                     row = probe.execute(
                         "SELECT value FROM meta WHERE key = 'format_version'"
                     ).fetchone()
-                    version = None if row is None else int(row[0])
+                    version_text = None if row is None else row[0]
             finally:
                 probe.close()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
             msg = (
                 f"{self.path} is damaged or not a dagvisor journal ({exc}); "
                 "give the path of a journal, or of a new file"
             )
             raise JournalError(msg) from exc
-        if tables and ("meta" not in tables or version is None):
+        if not tables:
+            return _Found("empty")
+        try:
+            version = int(str(version_text))
+        except ValueError:
+            version = None
+        if version is None or str(version) != str(version_text):
             msg = f"{self.path} is an SQLite file but not a dagvisor journal; give another path"
             raise JournalError(msg)
-        if version is not None and version > FORMAT_VERSION:
+        if version > FORMAT_VERSION:
             msg = (
                 f"{self.path} was written by a newer dagvisor (journal format {version}, "
                 f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
             )
             raise JournalError(msg)
-        if self.readonly:
-            if version is None:
-                msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
+        broken = [
+            name
+            for name, columns in _TABLES.items()
+            if name != "leases" and not columns <= tables.get(name, frozenset())
+        ]
+        if "leases" in tables and not tables["leases"] >= LEASE_COLUMNS:
+            broken.append("leases")
+        if broken:
+            msg = (
+                f"{self.path} is a dagvisor journal that is not whole: "
+                f"table {', '.join(repr(name) for name in broken)} is missing or "
+                "lacks columns, so it was damaged or edited; it was left as it is: "
+                "restore it from a copy, or give another path"
+            )
+            raise JournalError(msg)
+        return _Found("journal", version, missing_leases="leases" not in tables)
+
+    def _writable_format(self, found: _Found) -> None:
+        """Refuse to write to a journal of an older format (it is read as it is)."""
+        if found.kind == "journal" and found.version != FORMAT_VERSION:
+            msg = (
+                f"{self.path} was written by an older dagvisor (journal format "
+                f"{found.version}; this one writes format {FORMAT_VERSION}): its "
+                "runs can still be read, but write new runs to another file"
+            )
+            raise JournalError(msg)
+
+    def _open_writable(self, *, create: bool) -> None:
+        """Open for writing; create the file and its tables only if ``create``."""
+        found = self._probe()
+        self._writable_format(found)
+        if found.kind == "missing":
+            if not create:
+                msg = f"there is no journal at {self.path}; check the path"
                 raise JournalError(msg)
-            self._db = sqlite3.connect(
-                f"file:{self.path}?mode=ro",
-                uri=True,
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass  # another process created it meanwhile: set up below, once
+            except OSError as exc:
+                msg = f"cannot create a journal at {self.path} ({exc}); check the path"
+                raise JournalError(msg) from exc
+        elif found.kind == "empty" and not create:
+            msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
+            raise JournalError(msg)
+        try:
+            db = sqlite3.connect(
+                self.path,
+                timeout=_ATTEMPT_WAIT,
                 check_same_thread=False,
                 isolation_level=None,
             )
-            return
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            msg = f"{self.path} cannot be opened for writing ({exc}); check the path"
+            raise JournalError(msg) from exc
+        self._db = db
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_value_bytes)
+            self._retrying(lambda: db.execute("PRAGMA journal_mode=WAL"))
             db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.executescript(_SCHEMA)
-            db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format_version', ?)",
-                (str(FORMAT_VERSION),),
-            )
-        except sqlite3.DatabaseError as exc:
-            db.close()
+            if found.kind != "journal" or found.missing_leases:
+                self.transaction(self._set_up)
+        except (sqlite3.Error, JournalError) as exc:
+            self.close()
+            if isinstance(exc, JournalError):
+                raise
             msg = (
                 f"{self.path} cannot be written ({exc}); it is damaged or not a journal"
             )
             raise JournalError(msg) from exc
-        self._db = db
+
+    def _set_up(self, db: sqlite3.Connection) -> None:
+        """Create the tables of a new journal, or the lease table an older writer left out.
+
+        Runs inside the write transaction, so it sees what a process that
+        raced it to the same new file did, and does the rest exactly once.
+        """
+        tables = {
+            row[0]
+            for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if not tables:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('format_version', ?)",
+                (str(FORMAT_VERSION),),
+            )
+        elif "leases" not in tables:
+            db.execute(LEASES_SCHEMA)
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, tried again with backoff while the file is locked."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = _FIRST_BACKOFF
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise
+            self._backoff(delay)
+            delay = min(delay * 2, _LAST_BACKOFF)
+
+    def transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, create: bool = True
+    ) -> T:
+        """``work(db)`` in one write transaction, committed or rolled back whole.
+
+        The transaction takes the write lock first (``BEGIN IMMEDIATE``), so
+        what ``work`` reads cannot change before it commits. While another
+        process holds the lock the whole transaction is tried again, with
+        backoff, for up to ``busy_timeout`` seconds; then the busy error is
+        raised. ``work`` may run several times: it must only touch ``db``.
+        The file is created first if it is missing, unless ``create`` is false
+        (then that is a `JournalError`).
+        """
+        db = self._writable(create=create)
+
+        def attempt() -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    # SQLite may have rolled back already (a full disk, an I/O error).
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retrying(attempt)
+
+    def _writable(self, *, create: bool = True) -> sqlite3.Connection:
+        if self._db is None:
+            self._open_writable(create=create)
+        assert self._db is not None
+        return self._db
+
+    def check_value(self, text: str, what: str) -> None:
+        """Refuse a value too large for one record (``text`` as its codec encoded it).
+
+        Raises:
+            OutputTooLargeError: the journal cannot store it.
+        """
+        if len(text) <= self._quick_chars:
+            return  # even in the worst case it fits: no need to measure
+        limit = self.max_value_bytes - _RECORD_MARGIN
+        size = stored_size(text)
+        if size > limit:
+            raise OutputTooLargeError(what, size, max(limit, 0))
 
     def __enter__(self) -> Journal:
         """Open the file for a ``with`` block (closed when it ends)."""
@@ -196,43 +489,6 @@ class Journal:
             self.open()
         assert self._db is not None
         return self._db
-
-    def write(self, batch: list[tuple[Any, ...]]) -> None:
-        """Commit a batch of records in one transaction (group commit)."""
-        db = self._conn()
-        db.execute("BEGIN")
-        try:
-            for record in batch:
-                match record:
-                    case ("run", run_id, name, created, pipeline):
-                        db.execute(
-                            "INSERT INTO runs (run_id, name, created, status, pipeline) "
-                            "VALUES (?, ?, ?, 'running', ?)",
-                            (run_id, name, created, json.dumps(pipeline)),
-                        )
-                    case ("event", run_id, seq, kind, payload):
-                        db.execute(
-                            "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)",
-                            (run_id, seq, kind, json.dumps(payload)),
-                        )
-                    case ("resume", run_id):
-                        db.execute(
-                            "UPDATE runs SET status = 'running', ended = NULL "
-                            "WHERE run_id = ?",
-                            (run_id,),
-                        )
-                    case ("end", run_id, status, ended):
-                        db.execute(
-                            "UPDATE runs SET status = ?, ended = ? WHERE run_id = ?",
-                            (status, ended, run_id),
-                        )
-                    case _:  # pragma: no cover - a bug in the writer
-                        msg = f"unknown journal record {record!r}"
-                        raise AssertionError(msg)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query; a damaged file is a `JournalError`, not a crash."""
@@ -325,6 +581,11 @@ class Journal:
         except (TypeError, ValueError) as exc:
             msg = f"{self.path}: the record of run {run_id!r} is not valid JSON ({exc}); the file was damaged or edited"
             raise JournalError(msg) from exc
+        exact = decoded.get("name") if isinstance(decoded, dict) else None
+        if isinstance(exact, str):
+            # The column holds a form SQLite can store (lone surrogates
+            # escaped); the record holds the name exactly.
+            name = exact
         return JournaledRun(
             run_id=run_id,
             name=name,
@@ -348,66 +609,3 @@ class JournaledRun:
     ended: float | None
     pipeline: dict[str, Any]
     events: list[tuple[int, str, dict[str, Any]]]
-
-
-@attrs.frozen(eq=False)
-class _Flush:
-    done: trio.Event
-
-
-class JournalWriter:
-    """The journal actor: batches records from runs and commits them in a thread."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self._send, self._receive = trio.open_memory_channel[Any](1 << 16)
-
-    async def run(self, *, task_status: trio.TaskStatus[JournalWriter]) -> None:
-        """Open the journal, then commit what arrives until cancelled."""
-        await trio.to_thread.run_sync(self.journal.open)
-        task_status.started(self)
-        try:
-            while True:
-                batch = [await self._receive.receive()]
-                while len(batch) < _BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self._commit(batch)
-        finally:
-            with trio.CancelScope(shield=True):
-                leftover = []
-                while True:
-                    try:
-                        leftover.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self._commit(leftover)
-                await trio.to_thread.run_sync(self.journal.close)
-
-    async def _commit(self, batch: list[Any]) -> None:
-        records = [item for item in batch if not isinstance(item, _Flush)]
-        if records:
-            await trio.to_thread.run_sync(self.journal.write, records)
-        for item in batch:
-            if isinstance(item, _Flush):
-                item.done.set()
-
-    def submit_nowait(self, record: tuple[Any, ...]) -> bool:
-        """Queue a record if there is room; False if the caller must wait."""
-        try:
-            self._send.send_nowait(record)
-        except trio.WouldBlock:
-            return False
-        return True
-
-    async def submit(self, record: tuple[Any, ...]) -> None:
-        """Queue a record, waiting for room."""
-        await self._send.send(record)
-
-    async def flush(self) -> None:
-        """Wait until every record queued so far is committed."""
-        marker = _Flush(trio.Event())
-        await self._send.send(marker)
-        await marker.done.wait()

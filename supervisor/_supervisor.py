@@ -42,6 +42,7 @@ from dagvisor.actors import (
     DagvisorError,
     DuplicateStageError,
     Expand,
+    JournalFailed,
     Message,
     RemoveStage,
     ReplacePending,
@@ -74,7 +75,7 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import Pipeline, StreamItem
 
-    from ._journal import JournalWriter
+    from ._writer import JournalWriter
     from ._replay import Replayed
 
 __all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
@@ -298,7 +299,8 @@ class GraphSupervisor:
                 | StageFailed
                 | StageCancelled
                 | StageSkipped
-                | StagesEnded,
+                | StagesEnded
+                | JournalFailed,
             ):
                 self._refuse_closed(message)
         self._inbox.close()
@@ -363,6 +365,10 @@ class GraphSupervisor:
                     self._finish(node, SKIPPED, self._now())
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
+            case JournalFailed():
+                # Its records can no longer be committed (the writer drops
+                # them): the run stops, and the run task reports why.
+                self._stop("failed")
             case AddStage():
                 self._serve(message, self._add_stage)
             case AddEdge():
@@ -690,8 +696,11 @@ class GraphSupervisor:
         out, self._journal_out = self._journal_out, []
         for index, record in enumerate(out):
             if not journal.submit_nowait(record):
-                for rest in out[index:]:
-                    await journal.submit(rest)
+                # Shielded: records dropped by a cancel would leave a gap in
+                # the run's events. The writer drains its queue in bounded time.
+                with trio.CancelScope(shield=True):
+                    for rest in out[index:]:
+                        await journal.submit(rest)
                 return
 
     def _check_restorable(self, spec: StageSpec) -> None:

@@ -100,6 +100,57 @@ async def total(ctx):
 PIPELINE = Pipeline("crashy").add(source).add(fan_out, after=["source"])
 
 
+def _die_in_the_writer(kind: str, arg: str) -> None:
+    """Die at a statement of the journal writer's transactions.
+
+    ``sql:N``: before the N-th statement. ``renew:N``: right after the N-th
+    lease renewal (inside its transaction, uncommitted). ``takeover:insert``:
+    right after a resume wrote its lease (inside the takeover transaction);
+    ``takeover:commit``: right after that transaction committed.
+    """
+    opened = Journal._writable
+    count = [0]
+    taking = [False]
+
+    class Dying:
+        def __init__(self, db):
+            self._db = db
+
+        def __getattr__(self, name):
+            return getattr(self._db, name)
+
+        def execute(self, sql, *args):
+            count[0] += 1
+            if kind == "sql" and count[0] == int(arg):
+                _die()
+            result = self._db.execute(sql, *args)
+            if kind == "renew" and sql.startswith("UPDATE leases SET expires"):
+                RENEWALS[0] += 1
+                if RENEWALS[0] == int(arg):
+                    _die()
+            if kind == "takeover" and sql.startswith("INSERT INTO leases"):
+                if arg == "insert":
+                    _die()
+                taking[0] = True
+            if kind == "takeover" and taking[0] and sql == "COMMIT":
+                _die()
+            return result
+
+        def executemany(self, *args):
+            count[0] += 1
+            if kind == "sql" and count[0] == int(arg):
+                _die()
+            return self._db.executemany(*args)
+
+    def writable(self, *, create=True):
+        return Dying(opened(self, create=create))
+
+    Journal._writable = writable  # type: ignore[method-assign]
+
+
+RENEWALS = [0]
+
+
 def _arm(kill: str) -> None:
     """Make this process die at the chosen point."""
     kind, _, arg = kill.partition(":")
@@ -107,25 +158,8 @@ def _arm(kill: str) -> None:
         timer = threading.Timer(float(arg), _die)
         timer.daemon = True
         timer.start()
-    elif kind == "sql":
-        limit = int(arg)
-        opened = Journal._conn
-        count = [0]
-
-        class Dying:
-            def __init__(self, db):
-                self._db = db
-
-            def execute(self, *args):
-                count[0] += 1
-                if count[0] == limit:
-                    _die()
-                return self._db.execute(*args)
-
-        def conn(self):
-            return Dying(opened(self))
-
-        Journal._conn = conn  # type: ignore[method-assign]
+    elif kind in ("sql", "renew", "takeover"):
+        _die_in_the_writer(kind, arg)
     elif kind == "change":
         limit = int(arg)
         record = GraphSupervisor._record

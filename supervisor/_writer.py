@@ -1,0 +1,553 @@
+"""The journal writer: the actor that commits every run's records, and owns their leases.
+
+Runs hand their records to one `JournalWriter` per runtime, which commits
+them in batches (group commit) in a worker thread. Its promises:
+
+* A run's records are committed in order, each batch in one transaction,
+  or not at all: a batch that fails leaves nothing of itself behind, and a
+  run whose records could not be committed gets no later record committed
+  either, so the journal always holds a prefix of each run that a resume
+  can go on from. The run is told (`JournalFailed`) and stops; its flush
+  returns the `JournalWriteError`, which its ``wait()`` raises.
+* Records of one run cannot fail another: each run's part of a batch is a
+  savepoint of its own. A record the journal cannot store fails its run;
+  a locked, full or broken file fails the runs whose records the batch
+  carried. A locked file is retried with backoff first (`Journal.busy_timeout`).
+* Every batch fences: a run's records are committed only in a transaction
+  that finds this runtime's nonce on the run's lease, and that renews it.
+  Runs with nothing to write are renewed every third of the lease. A run
+  whose lease another runtime took is stopped with `LeaseLostError`.
+* The writer never raises into the runtime: whatever goes wrong is routed
+  to the runs it concerns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import outcome
+import trio
+
+from dagvisor.actors import (
+    JournalError,
+    JournalFailed,
+    JournalWriteError,
+    LeaseLostError,
+    Message,
+)
+
+from ._journal import is_busy
+from ._lease import Owner, fence, insert_lease, read_lease, release, take_over
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._journal import Journal
+
+__all__ = ["JournalWriter", "RunLedger"]
+
+Record = tuple[Any, ...]
+_BATCH = 2048
+# Errors that one record causes (too large, not encodable, a key taken):
+# they fail the run it belongs to, and no other.
+_RECORD_ERRORS = (
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    ValueError,  # UnicodeEncodeError among them
+    TypeError,
+    OverflowError,
+    RecursionError,
+)
+_INSERT_EVENT = "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)"
+
+
+@attrs.define(eq=False)
+class RunLedger:
+    """What the writer knows of one run it writes for.
+
+    Attributes:
+        run_id: the run.
+        outbox: the run's supervisor inbox, to tell it to stop.
+        next_seq: the sequence number its next event must carry.
+        owned: its lease is committed, so each batch fences and renews it.
+        expires: when its lease ends unless renewed (wall-clock).
+        error: why its records can no longer be committed, once they cannot.
+    """
+
+    run_id: str
+    outbox: trio.MemorySendChannel[Message] | None
+    next_seq: int = 0
+    owned: bool = False
+    expires: float = 0.0
+    error: JournalWriteError | None = None
+
+
+@attrs.frozen(eq=False)
+class _Flush:
+    done: trio.Event
+
+
+@attrs.define(eq=False)
+class _TakeOver:
+    ledger: RunLedger
+    done: trio.Event
+    answer: outcome.Outcome[Literal["taken", "changed"]] | None = None
+
+
+@attrs.frozen(eq=False)
+class _Release:
+    ledger: RunLedger
+
+
+@attrs.define
+class _Committed:
+    """What one transaction did, run by run (worked out in the worker thread)."""
+
+    failed: dict[str, JournalWriteError] = attrs.Factory(dict)
+    owned: list[str] = attrs.Factory(list)
+    released: list[str] = attrs.Factory(list)
+    next_seq: dict[str, int] = attrs.Factory(dict)
+    renewed: list[str] = attrs.Factory(list)
+    expires: float = 0.0
+    ok: bool = True  # False: the transaction itself failed (the file, not a record)
+
+
+def _reason(exc: BaseException, journal: Journal) -> str:
+    """Why a transaction failed, in words (for the run's error)."""
+    if is_busy(exc):
+        return (
+            f"{journal.path} stayed locked by another process for more than "
+            f"{journal.busy_timeout:g} s (Journal(busy_timeout=...))"
+        )
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == 13:  # SQLITE_FULL
+        return f"the disk holding {journal.path} is full"
+    if isinstance(exc, sqlite3.DataError):
+        return (
+            f"a record is larger than the {journal.max_value_bytes:,} bytes the "
+            "journal stores in one value"
+        )
+    if isinstance(exc, UnicodeError):
+        return f"a text the journal could not encode ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _storable(name: str) -> str:
+    """A text SQLite can store (valid UTF-8): lone surrogates as ``\\udXXX`` escapes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name
+
+
+def _lost(db: sqlite3.Connection, run_id: str) -> LeaseLostError:
+    lease = read_lease(db, run_id)
+    if lease is None:
+        how = "another runtime took it over and has let it go"
+    else:
+        how = f"process {lease.pid} on host {lease.host!r} took it over"
+    return LeaseLostError(run_id, how)
+
+
+def _write_group(
+    db: sqlite3.Connection,
+    ledger: RunLedger,
+    group: list[Record],
+    me: Owner,
+    expires: float,
+    done: _Committed,
+) -> None:
+    """Write one run's records of a batch (inside its savepoint)."""
+    run_id = ledger.run_id
+    expected = ledger.next_seq
+    events: list[tuple[str, int, str, str]] = []
+    for record in group:
+        if record[0] == "event":
+            _, _, seq, kind, payload = record
+            if seq != expected:
+                msg = f"its event {expected} went missing before event {seq}"
+                raise JournalWriteError(run_id, msg)
+            expected += 1
+            events.append((run_id, seq, kind, json.dumps(payload)))
+            continue
+        if events:
+            db.executemany(_INSERT_EVENT, events)
+            events = []
+        match record:
+            case ("run", _, name, created, pipeline):
+                db.execute(
+                    "INSERT INTO runs (run_id, name, created, status, pipeline) "
+                    "VALUES (?, ?, ?, 'running', ?)",
+                    (
+                        run_id,
+                        _storable(name),
+                        created,
+                        json.dumps({**pipeline, "name": name}),
+                    ),
+                )
+                insert_lease(db, run_id, me, expires)
+                done.owned.append(run_id)
+            case ("resume", _):
+                db.execute(
+                    "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?",
+                    (run_id,),
+                )
+            case ("end", _, status, ended):
+                db.execute(
+                    "UPDATE runs SET status = ?, ended = ? WHERE run_id = ?",
+                    (status, ended, run_id),
+                )
+                release(db, run_id, me)
+                done.released.append(run_id)
+            case _:  # pragma: no cover - a bug in a producer of records
+                msg = f"unknown journal record {record!r}"
+                raise AssertionError(msg)
+    if events:
+        db.executemany(_INSERT_EVENT, events)
+    done.next_seq[run_id] = expected
+
+
+def _commit_batch(
+    journal: Journal,
+    records: list[Record],
+    ledgers: dict[str, RunLedger],
+    me: Owner,
+    renew: bool,
+) -> _Committed:
+    """Commit a batch in one transaction; runs whose part fails are left out whole.
+
+    Runs in a worker thread. Reads the ledgers, never changes them (the
+    writer applies the returned `_Committed` on the event loop).
+    """
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        group = groups.get(record[1])
+        if group is None:
+            group = groups[record[1]] = []
+        group.append(record)
+    live = {
+        run_id: ledger
+        for run_id in groups
+        if (ledger := ledgers.get(run_id)) is not None and ledger.error is None
+    }
+    others = (
+        [ledger for ledger in ledgers.values() if ledger.owned and ledger.error is None]
+        if renew
+        else []
+    )
+    if not live and not others:
+        return _Committed()
+
+    def work(db: sqlite3.Connection) -> _Committed:
+        done = _Committed(expires=time.time() + journal.lease)
+        for run_id, ledger in live.items():
+            db.execute("SAVEPOINT run")
+            try:
+                if ledger.owned and not fence(db, run_id, me, done.expires):
+                    raise _lost(db, run_id)
+                if not ledger.owned and groups[run_id][0][0] != "run":
+                    msg = "its records came before the record of the run"
+                    raise JournalWriteError(run_id, msg)
+                _write_group(db, ledger, groups[run_id], me, done.expires, done)
+            except (*_RECORD_ERRORS, JournalWriteError) as exc:
+                db.execute("ROLLBACK TO run")
+                db.execute("RELEASE run")
+                done.next_seq.pop(run_id, None)
+                with contextlib.suppress(ValueError):
+                    done.owned.remove(run_id)
+                with contextlib.suppress(ValueError):
+                    done.released.remove(run_id)
+                done.failed[run_id] = (
+                    exc
+                    if isinstance(exc, JournalWriteError)
+                    else JournalWriteError(run_id, _reason(exc, journal))
+                )
+                continue
+            db.execute("RELEASE run")
+            if ledger.owned:
+                done.renewed.append(run_id)
+        for ledger in others:
+            if ledger.run_id in live:
+                continue
+            if fence(db, ledger.run_id, me, done.expires):
+                done.renewed.append(ledger.run_id)
+            else:
+                done.failed[ledger.run_id] = _lost(db, ledger.run_id)
+        return done
+
+    try:
+        return journal.transaction(work)
+    except Exception as exc:  # the file, not a record: every run of the batch fails
+        reason = _reason(exc, journal)
+        return _Committed(
+            failed={run_id: JournalWriteError(run_id, reason) for run_id in live},
+            ok=False,
+        )
+
+
+def _take_over(
+    journal: Journal, ledger: RunLedger, me: Owner
+) -> Literal["taken", "changed"]:
+    """Make this runtime the owner of a run (worker thread); see `_lease.take_over`."""
+    try:
+        return journal.transaction(
+            lambda db: take_over(
+                db,
+                ledger.run_id,
+                ledger.next_seq,
+                me,
+                lease_for=journal.lease,
+                where=str(journal.path),
+            ),
+            create=False,
+        )
+    except sqlite3.Error as exc:
+        msg = f"run {ledger.run_id!r} could not be taken over: {_reason(exc, journal)}"
+        raise JournalError(msg) from exc
+
+
+def _release(journal: Journal, run_id: str, me: Owner) -> None:
+    """Give up a run's lease (worker thread); best effort, it expires anyway."""
+    with contextlib.suppress(sqlite3.Error, JournalError):
+        journal.transaction(lambda db: release(db, run_id, me), create=False)
+
+
+class JournalWriter:
+    """The journal actor: batches records from runs and commits them in a thread.
+
+    One per runtime; its `owner` identity is what the runtime's leases name.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.owner = Owner.of_this_runtime()
+        self._send, self._receive = trio.open_memory_channel[Any](1 << 16)
+        self._ledgers: dict[str, RunLedger] = {}
+        self._unnotified: list[RunLedger] = []
+        self._renew_every = journal.lease / 3
+        self._next_renewal = math.inf
+
+    # -- the runs' side ------------------------------------------------------------
+
+    def register(
+        self,
+        run_id: str,
+        outbox: trio.MemorySendChannel[Message] | None,
+        next_seq: int = 0,
+    ) -> RunLedger:
+        """Start keeping the books of a run, before any of its records is sent."""
+        ledger = self._ledgers[run_id] = RunLedger(run_id, outbox, next_seq)
+        return ledger
+
+    def forget(self, run_id: str) -> None:
+        """Stop keeping the books of a run that has ended and been flushed.
+
+        A run that could not record its end still holds its lease: it is
+        given up (unless another runtime took it), so that the run can be
+        resumed at once rather than after the lease expires.
+        """
+        ledger = self._ledgers.get(run_id)
+        if ledger is None:
+            return
+        if ledger.owned and not isinstance(ledger.error, LeaseLostError):
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                self._send.send_nowait(_Release(ledger))
+                return
+        del self._ledgers[run_id]
+
+    async def take_over(self, run_id: str) -> Literal["taken", "changed"]:
+        """Make this runtime the owner of a registered run, atomically.
+
+        ``"changed"`` when the run went on since it was read up to the
+        ``next_seq`` it was registered with (read it again); nothing is
+        written then.
+
+        Raises:
+            RunOwnedError: its owner's lease is live.
+            UnknownRunError: the journal has no such run.
+            JournalError: the journal is missing, not whole, or stayed locked.
+        """
+        request = _TakeOver(self._ledgers[run_id], trio.Event())
+        await self._send.send(request)
+        await request.done.wait()
+        assert request.answer is not None
+        return request.answer.unwrap()
+
+    def submit_nowait(self, record: Record) -> bool:
+        """Queue a record if there is room; False if the caller must wait."""
+        try:
+            self._send.send_nowait(record)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def submit(self, record: Record) -> None:
+        """Queue a record, waiting for room."""
+        await self._send.send(record)
+
+    async def flush(self, run_id: str | None = None) -> JournalWriteError | None:
+        """Wait until every record queued so far is committed, or cannot be.
+
+        Returns why the records of run ``run_id`` could not all be committed,
+        or None when every one of them is (or no run is named).
+        """
+        marker = _Flush(trio.Event())
+        try:
+            await self._send.send(marker)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            if run_id is None:
+                return None
+            return JournalWriteError(run_id, "the runtime's journal writer has stopped")
+        await marker.done.wait()
+        ledger = None if run_id is None else self._ledgers.get(run_id)
+        return None if ledger is None else ledger.error
+
+    def close(self) -> None:
+        """No more records: the writer commits what is queued, then ends."""
+        self._send.close()
+
+    # -- the actor -----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[JournalWriter]) -> None:
+        """Commit what arrives until `close`; the file is opened when first needed.
+
+        Shielded from cancellation: it must outlive every run, whose last
+        records it commits, and it ends once `close` was called.
+        """
+        self._next_renewal = trio.current_time() + self._renew_every
+        task_status.started(self)
+        with trio.CancelScope(shield=True):
+            try:
+                while True:
+                    item = None
+                    with trio.move_on_at(self._next_renewal):
+                        item = await self._receive.receive()
+                    if item is None:
+                        await self._commit([])  # renew the leases of idle runs
+                        continue
+                    batch = [item]
+                    while len(batch) < _BATCH:
+                        try:
+                            batch.append(self._receive.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    await self._process(batch)
+            except trio.EndOfChannel:
+                pass
+            finally:
+                await self._blocking(self.journal.close)
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)``, which blocks on the file, off the event loop."""
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def _process(self, batch: list[Any]) -> None:
+        records: list[Record] = []
+        for item in batch:
+            if type(item) is tuple:
+                records.append(item)
+                continue
+            if records:
+                await self._commit(records)
+                records = []
+            match item:
+                case _Flush(done=done):
+                    done.set()
+                case _TakeOver(ledger=ledger):
+                    item.answer = await outcome.acapture(
+                        self._blocking, _take_over, self.journal, ledger, self.owner
+                    )
+                    if (
+                        isinstance(item.answer, outcome.Value)
+                        and item.answer.value == "taken"
+                    ):
+                        ledger.owned = True
+                        ledger.expires = time.time() + self.journal.lease
+                    item.done.set()
+                case _Release(ledger=ledger):
+                    if self._ledgers.get(ledger.run_id) is ledger:
+                        del self._ledgers[ledger.run_id]
+                    await self._blocking(
+                        _release, self.journal, ledger.run_id, self.owner
+                    )
+                case _:  # pragma: no cover - a bug in a sender
+                    msg = f"unknown item for the journal writer: {item!r}"
+                    raise AssertionError(msg)
+        if records:
+            await self._commit(records)
+
+    async def _commit(self, records: list[Record]) -> None:
+        renew = trio.current_time() >= self._next_renewal
+        if renew:
+            self._next_renewal = trio.current_time() + self._renew_every
+            if not records and not any(
+                ledger.owned for ledger in self._ledgers.values()
+            ):
+                return  # nothing to renew: the file is not touched
+        try:
+            done = await self._blocking(
+                _commit_batch, self.journal, records, self._ledgers, self.owner, renew
+            )
+        except Exception as exc:  # a bug here must not end the runtime: fail the runs
+            reason = f"the journal writer failed ({type(exc).__name__}: {exc})"
+            done = _Committed(
+                failed={
+                    record[1]: JournalWriteError(record[1], reason)
+                    for record in records
+                },
+                ok=False,
+            )
+        self._apply(done)
+
+    def _apply(self, done: _Committed) -> None:
+        """Take note of what a transaction did; tell the runs that must stop."""
+        ledgers = self._ledgers
+        for run_id in done.owned:
+            ledgers[run_id].owned = True
+        for run_id in done.released:
+            ledgers[run_id].owned = False
+        for run_id, seq in done.next_seq.items():
+            ledgers[run_id].next_seq = seq
+        for run_id in done.renewed:
+            ledgers[run_id].expires = done.expires
+        for run_id in done.owned:
+            ledgers[run_id].expires = done.expires
+        failed = self._unnotified
+        for run_id, error in done.failed.items():
+            ledger = ledgers.get(run_id)
+            if ledger is not None and ledger.error is None:
+                ledger.error = error
+                failed.append(ledger)
+        if not done.ok:
+            # Nothing was renewed (a locked file, say): a lease that ran out
+            # meanwhile may be taken by another runtime, so its run stops.
+            now = time.time()
+            for ledger in ledgers.values():
+                if ledger.owned and ledger.error is None and ledger.expires <= now:
+                    ledger.error = LeaseLostError(
+                        ledger.run_id, "its lease expired before it could be renewed"
+                    )
+                    failed.append(ledger)
+        if failed:
+            self._unnotified = [ledger for ledger in failed if not self._notify(ledger)]
+
+    def _notify(self, ledger: RunLedger) -> bool:
+        """Tell a run to stop; False if its inbox is full (tried again later)."""
+        assert ledger.error is not None
+        if ledger.outbox is None:
+            return True
+        try:
+            ledger.outbox.send_nowait(JournalFailed(ledger.error))
+        except trio.WouldBlock:
+            return False
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass  # the run has ended: its flush reports the error
+        return True
