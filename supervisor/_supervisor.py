@@ -75,8 +75,8 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import Pipeline, StreamItem
 
-    from ._writer import JournalWriter
     from ._replay import Replayed
+    from ._writer import JournalWriter
 
 __all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
 

@@ -318,9 +318,7 @@ async def test_lone_surrogates_in_names_and_texts_round_trip(tmp_path):
         .add(grows_oddly.named("s\ud800"))
         .add(fails_oddly.named("f\udcff"))
     )
-    async with runtime(
-        journal=path, interceptors=[Odd()], on_failure="continue"
-    ) as rt:
+    async with runtime(journal=path, interceptors=[Odd()], on_failure="continue") as rt:
         with pytest.raises(RunFailed) as info:
             await rt.run(pipeline)
     live = info.value.result
