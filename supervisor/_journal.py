@@ -172,7 +172,8 @@ class Journal:
             (60 by default). The writer renews it every third of that while
             the run goes; another process may take the run over only once
             the lease has expired, or at once if the owner's process is
-            provably gone from this host.
+            provably gone from this host. Keep ``busy_timeout`` well below
+            it: a writer waiting for a lock cannot renew.
         max_value_bytes: the largest value one record may hold, in bytes
             (SQLite's limit, 1,000,000,000 by default, when None). An output
             larger than that fails its stage with `OutputTooLargeError`.
@@ -209,6 +210,7 @@ class Journal:
             self.max_value_bytes - _RECORD_MARGIN
         ) // _WORST_BYTES_PER_CHAR
         self._db: sqlite3.Connection | None = None
+        self._serving = False  # a runtime writes through it: one at a time
         # How a write waits between attempts while the file is locked (a seam
         # for tests, which release the lock there).
         self._backoff: Callable[[float], object] = time.sleep

@@ -161,8 +161,8 @@ def _process_is_gone(lease: Lease, me: Owner) -> bool:
         if process.status() == psutil.STATUS_ZOMBIE:
             return True  # it has exited; only its parent has not reaped it
         return abs(process.create_time() - lease.started) > _SAME_START
-    except psutil.NoSuchProcess:
-        return True
+    except (psutil.NoSuchProcess, OverflowError, ValueError):
+        return True  # no such process, or a pid no process can have
     except psutil.Error:
         return False  # cannot tell (no permission): not provably gone
 

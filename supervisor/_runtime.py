@@ -974,45 +974,60 @@ async def runtime(
                 "runtime(journal=...) writes runs: give a Journal that is not readonly"
             )
             raise InvalidRequestError(msg)
-        # Checked here, outside any nursery, so that a bad file reaches the
-        # caller as a plain JournalError. Nothing is written, and a missing
-        # file is created only when a run is first written to it.
-        await trio.to_thread.run_sync(journal_object.check)
-    async with trio.open_nursery() as services:
-        writer: JournalWriter | None = None
-        if journal_object is not None:
-            # Started before any run and ended after the last one has ended,
-            # so every run's final records are committed.
-            writer = await services.start(JournalWriter(journal_object).run)
+        if journal_object._serving:
+            msg = (
+                f"{journal_object!r} already serves another runtime; give each "
+                "runtime its own Journal object (the same path is fine)"
+            )
+            raise InvalidRequestError(msg)
+        journal_object._serving = True
         try:
-            async with trio.open_nursery() as nursery:
-                rt = Runtime(
-                    nursery,
-                    on_failure=policy,
-                    thread_limiter=trio.CapacityLimiter(thread_limit),
-                    cleanup_timeout=float(cleanup_timeout),
-                    hooks=hooks,
-                    monitor_interval=monitor_interval,
-                    on_progress=on_progress,
-                    retain_outputs=retain_outputs,
-                    executor=executor,
-                    journal=writer,
-                    codec=(codec or JsonCodec()) if writer is not None else None,
-                    registry=(registry or default_registry)
-                    if writer is not None
-                    else None,
-                )
-                try:
-                    yield rt
-                except Exception as exc:
-                    # Re-raised below, after the runs are cleaned up, so the caller
-                    # sees its own error rather than a group wrapping it.
-                    body_error = exc
-                finally:
-                    rt._closed = True
-                    nursery.cancel_scope.cancel()
-        finally:
-            if writer is not None:
-                writer.close()  # it commits what is queued, then ends
+            # Checked here, outside any nursery, so that a bad file reaches
+            # the caller as a plain JournalError. Nothing is written, and a
+            # missing file is created only when a run is first written to it.
+            await trio.to_thread.run_sync(journal_object.check)
+        except BaseException:
+            journal_object._serving = False
+            raise
+    try:
+        async with trio.open_nursery() as services:
+            writer: JournalWriter | None = None
+            if journal_object is not None:
+                # Started before any run and ended after the last one has ended,
+                # so every run's final records are committed.
+                writer = await services.start(JournalWriter(journal_object).run)
+            try:
+                async with trio.open_nursery() as nursery:
+                    rt = Runtime(
+                        nursery,
+                        on_failure=policy,
+                        thread_limiter=trio.CapacityLimiter(thread_limit),
+                        cleanup_timeout=float(cleanup_timeout),
+                        hooks=hooks,
+                        monitor_interval=monitor_interval,
+                        on_progress=on_progress,
+                        retain_outputs=retain_outputs,
+                        executor=executor,
+                        journal=writer,
+                        codec=(codec or JsonCodec()) if writer is not None else None,
+                        registry=(registry or default_registry)
+                        if writer is not None
+                        else None,
+                    )
+                    try:
+                        yield rt
+                    except Exception as exc:
+                        # Re-raised below, after the runs are cleaned up, so the caller
+                        # sees its own error rather than a group wrapping it.
+                        body_error = exc
+                    finally:
+                        rt._closed = True
+                        nursery.cancel_scope.cancel()
+            finally:
+                if writer is not None:
+                    writer.close()  # it commits what is queued, then ends
+    finally:
+        if journal_object is not None:
+            journal_object._serving = False
     if body_error is not None:
         raise body_error

@@ -309,7 +309,8 @@ def _take_over(
             ),
             create=False,
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        # A malformed lease row (edited by hand) is a damaged journal too.
         msg = f"run {ledger.run_id!r} could not be taken over: {_reason(exc, journal)}"
         raise JournalError(msg) from exc
 

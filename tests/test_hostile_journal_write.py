@@ -449,3 +449,19 @@ async def test_two_runtimes_creating_the_same_journal_at_once_set_it_up_once(tmp
     assert _rows(path, "SELECT key, value FROM meta") == [("format_version", "2")]
     async with runtime(journal=path) as rt:
         assert (await rt.run(Pipeline("p").add(one))).ok
+
+
+async def test_one_journal_object_serves_one_runtime_at_a_time(tmp_path):
+    from dagvisor.errors import InvalidRequestError
+
+    journal = Journal(tmp_path / "runs.db")
+    async with runtime(journal=journal) as rt:
+        with pytest.raises(InvalidRequestError, match="its own Journal object"):
+            async with runtime(journal=journal):
+                pass
+        assert (await rt.run(Pipeline("p").add(one))).ok
+    async with runtime(journal=journal) as rt:  # free again once that one ended
+        assert (await rt.run(Pipeline("p").add(one))).ok
+    with pytest.raises(InvalidRequestError, match="not readonly"):
+        async with runtime(journal=Journal(tmp_path / "runs.db", readonly=True)):
+            pass
