@@ -25,3 +25,10 @@ def small_pipelines(
         )
         stages.append((f"p{i}", tuple(deps)))
     return stages
+
+
+# Any text Python can hold, lone surrogates included (os.listdir() returns
+# them for file names that are not UTF-8); non-blank, as names must be.
+any_text = st.text(
+    st.characters(exclude_categories=()), min_size=1, max_size=24
+).filter(lambda text: bool(text.strip()))

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import assume, given
+from strategies import any_text
 
 from dagvisor import Journal, Pipeline, runtime, stage
 from dagvisor.errors import (
@@ -192,6 +194,31 @@ async def test_a_run_whose_later_batch_fails_keeps_its_prefix_and_nothing_after(
     assert resumed.outputs["after_gate"] == "through!"
 
 
+async def test_a_full_disk_fails_the_runs_it_could_not_record(tmp_path):
+    path = tmp_path / "runs.db"
+    journal = Journal(path)
+    async with runtime(journal=journal) as rt:
+        await rt.run(Pipeline("warm").add(one))
+        # Stand-in for a full disk: the file may not grow any more.
+        (pages,) = journal._db.execute("PRAGMA page_count").fetchone()
+        journal._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(RunFailed) as info:
+            await rt.run(Pipeline("grows").add(big), inputs={"size": 50_000})
+    error = info.value.journal_error
+    assert isinstance(error, JournalWriteError)
+    assert "is full" in str(error)
+    # What fitted before the disk filled up is kept; nothing after it.
+    run_id = info.value.result.run_id
+    kinds = _rows(
+        path, "SELECT kind FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+    )
+    assert ("stage_ended",) not in kinds
+    assert _rows(path, "SELECT status FROM runs WHERE run_id = ?", (run_id,)) in (
+        [],
+        [("running",)],
+    )
+
+
 # -- values too large for the journal -----------------------------------------------
 
 
@@ -337,6 +364,47 @@ async def test_lone_surrogates_in_names_and_texts_round_trip(tmp_path):
     ]
     assert {r.requester for r in stored.audit} == {"interceptor:odd\udcff", "s\ud800"}
     assert "bad byte \udcfe" in str(stored.errors["f\udcff"])
+
+
+TEXTS: dict[str, str] = {}
+
+
+@stage
+async def texty(ctx):
+    await ctx.add_stage(one.named(TEXTS["added"]), reason=TEXTS["reason"])
+    raise ValueError(TEXTS["message"])
+
+
+@given(
+    name=any_text,
+    stage_name=any_text,
+    added=any_text,
+    reason=any_text,
+    message=any_text,
+)
+def test_any_text_in_names_and_texts_is_read_back_exactly(
+    tmp_path_factory, name, stage_name, added, reason, message
+):
+    assume(stage_name != added)
+    TEXTS.update(added=added, reason=reason, message=message)
+    path = tmp_path_factory.mktemp("texts") / "runs.db"
+
+    async def main() -> Any:
+        async with runtime(journal=path, on_failure="continue") as rt:
+            with pytest.raises(RunFailed) as info:
+                await rt.run(Pipeline(name).add(texty.named(stage_name)))
+        return info.value
+
+    failed = trio.run(main)
+    assert failed.journal_error is None
+    live = failed.result
+    with Journal(path, readonly=True) as reader:
+        stored = reader.result(live.run_id)
+    assert stored.name == name
+    assert dict(stored.states) == dict(live.states)
+    assert set(stored.states) == {stage_name, added}
+    assert [(r.requester, r.reason) for r in stored.audit] == [(stage_name, reason)]
+    assert str(stored.errors[stage_name]) == f"ValueError: {message}"
 
 
 # -- a journal that is not whole -----------------------------------------------------
