@@ -23,10 +23,12 @@ from ._errors import CycleError as CycleError
 from ._errors import DagvisorError as DagvisorError
 from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import InternalError as InternalError
+from ._errors import InvalidOutputError as InvalidOutputError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
 from ._errors import NotPicklableError as NotPicklableError
 from ._errors import NotRestorableError as NotRestorableError
+from ._errors import ReadOnlyInputError as ReadOnlyInputError
 from ._errors import RecordedError as RecordedError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
@@ -37,6 +39,7 @@ from ._errors import UnknownStageError as UnknownStageError
 from ._executors import DaskExecutor as DaskExecutor
 from ._executors import Executor as Executor
 from ._executors import StageView as StageView
+from ._freeze import freeze as freeze
 from ._messages import AddEdge as AddEdge
 from ._messages import AddStage as AddStage
 from ._messages import CancelRun as CancelRun

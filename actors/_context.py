@@ -23,6 +23,7 @@ from ._executors import (
     function_reference,
     run_process,
 )
+from ._freeze import freeze
 from ._messages import (
     AddEdge,
     AddStage,
@@ -481,7 +482,8 @@ async def expand_request(
         msg = f"expand needs a stage (decorate the function with @stage), not {spec!r}"
         raise TypeError(msg)
     reason = check_reason(reason)
-    item_tuple = tuple(items)
+    # Frozen here, in the requester's task: the stages it adds share these values.
+    item_tuple = tuple([freeze(item) for item in items])
     if key is None:
         keys = tuple(f"{key_prefix}{pos}" for pos in range(len(item_tuple)))
     else:

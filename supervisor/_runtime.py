@@ -44,6 +44,7 @@ from dagvisor.actors import (
     check_reason,
     default_registry,
     expand_request,
+    freeze,
     remove_stage_request,
     replace_pending_request,
 )
@@ -546,7 +547,9 @@ class Runtime:
         env = RunEnv(
             run_id=run_id,
             outbox=send,
-            run_inputs=MappingProxyType(dict(inputs or {})),
+            run_inputs=MappingProxyType(
+                {name: freeze(value) for name, value in (inputs or {}).items()}
+            ),
             thread_limiter=self._limiter,
             cleanup_timeout=self._cleanup_timeout,
             hooks=self._hooks,

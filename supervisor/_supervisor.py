@@ -60,13 +60,13 @@ from dagvisor.actors import (
     StageSucceeded,
     StreamedPipeline,
     UnknownStageError,
+    freeze,
     ref_names,
     run_stage,
 )
 
 from ._audit import AuditLog, AuditRecord, ChangeKind
 from ._graph import RELEASED, LiveGraph, Node
-from ._isolation import SHARED_TYPES, isolate
 from ._result import Event, GraphChanged, StageFinished, StageStarted
 
 if TYPE_CHECKING:
@@ -390,13 +390,11 @@ class GraphSupervisor:
         self.running += 1
         node.started = now = self._now()
         scope = node.scope = trio.CancelScope()
+        # Outputs were frozen by the stages that produced them: shared as they are.
         inputs = {}
         for dep in node.deps:  # a loop, not a comprehension: this is the hot path
             if dep.state is SUCCEEDED:
-                value = dep.output
-                inputs[dep.name] = (
-                    value if type(value) in SHARED_TYPES else isolate(value)
-                )
+                inputs[dep.name] = dep.output
         if self._release:  # after the inputs were taken: now they may go
             self._left_pending(node)
         ctx = StageContext(
@@ -633,11 +631,14 @@ class GraphSupervisor:
         unfinished = 0
         for node in self.graph:
             state = node.state
+            # Decoded from the journal: frozen like every value stages share.
+            node.item = freeze(node.item)
             if (
                 state is SUCCEEDED
                 or state is SKIPPED
                 or (state is CANCELLED and node.name in kept)
             ):
+                node.output = freeze(node.output)
                 if node.started is not None:
                     node.started += shift
                 node.finished += shift
