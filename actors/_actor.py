@@ -33,7 +33,8 @@ from ._messages import (
 from ._output import prepare_output
 
 if TYPE_CHECKING:
-    from ._context import Hook, StageContext
+    from ._context import StageContext
+    from ._env import Hook
     from ._spec import StageSpec
 
 __all__ = ["run_stage"]

@@ -15,7 +15,7 @@ from ._errors import InvalidOutputError
 from ._freeze import freeze
 
 if TYPE_CHECKING:
-    from ._context import RunEnv
+    from ._env import RunEnv
 
 __all__ = ["prepare_output"]
 

@@ -40,6 +40,7 @@ from dagvisor.supervisor import ConsumedOutput as ConsumedOutput
 from dagvisor.supervisor import Event as Event
 from dagvisor.supervisor import FailurePolicy as FailurePolicy
 from dagvisor.supervisor import GraphChanged as GraphChanged
+from dagvisor.supervisor import GraphSnapshot as GraphSnapshot
 from dagvisor.supervisor import Journal as Journal
 from dagvisor.supervisor import Lineage as Lineage
 from dagvisor.supervisor import Progress as Progress
@@ -69,6 +70,7 @@ __all__ = [
     "Executor",
     "FailurePolicy",
     "GraphChanged",
+    "GraphSnapshot",
     "Journal",
     "JsonCodec",
     "Lineage",

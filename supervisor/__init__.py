@@ -26,6 +26,7 @@ from ._result import StageTiming as StageTiming
 from ._runtime import Run as Run
 from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime
+from ._snapshot import GraphSnapshot as GraphSnapshot
 from ._supervisor import FailurePolicy as FailurePolicy
 from ._supervisor import GraphSupervisor as GraphSupervisor
 from ._supervisor import RetainOutputs as RetainOutputs
