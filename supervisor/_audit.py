@@ -103,7 +103,11 @@ class AuditRecord:
         if self.cancelled:
             parts.append("cancelled " + ", ".join(self.cancelled[:5]))
         if self.parts:
-            parts.append(f"in {len(self.parts)} parts")
+            shown = ", ".join(
+                f"{kind} {' '.join(names[:3])}{' ...' if len(names) > 3 else ''}".rstrip()
+                for kind, names in self.parts[:5]
+            )
+            parts.append(f"as one change of {len(self.parts)} parts ({shown})")
         what = "; ".join(parts) or "no change needed"
         return f"{head}: {what} - {self.reason}"
 
