@@ -211,6 +211,9 @@ class GraphSupervisor:
         self.running = 0
         self.added = 0
         self.failed = 0
+        # Stages that reached a terminal state: a counter, never derived from
+        # the graph, which finished stages may leave (streams, retention).
+        self.done = 0
         self._now = trio.lowlevel.current_clock().current_time
         self._start_soon: Callable[..., None] | None = None
         self._prior_starts: dict[str, int] = {}
@@ -485,6 +488,7 @@ class GraphSupervisor:
         node.finished = now
         node.scope = None
         self._unfinished -= 1
+        self.done += 1
         if self._drop:
             self._ended.append(node)
         if self._subscribers:
@@ -519,6 +523,7 @@ class GraphSupervisor:
                 if self._drop:
                     self._ended.append(child)
                 self._unfinished -= 1
+                self.done += 1
                 if self._subscribers:
                     self._publish(StageFinished(child.name, child.state, now))
                 stack.append(child)
@@ -715,6 +720,7 @@ class GraphSupervisor:
                     if not (dep.state.is_terminal and dep.lets_through(node))
                 )
         self._unfinished = unfinished
+        self.done = len(self.graph) - unfinished
         self._restoring = True
 
     def _settle_restored(self) -> None:
