@@ -38,6 +38,8 @@ from dagvisor.actors import stage as stage
 from dagvisor.supervisor import AuditRecord as AuditRecord
 from dagvisor.supervisor import ConsumedOutput as ConsumedOutput
 from dagvisor.supervisor import Event as Event
+from dagvisor.supervisor import EventsLost as EventsLost
+from dagvisor.supervisor import EventStream as EventStream
 from dagvisor.supervisor import FailurePolicy as FailurePolicy
 from dagvisor.supervisor import GraphChanged as GraphChanged
 from dagvisor.supervisor import GraphSnapshot as GraphSnapshot
@@ -67,6 +69,8 @@ __all__ = [
     "ConsumedOutput",
     "DaskExecutor",
     "Event",
+    "EventStream",
+    "EventsLost",
     "Executor",
     "FailurePolicy",
     "GraphChanged",

@@ -51,7 +51,6 @@ from ._journal import Journal, JournaledRun, JournalWriter
 from ._monitor import Monitor, Progress
 from ._replay import replay
 from ._result import (
-    Event,
     Lineage,
     RunResult,
     RunStats,
@@ -70,6 +69,7 @@ if TYPE_CHECKING:
     from dagvisor.actors import StageRef
 
     from ._audit import AuditLog
+    from ._events import EventStream
     from ._replay import Replayed
     from ._snapshot import GraphSnapshot
 
@@ -208,18 +208,20 @@ class Run(ChangeRequests):
         """The run's audit trail so far (a live, read-only sequence of records)."""
         return self._supervisor.audit
 
-    def events(self, *, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Event]:
-        """A channel of this run's events from now on: ``async for event in run.events()``.
+    def events(self, *, buffer: int = 10_000) -> EventStream:
+        """This run's events from now on: ``async for event in run.events()``.
 
         Stage-started, stage-finished and graph-changed events arrive in the
-        order they happen; the channel closes when the run ends. The run never
-        waits for a reader: past ``buffer`` unread events, newer ones are
-        dropped for this reader.
+        order they happen; the stream ends when the run has ended. The run
+        never waits for a reader: a reader more than ``buffer`` events behind
+        loses the oldest ones and is told how many by an `EventsLost` event.
+        A reader that stops (``break``, or dropping the stream) costs the run
+        nothing; ``stream.close()`` stops it explicitly.
         """
-        if buffer < 1:
-            msg = f"buffer must be at least 1, not {buffer!r}"
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            msg = f"buffer must be a whole number >= 1, not {buffer!r}"
             raise InvalidRequestError(msg)
-        return self._supervisor.subscribe(buffer)
+        return self._supervisor.events.subscribe(buffer)
 
     async def cancel(self, *, reason: str = "cancelled by the caller") -> None:
         """Cancel the whole run and wait until it has ended.

@@ -43,6 +43,7 @@ import outcome
 import trio
 
 from dagvisor.actors import (
+    NO_ITEM,
     AddEdge,
     AddStage,
     CancelRun,
@@ -54,6 +55,7 @@ from dagvisor.actors import (
     DuplicateStageError,
     Expand,
     InternalError,
+    InvalidRequestError,
     Message,
     RemoveStage,
     ReplacePending,
@@ -79,6 +81,8 @@ from dagvisor.actors import (
 )
 
 from ._audit import AuditLog, AuditRecord, ChangeKind
+from ._events import EventLog
+from ._gone import GoneNames
 from ._graph import RELEASED, LiveGraph, Node
 from ._result import Event, GraphChanged, StageFinished, StageStarted
 from ._snapshot import GraphSnapshot
@@ -178,8 +182,8 @@ class GraphSupervisor:
         # dropped from memory; the journal keeps its record.
         self._drop = retain_outputs == "journal"
         self._ended: list[Node] = []
-        # Dropped stage name -> the audit seq of the change that added it.
-        self._dropped: dict[str, int] = {}
+        # Stages that left memory (dropped or evicted): their names stay taken.
+        self._gone = GoneNames()
         self._journal = journal
         self._serving: Request | None = None
         self._journal_out: list[tuple[Any, ...]] = []
@@ -189,13 +193,16 @@ class GraphSupervisor:
         self._stages_closed = trio.Event()
         self._stopping = False
         self._closed = False
-        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self.events = EventLog()
         self._ready: list[Node] = []
         self._to_settle: list[tuple[Node, StageState]] = []
         self._stream: Iterator[StreamItem] | None = None
         self._window = self._refill_at = 0
         self._previous: str | None = None
+        # A streamed run's stages, oldest first (streamed and added at run
+        # time alike): the oldest finished ones leave memory as it goes on.
         self._streamed: deque[Node] = deque()
+        self._streaming = isinstance(pipeline, StreamedPipeline)
         self.evicted: dict[StageState, int] = dict.fromkeys(StageState, 0)
         self._roots: list[Node]
         if isinstance(pipeline, StreamedPipeline):
@@ -349,9 +356,7 @@ class GraphSupervisor:
         self.ended_at = now
         if self._journal is not None:
             self._journal_out.append(("end", self.run_id, self.status, time.time()))
-        for subscriber in self._subscribers:
-            subscriber.close()
-        self._subscribers.clear()
+        self.events.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -376,23 +381,8 @@ class GraphSupervisor:
             ),
         )
 
-    def subscribe(self, buffer: int) -> trio.MemoryReceiveChannel[Event]:
-        """A channel of this run's events from now on; closed when the run ends."""
-        send, receive = trio.open_memory_channel[Event](buffer)
-        if self._closed:
-            send.close()
-        else:
-            self._subscribers.append(send)
-        return receive
-
     def _publish(self, event: Event) -> None:
-        for subscriber in tuple(self._subscribers):
-            try:
-                subscriber.send_nowait(event)
-            except trio.WouldBlock:
-                pass  # a slow reader loses events rather than stalling the run
-            except trio.BrokenResourceError:
-                self._subscribers.remove(subscriber)  # the reader closed its end
+        self.events.publish(event)
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -469,7 +459,7 @@ class GraphSupervisor:
             self._jot(
                 "stage_started", {"stage": node.name, "time": now + self.wall_offset}
             )
-        if self._subscribers:
+        if self.events.readers:
             self._publish(StageStarted(node.name, now))
 
     def _finish(
@@ -491,7 +481,7 @@ class GraphSupervisor:
         self.done += 1
         if self._drop:
             self._ended.append(node)
-        if self._subscribers:
+        if self.events.readers:
             self._publish(StageFinished(node.name, state, now))
         if state is SUCCEEDED:
             for child in node.dependents:
@@ -524,7 +514,7 @@ class GraphSupervisor:
                     self._ended.append(child)
                 self._unfinished -= 1
                 self.done += 1
-                if self._subscribers:
+                if self.events.readers:
                     self._publish(StageFinished(child.name, child.state, now))
                 stack.append(child)
 
@@ -536,12 +526,12 @@ class GraphSupervisor:
         """
         ended, self._ended = self._ended, []
         for node in ended:
-            self._drop_if_done(node)
-            for dep in node.deps:
+            for dep in node.deps:  # first: dropping the node unlinks them
                 self._drop_if_done(dep)
+            self._drop_if_done(node)
 
     def _drop_if_done(self, node: Node) -> None:
-        if not node.state.is_terminal or node.name in self._dropped:
+        if not node.state.is_terminal or node.order < 0:  # running, or gone
             return
         dependents = node.dependents
         if not dependents:
@@ -552,20 +542,37 @@ class GraphSupervisor:
         node.ended_dependents = seen
         if seen < len(dependents):
             return
+        self._forget(node)
+
+    def _forget(self, node: Node) -> None:
+        """Let a finished stage leave memory; its name stays taken.
+
+        The one way out for retained (``retain_outputs="journal"``) and
+        streamed runs alike. What is left of the node is a husk (its name,
+        state, times and spec): dependents still in memory keep it among
+        their dependencies, but never its item, its output or the stages
+        before it, so memory follows the stages in flight.
+        """
         nodes = self.graph.nodes
         if nodes.get(node.name) is node:
             del nodes[node.name]
-            self._dropped[node.name] = node.created_by
+            requester = (
+                None if node.created_by < 0 else self.audit[node.created_by].requester
+            )
+            self._gone.add(node.name, node.created_by, requester)
             self.evicted[node.state] += 1
-            # Unlinked, so a chain of dropped stages is not kept reachable.
-            node.deps = ()
-            node.dependents = []
+        node.deps = ()
+        node.dependents.clear()
+        node.item = NO_ITEM
+        node.item_print = None
+        node.output = None
+        node.order = -1  # never in an order region again (see LiveGraph)
 
     def _dropped_error(self, name: str, action: str) -> StageStateError:
         return StageStateError(
             name,
-            "ended, and was dropped from memory (retain_outputs='journal'; the "
-            "journal keeps its record)",
+            "ended, and left memory (retain_outputs='journal' and streamed "
+            "pipelines drop finished stages; a journal keeps their record)",
             action,
         )
 
@@ -785,7 +792,7 @@ class GraphSupervisor:
             try:
                 spec, after = self._stream_item(item)
                 name = spec.name
-                if name in nodes:
+                if name in nodes or name in self._gone:
                     raise DuplicateStageError(name, where=self._where)
                 deps = []
                 for dep_name in after:
@@ -794,7 +801,7 @@ class GraphSupervisor:
                         raise UnknownStageError(dep_name, referrer=name, where=where)
                     self._check_readable(dep, name)
                     deps.append(dep)
-            except (DagvisorError, TypeError) as exc:
+            except DagvisorError as exc:
                 self._stream_failed(_item_name(item), exc)
                 break
             node = self.graph.add_node(spec, deps)
@@ -805,16 +812,27 @@ class GraphSupervisor:
         self._after_change()
 
     def _stream_item(self, item: object) -> tuple[StageSpec, tuple[str, ...]]:
+        """The stage a streamed item names and what it comes after.
+
+        The ``after=`` part is the user's iterable: read here, between
+        messages; whatever it raises fails the stream with a typed error.
+        """
         if isinstance(item, StageSpec):
             return item, () if self._previous is None else (self._previous,)
-        if (
-            isinstance(item, tuple)
-            and len(item) == 2
-            and isinstance(item[0], StageSpec)
-        ):
-            return item[0], ref_names(item[1])
-        msg = f"a streamed pipeline yields stages or (stage, after) pairs, not {item!r}"
-        raise TypeError(msg)
+        if type(item) is tuple and len(item) == 2 and isinstance(item[0], StageSpec):
+            try:
+                return item[0], ref_names(item[1])
+            except Exception as exc:
+                msg = (
+                    f"the stages streamed stage {item[0].name!r} comes after could "
+                    f"not be read ({type(exc).__name__}: {exc}); yield a list of names"
+                )
+                raise InvalidRequestError(msg) from exc
+        msg = (
+            "a streamed pipeline yields stages or (stage, after) pairs, not a "
+            f"{type(item).__qualname__}"
+        )
+        raise InvalidRequestError(msg)
 
     def _stream_failed(self, name: str, error: Exception) -> None:
         self._stream = None
@@ -823,23 +841,24 @@ class GraphSupervisor:
             self._stop("failed")
 
     def _evict(self) -> None:
-        """Drop the oldest finished streamed stages whose dependents have all ended."""
+        """Let the oldest finished stages of a stream leave memory (see `_forget`).
+
+        Oldest first, beyond the window, once every stage after them has
+        ended; stages a change added at run time go the same way.
+        """
         streamed = self._streamed
         nodes = self.graph.nodes
-        evicted = self.evicted
         while len(streamed) > self._window:
             node = streamed[0]
+            if nodes.get(node.name) is not node:  # removed, or a change undone
+                streamed.popleft()
+                continue
             if not node.state.is_terminal or any(
                 not child.state.is_terminal for child in node.dependents
             ):
                 break
             streamed.popleft()
-            if nodes.get(node.name) is node:
-                del nodes[node.name]
-                evicted[node.state] += 1
-            # Unlink, so a chain of evicted stages does not stay reachable.
-            node.deps = ()
-            node.dependents = []
+            self._forget(node)
 
     def _stop(self, status: Literal["failed", "cancelled"]) -> None:
         """Begin ending the run: no new stage starts, running ones are cancelled."""
@@ -955,7 +974,7 @@ class GraphSupervisor:
                     "request": _asked(request),
                 },
             )
-        if self._subscribers:
+        if self.events.readers:
             self._publish(GraphChanged(record))
         if logger.isEnabledFor(
             logging.DEBUG
@@ -975,7 +994,7 @@ class GraphSupervisor:
     def _require(self, name: str, referrer: str | None = None) -> Node:
         node = self.graph.get(name)
         if node is None:
-            if name in self._dropped:
+            if name in self._gone:
                 raise self._dropped_error(
                     name,
                     "change" if referrer is None else f"make {referrer!r} depend on",
@@ -993,10 +1012,9 @@ class GraphSupervisor:
         Raises:
             DuplicateStageError: the name was dropped and someone else asks.
         """
-        created_by = self._dropped.get(name)
-        if created_by is None:
+        if name not in self._gone:
             return False
-        if created_by >= 0 and self.audit[created_by].requester == requester:
+        if self._gone.added_by(name, requester):
             return True
         raise DuplicateStageError(name, where=self._where)
 
@@ -1050,7 +1068,7 @@ class GraphSupervisor:
             ):
                 return name
             raise DuplicateStageError(name, where=self._where)
-        if self._dropped and self._dropped_again(name, request.requester):
+        if self._gone and self._dropped_again(name, request.requester):
             return name
         deps = [self._require(dep, referrer=name) for dep in request.after]
         for dep in deps:
@@ -1061,6 +1079,8 @@ class GraphSupervisor:
         self._unfinished += 1
         self.added += 1
         change.added.append(name)
+        if self._streaming:
+            self._streamed.append(node)
         change.edges.extend((dep.name, name) for dep in deps)
         for later in befores:
             self.graph.add_edge(node, later)
@@ -1090,7 +1110,7 @@ class GraphSupervisor:
         existing = [self.graph.get(name) for name in names]
         again = (
             [self._dropped_again(name, request.requester) for name in names]
-            if self._dropped
+            if self._gone
             else [False] * len(names)
         )
         if any(again) or any(node is not None for node in existing):
@@ -1141,6 +1161,8 @@ class GraphSupervisor:
             self.added += 1
             change.added.append(name)
             change.edges.extend((dep.name, name) for dep in deps)
+            if self._streaming:
+                self._streamed.append(node)
             self._settle_new(node)
         return names
 
@@ -1191,7 +1213,7 @@ class GraphSupervisor:
             self._release
         ):  # validate: a kept stage must still hold what the new ones read
             for spec, dep_names in request.pipeline.entries():
-                if spec.name in self._dropped:
+                if spec.name in self._gone:
                     continue  # ended: kept as it is, like any started stage
                 if (
                     spec.name not in graph.nodes
@@ -1199,7 +1221,7 @@ class GraphSupervisor:
                 ):
                     for dep_name in dep_names:
                         kept = graph.nodes.get(dep_name)
-                        if kept is None and dep_name in self._dropped:
+                        if kept is None and dep_name in self._gone:
                             raise self._dropped_error(
                                 dep_name, f"make {spec.name!r} read"
                             )
@@ -1234,11 +1256,14 @@ class GraphSupervisor:
         seq = len(self.audit)
         added: list[Node] = []
         for spec, dep_names in request.pipeline.entries():
-            if spec.name in graph.nodes or spec.name in self._dropped:
+            if spec.name in graph.nodes or spec.name in self._gone:
                 continue
             deps = [graph.nodes[dep] for dep in dep_names]
-            added.append(graph.add_node(spec, deps, created_by=seq))
+            node = graph.add_node(spec, deps, created_by=seq)
+            added.append(node)
             change.added.append(spec.name)
+            if self._streaming:
+                self._streamed.append(node)
             change.edges.extend((dep, spec.name) for dep in dep_names)
         self._unfinished += len(added)
         self.added += len(added)
