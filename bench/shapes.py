@@ -10,6 +10,7 @@ Measures:
   cycle    one new edge in graphs of up to 1,000,000 stages: check + reorder time
   cpu      1,000 stages of ~5 ms pure Python on loop, thread, process and Dask
   shared   one large output (a dict of lists of 160,000 ints) read by 34 mapped stages
+  readers  a 20,000-stage chain followed by event readers that stop, never read, or read all
 """
 
 from __future__ import annotations
@@ -358,6 +359,56 @@ def shared(consumers: int = 34, ints: int = 160_000) -> list[dict[str, Any]]:
     return [row]
 
 
+def readers(stages: int = 20_000) -> list[dict[str, Any]]:
+    """What event readers cost the run: nothing for those that stopped or never read."""
+
+    async def chain_with(kind: str, count: int) -> float:
+        pipeline = Pipeline.chain(leaf.named(f"s{i}") for i in range(stages))
+        async with runtime() as rt, trio.open_nursery() as nursery:
+            run = await rt.start(pipeline)
+            streams = [run.events() for _ in range(count)]
+            start = time.perf_counter()
+            if kind == "stopped":
+                for stream in streams:
+                    async for _ in stream:
+                        break
+                del streams[:]
+            elif kind == "reading":
+                for stream in streams:
+
+                    async def drain(stream: Any = stream) -> None:
+                        async for _ in stream:
+                            pass
+
+                    nursery.start_soon(drain)
+            await run.wait()
+            return time.perf_counter() - start
+
+    rows = []
+    base = None
+    for kind, count in (
+        ("none", 0),
+        ("stopped", 200),
+        ("never reading", 1000),
+        ("reading", 10),
+    ):
+        elapsed = statistics.median(trio.run(chain_with, kind, count) for _ in range(3))
+        base = base or elapsed
+        rows.append(
+            {
+                "shape": "event_readers",
+                "readers": f"{count} {kind}",
+                "per_stage_us": elapsed / stages * 1e6,
+                "vs_no_reader": elapsed / base,
+            }
+        )
+        progress(
+            f"  {count} readers {kind}: {rows[-1]['per_stage_us']:.1f} µs/stage "
+            f"({rows[-1]['vs_no_reader']:.2f}x)"
+        )
+    return rows
+
+
 def _random_pair(
     rng: random.Random, ends: list[list[Any]], chains: int, length: int
 ) -> tuple[Any, Any]:
@@ -365,7 +416,7 @@ def _random_pair(
     return ends[a][rng.randrange(length)], ends[b][rng.randrange(length)]
 
 
-MEASURES = ("fanout", "lattice", "changes", "cycle", "cpu", "shared")
+MEASURES = ("fanout", "lattice", "changes", "cycle", "cpu", "shared", "readers")
 
 
 def main() -> None:
@@ -391,6 +442,8 @@ def main() -> None:
         rows += cpu()
     if "shared" in only:
         rows += shared()
+    if "readers" in only:
+        rows += readers()
     emit({"benchmark": "shapes", "machine": machine(), "rows": rows}, args.json_path)
 
 
