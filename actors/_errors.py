@@ -19,6 +19,7 @@ __all__ = [
     "DagvisorError",
     "DuplicateStageError",
     "InternalError",
+    "InvalidOutputError",
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
@@ -27,6 +28,7 @@ __all__ = [
     "NotPicklableError",
     "NotRestorableError",
     "OutputTooLargeError",
+    "ReadOnlyInputError",
     "RecordedError",
     "RunClosedError",
     "RunFailed",
@@ -160,6 +162,33 @@ class NotPicklableError(DagvisorError, TypeError):
         )
 
 
+class InvalidOutputError(DagvisorError, TypeError):
+    """A stage returned a value that cannot be frozen to be shared with its consumers.
+
+    Attributes:
+        stage: the stage.
+        type_name: the type of the value it returned.
+    """
+
+    def __init__(self, stage: str, value: object, error: BaseException) -> None:
+        self.stage = stage
+        self.type_name = f"{type(value).__module__}.{type(value).__qualname__}"
+        super().__init__(
+            f"stage {stage!r} returned a {self.type_name} that cannot be frozen to be "
+            f"shared with its consumers ({type(error).__name__}: {error}); return "
+            "plain data, or objects whose __hash__ and __eq__ do not raise"
+        )
+
+
+class ReadOnlyInputError(DagvisorError, TypeError):
+    """A stage tried to change a value it shares with other stages.
+
+    Outputs, mapped items and run inputs are frozen once and shared by every
+    stage that reads them; make a private copy to change one
+    (``copy.deepcopy(value)``, ``list(value)``, ``dict(value)``).
+    """
+
+
 class NotRestorableError(DagvisorError, TypeError):
     """A stage could not be restored from a journal after a crash."""
 
@@ -168,7 +197,8 @@ class OutputTooLargeError(NotRestorableError):
     """A value is larger than the journal can store, so the run could not be resumed.
 
     Attributes:
-        what: what was too large (``"the output"``, ``"the run's inputs"``).
+        what: what was too large (``"the output"``, ``"the run's inputs"``,
+            the items of an ``expand``).
         size: its size in the journal, in bytes.
         limit: the largest value the journal stores, in bytes.
     """
@@ -178,7 +208,7 @@ class OutputTooLargeError(NotRestorableError):
         self.size = size
         self.limit = limit
         super().__init__(
-            f"{what} is {size:,} bytes once encoded for the journal, over the "
+            f"{what} would take {size:,} bytes in the journal, over the "
             f"{limit:,} bytes it can store in one value; keep large data outside "
             "the run (a file, an object store) and pass its path, or raise the "
             "limit with Journal(max_value_bytes=...)"

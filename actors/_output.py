@@ -11,21 +11,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._errors import InvalidOutputError
+from ._freeze import freeze
+
 if TYPE_CHECKING:
-    from ._context import RunEnv
+    from ._env import RunEnv
 
 __all__ = ["prepare_output"]
 
 
-def prepare_output(env: RunEnv, value: Any) -> tuple[Any, str | None]:
-    """The value to hand to consumers, and its journal encoding (None without one).
+def prepare_output(env: RunEnv, stage: str, value: Any) -> tuple[Any, str | None]:
+    """The frozen value consumers share, and its journal encoding (None without one).
+
+    Encoded first, from the value as the stage returned it; then frozen (see
+    `dagvisor.actors._freeze`), once for every consumer.
 
     Raises:
         NotRestorableError: the run is journaled and the value cannot be encoded.
         OutputTooLargeError: the run is journaled and the encoded value is
             larger than the journal can store.
+        InvalidOutputError: the value cannot be frozen (a dict key's
+            ``__hash__`` raised while its dict was rebuilt).
     """
     encoded = None if env.codec is None else env.codec.encode(value)
     if encoded is not None and env.check_output is not None:
-        env.check_output(encoded)
-    return value, encoded
+        env.check_output(encoded, "the output")
+    try:
+        frozen = freeze(value)
+    except Exception as exc:
+        raise InvalidOutputError(stage, value, exc) from exc
+    return frozen, encoded

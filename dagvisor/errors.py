@@ -4,6 +4,7 @@ from dagvisor.actors import CycleError as CycleError
 from dagvisor.actors import DagvisorError as DagvisorError
 from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
+from dagvisor.actors import InvalidOutputError as InvalidOutputError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import JournalError as JournalError
@@ -12,6 +13,7 @@ from dagvisor.actors import LeaseLostError as LeaseLostError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import OutputTooLargeError as OutputTooLargeError
+from dagvisor.actors import ReadOnlyInputError as ReadOnlyInputError
 from dagvisor.actors import RecordedError as RecordedError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
@@ -26,6 +28,7 @@ __all__ = [
     "DagvisorError",
     "DuplicateStageError",
     "InternalError",
+    "InvalidOutputError",
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
@@ -34,6 +37,7 @@ __all__ = [
     "NotPicklableError",
     "NotRestorableError",
     "OutputTooLargeError",
+    "ReadOnlyInputError",
     "RecordedError",
     "RunClosedError",
     "RunFailed",

@@ -59,7 +59,7 @@ from dagvisor.actors import (
 from ._lease import LEASE_COLUMNS, LEASES_SCHEMA
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from dagvisor.actors import Codec, StageRegistry
 
@@ -459,16 +459,20 @@ class Journal:
         assert self._db is not None
         return self._db
 
-    def check_value(self, text: str, what: str) -> None:
-        """Refuse a value too large for one record (``text`` as its codec encoded it).
+    def check_value(self, text: str | Sequence[str], what: str) -> None:
+        """Refuse a value too large for one record.
+
+        ``text`` is the value as its codec encoded it, or the encoded items
+        that one record holds together (the items of an ``expand``).
 
         Raises:
             OutputTooLargeError: the journal cannot store it.
         """
-        if len(text) <= self._quick_chars:
+        texts = (text,) if isinstance(text, str) else text
+        if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:
             return  # even in the worst case it fits: no need to measure
         limit = self.max_value_bytes - _RECORD_MARGIN
-        size = stored_size(text)
+        size = sum(stored_size(one) + 1 for one in texts)
         if size > limit:
             raise OutputTooLargeError(what, size, max(limit, 0))
 

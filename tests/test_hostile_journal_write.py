@@ -61,8 +61,17 @@ async def big(ctx):
 
 @stage
 async def fan(ctx):
-    await ctx.expand(one, ["y" * ctx.run_inputs["size"]], reason="a huge item")
+    try:
+        await ctx.expand(one, ["y" * ctx.run_inputs["size"]], reason="a huge item")
+    except OutputTooLargeError as exc:
+        return f"refused: {exc}"
     return "fanned"
+
+
+@stage
+async def long_reason(ctx):
+    await ctx.add_stage(one, reason="r" * ctx.run_inputs["size"])
+    return "asked"
 
 
 def _content(path) -> str:
@@ -262,8 +271,23 @@ async def test_run_inputs_too_large_are_refused_before_the_run_starts(tmp_path):
     assert not path.exists()  # nothing was written, so no file was made
 
 
+async def test_mapped_items_too_large_are_refused_to_the_requester(tmp_path):
+    path = tmp_path / "runs.db"
+    async with runtime(journal=Journal(path, max_value_bytes=100_000)) as rt:
+        result = await rt.run(Pipeline("fanning").add(fan), inputs={"size": 200_000})
+    assert result.outputs["fan"].startswith("refused: the items of expand of 'one'")
+    (record,) = result.audit
+    assert (record.kind, record.accepted, record.error_type) == (
+        "expand",
+        False,
+        "OutputTooLargeError",
+    )
+    with Journal(path, readonly=True) as reader:
+        assert reader.result(result.run_id).audit[0].error_type == "OutputTooLargeError"
+
+
 async def test_a_record_sqlite_refuses_fails_only_its_run(tmp_path):
-    """A mapped item too large for SQLite: caught by the writer, not by the stage."""
+    """A reason too large for SQLite: caught by the writer, not by the stage."""
     path = tmp_path / "runs.db"
     GATES["b"] = trio.Event()
     async with runtime(journal=Journal(path, max_value_bytes=100_000)) as rt:
@@ -271,7 +295,7 @@ async def test_a_record_sqlite_refuses_fails_only_its_run(tmp_path):
         await trio.testing.wait_all_tasks_blocked()
         await _committed(rt)
         with pytest.raises(RunFailed) as info:
-            await rt.run(Pipeline("fanning").add(fan), inputs={"size": 200_000})
+            await rt.run(Pipeline("asking").add(long_reason), inputs={"size": 200_000})
         GATES["b"].set()
         assert (await other.wait()).status == "succeeded"
     failed = info.value
