@@ -468,9 +468,16 @@ class Journal:
         Raises:
             OutputTooLargeError: the journal cannot store it.
         """
-        texts = (text,) if isinstance(text, str) else text
-        if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:
-            return  # even in the worst case it fits: no need to measure
+        # Even in the worst case it fits: no need to measure (every output
+        # of every journaled stage comes here, so this is the common path).
+        if isinstance(text, str):
+            if len(text) <= self._quick_chars:
+                return
+            texts: Sequence[str] = (text,)
+        else:
+            texts = text
+            if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:
+                return
         limit = self.max_value_bytes - _RECORD_MARGIN
         size = sum(stored_size(one) + 1 for one in texts)
         if size > limit:

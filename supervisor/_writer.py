@@ -220,12 +220,14 @@ def _commit_batch(
     records: list[Record],
     ledgers: dict[str, RunLedger],
     me: Owner,
-    renew: bool,
+    others: list[RunLedger],
 ) -> _Committed:
     """Commit a batch in one transaction; runs whose part fails are left out whole.
 
-    Runs in a worker thread. Reads the ledgers, never changes them (the
-    writer applies the returned `_Committed` on the event loop).
+    ``others`` are the runs whose leases to renew besides those the batch
+    carries. Runs in a worker thread: it only looks ledgers up (the event
+    loop may add some meanwhile) and never changes them; the writer applies
+    the returned `_Committed` on the event loop.
     """
     groups: dict[str, list[Record]] = {}
     for record in records:
@@ -238,11 +240,6 @@ def _commit_batch(
         for run_id in groups
         if (ledger := ledgers.get(run_id)) is not None and ledger.error is None
     }
-    others = (
-        [ledger for ledger in ledgers.values() if ledger.owned and ledger.error is None]
-        if renew
-        else []
-    )
     if not live and not others:
         return _Committed()
 
@@ -486,16 +483,19 @@ class JournalWriter:
             await self._commit(records)
 
     async def _commit(self, records: list[Record]) -> None:
-        renew = trio.current_time() >= self._next_renewal
-        if renew:
+        others: list[RunLedger] = []
+        if trio.current_time() >= self._next_renewal:
             self._next_renewal = trio.current_time() + self._renew_every
-            if not records and not any(
-                ledger.owned for ledger in self._ledgers.values()
-            ):
-                return  # nothing to renew: the file is not touched
+            others = [
+                ledger
+                for ledger in self._ledgers.values()
+                if ledger.owned and ledger.error is None
+            ]
+        if not records and not others:
+            return  # nothing to write or renew: the file is not touched
         try:
             done = await self._blocking(
-                _commit_batch, self.journal, records, self._ledgers, self.owner, renew
+                _commit_batch, self.journal, records, self._ledgers, self.owner, others
             )
         except Exception as exc:  # a bug here must not end the runtime: fail the runs
             reason = f"the journal writer failed ({type(exc).__name__}: {exc})"
