@@ -61,16 +61,28 @@ def load_for_resume(
         return reader.load(run_id), lease
 
 
-def orphans(path: os.PathLike[str], me: Owner) -> list[str]:
-    """The runs that did not end and whose owner is gone, oldest first (blocks)."""
+def orphans(
+    path: os.PathLike[str], me: Owner
+) -> tuple[list[str], dict[str, JournalError]]:
+    """The runs that did not end and whose owner is gone, oldest first (blocks).
+
+    Also the runs whose owner cannot be read (a hand-edited lease), with why:
+    they are left alone, and the others recovered.
+    """
+    gone: list[str] = []
+    damaged: dict[str, JournalError] = {}
     with Journal(path, readonly=True) as reader:
         rows = reader._read(
             "SELECT run_id FROM runs WHERE status = 'running' ORDER BY created"
         )
         known = _has_leases(reader)
         now = time.time()
-        return [
-            run_id
-            for (run_id,) in rows
-            if owner_is_gone(_lease_of(reader, run_id, known=known), me, now)
-        ]
+        for (run_id,) in rows:
+            try:
+                lease = _lease_of(reader, run_id, known=known)
+            except JournalError as exc:
+                damaged[run_id] = exc
+                continue
+            if owner_is_gone(lease, me, now):
+                gone.append(run_id)
+    return gone, damaged

@@ -421,8 +421,8 @@ class Recovery:
         skipped: the runs whose owner is gone but that this process cannot
             resume, by run id, with why (`NotRestorableError` when a stage
             function is not registered here, `JournalError` when the run's
-            record is damaged). They are left as they were, for a process
-            that has their code.
+            record or its owner's lease is damaged). They are left as they
+            were, for a process that has their code.
     """
 
     runs: tuple[Run, ...]
@@ -660,11 +660,11 @@ class Runtime:
         """
         policy = self._policy if on_failure is None else _check_policy(on_failure)
         writer = self._writer_for("recover")
-        found = await trio.to_thread.run_sync(
+        found, damaged = await trio.to_thread.run_sync(
             orphans, writer.journal.path, writer.owner
         )
         runs: list[Run] = []
-        skipped: dict[str, DagvisorError] = {}
+        skipped: dict[str, DagvisorError] = dict(damaged)
         for run_id in found:
             if run_id in self._active:
                 continue
@@ -672,6 +672,8 @@ class Runtime:
                 run = await self._resume(run_id, policy, recovering=True)
             except RunOwnedError:
                 continue  # another process took it first: it is that one's
+            except InvalidRequestError:
+                continue  # another recover of this runtime took it meanwhile
             except (NotRestorableError, JournalError, UnknownRunError) as exc:
                 skipped[run_id] = exc
                 continue

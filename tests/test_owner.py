@@ -307,3 +307,69 @@ async def test_resume_of_a_run_id_that_is_not_text_is_refused(tmp_path):
 
         with pytest.raises(UnknownRunError):
             await rt.resume("\ud800abc")
+
+
+async def test_one_runtime_resuming_or_recovering_a_run_twice_at_once_runs_it_once(
+    tmp_path,
+):
+    from dagvisor.errors import InvalidRequestError
+
+    live, crashed = tmp_path / "live.db", tmp_path / "crashed.db"
+    async with runtime(journal=live) as rt:
+        run = await _started(rt)
+        copy_as_crashed(live, crashed)
+        await run.cancel()
+    EFFECTS.clear()
+    outcomes: list[object] = []
+
+    async def resume(rt: Any) -> None:
+        try:
+            outcomes.append(await rt.start_resumed(run.id))
+        except InvalidRequestError as exc:
+            outcomes.append(exc)
+
+    async def recover(rt: Any) -> None:
+        outcomes.append(await rt.recover())
+
+    async with runtime(journal=crashed) as rt:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resume, rt)
+            nursery.start_soon(resume, rt)
+            nursery.start_soon(recover, rt)
+            nursery.start_soon(recover, rt)
+        handles = [o for o in outcomes if type(o).__name__ == "Run"]
+        handles += [r for o in outcomes if hasattr(o, "runs") for r in o.runs]
+        assert len(handles) == 1, outcomes
+        GATES["g"].set()
+        assert (await handles[0].wait()).outputs["last"] == 2
+    assert EFFECTS == ["held", "last"]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE leases SET pid = 'abc'",
+        "UPDATE leases SET expires = 'soon'",
+        "UPDATE leases SET started = x'00ff'",
+    ],
+)
+async def test_a_hand_edited_lease_is_a_journal_error_and_changes_nothing(
+    tmp_path, edit
+):
+    from dagvisor.errors import JournalError
+
+    live, crashed = tmp_path / "live.db", tmp_path / "crashed.db"
+    async with runtime(journal=live) as rt:
+        run = await _started(rt)
+        copy_as_crashed(live, crashed)
+        await run.cancel()
+    _edit(crashed, edit)
+    before = _dump(crashed)
+    async with runtime(journal=crashed) as rt:
+        with pytest.raises(JournalError, match="owner of run"):
+            await rt.resume(run.id)
+        recovery = await rt.recover()  # the others would be recovered
+        assert recovery.runs == ()
+        assert "owner of run" in str(recovery.skipped[run.id])
+        assert isinstance(recovery.skipped[run.id], JournalError)
+    assert _dump(crashed) == before
