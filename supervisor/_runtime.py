@@ -732,15 +732,19 @@ class Runtime:
             writer.register(run_id, run._inbox, restored.next_seq)
             self._active.add(run_id)  # no other resume of it here meanwhile
             try:
-                taken = await writer.take_over(run_id)
+                # Shielded (the writer's work is bounded): a takeover that
+                # happened must be known, so that its lease is given up if the
+                # run does not start after all.
+                with trio.CancelScope(shield=True):
+                    taken = await writer.take_over(run_id)
+                if taken == "taken":
+                    supervisor.journal_resume()
+                    return await self._launch(run)
             except BaseException:
                 self._active.discard(run_id)
-                writer.forget(run_id)
+                writer.forget(run_id)  # gives the lease up if it was taken
                 raise
             self._active.discard(run_id)
-            if taken == "taken":
-                supervisor.journal_resume()
-                return await self._launch(run)
             writer.forget(run_id)  # it went on elsewhere since it was read: again
         msg = (
             f"run {run_id!r} kept changing while it was being resumed: another "

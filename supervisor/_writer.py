@@ -348,9 +348,10 @@ class JournalWriter:
     def forget(self, run_id: str) -> None:
         """Stop keeping the books of a run that has ended and been flushed.
 
-        A run that could not record its end still holds its lease: it is
-        given up (unless another runtime took it), so that the run can be
-        resumed at once rather than after the lease expires.
+        A run that could not record its end, or that was taken over but did
+        not start after all, still holds its lease: it is given up (unless
+        another runtime took it), so that the run can be resumed at once
+        rather than after the lease expires.
         """
         ledger = self._ledgers.get(run_id)
         if ledger is None:

@@ -373,3 +373,34 @@ async def test_a_hand_edited_lease_is_a_journal_error_and_changes_nothing(
         assert "owner of run" in str(recovery.skipped[run.id])
         assert isinstance(recovery.skipped[run.id], JournalError)
     assert _dump(crashed) == before
+
+
+async def test_a_resume_cancelled_during_its_takeover_gives_the_lease_up(
+    tmp_path, monkeypatch
+):
+    from dagvisor.supervisor._writer import JournalWriter
+
+    live, crashed = tmp_path / "live.db", tmp_path / "crashed.db"
+    async with runtime(journal=live) as rt:
+        run = await _started(rt)
+        copy_as_crashed(live, crashed)
+        await run.cancel()
+    EFFECTS.clear()
+    take_over = JournalWriter.take_over
+
+    async def cancelled_meanwhile(self: JournalWriter, run_id: str) -> Any:
+        scope.cancel()  # the caller goes away while the writer takes it over
+        return await take_over(self, run_id)
+
+    async with runtime(journal=crashed) as rt:
+        monkeypatch.setattr(JournalWriter, "take_over", cancelled_meanwhile)
+        with trio.CancelScope() as scope:
+            await rt.resume(run.id)
+        monkeypatch.setattr(JournalWriter, "take_over", take_over)
+        await rt._journal.flush()
+        assert scope.cancelled_caught
+        assert _rows(crashed, "SELECT COUNT(*) FROM leases") == [(0,)]
+    assert EFFECTS == []  # nothing ran
+    GATES["g"].set()
+    async with runtime(journal=crashed) as rt:  # another owner may take it at once
+        assert (await rt.resume(run.id)).outputs["last"] == 2
