@@ -234,7 +234,7 @@ class Journal:
         if not self.readonly:
             self._open_writable(create=True)
             return
-        if not self.path.is_file():
+        if not self._look(self.path.is_file):
             msg = f"there is no journal at {self.path}; check the path"
             raise JournalError(msg)
         found = self._probe()
@@ -242,7 +242,7 @@ class Journal:
             msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
             raise JournalError(msg)
         self._db = sqlite3.connect(
-            f"file:{self.path}?mode=ro",
+            self._read_only_uri(),
             uri=True,
             check_same_thread=False,
             isolation_level=None,
@@ -257,25 +257,38 @@ class Journal:
         Raises:
             JournalError: the path cannot hold a journal.
         """
-        if self.path.is_dir():
-            msg = f"{self.path} is a directory; give the path of a journal file"
+        found = self._probe()
+        if found.kind == "missing" and not self._look(self.path.parent.is_dir):
+            msg = (
+                f"cannot create a journal at {self.path}: its directory does not exist"
+            )
             raise JournalError(msg)
-        if not self.path.exists():
-            if not self.path.parent.is_dir():
-                msg = f"cannot create a journal at {self.path}: its directory does not exist"
-                raise JournalError(msg)
-            return
-        self._writable_format(self._probe())
+        self._writable_format(found)
+
+    def _look(self, question: Callable[[], T]) -> T:
+        """Ask the file system about the path; a path it refuses is a `JournalError`."""
+        if "\x00" in str(self.path):
+            msg = f"{self.path!r} holds a NUL character, which no file name can; check the path"
+            raise JournalError(msg)
+        try:
+            return question()
+        except (OSError, ValueError) as exc:  # no permission, a NUL in the path
+            msg = f"{self.path} cannot be used as a journal ({exc}); check the path"
+            raise JournalError(msg) from exc
+
+    def _read_only_uri(self) -> str:
+        """The file as an SQLite URI opened read-only (any character of the path escaped)."""
+        return self._look(lambda: self.path.absolute().as_uri()) + "?mode=ro"
 
     def _probe(self) -> _Found:
         """Look at the file read-only: is it missing, empty, or a journal of which format."""
-        if not self.path.exists():
-            return _Found("missing")
-        if self.path.is_dir():
+        if self._look(self.path.is_dir):
             msg = f"{self.path} is a directory; give the path of a journal file"
             raise JournalError(msg)
+        if not self._look(self.path.exists):
+            return _Found("missing")
         try:
-            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            probe = sqlite3.connect(self._read_only_uri(), uri=True)
             try:
                 tables = {
                     str(row[0]): frozenset(

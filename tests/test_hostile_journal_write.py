@@ -516,9 +516,40 @@ async def test_a_journal_is_created_when_the_first_run_is_written(tmp_path):
     assert result.ok
 
 
-@pytest.mark.parametrize("where", ["a directory", "no such directory"])
+@pytest.mark.parametrize(
+    "name", ["runs?mode=rw.db", "a#b.db", "100%25.db", "sp ace \udcff.db"]
+)
+async def test_a_journal_path_with_uri_characters_is_that_very_file(tmp_path, name):
+    path = tmp_path / name
+    async with runtime(journal=path) as rt:
+        run = await _started_and_cancelled(rt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    GATES["never"].set()
+    async with runtime(journal=path) as rt:
+        assert (await rt.resume(run.id)).outputs["gate"] == "through"
+    with Journal(path, readonly=True) as reader:
+        assert reader.result(run.id).status == "succeeded"
+    # No file at another path (a read-only reader may leave WAL side files).
+    assert {p.name for p in tmp_path.iterdir()} <= {name, f"{name}-wal", f"{name}-shm"}
+
+
+async def _started_and_cancelled(rt) -> Any:
+    GATES["never"] = trio.Event()
+    run = await rt.start(
+        Pipeline("p").add(one).add(gate, after=["one"]), inputs={"gate": "never"}
+    )
+    await trio.testing.wait_all_tasks_blocked()
+    await run.cancel()
+    return run
+
+
+@pytest.mark.parametrize("where", ["a directory", "no such directory", "a NUL"])
 async def test_a_path_that_cannot_hold_a_journal_is_refused_on_entry(tmp_path, where):
-    path = tmp_path if where == "a directory" else tmp_path / "nowhere" / "runs.db"
+    path = {
+        "a directory": tmp_path,
+        "no such directory": tmp_path / "nowhere" / "runs.db",
+        "a NUL": tmp_path / "runs\x00.db",
+    }[where]
     with pytest.raises(JournalError):
         async with runtime(journal=path):
             pass
