@@ -14,8 +14,9 @@ them in batches (group commit) in a worker thread. Its promises:
   a locked, full or broken file fails the runs whose records the batch
   carried. A locked file is retried with backoff first (`Journal.busy_timeout`).
 * Every batch fences: a run's records are committed only in a transaction
-  that finds this runtime's nonce on the run's lease, and that renews it.
-  Runs with nothing to write are renewed every third of the lease. A run
+  that finds this runtime's nonce on the run's lease (read inside the write
+  transaction, so nobody can take the run before it commits). Leases are
+  renewed every third of their length, with a batch or on their own. A run
   whose lease another runtime took is stopped with `LeaseLostError`.
 * The writer never raises into the runtime: whatever goes wrong is routed
   to the runs it concerns.
@@ -43,7 +44,7 @@ from dagvisor.actors import (
 )
 
 from ._journal import is_busy
-from ._lease import Owner, fence, insert_lease, read_lease, release, take_over
+from ._lease import Owner, fence, insert_lease, owns, read_lease, release, take_over
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -215,19 +216,27 @@ def _write_group(
     done.next_seq[run_id] = expected
 
 
+class _Refused(Exception):
+    """One run's part of a batch failed, in a transaction that holds no other run."""
+
+    def __init__(self, error: JournalWriteError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def _commit_batch(
     journal: Journal,
     records: list[Record],
     ledgers: dict[str, RunLedger],
     me: Owner,
-    others: list[RunLedger],
+    renewing: list[RunLedger],
 ) -> _Committed:
     """Commit a batch in one transaction; runs whose part fails are left out whole.
 
-    ``others`` are the runs whose leases to renew besides those the batch
-    carries. Runs in a worker thread: it only looks ledgers up (the event
-    loop may add some meanwhile) and never changes them; the writer applies
-    the returned `_Committed` on the event loop.
+    ``renewing`` are the runs whose leases are due for renewal. Runs in a
+    worker thread: it only looks ledgers up (the event loop may add some
+    meanwhile) and never changes them; the writer applies the returned
+    `_Committed` on the event loop.
     """
     groups: dict[str, list[Record]] = {}
     for record in records:
@@ -240,21 +249,32 @@ def _commit_batch(
         for run_id in groups
         if (ledger := ledgers.get(run_id)) is not None and ledger.error is None
     }
-    if not live and not others:
+    if not live and not renewing:
         return _Committed()
+    # Each run's part is a savepoint of its own only when the batch holds
+    # several runs: most batches hold one, whose failure undoes them whole.
+    guarded = len(live) > 1
 
     def work(db: sqlite3.Connection) -> _Committed:
         done = _Committed(expires=time.time() + journal.lease)
         for run_id, ledger in live.items():
-            db.execute("SAVEPOINT run")
+            if guarded:
+                db.execute("SAVEPOINT run")
             try:
-                if ledger.owned and not fence(db, run_id, me, done.expires):
+                if ledger.owned and not owns(db, run_id, me):
                     raise _lost(db, run_id)
                 if not ledger.owned and groups[run_id][0][0] != "run":
                     msg = "its records came before the record of the run"
                     raise JournalWriteError(run_id, msg)
                 _write_group(db, ledger, groups[run_id], me, done.expires, done)
             except (*_RECORD_ERRORS, JournalWriteError) as exc:
+                error = (
+                    exc
+                    if isinstance(exc, JournalWriteError)
+                    else JournalWriteError(run_id, _reason(exc, journal))
+                )
+                if not guarded:
+                    raise _Refused(error) from exc
                 db.execute("ROLLBACK TO run")
                 db.execute("RELEASE run")
                 done.next_seq.pop(run_id, None)
@@ -262,17 +282,12 @@ def _commit_batch(
                     done.owned.remove(run_id)
                 with contextlib.suppress(ValueError):
                     done.released.remove(run_id)
-                done.failed[run_id] = (
-                    exc
-                    if isinstance(exc, JournalWriteError)
-                    else JournalWriteError(run_id, _reason(exc, journal))
-                )
+                done.failed[run_id] = error
                 continue
-            db.execute("RELEASE run")
-            if ledger.owned:
-                done.renewed.append(run_id)
-        for ledger in others:
-            if ledger.run_id in live:
+            if guarded:
+                db.execute("RELEASE run")
+        for ledger in renewing:
+            if ledger.run_id in done.failed or ledger.run_id in done.released:
                 continue
             if fence(db, ledger.run_id, me, done.expires):
                 done.renewed.append(ledger.run_id)
@@ -282,6 +297,8 @@ def _commit_batch(
 
     try:
         return journal.transaction(work)
+    except _Refused as refused:
+        return _Committed(failed={refused.error.run_id: refused.error})
     except Exception as exc:  # the file, not a record: every run of the batch fails
         reason = _reason(exc, journal)
         return _Committed(
@@ -484,19 +501,24 @@ class JournalWriter:
             await self._commit(records)
 
     async def _commit(self, records: list[Record]) -> None:
-        others: list[RunLedger] = []
+        renewing: list[RunLedger] = []
         if trio.current_time() >= self._next_renewal:
             self._next_renewal = trio.current_time() + self._renew_every
-            others = [
+            renewing = [
                 ledger
                 for ledger in self._ledgers.values()
                 if ledger.owned and ledger.error is None
             ]
-        if not records and not others:
+        if not records and not renewing:
             return  # nothing to write or renew: the file is not touched
         try:
             done = await self._blocking(
-                _commit_batch, self.journal, records, self._ledgers, self.owner, others
+                _commit_batch,
+                self.journal,
+                records,
+                self._ledgers,
+                self.owner,
+                renewing,
             )
         except Exception as exc:  # a bug here must not end the runtime: fail the runs
             reason = f"the journal writer failed ({type(exc).__name__}: {exc})"

@@ -316,9 +316,9 @@ def test_a_run_killed_while_renewing_its_lease_resumes_once(
     tmp_path, reference, renewal
 ):
     journal, log = tmp_path / "runs.db", tmp_path / "effects.log"
-    # A short lease: renewed every 30 ms, by every batch and between them.
+    # A short lease, renewed every 5 ms, so that the run renews it many times.
     code, lines = _child_with(
-        {"CRASH_LEASE": "0.09"}, "run", journal, log, f"renew:{renewal}"
+        {"CRASH_LEASE": "0.015"}, "run", journal, log, f"renew:{renewal}"
     )
     run_id = lines[0]["run_id"]
     assert code == -signal.SIGKILL
