@@ -56,7 +56,15 @@ from dagvisor.actors import (
     default_registry,
 )
 
-from ._lease import LEASE_COLUMNS, LEASES_SCHEMA
+from ._format import (
+    FORMAT_VERSION,
+    look,
+    probe,
+    read_only_uri,
+    set_up,
+    stored_size,
+    writable_format,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -69,37 +77,6 @@ __all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournaledRun"]
 
 T = TypeVar("T")
 
-FORMAT_VERSION: Final = 2
-
-_SCHEMA: Final = (
-    """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE runs (
-    run_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created REAL NOT NULL,
-    status TEXT NOT NULL,
-    ended REAL,
-    pipeline TEXT NOT NULL
-);
-CREATE TABLE events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    PRIMARY KEY (run_id, seq)
-);
-"""
-    + LEASES_SCHEMA
-    + ";"
-)
-# The tables and columns a whole journal has (the writer relies on them).
-_TABLES: Final = {
-    "meta": frozenset({"key", "value"}),
-    "runs": frozenset({"run_id", "name", "created", "status", "ended", "pipeline"}),
-    "events": frozenset({"run_id", "seq", "kind", "payload"}),
-    "leases": LEASE_COLUMNS,
-}
 # SQLite's busy handler waits this long inside one attempt; between attempts
 # the journal backs off itself, up to `Journal.busy_timeout` in all.
 _ATTEMPT_WAIT = 0.05
@@ -131,11 +108,6 @@ def is_busy(exc: BaseException) -> bool:
     return code is not None and code & 0xFF in _SQLITE_ERRORS["busy"]
 
 
-def stored_size(text: str) -> int:
-    """How many bytes an encoded output takes in the journal's record."""
-    return len(json.dumps(text))  # inside the event's JSON payload, ASCII-escaped
-
-
 def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         msg = f"{name} must be a number of seconds, not {value!r}"
@@ -144,15 +116,6 @@ def _positive(name: str, value: object) -> float:
         msg = f"{name} must be a number of seconds > 0, not {value!r}"
         raise InvalidRequestError(msg)
     return float(value)
-
-
-@attrs.frozen
-class _Found:
-    """What a read-only look at a file found (nothing about it was changed)."""
-
-    kind: Literal["missing", "empty", "journal"]
-    version: int | None = None
-    missing_leases: bool = False
 
 
 @final
@@ -234,15 +197,15 @@ class Journal:
         if not self.readonly:
             self._open_writable(create=True)
             return
-        if not self._look(self.path.is_file):
+        if not look(self.path, self.path.is_file):
             msg = f"there is no journal at {self.path}; check the path"
             raise JournalError(msg)
-        found = self._probe()
+        found = probe(self.path)
         if found.kind != "journal":
             msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
             raise JournalError(msg)
         self._db = sqlite3.connect(
-            self._read_only_uri(),
+            read_only_uri(self.path),
             uri=True,
             check_same_thread=False,
             isolation_level=None,
@@ -257,110 +220,18 @@ class Journal:
         Raises:
             JournalError: the path cannot hold a journal.
         """
-        found = self._probe()
-        if found.kind == "missing" and not self._look(self.path.parent.is_dir):
+        found = probe(self.path)
+        if found.kind == "missing" and not look(self.path, self.path.parent.is_dir):
             msg = (
                 f"cannot create a journal at {self.path}: its directory does not exist"
             )
             raise JournalError(msg)
-        self._writable_format(found)
-
-    def _look(self, question: Callable[[], T]) -> T:
-        """Ask the file system about the path; a path it refuses is a `JournalError`."""
-        if "\x00" in str(self.path):
-            msg = f"{self.path!r} holds a NUL character, which no file name can; check the path"
-            raise JournalError(msg)
-        try:
-            return question()
-        except (OSError, ValueError) as exc:  # no permission, a NUL in the path
-            msg = f"{self.path} cannot be used as a journal ({exc}); check the path"
-            raise JournalError(msg) from exc
-
-    def _read_only_uri(self) -> str:
-        """The file as an SQLite URI opened read-only (any character of the path escaped)."""
-        return self._look(lambda: self.path.absolute().as_uri()) + "?mode=ro"
-
-    def _probe(self) -> _Found:
-        """Look at the file read-only: is it missing, empty, or a journal of which format."""
-        if self._look(self.path.is_dir):
-            msg = f"{self.path} is a directory; give the path of a journal file"
-            raise JournalError(msg)
-        if not self._look(self.path.exists):
-            return _Found("missing")
-        try:
-            probe = sqlite3.connect(self._read_only_uri(), uri=True)
-            try:
-                tables = {
-                    str(row[0]): frozenset(
-                        str(column[1])
-                        for column in probe.execute(
-                            "SELECT * FROM pragma_table_info(?)", (row[0],)
-                        )
-                    )
-                    for row in probe.execute(
-                        "SELECT name FROM sqlite_master WHERE type = 'table'"
-                    )
-                }
-                version_text = None
-                if "key" in tables.get("meta", ()) and "value" in tables["meta"]:
-                    row = probe.execute(
-                        "SELECT value FROM meta WHERE key = 'format_version'"
-                    ).fetchone()
-                    version_text = None if row is None else row[0]
-            finally:
-                probe.close()
-        except (sqlite3.Error, UnicodeDecodeError) as exc:
-            msg = (
-                f"{self.path} is damaged or not a dagvisor journal ({exc}); "
-                "give the path of a journal, or of a new file"
-            )
-            raise JournalError(msg) from exc
-        if not tables:
-            return _Found("empty")
-        try:
-            version = int(str(version_text))
-        except ValueError:
-            version = None
-        if version is None or str(version) != str(version_text):
-            msg = f"{self.path} is an SQLite file but not a dagvisor journal; give another path"
-            raise JournalError(msg)
-        if version > FORMAT_VERSION:
-            msg = (
-                f"{self.path} was written by a newer dagvisor (journal format {version}, "
-                f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
-            )
-            raise JournalError(msg)
-        broken = [
-            name
-            for name, columns in _TABLES.items()
-            if name != "leases" and not columns <= tables.get(name, frozenset())
-        ]
-        if "leases" in tables and not tables["leases"] >= LEASE_COLUMNS:
-            broken.append("leases")
-        if broken:
-            msg = (
-                f"{self.path} is a dagvisor journal that is not whole: "
-                f"table {', '.join(repr(name) for name in broken)} is missing or "
-                "lacks columns, so it was damaged or edited; it was left as it is: "
-                "restore it from a copy, or give another path"
-            )
-            raise JournalError(msg)
-        return _Found("journal", version, missing_leases="leases" not in tables)
-
-    def _writable_format(self, found: _Found) -> None:
-        """Refuse to write to a journal of an older format (it is read as it is)."""
-        if found.kind == "journal" and found.version != FORMAT_VERSION:
-            msg = (
-                f"{self.path} was written by an older dagvisor (journal format "
-                f"{found.version}; this one writes format {FORMAT_VERSION}): its "
-                "runs can still be read, but write new runs to another file"
-            )
-            raise JournalError(msg)
+        writable_format(self.path, found)
 
     def _open_writable(self, *, create: bool) -> None:
         """Open for writing; create the file and its tables only if ``create``."""
-        found = self._probe()
-        self._writable_format(found)
+        found = probe(self.path)
+        writable_format(self.path, found)
         if found.kind == "missing":
             if not create:
                 msg = f"there is no journal at {self.path}; check the path"
@@ -392,7 +263,7 @@ class Journal:
             self._retrying(lambda: db.execute("PRAGMA journal_mode=WAL"))
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             if found.kind != "journal" or found.missing_leases:
-                self.transaction(self._set_up)
+                self.transaction(set_up)
         except (sqlite3.Error, JournalError) as exc:
             self.close()
             if isinstance(exc, JournalError):
@@ -401,27 +272,6 @@ class Journal:
                 f"{self.path} cannot be written ({exc}); it is damaged or not a journal"
             )
             raise JournalError(msg) from exc
-
-    def _set_up(self, db: sqlite3.Connection) -> None:
-        """Create the tables of a new journal, or the lease table an older writer left out.
-
-        Runs inside the write transaction, so it sees what a process that
-        raced it to the same new file did, and does the rest exactly once.
-        """
-        tables = {
-            row[0]
-            for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        if not tables:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('format_version', ?)",
-                (str(FORMAT_VERSION),),
-            )
-        elif "leases" not in tables:
-            db.execute(LEASES_SCHEMA)
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """``attempt()``, tried again with backoff while the file is locked."""

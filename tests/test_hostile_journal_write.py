@@ -330,7 +330,7 @@ async def test_a_writer_that_breaks_fails_its_runs_not_the_runtime(
 
     path = tmp_path / "runs.db"
     async with runtime(journal=path) as rt:
-        monkeypatch.setattr(writer_module, "_commit_batch", broken)
+        monkeypatch.setattr(writer_module, "commit_batch", broken)
         with pytest.raises(RunFailed) as info:
             await rt.run(Pipeline("p").add(one))
     assert isinstance(info.value.journal_error, JournalWriteError)

@@ -1,0 +1,307 @@
+"""One transaction of the journal writer: a batch of records, a takeover, a release.
+
+Everything here runs in the writer's worker thread, on its connection, and
+changes nothing but the file: the writer (`_writer`) applies what a
+transaction did (`Committed`) to its books on the event loop.
+
+A batch is committed in one transaction, or its runs fail: a locked, full or
+broken file fails every run whose records the batch carried. Within it, a
+record the journal cannot store fails only its own run, whose part of the
+batch is undone whole (a savepoint when the batch holds several runs). Each
+run's records are fenced: committed only while the transaction finds this
+runtime's nonce on the run's lease.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
+
+from ._journal import is_busy
+from ._lease import Owner, fence, insert_lease, owns, read_lease, release, take_over
+
+if TYPE_CHECKING:
+    import trio
+
+    from dagvisor.actors import Message
+
+    from ._journal import Journal
+
+__all__ = [
+    "Committed",
+    "Record",
+    "RunLedger",
+    "commit_batch",
+    "release_lease",
+    "take_run_over",
+]
+
+Record = tuple[Any, ...]
+# Errors that one record causes (too large, not encodable, a key taken):
+# they fail the run it belongs to, and no other.
+_RECORD_ERRORS = (
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    ValueError,  # UnicodeEncodeError among them
+    TypeError,
+    OverflowError,
+    RecursionError,
+)
+_INSERT_EVENT = "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)"
+
+
+@attrs.define(eq=False)
+class RunLedger:
+    """What the writer knows of one run it writes for.
+
+    Attributes:
+        run_id: the run.
+        outbox: the run's supervisor inbox, to tell it to stop.
+        next_seq: the sequence number its next event must carry.
+        owned: its lease is committed, so each batch fences and renews it.
+        expires: when its lease ends unless renewed (wall-clock).
+        error: why its records can no longer be committed, once they cannot.
+    """
+
+    run_id: str
+    outbox: trio.MemorySendChannel[Message] | None
+    next_seq: int = 0
+    owned: bool = False
+    expires: float = 0.0
+    error: JournalWriteError | None = None
+
+
+@attrs.define
+class Committed:
+    """What one transaction did, run by run (worked out in the worker thread)."""
+
+    failed: dict[str, JournalWriteError] = attrs.Factory(dict)
+    owned: list[str] = attrs.Factory(list)
+    released: list[str] = attrs.Factory(list)
+    next_seq: dict[str, int] = attrs.Factory(dict)
+    renewed: list[str] = attrs.Factory(list)
+    expires: float = 0.0
+    ok: bool = True  # False: the transaction itself failed (the file, not a record)
+
+
+def _reason(exc: BaseException, journal: Journal) -> str:
+    """Why a transaction failed, in words (for the run's error)."""
+    if is_busy(exc):
+        return (
+            f"{journal.path} stayed locked by another process for more than "
+            f"{journal.busy_timeout:g} s (Journal(busy_timeout=...))"
+        )
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == 13:  # SQLITE_FULL
+        return f"the disk holding {journal.path} is full"
+    if isinstance(exc, sqlite3.DataError):
+        return (
+            f"a record is larger than the {journal.max_value_bytes:,} bytes the "
+            "journal stores in one value"
+        )
+    if isinstance(exc, UnicodeError):
+        return f"a text the journal could not encode ({exc})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _storable(name: str) -> str:
+    """A text SQLite can store (valid UTF-8): lone surrogates as ``\\udXXX`` escapes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name
+
+
+def _lost(db: sqlite3.Connection, run_id: str) -> LeaseLostError:
+    lease = read_lease(db, run_id)
+    if lease is None:
+        how = "another runtime took it over and has let it go"
+    else:
+        how = f"process {lease.pid} on host {lease.host!r} took it over"
+    return LeaseLostError(run_id, how)
+
+
+def _write_group(
+    db: sqlite3.Connection,
+    ledger: RunLedger,
+    group: list[Record],
+    me: Owner,
+    expires: float,
+    done: Committed,
+) -> None:
+    """Write one run's records of a batch (inside its savepoint)."""
+    run_id = ledger.run_id
+    expected = ledger.next_seq
+    events: list[tuple[str, int, str, str]] = []
+    for record in group:
+        if record[0] == "event":
+            _, _, seq, kind, payload = record
+            if seq != expected:
+                msg = f"its event {expected} went missing before event {seq}"
+                raise JournalWriteError(run_id, msg)
+            expected += 1
+            events.append((run_id, seq, kind, json.dumps(payload)))
+            continue
+        if events:
+            db.executemany(_INSERT_EVENT, events)
+            events = []
+        match record:
+            case ("run", _, name, created, pipeline):
+                db.execute(
+                    "INSERT INTO runs (run_id, name, created, status, pipeline) "
+                    "VALUES (?, ?, ?, 'running', ?)",
+                    (
+                        run_id,
+                        _storable(name),
+                        created,
+                        json.dumps({**pipeline, "name": name}),
+                    ),
+                )
+                insert_lease(db, run_id, me, expires)
+                done.owned.append(run_id)
+            case ("resume", _):
+                db.execute(
+                    "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?",
+                    (run_id,),
+                )
+            case ("end", _, status, ended):
+                db.execute(
+                    "UPDATE runs SET status = ?, ended = ? WHERE run_id = ?",
+                    (status, ended, run_id),
+                )
+                release(db, run_id, me)
+                done.released.append(run_id)
+            case _:  # pragma: no cover - a bug in a producer of records
+                msg = f"unknown journal record {record!r}"
+                raise AssertionError(msg)
+    if events:
+        db.executemany(_INSERT_EVENT, events)
+    done.next_seq[run_id] = expected
+
+
+class _Refused(Exception):
+    """One run's part of a batch failed, in a transaction that holds no other run."""
+
+    def __init__(self, error: JournalWriteError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def commit_batch(
+    journal: Journal,
+    records: list[Record],
+    ledgers: dict[str, RunLedger],
+    me: Owner,
+    renewing: list[RunLedger],
+) -> Committed:
+    """Commit a batch in one transaction; runs whose part fails are left out whole.
+
+    ``renewing`` are the runs whose leases are due for renewal. Runs in a
+    worker thread: it only looks ledgers up (the event loop may add some
+    meanwhile) and never changes them; the writer applies the returned
+    `Committed` on the event loop.
+    """
+    groups: dict[str, list[Record]] = {}
+    for record in records:
+        group = groups.get(record[1])
+        if group is None:
+            group = groups[record[1]] = []
+        group.append(record)
+    live = {
+        run_id: ledger
+        for run_id in groups
+        if (ledger := ledgers.get(run_id)) is not None and ledger.error is None
+    }
+    if not live and not renewing:
+        return Committed()
+    # Each run's part is a savepoint of its own only when the batch holds
+    # several runs: most batches hold one, whose failure undoes them whole.
+    guarded = len(live) > 1
+
+    def work(db: sqlite3.Connection) -> Committed:
+        done = Committed(expires=time.time() + journal.lease)
+        for run_id, ledger in live.items():
+            if guarded:
+                db.execute("SAVEPOINT run")
+            try:
+                if ledger.owned and not owns(db, run_id, me):
+                    raise _lost(db, run_id)
+                if not ledger.owned and groups[run_id][0][0] != "run":
+                    msg = "its records came before the record of the run"
+                    raise JournalWriteError(run_id, msg)
+                _write_group(db, ledger, groups[run_id], me, done.expires, done)
+            except (*_RECORD_ERRORS, JournalWriteError) as exc:
+                error = (
+                    exc
+                    if isinstance(exc, JournalWriteError)
+                    else JournalWriteError(run_id, _reason(exc, journal))
+                )
+                if not guarded:
+                    raise _Refused(error) from exc
+                db.execute("ROLLBACK TO run")
+                db.execute("RELEASE run")
+                done.next_seq.pop(run_id, None)
+                with contextlib.suppress(ValueError):
+                    done.owned.remove(run_id)
+                with contextlib.suppress(ValueError):
+                    done.released.remove(run_id)
+                done.failed[run_id] = error
+                continue
+            if guarded:
+                db.execute("RELEASE run")
+        for ledger in renewing:
+            if ledger.run_id in done.failed or ledger.run_id in done.released:
+                continue
+            if fence(db, ledger.run_id, me, done.expires):
+                done.renewed.append(ledger.run_id)
+            else:
+                done.failed[ledger.run_id] = _lost(db, ledger.run_id)
+        return done
+
+    try:
+        return journal.transaction(work)
+    except _Refused as refused:
+        return Committed(failed={refused.error.run_id: refused.error})
+    except Exception as exc:  # the file, not a record: every run of the batch fails
+        reason = _reason(exc, journal)
+        return Committed(
+            failed={run_id: JournalWriteError(run_id, reason) for run_id in live},
+            ok=False,
+        )
+
+
+def take_run_over(
+    journal: Journal, ledger: RunLedger, me: Owner
+) -> Literal["taken", "changed"]:
+    """Make this runtime the owner of a run (worker thread); see `_lease.take_over`."""
+    try:
+        return journal.transaction(
+            lambda db: take_over(
+                db,
+                ledger.run_id,
+                ledger.next_seq,
+                me,
+                lease_for=journal.lease,
+                where=str(journal.path),
+            ),
+            create=False,
+        )
+    except (sqlite3.Error, ValueError, TypeError) as exc:
+        # A malformed lease row (edited by hand) is a damaged journal too.
+        msg = f"run {ledger.run_id!r} could not be taken over: {_reason(exc, journal)}"
+        raise JournalError(msg) from exc
+
+
+def release_lease(journal: Journal, run_id: str, me: Owner) -> None:
+    """Give up a run's lease (worker thread); best effort, it expires anyway."""
+    with contextlib.suppress(sqlite3.Error, JournalError):
+        journal.transaction(lambda db: release(db, run_id, me), create=False)
