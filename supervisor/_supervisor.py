@@ -1075,7 +1075,9 @@ class GraphSupervisor:
             self._check_readable(dep, name)
         befores = self._check_before(name, deps, request.before)
         # Validated: apply.
-        node = self.graph.add_node(spec, deps, created_by=len(self.audit))
+        node = self.graph.add_node(
+            spec, deps, created_by=len(self.audit), before=befores
+        )
         self._unfinished += 1
         self.added += 1
         change.added.append(name)
