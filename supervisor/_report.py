@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 from dagvisor.actors import RecordedError, StageState
 
-from ._export import COLOURS
+from ._export import COLOURS, utf8_text
 
 if TYPE_CHECKING:
     from ._audit import AuditRecord
@@ -68,7 +68,19 @@ class _Box:
 
 
 def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    """Any text as HTML text or attribute value, encodable as UTF-8."""
+    return html.escape(utf8_text(str(text)), quote=True)
+
+
+def _script_json(value: object) -> str:
+    """JSON that stays data inside a ``<script>`` element, whatever its strings.
+
+    ``<``, ``>`` and ``&`` are written as ``\\u003c``-style escapes, so no
+    ``</script>``, ``<!--`` or ``<script`` can end or re-enter the element;
+    ASCII output also escapes U+2028, U+2029 and lone surrogates.
+    """
+    text = json.dumps(value, ensure_ascii=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _short(text: str, width: int) -> str:
@@ -524,7 +536,7 @@ def render_report(result: RunResult) -> str:
         + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
         + f'<section id="memory-section"><h2>Memory</h2>{_memory_svg(result, offset)}</section>'
     )
-    data = json.dumps(summary).replace("</", "<\\/")
+    data = _script_json(summary)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
