@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING
 
 from dagvisor.actors import StageState
 
+from ._text import utf8_text
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ._audit import AuditRecord
 
-__all__ = ["COLOURS", "to_dot", "to_mermaid", "utf8_text"]
+__all__ = ["COLOURS", "to_dot", "to_mermaid"]
 
 # Fill and stroke per state, shared by both formats.
 COLOURS: dict[StageState, tuple[str, str]] = {
@@ -39,17 +41,6 @@ COLOURS: dict[StageState, tuple[str, str]] = {
     StageState.CANCELLED: ("#fff0cc", "#cc8800"),
     StageState.UPSTREAM_FAILED: ("#ffe8e0", "#dd6644"),
 }
-
-
-def utf8_text(text: str) -> str:
-    """``text`` made encodable as UTF-8: a lone surrogate becomes its escape."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 # Control characters other than tab and newline, as the escape they are drawn as.

@@ -16,7 +16,6 @@ each moment.
 
 from __future__ import annotations
 
-import datetime
 import html
 import json
 import traceback
@@ -25,13 +24,14 @@ from typing import TYPE_CHECKING, Final
 
 from dagvisor.actors import RecordedError, StageState
 
-from ._export import COLOURS, utf8_text
+from ._export import COLOURS
+from ._text import utf8_text, when_text
 
 if TYPE_CHECKING:
     from ._audit import AuditRecord
     from ._result import RunResult
 
-__all__ = ["MAX_BARS", "MAX_DRAWN", "render_report", "when_text"]
+__all__ = ["MAX_BARS", "MAX_DRAWN", "render_report"]
 
 MAX_DRAWN: Final = 400
 MAX_BARS: Final = 300
@@ -85,12 +85,6 @@ def _script_json(value: object) -> str:
 
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def when_text(wall: float) -> str:
-    """A wall-clock time as ISO 8601 in UTC, to the millisecond."""
-    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds")
 
 
 # -- the graph -------------------------------------------------------------------

@@ -37,7 +37,6 @@ from dagvisor.actors import (
     StageRegistry,
     StageSpec,
     StreamedPipeline,
-    UnknownStageError,
     add_edge_request,
     add_stage_request,
     ask,
@@ -183,17 +182,23 @@ class Run:
         return _States(nodes), _Dependencies(nodes), _Origins(nodes, audit)
 
     def lineage(self, stage: StageRef) -> Lineage:
-        """Where a stage came from, what it read and when (see `Lineage`).
+        """Where a stage came from, what it read and what became of it (see `Lineage`).
+
+        Answers for a stage removed by a change or dropped from memory too.
 
         Raises:
-            UnknownStageError: the run has no such stage (now).
+            UnknownStageError: the run never had such a stage.
         """
         name = stage.name if isinstance(stage, StageSpec) else stage
         supervisor = self._supervisor
-        node = supervisor.graph.get(name)
-        if node is None:
-            raise UnknownStageError(name, where=f"run {self.id!r}")
-        return lineage_of(node, supervisor.audit, supervisor.wall_offset)
+        return lineage_of(
+            name,
+            nodes=supervisor.graph.nodes,
+            audit=supervisor.audit,
+            dropped=supervisor._dropped,
+            wall_offset=supervisor.wall_offset,
+            where=f"run {self.id!r}",
+        )
 
     def audit(self) -> AuditLog:
         """The run's audit trail so far (a live, read-only sequence of records)."""
@@ -384,6 +389,8 @@ class Run:
             audit=supervisor.audit.snapshot(),
             stats=stats,
             wall_offset=supervisor.wall_offset,
+            dropped=MappingProxyType(supervisor._dropped),
+            audit_log=[supervisor.audit],
         )
 
 
