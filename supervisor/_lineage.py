@@ -20,7 +20,7 @@ import attrs
 
 from dagvisor.actors import StageState, UnknownStageError
 
-from ._text import when_text
+from ._text import line_text, when_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -98,7 +98,7 @@ class Lineage:
             fate = "dropped from memory"
         else:
             fate = self.state.value
-        lines = [f"{self.stage} [{fate}]", f"  origin: {origin}"]
+        lines = [f"{line_text(self.stage)} [{fate}]", f"  origin: {origin}"]
         if self.removed_by is not None:
             lines.append(f"  removed by {_change(self.removed_by)}")
             lines.append("  it never ran: only a stage that has not started is removed")
@@ -108,7 +108,7 @@ class Lineage:
                 "its state, times and inputs are in the journal"
             )
         if self.item_key is not None:
-            lines.append(f"  mapped item key: {self.item_key}")
+            lines.append(f"  mapped item key: {line_text(self.item_key)}")
         lines.extend(
             f"  read output of {consumed.stage!r} (produced {when_text(consumed.produced_at)})"
             for consumed in self.consumed
@@ -117,14 +117,14 @@ class Lineage:
             lines.append(f"  started {when_text(self.started_at)}")
         if self.finished_at is not None:
             lines.append(f"  finished {when_text(self.finished_at)}")
-        lines.extend(f"  change: {record}" for record in self.changes)
+        lines.extend(f"  change: {line_text(str(record))}" for record in self.changes)
         return "\n".join(lines)
 
 
 def _change(record: AuditRecord) -> str:
     return (
         f"change #{record.seq} ({record.kind}) requested by {record.requester!r} "
-        f"at {when_text(record.wall_time)}: {record.reason}"
+        f"at {when_text(record.wall_time)}: {line_text(record.reason)}"
     )
 
 

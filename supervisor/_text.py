@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 
-__all__ = ["utf8_text", "when_text"]
+__all__ = ["line_text", "utf8_text", "when_text"]
 
 
 def utf8_text(text: str) -> str:
@@ -26,7 +26,27 @@ def utf8_text(text: str) -> str:
     return text
 
 
+# Control characters, line breaks included, as the escape Python writes.
+_BREAKS = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
+_BREAKS.update({9: "\\t", 10: "\\n", 13: "\\r"})
+
+
+def line_text(text: str) -> str:
+    """``text`` on one line, as `utf8_text`, its control characters as escapes.
+
+    For a name or a reason shown inside a line of text: it cannot start a
+    line of its own that looks like another record.
+    """
+    return utf8_text(text).translate(_BREAKS)
+
+
 def when_text(wall: float) -> str:
-    """A wall-clock time as ISO 8601 in UTC, to the millisecond."""
-    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    """A wall-clock time as ISO 8601 in UTC, to the millisecond.
+
+    A value that is no time (a journal edited by hand) is shown as it is.
+    """
+    try:
+        moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return repr(wall)
     return moment.isoformat(timespec="milliseconds")
