@@ -9,6 +9,7 @@ bounded number of Hypothesis draws, batched into one browser launch.
 from __future__ import annotations
 
 import html
+import io
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 from strategies import HOSTILE_TEXTS, hostile_stage_names, hostile_texts
 
 from dagvisor import Pipeline, runtime, stage
+from dagvisor._cli_io import console, one_line
 from dagvisor.actors import StageState
 from dagvisor.errors import RunFailed
 from dagvisor.supervisor import AuditRecord
@@ -524,3 +526,34 @@ async def test_a_pipeline_name_with_a_lone_surrogate_reads_back_and_prints(tmp_p
         assert (
             b"name lone \\ud800" in done.stdout or b"name lone \\\\ud800" in done.stdout
         )
+
+
+@settings(max_examples=200)
+@given(
+    text=hostile_texts(max_size=60),
+    encoding=st.sampled_from(["ascii", "latin-1", "utf-8"]),
+)
+def test_the_console_prints_any_text_as_escapes_on_its_own_lines(text, encoding):
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="\n")
+    saved = sys.stdout
+    sys.stdout = stream
+    try:
+        with console() as output:
+            print(text)
+            print(one_line(text))
+    finally:
+        sys.stdout = saved
+    assert output.error is None
+    assert stream.errors == "strict"  # the stream is given back as it was
+    data = raw.getvalue()
+    shown = data.decode(encoding)  # what the encoding lacks became an escape
+    # No control character reaches the terminal but newline and tab.
+    assert not [
+        c for c in shown if c not in "\n\t" and (ord(c) < 32 or 127 <= ord(c) < 160)
+    ]
+    # one_line keeps the text on one line.
+    assert data.endswith(
+        one_line(text).encode(encoding, "backslashreplace").replace(b"\n", b"") + b"\n"
+    )
+    assert data.count(b"\n") == text.count("\n") + 2
