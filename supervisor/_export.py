@@ -51,9 +51,13 @@ _CONTROLS = {
 }
 
 
+_HAS_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _drawable(text: str) -> str:
     """UTF-8 text in which every control but tab and newline is its escape ``\\xNN``."""
-    return utf8_text(text).translate(_CONTROLS)
+    text = utf8_text(text)
+    return text.translate(_CONTROLS) if _HAS_CONTROL.search(text) else text
 
 
 # Kept as they are in a Mermaid text: letters and digits of any script,
@@ -70,6 +74,8 @@ def _mermaid_entity(found: re.Match[str]) -> str:
 
 
 def _mermaid_text(text: str) -> str:
+    if _MERMAID_ESCAPED.search(text) is None and text.strip(" ") == text:
+        return text  # the common name: nothing to escape
     text = _MERMAID_ESCAPED.sub(_mermaid_entity, _drawable(text))
     # Mermaid trims a label's outer spaces: keep them as entities.
     if text.startswith(" ") or text.endswith(" "):
