@@ -7,8 +7,9 @@ nothing else of dagvisor, so each of them can use it without a cycle.
 from __future__ import annotations
 
 import datetime
+import html
 
-__all__ = ["line_text", "utf8_text", "when_text"]
+__all__ = ["html_text", "line_text", "shortened", "utf8_text", "when_text"]
 
 
 def utf8_text(text: str) -> str:
@@ -50,3 +51,13 @@ def when_text(wall: float) -> str:
     except (TypeError, ValueError, OverflowError, OSError):
         return repr(wall)
     return moment.isoformat(timespec="milliseconds")
+
+
+def html_text(text: object) -> str:
+    """Any value's text as HTML text or attribute value, encodable as UTF-8."""
+    return html.escape(utf8_text(str(text)), quote=True)
+
+
+def shortened(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
