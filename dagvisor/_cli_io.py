@@ -171,11 +171,18 @@ def write_file(path: str | os.PathLike[str], text: str) -> Path:
     renamed over it: a reader sees the old file or the new one, never a part,
     and a failure leaves the target as it was. A lone surrogate is written as
     its escape. A symbolic link is followed: the file it names is replaced.
+    What is not a regular file (``/dev/stdout``, a FIFO) is written as it is.
 
     Raises:
         OSError: the directory is missing or not writable, the target is a
             directory, or the disk is full.
     """
+    data = text.encode("utf-8", "backslashreplace")
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        # /dev/stdout, a FIFO: written as it is, nothing renamed over it.
+        with open(path, "wb") as stream:
+            stream.write(data)
+        return Path(path)
     target = Path(os.path.realpath(path))
     if target.is_dir():
         msg = f"{os.fspath(path)} is a directory; give the name of a file"
@@ -183,7 +190,6 @@ def write_file(path: str | os.PathLike[str], text: str) -> Path:
     if not target.parent.is_dir():
         msg = f"cannot write {os.fspath(path)}: its directory does not exist"
         raise FileNotFoundError(msg)
-    data = text.encode("utf-8", "backslashreplace")
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except FileNotFoundError:

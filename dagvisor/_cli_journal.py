@@ -20,6 +20,7 @@ each, never as terminal control sequences; ``audit --stage`` and
 from __future__ import annotations
 
 import datetime
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -129,15 +130,30 @@ def _read(args: argparse.Namespace) -> int:
         case "graph":
             text = result.to_mermaid() if args.format == "mermaid" else result.to_dot()
             if args.output:
-                write_file(args.output, text)
+                _write(args.output, text, args.journal)
                 print(f"wrote {one_line(args.output)}")
             else:
                 print(text, end="")
         case "report":
             path = args.output or f"report-{run_id[:8]}.html"
-            write_file(path, result.to_html())
+            _write(path, result.to_html(), args.journal)
             print(f"wrote {one_line(path)}")
     return 0
+
+
+def _write(path: str, text: str, journal: str) -> None:
+    """Write an output file, never over the journal it was read from."""
+    target = os.path.realpath(path)
+    base = os.path.realpath(journal)
+    for kept in (base, f"{base}-wal", f"{base}-shm", f"{base}-journal"):
+        if target == kept or (
+            os.path.exists(target)
+            and os.path.exists(kept)
+            and os.path.samefile(target, kept)  # a hard link too
+        ):
+            msg = f"{path} is the journal being read; give another file to write"
+            raise UsageError(msg)
+    write_file(path, text)
 
 
 def _time(wall: Any) -> str:

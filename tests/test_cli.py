@@ -681,3 +681,46 @@ def test_write_file_replaces_whole_or_leaves_the_target_as_it_was(
     umask = os.umask(0)
     os.umask(umask)
     assert fresh.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_an_output_file_is_never_the_journal_and_special_files_are_written(
+    failed_journal, tmp_path
+):
+    journal, run_id = failed_journal
+    before = journal.read_bytes()
+    os.link(journal, tmp_path / "hard link.db")
+    for target in (journal, f"{journal}-wal", tmp_path / "hard link.db"):
+        for command in ("report", "graph"):
+            done = dagvisor(
+                command, run_id, "-o", str(target), "--journal", str(journal)
+            )
+            assert done.returncode == 2, (command, target)
+            assert "is the journal being read" in done.stderr
+            assert done.stderr.count("\n") == 1
+    assert journal.read_bytes() == before
+    # Not a regular file: written as it is, no rename over it.
+    done = dagvisor("graph", run_id, "-o", "/dev/stdout", "--journal", str(journal))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('---\ntitle: "squares"\n')
+    assert os.path.exists("/dev/stdout")
+
+
+def test_writers_of_one_report_at_once_each_leave_it_whole(failed_journal, tmp_path):
+    journal, run_id = failed_journal
+    report = tmp_path / "report.html"
+    command = [sys.executable, "-m", "dagvisor", "report", run_id]
+    children = [
+        subprocess.Popen(
+            [*command, "-o", str(report), "--journal", str(journal)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    for child in children:
+        _out, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+    page = report.read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.rstrip().endswith("</html>")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
