@@ -33,7 +33,8 @@ from ._messages import (
 from ._output import prepare_output
 
 if TYPE_CHECKING:
-    from ._context import Hook, StageContext
+    from ._context import StageContext
+    from ._env import Hook
     from ._spec import StageSpec
 
 __all__ = ["run_stage"]
@@ -136,13 +137,15 @@ async def run_stage(
                 # The common case, kept to this one frame: one attempt on the loop.
                 try:
                     value = await spec.fn(ctx)
-                    message = StageSucceeded(token, *prepare_output(env, value))
+                    message = StageSucceeded(
+                        token, *prepare_output(env, spec.name, value)
+                    )
                 finally:
                     if ctx._stack is not None:
                         await ctx._close_resources()
             else:
                 value = await _attempts(spec, ctx)
-                message = StageSucceeded(token, *prepare_output(env, value))
+                message = StageSucceeded(token, *prepare_output(env, spec.name, value))
         if scope.cancelled_caught:
             message = StageCancelled(token)
     except Exception as exc:

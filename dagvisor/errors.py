@@ -4,10 +4,12 @@ from dagvisor.actors import CycleError as CycleError
 from dagvisor.actors import DagvisorError as DagvisorError
 from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
+from dagvisor.actors import InvalidOutputError as InvalidOutputError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
+from dagvisor.actors import ReadOnlyInputError as ReadOnlyInputError
 from dagvisor.actors import RecordedError as RecordedError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
@@ -22,11 +24,13 @@ __all__ = [
     "DagvisorError",
     "DuplicateStageError",
     "InternalError",
+    "InvalidOutputError",
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
     "NotPicklableError",
     "NotRestorableError",
+    "ReadOnlyInputError",
     "RecordedError",
     "RunClosedError",
     "RunFailed",

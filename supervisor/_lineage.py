@@ -4,8 +4,8 @@ Answers for every stage the run's audit trail names, whatever became of it:
 a stage still in the graph (its state, times and inputs), a stage removed
 by a change (``remove_stage`` or ``replace_pending``: who added it, who
 removed it, when and why; only a stage that had not started can be removed),
-and a stage dropped from memory once it ended (``retain_outputs="journal"``:
-the journal keeps its record). Only a name no change ever mentioned and the
+and a stage that left memory once it ended (``retain_outputs="journal"``,
+or a streamed pipeline moving on: the journal keeps its record). Only a name no change ever mentioned and the
 graph does not hold is an unknown stage.
 
 The records that name a stage come from the audit's per-stage index
@@ -14,7 +14,7 @@ The records that name a stage come from the audit's per-stage index
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import attrs
 
@@ -28,7 +28,29 @@ if TYPE_CHECKING:
     from ._audit import AuditLog, AuditRecord
     from ._graph import Node
 
-__all__ = ["ConsumedOutput", "Lineage", "lineage_of"]
+__all__ = ["NO_STAGE_GONE", "ConsumedOutput", "GoneStages", "Lineage", "lineage_of"]
+
+
+class GoneStages(Protocol):
+    """The stages that left a run's memory (the supervisor's table of names)."""
+
+    def created_by(self, name: str) -> int | None:
+        """The seq of the change that added ``name`` (-1: the pipeline's own),
+        or None if no such stage left memory."""
+        ...
+
+
+@final
+class _NoStageGone:
+    """For a run read back from a journal: every stage is there."""
+
+    __slots__ = ()
+
+    def created_by(self, name: str) -> int | None:
+        return None
+
+
+NO_STAGE_GONE: GoneStages = _NoStageGone()
 
 
 @final
@@ -65,7 +87,8 @@ class Lineage:
         changes: every audit record that names the stage, in order.
         in_graph: False for a stage removed by a change (``removed_by`` says
             which) or dropped from memory after it ended
-            (``retain_outputs="journal"``; ``Journal.result`` reads it back whole).
+            (``retain_outputs="journal"`` or a streamed pipeline;
+            ``Journal.result`` reads it back whole).
         removed_by: the audit record of the change that removed the stage
             (``remove_stage`` or ``replace_pending``), while it stays removed.
             Only a stage that had not started can be removed: it never ran.
@@ -84,7 +107,7 @@ class Lineage:
 
     @property
     def dropped(self) -> bool:
-        """Whether the stage ended and was dropped from memory (``retain_outputs="journal"``)."""
+        """Whether the stage ended and left memory (``retain_outputs="journal"``, streams)."""
         return not self.in_graph and self.removed_by is None
 
     def __str__(self) -> str:
@@ -104,8 +127,8 @@ class Lineage:
             lines.append("  it never ran: only a stage that has not started is removed")
         elif self.state is None:
             lines.append(
-                "  it ended and was dropped from memory (retain_outputs='journal'); "
-                "its state, times and inputs are in the journal"
+                "  it ended and was dropped from memory (retain_outputs='journal' or "
+                "a streamed pipeline); its state, times and inputs are in the journal"
             )
         if self.item_key is not None:
             lines.append(f"  mapped item key: {line_text(self.item_key)}")
@@ -133,7 +156,7 @@ def lineage_of(
     *,
     nodes: Mapping[str, Node],
     audit: AuditLog,
-    dropped: Mapping[str, int],
+    gone: GoneStages,
     wall_offset: float,
     where: str,
 ) -> Lineage:
@@ -143,8 +166,7 @@ def lineage_of(
         name: the stage.
         nodes: the run's graph, by name.
         audit: the run's audit trail, with its per-stage index.
-        dropped: stages dropped from memory, to the seq of the change that
-            added each (-1 for the pipeline's own).
+        gone: the stages that left memory, with the change that added each.
         wall_offset: added to the nodes' times to make them wall-clock.
         where: the run, for an error message.
 
@@ -155,7 +177,7 @@ def lineage_of(
     node = nodes.get(name)
     if node is not None:
         return _in_graph(node, changes, audit, wall_offset)
-    created_seq = dropped.get(name)
+    created_seq = gone.created_by(name)
     if created_seq is not None:
         return Lineage(
             stage=name,

@@ -12,7 +12,7 @@ from dagvisor.actors import StageState
 from ._audit import AuditLog
 from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
-from ._lineage import ConsumedOutput, Lineage, lineage_of
+from ._lineage import NO_STAGE_GONE, ConsumedOutput, GoneStages, Lineage, lineage_of
 from ._report import render_report
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConsumedOutput",
     "Event",
+    "EventsLost",
     "GraphChanged",
     "Lineage",
     "RunResult",
@@ -271,10 +272,10 @@ class RunResult:
     stats: RunStats
     _nodes: Mapping[str, Node] = attrs.field(factory=dict, repr=False, alias="nodes")
     _wall_offset: float = attrs.field(default=0.0, repr=False, alias="wall_offset")
-    # Stages dropped from memory (retain_outputs="journal") -> the seq of the
-    # change that added each, and the audit's per-stage index, built when a
-    # lineage is first asked for (or the run's own, handed over).
-    _dropped: Mapping[str, int] = attrs.field(factory=dict, repr=False, alias="dropped")
+    # Stages that left memory (retain_outputs="journal", streams), and the
+    # audit's per-stage index, built when a lineage is first asked for (or
+    # the run's own, handed over).
+    _gone: GoneStages = attrs.field(default=NO_STAGE_GONE, repr=False, alias="gone")
     _audit_log: list[AuditLog] = attrs.field(
         factory=list, repr=False, alias="audit_log"
     )
@@ -297,7 +298,7 @@ class RunResult:
             stage,
             nodes=self._nodes,
             audit=self._audit_log[0],
-            dropped=self._dropped,
+            gone=self._gone,
             wall_offset=self._wall_offset,
             where=f"run {self.run_id!r}",
         )
@@ -375,4 +376,12 @@ class GraphChanged:
     record: AuditRecord
 
 
-Event: TypeAlias = StageStarted | StageFinished | GraphChanged
+@final
+@attrs.frozen
+class EventsLost:
+    """This reader fell behind and lost ``count`` events, just before the next one."""
+
+    count: int
+
+
+Event: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost

@@ -9,7 +9,7 @@ import trio.testing
 from dagvisor import Journal, Pipeline, StageState, runtime, stage
 from dagvisor.errors import UnknownStageError
 from dagvisor.supervisor import AuditLog, AuditRecord
-from dagvisor.supervisor._lineage import lineage_of
+from dagvisor.supervisor._lineage import NO_STAGE_GONE, lineage_of
 
 
 @stage
@@ -212,7 +212,12 @@ def test_lineage_reads_the_audit_through_its_per_stage_index():
         audit.append(_record(seq, added=(f"s{seq}",)))
     audit.append(_record(10_000, kind="remove_stage", removed=("s5",)))
     lineage = lineage_of(
-        "s5", nodes={}, audit=audit, dropped={}, wall_offset=0.0, where="run 'r'"
+        "s5",
+        nodes={},
+        audit=audit,
+        gone=NO_STAGE_GONE,
+        wall_offset=0.0,
+        where="run 'r'",
     )
     assert lineage.created_by is not None
     assert lineage.created_by.seq == 5
