@@ -243,3 +243,18 @@ async def test_a_live_run_tells_the_lineage_of_a_stage_removed_while_it_goes():
     assert lineage.removed_by is not None
     assert lineage.removed_by.requester == "external"
     assert lineage.removed_by.reason == "operator: not today"
+
+
+async def test_a_stage_a_streamed_pipeline_left_behind_is_known():
+    streamed = Pipeline.stream((step.named(f"s{i}") for i in range(50)), window=5)
+    async with runtime() as rt:
+        run = await rt.start(streamed)
+        result = await run.wait()
+        live = run.lineage("s0")
+    assert "s0" not in result.states
+    assert live.dropped is True
+    assert live.created_by is None
+    assert result.lineage("s0") == live
+    assert result.lineage("s49").state is StageState.SUCCEEDED
+    with pytest.raises(UnknownStageError):
+        result.lineage("s50")
