@@ -38,7 +38,6 @@ from dagvisor.actors import (
     StageRegistry,
     StageSpec,
     StreamedPipeline,
-    UnknownStageError,
     ask,
     check_reason,
     default_registry,
@@ -192,17 +191,23 @@ class Run(ChangeRequests):
         return _States(nodes), _Dependencies(nodes), _Origins(nodes, audit)
 
     def lineage(self, stage: StageRef) -> Lineage:
-        """Where a stage came from, what it read and when (see `Lineage`).
+        """Where a stage came from, what it read and what became of it (see `Lineage`).
+
+        Answers for a stage removed by a change or dropped from memory too.
 
         Raises:
-            UnknownStageError: the run has no such stage (now).
+            UnknownStageError: the run never had such a stage.
         """
         name = stage.name if isinstance(stage, StageSpec) else stage
         supervisor = self._supervisor
-        node = supervisor.graph.get(name)
-        if node is None:
-            raise UnknownStageError(name, where=f"run {self.id!r}")
-        return lineage_of(node, supervisor.audit, supervisor.wall_offset)
+        return lineage_of(
+            name,
+            nodes=supervisor.graph.nodes,
+            audit=supervisor.audit,
+            gone=supervisor._gone,
+            wall_offset=supervisor.wall_offset,
+            where=f"run {self.id!r}",
+        )
 
     def audit(self) -> AuditLog:
         """The run's audit trail so far (a live, read-only sequence of records)."""
@@ -335,6 +340,8 @@ class Run(ChangeRequests):
             audit=supervisor.audit.snapshot(),
             stats=stats,
             wall_offset=supervisor.wall_offset,
+            gone=supervisor._gone,
+            audit_log=[supervisor.audit],
         )
 
 
