@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AddEdge",
     "AddStage",
+    "AttemptStarted",
     "CancelRun",
     "CancelStage",
     "Expand",
@@ -118,6 +119,19 @@ class StageSkipped:
 
 
 @attrs.frozen
+class AttemptStarted:
+    """A retry of the stage started: attempt number ``attempt`` (not an outcome).
+
+    Sent only by a journaled run's stages, so that a resumed run counts on
+    from the attempts that really ran; the first attempt's start is the
+    stage's own start, which the supervisor records when it spawns it.
+    """
+
+    token: object
+    attempt: int
+
+
+@attrs.frozen
 class StagesEnded:
     """Every stage actor of the run has ended (sent by the nursery that held them)."""
 
@@ -206,4 +220,4 @@ class CancelRun:
 Request: TypeAlias = (
     AddStage | AddEdge | Expand | RemoveStage | ReplacePending | CancelStage | CancelRun
 )
-Message: TypeAlias = StageOutcome | StagesEnded | Request
+Message: TypeAlias = StageOutcome | AttemptStarted | StagesEnded | Request

@@ -6,9 +6,12 @@ from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
+from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import RecordedError as RecordedError
+from dagvisor.actors import RemoteError as RemoteError
+from dagvisor.actors import ResourceCloseError as ResourceCloseError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
 from dagvisor.actors import StageStateError as StageStateError
@@ -25,9 +28,12 @@ __all__ = [
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
+    "MissingMainGuardError",
     "NotPicklableError",
     "NotRestorableError",
     "RecordedError",
+    "RemoteError",
+    "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
     "StageStateError",

@@ -44,6 +44,7 @@ from dagvisor.actors import (
     check_reason,
     default_registry,
     expand_request,
+    refuse_in_bootstrap,
     remove_stage_request,
     replace_pending_request,
 )
@@ -777,7 +778,12 @@ async def runtime(
             ``monitor_interval`` (0.5 s if not given), never once per stage.
 
     Leaving the block cancels the runs still going and waits for their cleanup.
+
+    Raises:
+        MissingMainGuardError: this process is a worker process importing
+            the main script again, which opens a runtime at its top level.
     """
+    refuse_in_bootstrap()
     policy = _check_policy(on_failure)
     if executor not in ("thread", "process") and not isinstance(executor, Executor):
         msg = (
