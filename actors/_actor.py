@@ -252,5 +252,11 @@ async def run_stage(
             env.outbox.send_nowait(StageCancelled(token))
         raise
     ctx._stack = CLOSED
-    if message is not None:
+    if message is None:
+        return
+    try:
+        env.outbox.send_nowait(message)
+    except trio.WouldBlock:
         await _send(env.outbox, message)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the run has already ended: nobody is listening
