@@ -93,7 +93,8 @@ def declare(count: int, repeat: int) -> list[dict[str, Any]]:
         exec(compile(source, "bench_declared", "exec"), module.__dict__)
         functions = iter([getattr(module, f"f{round_}_{i}") for i in range(count)])
         elapsed = timeit.timeit(
-            lambda: stage(name="declared")(next(functions)), number=count
+            lambda functions=functions: stage(name="declared")(next(functions)),
+            number=count,
         )
         per_call.append(elapsed / count * 1e6)
     row = {

@@ -36,16 +36,17 @@ from __future__ import annotations
 
 import os
 import queue
-import time
 import shutil
 import tempfile
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
+import trio.lowlevel
 import trio.testing
 from hypothesis import event, settings
 from hypothesis import strategies as st
@@ -637,7 +638,7 @@ class RuntimeMachine(RuleBasedStateMachine):
                         if jumps < 20:
                             clock.jump(100)
                             jumps += 1
-                        await trio.sleep(0)
+                        await trio.lowlevel.checkpoint()
 
                 self.loop.call(cancel_and_drain)
                 assert self.run.done
@@ -799,7 +800,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             deadline = time.monotonic() + 30
             while nodes[name].state is StageState.RUNNING:
                 assert time.monotonic() < deadline, f"{name} did not end"
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
 
         self.loop.call(until_it_ended)
         self.model.thread_returns(name, ok)
