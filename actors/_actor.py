@@ -93,13 +93,13 @@ async def _timed(spec: StageSpec, fn: Callable[..., Awaitable[Any]], *args: Any)
 
 async def _body(spec: StageSpec, ctx: StageContext) -> Any:
     """One run of the stage body, on its executor."""
-    executor = spec.executor
-    if executor == "loop":
+    if spec.is_async:
         return await _timed(spec, spec.fn, ctx)
+    executor = spec.executor
     env = ctx._env
     if executor is None:
         executor = env.default_executor
-    if executor == "thread":
+    if isinstance(executor, str) and executor == "thread":
         async with thread_slot(env.thread_limiter) as run:
             return await _timed(spec, run, spec.name, spec.fn, ctx)
     view = ctx.view()

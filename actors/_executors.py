@@ -55,6 +55,12 @@ __all__ = [
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+# What a RemoteError keeps of a message and a traceback (characters): the
+# end of a traceback (where it was raised), the start of a message.
+_MESSAGE_KEPT = 16_000
+_TRACEBACK_KEPT = 64_000
+_LINE_KEPT = 2_000
+
 
 @final
 @attrs.frozen(kw_only=True)
@@ -232,8 +238,8 @@ def _pack_error(stage: str, exc: BaseException) -> bytes:
         remote = RemoteError(
             stage,
             f"{type(exc).__module__}.{type(exc).__qualname__}",
-            _message(exc),
-            _traceback_text(exc),
+            _kept(_message(exc), _MESSAGE_KEPT),
+            _kept(_traceback_text(exc), _TRACEBACK_KEPT),
         )
         return pickle.dumps((False, remote), protocol=_PROTOCOL)
     return data
@@ -257,9 +263,21 @@ def _message(exc: BaseException) -> str:
 
 def _traceback_text(exc: BaseException) -> str:
     try:
-        return "".join(traceback.format_exception(exc))
+        lines = traceback.format_exception(exc)
     except Exception:  # a hostile __str__ inside the chain
-        return "".join(traceback.format_tb(exc.__traceback__))
+        lines = traceback.format_tb(exc.__traceback__)
+    # A huge message must not push the frames out of what is kept.
+    return "".join(_kept(line, _LINE_KEPT) for line in lines)
+
+
+def _kept(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters (a traceback keeps its end)."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if limit == _TRACEBACK_KEPT:
+        return f"[{cut} characters cut]\n{text[cut:]}"
+    return f"{text[:limit]} [{cut} characters cut]"
 
 
 def _shown(value: object) -> str:

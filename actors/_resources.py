@@ -127,6 +127,7 @@ async def close_all(
 
 def _shown(resource: object) -> str:
     try:
-        return repr(resource)
+        text = repr(resource)
     except Exception:  # a hostile __repr__ must not hide which resource it was
         return f"<{type(resource).__qualname__} object>"
+    return text if len(text) <= 200 else text[:197] + "..."

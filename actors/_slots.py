@@ -112,8 +112,8 @@ def elsewhere_slot(
     executor: object,
 ) -> contextlib.AbstractAsyncContextManager[Callable[..., Awaitable[Any]]] | None:
     """The slot of ``"process"`` or a `DaskExecutor`; None for another `Executor`."""
-    if executor == "process":
-        return _process_slot()
+    if isinstance(executor, str):
+        return _process_slot() if executor == "process" else None
     if isinstance(executor, DaskExecutor):
         return executor._slot()
     return None
@@ -145,10 +145,11 @@ async def run_call(
         NotPicklableError: naming the argument that cannot be pickled.
         InvalidRequestError: ``executor`` is not one.
     """
-    if executor == "thread":
+    named = isinstance(executor, str)
+    if named and executor == "thread":
         async with thread_slot(thread_limiter) as run:
             return await run(stage, fn, *args)
-    if executor != "process" and not isinstance(executor, Executor):
+    if not (named and executor == "process") and not isinstance(executor, Executor):
         msg = f"run_in needs 'thread', 'process' or an Executor, not {executor!r}"
         raise InvalidRequestError(msg)
     reference = function_reference(fn, stage)

@@ -192,14 +192,15 @@ def _check_options(
             f"DaskExecutor, not {executor!r}"
         )
         raise InvalidStageError(msg)
-    if executor != "loop" and flags & inspect.CO_COROUTINE:
+    on_loop = named and executor == "loop"  # never calls an Executor's __eq__
+    if not on_loop and flags & inspect.CO_COROUTINE:
         msg = (
             f"stage {_shown(fn)} is `async def`: it runs on the "
             f"event loop, not on executor {executor!r}; make it a plain function, or "
             "keep it async and call `await ctx.run_in(executor, fn, ...)` for the heavy part"
         )
         raise InvalidStageError(msg)
-    if executor == "loop" and not flags & inspect.CO_COROUTINE:
+    if on_loop and not flags & inspect.CO_COROUTINE:
         msg = (
             f"stage {_shown(fn)} is a plain function and would "
             "block the event loop; make it `async def` or use executor='thread'"
@@ -309,7 +310,7 @@ def _make_spec(
             raise InvalidStageError(msg)
     if executor is None and _is_async(fn):
         executor = "loop"
-    if executor == "process" or not isinstance(executor, str | None):
+    if not isinstance(executor, str | None) or executor == "process":
         # It will leave the process: refuse what cannot be shipped, now.
         function_reference(fn, name)
     for registrable in (fn, when):  # so that a journaled run can find them again

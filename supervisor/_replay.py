@@ -228,7 +228,8 @@ class _Replayer:
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
             case "attempt_started":  # a retry: one more attempt that ran
                 node = self.node(payload["stage"], seq)
-                int(payload["attempt"])  # malformed if not a number
+                if type(payload["attempt"]) is not int:
+                    self.fail(f"event {seq} has an attempt that is not a number")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
             case "stage_ended":
                 node = self.node(payload["stage"], seq)

@@ -785,7 +785,10 @@ async def runtime(
     """
     refuse_in_bootstrap()
     policy = _check_policy(on_failure)
-    if executor not in ("thread", "process") and not isinstance(executor, Executor):
+    named = isinstance(executor, str)  # an Executor's own __eq__ is never called
+    if not (named and executor in ("thread", "process")) and (
+        named or not isinstance(executor, Executor)
+    ):
         msg = (
             "executor must be 'thread', 'process' or an Executor such as DaskExecutor, "
             f"not {executor!r}"

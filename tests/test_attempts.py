@@ -10,6 +10,7 @@ tests/test_crash.py kills real processes.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -17,6 +18,7 @@ import trio
 import trio.testing
 
 from dagvisor import Pipeline, runtime, stage
+from dagvisor.errors import JournalError
 from dagvisor.supervisor import Journal
 
 SEEN: list[int] = []
@@ -115,3 +117,26 @@ async def test_without_a_journal_retries_send_nothing_extra():
         result = await rt.run(Pipeline("p").add(flaky))
     assert SEEN == [0, 1, 2]
     assert result.outputs == {"flaky": 2}
+
+
+@pytest.mark.parametrize("attempt", ["one", float("inf"), 1.5, None, True])
+async def test_a_hand_edited_attempt_record_is_refused_as_a_bad_journal(
+    tmp_path, attempt
+):
+    live, crashed = tmp_path / "live.db", tmp_path / "crashed.db"
+    FAIL_BELOW["attempt"] = 1
+    run_id = await _crash_in_attempt(
+        lambda rt: rt.start(Pipeline("p").add(flaky)), live, crashed
+    )
+    with sqlite3.connect(crashed) as db:
+        ((seq, payload),) = db.execute(
+            "SELECT seq, payload FROM events WHERE kind = 'attempt_started'"
+        ).fetchall()
+        edited = {**json.loads(payload), "attempt": attempt}
+        db.execute(
+            "UPDATE events SET payload = ? WHERE seq = ?", (json.dumps(edited), seq)
+        )
+    with pytest.raises(JournalError, match="attempt"):
+        async with runtime(journal=crashed) as rt:
+            await rt.resume(run_id)
+    assert SEEN == [0, 1]  # nothing ran again

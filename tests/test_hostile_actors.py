@@ -22,6 +22,7 @@ from dagvisor.errors import (
     InvalidStageError,
     NotPicklableError,
     RemoteError,
+    ResourceCloseError,
     RunFailed,
 )
 
@@ -267,3 +268,127 @@ async def test_a_deeply_nested_input_is_named_not_a_recursion_error():
     error = info.value.errors["deep"]
     assert isinstance(error, NotPicklableError)
     assert error.what == "run input 'deep'"
+
+
+# -- retries, executors and resources given their worst values ---------------------------
+
+
+async def test_a_huge_backoff_does_not_overflow(autojump_clock):
+    attempts = []
+
+    @stage(retries=1100, backoff=1e-300)  # doubled 1,100 times: past a float's range
+    async def always_fails(ctx):
+        attempts.append(ctx.attempt)
+        raise ConnectionError(f"attempt {ctx.attempt}")
+
+    async with runtime() as rt:
+        with pytest.raises(RunFailed) as info:
+            await rt.run(Pipeline("p").add(always_fails))
+    assert len(attempts) == 1101
+    assert info.value.errors["always_fails"].args == ("attempt 1100",)
+
+
+class TouchyExecutor:
+    """A plugged-in Executor whose == raises: dagvisor must never call it."""
+
+    def __eq__(self, other):
+        raise RuntimeError("do not compare me")
+
+    __hash__ = object.__hash__
+
+    async def run(self, body, view):
+        return await trio.to_thread.run_sync(body, view)
+
+
+def doubled(view):
+    return view.item * 2
+
+
+def triple(x):
+    return x * 3
+
+
+async def test_a_plugged_in_executor_is_never_compared():
+    touchy = TouchyExecutor()
+    spec = stage(name="doubled", executor=touchy)(doubled)
+
+    @stage
+    async def plan(ctx):
+        names = await ctx.expand(spec, [1, 2], reason="items")
+        return await ctx.run_in(touchy, triple, 5), names
+
+    async with runtime(executor=touchy) as rt:
+        result = await rt.run(Pipeline("p").add(plan))
+    assert result.outputs["plan"] == (15, ["doubled[0]", "doubled[1]"])
+    assert result.outputs["doubled[1]"] == 4
+
+
+class Unshowable:
+    """A resource whose repr raises and whose exit is not even async."""
+
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+    async def __aenter__(self):
+        return self
+
+    def __aexit__(self, *exc):  # a plain function: its None cannot be awaited
+        return None
+
+
+class LongWinded:
+    def __repr__(self):
+        return "<" + "x" * 10**6 + ">"
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        raise OSError("cannot close")
+
+
+@pytest.mark.parametrize(
+    ("resource", "shown"),
+    [(Unshowable(), "<Unshowable object>"), (LongWinded(), "<xxxxxxxx")],
+)
+async def test_a_resource_that_cannot_even_be_shown_is_still_reported(resource, shown):
+    @stage
+    async def uses(ctx):
+        await ctx.enter(resource)
+        return "body done"
+
+    async with runtime() as rt:
+        with pytest.raises(RunFailed) as info:
+            await rt.run(Pipeline("p").add(uses))
+    error = info.value.errors["uses"]
+    assert isinstance(error, ResourceCloseError)
+    assert error.resource.startswith(shown)
+    assert len(error.resource) <= 200
+
+
+async def test_a_thread_stage_may_use_run_in_from_its_thread():
+    @stage(executor="thread")
+    def nested(ctx):
+        return trio.from_thread.run(ctx.run_in, "thread", triple, 7)
+
+    async with runtime(thread_limit=2) as rt:
+        result = await rt.run(Pipeline("p").add(nested))
+    assert result.outputs == {"nested": 21}
+
+
+def raises_a_huge_unpicklable_error(view):
+    raise LockedError("x" * 10**6)
+
+
+async def test_a_huge_remote_message_is_cut_not_copied_whole():
+    spec = stage(name="huge", executor="process")(raises_a_huge_unpicklable_error)
+    with trio.fail_after(60):  # a guard against a hang, not a timing assertion
+        async with runtime() as rt:
+            with pytest.raises(RunFailed) as info:
+                await rt.run(Pipeline("p").add(spec))
+    error = info.value.errors["huge"]
+    assert isinstance(error, RemoteError)
+    assert error.message.endswith("characters cut]")
+    assert len(error.message) < 20_000
+    assert len(error.remote_traceback) < 70_000
+    assert "in raises_a_huge_unpicklable_error" in error.remote_traceback
