@@ -15,6 +15,7 @@ task again elsewhere, then fail it (``KilledWorker``), which fails the stage.
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from typing import TYPE_CHECKING, Any, final
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from ._executors import StageView
 
 __all__ = ["DaskExecutor", "DaskStatistics"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.\[\]-]")
 
 
 @final
@@ -117,7 +120,9 @@ class DaskExecutor:
 
         async def submit(name: str, fn: Callable[..., Any], *args: Any) -> Any:
             nonlocal handed_over
-            key = f"{name}-{uuid.uuid4().hex}"
+            # Dask keys travel to the scheduler: plain characters only (a
+            # stage name may hold anything, lone surrogates included).
+            key = f"{_SAFE.sub('_', name)[:64]}-{uuid.uuid4().hex}"
             # submit only queues a message for the client's own event loop:
             # it returns at once, no thread needed.
             future = client.submit(fn, *args, key=key, pure=False)

@@ -93,18 +93,22 @@ def _script_of(main: ModuleType | None) -> str | None:
 def _top_level_frame(main: ModuleType) -> FrameType | None:
     """The frame running the main script's top-level code, if it still runs."""
     namespace = main.__dict__
-    frames = [sys._getframe(1)]
-    main_thread = sys._current_frames().get(threading.main_thread().ident or 0)
-    if main_thread is not None:
-        frames.append(main_thread)
-    for frame in frames:
-        current: FrameType | None = frame
+    # This thread's stack first (trio.run called by the script: the common
+    # case), then the main thread's (trio.run in a thread the script started).
+    current: FrameType | None = sys._getframe(1)
+    looked_at_main_thread = False
+    while True:
         while current is not None:
-            code = current.f_code
-            if code.co_name == "<module>" and current.f_globals is namespace:
+            if current.f_code.co_name == "<module>" and current.f_globals is namespace:
                 return current
             current = current.f_back
-    return None
+        if (
+            looked_at_main_thread
+            or threading.current_thread() is threading.main_thread()
+        ):
+            return None
+        looked_at_main_thread = True
+        current = sys._current_frames().get(threading.main_thread().ident or 0)
 
 
 @functools.lru_cache(maxsize=8)

@@ -168,3 +168,12 @@ async def test_cancel_stage_on_dask_cancels_the_stage_and_keeps_its_slot(
         assert stats.slots == 2
     assert result.states["slow"] is StageState.CANCELLED
     assert result.states["consumer"] is StageState.CANCELLED
+
+
+async def test_a_stage_name_dask_keys_could_not_hold_runs_on_dask(cluster):
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        odd = stage(name="odd \ud800 name/é:1", executor=dask)(describe)
+        with trio.fail_after(60):  # a guard against a hang, not a timing assertion
+            async with runtime() as rt:
+                result = await rt.run(Pipeline("p").add(odd))
+    assert result.outputs["odd \ud800 name/é:1"][0] == "StageView"

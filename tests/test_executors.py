@@ -450,12 +450,29 @@ def _run_script(tmp_path: Path, text: str, *, as_module: bool = False):
     return done, log.read_text().splitlines()
 
 
-@pytest.mark.parametrize("as_module", [False, True])
+IN_A_THREAD = """\
+import threading
+runner = threading.Thread(target=trio.run, args=(main,))
+runner.start()
+runner.join()
+"""
+
+
+@pytest.mark.parametrize(
+    ("start", "as_module", "exit_code"),
+    [
+        ("trio.run(main)\n", False, 1),
+        ("trio.run(main)\n", True, 1),
+        # The run is in another thread than the script's (whose failure
+        # Python prints, but does not make the exit code).
+        (IN_A_THREAD, False, 0),
+    ],
+)
 def test_a_process_stage_in_a_script_without_the_main_guard_fails_fast(
-    tmp_path, as_module
+    tmp_path, start, as_module, exit_code
 ):
-    done, log = _run_script(tmp_path, SCRIPT + "trio.run(main)\n", as_module=as_module)
-    assert done.returncode == 1, done.stderr
+    done, log = _run_script(tmp_path, SCRIPT + start, as_module=as_module)
+    assert done.returncode == exit_code, done.stderr
     assert "MissingMainGuardError" in done.stderr
     assert 'if __name__ == "__main__":' in done.stderr
     assert "pipeline_script.py" in done.stderr
