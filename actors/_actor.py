@@ -54,7 +54,8 @@ from ._slots import elsewhere_slot, thread_slot
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ._context import Hook, Hooks, StageContext
+    from ._context import StageContext
+    from ._env import Hook, Hooks
     from ._spec import StageSpec
 
 __all__ = ["run_stage"]
@@ -228,16 +229,17 @@ async def run_stage(
                         await trio.lowlevel.checkpoint_if_cancelled()
                         raise
                     await trio.lowlevel.checkpoint_if_cancelled()
+                    prepared = prepare_output(env, spec.name, value)
                 except BaseException as exc:
                     if ctx._stack:
                         await ctx._close_resources(exc)
                     raise
                 if ctx._stack:
                     await ctx._close_resources(None)
-                message = StageSucceeded(token, *prepare_output(env, value))
+                message = StageSucceeded(token, *prepared)
             else:
                 value = await _attempts(spec, ctx)
-                message = StageSucceeded(token, *prepare_output(env, value))
+                message = StageSucceeded(token, *prepare_output(env, spec.name, value))
         if scope.cancelled_caught:
             message = StageCancelled(token)
     except Exception as exc:

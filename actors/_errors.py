@@ -18,11 +18,13 @@ __all__ = [
     "DagvisorError",
     "DuplicateStageError",
     "InternalError",
+    "InvalidOutputError",
     "InvalidRequestError",
     "InvalidStageError",
     "MissingMainGuardError",
     "NotPicklableError",
     "NotRestorableError",
+    "ReadOnlyInputError",
     "RecordedError",
     "RemoteError",
     "ResourceCloseError",
@@ -161,6 +163,33 @@ class NotPicklableError(DagvisorError, TypeError):
     def __reduce__(self) -> tuple[Any, ...]:
         # Raised in worker processes too: it must cross back whole.
         return (type(self), (self.stage, self.what, self._detail))
+
+
+class InvalidOutputError(DagvisorError, TypeError):
+    """A stage returned a value that cannot be frozen to be shared with its consumers.
+
+    Attributes:
+        stage: the stage.
+        type_name: the type of the value it returned.
+    """
+
+    def __init__(self, stage: str, value: object, error: BaseException) -> None:
+        self.stage = stage
+        self.type_name = f"{type(value).__module__}.{type(value).__qualname__}"
+        super().__init__(
+            f"stage {stage!r} returned a {self.type_name} that cannot be frozen to be "
+            f"shared with its consumers ({type(error).__name__}: {error}); return "
+            "plain data, or objects whose __hash__ and __eq__ do not raise"
+        )
+
+
+class ReadOnlyInputError(DagvisorError, TypeError):
+    """A stage tried to change a value it shares with other stages.
+
+    Outputs, mapped items and run inputs are frozen once and shared by every
+    stage that reads them; make a private copy to change one
+    (``copy.deepcopy(value)``, ``list(value)``, ``dict(value)``).
+    """
 
 
 class NotRestorableError(DagvisorError, TypeError):

@@ -60,10 +60,11 @@ _EXECUTORS = ("loop", "thread", "process")
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not str.strip(name):
         msg = f"a stage name must be a non-empty string, not {name!r}"
         raise InvalidStageError(msg)
-    return name
+    # A str subclass may redefine __eq__ and __hash__: keep the plain string.
+    return name if type(name) is str else str.__str__(name)
 
 
 _ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR

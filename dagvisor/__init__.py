@@ -39,8 +39,11 @@ from dagvisor.actors import stage as stage
 from dagvisor.supervisor import AuditRecord as AuditRecord
 from dagvisor.supervisor import ConsumedOutput as ConsumedOutput
 from dagvisor.supervisor import Event as Event
+from dagvisor.supervisor import EventsLost as EventsLost
+from dagvisor.supervisor import EventStream as EventStream
 from dagvisor.supervisor import FailurePolicy as FailurePolicy
 from dagvisor.supervisor import GraphChanged as GraphChanged
+from dagvisor.supervisor import GraphSnapshot as GraphSnapshot
 from dagvisor.supervisor import Journal as Journal
 from dagvisor.supervisor import Lineage as Lineage
 from dagvisor.supervisor import Progress as Progress
@@ -68,9 +71,12 @@ __all__ = [
     "DaskExecutor",
     "DaskStatistics",
     "Event",
+    "EventStream",
+    "EventsLost",
     "Executor",
     "FailurePolicy",
     "GraphChanged",
+    "GraphSnapshot",
     "Journal",
     "JsonCodec",
     "Lineage",

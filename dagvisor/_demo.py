@@ -44,16 +44,14 @@ async def report(ctx: StageContext) -> dict[str, int]:
 @stage
 async def plan(ctx: StageContext) -> None:
     values = ctx.inputs["sample"]
-    inspections = await ctx.expand(
-        inspect_sample, values, reason="one inspection per item"
-    )
-    await ctx.add_stage(report, after=inspections, reason="summarise the inspections")
-    await ctx.add_stage(
-        escalate,
-        after=inspections,
-        before=["report"],
-        reason="re-inspect what fails QC",
-    )
+    # One change: the report and the escalation exist before any inspection
+    # starts, so nothing can end before they are wired in.
+    async with ctx.changes(
+        reason="inspect every item, re-inspect what fails QC, then report"
+    ) as batch:
+        inspections = batch.expand(inspect_sample, values)
+        batch.add_stage(report, after=inspections)
+        batch.add_stage(escalate, after=inspections, before=["report"])
 
 
 @stage

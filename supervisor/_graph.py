@@ -55,6 +55,8 @@ class Node:
     """Sequence number of the change that added the stage; -1 for the pipeline."""
     item: Any = NO_ITEM
     key: str | None = None
+    item_print: object = None
+    """What tells the item from another (see ``_requests.fingerprint``)."""
     dependents: list[Node] = attrs.Factory(list)
     state: StageState = PENDING
     waiting: int = 0
@@ -149,6 +151,7 @@ class LiveGraph:
         created_by: int = -1,
         item: Any = NO_ITEM,
         key: str | None = None,
+        item_print: object = None,
     ) -> Node:
         """Add a node after ``deps`` (which must be in the graph; no check here).
 
@@ -164,6 +167,7 @@ class LiveGraph:
             created_by,
             item,
             key,
+            item_print,
         )
         self._next_order += 1
         waiting = 0
@@ -257,10 +261,18 @@ class LiveGraph:
 
     # -- removing --------------------------------------------------------------------
 
+    def remove_edge(self, upstream: Node, downstream: Node) -> None:
+        """Remove ``upstream -> downstream`` (undoing `add_edge`; the order stays valid)."""
+        downstream.deps = tuple(dep for dep in downstream.deps if dep is not upstream)
+        _drop_from(upstream.dependents, downstream)
+        upstream.readers -= 1
+        if not upstream.lets_through(downstream):
+            downstream.waiting -= 1
+
     def remove_node(self, node: Node) -> None:
         """Remove a node and its edges. The caller checked it has not started."""
         for dep in node.deps:
-            dep.dependents.remove(node)
+            _drop_from(dep.dependents, node)
             dep.readers -= 1
         for child in node.dependents:
             child.deps = tuple(dep for dep in child.deps if dep is not node)
@@ -273,3 +285,11 @@ class LiveGraph:
 
 def _order_of(node: Node) -> int:
     return node.order
+
+
+def _drop_from(nodes: list[Node], node: Node) -> None:
+    """Remove ``node`` from a list of dependents (the newest, at the end, in O(1))."""
+    if nodes and nodes[-1] is node:
+        nodes.pop()
+    else:
+        nodes.remove(node)

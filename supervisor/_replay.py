@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import gc
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, final
 
 import attrs
 
@@ -37,6 +37,7 @@ from dagvisor.actors import (
     RecordedError,
     StageSpec,
     StageState,
+    fingerprint,
 )
 
 from ._audit import AuditRecord
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 __all__ = ["Replayed", "Undecoded", "replay", "result_from_journal"]
 
 SUCCEEDED = StageState.SUCCEEDED
+
+_Made: TypeAlias = tuple[StageSpec, Any, str | None, object]
+"""A stage a change added: its spec, item, key and the item's fingerprint."""
 _RECORD_FIELDS: Final = tuple(attrs.fields_dict(AuditRecord))
 
 
@@ -254,10 +258,14 @@ class _Replayer:
                 self.fail(f"event {seq} is of an unknown kind {kind!r}")
 
     def change(self, seq: int, payload: dict[str, Any]) -> None:
-        fields = {name: payload[name] for name in _RECORD_FIELDS}
+        fields = {name: payload[name] for name in _RECORD_FIELDS if name != "parts"}
         for name in ("added", "removed", "cancelled"):
             fields[name] = tuple(str(stage) for stage in fields[name])
         fields["edges"] = tuple((str(u), str(d)) for u, d in fields["edges"])
+        fields["parts"] = tuple(
+            (str(kind), tuple(str(stage) for stage in names))
+            for kind, names in payload.get("parts", ())
+        )
         record = AuditRecord(**fields)
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
@@ -278,9 +286,15 @@ class _Replayer:
                     self.fail(f"event {seq} adds stage {name!r} twice")
                 if name not in made:
                     self.fail(f"event {seq} adds {name!r} but its request does not")
-                spec, item, key = made[name]
+                spec, item, key, item_print = made[name]
                 graph.add_node(
-                    spec, (), name=name, created_by=record.seq, item=item, key=key
+                    spec,
+                    (),
+                    name=name,
+                    created_by=record.seq,
+                    item=item,
+                    key=key,
+                    item_print=item_print,
                 )
             self.added += len(record.added)
         for upstream_name, downstream_name in record.edges:
@@ -294,26 +308,43 @@ class _Replayer:
 
     def added_specs(
         self, record: AuditRecord, request: dict[str, Any]
-    ) -> dict[str, tuple[StageSpec, Any, str | None]]:
+    ) -> dict[str, _Made]:
         match record.kind:
             case "add_stage":
                 spec = self.spec(request["spec"])
-                return {spec.name: (spec, NO_ITEM, None)}
+                return {spec.name: (spec, NO_ITEM, None, None)}
             case "expand":
-                spec = self.spec(request["spec"])
-                keys = [str(key) for key in request["keys"]]
-                items = request["items"]
-                if items is None or len(items) != len(keys):
-                    self.fail(f"expand record {record.seq} lacks its items")
-                return {
-                    f"{spec.name}[{key}]": (spec, self.decode(text), key)
-                    for key, text in zip(keys, items, strict=True)
-                }
+                return self.mapped(record, request)
             case "replace_pending":
                 specs = [self.spec(entry["spec"]) for entry in request["stages"]]
-                return {spec.name: (spec, NO_ITEM, None) for spec in specs}
+                return {spec.name: (spec, NO_ITEM, None, None) for spec in specs}
+            case "change_set":
+                made: dict[str, _Made] = {}
+                for part in request["parts"]:
+                    if part["kind"] == "add_stage":
+                        spec = self.spec(part["spec"])
+                        made[spec.name] = (spec, NO_ITEM, None, None)
+                    elif part["kind"] == "expand":
+                        made.update(self.mapped(record, part))
+                return made
             case _:
                 self.fail(f"a {record.kind} record cannot add stages")
+
+    def mapped(self, record: AuditRecord, request: dict[str, Any]) -> dict[str, _Made]:
+        spec = self.spec(request["spec"])
+        keys = [str(key) for key in request["keys"]]
+        items = request["items"]
+        if items is None or len(items) != len(keys):
+            self.fail(f"expand record {record.seq} lacks its items")
+        return {
+            f"{spec.name}[{key}]": (
+                spec,
+                self.decode(text),
+                key,
+                fingerprint(None, text),
+            )
+            for key, text in zip(keys, items, strict=True)
+        }
 
     def decode(self, text: str) -> Any:
         if self.foreign_codec:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConsumedOutput",
     "Event",
+    "EventsLost",
     "GraphChanged",
     "Lineage",
     "RunResult",
@@ -439,4 +440,12 @@ class GraphChanged:
     record: AuditRecord
 
 
-Event: TypeAlias = StageStarted | StageFinished | GraphChanged
+@final
+@attrs.frozen
+class EventsLost:
+    """This reader fell behind and lost ``count`` events, just before the next one."""
+
+    count: int
+
+
+Event: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost

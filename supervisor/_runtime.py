@@ -21,7 +21,7 @@ import trio
 
 from dagvisor.actors import (
     CancelRun,
-    CancelStage,
+    ChangeRequests,
     Codec,
     Executor,
     Hooks,
@@ -31,6 +31,7 @@ from dagvisor.actors import (
     Message,
     NotRestorableError,
     Pipeline,
+    ReplySlot,
     RunClosedError,
     RunEnv,
     RunFailed,
@@ -38,15 +39,12 @@ from dagvisor.actors import (
     StageSpec,
     StreamedPipeline,
     UnknownStageError,
-    add_edge_request,
-    add_stage_request,
     ask,
     check_reason,
     default_registry,
-    expand_request,
+    freeze,
     refuse_in_bootstrap,
-    remove_stage_request,
-    replace_pending_request,
+    spec_ref,
 )
 
 from ._export import to_dot, to_mermaid
@@ -54,7 +52,6 @@ from ._journal import Journal, JournaledRun, JournalWriter
 from ._monitor import Monitor, Progress
 from ._replay import replay
 from ._result import (
-    Event,
     Lineage,
     RunResult,
     RunStats,
@@ -64,7 +61,7 @@ from ._result import (
     _States,
     lineage_of,
 )
-from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs, spec_ref
+from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs
 
 if TYPE_CHECKING:
     import os
@@ -73,7 +70,9 @@ if TYPE_CHECKING:
     from dagvisor.actors import StageRef
 
     from ._audit import AuditLog
+    from ._events import EventStream
     from ._replay import Replayed
+    from ._snapshot import GraphSnapshot
 
 __all__ = ["Run", "Runtime", "runtime"]
 
@@ -98,12 +97,14 @@ def _check_policy(policy: str) -> FailurePolicy:
 
 
 @final
-class Run:
+class Run(ChangeRequests):
     """A handle on one run, returned by `Runtime.start`. Not constructed by users.
 
     Everything that changes the run is a request to its supervisor, applied in
     order with the requests of its stages, and audited with the requester
-    ``"external"``.
+    ``"external"``. The change methods are the stages' own (`ChangeRequests`):
+    ``add_stage``, ``add_edge``, ``expand``, ``remove_stage``,
+    ``replace_pending``, ``cancel_stage`` and ``changes``.
     """
 
     __slots__ = (
@@ -137,6 +138,14 @@ class Run:
     def __repr__(self) -> str:
         state = "done" if self._done.is_set() else "running"
         return f"<Run {self.name!r} {self.id} {state}>"
+
+    @property
+    def _requester(self) -> str:
+        return EXTERNAL
+
+    def snapshot(self) -> GraphSnapshot:
+        """The live graph as it is now: version, every stage's state, its dependencies."""
+        return self._supervisor.snapshot()
 
     @property
     def done(self) -> bool:
@@ -200,78 +209,20 @@ class Run:
         """The run's audit trail so far (a live, read-only sequence of records)."""
         return self._supervisor.audit
 
-    def events(self, *, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Event]:
-        """A channel of this run's events from now on: ``async for event in run.events()``.
+    def events(self, *, buffer: int = 10_000) -> EventStream:
+        """This run's events from now on: ``async for event in run.events()``.
 
         Stage-started, stage-finished and graph-changed events arrive in the
-        order they happen; the channel closes when the run ends. The run never
-        waits for a reader: past ``buffer`` unread events, newer ones are
-        dropped for this reader.
+        order they happen; the stream ends when the run has ended. The run
+        never waits for a reader: a reader more than ``buffer`` events behind
+        loses the oldest ones and is told how many by an `EventsLost` event.
+        A reader that stops (``break``, or dropping the stream) costs the run
+        nothing; ``stream.close()`` stops it explicitly.
         """
-        if buffer < 1:
-            msg = f"buffer must be at least 1, not {buffer!r}"
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            msg = f"buffer must be a whole number >= 1, not {buffer!r}"
             raise InvalidRequestError(msg)
-        return self._supervisor.subscribe(buffer)
-
-    async def add_stage(
-        self,
-        spec: StageSpec,
-        *,
-        after: StageRef | Iterable[StageRef] | None = None,
-        before: StageRef | Iterable[StageRef] | None = None,
-        reason: str,
-    ) -> str:
-        """Add a stage from outside the run; see `StageContext.add_stage`."""
-        return await add_stage_request(
-            self._env, EXTERNAL, spec, after=after, before=before, reason=reason
-        )
-
-    async def add_edge(
-        self, upstream: StageRef, downstream: StageRef, *, reason: str
-    ) -> None:
-        """Make pending stage ``downstream`` wait for ``upstream``."""
-        await add_edge_request(self._env, EXTERNAL, upstream, downstream, reason=reason)
-
-    async def expand(
-        self,
-        spec: StageSpec,
-        items: Iterable[Any],
-        *,
-        reason: str,
-        key: Callable[[Any], object] | None = None,
-        after: StageRef | Iterable[StageRef] | None = None,
-    ) -> list[str]:
-        """Map a stage over items from outside the run; see `StageContext.expand`."""
-        return await expand_request(
-            self._env, EXTERNAL, spec, items, reason=reason, key=key, after=after
-        )
-
-    async def remove_stage(self, name: StageRef, *, reason: str) -> None:
-        """Remove a stage that has not started."""
-        await remove_stage_request(self._env, EXTERNAL, name, reason=reason)
-
-    async def replace_pending(self, pipeline: Pipeline, *, reason: str) -> None:
-        """Replace every stage that has not started; see `StageContext.replace_pending`."""
-        await replace_pending_request(self._env, EXTERNAL, pipeline, reason=reason)
-
-    async def cancel_stage(self, name: StageRef, *, reason: str) -> None:
-        """Cancel one stage: a running one is interrupted, a pending one never runs.
-
-        Its pending dependents are cancelled too.
-
-        Raises:
-            UnknownStageError: no such stage.
-            StageStateError: the stage already ended.
-            RunClosedError: the run has ended.
-        """
-        reason = check_reason(reason)
-        stage_name = name.name if isinstance(name, StageSpec) else name
-        await ask(
-            self._env,
-            lambda reply: CancelStage(
-                name=stage_name, reason=reason, requester=EXTERNAL, reply=reply
-            ),
-        )
+        return self._supervisor.events.subscribe(buffer)
 
     async def cancel(self, *, reason: str = "cancelled by the caller") -> None:
         """Cancel the whole run and wait until it has ended.
@@ -283,7 +234,7 @@ class Run:
         with suppress(RunClosedError):
             await ask(
                 self._env,
-                lambda reply: CancelRun(reason=reason, requester=EXTERNAL, reply=reply),
+                CancelRun(reason=reason, requester=EXTERNAL, reply=ReplySlot()),
             )
         await self._done.wait()
 
@@ -547,12 +498,15 @@ class Runtime:
         env = RunEnv(
             run_id=run_id,
             outbox=send,
-            run_inputs=MappingProxyType(dict(inputs or {})),
+            run_inputs=MappingProxyType(
+                {name: freeze(value) for name, value in (inputs or {}).items()}
+            ),
             thread_limiter=self._limiter,
             cleanup_timeout=self._cleanup_timeout,
             hooks=self._hooks,
             default_executor=self._executor,
             codec=self._codec,
+            registry=self._registry,
         )
         supervisor = GraphSupervisor(
             run_id=run_id,
@@ -562,7 +516,6 @@ class Runtime:
             policy=policy,
             retain_outputs=self._retain_outputs,
             journal=self._journal,
-            registry=self._registry,
             restored=restored,
         )
         return Run(run_id, name, env, supervisor, send), supervisor
