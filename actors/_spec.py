@@ -85,6 +85,15 @@ def _flags(fn: Any) -> int:
     if type(fn) is FunctionType:
         flags: int = fn.__code__.co_flags
         return flags
+    flags = _inspected_flags(fn)
+    if flags or isinstance(fn, type) or inspect.isroutine(fn):
+        return flags
+    # An object with a __call__ method: one level down, never further (a
+    # __call__ that is itself such an object would otherwise loop forever).
+    return _inspected_flags(type(fn).__call__)
+
+
+def _inspected_flags(fn: Any) -> int:
     flags = 0
     if inspect.iscoroutinefunction(fn):
         flags |= inspect.CO_COROUTINE
@@ -92,9 +101,7 @@ def _flags(fn: Any) -> int:
         flags |= _ASYNC_GENERATOR
     if inspect.isgeneratorfunction(fn):
         flags |= _GENERATOR
-    if flags or isinstance(fn, type) or inspect.isroutine(fn):
-        return flags
-    return _flags(type(fn).__call__)  # an object with a __call__ method
+    return flags
 
 
 def _is_async(fn: Any) -> bool:
@@ -116,7 +123,9 @@ def _takes_one_argument(fn: Any) -> bool | None:
         inspect.signature(fn).bind(None)
     except TypeError:
         return False
-    except ValueError:  # no signature (some builtins): find out at run time
+    except (ValueError, RecursionError):
+        # No signature (some builtins), or inspect loops on an odd __call__:
+        # find out at run time.
         return None
     return True
 

@@ -153,3 +153,12 @@ def test_an_async_predicate_is_accepted():
         return True
 
     assert stage(when=ready)(body).when is ready
+
+
+def test_a_callable_whose_call_is_itself_is_declared_without_looping():
+    class Loopy:
+        pass
+
+    Loopy.__call__ = Loopy()  # type: ignore[attr-defined]  # a hostile shape
+    spec = stage(name="loopy")(Loopy())
+    assert spec.executor is None  # not async: it would run in a thread
