@@ -331,3 +331,25 @@ async def test_enter_refuses_what_is_not_an_async_context_manager(autojump_clock
             await rt.run(Pipeline("p").add(wrong))
     assert isinstance(info.value.errors["wrong"], TypeError)
     assert "async context manager" in str(info.value.errors["wrong"])
+
+
+async def test_a_cancelled_stage_whose_resource_fails_to_close_stays_cancelled(
+    autojump_clock, caplog
+):
+    log: list = []
+
+    @stage
+    async def holds(ctx):
+        await ctx.enter(Tracked(log, "tx", close="raise"))
+        await trio.sleep_forever()
+
+    async with runtime() as rt:
+        run = await rt.start(Pipeline("p").add(holds))
+        await trio.sleep(1)
+        await run.cancel_stage("holds", reason="stop")
+        result = await run.wait()
+    assert result.states["holds"] is StageState.CANCELLED
+    assert log[-1] == ("close", "tx", trio.Cancelled)
+    (warning,) = [r for r in caplog.records if r.name == "dagvisor"]
+    assert "tx could not flush" in warning.getMessage()
+    assert "cancelled" in warning.getMessage()
