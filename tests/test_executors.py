@@ -445,7 +445,7 @@ def _run_script(tmp_path: Path, text: str, *, as_module: bool = False):
         else [sys.executable, str(script), str(log)]
     )
     done = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )
     return done, log.read_text().splitlines()
 
