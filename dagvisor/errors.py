@@ -7,10 +7,13 @@ from dagvisor.actors import InternalError as InternalError
 from dagvisor.actors import InvalidOutputError as InvalidOutputError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
+from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import ReadOnlyInputError as ReadOnlyInputError
 from dagvisor.actors import RecordedError as RecordedError
+from dagvisor.actors import RemoteError as RemoteError
+from dagvisor.actors import ResourceCloseError as ResourceCloseError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
 from dagvisor.actors import StageStateError as StageStateError
@@ -28,10 +31,13 @@ __all__ = [
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
+    "MissingMainGuardError",
     "NotPicklableError",
     "NotRestorableError",
     "ReadOnlyInputError",
     "RecordedError",
+    "RemoteError",
+    "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
     "StageStateError",

@@ -42,6 +42,7 @@ from dagvisor.actors import (
     check_reason,
     default_registry,
     freeze,
+    refuse_in_bootstrap,
     spec_ref,
 )
 
@@ -737,9 +738,17 @@ async def runtime(
             ``monitor_interval`` (0.5 s if not given), never once per stage.
 
     Leaving the block cancels the runs still going and waits for their cleanup.
+
+    Raises:
+        MissingMainGuardError: this process is a worker process importing
+            the main script again, which opens a runtime at its top level.
     """
+    refuse_in_bootstrap()
     policy = _check_policy(on_failure)
-    if executor not in ("thread", "process") and not isinstance(executor, Executor):
+    named = isinstance(executor, str)  # an Executor's own __eq__ is never called
+    if not (named and executor in ("thread", "process")) and (
+        named or not isinstance(executor, Executor)
+    ):
         msg = (
             "executor must be 'thread', 'process' or an Executor such as DaskExecutor, "
             f"not {executor!r}"

@@ -46,6 +46,7 @@ from dagvisor.actors import (
     NO_ITEM,
     AddEdge,
     AddStage,
+    AttemptStarted,
     CancelRun,
     CancelStage,
     ChangePart,
@@ -334,6 +335,7 @@ class GraphSupervisor:
                 | StageFailed
                 | StageCancelled
                 | StageSkipped
+                | AttemptStarted
                 | StagesEnded,
             ):
                 try:
@@ -409,6 +411,18 @@ class GraphSupervisor:
                 node = cast("Node", token)
                 if node.state is RUNNING:
                     self._finish(node, SKIPPED, self._now())
+            case AttemptStarted(token=token, attempt=attempt):
+                node = cast("Node", token)
+                if node.state is RUNNING and self._journal is not None:
+                    # So that a resume counts on from the attempts that ran.
+                    self._jot(
+                        "attempt_started",
+                        {
+                            "stage": node.name,
+                            "attempt": attempt,
+                            "time": self._now() + self.wall_offset,
+                        },
+                    )
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
             case AddStage():
@@ -450,8 +464,8 @@ class GraphSupervisor:
         ctx = StageContext(
             self._env, node, node.name, MappingProxyType(inputs), node.item, node.key
         )
-        if self._prior_starts:  # a resumed run: attempts count on from before
-            ctx.attempt = self._prior_starts.get(node.name, 0) * (node.spec.retries + 1)
+        if self._prior_starts:  # a resumed run: attempts count on from those that ran
+            ctx.attempt = self._prior_starts.get(node.name, 0)
         start_soon = self._start_soon
         assert start_soon is not None
         start_soon(run_stage, node.spec, ctx, scope, name=node.name)
