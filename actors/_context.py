@@ -8,24 +8,17 @@ request's reply slot.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
-import attrs
-import trio
-
 from ._errors import InvalidRequestError
-from ._executors import (
-    Executor,
-    StageView,
-    _FunctionReference,
-    function_reference,
-    run_process,
-)
+from ._executors import StageView
 from ._requests import ChangeRequests
+from ._resources import CLOSED, Exits, close_all, enter_into
+from ._slots import run_call
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from contextlib import AbstractAsyncContextManager
 
     from ._env import RunEnv
 
@@ -49,18 +42,6 @@ class Sentinel:
 
 NO_ITEM: Final = Sentinel("NO_ITEM")
 """The ``ctx.item`` of a stage that was not mapped over items."""
-
-
-@final
-@attrs.frozen
-class _Apply:
-    """``fn(*args)`` for `StageContext.run_in`, picklable, called as executors call bodies."""
-
-    fn: _FunctionReference
-    args: tuple[Any, ...]
-
-    def __call__(self, view: StageView) -> Any:
-        return self.fn.call(*self.args)
 
 
 @final
@@ -102,7 +83,7 @@ class StageContext(ChangeRequests):
     ) -> None:
         self._env = env
         self._token = token
-        self._stack: AsyncExitStack | None = None
+        self._stack: Exits | None = None
         self._acting_as: str | None = None
         self.name = name
         self.inputs = inputs
@@ -150,51 +131,79 @@ class StageContext(ChangeRequests):
 
         For an async stage that changes the graph and also has heavy work:
         ``executor`` is ``"thread"``, ``"process"`` or an `Executor` such as
-        `DaskExecutor`. For ``"process"`` and executors, ``fn`` must be defined
-        at module level and ``args`` picklable.
+        `DaskExecutor`. Only ``fn`` and ``args`` travel (not the stage's
+        inputs): for ``"process"`` and executors, ``fn`` must be defined at
+        module level and ``args`` picklable (`NotPicklableError` names the
+        argument that is not).
 
         Example:
             >>> total = await ctx.run_in("process", crunch, ctx.inputs["rows"])  # doctest: +SKIP
         """
-        if executor == "thread":
-            return await trio.to_thread.run_sync(
-                fn, *args, limiter=self._env.thread_limiter
-            )
-        call = _Apply(function_reference(fn, self.name), args)
-        if executor == "process":
-            result: T = await run_process(call, self.view())
-            return result
-        if isinstance(executor, Executor):
-            result = await executor.run(call, self.view())
-            return result
-        msg = f"run_in needs 'thread', 'process' or an Executor, not {executor!r}"
-        raise InvalidRequestError(msg)
+        result: T = await run_call(
+            executor,
+            fn,
+            args,
+            stage=self.name,
+            thread_limiter=self._env.thread_limiter,
+            view=self._bare_view,
+        )
+        return result
+
+    def _bare_view(self) -> StageView:
+        # What a plugged-in Executor is given with a run_in call: who calls,
+        # not what the stage sees (only the function and its arguments travel).
+        return StageView(
+            name=self.name,
+            inputs={},
+            run_inputs={},
+            item=None,
+            key=self.key,
+            attempt=self.attempt,
+            idempotency_key=self.idempotency_key,
+        )
 
     # -- resources ----------------------------------------------------------------
 
     async def enter(self, resource: AbstractAsyncContextManager[T]) -> T:
         """Enter an async context manager that closes when this attempt ends.
 
-        The resource is closed however the stage ends: success, failure,
-        timeout or cancellation (its ``__aexit__`` runs shielded, bounded by
-        the runtime's ``cleanup_timeout``).
+        The resource is closed however the attempt ends: success, failure,
+        timeout or cancellation, in reverse order of entry, each one shielded
+        and bounded by the runtime's ``cleanup_timeout``. Its ``__aexit__``
+        is told how the attempt ended. Resources entered by interceptor hooks
+        close too. A resource that does not close fails an attempt that had
+        succeeded, with `ResourceCloseError`.
 
         Example:
             >>> conn = await ctx.enter(open_connection(url))  # doctest: +SKIP
+
+        Raises:
+            TypeError: ``resource`` is not an async context manager.
+            InvalidRequestError: the stage has ended.
         """
         stack = self._stack
         if stack is None:
-            stack = self._stack = AsyncExitStack()
-        return await stack.enter_async_context(resource)
+            stack = self._stack = []
+        elif stack is CLOSED:
+            msg = (
+                f"stage {self.name!r} has ended: ctx.enter works only while one of "
+                "its attempts runs; enter resources from the stage itself"
+            )
+            raise InvalidRequestError(msg)
+        return await enter_into(stack, resource)
 
-    async def _close_resources(self) -> None:
+    async def _close_resources(self, ended_by: BaseException | None) -> None:
+        """Close what this attempt entered so far (see `close_all`)."""
         stack = self._stack
-        if stack is None:
+        if not stack:
             return
-        self._stack = None
-        with trio.CancelScope(shield=True) as scope:
-            scope.relative_deadline = self._env.cleanup_timeout
-            await stack.aclose()
+        try:
+            # The list stays in place while it closes: what an exit enters
+            # meanwhile is closed too.
+            await close_all(self.name, stack, ended_by, self._env.cleanup_timeout)
+        finally:
+            if self._stack is stack:
+                self._stack = None
 
     # -- changes (the methods are `ChangeRequests`') -------------------------------
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AddEdge",
     "AddStage",
+    "AttemptStarted",
     "CancelRun",
     "CancelStage",
     "ChangePart",
@@ -124,6 +125,19 @@ class StageSkipped:
     """The stage's ``when`` predicate was false; its body did not run."""
 
     token: object
+
+
+@attrs.frozen
+class AttemptStarted:
+    """A retry of the stage started: attempt number ``attempt`` (not an outcome).
+
+    Sent only by a journaled run's stages, so that a resumed run counts on
+    from the attempts that really ran; the first attempt's start is the
+    stage's own start, which the supervisor records when it spawns it.
+    """
+
+    token: object
+    attempt: int
 
 
 @attrs.frozen
@@ -277,4 +291,6 @@ Request: TypeAlias = (
     | CancelRun
     | ChangeSet
 )
-Message: TypeAlias = StageOutcome | StagesEnded | JournalFailed | Request
+Message: TypeAlias = (
+    StageOutcome | AttemptStarted | StagesEnded | JournalFailed | Request
+)

@@ -11,6 +11,7 @@ Measures:
   cpu      1,000 stages of ~5 ms pure Python on loop, thread, process and Dask
   shared   one large output (a dict of lists of 160,000 ints) read by 34 mapped stages
   readers  a 20,000-stage chain followed by event readers that stop, never read, or read all
+  insert   adding a stage before an early stage of a 100,000-stage chain vs at its tail
 """
 
 from __future__ import annotations
@@ -409,6 +410,59 @@ def readers(stages: int = 20_000) -> list[dict[str, Any]]:
     return rows
 
 
+def insert(stages: int = 100_000, changes: int = 500) -> list[dict[str, Any]]:
+    """Inserting "a deeper check before the decision" costs what an append costs."""
+    progress(f"insert before an early stage vs append, {stages:,}-stage chain")
+    hold = trio.Event()
+
+    @stage
+    async def gate(ctx: Any) -> None:
+        await hold.wait()
+
+    async def measure() -> tuple[float, float]:
+        pipeline = Pipeline("held").add(gate).add(leaf.named("c0"), after=["gate"])
+        for i in range(1, stages):
+            pipeline = pipeline.add(leaf.named(f"c{i}"), after=[f"c{i - 1}"])
+        # Alternated, each timed on its own, medians kept: a pause of the
+        # cyclic collector over the large graph lands on one change, not on
+        # one of the two kinds.
+        appends: list[float] = []
+        inserts: list[float] = []
+        async with runtime() as rt:
+            run = await rt.start(pipeline)
+            for i in range(changes):
+                start = time.perf_counter()
+                await run.add_stage(
+                    leaf.named(f"tail{i}"), after=[f"c{stages - 1}"], reason="append"
+                )
+                appends.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await run.add_stage(
+                    leaf.named(f"check{i}"),
+                    after=["gate"],
+                    before=["c1"],
+                    reason="a deeper check before an early stage",
+                )
+                inserts.append(time.perf_counter() - start)
+            hold.set()
+            await run.wait()
+        return statistics.median(appends), statistics.median(inserts)
+
+    appended, inserted = trio.run(measure)
+    row = {
+        "shape": "insert_before",
+        "stages": stages,
+        "append_us": appended * 1e6,
+        "insert_before_us": inserted * 1e6,
+        "ratio": inserted / appended,
+    }
+    progress(
+        f"  append {row['append_us']:.1f} µs, insert before c1 "
+        f"{row['insert_before_us']:.1f} µs ({row['ratio']:.2f}x)"
+    )
+    return [row]
+
+
 def _random_pair(
     rng: random.Random, ends: list[list[Any]], chains: int, length: int
 ) -> tuple[Any, Any]:
@@ -416,7 +470,16 @@ def _random_pair(
     return ends[a][rng.randrange(length)], ends[b][rng.randrange(length)]
 
 
-MEASURES = ("fanout", "lattice", "changes", "cycle", "cpu", "shared", "readers")
+MEASURES = (
+    "fanout",
+    "lattice",
+    "changes",
+    "cycle",
+    "cpu",
+    "shared",
+    "readers",
+    "insert",
+)
 
 
 def main() -> None:
@@ -444,6 +507,8 @@ def main() -> None:
         rows += shared()
     if "readers" in only:
         rows += readers()
+    if "insert" in only:
+        rows += insert()
     emit({"benchmark": "shapes", "machine": machine(), "rows": rows}, args.json_path)
 
 

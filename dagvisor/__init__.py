@@ -22,6 +22,7 @@ from dagvisor import errors as errors
 from dagvisor.actors import NO_ITEM as NO_ITEM
 from dagvisor.actors import Codec as Codec
 from dagvisor.actors import DaskExecutor as DaskExecutor
+from dagvisor.actors import DaskStatistics as DaskStatistics
 from dagvisor.actors import Executor as Executor
 from dagvisor.actors import JsonCodec as JsonCodec
 from dagvisor.actors import PickleCodec as PickleCodec
@@ -69,6 +70,7 @@ __all__ = [
     "Codec",
     "ConsumedOutput",
     "DaskExecutor",
+    "DaskStatistics",
     "Event",
     "EventStream",
     "EventsLost",

@@ -13,7 +13,6 @@ recovered again.
 
 from __future__ import annotations
 
-import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ import trio
 from dagvisor.actors import DagvisorError, RunFailed
 from dagvisor.supervisor import runtime
 
+from ._cli_io import one_line, shell_command
 from ._cli_run import UsageError, add_journal_option, load_module
 
 if TYPE_CHECKING:
@@ -75,10 +75,10 @@ def recover_command(args: argparse.Namespace) -> int:
     except (UsageError, DagvisorError, OSError) as exc:
         if args.debug:
             raise
-        print(f"dagvisor: error: {exc}", file=sys.stderr)
+        print(f"dagvisor: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = shlex.join(
+        again = shell_command(
             ["dagvisor", "recover", "--journal", str(args.journal)]
             + [part for where in args.modules for part in ("--with", where)]
         )
@@ -109,7 +109,7 @@ async def _recover(args: argparse.Namespace) -> int:
         for run, outcome in results:
             if isinstance(outcome, RunFailed):
                 failed = True
-                print(f"run {run.id} of {run.name!r}: failed: {outcome}")
+                print(f"run {run.id} of {run.name!r}: failed: {one_line(str(outcome))}")
             else:
                 stats = outcome.stats
                 print(
@@ -121,8 +121,11 @@ async def _recover(args: argparse.Namespace) -> int:
 
 def _print_taken(recovery: Recovery, journal: str) -> None:
     if not recovery.runs and not recovery.skipped:
-        print(f"no run to recover in {journal}")
+        print(f"no run to recover in {one_line(str(journal))}")
     for run in recovery.runs:
         print(f"recovering run {run.id} of {run.name!r}")
     for run_id, error in recovery.skipped.items():
-        print(f"left run {run_id} as it was: {type(error).__name__}: {error}")
+        print(
+            f"left run {run_id} as it was: {type(error).__name__}: "
+            f"{one_line(str(error))}"
+        )

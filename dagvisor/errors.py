@@ -10,11 +10,14 @@ from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import JournalError as JournalError
 from dagvisor.actors import JournalWriteError as JournalWriteError
 from dagvisor.actors import LeaseLostError as LeaseLostError
+from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import OutputTooLargeError as OutputTooLargeError
 from dagvisor.actors import ReadOnlyInputError as ReadOnlyInputError
 from dagvisor.actors import RecordedError as RecordedError
+from dagvisor.actors import RemoteError as RemoteError
+from dagvisor.actors import ResourceCloseError as ResourceCloseError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
 from dagvisor.actors import RunOwnedError as RunOwnedError
@@ -34,11 +37,14 @@ __all__ = [
     "JournalError",
     "JournalWriteError",
     "LeaseLostError",
+    "MissingMainGuardError",
     "NotPicklableError",
     "NotRestorableError",
     "OutputTooLargeError",
     "ReadOnlyInputError",
     "RecordedError",
+    "RemoteError",
+    "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
     "RunOwnedError",

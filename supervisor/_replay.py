@@ -14,7 +14,8 @@ How a run is rebuilt, in journal order (``seq``, which must have no gap):
   from the recorded request; a mapped stage takes its name, key and item
   from the recorded expansion, never from a list recomputed later.
 * ``stage_started`` and ``stage_ended`` give each stage its last state, its
-  wall-clock times and, for a success, its encoded output.
+  wall-clock times and, for a success, its encoded output; ``stage_started``
+  and ``attempt_started`` (a retry) count the attempts that ran.
 
 A journal that contradicts itself (a gap in ``seq``, an event naming a stage
 the graph does not have, an edge closing a cycle, a malformed payload) is
@@ -82,7 +83,7 @@ class Replayed:
             times are wall-clock seconds.
         audit: every audit record, in order.
         inputs: the run's inputs, decoded.
-        starts: how many times each stage was started.
+        starts: how many attempts of each stage started (its starts and retries).
         kept_cancelled: stages cancelled on purpose (``cancel_stage``).
         next_seq: the journal sequence number the run continues at.
         version: the graph version after the last change.
@@ -228,6 +229,11 @@ class _Replayer:
                 node = self.node(payload["stage"], seq)
                 node.state = StageState.RUNNING
                 node.started = float(payload["time"])
+                self.starts[node.name] = self.starts.get(node.name, 0) + 1
+            case "attempt_started":  # a retry: one more attempt that ran
+                node = self.node(payload["stage"], seq)
+                if type(payload["attempt"]) is not int:
+                    self.fail(f"event {seq} has an attempt that is not a number")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
             case "stage_ended":
                 node = self.node(payload["stage"], seq)

@@ -44,11 +44,11 @@ from dagvisor.actors import (
     StageSpec,
     StreamedPipeline,
     UnknownRunError,
-    UnknownStageError,
     ask,
     check_reason,
     default_registry,
     freeze,
+    refuse_in_bootstrap,
     spec_ref,
 )
 
@@ -215,17 +215,23 @@ class Run(ChangeRequests):
         return _States(nodes), _Dependencies(nodes), _Origins(nodes, audit)
 
     def lineage(self, stage: StageRef) -> Lineage:
-        """Where a stage came from, what it read and when (see `Lineage`).
+        """Where a stage came from, what it read and what became of it (see `Lineage`).
+
+        Answers for a stage removed by a change or dropped from memory too.
 
         Raises:
-            UnknownStageError: the run has no such stage (now).
+            UnknownStageError: the run never had such a stage.
         """
         name = stage.name if isinstance(stage, StageSpec) else stage
         supervisor = self._supervisor
-        node = supervisor.graph.get(name)
-        if node is None:
-            raise UnknownStageError(name, where=f"run {self.id!r}")
-        return lineage_of(node, supervisor.audit, supervisor.wall_offset)
+        return lineage_of(
+            name,
+            nodes=supervisor.graph.nodes,
+            audit=supervisor.audit,
+            gone=supervisor._gone,
+            wall_offset=supervisor.wall_offset,
+            where=f"run {self.id!r}",
+        )
 
     def audit(self) -> AuditLog:
         """The run's audit trail so far (a live, read-only sequence of records)."""
@@ -361,6 +367,8 @@ class Run(ChangeRequests):
             audit=supervisor.audit.snapshot(),
             stats=stats,
             wall_offset=supervisor.wall_offset,
+            gone=supervisor._gone,
+            audit_log=[supervisor.audit],
         )
 
 
@@ -876,9 +884,17 @@ async def runtime(
             ``monitor_interval`` (0.5 s if not given), never once per stage.
 
     Leaving the block cancels the runs still going and waits for their cleanup.
+
+    Raises:
+        MissingMainGuardError: this process is a worker process importing
+            the main script again, which opens a runtime at its top level.
     """
+    refuse_in_bootstrap()
     policy = _check_policy(on_failure)
-    if executor not in ("thread", "process") and not isinstance(executor, Executor):
+    named = isinstance(executor, str)  # an Executor's own __eq__ is never called
+    if not (named and executor in ("thread", "process")) and (
+        named or not isinstance(executor, Executor)
+    ):
         msg = (
             "executor must be 'thread', 'process' or an Executor such as DaskExecutor, "
             f"not {executor!r}"
