@@ -25,7 +25,7 @@ import attrs
 from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
 
 from ._journal import is_busy
-from ._lease import Owner, fence, insert_lease, owns, read_lease, release, take_over
+from ._lease import Owner, fence, insert_lease, read_lease, release, take_over
 
 if TYPE_CHECKING:
     import trio
@@ -55,7 +55,19 @@ _RECORD_ERRORS = (
     OverflowError,
     RecursionError,
 )
+# A run's part of a batch is fenced by its first write: that statement
+# writes only if the run's lease still names this runtime (its nonce, the
+# last parameter). Inside the write transaction nobody can take the run
+# before it commits, so the rest need no check, and the fence costs no
+# statement of its own (a batch of a few records mostly costs its statements).
+_OURS = " AND EXISTS (SELECT 1 FROM leases WHERE run_id = ?1 AND nonce = ?{})"
 _INSERT_EVENT = "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)"
+_INSERT_FENCED = (
+    "INSERT INTO events (run_id, seq, kind, payload) SELECT ?1, ?2, ?3, ?4 WHERE 1"
+    + _OURS.format(5)
+)
+_RESUME = "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?1"
+_END = "UPDATE runs SET status = ?2, ended = ?3 WHERE run_id = ?1"
 
 
 @attrs.define(eq=False)
@@ -138,8 +150,15 @@ def _write_group(
     expires: float,
     done: Committed,
 ) -> None:
-    """Write one run's records of a batch (inside its savepoint)."""
+    """Write one run's records of a batch; the first write fences the lease.
+
+    Raises:
+        LeaseLostError: the lease no longer names this runtime.
+        JournalWriteError: the run's events are not in sequence.
+    """
     run_id = ledger.run_id
+    nonce = me.nonce
+    fence = ledger.owned  # a new run's lease is written by this very batch
     expected = ledger.next_seq
     events: list[tuple[str, int, str, str]] = []
     for record in group:
@@ -152,7 +171,8 @@ def _write_group(
             events.append((run_id, seq, kind, json.dumps(payload)))
             continue
         if events:
-            db.executemany(_INSERT_EVENT, events)
+            _insert_events(db, run_id, events, nonce if fence else None)
+            fence = False
             events = []
         match record:
             case ("run", _, name, created, pipeline):
@@ -169,23 +189,50 @@ def _write_group(
                 insert_lease(db, run_id, me, expires)
                 done.owned.append(run_id)
             case ("resume", _):
-                db.execute(
-                    "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?",
-                    (run_id,),
-                )
+                _update(db, run_id, _RESUME, (run_id,), nonce if fence else None)
+                fence = False
             case ("end", _, status, ended):
-                db.execute(
-                    "UPDATE runs SET status = ?, ended = ? WHERE run_id = ?",
-                    (status, ended, run_id),
+                _update(
+                    db, run_id, _END, (run_id, status, ended), nonce if fence else None
                 )
+                fence = False
                 release(db, run_id, me)
                 done.released.append(run_id)
             case _:  # pragma: no cover - a bug in a producer of records
                 msg = f"unknown journal record {record!r}"
                 raise AssertionError(msg)
     if events:
-        db.executemany(_INSERT_EVENT, events)
+        _insert_events(db, run_id, events, nonce if fence else None)
     done.next_seq[run_id] = expected
+
+
+def _insert_events(
+    db: sqlite3.Connection,
+    run_id: str,
+    events: list[tuple[str, int, str, str]],
+    fence: str | None,
+) -> None:
+    """Insert events; with ``fence`` (the nonce), the first only if the lease is ours."""
+    if fence is not None:
+        if db.execute(_INSERT_FENCED, (*events[0], fence)).rowcount != 1:
+            raise _lost(db, run_id)
+        events = events[1:]
+    if events:
+        db.executemany(_INSERT_EVENT, events)
+
+
+def _update(
+    db: sqlite3.Connection,
+    run_id: str,
+    sql: str,
+    args: tuple[Any, ...],
+    fence: str | None,
+) -> None:
+    """Update the run's row; with ``fence`` (the nonce), only if the lease is ours."""
+    if fence is not None:
+        sql, args = sql + _OURS.format(len(args) + 1), (*args, fence)
+    if db.execute(sql, args).rowcount != 1:
+        raise _lost(db, run_id)
 
 
 class _Refused(Exception):
@@ -233,8 +280,6 @@ def commit_batch(
             if guarded:
                 db.execute("SAVEPOINT run")
             try:
-                if ledger.owned and not owns(db, run_id, me):
-                    raise _lost(db, run_id)
                 if not ledger.owned and groups[run_id][0][0] != "run":
                     msg = "its records came before the record of the run"
                     raise JournalWriteError(run_id, msg)

@@ -42,7 +42,6 @@ __all__ = [
     "insert_lease",
     "lease_from_row",
     "owner_is_gone",
-    "owns",
     "read_lease",
     "release",
     "take_over",
@@ -186,16 +185,6 @@ def insert_lease(
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         (run_id, me.host, me.machine, me.pid, me.started, me.nonce, expires),
     )
-
-
-def owns(db: sqlite3.Connection, run_id: str, me: Owner) -> bool:
-    """Whether the run is still ``me``'s (the fence of every batch).
-
-    Inside the writer's transaction, which holds the write lock, nobody can
-    take the run between this look and the commit.
-    """
-    row = db.execute("SELECT nonce FROM leases WHERE run_id = ?", (run_id,)).fetchone()
-    return row is not None and row[0] == me.nonce
 
 
 def fence(db: sqlite3.Connection, run_id: str, me: Owner, expires: float) -> bool:

@@ -185,12 +185,15 @@ class JournalWriter:
         with trio.CancelScope(shield=True):
             try:
                 while True:
-                    item = None
-                    with trio.move_on_at(self._next_renewal):
-                        item = await self._receive.receive()
-                    if item is None:
-                        await self._commit([])  # renew the leases of idle runs
-                        continue
+                    try:  # busy: what came in while the last batch committed
+                        item = self._receive.receive_nowait()
+                    except trio.WouldBlock:
+                        item = None
+                        with trio.move_on_at(self._next_renewal):
+                            item = await self._receive.receive()
+                        if item is None:
+                            await self._commit([])  # renew the leases of idle runs
+                            continue
                     batch = [item]
                     while len(batch) < _BATCH:
                         try:
