@@ -7,6 +7,8 @@ from ._actor import run_stage as run_stage
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
 from ._codec import PickleCodec as PickleCodec
+from ._codec import Undecoded as Undecoded
+from ._codec import read_value as read_value
 from ._context import NO_ITEM as NO_ITEM
 from ._context import Hooks as Hooks
 from ._context import RunEnv as RunEnv
@@ -19,12 +21,14 @@ from ._context import check_reason as check_reason
 from ._context import expand_request as expand_request
 from ._context import remove_stage_request as remove_stage_request
 from ._context import replace_pending_request as replace_pending_request
+from ._declared import declared_types as declared_types
 from ._errors import CycleError as CycleError
 from ._errors import DagvisorError as DagvisorError
 from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import InternalError as InternalError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
+from ._errors import JournalError as JournalError
 from ._errors import NotPicklableError as NotPicklableError
 from ._errors import NotRestorableError as NotRestorableError
 from ._errors import RecordedError as RecordedError
@@ -37,6 +41,9 @@ from ._errors import UnknownStageError as UnknownStageError
 from ._executors import DaskExecutor as DaskExecutor
 from ._executors import Executor as Executor
 from ._executors import StageView as StageView
+from ._jsonform import Malformed as Malformed
+from ._jsonform import dump_json as dump_json
+from ._jsonform import load as load_json
 from ._messages import AddEdge as AddEdge
 from ._messages import AddStage as AddStage
 from ._messages import CancelRun as CancelRun

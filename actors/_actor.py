@@ -136,13 +136,15 @@ async def run_stage(
                 # The common case, kept to this one frame: one attempt on the loop.
                 try:
                     value = await spec.fn(ctx)
-                    message = StageSucceeded(token, *prepare_output(env, value))
+                    message = StageSucceeded(
+                        token, *await prepare_output(env, spec, value)
+                    )
                 finally:
                     if ctx._stack is not None:
                         await ctx._close_resources()
             else:
                 value = await _attempts(spec, ctx)
-                message = StageSucceeded(token, *prepare_output(env, value))
+                message = StageSucceeded(token, *await prepare_output(env, spec, value))
         if scope.cancelled_caught:
             message = StageCancelled(token)
     except Exception as exc:

@@ -158,6 +158,10 @@ class NotRestorableError(DagvisorError, TypeError):
     """A stage could not be restored from a journal after a crash."""
 
 
+class JournalError(DagvisorError, OSError):
+    """A journal file cannot be used: not a journal, too new, damaged, unreadable."""
+
+
 class UnknownRunError(DagvisorError, LookupError):
     """A run id that the journal does not hold.
 

@@ -88,11 +88,12 @@ class ReplySlot:
 
 @attrs.frozen
 class StageSucceeded:
-    """The stage returned ``value`` (``encoded`` by the run's codec, if journaled)."""
+    """The stage returned ``value`` (``encoded`` by the run's codec, if journaled:
+    text, or for a large output its UTF-8 bytes)."""
 
     token: object
     value: Any
-    encoded: str | None = None
+    encoded: str | bytes | None = None
 
 
 @attrs.frozen

@@ -6,6 +6,7 @@ from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
+from dagvisor.actors import JournalError as JournalError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import RecordedError as RecordedError
@@ -15,7 +16,6 @@ from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
 from dagvisor.actors import UnknownRunError as UnknownRunError
 from dagvisor.actors import UnknownStageError as UnknownStageError
-from dagvisor.supervisor import JournalError as JournalError
 
 __all__ = [
     "CycleError",

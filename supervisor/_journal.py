@@ -19,18 +19,27 @@ error and left untouched.
 
 What is written, per run: one row in ``runs`` (its pipeline as the distinct
 stage specs, by registered function name, plus one ``[name, spec, after]``
-row per stage; its encoded inputs; the codec's name) and, in ``events``
-with consecutive ``seq`` numbers, ``stage_started``, ``stage_ended`` (state,
-wall-clock time, encoded output or error and traceback), ``change`` (the
-audit record and the request, mapped items encoded) and ``resumed``. A
+row per stage; its exact name; its encoded inputs; the codec's name) and, in
+``events`` with consecutive ``seq`` numbers, ``stage_started``,
+``stage_ended`` (state, wall-clock time, error and traceback; the encoded
+output of a success in the ``output`` column, as the codec wrote it),
+``change`` (the audit record and the request, mapped items encoded) and
+``resumed``. Records are compact JSON with non-ASCII text as it is and lone
+surrogates escaped, so every text is valid UTF-8 and reads back exactly. A
 resume replays exactly this (see ``_replay``); a stage that had started but
 whose start was still in the batch in flight at a crash is simply run
 again, which is why side effects are keyed by ``ctx.idempotency_key``.
+
+Journal formats: 2 (this one) stores outputs in their own column; a format 1
+journal (outputs inside the event's JSON, so encoded twice) is read as it
+is, and upgraded in place (one column added) when opened for writing.
+Reading is `_journal_read`'s: every reading method gives `JournalError` (or
+`UnknownRunError`) for a file that is damaged or was edited, never another
+error, and never changes the file.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -40,26 +49,33 @@ import attrs
 import trio
 
 from dagvisor.actors import (
-    DagvisorError,
-    JsonCodec,
+    JournalError,
+    Malformed,
     UnknownRunError,
     default_registry,
+    dump_json,
+    load_json,
+)
+
+from ._journal_read import (
+    check_columns,
+    check_event,
+    check_run,
+    describe,
+    open_readonly,
+    read_format,
+    shown,
 )
 
 if TYPE_CHECKING:
-    from dagvisor.actors import Codec, StageRegistry
+    from dagvisor.actors import StageRegistry
 
     from ._result import RunResult
 
 __all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournalWriter", "JournaledRun"]
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 _BATCH = 2048
-
-
-class JournalError(DagvisorError, OSError):
-    """A journal file cannot be used: not a journal, too new, unreadable."""
-
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -76,6 +92,7 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
+    output TEXT,
     PRIMARY KEY (run_id, seq)
 );
 """
@@ -105,6 +122,7 @@ class Journal:
         self.synchronous = synchronous
         self.readonly = readonly
         self._db: sqlite3.Connection | None = None
+        self._format = FORMAT_VERSION
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
@@ -113,9 +131,16 @@ class Journal:
         """Open (or create) the file and check it is a journal of a known format."""
         if self._db is not None:
             return
-        if self.readonly and not self.path.is_file():
-            msg = f"there is no journal at {self.path}; check the path"
-            raise JournalError(msg)
+        if self.readonly:
+            db, found, columns = open_readonly(self.path)
+            try:
+                self._refuse_newer(found)
+                check_columns(columns, found, self.path)
+            except BaseException:
+                db.close()
+                raise
+            self._db, self._format = db, found
+            return
         if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
             os.close(fd)
@@ -123,48 +148,21 @@ class Journal:
             # Read-only first: a file that is not a journal is left untouched.
             probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
             try:
-                tables = {
-                    row[0] for row in probe.execute("SELECT name FROM sqlite_master")
-                }
-                version = None
-                if "meta" in tables:
-                    row = probe.execute(
-                        "SELECT value FROM meta WHERE key = 'format_version'"
-                    ).fetchone()
-                    version = None if row is None else int(row[0])
+                version, tables = read_format(probe, self.path)
             finally:
                 probe.close()
         except sqlite3.DatabaseError as exc:
-            msg = (
-                f"{self.path} is damaged or not a dagvisor journal ({exc}); "
-                "give the path of a journal, or of a new file"
-            )
-            raise JournalError(msg) from exc
-        if tables and ("meta" not in tables or version is None):
-            msg = f"{self.path} is an SQLite file but not a dagvisor journal; give another path"
-            raise JournalError(msg)
-        if version is not None and version > FORMAT_VERSION:
-            msg = (
-                f"{self.path} was written by a newer dagvisor (journal format {version}, "
-                f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
-            )
-            raise JournalError(msg)
-        if self.readonly:
-            if version is None:
-                msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
-                raise JournalError(msg)
-            self._db = sqlite3.connect(
-                f"file:{self.path}?mode=ro",
-                uri=True,
-                check_same_thread=False,
-                isolation_level=None,
-            )
-            return
+            raise describe(exc, self.path) from exc
+        if version is not None:
+            self._refuse_newer(version)
+            check_columns(tables, version, self.path)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.executescript(_SCHEMA)
+            if version == 1:
+                _upgrade_from_1(db)
             db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('format_version', ?)",
                 (str(FORMAT_VERSION),),
@@ -176,6 +174,14 @@ class Journal:
             )
             raise JournalError(msg) from exc
         self._db = db
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > FORMAT_VERSION:
+            msg = (
+                f"{self.path} was written by a newer dagvisor (journal format {version}, "
+                f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
+            )
+            raise JournalError(msg)
 
     def __enter__(self) -> Journal:
         """Open the file for a ``with`` block (closed when it ends)."""
@@ -205,15 +211,30 @@ class Journal:
             for record in batch:
                 match record:
                     case ("run", run_id, name, created, pipeline):
+                        # The name column is for listing; the exact name (it
+                        # may hold a lone surrogate) is in the record's JSON.
                         db.execute(
                             "INSERT INTO runs (run_id, name, created, status, pipeline) "
                             "VALUES (?, ?, ?, 'running', ?)",
-                            (run_id, name, created, json.dumps(pipeline)),
+                            (
+                                run_id,
+                                _listed(name),
+                                created,
+                                dump_json({**pipeline, "name": name}),
+                            ),
                         )
                     case ("event", run_id, seq, kind, payload):
+                        # An output goes to its own column as the codec wrote
+                        # it (text, or UTF-8 bytes stored as text), once.
+                        output = payload.get("output")
+                        if output is not None:
+                            payload = {
+                                k: v for k, v in payload.items() if k != "output"
+                            }
                         db.execute(
-                            "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)",
-                            (run_id, seq, kind, json.dumps(payload)),
+                            "INSERT INTO events (run_id, seq, kind, payload, output) "
+                            "VALUES (?, ?, ?, ?, CAST(? AS TEXT))",
+                            (run_id, seq, kind, dump_json(payload), output),
                         )
                     case ("resume", run_id):
                         db.execute(
@@ -238,18 +259,23 @@ class Journal:
         """Rows of a query; a damaged file is a `JournalError`, not a crash."""
         try:
             return self._conn().execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            msg = f"{self.path} cannot be read ({exc}); it is damaged or not a journal"
-            raise JournalError(msg) from exc
+        except sqlite3.Error as exc:
+            raise describe(exc, self.path) from exc
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run in the journal, oldest first, with how many events it has."""
+        """Every run in the journal, oldest first, with how many events it has.
+
+        Raises:
+            JournalError: the file is damaged or was edited into nonsense.
+        """
         rows = self._read(
             "SELECT r.run_id, r.name, r.created, r.status, r.ended, "
             "(SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id) "
             "FROM runs r ORDER BY r.created"
         )
         keys = ("run_id", "name", "created", "status", "ended", "events")
+        for row in rows:
+            check_run(row, self.path)
         return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def find_run(self, prefix: str) -> str:
@@ -257,41 +283,45 @@ class Journal:
 
         Raises:
             UnknownRunError: no run, or several, match.
+            JournalError: the file is damaged.
         """
-        if len(prefix) >= 4 and prefix.isalnum():
+        if len(prefix) >= 4 and prefix.isascii() and prefix.isalnum():
             rows = self._read(
                 "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
                 (prefix, prefix + "\U0010ffff"),
             )
-            if len(rows) == 1:
-                return str(rows[0][0])
+            if len(rows) == 1 and type(rows[0][0]) is str:
+                return rows[0][0]
         raise UnknownRunError(prefix, str(self.path))
 
     def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
-        """The events of a run as ``(seq, kind, payload)``, in order."""
+        """The events of a run as ``(seq, kind, payload)``, in order.
+
+        A success's encoded output is in its payload as ``"output"``.
+
+        Raises:
+            JournalError: the file is damaged or was edited into nonsense.
+        """
+        self._conn()  # opened: its format is known
+        output = "output" if self._format >= 2 else "NULL"
         rows = self._read(
-            "SELECT seq, kind, payload FROM events WHERE run_id = ? ORDER BY seq",
+            f"SELECT seq, kind, payload, {output} FROM events WHERE run_id = ? "
+            "ORDER BY seq",
             (run_id,),
         )
-        try:
-            return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
-        except (TypeError, ValueError) as exc:
-            msg = f"{self.path}: an event of run {run_id!r} is not valid JSON ({exc}); the file was damaged or edited"
-            raise JournalError(msg) from exc
+        return [check_event(row, run_id, self.path, load_json) for row in rows]
 
     def result(
-        self,
-        run_id: str,
-        *,
-        registry: StageRegistry | None = None,
-        codec: Codec | None = None,
+        self, run_id: str, *, registry: StageRegistry | None = None
     ) -> RunResult:
         """A run read back from the journal, as a `RunResult` (nothing runs).
 
         Works after the run ended, crashed or was cancelled, in any process:
-        stage functions need not be importable, and an output whose class is
-        not imported comes back as `Undecoded` text. Stage times are
-        wall-clock. ``result.lineage(stage)`` works as on a live run.
+        stage functions need not be importable. No class is rebuilt: values
+        are plain data, and a class value (or every value of a run journaled
+        with another codec than `JsonCodec`) comes back as `Undecoded`.
+        Stage times are wall-clock. ``result.lineage(stage)`` works as on a
+        live run.
 
         Raises:
             UnknownRunError: the journal has no such run.
@@ -300,9 +330,7 @@ class Journal:
         from ._replay import result_from_journal
 
         return result_from_journal(
-            self.load(run_id),
-            registry=registry or default_registry,
-            codec=codec or JsonCodec(),
+            self.load(run_id), registry=registry or default_registry
         )
 
     def load(self, run_id: str) -> JournaledRun:
@@ -319,21 +347,51 @@ class Journal:
         )
         if not rows:
             raise UnknownRunError(run_id, str(self.path))
+        check_run(rows[0], self.path)
         run_id, name, created, status, ended, pipeline = rows[0]
         try:
-            decoded = json.loads(pipeline)
-        except (TypeError, ValueError) as exc:
-            msg = f"{self.path}: the record of run {run_id!r} is not valid JSON ({exc}); the file was damaged or edited"
-            raise JournalError(msg) from exc
+            decoded = load_json(pipeline)
+        except Malformed as exc:
+            msg = (
+                f"{self.path}: the record of run {shown(run_id)} is not valid JSON "
+                f"({shown(str(exc), 120)}); the file was damaged or edited"
+            )
+            raise JournalError(msg) from None
+        if type(decoded) is not dict:
+            msg = f"{self.path}: the record of run {shown(run_id)} is not a JSON object; the file was damaged or edited"
+            raise JournalError(msg)
+        exact = decoded.get("name")
         return JournaledRun(
             run_id=run_id,
-            name=name,
+            name=exact if type(exact) is str else name,
             created=created,
             status=status,
             ended=ended,
             pipeline=decoded,
             events=self.events(run_id),
         )
+
+
+def _listed(name: str) -> str:
+    """``name`` as UTF-8 text for the listing column (a lone surrogate escaped)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Format 1 to 2: outputs get their own column (old rows keep theirs in the JSON)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "output" not in columns:
+            db.execute("ALTER TABLE events ADD COLUMN output TEXT")
+        db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'format_version'",
+            (str(FORMAT_VERSION),),
+        )
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 @final
