@@ -43,7 +43,7 @@ from ._executors import Executor as Executor
 from ._executors import StageView as StageView
 from ._jsonform import Malformed as Malformed
 from ._jsonform import dump_json as dump_json
-from ._jsonform import load as load_json
+from ._jsonform import load_json as load_json
 from ._messages import AddEdge as AddEdge
 from ._messages import AddStage as AddStage
 from ._messages import CancelRun as CancelRun

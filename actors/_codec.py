@@ -55,7 +55,7 @@ from ._jsonform import (
     dump,
     dump_json,
     has_pair,
-    load,
+    load_json,
     pieces,
     split_pairs,
     untag,
@@ -218,7 +218,7 @@ class _Tagger:
         if kind is bytes:
             text = b64_text(value)
             self.size += len(text)
-            return {TAG: "bytes", "data": text}
+            return self._mark({TAG: "bytes", "data": text}, start)
         if _is_record_class(kind):
             if kind not in self.allowed and kind not in self.allow:
                 raise _not_allowed(kind)
@@ -395,7 +395,7 @@ class JsonCodec:
                 )
                 raise NotRestorableError(msg) from exc
 
-        return untag(load(text), rebuild, fields_first=True)
+        return untag(load_json(text), rebuild, fields_first=True)
 
 
 def _undecoded(node: dict[str, Any], get: Callable[[Any], Any]) -> Undecoded:
@@ -416,7 +416,7 @@ def read_value(text: str) -> Any:
     Raises:
         ValueError: the text is not a value `JsonCodec` wrote.
     """
-    return untag(load(text), _undecoded, fields_first=False)
+    return untag(load_json(text), _undecoded, fields_first=False)
 
 
 @final

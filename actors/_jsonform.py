@@ -10,7 +10,7 @@ tag, ...}``) for what JSON cannot say; this module owns the text of that form:
   texts of about `PIECE` characters each, so that no single call holds the
   interpreter for long: a worker thread encoding a 50 MB output lets the
   event loop run between pieces.
-* **Reading.** `load` parses text with `json.loads` (a text nested deeper
+* **Reading.** `load_json` parses text with `json.loads` (a text nested deeper
   than the interpreter allows, or not JSON at all, is `Malformed`), and
   `untag` turns the tagged objects back into tuples, sets, bytes and dicts
   without recursion. A tagged class value is never looked up: it becomes
@@ -38,7 +38,7 @@ __all__ = [
     "SurrogatePair",
     "b64_text",
     "dump_json",
-    "load",
+    "load_json",
     "pieces",
     "untag",
 ]
@@ -228,7 +228,7 @@ def pieces(tagged: Any, sizes: dict[int, int]) -> list[str]:
 # -- reading ------------------------------------------------------------------------
 
 
-def load(text: str) -> Any:
+def load_json(text: str) -> Any:
     """The JSON value of ``text``.
 
     Raises:
@@ -293,7 +293,7 @@ def untag(
     """The value a parsed JSON text stands for, built bottom-up without recursion.
 
     Args:
-        parsed: what `load` returned.
+        parsed: what `load_json` returned.
         rebuild: makes a tagged class value from its object and a function
             that gives the converted form of any of its members.
         fields_first: whether a class value's fields are converted before

@@ -90,8 +90,14 @@ def journal_command(args: argparse.Namespace) -> int | None:
     except (UsageError, DagvisorError, OSError) as exc:
         if args.debug:
             raise
-        print(f"dagvisor: error: {exc}", file=sys.stderr)
+        print(f"dagvisor: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _one_line(text: str, limit: int = 1000) -> str:
+    """An error's message as one line (a file's text may hold line breaks)."""
+    line = " ".join(text.splitlines())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _read_command(args: argparse.Namespace) -> int:

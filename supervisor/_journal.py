@@ -40,6 +40,7 @@ error, and never changes the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -68,6 +69,8 @@ from ._journal_read import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from dagvisor.actors import StageRegistry
 
     from ._result import RunResult
@@ -302,14 +305,49 @@ class Journal:
         Raises:
             JournalError: the file is damaged or was edited into nonsense.
         """
+        with self._snapshot():
+            rows, hidden = self._event_rows(run_id)
+        return self._checked_events(run_id, rows, hidden)
+
+    def _checked_events(
+        self, run_id: str, rows: list[tuple[Any, ...]], hidden: int
+    ) -> list[tuple[int, str, dict[str, Any]]]:
+        if hidden:
+            msg = (
+                f"{self.path} is damaged: its index of events hides {hidden} event(s) "
+                f"of run {shown(run_id)} (PRAGMA integrity_check names the damage)"
+            )
+            raise JournalError(msg)
+        return [check_event(row[1:], run_id, self.path, load_json) for row in rows]
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: queries in it see the same state of the file."""
+        self._read("BEGIN")
+        try:
+            yield
+        finally:
+            self._read("COMMIT")
+
+    def _event_rows(self, run_id: str) -> tuple[list[tuple[Any, ...]], int]:
+        """A run's event rows (rowid first), and how many its index did not show."""
         self._conn()  # opened: its format is known
         output = "output" if self._format >= 2 else "NULL"
         rows = self._read(
-            f"SELECT seq, kind, payload, {output} FROM events WHERE run_id = ? "
+            f"SELECT rowid, seq, kind, payload, {output} FROM events WHERE run_id = ? "
             "ORDER BY seq",
             (run_id,),
         )
-        return [check_event(row, run_id, self.path, load_json) for row in rows]
+        # The rows are found through the table's index. A damaged index can
+        # hide the last rows of a run, which would read as a run that simply
+        # stopped: count, in the table itself, the run's rows after the last
+        # one found (a range of the table, not a scan of it).
+        last = max((row[0] for row in rows if type(row[0]) is int), default=-1)
+        (hidden,) = self._read(
+            "SELECT COUNT(*) FROM events NOT INDEXED WHERE rowid > ? AND run_id = ?",
+            (last, run_id),
+        )[0]
+        return rows, hidden
 
     def result(
         self, run_id: str, *, registry: StageRegistry | None = None
@@ -340,13 +378,15 @@ class Journal:
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
-        rows = self._read(
-            "SELECT run_id, name, created, status, ended, pipeline FROM runs "
-            "WHERE run_id = ?",
-            (run_id,),
-        )
-        if not rows:
-            raise UnknownRunError(run_id, str(self.path))
+        with self._snapshot():  # the run and its events as of one moment
+            rows = self._read(
+                "SELECT run_id, name, created, status, ended, pipeline FROM runs "
+                "WHERE run_id = ?",
+                (run_id,),
+            )
+            if not rows:
+                raise UnknownRunError(run_id, str(self.path))
+            event_rows, hidden = self._event_rows(run_id)
         check_run(rows[0], self.path)
         run_id, name, created, status, ended, pipeline = rows[0]
         try:
@@ -368,7 +408,7 @@ class Journal:
             status=status,
             ended=ended,
             pipeline=decoded,
-            events=self.events(run_id),
+            events=self._checked_events(run_id, event_rows, hidden),
         )
 
 
