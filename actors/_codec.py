@@ -29,38 +29,24 @@ What each codec means for whoever reads a journal:
 from __future__ import annotations
 
 import base64
-import dataclasses
 import pickle
-from json.encoder import encode_basestring
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Final,
-    Protocol,
-    TypeVar,
-    final,
-    runtime_checkable,
-)
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkable
 
 import attrs
 
 from ._errors import NotRestorableError
 from ._jsonform import (
-    MAX_DEPTH,
-    PIECE,
     TAG,
     Malformed,
     SurrogatePair,
-    b64_text,
     dump,
     dump_json,
-    has_pair,
     load_json,
     pieces,
-    split_pairs,
     untag,
     utf8,
 )
+from ._tagging import Tagger, class_path, is_record_class, scalar, too_deep
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable
@@ -117,151 +103,6 @@ class Undecoded:
         return f"Undecoded({named}text={shown!r})"
 
 
-def class_path(cls: type) -> str:
-    """How a journal names a class: ``module:qualname``."""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _is_record_class(cls: type) -> bool:
-    return attrs.has(cls) or dataclasses.is_dataclass(cls)
-
-
-_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
-
-
-def _fields(cls: type) -> tuple[tuple[str, str], ...]:
-    """``(attribute, constructor keyword)`` of each field the constructor takes."""
-    found = _FIELDS.get(cls)
-    if found is None:
-        if attrs.has(cls):
-            found = tuple(
-                (f.name, f.alias or f.name) for f in attrs.fields(cls) if f.init
-            )
-        else:
-            found = tuple((f.name, f.name) for f in dataclasses.fields(cls) if f.init)
-        _FIELDS[cls] = found
-    return found
-
-
-def _not_allowed(cls: type) -> NotRestorableError:
-    name = cls.__qualname__
-    msg = (
-        f"a {class_path(cls)} cannot be journaled: a resume rebuilds only the "
-        f"classes it is allowed to; allow it with runtime(codec=JsonCodec(types=[{name}])) "
-        f"or codec.register({name}), or name it in the stage's return annotation "
-        f"(-> {name})"
-    )
-    return NotRestorableError(msg)
-
-
-def _too_deep() -> NotRestorableError:
-    msg = (
-        f"the value is nested more than {MAX_DEPTH} levels deep (or refers to "
-        "itself) and cannot be written to the journal as JSON"
-    )
-    return NotRestorableError(msg)
-
-
-class _Tagger:
-    """Turns a value into its tagged JSON form, checking every class it holds."""
-
-    __slots__ = ("allow", "allowed", "pairs", "size", "sizes")
-
-    def __init__(
-        self, allowed: Collection[type], allow: Collection[type], *, pairs: bool
-    ) -> None:
-        self.allowed = allowed
-        self.allow = allow
-        self.pairs = pairs  # tag strings holding a surrogate pair
-        self.size = 0  # estimated characters of text so far
-        self.sizes: dict[int, int] = {}  # large containers' sizes, for `pieces`
-
-    def _mark(self, container: Any, start: int) -> Any:
-        if self.size - start > PIECE:
-            self.sizes[id(container)] = self.size - start
-        return container
-
-    def _text(self, value: str) -> Any:
-        self.size += len(value) + 2
-        if self.pairs and has_pair(value):
-            return {TAG: "str", "parts": split_pairs(value)}
-        return value
-
-    def tag(self, value: Any, depth: int) -> Any:
-        kind = type(value)
-        if value is None or kind is bool or kind is int or kind is float:
-            self.size += 8
-            return value
-        if kind is str:
-            return self._text(value)
-        if depth >= MAX_DEPTH:
-            raise _too_deep()
-        start = self.size
-        if kind is list:
-            return self._mark([self.tag(v, depth + 1) for v in value], start)
-        if kind is dict:
-            plain = all(type(k) is str for k in value) and TAG not in value
-            if plain and not (self.pairs and any(has_pair(k) for k in value)):
-                out = {k: self.tag(v, depth + 1) for k, v in value.items()}
-                self.size += sum(len(k) + 4 for k in value)
-                return self._mark(out, start)
-            items = [
-                [self.tag(k, depth + 3), self.tag(v, depth + 3)]
-                for k, v in value.items()
-            ]
-            return self._mark({TAG: "dict", "items": self._mark(items, start)}, start)
-        if kind is tuple or kind is set or kind is frozenset:
-            items = [self.tag(v, depth + 2) for v in value]
-            return self._mark(
-                {TAG: kind.__name__, "items": self._mark(items, start)}, start
-            )
-        if kind is bytes:
-            text = b64_text(value)
-            self.size += len(text)
-            return self._mark({TAG: "bytes", "data": text}, start)
-        if _is_record_class(kind):
-            if kind not in self.allowed and kind not in self.allow:
-                raise _not_allowed(kind)
-            fields = {
-                keyword: self.tag(getattr(value, name), depth + 2)
-                for name, keyword in _fields(kind)
-            }
-            tag = "attrs" if attrs.has(kind) else "dataclass"
-            out = {
-                TAG: tag,
-                "type": class_path(kind),
-                "fields": self._mark(fields, start),
-            }
-            return self._mark(out, start)
-        msg = (
-            f"a {kind.__module__}.{kind.__qualname__} cannot be written to the journal as "
-            "JSON; return plain data, attrs classes or dataclasses, or opt into "
-            "runtime(codec=PickleCodec())"
-        )
-        raise NotRestorableError(msg)
-
-
-_CONSTANTS: Final = {float("inf"): "Infinity", float("-inf"): "-Infinity"}
-
-
-def _scalar(value: Any) -> str | None:
-    """The JSON text of a plain scalar, or None if ``value`` is not one (fast path)."""
-    kind = type(value)
-    if kind is int:
-        return int.__repr__(value)  # ValueError past 4,300 digits
-    if kind is str and value.isascii():
-        return str(encode_basestring(value))
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is float:
-        if value != value:
-            return "NaN"
-        return _CONSTANTS.get(value) or float.__repr__(value)
-    return None
-
-
 @final
 class JsonCodec:
     """JSON with tagged forms for tuples, sets, bytes, attrs classes and dataclasses.
@@ -291,7 +132,7 @@ class JsonCodec:
 
         Usable as a class decorator: ``@codec.register``.
         """
-        if not isinstance(cls, type) or not _is_record_class(cls):
+        if not isinstance(cls, type) or not is_record_class(cls):
             msg = f"JsonCodec.register takes an attrs class or a dataclass, not {cls!r}"
             raise TypeError(msg)
         self._paths[class_path(cls)] = cls
@@ -306,11 +147,11 @@ class JsonCodec:
     def _tag(
         self, value: Any, allow: Collection[type], *, pairs: bool
     ) -> tuple[Any, dict[int, int]]:
-        tagger = _Tagger(self._allowed, allow, pairs=pairs)
+        tagger = Tagger(self._allowed, allow, pairs=pairs)
         try:
             return tagger.tag(value, 0), tagger.sizes
         except RecursionError:
-            raise _too_deep() from None
+            raise too_deep() from None
 
     def encode(self, value: Any, *, allow: Collection[type] = ()) -> str:
         """JSON text for ``value`` (valid UTF-8: lone surrogates are escaped).
@@ -324,7 +165,7 @@ class JsonCodec:
                 or nesting deeper than the journal reads back.
         """
         try:
-            text = _scalar(value)
+            text = scalar(value)
             if text is not None:
                 return text
             try:

@@ -40,7 +40,6 @@ error, and never changes the file.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -49,28 +48,19 @@ from typing import TYPE_CHECKING, Any, Final, Literal, final
 import attrs
 import trio
 
-from dagvisor.actors import (
-    JournalError,
-    Malformed,
-    UnknownRunError,
-    default_registry,
-    dump_json,
-    load_json,
-)
+from dagvisor.actors import JournalError, default_registry, dump_json
 
 from ._journal_read import (
+    READ_ERRORS,
     check_columns,
-    check_event,
-    check_run,
     describe,
     open_readonly,
     read_format,
-    shown,
+    uri,
 )
+from ._journal_rows import JournaledRun, RowReader
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from dagvisor.actors import StageRegistry
 
     from ._result import RunResult
@@ -149,12 +139,12 @@ class Journal:
             os.close(fd)
         try:
             # Read-only first: a file that is not a journal is left untouched.
-            probe = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            probe = sqlite3.connect(uri(self.path, "mode=ro"), uri=True)
             try:
                 version, tables = read_format(probe, self.path)
             finally:
                 probe.close()
-        except sqlite3.DatabaseError as exc:
+        except READ_ERRORS as exc:
             raise describe(exc, self.path) from exc
         if version is not None:
             self._refuse_newer(version)
@@ -258,12 +248,8 @@ class Journal:
             raise
         db.execute("COMMIT")
 
-    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query; a damaged file is a `JournalError`, not a crash."""
-        try:
-            return self._conn().execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise describe(exc, self.path) from exc
+    def _rows(self) -> RowReader:
+        return RowReader(self._conn(), self.path, self._format)
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run in the journal, oldest first, with how many events it has.
@@ -271,15 +257,7 @@ class Journal:
         Raises:
             JournalError: the file is damaged or was edited into nonsense.
         """
-        rows = self._read(
-            "SELECT r.run_id, r.name, r.created, r.status, r.ended, "
-            "(SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id) "
-            "FROM runs r ORDER BY r.created"
-        )
-        keys = ("run_id", "name", "created", "status", "ended", "events")
-        for row in rows:
-            check_run(row, self.path)
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        return self._rows().runs()
 
     def find_run(self, prefix: str) -> str:
         """The full id of the run whose id starts with ``prefix`` (at least 4 characters).
@@ -288,14 +266,7 @@ class Journal:
             UnknownRunError: no run, or several, match.
             JournalError: the file is damaged.
         """
-        if len(prefix) >= 4 and prefix.isascii() and prefix.isalnum():
-            rows = self._read(
-                "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
-                (prefix, prefix + "\U0010ffff"),
-            )
-            if len(rows) == 1 and type(rows[0][0]) is str:
-                return rows[0][0]
-        raise UnknownRunError(prefix, str(self.path))
+        return self._rows().find_run(prefix)
 
     def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
         """The events of a run as ``(seq, kind, payload)``, in order.
@@ -305,49 +276,7 @@ class Journal:
         Raises:
             JournalError: the file is damaged or was edited into nonsense.
         """
-        with self._snapshot():
-            rows, hidden = self._event_rows(run_id)
-        return self._checked_events(run_id, rows, hidden)
-
-    def _checked_events(
-        self, run_id: str, rows: list[tuple[Any, ...]], hidden: int
-    ) -> list[tuple[int, str, dict[str, Any]]]:
-        if hidden:
-            msg = (
-                f"{self.path} is damaged: its index of events hides {hidden} event(s) "
-                f"of run {shown(run_id)} (PRAGMA integrity_check names the damage)"
-            )
-            raise JournalError(msg)
-        return [check_event(row[1:], run_id, self.path, load_json) for row in rows]
-
-    @contextlib.contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """One read transaction: queries in it see the same state of the file."""
-        self._read("BEGIN")
-        try:
-            yield
-        finally:
-            self._read("COMMIT")
-
-    def _event_rows(self, run_id: str) -> tuple[list[tuple[Any, ...]], int]:
-        """A run's event rows (rowid first), and how many its index did not show."""
-        self._conn()  # opened: its format is known
-        output = "output" if self._format >= 2 else "NULL"
-        rows = self._read(
-            f"SELECT rowid, seq, kind, payload, {output} FROM events WHERE run_id = ? "
-            "ORDER BY seq",
-            (run_id,),
-        )
-        # The rows are found through the table's index. A damaged index can
-        # hide the last rows of a run, which would read as a run that simply
-        # stopped: count, in the table itself, the run's rows after the last
-        # one found (a range of the table, not a scan of it).
-        last = max((row[0] for row in rows if type(row[0]) is int), default=-1)
-        (hidden,) = self._read(
-            "SELECT COUNT(*) FROM events NOT INDEXED WHERE rowid > ? AND run_id = ?",
-            (last, run_id),
-        )[0]
-        return rows, hidden
+        return self._rows().events(run_id)
 
     def result(
         self, run_id: str, *, registry: StageRegistry | None = None
@@ -365,7 +294,7 @@ class Journal:
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
-        from ._replay import result_from_journal
+        from ._readback import result_from_journal
 
         return result_from_journal(
             self.load(run_id), registry=registry or default_registry
@@ -378,38 +307,7 @@ class Journal:
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
-        with self._snapshot():  # the run and its events as of one moment
-            rows = self._read(
-                "SELECT run_id, name, created, status, ended, pipeline FROM runs "
-                "WHERE run_id = ?",
-                (run_id,),
-            )
-            if not rows:
-                raise UnknownRunError(run_id, str(self.path))
-            event_rows, hidden = self._event_rows(run_id)
-        check_run(rows[0], self.path)
-        run_id, name, created, status, ended, pipeline = rows[0]
-        try:
-            decoded = load_json(pipeline)
-        except Malformed as exc:
-            msg = (
-                f"{self.path}: the record of run {shown(run_id)} is not valid JSON "
-                f"({shown(str(exc), 120)}); the file was damaged or edited"
-            )
-            raise JournalError(msg) from None
-        if type(decoded) is not dict:
-            msg = f"{self.path}: the record of run {shown(run_id)} is not a JSON object; the file was damaged or edited"
-            raise JournalError(msg)
-        exact = decoded.get("name")
-        return JournaledRun(
-            run_id=run_id,
-            name=exact if type(exact) is str else name,
-            created=created,
-            status=status,
-            ended=ended,
-            pipeline=decoded,
-            events=self._checked_events(run_id, event_rows, hidden),
-        )
+        return self._rows().load(run_id)
 
 
 def _listed(name: str) -> str:
@@ -432,20 +330,6 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
-
-
-@final
-@attrs.frozen
-class JournaledRun:
-    """What a journal holds about one run: its record and its events in order."""
-
-    run_id: str
-    name: str
-    created: float
-    status: str
-    ended: float | None
-    pipeline: dict[str, Any]
-    events: list[tuple[int, str, dict[str, Any]]]
 
 
 @attrs.frozen(eq=False)

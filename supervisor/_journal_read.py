@@ -24,24 +24,24 @@ Opening read-only (`open_readonly`) tries two ways, in order:
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
-from dagvisor.actors import JournalError, Malformed
+from dagvisor.actors import JournalError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
     "COLUMNS",
-    "check_event",
-    "check_run",
+    "READ_ERRORS",
+    "check_columns",
     "describe",
     "open_readonly",
     "read_format",
     "shown",
+    "uri",
 ]
 
 COLUMNS: Final = {
@@ -51,7 +51,9 @@ COLUMNS: Final = {
 }
 """The columns every journal has (format 2 adds ``events.output``)."""
 
-_LATEST_TIME: Final = 1e11  # seconds since the epoch: past the year 5000
+READ_ERRORS: Final = (sqlite3.Error, UnicodeDecodeError)
+"""What reading a damaged file can raise: SQLite's errors, and the driver's when
+a text column holds bytes that are not UTF-8 (the schema's among them)."""
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -81,14 +83,15 @@ def describe(exc: BaseException, path: Path) -> JournalError:
     return JournalError(f"{path} {what} ({detail})")
 
 
-def _uri(path: Path, option: str) -> str:
+def uri(path: Path, option: str) -> str:
+    """The SQLite URI of ``path`` with ``option`` (``mode=ro``, ``immutable=1``)."""
     # Quoted: a path may hold '?', '#' or '%', which a URI would take apart.
     return f"file:{urllib.parse.quote(str(path.absolute()))}?{option}"
 
 
 def _connect(path: Path, option: str) -> sqlite3.Connection:
     return sqlite3.connect(
-        _uri(path, option), uri=True, check_same_thread=False, isolation_level=None
+        uri(path, option), uri=True, check_same_thread=False, isolation_level=None
     )
 
 
@@ -111,7 +114,7 @@ def read_format(
     """The file's journal format (None for an empty file) and its tables' columns.
 
     Raises:
-        sqlite3.Error: the file cannot be read.
+        sqlite3.Error, UnicodeDecodeError: the file cannot be read.
         JournalError: an SQLite file that is not a journal, or a damaged one.
     """
     tables = _tables(db)
@@ -174,7 +177,7 @@ def open_readonly(path: Path) -> tuple[sqlite3.Connection, int, dict[str, set[st
         try:
             db = _connect(path, "mode=ro")
             version, tables = read_format(db, path)
-        except sqlite3.Error as exc:
+        except sqlite3.Error as exc:  # (a UnicodeDecodeError is damage: below)
             name = str(getattr(exc, "sqlite_errorname", None) or "")
             if not name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
                 raise
@@ -191,7 +194,7 @@ def open_readonly(path: Path) -> tuple[sqlite3.Connection, int, dict[str, set[st
                 db.close()
             db = _connect(path, "immutable=1")
             version, tables = read_format(db, path)
-    except sqlite3.Error as exc:
+    except READ_ERRORS as exc:
         if db is not None:
             db.close()
         raise describe(exc, path) from exc
@@ -204,64 +207,3 @@ def open_readonly(path: Path) -> tuple[sqlite3.Connection, int, dict[str, set[st
         msg = f"{path} is not a dagvisor journal (it is empty); check the path"
         raise JournalError(msg)
     return db, version, tables
-
-
-# -- rows ---------------------------------------------------------------------------
-
-
-def _time(value: Any) -> bool:
-    return (
-        type(value) in (int, float)
-        and math.isfinite(value)
-        and 0 <= value < _LATEST_TIME
-    )
-
-
-def check_run(row: tuple[Any, ...], path: Path) -> None:
-    """Refuse a ``runs`` row whose values are not of the types the writer writes."""
-    run_id, name, created, status, ended = row[:5]
-    if not (
-        type(run_id) is str
-        and type(name) is str
-        and _time(created)
-        and type(status) is str
-        and (ended is None or _time(ended))
-    ):
-        msg = (
-            f"{path} is damaged or was edited: the record of run {shown(run_id)} holds "
-            f"values of the wrong kind (name {shown(name)}, created {shown(created)}, "
-            f"status {shown(status)}, ended {shown(ended)})"
-        )
-        raise JournalError(msg)
-
-
-def check_event(
-    row: tuple[Any, ...], run_id: str, path: Path, load: Any
-) -> tuple[int, str, dict[str, Any]]:
-    """An ``events`` row as ``(seq, kind, payload)``, the output back in the payload.
-
-    Raises:
-        JournalError: a value of the wrong type, or a payload that is not a
-            JSON object.
-    """
-    seq, kind, payload, output = row
-    where = f"{path}: event {shown(seq)} of run {shown(run_id)}"
-    if type(seq) is not int or type(kind) is not str or type(payload) is not str:
-        msg = f"{where} holds values of the wrong kind; the file was damaged or edited"
-        raise JournalError(msg)
-    if output is not None and type(output) is not str:
-        msg = (
-            f"{where} holds an output that is not text; the file was damaged or edited"
-        )
-        raise JournalError(msg)
-    try:
-        decoded = load(payload)
-    except Malformed as exc:
-        msg = f"{where} is not valid JSON ({shown(str(exc), 120)}); the file was damaged or edited"
-        raise JournalError(msg) from None
-    if type(decoded) is not dict:
-        msg = f"{where} is not a JSON object; the file was damaged or edited"
-        raise JournalError(msg)
-    if output is not None:
-        decoded["output"] = output
-    return seq, kind, decoded

@@ -20,6 +20,8 @@ __all__ = [
     "audit_record",
     "memory_samples",
     "moment",
+    "reason",
+    "shown",
     "spec_options",
     "text",
     "texts",
@@ -175,3 +177,18 @@ def memory_samples(value: Any) -> list[tuple[float, int]]:
             raise _bad(msg, sample)
         samples.append((moment(sample[0], "sample time"), _whole(sample[1], "RSS")))
     return samples
+
+
+def shown(value: Any) -> str:
+    """A value from the file, for a message: escaped and shortened."""
+    shown = ascii(value[:100] if isinstance(value, str) else value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+def reason(exc: BaseException) -> str:
+    """Why a record was refused, for a message: short, escaped, one line."""
+    if isinstance(exc, KeyError):
+        return f"it has no {shown(exc.args[0] if exc.args else '?')}"
+    detail = str(exc)
+    detail = detail if len(detail) <= 120 else detail[:117] + "..."
+    return f"{type(exc).__name__}: {ascii(detail)[1:-1]}"

@@ -20,20 +20,14 @@ A journal that contradicts itself (a gap in ``seq``, an event naming a stage
 the graph does not have, an edge closing a cycle, a malformed payload, a
 value of the wrong kind) is refused with `JournalError`: nothing is guessed.
 
-Stored values (outputs, mapped items, run inputs) are decoded last, once the
-whole graph is known. Reading a run back rebuilds no class: a `JsonCodec`
-value comes back as plain data with `Undecoded` for each class value, and
-a run journaled with any other codec has every value `Undecoded` (a pickle
-is never unpickled). A resume decodes with the runtime's codec, allowing
-the classes registered with it and those named by the return annotations
-of the run's stage functions; a class the file names that is not allowed,
-or whose fields no longer fit it, is `NotRestorableError`.
+Stored values (outputs, mapped items, run inputs) are decoded last, once
+the whole graph is known, by `_replay_values`: as data when reading (no
+class rebuilt), with the codec's allow-list when resuming.
 """
 
 from __future__ import annotations
 
 import gc
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 import attrs
@@ -47,8 +41,6 @@ from dagvisor.actors import (
     StageSpec,
     StageState,
     Undecoded,
-    declared_types,
-    read_value,
 )
 
 from ._graph import LiveGraph, Node
@@ -57,11 +49,13 @@ from ._records import (
     audit_record,
     memory_samples,
     moment,
+    reason,
+    shown,
     spec_options,
     text,
     texts,
 )
-from ._result import RunResult, RunStats, StageLatency
+from ._replay_values import value_decoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -69,9 +63,9 @@ if TYPE_CHECKING:
     from dagvisor.actors import Codec, StageRegistry
 
     from ._audit import AuditRecord
-    from ._journal import JournaledRun
+    from ._journal_rows import JournaledRun
 
-__all__ = ["Replayed", "Undecoded", "replay", "result_from_journal"]
+__all__ = ["Replayed", "Undecoded", "replay"]
 
 SUCCEEDED = StageState.SUCCEEDED
 _MALFORMED: Final = (
@@ -187,7 +181,7 @@ class _Replayer:
         node = self.graph.nodes.get(name) if type(name) is str else None
         if node is None:
             self.fail(
-                f"event {seq} names stage {_shown(name)}, which is not in the graph"
+                f"event {seq} names stage {shown(name)}, which is not in the graph"
             )
         return node
 
@@ -203,7 +197,7 @@ class _Replayer:
             if self.codec is not None and written_with != self.codec.name:
                 msg = (
                     f"run {self.run.run_id!r} was journaled with the "
-                    f"{_shown(written_with)} codec, not {self.codec.name!r}; resume "
+                    f"{shown(written_with)} codec, not {self.codec.name!r}; resume "
                     "it with a runtime opened with that codec (runtime(codec=...))"
                 )
                 raise NotRestorableError(msg)
@@ -213,9 +207,9 @@ class _Replayer:
                 name, position, after = entry
                 name = text(name, "stage name")
                 if name in self.graph.nodes:
-                    self.fail(f"the pipeline names stage {_shown(name)} twice")
+                    self.fail(f"the pipeline names stage {shown(name)} twice")
                 if type(position) is not int or not 0 <= position < len(refs):
-                    msg_0 = f"stage {_shown(name)} names no stage record"
+                    msg_0 = f"stage {shown(name)} names no stage record"
                     raise BadRecord(msg_0)
                 template = templates.get(position)
                 if template is None:  # named after the first stage that uses it
@@ -231,7 +225,7 @@ class _Replayer:
         except _MALFORMED as exc:
             if isinstance(exc, DagvisorError):
                 raise
-            self.fail(f"its pipeline record is malformed ({_reason(exc)})")
+            self.fail(f"its pipeline record is malformed ({reason(exc)})")
 
     def events(self) -> int:
         expected = 0
@@ -244,7 +238,7 @@ class _Replayer:
             except _MALFORMED as exc:
                 if isinstance(exc, DagvisorError):
                     raise
-                self.fail(f"event {seq} ({_shown(kind)}) is malformed ({_reason(exc)})")
+                self.fail(f"event {seq} ({shown(kind)}) is malformed ({reason(exc)})")
         return expected
 
     def event(self, seq: int, kind: str, payload: dict[str, Any]) -> None:
@@ -273,14 +267,14 @@ class _Replayer:
             case "memory":
                 self.memory.extend(memory_samples(payload["samples"]))
             case _:
-                self.fail(f"event {seq} is of an unknown kind {_shown(kind)}")
+                self.fail(f"event {seq} is of an unknown kind {shown(kind)}")
 
     def change(self, seq: int, payload: dict[str, Any]) -> None:
         record = audit_record(payload)
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
                 f"event {seq} holds audit record {record.seq} of run "
-                f"{_shown(record.run_id)}; expected record {len(self.audit)}"
+                f"{shown(record.run_id)}; expected record {len(self.audit)}"
             )
         self.audit.append(record)
         if not record.accepted:
@@ -296,10 +290,10 @@ class _Replayer:
             made = self.added_specs(record, request)
             for name in record.added:
                 if name in graph.nodes:
-                    self.fail(f"event {seq} adds stage {_shown(name)} twice")
+                    self.fail(f"event {seq} adds stage {shown(name)} twice")
                 if name not in made:
                     self.fail(
-                        f"event {seq} adds {_shown(name)} but its request does not"
+                        f"event {seq} adds {shown(name)} but its request does not"
                     )
                 spec, item, key = made[name]
                 graph.add_node(
@@ -312,7 +306,7 @@ class _Replayer:
             upstream = self.node(upstream_name, seq)
             downstream = self.node(downstream_name, seq)
             if graph.cycle_path(upstream, downstream) is not None:
-                self.fail(f"event {seq} closes a cycle through {_shown(upstream_name)}")
+                self.fail(f"event {seq} closes a cycle through {shown(upstream_name)}")
             graph.add_edge(upstream, downstream)
         if record.kind == "cancel_stage":
             self.kept_cancelled.update(record.cancelled)
@@ -351,31 +345,7 @@ class _Replayer:
 
     def decoder(self) -> Callable[[str, str], Any]:
         """How stored values are decoded: with an allow-list (resume), or as data."""
-        codec = self.codec
-        if codec is not None:
-            allow: frozenset[type] = frozenset().union(
-                *(declared_types(fn) for fn in self.functions)
-            )
-
-            def decode(text: str, what: str) -> Any:
-                try:
-                    return codec.decode(text, allow=allow)
-                except DagvisorError:
-                    raise
-                except Exception as exc:  # the codec's own error, on a damaged value
-                    self.fail(f"the {what} cannot be decoded ({_reason(exc)})")
-
-            return decode
-        if self.written_with != "json":  # never unpickled, never handed to a codec
-            return lambda text, what: Undecoded(text)
-
-        def read(text: str, what: str) -> Any:
-            try:
-                return read_value(text)
-            except ValueError as exc:
-                self.fail(f"the {what} cannot be read ({_reason(exc)})")
-
-        return read
+        return value_decoder(self.codec, self.functions, self.written_with, self.fail)
 
     def finish(self, inputs: str) -> dict[str, Any]:
         """Decode the stored values (items, outputs, inputs), and the errors."""
@@ -399,20 +369,6 @@ class _Replayer:
         if type(decoded) is not dict:
             self.fail("its inputs are not a mapping")
         return decoded
-
-
-def _shown(value: Any) -> str:
-    """A value from the file, for a message: escaped and shortened."""
-    shown = ascii(value[:100] if isinstance(value, str) else value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, KeyError):
-        return f"it has no {_shown(exc.args[0] if exc.args else '?')}"
-    detail = str(exc)
-    detail = detail if len(detail) <= 120 else detail[:117] + "..."
-    return f"{type(exc).__name__}: {ascii(detail)[1:-1]}"
 
 
 def replay(
@@ -476,53 +432,4 @@ def replay(
         version=audit[-1].version_after if audit else 0,
         added=replayer.added,
         memory=replayer.memory,
-    )
-
-
-def result_from_journal(
-    run: JournaledRun, *, registry: StageRegistry | None
-) -> RunResult:
-    """The result of a run as its journal records it (read-only; nothing runs).
-
-    Stage times are wall-clock (seconds since the epoch). A run whose record
-    does not say it ended has status ``"interrupted"``; its stages that were
-    running are ``running``.
-    """
-    replayed = replay(run, registry=registry, codec=None)
-    nodes = replayed.graph.nodes
-    counts = dict.fromkeys(StageState, 0)
-    for node in nodes.values():
-        counts[node.state] += 1
-    status = (
-        run.status
-        if run.status in ("succeeded", "failed", "cancelled")
-        else "interrupted"
-    )
-    errors = {
-        name: node.error
-        for name, node in nodes.items()
-        if node.state is StageState.FAILED and node.error is not None
-    }
-    ended = run.ended
-    if ended is None:
-        ended = max((node.finished for node in nodes.values()), default=run.created)
-    stats = RunStats(
-        stages=len(nodes),
-        counts=MappingProxyType(counts),
-        started_at=run.created,
-        duration=max(0.0, ended - run.created),
-        changes=len(replayed.audit),
-        added=replayed.added,
-        latency=StageLatency(nodes),
-        peak_rss=max((rss for _, rss in replayed.memory), default=None),
-        memory=tuple(replayed.memory),
-    )
-    return RunResult._from_nodes(
-        nodes,
-        tuple(replayed.audit),
-        run_id=run.run_id,
-        name=run.name,
-        status=status,
-        errors=MappingProxyType(errors),
-        stats=stats,
     )
