@@ -41,6 +41,7 @@ from ._jsonform import (
     SurrogatePair,
     dump,
     dump_json,
+    joined,
     load_json,
     pieces,
     untag,
@@ -176,7 +177,7 @@ class JsonCodec:
             msg = f"the value cannot be written to the journal as JSON ({exc})"
             raise NotRestorableError(msg) from None
 
-    def encode_utf8(self, value: Any, *, allow: Collection[type] = ()) -> bytes:
+    def encode_utf8(self, value: Any, *, allow: Collection[type] = ()) -> bytearray:
         """`encode`'s text as UTF-8, built in pieces (for large values, in a thread).
 
         No piece takes the interpreter for long, so the event loop keeps
@@ -186,7 +187,7 @@ class JsonCodec:
             for pairs in (False, True):
                 tagged, sizes = self._tag(value, allow, pairs=pairs)
                 try:
-                    return b"".join([utf8(piece) for piece in pieces(tagged, sizes)])
+                    return joined([utf8(piece) for piece in pieces(tagged, sizes)])
                 except SurrogatePair:
                     continue
         except ValueError as exc:

@@ -94,6 +94,16 @@ def split_pairs(text: str) -> list[str]:
     return parts
 
 
+def joined(parts: list[bytes]) -> bytearray:
+    """``parts`` end to end, appended one at a time: no single call copies (or
+    zero-fills) the whole text, so a thread joining a large one lets the event
+    loop run meanwhile (a large buffer grows by remapping, not copying)."""
+    out = bytearray()
+    for part in parts:
+        out += part
+    return out
+
+
 def utf8(text: str) -> bytes:
     """``text`` as UTF-8, lone surrogates escaped (raises `SurrogatePair`)."""
     return text.encode("utf-8", _ERRORS)

@@ -11,7 +11,7 @@ cheap look at the value (a few dozen of its parts at most) decides where:
 a small output is encoded at once, on the event loop (a thread would cost
 more than the encoding); a large one in a worker thread, in pieces, so the
 event loop keeps running meanwhile. A large output's text travels as UTF-8
-bytes, which the journal stores as text without converting it again.
+bytes (a `bytearray`), which the journal stores as text without converting it again.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import trio
 from ._codec import JsonCodec
 from ._declared import declared_types
 from ._errors import NotRestorableError
+from ._jsonform import joined
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -103,21 +104,21 @@ def _checked(text: Any, codec: Any) -> str:
     return text
 
 
-def _encode_large(codec: Any, value: Any, allow: Collection[type]) -> str | bytes:
+def _encode_large(codec: Any, value: Any, allow: Collection[type]) -> str | bytearray:
     """A large output's text, for the journal (runs in a worker thread)."""
     if type(codec) is JsonCodec:
         return codec.encode_utf8(value, allow=allow)
     text = _checked(codec.encode(value, allow=allow), codec)
     if text.isascii():
         return text  # stored as it is, without conversion
-    return b"".join(
+    return joined(
         [text[i : i + _CHUNK].encode("utf-8") for i in range(0, len(text), _CHUNK)]
     )
 
 
 async def prepare_output(
     env: RunEnv, spec: StageSpec, value: Any
-) -> tuple[Any, str | bytes | None]:
+) -> tuple[Any, str | bytearray | None]:
     """The value to hand to consumers, and its journal encoding (None without one).
 
     Waits (in a worker thread) only for a large output of a journaled run;

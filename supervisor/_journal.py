@@ -69,6 +69,7 @@ __all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournalWriter", "Journa
 
 FORMAT_VERSION: Final = 2
 _BATCH = 2048
+_LARGE_OUTPUT: Final = 1 << 20  # bytes: written in pieces of this size
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -224,11 +225,7 @@ class Journal:
                             payload = {
                                 k: v for k, v in payload.items() if k != "output"
                             }
-                        db.execute(
-                            "INSERT INTO events (run_id, seq, kind, payload, output) "
-                            "VALUES (?, ?, ?, ?, CAST(? AS TEXT))",
-                            (run_id, seq, kind, dump_json(payload), output),
-                        )
+                        _insert_event(db, run_id, seq, kind, dump_json(payload), output)
                     case ("resume", run_id):
                         db.execute(
                             "UPDATE runs SET status = 'running', ended = NULL "
@@ -308,6 +305,44 @@ class Journal:
             JournalError: the file is damaged or was edited into nonsense.
         """
         return self._rows().load(run_id)
+
+
+def _insert_event(
+    db: sqlite3.Connection,
+    run_id: str,
+    seq: int,
+    kind: str,
+    payload: str,
+    output: str | bytearray | None,
+) -> None:
+    """Insert one event; a large output is written into its row piece by piece.
+
+    Binding a large output would copy it whole in one call, holding the
+    interpreter (and so the event loop) all that time; written through
+    SQLite's incremental I/O, each piece is copied on its own, and the text
+    is made from the bytes inside SQLite.
+    """
+    if output is None or isinstance(output, str) or len(output) <= _LARGE_OUTPUT:
+        db.execute(
+            "INSERT INTO events (run_id, seq, kind, payload, output) "
+            "VALUES (?, ?, ?, ?, CAST(? AS TEXT))",
+            (run_id, seq, kind, payload, output),
+        )
+        return
+    cursor = db.execute(
+        "INSERT INTO events (run_id, seq, kind, payload, output) "
+        "VALUES (?, ?, ?, ?, zeroblob(?))",
+        (run_id, seq, kind, payload, len(output)),
+    )
+    rowid = cursor.lastrowid
+    assert rowid is not None  # an INSERT's
+    data = memoryview(output)
+    with db.blobopen("events", "output", rowid) as blob:
+        for start in range(0, len(data), _LARGE_OUTPUT):
+            blob.write(data[start : start + _LARGE_OUTPUT])
+    db.execute(
+        "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?", (rowid,)
+    )
 
 
 def _listed(name: str) -> str:

@@ -79,22 +79,24 @@ def check_event(
             JSON object.
     """
     seq, kind, payload, output = row
-    where = f"{path}: event {shown(seq)} of run {shown(run_id)}"
+    problem = None
     if type(seq) is not int or type(kind) is not str or type(payload) is not str:
-        msg = f"{where} holds values of the wrong kind; the file was damaged or edited"
-        raise JournalError(msg)
-    if output is not None and type(output) is not str:
+        problem = "holds values of the wrong kind"
+    elif output is not None and type(output) is not str:
+        problem = "holds an output that is not text"
+    else:
+        try:
+            decoded = load_json(payload)
+        except Malformed as exc:
+            problem = f"is not valid JSON ({shown(str(exc), 120)})"
+        else:
+            if type(decoded) is not dict:
+                problem = "is not a JSON object"
+    if problem is not None:
         msg = (
-            f"{where} holds an output that is not text; the file was damaged or edited"
+            f"{path}: event {shown(seq)} of run {shown(run_id)} {problem}; the file "
+            "was damaged or edited"
         )
-        raise JournalError(msg)
-    try:
-        decoded = load_json(payload)
-    except Malformed as exc:
-        msg = f"{where} is not valid JSON ({shown(str(exc), 120)}); the file was damaged or edited"
-        raise JournalError(msg) from None
-    if type(decoded) is not dict:
-        msg = f"{where} is not a JSON object; the file was damaged or edited"
         raise JournalError(msg)
     if output is not None:
         decoded["output"] = output

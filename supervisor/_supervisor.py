@@ -419,7 +419,7 @@ class GraphSupervisor:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytes | None = None,
+        encoded: str | bytearray | None = None,
     ) -> None:
         """Make ``node`` terminal and let its dependents go or settle them too."""
         if self._journal is not None:
@@ -567,7 +567,7 @@ class GraphSupervisor:
         self._journal_seq += 1
 
     def _jot_end(
-        self, node: Node, state: StageState, now: float, encoded: str | bytes | None
+        self, node: Node, state: StageState, now: float, encoded: str | bytearray | None
     ) -> None:
         payload: dict[str, Any] = {
             "stage": node.name,
