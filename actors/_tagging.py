@@ -57,8 +57,8 @@ def _not_allowed(cls: type) -> NotRestorableError:
     msg = (
         f"a {class_path(cls)} cannot be journaled: a resume rebuilds only the "
         f"classes it is allowed to; allow it with runtime(codec=JsonCodec(types=[{name}])) "
-        f"or codec.register({name}), or name it in the stage's return annotation "
-        f"(-> {name})"
+        f"or codec.register({name}) (for a stage's output, naming it in the stage's "
+        f"return annotation, -> {name}, is enough)"
     )
     return NotRestorableError(msg)
 

@@ -123,3 +123,36 @@ async def test_an_output_a_resume_could_not_rebuild_fails_when_produced(tmp_path
     async with runtime() as rt:
         result = await rt.run(Pipeline("free").add(undeclared))
     assert result.outputs["undeclared"] == Unlisted(1)
+
+
+@stage
+async def item_of(ctx: Any) -> int:
+    return ctx.item.x
+
+
+@stage
+async def spreads(ctx: Any) -> str:
+    try:
+        await ctx.expand(item_of, [Unlisted(1), Unlisted(2)], reason="map")
+    except NotRestorableError as exc:
+        return str(exc)
+    return "mapped"
+
+
+async def test_mapped_items_and_inputs_need_their_class_registered(tmp_path):
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as rt:
+        refused = await rt.run(Pipeline("items").add(spreads))
+        assert "JsonCodec(types=[Unlisted])" in refused.outputs["spreads"]
+        with pytest.raises(NotRestorableError, match=r"codec\.register"):
+            await rt.run(Pipeline("inputs").add(held), inputs={"u": Unlisted(3)})
+    codec = JsonCodec(types=[Unlisted])
+    pipeline = Pipeline("items").add(spreads).add(held, after=["spreads"])
+    async with runtime(journal=path, codec=codec) as rt:
+        run = await rt.start(pipeline, inputs={"u": Unlisted(3)})
+        await trio.testing.wait_all_tasks_blocked()
+        await run.cancel(reason="held")
+    async with runtime(journal=path, codec=JsonCodec(types=[Unlisted])) as rt:
+        result = await rt.resume(run.id)
+    assert result.outputs["spreads"] == "mapped"
+    assert [result.outputs[f"item_of[{i}]"] for i in range(2)] == [1, 2]
