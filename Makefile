@@ -2,14 +2,15 @@ SHELL := /bin/bash
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install dagvisor, run the quick-start example
 #   make test   create .venv, install dagvisor[dev], run ruff, mypy and the tests
-#               (and install Debian's chromium for the report's browser test,
-#               when apt-get runs as root; the test is skipped otherwise)
+#               (and install Debian's chromium and graphviz for the browser and
+#               DOT tests, when apt-get runs as root, and Mermaid 11 from npm
+#               into .cache/; the tests that need them are skipped otherwise)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest browser bench-smoke clean
+.PHONY: demo test lint typecheck pytest browser mermaid bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,20 +27,42 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/python -m dagvisor demo
 
-test: $(VENV)/.installed-dev browser
+test: $(VENV)/.installed-dev browser mermaid
 	$(MAKE) lint typecheck pytest
 
-# The HTML report is tested in a real headless browser: Debian's chromium.
+# The HTML report and the Mermaid export are tested in a real headless
+# browser (Debian's chromium); the DOT export with Graphviz's `dot`.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's chromium for the report's browser test"; \
+	    echo "installing Debian's$$missing for the browser and DOT tests"; \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
-	    || echo "chromium could not be installed: the browser test will be skipped"; \
+	      apt-get install -y -qq --no-install-recommends $$missing) >/dev/null 2>&1 \
+	    || echo "$$missing could not be installed: the tests that need it will be skipped"; \
 	  else \
-	    echo "chromium is missing and apt-get cannot run as root: the browser test will be skipped"; \
-	  fi; }
+	    echo "$$missing missing and apt-get cannot run as root: the tests that need it will be skipped"; \
+	  fi; \
+	fi
+
+# Mermaid 11's own parser checks the Mermaid export (in the browser above).
+# It comes from the npm registry into a git-ignored cache, once; the tests
+# load it from there and never touch the network.
+MERMAID := .cache/mermaid/node_modules/mermaid/dist/mermaid.min.js
+
+mermaid: $(MERMAID)
+
+$(MERMAID):
+	@if command -v npm >/dev/null 2>&1; then \
+	  mkdir -p .cache/mermaid && \
+	  npm install --prefix .cache/mermaid --no-save --no-audit --no-fund \
+	    --loglevel=error mermaid@11 >/dev/null \
+	  || echo "mermaid@11 could not be installed: the Mermaid parser test will be skipped"; \
+	else \
+	  echo "npm is missing: the Mermaid parser test will be skipped"; \
+	fi
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
@@ -67,4 +90,4 @@ bench-smoke: $(VENV)/.installed
 	$(BIN)/python bench/depth.py --sizes 1000,100000 --repeat 3 --max-growth 2.0 > /dev/null
 
 clean:
-	rm -rf $(VENV) .typecheck .pytest_cache .hypothesis *.egg-info build
+	rm -rf $(VENV) .typecheck .pytest_cache .hypothesis *.egg-info build .cache

@@ -3,8 +3,15 @@
 The supervisor spawns `run_stage` into the run's stage nursery when a stage
 becomes ready, with a fresh cancel scope that the supervisor keeps (to cancel
 this one stage). The actor runs the stage's attempts (retries, timeouts, the
-``when`` predicate, interceptor hooks), closes what the stage opened with
+``when`` predicate, interceptor hooks), closes what each attempt opened with
 ``ctx.enter``, reports exactly one outcome message, and ends.
+
+Timing: an attempt's timeout starts once its executor has room for it (a
+thread, a worker process, a Dask slot: `_slots`), so queueing is not part of
+it. The outcome of a body is decided when it returns: a cancellation or a
+timeout that came while it ran (a thread cannot be interrupted; an ``async
+def`` may complete its last await in a shielded scope) wins, and the value
+is dropped. Between two attempts the actor always yields to trio.
 
 Cancellation: when the stage's own scope is cancelled the actor reports
 `StageCancelled`. When the run is cancelled (its stage nursery's scope), the
@@ -16,14 +23,24 @@ cancelling, settles the stage itself when the run ends.
 from __future__ import annotations
 
 import contextlib
-import pickle
+import inspect
+import math
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._errors import NotPicklableError, StageTimeoutError
-from ._executors import StageView, function_reference, run_process
+from ._errors import StageTimeoutError
+from ._executors import (
+    Executor,
+    Job,
+    function_reference,
+    pack,
+    run_packed,
+    unpack,
+    view_parts,
+)
 from ._messages import (
+    AttemptStarted,
     StageCancelled,
     StageFailed,
     StageOutcome,
@@ -31,58 +48,90 @@ from ._messages import (
     StageSucceeded,
 )
 from ._output import prepare_output
+from ._resources import CLOSED
+from ._slots import elsewhere_slot, thread_slot
 
 if TYPE_CHECKING:
-    from ._context import Hook, StageContext
+    from collections.abc import Awaitable, Callable
+
+    from ._context import StageContext
+    from ._env import Hook, Hooks
     from ._spec import StageSpec
 
 __all__ = ["run_stage"]
 
+# The largest power of two a backoff is multiplied by: past it the delay is
+# already longer than any run, and 2 ** n would overflow a float.
+_MAX_DOUBLINGS = 1000
 
-async def _call(spec: StageSpec, ctx: StageContext) -> Any:
-    """One attempt of the stage body; resources it opened close when it ends."""
+
+async def _at_return(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``await fn(*args)``; a cancellation that came meanwhile decides the outcome.
+
+    A body that cannot be interrupted (a thread) or whose last await ended
+    without raising (a shielded scope) still returns or raises: the
+    checkpoint makes a pending cancellation or timeout win over it, and its
+    value is dropped.
+    """
     try:
-        executor = spec.executor
-        if executor == "loop":
-            return await spec.fn(ctx)
-        env = ctx._env
-        if executor is None:
-            executor = env.default_executor
-        if executor == "thread":
-            return await trio.to_thread.run_sync(
-                spec.fn, ctx, limiter=env.thread_limiter
-            )
-        return await _run_elsewhere(executor, spec, ctx)
-    finally:
-        if ctx._stack is not None:
-            await ctx._close_resources()
+        value = await fn(*args)
+    except Exception:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        raise
+    await trio.lowlevel.checkpoint_if_cancelled()
+    return value
 
 
-async def _run_elsewhere(executor: Any, spec: StageSpec, ctx: StageContext) -> Any:
-    """Ship the body and a picklable view of its inputs to another process."""
-    body = function_reference(spec.fn, spec.name)
+async def _timed(spec: StageSpec, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``await fn(*args)`` under the stage's timeout (started now, slot in hand)."""
+    timeout = spec.timeout
+    if timeout is None:
+        return await _at_return(fn, *args)
+    with trio.move_on_after(timeout):
+        return await _at_return(fn, *args)
+    raise StageTimeoutError(spec.name, timeout)  # the timer caught its cancellation
+
+
+async def _body(spec: StageSpec, ctx: StageContext) -> Any:
+    """One run of the stage body, on its executor."""
+    if spec.is_async:
+        return await _timed(spec, spec.fn, ctx)
+    executor = spec.executor
+    env = ctx._env
+    if executor is None:
+        executor = env.default_executor
+    if isinstance(executor, str) and executor == "thread":
+        async with thread_slot(env.thread_limiter) as run:
+            return await _timed(spec, run, spec.name, spec.fn, ctx)
     view = ctx.view()
-    _check_picklable(spec.name, view)
-    if executor == "process":
-        return await run_process(body, view)
-    return await executor.run(body, view)
+    reference = function_reference(spec.fn, spec.name)
+    slot = elsewhere_slot(executor)
+    if slot is None:  # a plugged-in Executor: it ships the view its own way
+        assert isinstance(executor, Executor)
+        return await _timed(spec, executor.run, reference, view)
+    payload = pack(Job(spec.name, reference, (view,)), view_parts(view))
+    async with slot as run:
+        data = await _timed(spec, run, spec.name, run_packed, payload)
+    return unpack(spec.name, data)
 
 
-def _check_picklable(stage: str, view: StageView) -> None:
-    """Name what cannot be pickled, rather than fail somewhere in a worker."""
+async def _closing(
+    ctx: StageContext, fn: Callable[..., Awaitable[Any]], *args: Any
+) -> Any:
+    """``await fn(*args)``, then close what it entered with ``ctx.enter``.
+
+    The resources are told how it ended; a cancellation that came first
+    wins over an error. See `_resources` for what a failed close does.
+    """
     try:
-        pickle.dumps(view)
-    except Exception as whole:
-        parts: list[tuple[str, Any]] = [
-            (f"input {k!r}", v) for k, v in view.inputs.items()
-        ]
-        parts += [("the item", view.item), ("the run inputs", dict(view.run_inputs))]
-        for what, value in parts:
-            try:
-                pickle.dumps(value)
-            except Exception as exc:
-                raise NotPicklableError(stage, what, exc) from exc
-        raise NotPicklableError(stage, "its view", whole) from whole
+        value = await _at_return(fn, *args)
+    except BaseException as exc:
+        if ctx._stack:
+            await ctx._close_resources(exc)
+        raise
+    if ctx._stack:
+        await ctx._close_resources(None)
+    return value
 
 
 async def _call_hooks(ctx: StageContext, hooks: tuple[Hook, ...], *args: Any) -> None:
@@ -94,6 +143,13 @@ async def _call_hooks(ctx: StageContext, hooks: tuple[Hook, ...], *args: Any) ->
             ctx._acting_as = None
 
 
+async def _run(spec: StageSpec, ctx: StageContext, hooks: Hooks) -> Any:
+    """The part of an attempt whose resources close together: before hooks, body."""
+    if hooks.before:
+        await _call_hooks(ctx, hooks.before)
+    return await _body(spec, ctx)
+
+
 async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
     """Run attempts until one succeeds or the retries are spent."""
     hooks = ctx._env.hooks
@@ -101,24 +157,55 @@ async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
     while True:
         ctx.attempt = attempt
         try:
-            await _call_hooks(ctx, hooks.before)
-            if spec.timeout is None:
-                value = await _call(spec, ctx)
-            else:
-                with trio.move_on_after(spec.timeout) as timer:
-                    value = await _call(spec, ctx)
-                if timer.cancelled_caught:
-                    raise StageTimeoutError(spec.name, spec.timeout)
-            await _call_hooks(ctx, hooks.after, value)
+            value = await _closing(ctx, _run, spec, ctx, hooks)
+            if hooks.after:
+                await _closing(ctx, _call_hooks, ctx, hooks.after, value)
         except Exception as exc:
-            await _call_hooks(ctx, hooks.error, exc)
+            if hooks.error:
+                await _closing(ctx, _call_hooks, ctx, hooks.error, exc)
             if attempt - first >= spec.retries:
                 raise
-            if spec.backoff:
-                await trio.sleep(spec.backoff * 2 ** (attempt - first))
             attempt += 1
+            await _before_retry(spec, ctx, attempt, attempt - first)
         else:
             return value
+
+
+async def _before_retry(
+    spec: StageSpec, ctx: StageContext, attempt: int, retry: int
+) -> None:
+    """Wait out the backoff (or at least yield), then announce the attempt."""
+    if spec.backoff:
+        await trio.sleep(math.ldexp(spec.backoff, min(retry - 1, _MAX_DOUBLINGS)))
+    else:
+        # An attempt that fails before its first await would otherwise
+        # never let the loop run (nor a cancel or a timeout act).
+        await trio.lowlevel.checkpoint()
+    env = ctx._env
+    if env.codec is not None:  # journaled: a resume counts on from here
+        await _send(env.outbox, AttemptStarted(ctx._token, attempt))
+
+
+async def _decide(spec: StageSpec, ctx: StageContext) -> bool:
+    """The ``when`` predicate's answer; an async predicate is awaited."""
+    assert spec.when is not None
+    decision: Any = spec.when(ctx)
+    if inspect.isawaitable(decision):
+        decision = await decision
+    return bool(decision)
+
+
+async def _send(outbox: trio.MemorySendChannel[Any], message: object) -> None:
+    try:
+        try:
+            outbox.send_nowait(message)
+        except trio.WouldBlock:
+            # The supervisor is behind; wait for room. If the run is cancelled
+            # meanwhile the message is dropped and the supervisor, which did
+            # the cancelling, settles this stage itself.
+            await outbox.send(message)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the run has already ended: nobody is listening
 
 
 async def run_stage(
@@ -130,18 +217,26 @@ async def run_stage(
     message: StageOutcome | None = None
     try:
         with scope:
-            if spec.when is not None and not spec.when(ctx):
+            if spec.when is not None and not await _decide(spec, ctx):
                 message = StageSkipped(token)
             elif spec.simple and not env.has_hooks:
-                # The common case, kept to this one frame: one attempt on the loop.
+                # The common case, kept to this one frame: one attempt on the
+                # loop (the same steps as _closing, inlined).
                 try:
-                    value = await spec.fn(ctx)
-                    message = StageSucceeded(
-                        token, *await prepare_output(env, spec, value)
-                    )
-                finally:
-                    if ctx._stack is not None:
-                        await ctx._close_resources()
+                    try:
+                        value = await spec.fn(ctx)
+                    except Exception:
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        raise
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    prepared = await prepare_output(env, spec, value)
+                except BaseException as exc:
+                    if ctx._stack:
+                        await ctx._close_resources(exc)
+                    raise
+                if ctx._stack:
+                    await ctx._close_resources(None)
+                message = StageSucceeded(token, *prepared)
             else:
                 value = await _attempts(spec, ctx)
                 message = StageSucceeded(token, *await prepare_output(env, spec, value))
@@ -150,6 +245,7 @@ async def run_stage(
     except Exception as exc:
         message = StageFailed(token, exc)
     except trio.Cancelled:
+        ctx._stack = CLOSED
         # The run is being cancelled: say this stage has ended (without
         # waiting), so its state is true while others are still unwinding.
         with contextlib.suppress(
@@ -157,16 +253,12 @@ async def run_stage(
         ):
             env.outbox.send_nowait(StageCancelled(token))
         raise
+    ctx._stack = CLOSED
     if message is None:
         return
-    outbox = env.outbox
     try:
-        try:
-            outbox.send_nowait(message)
-        except trio.WouldBlock:
-            # The supervisor is behind; wait for room. If the run is cancelled
-            # meanwhile the message is dropped and the supervisor, which did
-            # the cancelling, settles this stage itself.
-            await outbox.send(message)
+        env.outbox.send_nowait(message)
+    except trio.WouldBlock:
+        await _send(env.outbox, message)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the run has already ended: nobody is listening

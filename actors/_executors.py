@@ -1,4 +1,4 @@
-"""Where a stage body runs: the event loop, a thread, a process, or a Dask cluster.
+"""Where a stage body runs, and what travels to another process and back.
 
 The stage actor always stays in the trio process; only the body moves.
 
@@ -6,48 +6,60 @@ The stage actor always stays in the trio process; only the body moves.
 * ``"thread"``: plain functions in a worker thread (`trio.to_thread`, bounded
   by ``runtime(thread_limit=...)``). The body gets the live `StageContext`
   (same process), and may change the graph through ``trio.from_thread``.
-  Python cannot interrupt a thread: cancellation and timeouts take effect
-  when the function returns.
+  Python cannot interrupt a thread: a cancellation or a timeout decides the
+  outcome when the function returns, and its value is dropped.
 * ``"process"``: plain functions in worker processes (trio-parallel, the
   ``process`` extra). The body gets a picklable `StageView`. Cancellation
   and timeouts kill the worker; a worker that dies fails the stage (retried
   if the stage has retries).
-* `DaskExecutor`: plain functions on a ``dask.distributed`` cluster (the
-  ``dask`` extra). The body gets a `StageView`; the actor awaits the future
-  without blocking the event loop. Cancellation cancels the future: a task
-  not yet started never runs, one already running finishes on its worker
-  and its result is dropped. A lost worker makes Dask run the task again
-  elsewhere, then fail it (``KilledWorker``), which fails the stage.
+* `DaskExecutor` (``_dask``): plain functions on a ``dask.distributed``
+  cluster. The body gets a `StageView`.
 
-A body that leaves the process is shipped as a reference to its function
-(module and qualified name), resolved on the worker; so it must be defined
-at module level, and `@stage` refuses a lambda or a closure at once.
+What travels (this module): a body that leaves the process is shipped as a
+reference to its function (module and qualified name), resolved on the
+worker; so it must be defined at module level, and `@stage` refuses a lambda
+or a closure at once. The call is pickled once, here, into a `Job`, so that
+whatever cannot be pickled is named (`NotPicklableError`); the worker runs it
+with `run_packed` and pickles the outcome itself, so that a return value or
+an exception that cannot come back is reported by name too (an exception
+that cannot be pickled, or not be rebuilt, arrives as `RemoteError` with its
+type name, message and traceback text).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
+import inspect
 import pickle
-import uuid
+import traceback
 from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
 
 import attrs
-import trio
 
-from ._errors import InvalidStageError
+from ._errors import InvalidStageError, NotPicklableError, RemoteError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
-    from types import TracebackType
+    from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
-    "DaskExecutor",
     "Executor",
+    "Job",
     "StageView",
+    "check_not_awaitable",
     "function_reference",
-    "run_process",
+    "pack",
+    "run_packed",
+    "unpack",
+    "view_parts",
 ]
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+# What a RemoteError keeps of a message and a traceback (characters): the
+# end of a traceback (where it was raised), the start of a message.
+_MESSAGE_KEPT = 16_000
+_TRACEBACK_KEPT = 64_000
+_LINE_KEPT = 2_000
 
 
 @final
@@ -121,97 +133,156 @@ def function_reference(fn: Callable[..., Any], stage_name: str) -> _FunctionRefe
             "a closure or a nested function)"
         )
         raise InvalidStageError(msg)
-    reference = _FunctionReference(module, qualname)
-    pickle.dumps(reference)
-    return reference
+    return _FunctionReference(module, qualname)
 
 
-async def run_process(body: Callable[[StageView], Any], view: StageView) -> Any:
-    """Run ``body(view)`` in a worker process; cancelling kills the worker."""
-    try:
-        import trio_parallel  # an optional extra, imported when used
-    except ImportError:  # pragma: no cover - depends on the installation
-        msg = "executor='process' needs trio-parallel: pip install 'dagvisor[process]'"
-        raise InvalidStageError(msg) from None
-    return await trio_parallel.run_sync(body, view, kill_on_cancel=True)
+def check_not_awaitable(stage: str, value: Any) -> Any:
+    """``value``, unless a plain function returned something to await instead of working.
+
+    Raises:
+        InvalidStageError: ``value`` is a coroutine, an awaitable or an async
+            generator: the body's work never ran.
+    """
+    if inspect.isawaitable(value) or inspect.isasyncgen(value):
+        close = getattr(value, "close", None)
+        if inspect.iscoroutine(value) and close is not None:
+            close()  # it will never run; closing it spares a "never awaited" warning
+        msg = (
+            f"stage {stage!r} is a plain function but returned "
+            f"{type(value).__name__} {_shown(value)} instead of a value: the work it "
+            "stands for never ran; declare the stage `async def` (it then runs on "
+            "the event loop), or return the value itself"
+        )
+        raise InvalidStageError(msg)
+    return value
+
+
+# -- what travels ------------------------------------------------------------------
 
 
 @final
-class DaskExecutor:
-    """Run plain-function stages on a ``dask.distributed`` cluster.
+@attrs.frozen
+class Job:
+    """A call to make in another process, ``fn(*args)``, on behalf of ``stage``."""
 
-    Give it a scheduler address (the executor then owns its client and closes
-    it in `aclose`) or a ``distributed.Client`` you own.
+    stage: str
+    fn: _FunctionReference
+    args: tuple[Any, ...]
 
-    Example:
-        >>> async with DaskExecutor("tcp://scheduler:8786") as dask:  # doctest: +SKIP
-        ...     crunch = stage(executor=dask)(crunch_numbers)
+
+def view_parts(view: StageView) -> Iterable[tuple[str, Any]]:
+    """The parts of a view that may fail to pickle, each with its name."""
+    yield from ((f"input {name!r}", value) for name, value in view.inputs.items())
+    yield "the item", view.item
+    yield from (
+        (f"run input {name!r}", value) for name, value in view.run_inputs.items()
+    )
+
+
+def pack(job: Job, parts: Iterable[tuple[str, Any]]) -> bytes:
+    """Pickle ``job`` once; name the part of ``parts`` that cannot be pickled.
+
+    Raises:
+        NotPicklableError: naming the first part that cannot be pickled.
     """
+    try:
+        return pickle.dumps(job, protocol=_PROTOCOL)
+    except Exception as whole:
+        for what, value in parts:  # the failure path only: find the culprit
+            try:
+                pickle.dumps(value, protocol=_PROTOCOL)
+            except Exception as exc:
+                raise NotPicklableError(job.stage, what, exc) from exc
+        raise NotPicklableError(job.stage, "what it sends", whole) from whole
 
-    def __init__(self, cluster: Any = None) -> None:
-        self._target = cluster
-        self._client: Any = None
-        self._owns_client = False
-        self._lock = trio.Lock()
 
-    async def _get_client(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                try:
-                    import distributed  # an optional extra, imported when used
-                except ImportError:  # pragma: no cover - depends on the installation
-                    msg = "DaskExecutor needs dask.distributed: pip install 'dagvisor[dask]'"
-                    raise InvalidStageError(msg) from None
-                if isinstance(self._target, distributed.Client):
-                    self._client = self._target
-                else:
-                    # Connecting blocks: do it off the event loop.
-                    self._client = await trio.to_thread.run_sync(
-                        distributed.Client, self._target
-                    )
-                    self._owns_client = True
-            return self._client
+def unpack(stage: str, data: bytes) -> Any:
+    """The value `run_packed` sent back, or raise the exception it sent back."""
+    try:
+        ok, value = pickle.loads(data)
+    except Exception as exc:
+        raise NotPicklableError(
+            stage, "its return value (it could not be rebuilt here)", exc
+        ) from exc
+    if ok:
+        return value
+    raise value
 
-    async def run(self, body: Callable[[StageView], Any], view: StageView) -> Any:
-        """Submit ``body(view)`` to the cluster and wait for it without blocking."""
-        client = await self._get_client()
-        key = f"{view.name}-{uuid.uuid4().hex}"
-        # submit only queues a message for the client's own event loop: it
-        # returns at once, no thread needed.
-        future = client.submit(body, view, key=key, pure=False)
-        done = trio.Event()
-        token = trio.lowlevel.current_trio_token()
 
-        def wake(_: object) -> None:  # runs in a Dask thread
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(done.set)
+def run_packed(payload: bytes) -> bytes:
+    """Run a packed `Job` (in a worker process) and pack its outcome.
 
-        future.add_done_callback(wake)
-        try:
-            await done.wait()
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await trio.to_thread.run_sync(future.cancel)
-            raise
-        return await trio.to_thread.run_sync(future.result)
+    Never raises for what the body does: the outcome travels as bytes, and
+    an exception or a value that cannot travel is replaced, here, by a typed
+    error saying what it was.
+    """
+    job: Job = pickle.loads(payload)
+    try:
+        value = check_not_awaitable(job.stage, job.fn.call(*job.args))
+    except BaseException as exc:  # it is sent back, never swallowed
+        return _pack_error(job.stage, exc)
+    try:
+        return pickle.dumps((True, value), protocol=_PROTOCOL)
+    except Exception as exc:
+        return _pack_error(
+            job.stage, NotPicklableError(job.stage, "its return value", exc)
+        )
 
-    async def aclose(self) -> None:
-        """Close the client if this executor opened it."""
-        client, self._client = self._client, None
-        if client is not None and self._owns_client:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(client.close)
 
-    async def __aenter__(self) -> DaskExecutor:
-        return self
+def _pack_error(stage: str, exc: BaseException) -> bytes:
+    try:
+        _keep_traceback(exc)
+        data = pickle.dumps((False, exc), protocol=_PROTOCOL)
+        pickle.loads(data)  # the parent must be able to rebuild it, too
+    except Exception:
+        remote = RemoteError(
+            stage,
+            f"{type(exc).__module__}.{type(exc).__qualname__}",
+            _kept(_message(exc), _MESSAGE_KEPT),
+            _kept(_traceback_text(exc), _TRACEBACK_KEPT),
+        )
+        return pickle.dumps((False, remote), protocol=_PROTOCOL)
+    return data
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
-    def __repr__(self) -> str:
-        return f"DaskExecutor({self._target!r})"
+def _keep_traceback(exc: BaseException) -> None:
+    """Let ``exc`` travel with its traceback (tblib, which both extras install)."""
+    try:
+        from tblib import pickling_support  # type: ignore[import-untyped]  # no stubs
+    except ImportError:  # pragma: no cover - depends on the installation
+        return
+    pickling_support.install(exc)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a hostile __str__
+        return "<its message could not be read>"
+
+
+def _traceback_text(exc: BaseException) -> str:
+    try:
+        lines = traceback.format_exception(exc)
+    except Exception:  # a hostile __str__ inside the chain
+        lines = traceback.format_tb(exc.__traceback__)
+    # A huge message must not push the frames out of what is kept.
+    return "".join(_kept(line, _LINE_KEPT) for line in lines)
+
+
+def _kept(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters (a traceback keeps its end)."""
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if limit == _TRACEBACK_KEPT:
+        return f"[{cut} characters cut]\n{text[cut:]}"
+    return f"{text[:limit]} [{cut} characters cut]"
+
+
+def _shown(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        return ""
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -17,14 +17,18 @@ import trio
 if TYPE_CHECKING:
     import outcome
 
+    from ._errors import DagvisorError
     from ._pipeline import Pipeline
     from ._spec import StageSpec
 
 __all__ = [
     "AddEdge",
     "AddStage",
+    "AttemptStarted",
     "CancelRun",
     "CancelStage",
+    "ChangePart",
+    "ChangeSet",
     "Expand",
     "Message",
     "RemoveStage",
@@ -56,6 +60,11 @@ class ReplySlot:
     def __init__(self) -> None:
         self._answer: outcome.Outcome[Any] | None = None
         self._waiter: trio.lowlevel.Task | None = None
+
+    @property
+    def answered(self) -> bool:
+        """Whether the answer has been given."""
+        return self._answer is not None
 
     def send_nowait(self, answer: outcome.Outcome[Any]) -> None:
         """Give the answer (the supervisor's side; never waits)."""
@@ -119,6 +128,19 @@ class StageSkipped:
 
 
 @attrs.frozen
+class AttemptStarted:
+    """A retry of the stage started: attempt number ``attempt`` (not an outcome).
+
+    Sent only by a journaled run's stages, so that a resumed run counts on
+    from the attempts that really ran; the first attempt's start is the
+    stage's own start, which the supervisor records when it spawns it.
+    """
+
+    token: object
+    attempt: int
+
+
+@attrs.frozen
 class StagesEnded:
     """Every stage actor of the run has ended (sent by the nursery that held them)."""
 
@@ -127,11 +149,20 @@ StageOutcome: TypeAlias = StageSucceeded | StageFailed | StageCancelled | StageS
 
 
 # -- requests: changes asked of the graph ---------------------------------------
+#
+# A request is prepared in the requester's task before it is sent (names
+# made plain strings, items frozen, encoded for the journal and fingerprinted,
+# specs checked restorable), so that the supervisor never runs user code. A
+# problem found then travels as ``refused``: the supervisor audits the
+# request and answers with that error, like any refusal.
 
 
 @attrs.frozen(kw_only=True)
 class AddStage:
-    """Add ``spec`` after the stages ``after`` and before the pending ``before``."""
+    """Add ``spec`` after the stages ``after`` and before the pending ``before``.
+
+    ``ref`` is how the journal names ``spec`` (a journaled run only).
+    """
 
     spec: StageSpec
     after: tuple[str, ...]
@@ -139,6 +170,8 @@ class AddStage:
     reason: str
     requester: str
     reply: ReplySlot
+    ref: dict[str, Any] | None = None
+    refused: DagvisorError | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -150,11 +183,17 @@ class AddEdge:
     reason: str
     requester: str
     reply: ReplySlot
+    refused: DagvisorError | None = None
 
 
 @attrs.frozen(kw_only=True)
 class Expand:
-    """Add one stage per item (``spec`` mapped over ``items``), after ``after``."""
+    """Add one stage per item (``spec`` mapped over ``items``), after ``after``.
+
+    ``prints`` tells an item from another without comparing the items (see
+    ``_requests.fingerprint``); ``encoded`` holds the items as the journal
+    stores them (a journaled run only).
+    """
 
     spec: StageSpec
     items: tuple[Any, ...]
@@ -163,6 +202,10 @@ class Expand:
     reason: str
     requester: str
     reply: ReplySlot
+    prints: tuple[object, ...] = ()
+    encoded: tuple[str, ...] | None = None
+    ref: dict[str, Any] | None = None
+    refused: DagvisorError | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -173,16 +216,22 @@ class RemoveStage:
     reason: str
     requester: str
     reply: ReplySlot
+    refused: DagvisorError | None = None
 
 
 @attrs.frozen(kw_only=True)
 class ReplacePending:
-    """Replace every stage that has not started by ``pipeline``."""
+    """Replace every stage that has not started by ``pipeline``.
+
+    ``refs`` is how the journal names the pipeline's specs, in entry order.
+    """
 
     pipeline: Pipeline
     reason: str
     requester: str
     reply: ReplySlot
+    refs: tuple[dict[str, Any], ...] | None = None
+    refused: DagvisorError | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -193,6 +242,7 @@ class CancelStage:
     reason: str
     requester: str
     reply: ReplySlot
+    refused: DagvisorError | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -202,9 +252,32 @@ class CancelRun:
     reason: str
     requester: str
     reply: ReplySlot
+    refused: DagvisorError | None = None
+
+
+ChangePart: TypeAlias = AddStage | AddEdge | Expand
+"""What a change set is made of (each part's own reply slot is unused)."""
+
+
+@attrs.frozen(kw_only=True)
+class ChangeSet:
+    """Several changes applied in one step, whole or not at all."""
+
+    parts: tuple[ChangePart, ...]
+    reason: str
+    requester: str
+    reply: ReplySlot
+    refused: DagvisorError | None = None
 
 
 Request: TypeAlias = (
-    AddStage | AddEdge | Expand | RemoveStage | ReplacePending | CancelStage | CancelRun
+    AddStage
+    | AddEdge
+    | Expand
+    | RemoveStage
+    | ReplacePending
+    | CancelStage
+    | CancelRun
+    | ChangeSet
 )
-Message: TypeAlias = StageOutcome | StagesEnded | Request
+Message: TypeAlias = StageOutcome | AttemptStarted | StagesEnded | Request

@@ -24,13 +24,14 @@ import trio
 
 from ._codec import JsonCodec
 from ._declared import declared_types
-from ._errors import NotRestorableError
+from ._errors import InvalidOutputError, NotRestorableError
+from ._freeze import FrozenDict, FrozenList, FrozenSet, freeze
 from ._jsonform import joined
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from ._context import RunEnv
+    from ._env import RunEnv
     from ._spec import StageSpec
 
 __all__ = ["is_large", "prepare_output"]
@@ -40,6 +41,7 @@ _INLINE_CHARS: Final = 16_384
 _INLINE_PARTS: Final = 256
 """Parts (containers, members, fields) an inline output may have."""
 _CHUNK: Final = 1 << 20
+_SEQUENCES: Final = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
 
 
 def is_large(value: Any) -> bool:
@@ -64,12 +66,12 @@ def is_large(value: Any) -> bool:
             text += len(item)
             if text > _INLINE_CHARS:
                 return True
-        elif kind is list or kind is tuple or kind is set or kind is frozenset:
+        elif kind in _SEQUENCES:
             budget -= len(item)
             if budget < 0:
                 return True
             todo.extend(item)
-        elif kind is dict:
+        elif kind is dict or kind is FrozenDict:
             budget -= 2 * len(item)
             if budget < 0:
                 return True
@@ -119,7 +121,10 @@ def _encode_large(codec: Any, value: Any, allow: Collection[type]) -> str | byte
 async def prepare_output(
     env: RunEnv, spec: StageSpec, value: Any
 ) -> tuple[Any, str | bytearray | None]:
-    """The value to hand to consumers, and its journal encoding (None without one).
+    """The frozen value consumers share, and its journal encoding (None without one).
+
+    Encoded first, from the value as the stage returned it; then frozen (see
+    `dagvisor.actors._freeze`), once for every consumer.
 
     Waits (in a worker thread) only for a large output of a journaled run;
     otherwise returns without a checkpoint: the stage's task ends right
@@ -128,12 +133,19 @@ async def prepare_output(
 
     Raises:
         NotRestorableError: the run is journaled and the value cannot be encoded.
+        InvalidOutputError: the value cannot be frozen (a dict key's
+            ``__hash__`` raised while its dict was rebuilt).
     """
+    encoded: str | bytearray | None = None
     codec = env.codec
-    if codec is None:
-        return value, None
-    allow = declared_types(spec.fn)
-    if not is_large(value):
-        return value, _checked(codec.encode(value, allow=allow), codec)
-    encoded = await trio.to_thread.run_sync(_encode_large, codec, value, allow)
-    return value, encoded
+    if codec is not None:
+        allow = declared_types(spec.fn)
+        if not is_large(value):
+            encoded = _checked(codec.encode(value, allow=allow), codec)
+        else:
+            encoded = await trio.to_thread.run_sync(_encode_large, codec, value, allow)
+    try:
+        frozen = freeze(value)
+    except Exception as exc:
+        raise InvalidOutputError(spec.name, value, exc) from exc
+    return frozen, encoded

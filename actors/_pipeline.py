@@ -34,8 +34,12 @@ StageRef = str | StageSpec
 def _ref_name(ref: StageRef) -> str:
     if isinstance(ref, StageSpec):
         return ref.name
-    if isinstance(ref, str):
+    if type(ref) is str:
         return ref
+    if isinstance(ref, str):
+        # A str subclass may redefine __eq__ and __hash__: the run only ever
+        # sees the plain string (str.__str__ bypasses an overridden __str__).
+        return str.__str__(ref)
     msg = f"a dependency must be a stage name or a stage, not {ref!r}"
     raise TypeError(msg)
 

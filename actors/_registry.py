@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from ._spec import StageSpec
 
-__all__ = ["StageRegistry", "default_registry", "function_key"]
+__all__ = ["StageRegistry", "default_registry", "function_key", "spec_ref"]
 
 
 def function_key(fn: Callable[..., Any]) -> str | None:
@@ -90,6 +90,22 @@ class StageRegistry:
                 "use 'thread' or 'process', or run without a journal"
             )
             raise NotRestorableError(msg)
+
+
+def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
+    """How a journal names a stage spec: registered function names and options."""
+    return {
+        "name": spec.name,
+        "fn": None if registry is None else registry.key_of(spec.fn),
+        "when": None
+        if registry is None or spec.when is None
+        else registry.key_of(spec.when),
+        "retries": spec.retries,
+        "backoff": spec.backoff,
+        "timeout": spec.timeout,
+        "trigger": spec.trigger,
+        "executor": spec.executor if isinstance(spec.executor, str) else None,
+    }
 
 
 default_registry = StageRegistry()

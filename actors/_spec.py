@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Awaitable, Callable
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
 
 import attrs
@@ -21,12 +22,25 @@ from ._registry import default_registry, function_key
 if TYPE_CHECKING:
     from ._context import StageContext
 
-__all__ = ["ExecutorChoice", "StageFunction", "StageSpec", "Trigger", "stage"]
+__all__ = [
+    "ExecutorChoice",
+    "Predicate",
+    "StageFunction",
+    "StageSpec",
+    "Trigger",
+    "stage",
+]
 
 StageFunction: TypeAlias = (
     Callable[["StageContext"], Awaitable[Any]] | Callable[["StageContext"], Any]
 )
 """What a stage runs: ``async def f(ctx)``, or a plain ``def f(ctx)``."""
+
+Predicate: TypeAlias = (
+    Callable[["StageContext"], bool] | Callable[["StageContext"], Awaitable[bool]]
+)
+"""A ``when`` predicate: ``def p(ctx) -> bool`` or ``async def p(ctx) -> bool``
+(awaited, on the event loop, just before the stage would start)."""
 
 Trigger: TypeAlias = Literal["all_succeeded", "none_failed"]
 """When a stage may run, given how its dependencies ended.
@@ -46,10 +60,74 @@ _EXECUTORS = ("loop", "thread", "process")
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not str.strip(name):
         msg = f"a stage name must be a non-empty string, not {name!r}"
         raise InvalidStageError(msg)
-    return name
+    # A str subclass may redefine __eq__ and __hash__: keep the plain string.
+    return name if type(name) is str else str.__str__(name)
+
+
+_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
+_GENERATOR = inspect.CO_GENERATOR
+
+
+def _shown(fn: Any) -> str:
+    return repr(getattr(fn, "__qualname__", None) or fn)
+
+
+def _flags(fn: Any) -> int:
+    """The code flags that say what calling ``fn`` gives: a coroutine, a generator...
+
+    A plain function's own flags (the common case, read directly: declaring
+    a stage must stay cheap); otherwise the flags of what ``inspect`` finds
+    behind it, or of an object's ``__call__``.
+    """
+    if type(fn) is FunctionType:
+        flags: int = fn.__code__.co_flags
+        return flags
+    flags = _inspected_flags(fn)
+    if flags or isinstance(fn, type) or inspect.isroutine(fn):
+        return flags
+    # An object with a __call__ method: one level down, never further (a
+    # __call__ that is itself such an object would otherwise loop forever).
+    return _inspected_flags(type(fn).__call__)
+
+
+def _inspected_flags(fn: Any) -> int:
+    flags = 0
+    if inspect.iscoroutinefunction(fn):
+        flags |= inspect.CO_COROUTINE
+    if inspect.isasyncgenfunction(fn):
+        flags |= _ASYNC_GENERATOR
+    if inspect.isgeneratorfunction(fn):
+        flags |= _GENERATOR
+    return flags
+
+
+def _is_async(fn: Any) -> bool:
+    """Whether calling ``fn`` gives a coroutine to await (``async def``, also a method)."""
+    return bool(_flags(fn) & inspect.CO_COROUTINE)
+
+
+def _takes_one_argument(fn: Any) -> bool | None:
+    """Whether ``fn(ctx)`` binds; None when it cannot be told (no signature)."""
+    if type(fn) is FunctionType:  # from the code object: inspect.signature is slow
+        code = fn.__code__
+        required_keywords = code.co_kwonlyargcount - len(fn.__kwdefaults__ or ())
+        if required_keywords > 0:
+            return False
+        if code.co_argcount == 0:
+            return bool(code.co_flags & inspect.CO_VARARGS)
+        return code.co_argcount - len(fn.__defaults__ or ()) <= 1
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        return False
+    except (ValueError, RecursionError):
+        # No signature (some builtins), or inspect loops on an odd __call__:
+        # find out at run time.
+        return None
+    return True
 
 
 def _check_options(
@@ -65,57 +143,76 @@ def _check_options(
     if not callable(fn):
         msg = f"@stage needs a function taking one argument (ctx), not {fn!r}"
         raise InvalidStageError(msg)
-    try:
-        inspect.signature(fn).bind(None)
-    except TypeError:
+    if _takes_one_argument(fn) is False:
         msg = (
-            f"stage function {getattr(fn, '__qualname__', fn)!r} must accept exactly "
+            f"stage function {_shown(fn)} must accept exactly "
             "one positional argument, the stage context: def f(ctx): ..."
         )
-        raise InvalidStageError(msg) from None
-    except ValueError:  # no signature (some builtins): accept and find out at run time
-        pass
+        raise InvalidStageError(msg)
+    flags = _flags(fn)
+    if flags & (_ASYNC_GENERATOR | _GENERATOR):
+        kind = "an async generator" if flags & _ASYNC_GENERATOR else "a generator"
+        msg = (
+            f"stage function {_shown(fn)} is {kind} (a function with `yield`): "
+            "calling it runs none of its body, so the stage would succeed without "
+            "doing its work; return the value instead (collect what it yields "
+            "into a list)"
+        )
+        raise InvalidStageError(msg)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         msg = f"retries must be a whole number >= 0, not {retries!r}"
         raise InvalidStageError(msg)
     if (
-        not isinstance(backoff, int | float)
+        isinstance(backoff, bool)
+        or not isinstance(backoff, int | float)
         or not math.isfinite(backoff)
         or backoff < 0
     ):
         msg = f"backoff must be a number of seconds >= 0, not {backoff!r}"
         raise InvalidStageError(msg)
     if timeout is not None and (
-        not isinstance(timeout, int | float) or math.isnan(timeout) or timeout <= 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or math.isnan(timeout)
+        or timeout <= 0
     ):
         msg = f"timeout must be a number of seconds > 0 or None, not {timeout!r}"
         raise InvalidStageError(msg)
-    if when is not None and not callable(when):
-        msg = f"when must be a predicate taking the stage context, not {when!r}"
-        raise InvalidStageError(msg)
-    if trigger not in _TRIGGERS:
+    if when is not None:
+        if not callable(when):
+            msg = f"when must be a predicate taking the stage context, not {when!r}"
+            raise InvalidStageError(msg)
+        if _flags(when) & (_ASYNC_GENERATOR | _GENERATOR):
+            msg = (
+                f"when={_shown(when)} is a generator (a function with `yield`): it "
+                "must return true or false (an async predicate is awaited)"
+            )
+            raise InvalidStageError(msg)
+    if not isinstance(trigger, str) or trigger not in _TRIGGERS:
         msg = f"trigger must be one of {_TRIGGERS}, not {trigger!r}"
         raise InvalidStageError(msg)
-    if (
-        executor is not None
-        and executor not in _EXECUTORS
-        and not isinstance(executor, Executor)
+    if executor is None:
+        return
+    named = isinstance(executor, str)
+    if (named and executor not in _EXECUTORS) or (
+        not named and not isinstance(executor, Executor)
     ):
         msg = (
             f"executor must be one of {_EXECUTORS} or an Executor such as "
             f"DaskExecutor, not {executor!r}"
         )
         raise InvalidStageError(msg)
-    if executor not in (None, "loop") and inspect.iscoroutinefunction(fn):
+    on_loop = named and executor == "loop"  # never calls an Executor's __eq__
+    if not on_loop and flags & inspect.CO_COROUTINE:
         msg = (
-            f"stage {getattr(fn, '__qualname__', fn)!r} is `async def`: it runs on the "
+            f"stage {_shown(fn)} is `async def`: it runs on the "
             f"event loop, not on executor {executor!r}; make it a plain function, or "
             "keep it async and call `await ctx.run_in(executor, fn, ...)` for the heavy part"
         )
         raise InvalidStageError(msg)
-    if executor == "loop" and not inspect.iscoroutinefunction(fn):
+    if on_loop and not flags & inspect.CO_COROUTINE:
         msg = (
-            f"stage {getattr(fn, '__qualname__', fn)!r} is a plain function and would "
+            f"stage {_shown(fn)} is a plain function and would "
             "block the event loop; make it `async def` or use executor='thread'"
         )
         raise InvalidStageError(msg)
@@ -149,20 +246,21 @@ class StageSpec:
     retries: int = 0
     backoff: float = 0.0
     timeout: float | None = None
-    when: Callable[[StageContext], bool] | None = None
+    when: Predicate | None = None
     trigger: Trigger = "all_succeeded"
     executor: ExecutorChoice | None = "loop"
     simple: bool = attrs.field(init=False, eq=False, repr=False)
     """Whether one attempt on the event loop is all there is (no retry, no timer)."""
 
     def __attrs_post_init__(self) -> None:
-        simple = self.executor == "loop" and self.retries == 0 and self.timeout is None
+        simple = self.is_async and self.retries == 0 and self.timeout is None
         object.__setattr__(self, "simple", simple)
 
     @property
     def is_async(self) -> bool:
         """Whether the body runs on the event loop (an ``async def``)."""
-        return self.executor == "loop"
+        executor = self.executor
+        return isinstance(executor, str) and executor == "loop"
 
     def named(self, name: str) -> StageSpec:
         """Return the same stage under another name.
@@ -199,7 +297,7 @@ def _make_spec(
     retries: int = 0,
     backoff: float = 0.0,
     timeout: float | None = None,
-    when: Callable[[StageContext], bool] | None = None,
+    when: Predicate | None = None,
     trigger: str = "all_succeeded",
     executor: str | None = None,
 ) -> StageSpec:
@@ -220,9 +318,9 @@ def _make_spec(
         if name is None or name == "<lambda>":
             msg = f"cannot name the stage {fn!r} after its function; pass name=..."
             raise InvalidStageError(msg)
-    if executor is None and inspect.iscoroutinefunction(fn):
+    if executor is None and _is_async(fn):
         executor = "loop"
-    if executor == "process" or isinstance(executor, Executor):
+    if not isinstance(executor, str | None) or executor == "process":
         # It will leave the process: refuse what cannot be shipped, now.
         function_reference(fn, name)
     for registrable in (fn, when):  # so that a journaled run can find them again
@@ -249,7 +347,7 @@ def stage(
     retries: int = 0,
     backoff: float = 0.0,
     timeout: float | None = None,
-    when: Callable[[StageContext], bool] | None = None,
+    when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
 ) -> Callable[[StageFunction], StageSpec]: ...
@@ -263,7 +361,7 @@ def stage(
     retries: int = 0,
     backoff: float = 0.0,
     timeout: float | None = None,
-    when: Callable[[StageContext], bool] | None = None,
+    when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
 ) -> StageSpec | Callable[[StageFunction], StageSpec]:
@@ -285,7 +383,8 @@ def stage(
         timeout: seconds one attempt may take; past it the attempt fails with
             `StageTimeoutError` (and is retried if retries are left).
         when: predicate on the stage context, evaluated just before the stage
-            would start; when it returns false the stage is skipped.
+            would start; when it returns false the stage is skipped. An
+            ``async def`` predicate (or one returning an awaitable) is awaited.
         trigger: ``"all_succeeded"`` or ``"none_failed"`` (see `Trigger`).
         executor: ``"loop"``, ``"thread"``, ``"process"`` or an `Executor`
             such as `DaskExecutor` (plain functions only); defaults to ``"loop"`` for

@@ -18,12 +18,23 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 
 from ._errors import NotRestorableError
+from ._freeze import FrozenDict, FrozenList, FrozenSet
 from ._jsonform import MAX_DEPTH, PIECE, TAG, b64_text, has_pair, split_pairs
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
 __all__ = ["Tagger", "class_path", "is_record_class", "scalar", "too_deep"]
+
+_COLLECTIONS: Final[dict[type, str]] = {
+    tuple: "tuple",
+    set: "set",
+    frozenset: "frozenset",
+    FrozenSet: "set",
+}
+"""The tag of each collection JSON has no form for. The read-only list, dict
+and set an output is frozen into (`dagvisor.actors._freeze`) are written as
+the builtin types they stand for: a stage passing on an input writes it."""
 
 
 def class_path(cls: type) -> str:
@@ -106,9 +117,9 @@ class Tagger:
         if depth >= MAX_DEPTH:
             raise too_deep()
         start = self.size
-        if kind is list:
+        if kind is list or kind is FrozenList:
             return self._mark([self.tag(v, depth + 1) for v in value], start)
-        if kind is dict:
+        if kind is dict or kind is FrozenDict:
             plain = all(type(k) is str for k in value) and TAG not in value
             if plain and not (self.pairs and any(has_pair(k) for k in value)):
                 out = {k: self.tag(v, depth + 1) for k, v in value.items()}
@@ -119,10 +130,11 @@ class Tagger:
                 for k, v in value.items()
             ]
             return self._mark({TAG: "dict", "items": self._mark(items, start)}, start)
-        if kind is tuple or kind is set or kind is frozenset:
+        collection = _COLLECTIONS.get(kind)
+        if collection is not None:
             items = [self.tag(v, depth + 2) for v in value]
             return self._mark(
-                {TAG: kind.__name__, "items": self._mark(items, start)}, start
+                {TAG: collection, "items": self._mark(items, start)}, start
             )
         if kind is bytes:
             text = b64_text(value)

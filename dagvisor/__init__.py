@@ -22,6 +22,7 @@ from dagvisor import errors as errors
 from dagvisor.actors import NO_ITEM as NO_ITEM
 from dagvisor.actors import Codec as Codec
 from dagvisor.actors import DaskExecutor as DaskExecutor
+from dagvisor.actors import DaskStatistics as DaskStatistics
 from dagvisor.actors import Executor as Executor
 from dagvisor.actors import JsonCodec as JsonCodec
 from dagvisor.actors import PickleCodec as PickleCodec
@@ -38,8 +39,11 @@ from dagvisor.actors import stage as stage
 from dagvisor.supervisor import AuditRecord as AuditRecord
 from dagvisor.supervisor import ConsumedOutput as ConsumedOutput
 from dagvisor.supervisor import Event as Event
+from dagvisor.supervisor import EventsLost as EventsLost
+from dagvisor.supervisor import EventStream as EventStream
 from dagvisor.supervisor import FailurePolicy as FailurePolicy
 from dagvisor.supervisor import GraphChanged as GraphChanged
+from dagvisor.supervisor import GraphSnapshot as GraphSnapshot
 from dagvisor.supervisor import Journal as Journal
 from dagvisor.supervisor import Lineage as Lineage
 from dagvisor.supervisor import Progress as Progress
@@ -65,10 +69,14 @@ __all__ = [
     "Codec",
     "ConsumedOutput",
     "DaskExecutor",
+    "DaskStatistics",
     "Event",
+    "EventStream",
+    "EventsLost",
     "Executor",
     "FailurePolicy",
     "GraphChanged",
+    "GraphSnapshot",
     "Journal",
     "JsonCodec",
     "Lineage",

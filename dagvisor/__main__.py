@@ -1,4 +1,9 @@
-"""The ``dagvisor`` command line (``python -m dagvisor``)."""
+"""The ``dagvisor`` command line (``python -m dagvisor``).
+
+Every command runs inside `console`: names print safely whatever they hold,
+and a reader that stops early (``| head``) ends the output quietly, the
+command keeping its own exit status.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,33 @@ import argparse
 import sys
 
 import dagvisor
+from dagvisor._cli_io import console, one_line
 from dagvisor._cli_journal import add_journal_commands, journal_command
 from dagvisor._cli_run import add_run_command, run_command
+from dagvisor.actors import DagvisorError
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``dagvisor`` command; return its exit code."""
+    with console() as output:
+        try:
+            code = _command(argv)
+        except KeyboardInterrupt:  # `run` and `resume` handle theirs: cancel, hint
+            print("dagvisor: interrupted", file=sys.stderr)
+            code = 130
+    if output.error is not None:  # the output was lost (a full disk): say so
+        with console():
+            print(
+                f"dagvisor: error: cannot write the output: {one_line(str(output.error))}",
+                file=sys.stderr,
+            )
+        return 2
+    return code
+
+
+def _command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="dagvisor",
         description="Run DAG pipelines whose graph can change while they run.",
@@ -35,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from dagvisor._demo import main as demo_main  # only when asked
 
-        return demo_main(args.dir)
+        try:
+            return demo_main(args.dir)
+        except (DagvisorError, OSError) as exc:
+            print(f"dagvisor: error: {one_line(str(exc))}", file=sys.stderr)
+            return 2
     if args.command == "run":
         return run_command(args)
     code = journal_command(args)

@@ -10,18 +10,24 @@ registered, then goes on with the run.
 A run id may be shortened to a unique prefix of at least 4 characters. Bad
 usage (a missing journal, a file that is not one, an unknown run or stage)
 is one line on stderr and exit code 2; ``--debug`` shows the traceback.
+
+What the journal holds is printed as data: names and reasons on one line
+each, never as terminal control sequences; ``audit --stage`` and
+``lineage`` answer for any stage a change names, removed ones too. Files
+(``graph -o``, ``report -o``) are written whole or not at all.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagvisor.actors import DagvisorError
 from dagvisor.supervisor import Journal
 
+from ._cli_io import one_line, write_file
 from ._cli_run import UsageError, add_journal_option, drive, final_outputs, load_module
 
 if TYPE_CHECKING:
@@ -90,17 +96,24 @@ def journal_command(args: argparse.Namespace) -> int | None:
     except (UsageError, DagvisorError, OSError) as exc:
         if args.debug:
             raise
-        print(f"dagvisor: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"dagvisor: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
 
 
-def _one_line(text: str, limit: int = 1000) -> str:
-    """An error's message as one line (a file's text may hold line breaks)."""
-    line = " ".join(text.splitlines())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def _read_command(args: argparse.Namespace) -> int:
+    try:
+        return _read(args)
+    except (UsageError, DagvisorError, OSError):
+        raise
+    except Exception as exc:  # what no check foresaw in a file: one line, exit 2
+        msg = (
+            f"cannot read run {getattr(args, 'run_id', '')!r} of {args.journal}: "
+            f"{type(exc).__name__}: {exc}; --debug shows where"
+        )
+        raise UsageError(msg) from exc
+
+
+def _read(args: argparse.Namespace) -> int:
     with Journal(args.journal, readonly=True) as journal:
         if args.command == "runs":
             _print_runs(journal)
@@ -117,41 +130,66 @@ def _read_command(args: argparse.Namespace) -> int:
         case "graph":
             text = result.to_mermaid() if args.format == "mermaid" else result.to_dot()
             if args.output:
-                Path(args.output).write_text(text)
-                print(f"wrote {args.output}")
+                _write(args.output, text, args.journal)
+                print(f"wrote {one_line(args.output)}")
             else:
                 print(text, end="")
         case "report":
-            path = Path(args.output or f"report-{run_id[:8]}.html")
-            path.write_text(result.to_html(), encoding="utf-8")
-            print(f"wrote {path}")
+            path = args.output or f"report-{run_id[:8]}.html"
+            _write(path, result.to_html(), args.journal)
+            print(f"wrote {one_line(path)}")
     return 0
 
 
-def _time(wall: float | None) -> str:
+def _write(path: str, text: str, journal: str) -> None:
+    """Write an output file, never over the journal it was read from."""
+    target = os.path.realpath(path)
+    base = os.path.realpath(journal)
+    for kept in (base, f"{base}-wal", f"{base}-shm", f"{base}-journal"):
+        if target == kept or (
+            os.path.exists(target)
+            and os.path.exists(kept)
+            and os.path.samefile(target, kept)  # a hard link too
+        ):
+            msg = f"{path} is the journal being read; give another file to write"
+            raise UsageError(msg)
+    write_file(path, text)
+
+
+def _time(wall: Any) -> str:
+    """A journal time as UTC, to the second; what is no time is shown as it is."""
     if wall is None:
         return "-"
-    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    try:
+        moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return one_line(repr(wall))
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _cell(value: object) -> str:
+    return one_line(value if isinstance(value, str) else repr(value))
 
 
 def _print_runs(journal: Journal) -> None:
     rows = journal.runs()
     if not rows:
-        print(f"no runs in {journal.path}")
+        print(f"no runs in {one_line(str(journal.path))}")
         return
     print(f"{'RUN ID':32}  {'STATUS':11}  {'STARTED (UTC)':19}  {'EVENTS':>7}  NAME")
     for row in rows:
         status = row["status"] if row["status"] != "running" else "interrupted"
+        events = row["events"]
+        shown = f"{events:,}" if isinstance(events, int) else _cell(events)
         print(
-            f"{row['run_id']:32}  {status:11}  {_time(row['created']):19}  "
-            f"{row['events']:>7,}  {row['name']}"
+            f"{_cell(row['run_id']):32}  {_cell(status):11}  "
+            f"{_time(row['created']):19}  {shown:>7}  {_cell(row['name'])}"
         )
 
 
 def _print_show(result: RunResult, *, tracebacks: bool) -> None:
     stats = result.stats
-    print(f"run {result.run_id} of {result.name!r}: {result.status}")
+    print(f"run {one_line(result.run_id)} of {result.name!r}: {result.status}")
     print(f"  started {_time(stats.started_at)} UTC, {stats.duration:.3f} s")
     counts = ", ".join(
         f"{state.value} {count:,}" for state, count in stats.counts.items() if count
@@ -167,7 +205,7 @@ def _print_show(result: RunResult, *, tracebacks: bool) -> None:
     if ran:
         print("  slowest stages:")
         for duration, name in sorted(ran, reverse=True)[:5]:
-            print(f"    {name}: {duration:.3f} s")
+            print(f"    {one_line(name)}: {duration:.3f} s")
     finals = final_outputs(result)
     if finals:
         print("  final outputs:")
@@ -176,7 +214,7 @@ def _print_show(result: RunResult, *, tracebacks: bool) -> None:
     if result.errors:
         print("  failures:")
         for name, error in result.errors.items():
-            print(f"    {name}: {error}")
+            print(f"    {one_line(name)}: {one_line(str(error))}")
             trace = getattr(error, "traceback", None)
             if tracebacks and trace:
                 print("      " + trace.rstrip().replace("\n", "\n      "))
@@ -209,18 +247,16 @@ def _moment(text: str | None, flag: str) -> float | None:
 def _print_audit(result: RunResult, args: argparse.Namespace) -> None:
     since = _moment(args.since, "--since")
     until = _moment(args.until, "--until")
-    if args.stage is not None and args.stage not in result.states:
-        msg = f"run {result.run_id} has no stage {args.stage!r}"
-        raise UsageError(msg)
+    # Every change naming the stage, whatever became of it (removed,
+    # replaced, dropped): through the audit's per-stage index.
+    records = result.audit if args.stage is None else result.lineage(args.stage).changes
     shown = 0
-    for record in result.audit:
+    for record in records:
         if since is not None and record.wall_time < since:
             continue
         if until is not None and record.wall_time > until:
             continue
-        if args.stage is not None and args.stage not in record.stages:
-            continue
-        print(f"{_time(record.wall_time)} UTC  {record}")
+        print(f"{_time(record.wall_time)} UTC  {one_line(str(record))}")
         shown += 1
     if not shown:
         print("no changes match")
@@ -241,4 +277,4 @@ def _resume(args: argparse.Namespace) -> int:
     async def start(rt: Runtime) -> Run:
         return await rt.start_resumed(run_id)
 
-    return drive(start, args, args.journal, resume_hint=" --with ".join(args.modules))
+    return drive(start, args, args.journal, resume_with=args.modules)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
+from dagvisor._cli_io import one_line, raw_stream, shell_command
 from dagvisor.actors import DagvisorError, Pipeline, RunFailed, StreamedPipeline
 from dagvisor.supervisor import Progress, Run, RunResult, Runtime, runtime
 
@@ -165,8 +166,12 @@ def progress_display(
         except ImportError:
             pass
         else:
+            # rich writes terminal escapes of its own: past the outlet that
+            # escapes control characters in what the journal holds.
             live = Live(
-                console=Console(file=stream), auto_refresh=False, transient=False
+                console=Console(file=raw_stream(stream)),
+                auto_refresh=False,
+                transient=False,
             )
             live.start()
 
@@ -182,6 +187,7 @@ def progress_display(
 
 
 def final_outputs(result: RunResult) -> list[str]:
+    """One line per output no other stage consumed: the run's results."""
     finals = [
         name for name, deps in result.dependencies.items() if name in result.outputs
     ]
@@ -189,17 +195,34 @@ def final_outputs(result: RunResult) -> list[str]:
     lines = []
     for name in finals:
         if name not in consumed:
-            shown = repr(result.outputs[name])
+            shown = _repr(result.outputs[name])
             lines.append(
-                f"  {name} = {shown if len(shown) <= 200 else shown[:197] + '...'}"
+                f"  {one_line(name)} = "
+                f"{shown if len(shown) <= 200 else shown[:197] + '...'}"
             )
     return lines
+
+
+def _text(error: BaseException) -> str:
+    """``str(error)`` on one line, or a note when its ``__str__`` fails."""
+    try:
+        return one_line(str(error))
+    except Exception as exc:  # user code: any failure is shown, not raised
+        return f"<its str() failed: {type(exc).__name__}>"
+
+
+def _repr(value: Any) -> str:
+    """``repr`` on one line, or a note when the value's ``__repr__`` fails."""
+    try:
+        return one_line(repr(value))
+    except Exception as exc:  # user code: any failure is shown, not raised
+        return f"<{type(value).__name__} whose repr() failed: {type(exc).__name__}>"
 
 
 def _summary(result: RunResult) -> str:
     stats = result.stats
     return (
-        f"run {result.run_id} {result.status}: {stats.stages:,} stages "
+        f"run {one_line(result.run_id)} {result.status}: {stats.stages:,} stages "
         f"({stats.added:,} added at run time), {stats.changes:,} changes, "
         f"{stats.duration:.2f} s"
     )
@@ -213,7 +236,7 @@ def run_command(args: argparse.Namespace) -> int:
     except UsageError as exc:
         if args.debug:
             raise
-        print(f"dagvisor: error: {exc}", file=sys.stderr)
+        print(f"dagvisor: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     journal = args.journal
     module = args.target.rpartition(":")[0]
@@ -221,7 +244,7 @@ def run_command(args: argparse.Namespace) -> int:
     async def start(rt: Runtime) -> Run:
         return await rt.start(pipeline, inputs=inputs)
 
-    return drive(start, args, journal, resume_hint=module)
+    return drive(start, args, journal, resume_with=[module])
 
 
 def drive(
@@ -229,9 +252,13 @@ def drive(
     args: argparse.Namespace,
     journal: str | None,
     *,
-    resume_hint: str,
+    resume_with: list[str],
 ) -> int:
-    """Run what ``start`` starts with live progress; print the outcome; the exit code."""
+    """Run what ``start`` starts with live progress; print the outcome; the exit code.
+
+    After Ctrl-C, a journaled run is told how to go on: a ``dagvisor
+    resume`` command quoted for the shell, ready to paste.
+    """
     show, close = progress_display(sys.stderr)
     started: list[Run] = []
 
@@ -245,7 +272,11 @@ def drive(
             run = await start(rt)
             started.append(run)
             if journal is not None:
-                print(f"run {run.id} (journal {journal})", file=sys.stderr, flush=True)
+                print(
+                    f"run {run.id} (journal {shell_command([journal])})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             # Ctrl-C arrives here as KeyboardInterrupt; leaving the runtime
             # cancels the run and commits its journal, so it can be resumed.
             return await run.wait()
@@ -259,7 +290,7 @@ def drive(
             return _failed(exc, args)
         if args.debug:
             raise
-        print(f"dagvisor: error: {exc}", file=sys.stderr)
+        print(f"dagvisor: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except BaseException as exc:
         close()
@@ -270,10 +301,10 @@ def drive(
         if not interrupted:
             raise
         if journal is not None and started:
-            hint = (
-                f"; resume it with: dagvisor resume {started[0].id} "
-                f"--journal {journal} --with {resume_hint}"
-            )
+            command = ["dagvisor", "resume", started[0].id, "--journal", journal]
+            for where in resume_with:
+                command += ["--with", where]
+            hint = f"; resume it with: {shell_command(command)}"
         print(
             "dagvisor: cancelled by Ctrl-C; every stage was stopped and its "
             f"resources closed{hint}",
@@ -290,7 +321,7 @@ def drive(
 def _failed(exc: RunFailed, args: argparse.Namespace) -> int:
     print(_summary(exc.result))
     for name, error in list(exc.errors.items())[:10]:
-        print(f"  {name}: {type(error).__name__}: {error}")
+        print(f"  {one_line(name)}: {type(error).__name__}: {_text(error)}")
     if len(exc.errors) > 10:
         print(f"  ... and {len(exc.errors) - 10} more")
     if args.debug:

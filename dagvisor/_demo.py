@@ -10,6 +10,7 @@ from pathlib import Path
 
 import trio
 
+from dagvisor._cli_io import shell_command, write_file
 from dagvisor._cli_run import progress_display
 from dagvisor.actors import Pipeline, StageContext, stage
 from dagvisor.supervisor import runtime
@@ -44,16 +45,14 @@ async def report(ctx: StageContext) -> dict[str, int]:
 @stage
 async def plan(ctx: StageContext) -> None:
     values = ctx.inputs["sample"]
-    inspections = await ctx.expand(
-        inspect_sample, values, reason="one inspection per item"
-    )
-    await ctx.add_stage(report, after=inspections, reason="summarise the inspections")
-    await ctx.add_stage(
-        escalate,
-        after=inspections,
-        before=["report"],
-        reason="re-inspect what fails QC",
-    )
+    # One change: the report and the escalation exist before any inspection
+    # starts, so nothing can end before they are wired in.
+    async with ctx.changes(
+        reason="inspect every item, re-inspect what fails QC, then report"
+    ) as batch:
+        inspections = batch.expand(inspect_sample, values)
+        batch.add_stage(report, after=inspections)
+        batch.add_stage(escalate, after=inspections, before=["report"])
 
 
 @stage
@@ -96,17 +95,21 @@ async def _main(directory: Path) -> int:
     print("\naudit trail:")
     for record in result.audit:
         print("  ", record)
-    report = directory / f"report-{result.run_id[:8]}.html"
-    report.write_text(result.to_html(), encoding="utf-8")
-    print(f"\nHTML report: {report}")
-    # The command as this shell can run it (a fresh .venv is not on PATH).
-    command = (
-        "dagvisor" if shutil.which("dagvisor") else f"{sys.executable} -m dagvisor"
+    report = write_file(
+        directory / f"report-{result.run_id[:8]}.html", result.to_html()
     )
+    print(f"\nHTML report: {report}")
+    # The command as this shell can run it (a fresh .venv is not on PATH),
+    # quoted for pasting whatever the paths hold.
+    command = (
+        ["dagvisor"] if shutil.which("dagvisor") else [sys.executable, "-m", "dagvisor"]
+    )
+    short = result.run_id[:8]
     print("look again with:")
     for verb in ("show", "audit", "report"):
-        print(f"  {command} {verb} {result.run_id[:8]} --journal {journal}")
-    print(f"  {command} lineage {result.run_id[:8]} report --journal {journal}")
+        print(f"  {shell_command([*command, verb, short, '--journal', str(journal)])}")
+    lineage = [*command, "lineage", short, "report", "--journal", str(journal)]
+    print(f"  {shell_command(lineage)}")
     return 0
 
 

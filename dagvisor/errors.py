@@ -4,12 +4,17 @@ from dagvisor.actors import CycleError as CycleError
 from dagvisor.actors import DagvisorError as DagvisorError
 from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
+from dagvisor.actors import InvalidOutputError as InvalidOutputError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import JournalError as JournalError
+from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
+from dagvisor.actors import ReadOnlyInputError as ReadOnlyInputError
 from dagvisor.actors import RecordedError as RecordedError
+from dagvisor.actors import RemoteError as RemoteError
+from dagvisor.actors import ResourceCloseError as ResourceCloseError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
 from dagvisor.actors import StageStateError as StageStateError
@@ -22,12 +27,17 @@ __all__ = [
     "DagvisorError",
     "DuplicateStageError",
     "InternalError",
+    "InvalidOutputError",
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
+    "MissingMainGuardError",
     "NotPicklableError",
     "NotRestorableError",
+    "ReadOnlyInputError",
     "RecordedError",
+    "RemoteError",
+    "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
     "StageStateError",

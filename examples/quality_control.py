@@ -42,11 +42,11 @@ async def reinspect(ctx):
 
 @stage
 async def plan(ctx):
-    names = await ctx.expand(
-        inspect, ctx.inputs["measure_batch"], reason="inspect every sample"
-    )
-    for name in names:
-        await ctx.add_edge(name, "report", reason="the report covers every sample")
+    async with ctx.changes(
+        reason="inspect every sample; the report covers them all"
+    ) as batch:
+        for name in batch.expand(inspect, ctx.inputs["measure_batch"]):
+            batch.add_edge(name, "report")
 
 
 @stage

@@ -26,8 +26,7 @@ async def total(ctx):
 @stage
 async def plan(ctx):
     items = ctx.inputs["fetch"]
-    mapped = await ctx.expand(score, items, reason="one score per item")
-    await ctx.add_stage(total, after=mapped, reason="sum the scores")
+    await ctx.expand(score, items, collect=total, reason="one score per item, summed")
 
 
 pipeline = Pipeline("demo").add(fetch).add(plan, after=["fetch"])

@@ -6,6 +6,7 @@ Installed as ``dagvisor.supervisor``. Imports `dagvisor.actors`, never the rever
 from ._audit import AuditLog as AuditLog
 from ._audit import AuditRecord as AuditRecord
 from ._audit import ChangeKind as ChangeKind
+from ._events import EventStream as EventStream
 from ._graph import LiveGraph as LiveGraph
 from ._graph import Node as Node
 from ._journal import Journal as Journal
@@ -14,6 +15,7 @@ from ._monitor import Progress as Progress
 from ._replay import Undecoded as Undecoded
 from ._result import ConsumedOutput as ConsumedOutput
 from ._result import Event as Event
+from ._result import EventsLost as EventsLost
 from ._result import GraphChanged as GraphChanged
 from ._result import Lineage as Lineage
 from ._result import RunResult as RunResult
@@ -26,6 +28,7 @@ from ._result import StageTiming as StageTiming
 from ._runtime import Run as Run
 from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime
+from ._snapshot import GraphSnapshot as GraphSnapshot
 from ._supervisor import FailurePolicy as FailurePolicy
 from ._supervisor import GraphSupervisor as GraphSupervisor
 from ._supervisor import RetainOutputs as RetainOutputs

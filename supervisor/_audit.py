@@ -27,6 +27,7 @@ ChangeKind: TypeAlias = Literal[
     "replace_pending",
     "cancel_stage",
     "cancel_run",
+    "change_set",
 ]
 
 
@@ -53,6 +54,8 @@ class AuditRecord:
         cancelled: stages the change cancelled.
         error_type: the error's class name when refused, else None.
         error: the error's message when refused, else None.
+        parts: for a change set (``kind="change_set"``), each part's kind and
+            the stages it added (or, for an edge, its two ends), in order.
     """
 
     seq: int
@@ -71,6 +74,7 @@ class AuditRecord:
     cancelled: tuple[str, ...] = ()
     error_type: str | None = None
     error: str | None = None
+    parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def stages(self) -> frozenset[str]:
@@ -98,6 +102,12 @@ class AuditRecord:
             parts.append("removed " + ", ".join(self.removed[:5]))
         if self.cancelled:
             parts.append("cancelled " + ", ".join(self.cancelled[:5]))
+        if self.parts:
+            shown = ", ".join(
+                f"{kind} {' '.join(names[:3])}{' ...' if len(names) > 3 else ''}".rstrip()
+                for kind, names in self.parts[:5]
+            )
+            parts.append(f"as one change of {len(self.parts)} parts ({shown})")
         what = "; ".join(parts) or "no change needed"
         return f"{head}: {what} - {self.reason}"
 

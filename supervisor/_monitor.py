@@ -35,8 +35,10 @@ class Progress:
     Attributes:
         run_id: the run.
         elapsed: seconds since the run started (run clock).
-        stages: stages in the live graph.
-        done: stages in a terminal state.
+        stages: stages known so far: done, running or pending (a run that
+            grows adds to it; stages removed before they ran leave it).
+        done: stages that reached a terminal state (a counter: it never
+            decreases, and finished stages that left memory still count).
         running: stages whose actor is running.
         pending: stages waiting for their dependencies.
         added: stages added while the run ran (changes, not the pipeline).
@@ -88,11 +90,11 @@ class Monitor:
         self.samples.append((now, rss))
         if len(self.samples) > _MAX_SAMPLES:
             del self.samples[1::2]  # halve the resolution, keep the span
-        total = len(supervisor.graph)
         unfinished = supervisor.unfinished
         running = supervisor.running
         elapsed = now - supervisor.started_at
-        done = total - unfinished
+        done = supervisor.done
+        total = done + unfinished
         return Progress(
             run_id=supervisor.run_id,
             elapsed=elapsed,

@@ -30,7 +30,6 @@ __all__ = [
 _CHANGE_KINDS: Final = frozenset(typing.get_args(ChangeKind))
 _TRIGGERS: Final = ("all_succeeded", "none_failed")
 _EXECUTORS: Final = (None, "loop", "thread", "process")
-_LATEST_TIME: Final = 1e11  # seconds since the epoch: past the year 5000
 
 
 class BadRecord(ValueError):
@@ -68,11 +67,8 @@ def _number(value: Any, what: str) -> float:
 
 
 def moment(value: Any, what: str) -> float:
-    """``value`` if it is a wall-clock time (seconds since the epoch) a report can show."""
-    seconds = _number(value, what)
-    if not 0 <= seconds < _LATEST_TIME:
-        raise _bad(what, value)
-    return seconds
+    """``value`` if it is a wall-clock time: a finite number of seconds since the epoch."""
+    return _number(value, what)
 
 
 def texts(value: Any, what: str) -> tuple[str, ...]:
@@ -120,7 +116,18 @@ def audit_record(payload: dict[str, Any]) -> AuditRecord:
         cancelled=texts(payload["cancelled"], "cancelled stages"),
         error_type=_optional_text(payload["error_type"], "error type"),
         error=_optional_text(payload["error"], "error"),
+        parts=_parts(payload.get("parts", [])),
     )
+
+
+def _parts(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A change set's parts: ``[[kind, [stage, ...]], ...]``."""
+    if type(value) is not list or not all(
+        type(part) is list and len(part) == 2 for part in value
+    ):
+        what = "parts"
+        raise _bad(what, value)
+    return tuple((text(kind, "part"), texts(names, "part")) for kind, names in value)
 
 
 def spec_options(ref: Any) -> dict[str, Any]:

@@ -14,7 +14,8 @@ How a run is rebuilt, in journal order (``seq``, which must have no gap):
   from the recorded request; a mapped stage takes its name, key and item
   from the recorded expansion, never from a list recomputed later.
 * ``stage_started`` and ``stage_ended`` give each stage its last state, its
-  wall-clock times and, for a success, its encoded output.
+  wall-clock times and, for a success, its encoded output; ``stage_started``
+  and ``attempt_started`` (a retry) count the attempts that ran.
 
 A journal that contradicts itself (a gap in ``seq``, an event naming a stage
 the graph does not have, an edge closing a cycle, a malformed payload, a
@@ -28,12 +29,11 @@ class rebuilt), with the codec's allow-list when resuming.
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any, Final, NoReturn, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, final
 
 import attrs
 
 from dagvisor.actors import (
-    NO_ITEM,
     DagvisorError,
     JournalError,
     NotRestorableError,
@@ -41,6 +41,7 @@ from dagvisor.actors import (
     StageSpec,
     StageState,
     Undecoded,
+    fingerprint,
 )
 
 from ._graph import LiveGraph, Node
@@ -78,6 +79,9 @@ _MALFORMED: Final = (
 )
 """What reading a record of the wrong shape can raise (`BadRecord` among them)."""
 
+_Made: TypeAlias = tuple[StageSpec, str | None, str | None, object]
+"""A stage a change added: its spec, encoded item, key and the item's fingerprint."""
+
 
 async def _unavailable(ctx: Any) -> None:  # pragma: no cover - never run
     """Stands for a stage function this process has not registered (read-only use)."""
@@ -95,7 +99,7 @@ class Replayed:
             times are wall-clock seconds.
         audit: every audit record, in order.
         inputs: the run's inputs, decoded.
-        starts: how many times each stage was started.
+        starts: how many attempts of each stage started (its starts and retries).
         kept_cancelled: stages cancelled on purpose (``cancel_stage``).
         next_seq: the journal sequence number the run continues at.
         version: the graph version after the last change.
@@ -248,6 +252,11 @@ class _Replayer:
                 node.state = StageState.RUNNING
                 node.started = moment(payload["time"], "time")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
+            case "attempt_started":  # a retry: one more attempt that ran
+                node = self.node(payload["stage"], seq)
+                if type(payload["attempt"]) is not int:
+                    self.fail(f"event {seq} has an attempt that is not a number")
+                self.starts[node.name] = self.starts.get(node.name, 0) + 1
             case "stage_ended":
                 node = self.node(payload["stage"], seq)
                 node.state = StageState(payload["state"])
@@ -295,9 +304,14 @@ class _Replayer:
                     self.fail(
                         f"event {seq} adds {shown(name)} but its request does not"
                     )
-                spec, item, key = made[name]
+                spec, item, key, item_print = made[name]
                 graph.add_node(
-                    spec, (), name=name, created_by=record.seq, item=NO_ITEM, key=key
+                    spec,
+                    (),
+                    name=name,
+                    created_by=record.seq,
+                    key=key,
+                    item_print=item_print,
                 )
                 if item is not None:
                     self.items.append((name, item))
@@ -313,33 +327,56 @@ class _Replayer:
 
     def added_specs(
         self, record: AuditRecord, request: dict[str, Any]
-    ) -> dict[str, tuple[StageSpec, str | None, str | None]]:
-        """The stages a change added: spec, encoded item (mapped) and key."""
+    ) -> dict[str, _Made]:
+        """The stages a change added: spec, encoded item (mapped), key, fingerprint."""
         match record.kind:
             case "add_stage":
                 spec = self.spec(request["spec"])
-                return {spec.name: (spec, None, None)}
+                return {spec.name: (spec, None, None, None)}
             case "expand":
-                spec = self.spec(request["spec"])
-                keys = request["keys"]
-                items = request["items"]
-                if type(keys) is not list or type(items) is not list:
-                    self.fail(f"expand record {record.seq} lacks its keys or items")
-                if len(items) != len(keys):
-                    self.fail(f"expand record {record.seq} lacks its items")
-                return {
-                    f"{spec.name}[{key}]": (spec, text(item, "item"), str(key))
-                    for key, item in zip(keys, items, strict=True)
-                }
+                return self.mapped(record, request)
             case "replace_pending":
                 stages = request["stages"]
                 if type(stages) is not list:
                     msg = "its stages are not a list"
                     raise BadRecord(msg)
                 specs = [self.spec(entry["spec"]) for entry in stages]
-                return {spec.name: (spec, None, None) for spec in specs}
+                return {spec.name: (spec, None, None, None) for spec in specs}
+            case "change_set":
+                parts = request["parts"]
+                if type(parts) is not list:
+                    msg = "its parts are not a list"
+                    raise BadRecord(msg)
+                made: dict[str, _Made] = {}
+                for part in parts:
+                    if part["kind"] == "add_stage":
+                        spec = self.spec(part["spec"])
+                        made[spec.name] = (spec, None, None, None)
+                    elif part["kind"] == "expand":
+                        made.update(self.mapped(record, part))
+                return made
             case _:
                 self.fail(f"a {record.kind} record cannot add stages")
+
+    def mapped(self, record: AuditRecord, request: dict[str, Any]) -> dict[str, _Made]:
+        """The stages an expansion added (their items decoded later, in `finish`)."""
+        spec = self.spec(request["spec"])
+        keys = request["keys"]
+        items = request["items"]
+        if type(keys) is not list or type(items) is not list:
+            self.fail(f"expand record {record.seq} lacks its keys or items")
+        if len(items) != len(keys):
+            self.fail(f"expand record {record.seq} lacks its items")
+        made: dict[str, _Made] = {}
+        for key, item in zip(keys, items, strict=True):
+            encoded = text(item, "item")
+            made[f"{spec.name}[{key}]"] = (
+                spec,
+                encoded,
+                str(key),
+                fingerprint(None, encoded),
+            )
+        return made
 
     # -- values -------------------------------------------------------------------
 

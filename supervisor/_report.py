@@ -6,270 +6,45 @@ of stage execution with the graph changes marked on it, the changes (who,
 when, why), failures with their tracebacks, and the memory curve when the run
 was sampled.
 
-Large graphs stay readable: mapped groups (the stages of one ``expand``)
-are drawn as one node with their state counts, straight chains of stages as
-one node, and past `MAX_DRAWN` nodes only the first ones in graph order are
-drawn (the tables below still list everything that matters). The timeline
-draws one bar per stage up to `MAX_BARS` stages, else how many stages ran at
-each moment.
+The graph is drawn by ``_report_graph`` (large graphs collapsed). The
+timeline draws one bar per stage up to `MAX_BARS` stages, else how many
+stages ran at each moment. Every name, reason and error is escaped for HTML,
+and the JSON data block for a script element (`_script_json`): no text of a
+run can end the page's script or stop it.
 """
 
 from __future__ import annotations
 
-import datetime
-import html
 import json
 import traceback
-from collections import Counter, deque
 from typing import TYPE_CHECKING, Final
 
-from dagvisor.actors import RecordedError, StageState
+from dagvisor.actors import RecordedError
 
 from ._export import COLOURS
+from ._report_graph import graph_svg
+from ._text import html_text, shortened, when_text
 
 if TYPE_CHECKING:
     from ._audit import AuditRecord
     from ._result import RunResult
 
-__all__ = ["MAX_BARS", "MAX_DRAWN", "render_report", "when_text"]
+__all__ = ["MAX_BARS", "render_report"]
 
-MAX_DRAWN: Final = 400
 MAX_BARS: Final = 300
 MAX_CHANGES: Final = 500
 MAX_FAILURES: Final = 50
-_CHAIN_MIN: Final = 4
-_LAYER_MAX: Final = 60
-
-# Which state a collapsed group shows: the most alarming of its members'.
-_SEVERITY: Final = (
-    StageState.FAILED,
-    StageState.UPSTREAM_FAILED,
-    StageState.CANCELLED,
-    StageState.RUNNING,
-    StageState.PENDING,
-    StageState.SKIPPED,
-    StageState.SUCCEEDED,
-)
 
 
-class _Box:
-    """One node of the drawn graph: a stage, a mapped group or a chain."""
+def _script_json(value: object) -> str:
+    """JSON that stays data inside a ``<script>`` element, whatever its strings.
 
-    __slots__ = ("deps", "dynamic", "label", "layer", "members", "state", "title")
-
-    def __init__(self, label: str, members: list[str]) -> None:
-        self.label = label
-        self.members = members
-        self.deps: list[_Box] = []
-        self.layer = 0
-        self.state = StageState.PENDING
-        self.dynamic = False
-        self.title = ""
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _short(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def when_text(wall: float) -> str:
-    """A wall-clock time as ISO 8601 in UTC, to the millisecond."""
-    moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
-    return moment.isoformat(timespec="milliseconds")
-
-
-# -- the graph -------------------------------------------------------------------
-
-
-def _topological(names: list[str], deps: dict[str, tuple[str, ...]]) -> list[str]:
-    """Kahn's order over the result's stages (iterative; ties by listing order)."""
-    position = {name: i for i, name in enumerate(names)}
-    children: dict[str, list[str]] = {name: [] for name in names}
-    waiting = dict.fromkeys(names, 0)
-    for name in names:
-        for dep in deps[name]:
-            if dep in children:
-                children[dep].append(name)
-                waiting[name] += 1
-    ready = deque(name for name in names if waiting[name] == 0)
-    order: list[str] = []
-    while ready:
-        name = ready.popleft()
-        order.append(name)
-        for child in children[name]:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    if len(order) < len(names):  # cannot happen for a run's graph; stay total
-        seen = set(order)
-        order.extend(
-            sorted((n for n in names if n not in seen), key=lambda name: position[name])
-        )
-    return order
-
-
-def _boxes(result: RunResult) -> tuple[list[_Box], int]:
-    """The boxes to draw, in graph order, and how many stages were left undrawn."""
-    deps = {name: tuple(d) for name, d in result.dependencies.items()}
-    order = _topological(list(deps), deps)
-    origins = result.origins
-    states = result.states
-    # 1. Mapped groups: the stages one expand added, as one box.
-    group_of: dict[str, _Box] = {}
-    boxes: dict[str, _Box] = {}
-    for name in order:
-        record = origins[name]
-        if record is not None and record.kind == "expand" and len(record.added) > 1:
-            key = f"#{record.seq}"
-            box = boxes.get(key)
-            if box is None:
-                base = name.rsplit("[", 1)[0]
-                box = boxes[key] = _Box(f"{base}[…] {len(record.added)} mapped", [])
-            box.members.append(name)
-            group_of[name] = box
-        else:
-            box = boxes[name] = _Box(name, [name])
-            group_of[name] = box
-    drawn = list(dict.fromkeys(group_of[name] for name in order))
-    for box in drawn:
-        seen: set[int] = set()
-        for member in box.members:
-            for dep_name in deps[member]:
-                dep_box = group_of.get(dep_name)
-                if (
-                    dep_box is not None
-                    and dep_box is not box
-                    and id(dep_box) not in seen
-                ):
-                    seen.add(id(dep_box))
-                    box.deps.append(dep_box)
-    # 2. Straight chains (one way in, one way out) as one box.
-    merged_into: dict[int, _Box] = {}
-    forward: dict[int, list[_Box]] = {id(b): [] for b in drawn}
-    for box in drawn:
-        for dep in box.deps:
-            forward[id(dep)].append(box)
-    result_boxes: list[_Box] = []
-    for box in drawn:
-        if id(box) in merged_into:
-            continue
-        run = [box]
-        current = box
-        while (
-            len(current.members) == 1
-            and len(forward[id(current)]) == 1
-            and len(forward[id(current)][0].deps) == 1
-            and len(forward[id(current)][0].members) == 1
-        ):
-            current = forward[id(current)][0]
-            run.append(current)
-        if len(run) >= _CHAIN_MIN and len(run[0].members) == 1:
-            chain = _Box(
-                f"{_short(run[0].label, 14)} … {_short(run[-1].label, 14)} ({len(run)})",
-                [m for b in run for m in b.members],
-            )
-            chain.deps = list(run[0].deps)
-            for merged in run:
-                merged_into[id(merged)] = chain
-            forward[id(chain)] = forward[id(run[-1])]
-            result_boxes.append(chain)
-        else:
-            result_boxes.append(box)
-    for box in result_boxes:
-        box.deps = list(
-            dict.fromkeys(merged_into.get(id(dep), dep) for dep in box.deps)
-        )
-        box.deps = [dep for dep in box.deps if dep is not box]
-    # States, dynamic marks and titles.
-    for box in result_boxes:
-        counts = Counter(states[m] for m in box.members)
-        box.state = next(s for s in _SEVERITY if counts.get(s))
-        box.dynamic = any(origins[m] is not None for m in box.members)
-        if len(box.members) == 1:
-            (member,) = box.members
-            origin = origins[member]
-            how = (
-                "part of the pipeline"
-                if origin is None
-                else f"added by #{origin.seq} {origin.kind} from {origin.requester}: {origin.reason}"
-            )
-            box.title = f"{member}\n{states[member].value}\n{how}"
-        else:
-            shown = ", ".join(f"{n} {s.value}" for s, n in counts.most_common())
-            box.title = f"{len(box.members)} stages: {box.members[0]} … {box.members[-1]}\n{shown}"
-    left_out = 0
-    if len(result_boxes) > MAX_DRAWN:
-        kept = result_boxes[:MAX_DRAWN]
-        left_out = sum(len(b.members) for b in result_boxes[MAX_DRAWN:])
-        kept_ids = {id(b) for b in kept}
-        for box in kept:
-            box.deps = [dep for dep in box.deps if id(dep) in kept_ids]
-        result_boxes = kept
-    return result_boxes, left_out
-
-
-def _graph_svg(result: RunResult) -> str:
-    boxes, left_out = _boxes(result)
-    for box in boxes:  # boxes are in graph order: deps come first
-        box.layer = max((dep.layer + 1 for dep in box.deps), default=0)
-    layers: dict[int, list[_Box]] = {}
-    for box in boxes:
-        layers.setdefault(box.layer, []).append(box)
-    width_step, height_step, box_w, box_h = 200, 38, 170, 26
-    position: dict[int, tuple[int, int]] = {}
-    hidden = 0
-    for layer, members in layers.items():
-        for row, box in enumerate(members):
-            if row >= _LAYER_MAX:
-                hidden += len(box.members)
-                continue
-            position[id(box)] = (20 + layer * width_step, 20 + row * height_step)
-    rows = min(max((len(m) for m in layers.values()), default=1), _LAYER_MAX)
-    width = 40 + max(len(layers), 1) * width_step
-    height = 40 + rows * height_step
-    parts = [
-        f'<svg id="dag" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        'aria-label="final graph">'
-    ]
-    for box in boxes:
-        if id(box) not in position:
-            continue
-        x, y = position[id(box)]
-        for dep in box.deps:
-            if id(dep) not in position:
-                continue
-            dx, dy = position[id(dep)]
-            x1, y1, x2, y2 = dx + box_w, dy + box_h // 2, x, y + box_h // 2
-            mid = (x1 + x2) // 2
-            parts.append(
-                f'<path class="edge" d="M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}"/>'
-            )
-    for box in boxes:
-        if id(box) not in position:
-            continue
-        x, y = position[id(box)]
-        fill, stroke = COLOURS[box.state]
-        dash = ' stroke-dasharray="5,3"' if box.dynamic else ""
-        parts.append(
-            f'<g class="stage {box.state.value}{" dynamic" if box.dynamic else ""}">'
-            f"<title>{_esc(box.title)}</title>"
-            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" '
-            f'fill="{fill}" stroke="{stroke}"{dash}/>'
-            f'<text x="{x + 8}" y="{y + 17}">{_esc(_short(box.label, 24))}</text></g>'
-        )
-    parts.append("</svg>")
-    notes = []
-    if left_out or hidden:
-        notes.append(
-            f"{left_out + hidden:,} stages are not drawn (the graph is large); "
-            "the tables below cover them."
-        )
-    note = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
-    return note + "".join(parts)
+    ``<``, ``>`` and ``&`` are written as ``\\u003c``-style escapes, so no
+    ``</script>``, ``<!--`` or ``<script`` can end or re-enter the element;
+    ASCII output also escapes U+2028, U+2029 and lone surrogates.
+    """
+    text = json.dumps(value, ensure_ascii=True)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 # -- the timeline ----------------------------------------------------------------
@@ -301,9 +76,9 @@ def _timeline_svg(result: RunResult, offset: float, start: float, end: float) ->
             x1 = x_of(begun)
             bar = max(x_of(ended) - x1, 1.5)
             parts.append(
-                f'<text class="lane" x="{left - 6}" y="{y + 10}">{_esc(_short(name, 22))}</text>'
+                f'<text class="lane" x="{left - 6}" y="{y + 10}">{html_text(shortened(name, 22))}</text>'
                 f'<rect x="{x1:.1f}" y="{y}" width="{bar:.1f}" height="12" fill="{fill}" '
-                f'stroke="{stroke}"><title>{_esc(name)}: {ended - begun:.4f} s, '
+                f'stroke="{stroke}"><title>{html_text(name)}: {ended - begun:.4f} s, '
                 f"{state.value}</title></rect>"
             )
     else:
@@ -336,8 +111,8 @@ def _timeline_svg(result: RunResult, offset: float, start: float, end: float) ->
         kind = "accepted" if record.accepted else "refused"
         parts.append(
             f'<line class="change {kind}" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="18">'
-            f"<title>#{record.seq} {record.kind} by {_esc(record.requester)}: "
-            f"{_esc(record.reason)}</title></line>"
+            f"<title>#{record.seq} {record.kind} by {html_text(record.requester)}: "
+            f"{html_text(record.reason)}</title></line>"
         )
     parts.append(
         f'<text class="axis" x="{left}" y="{height - 4}">0 s</text>'
@@ -394,9 +169,9 @@ def _changes_table(audit: tuple[AuditRecord, ...], start: float) -> str:
         rows.append(
             f'<tr class="{"accepted" if record.accepted else "refused"}">'
             f"<td>{record.seq}</td><td>+{record.wall_time - start:.3f} s</td>"
-            f"<td>{_esc(record.requester)}</td><td>{_esc(record.kind)}</td>"
-            f"<td>{_esc('; '.join(what) or 'no change needed')}</td>"
-            f"<td>{_esc(record.reason)}</td></tr>"
+            f"<td>{html_text(record.requester)}</td><td>{html_text(record.kind)}</td>"
+            f"<td>{html_text('; '.join(what) or 'no change needed')}</td>"
+            f"<td>{html_text(record.reason)}</td></tr>"
         )
     more = (
         f'<p class="note">{len(audit) - MAX_CHANGES:,} more changes are not listed.</p>'
@@ -423,9 +198,9 @@ def _failures(result: RunResult) -> str:
         else:
             text = "".join(traceback.format_exception(error))
         parts.append(
-            f'<details class="failure" open><summary>{_esc(name)}: '
-            f"{_esc(type(error).__name__ if not isinstance(error, RecordedError) else error.recorded.split(':', 1)[0])}"
-            f"</summary><pre>{_esc(text)}</pre></details>"
+            f'<details class="failure" open><summary>{html_text(name)}: '
+            f"{html_text(type(error).__name__ if not isinstance(error, RecordedError) else error.recorded.split(':', 1)[0])}"
+            f"</summary><pre>{html_text(text)}</pre></details>"
         )
     if len(result.errors) > MAX_FAILURES:
         parts.append(
@@ -505,18 +280,18 @@ def render_report(result: RunResult) -> str:
         for state, (fill, stroke) in COLOURS.items()
     )
     body = (
-        f"<h1>Run {_esc(result.name)} <small>{_esc(result.run_id)}</small></h1>"
-        f"<p>started {_esc(when_text(stats.started_at))}</p>"
+        f"<h1>Run {html_text(result.name)} <small>{html_text(result.run_id)}</small></h1>"
+        f"<p>started {html_text(when_text(stats.started_at))}</p>"
         '<section id="summary"><div class="figures">'
         + "".join(
-            f'<div class="figure"><span>{_esc(label)}</span><b>{_esc(value)}</b></div>'
+            f'<div class="figure"><span>{html_text(label)}</span><b>{html_text(value)}</b></div>'
             for label, value in figures
         )
         + "</div></section>"
         + '<section id="graph"><h2>Final graph</h2>'
         f'<p class="legend">{legend} dashed: added at run time; '
         '<span id="drawn"></span></p>'
-        f'<div class="scroll">{_graph_svg(result)}</div></section>'
+        f'<div class="scroll">{graph_svg(result.states, result.dependencies, result.origins)}</div></section>'
         + '<section id="timeline-section"><h2>Timeline</h2>'
         '<p class="note">Ticks on top: graph changes (blue accepted, red refused).</p>'
         f'<div class="scroll">{_timeline_svg(result, offset, start, end)}</div></section>'
@@ -524,11 +299,11 @@ def render_report(result: RunResult) -> str:
         + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
         + f'<section id="memory-section"><h2>Memory</h2>{_memory_svg(result, offset)}</section>'
     )
-    data = json.dumps(summary).replace("</", "<\\/")
+    data = _script_json(summary)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
-        f"<title>dagvisor run {_esc(result.name)} {_esc(result.run_id[:8])}</title>"
+        f"<title>dagvisor run {html_text(result.name)} {html_text(result.run_id[:8])}</title>"
         f"<style>{_CSS}</style></head><body>{body}"
         f'<script id="summary-data" type="application/json">{data}</script>'
         f"<script>{_JS}</script></body></html>\n"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
 
-from dagvisor.actors import StageState, UnknownStageError
+from dagvisor.actors import StageState
 
+from ._audit import AuditLog
 from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
-from ._report import render_report, when_text
+from ._lineage import NO_STAGE_GONE, ConsumedOutput, GoneStages, Lineage, lineage_of
+from ._report import render_report
 
 if TYPE_CHECKING:
     from ._audit import AuditRecord
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ConsumedOutput",
     "Event",
+    "EventsLost",
     "GraphChanged",
     "Lineage",
     "RunResult",
@@ -28,6 +31,7 @@ __all__ = [
     "StageFinished",
     "StageStarted",
     "StageTiming",
+    "lineage_of",
 ]
 
 RunStatus: TypeAlias = Literal["succeeded", "failed", "cancelled", "interrupted"]
@@ -268,17 +272,36 @@ class RunResult:
     stats: RunStats
     _nodes: Mapping[str, Node] = attrs.field(factory=dict, repr=False, alias="nodes")
     _wall_offset: float = attrs.field(default=0.0, repr=False, alias="wall_offset")
+    # Stages that left memory (retain_outputs="journal", streams), and the
+    # audit's per-stage index, built when a lineage is first asked for (or
+    # the run's own, handed over).
+    _gone: GoneStages = attrs.field(default=NO_STAGE_GONE, repr=False, alias="gone")
+    _audit_log: list[AuditLog] = attrs.field(
+        factory=list, repr=False, alias="audit_log"
+    )
 
     def lineage(self, stage: str) -> Lineage:
-        """Where ``stage`` came from, what it read and when (see `Lineage`).
+        """Where ``stage`` came from, what it read and what became of it (see `Lineage`).
+
+        Answers for a stage removed by a change or dropped from memory too:
+        any stage a change of the run names.
 
         Raises:
-            UnknownStageError: the run has no such stage.
+            UnknownStageError: the run never had such a stage.
         """
-        node = self._nodes.get(stage)
-        if node is None:
-            raise UnknownStageError(stage, where=f"run {self.run_id!r}")
-        return lineage_of(node, self.audit, self._wall_offset)
+        if not self._audit_log:
+            log = AuditLog()
+            for record in self.audit:
+                log.append(record)
+            self._audit_log.append(log)
+        return lineage_of(
+            stage,
+            nodes=self._nodes,
+            audit=self._audit_log[0],
+            gone=self._gone,
+            wall_offset=self._wall_offset,
+            where=f"run {self.run_id!r}",
+        )
 
     @property
     def ok(self) -> bool:
@@ -323,92 +346,6 @@ class RunResult:
         )
 
 
-# -- lineage -----------------------------------------------------------------------
-
-
-@final
-@attrs.frozen
-class ConsumedOutput:
-    """An upstream output a stage read: whose, and when it was produced.
-
-    Attributes:
-        stage: the upstream stage.
-        produced_at: when that stage finished, seconds since the epoch.
-    """
-
-    stage: str
-    produced_at: float
-
-
-@final
-@attrs.frozen(kw_only=True)
-class Lineage:
-    """Where a stage came from and what it read: for audits and debugging.
-
-    Attributes:
-        stage: the stage.
-        state: how it ended (or its state now, for a run still going).
-        created_by: the audit record of the change that added it (who asked,
-            why, when), or None for a stage of the pipeline the run started with.
-        item_key: the key of a mapped stage (`expand`), else None.
-        consumed: the upstream outputs it read, in dependency order.
-        started_at: when it started, seconds since the epoch (None if it never ran).
-        finished_at: when it ended, seconds since the epoch (None if it has not).
-        changes: every audit record that names the stage, in order.
-    """
-
-    stage: str
-    state: StageState
-    created_by: AuditRecord | None
-    item_key: str | None
-    consumed: tuple[ConsumedOutput, ...]
-    started_at: float | None
-    finished_at: float | None
-    changes: tuple[AuditRecord, ...]
-
-    def __str__(self) -> str:
-        if self.created_by is None:
-            origin = "part of the pipeline the run started with"
-        else:
-            record = self.created_by
-            origin = (
-                f"added by change #{record.seq} ({record.kind}) requested by "
-                f"{record.requester!r}: {record.reason}"
-            )
-        lines = [f"{self.stage} [{self.state.value}]", f"  origin: {origin}"]
-        if self.item_key is not None:
-            lines.append(f"  mapped item key: {self.item_key}")
-        lines.extend(
-            f"  read output of {consumed.stage!r} (produced {when_text(consumed.produced_at)})"
-            for consumed in self.consumed
-        )
-        if self.started_at is not None:
-            lines.append(f"  started {when_text(self.started_at)}")
-        if self.finished_at is not None:
-            lines.append(f"  finished {when_text(self.finished_at)}")
-        lines.extend(f"  change: {record}" for record in self.changes)
-        return "\n".join(lines)
-
-
-def lineage_of(node: Node, audit: Sequence[AuditRecord], wall_offset: float) -> Lineage:
-    """The lineage of ``node``; its times plus ``wall_offset`` are wall-clock."""
-    ran = node.started is not None
-    return Lineage(
-        stage=node.name,
-        state=node.state,
-        created_by=None if node.created_by < 0 else audit[node.created_by],
-        item_key=node.key,
-        consumed=tuple(
-            ConsumedOutput(dep.name, dep.finished + wall_offset)
-            for dep in node.deps
-            if ran and dep.state is StageState.SUCCEEDED
-        ),
-        started_at=None if node.started is None else node.started + wall_offset,
-        finished_at=node.finished + wall_offset if node.state.is_terminal else None,
-        changes=tuple(record for record in audit if node.name in record.stages),
-    )
-
-
 # -- events ------------------------------------------------------------------------
 
 
@@ -439,4 +376,12 @@ class GraphChanged:
     record: AuditRecord
 
 
-Event: TypeAlias = StageStarted | StageFinished | GraphChanged
+@final
+@attrs.frozen
+class EventsLost:
+    """This reader fell behind and lost ``count`` events, just before the next one."""
+
+    count: int
+
+
+Event: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost

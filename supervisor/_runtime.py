@@ -21,7 +21,7 @@ import trio
 
 from dagvisor.actors import (
     CancelRun,
-    CancelStage,
+    ChangeRequests,
     Codec,
     Executor,
     Hooks,
@@ -31,21 +31,19 @@ from dagvisor.actors import (
     Message,
     NotRestorableError,
     Pipeline,
+    ReplySlot,
     RunClosedError,
     RunEnv,
     RunFailed,
     StageRegistry,
     StageSpec,
     StreamedPipeline,
-    UnknownStageError,
-    add_edge_request,
-    add_stage_request,
     ask,
     check_reason,
     default_registry,
-    expand_request,
-    remove_stage_request,
-    replace_pending_request,
+    freeze,
+    refuse_in_bootstrap,
+    spec_ref,
 )
 
 from ._export import to_dot, to_mermaid
@@ -53,7 +51,6 @@ from ._journal import Journal, JournaledRun, JournalWriter
 from ._monitor import Monitor, Progress
 from ._replay import replay
 from ._result import (
-    Event,
     Lineage,
     RunResult,
     RunStats,
@@ -63,7 +60,7 @@ from ._result import (
     _States,
     lineage_of,
 )
-from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs, spec_ref
+from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs
 
 if TYPE_CHECKING:
     import os
@@ -72,7 +69,9 @@ if TYPE_CHECKING:
     from dagvisor.actors import StageRef
 
     from ._audit import AuditLog
+    from ._events import EventStream
     from ._replay import Replayed
+    from ._snapshot import GraphSnapshot
 
 __all__ = ["Run", "Runtime", "runtime"]
 
@@ -97,12 +96,14 @@ def _check_policy(policy: str) -> FailurePolicy:
 
 
 @final
-class Run:
+class Run(ChangeRequests):
     """A handle on one run, returned by `Runtime.start`. Not constructed by users.
 
     Everything that changes the run is a request to its supervisor, applied in
     order with the requests of its stages, and audited with the requester
-    ``"external"``.
+    ``"external"``. The change methods are the stages' own (`ChangeRequests`):
+    ``add_stage``, ``add_edge``, ``expand``, ``remove_stage``,
+    ``replace_pending``, ``cancel_stage`` and ``changes``.
     """
 
     __slots__ = (
@@ -136,6 +137,14 @@ class Run:
     def __repr__(self) -> str:
         state = "done" if self._done.is_set() else "running"
         return f"<Run {self.name!r} {self.id} {state}>"
+
+    @property
+    def _requester(self) -> str:
+        return EXTERNAL
+
+    def snapshot(self) -> GraphSnapshot:
+        """The live graph as it is now: version, every stage's state, its dependencies."""
+        return self._supervisor.snapshot()
 
     @property
     def done(self) -> bool:
@@ -183,94 +192,42 @@ class Run:
         return _States(nodes), _Dependencies(nodes), _Origins(nodes, audit)
 
     def lineage(self, stage: StageRef) -> Lineage:
-        """Where a stage came from, what it read and when (see `Lineage`).
+        """Where a stage came from, what it read and what became of it (see `Lineage`).
+
+        Answers for a stage removed by a change or dropped from memory too.
 
         Raises:
-            UnknownStageError: the run has no such stage (now).
+            UnknownStageError: the run never had such a stage.
         """
         name = stage.name if isinstance(stage, StageSpec) else stage
         supervisor = self._supervisor
-        node = supervisor.graph.get(name)
-        if node is None:
-            raise UnknownStageError(name, where=f"run {self.id!r}")
-        return lineage_of(node, supervisor.audit, supervisor.wall_offset)
+        return lineage_of(
+            name,
+            nodes=supervisor.graph.nodes,
+            audit=supervisor.audit,
+            gone=supervisor._gone,
+            wall_offset=supervisor.wall_offset,
+            where=f"run {self.id!r}",
+        )
 
     def audit(self) -> AuditLog:
         """The run's audit trail so far (a live, read-only sequence of records)."""
         return self._supervisor.audit
 
-    def events(self, *, buffer: int = 10_000) -> trio.MemoryReceiveChannel[Event]:
-        """A channel of this run's events from now on: ``async for event in run.events()``.
+    def events(self, *, buffer: int = 10_000) -> EventStream:
+        """This run's events from now on: ``async for event in run.events()``.
 
         Stage-started, stage-finished and graph-changed events arrive in the
-        order they happen; the channel closes when the run ends. The run never
-        waits for a reader: past ``buffer`` unread events, newer ones are
-        dropped for this reader.
+        order they happen; the stream ends when the run has ended. The run
+        never waits for a reader: a reader more than ``buffer`` events behind
+        loses the oldest ones and is told how many by an `EventsLost` event.
+        A reader that stops (``break``, or dropping the stream) costs the run
+        nothing; ``stream.close()`` stops it explicitly.
         """
-        if buffer < 1:
-            msg = f"buffer must be at least 1, not {buffer!r}"
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            msg = f"buffer must be a whole number >= 1, not {buffer!r}"
             raise InvalidRequestError(msg)
-        return self._supervisor.subscribe(buffer)
-
-    async def add_stage(
-        self,
-        spec: StageSpec,
-        *,
-        after: StageRef | Iterable[StageRef] | None = None,
-        before: StageRef | Iterable[StageRef] | None = None,
-        reason: str,
-    ) -> str:
-        """Add a stage from outside the run; see `StageContext.add_stage`."""
-        return await add_stage_request(
-            self._env, EXTERNAL, spec, after=after, before=before, reason=reason
-        )
-
-    async def add_edge(
-        self, upstream: StageRef, downstream: StageRef, *, reason: str
-    ) -> None:
-        """Make pending stage ``downstream`` wait for ``upstream``."""
-        await add_edge_request(self._env, EXTERNAL, upstream, downstream, reason=reason)
-
-    async def expand(
-        self,
-        spec: StageSpec,
-        items: Iterable[Any],
-        *,
-        reason: str,
-        key: Callable[[Any], object] | None = None,
-        after: StageRef | Iterable[StageRef] | None = None,
-    ) -> list[str]:
-        """Map a stage over items from outside the run; see `StageContext.expand`."""
-        return await expand_request(
-            self._env, EXTERNAL, spec, items, reason=reason, key=key, after=after
-        )
-
-    async def remove_stage(self, name: StageRef, *, reason: str) -> None:
-        """Remove a stage that has not started."""
-        await remove_stage_request(self._env, EXTERNAL, name, reason=reason)
-
-    async def replace_pending(self, pipeline: Pipeline, *, reason: str) -> None:
-        """Replace every stage that has not started; see `StageContext.replace_pending`."""
-        await replace_pending_request(self._env, EXTERNAL, pipeline, reason=reason)
-
-    async def cancel_stage(self, name: StageRef, *, reason: str) -> None:
-        """Cancel one stage: a running one is interrupted, a pending one never runs.
-
-        Its pending dependents are cancelled too.
-
-        Raises:
-            UnknownStageError: no such stage.
-            StageStateError: the stage already ended.
-            RunClosedError: the run has ended.
-        """
-        reason = check_reason(reason)
-        stage_name = name.name if isinstance(name, StageSpec) else name
-        await ask(
-            self._env,
-            lambda reply: CancelStage(
-                name=stage_name, reason=reason, requester=EXTERNAL, reply=reply
-            ),
-        )
+        return self._supervisor.events.subscribe(buffer)
 
     async def cancel(self, *, reason: str = "cancelled by the caller") -> None:
         """Cancel the whole run and wait until it has ended.
@@ -282,7 +239,7 @@ class Run:
         with suppress(RunClosedError):
             await ask(
                 self._env,
-                lambda reply: CancelRun(reason=reason, requester=EXTERNAL, reply=reply),
+                CancelRun(reason=reason, requester=EXTERNAL, reply=ReplySlot()),
             )
         await self._done.wait()
 
@@ -384,6 +341,8 @@ class Run:
             audit=supervisor.audit.snapshot(),
             stats=stats,
             wall_offset=supervisor.wall_offset,
+            gone=supervisor._gone,
+            audit_log=[supervisor.audit],
         )
 
 
@@ -546,12 +505,15 @@ class Runtime:
         env = RunEnv(
             run_id=run_id,
             outbox=send,
-            run_inputs=MappingProxyType(dict(inputs or {})),
+            run_inputs=MappingProxyType(
+                {name: freeze(value) for name, value in (inputs or {}).items()}
+            ),
             thread_limiter=self._limiter,
             cleanup_timeout=self._cleanup_timeout,
             hooks=self._hooks,
             default_executor=self._executor,
             codec=self._codec,
+            registry=self._registry,
         )
         supervisor = GraphSupervisor(
             run_id=run_id,
@@ -561,7 +523,6 @@ class Runtime:
             policy=policy,
             retain_outputs=self._retain_outputs,
             journal=self._journal,
-            registry=self._registry,
             restored=restored,
         )
         return Run(run_id, name, env, supervisor, send), supervisor
@@ -776,9 +737,17 @@ async def runtime(
             ``monitor_interval`` (0.5 s if not given), never once per stage.
 
     Leaving the block cancels the runs still going and waits for their cleanup.
+
+    Raises:
+        MissingMainGuardError: this process is a worker process importing
+            the main script again, which opens a runtime at its top level.
     """
+    refuse_in_bootstrap()
     policy = _check_policy(on_failure)
-    if executor not in ("thread", "process") and not isinstance(executor, Executor):
+    named = isinstance(executor, str)  # an Executor's own __eq__ is never called
+    if not (named and executor in ("thread", "process")) and (
+        named or not isinstance(executor, Executor)
+    ):
         msg = (
             "executor must be 'thread', 'process' or an Executor such as DaskExecutor, "
             f"not {executor!r}"

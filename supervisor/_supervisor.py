@@ -27,21 +27,36 @@ import traceback
 from collections import deque
 from operator import attrgetter
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, assert_never, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Literal,
+    TypeAlias,
+    TypeVar,
+    assert_never,
+    cast,
+)
 
 import attrs
 import outcome
 import trio
 
 from dagvisor.actors import (
+    NO_ITEM,
     AddEdge,
     AddStage,
+    AttemptStarted,
     CancelRun,
     CancelStage,
+    ChangePart,
+    ChangeSet,
     CycleError,
     DagvisorError,
     DuplicateStageError,
     Expand,
+    InternalError,
+    InvalidRequestError,
     Message,
     RemoveStage,
     ReplacePending,
@@ -51,7 +66,6 @@ from dagvisor.actors import (
     StageCancelled,
     StageContext,
     StageFailed,
-    StageRegistry,
     StagesEnded,
     StageSkipped,
     StageSpec,
@@ -60,14 +74,19 @@ from dagvisor.actors import (
     StageSucceeded,
     StreamedPipeline,
     UnknownStageError,
+    freeze,
     ref_names,
     run_stage,
+    same_print,
+    spec_ref,
 )
 
 from ._audit import AuditLog, AuditRecord, ChangeKind
+from ._events import EventLog
+from ._gone import GoneNames
 from ._graph import RELEASED, LiveGraph, Node
-from ._isolation import SHARED_TYPES, isolate
 from ._result import Event, GraphChanged, StageFinished, StageStarted
+from ._snapshot import GraphSnapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -107,17 +126,24 @@ _BLOCKED: dict[StageState, StageState] = {
 
 
 class _Change:
-    """What an accepted change did, for its audit record and reply."""
+    """What a change did so far, for its audit record, its reply, and its undoing.
 
-    __slots__ = ("added", "cancelled", "edges", "journal", "removed", "value")
+    Handlers append to ``added`` and ``edges`` right after each addition to
+    the graph, so that an addition can always be undone (`_undo`) if a later
+    step of the same change is refused. A handler that is about to remove
+    or settle stages first sets ``undoable`` to False.
+    """
 
-    def __init__(self, value: Any = None) -> None:
-        self.value = value
-        self.journal: dict[str, Any] | None = None
+    __slots__ = ("added", "cancelled", "edges", "parts", "removed", "undoable", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
         self.added: list[str] = []
         self.removed: list[str] = []
         self.edges: list[tuple[str, str]] = []
         self.cancelled: list[str] = []
+        self.parts: list[tuple[str, tuple[str, ...]]] = []
+        self.undoable = True
 
     @property
     def empty(self) -> bool:
@@ -137,7 +163,6 @@ class GraphSupervisor:
         policy: FailurePolicy,
         retain_outputs: RetainOutputs = "all",
         journal: JournalWriter | None = None,
-        registry: StageRegistry | None = None,
         restored: Replayed | None = None,
     ) -> None:
         self.run_id = run_id
@@ -158,10 +183,10 @@ class GraphSupervisor:
         # dropped from memory; the journal keeps its record.
         self._drop = retain_outputs == "journal"
         self._ended: list[Node] = []
-        # Dropped stage name -> the audit seq of the change that added it.
-        self._dropped: dict[str, int] = {}
+        # Stages that left memory (dropped or evicted): their names stay taken.
+        self._gone = GoneNames()
         self._journal = journal
-        self._registry = registry
+        self._serving: Request | None = None
         self._journal_out: list[tuple[Any, ...]] = []
         self._journal_seq = 0
         self._where = f"run {run_id!r}"
@@ -169,13 +194,16 @@ class GraphSupervisor:
         self._stages_closed = trio.Event()
         self._stopping = False
         self._closed = False
-        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self.events = EventLog()
         self._ready: list[Node] = []
         self._to_settle: list[tuple[Node, StageState]] = []
         self._stream: Iterator[StreamItem] | None = None
         self._window = self._refill_at = 0
         self._previous: str | None = None
+        # A streamed run's stages, oldest first (streamed and added at run
+        # time alike): the oldest finished ones leave memory as it goes on.
         self._streamed: deque[Node] = deque()
+        self._streaming = isinstance(pipeline, StreamedPipeline)
         self.evicted: dict[StageState, int] = dict.fromkeys(StageState, 0)
         self._roots: list[Node]
         if isinstance(pipeline, StreamedPipeline):
@@ -191,6 +219,9 @@ class GraphSupervisor:
         self.running = 0
         self.added = 0
         self.failed = 0
+        # Stages that reached a terminal state: a counter, never derived from
+        # the graph, which finished stages may leave (streams, retention).
+        self.done = 0
         self._now = trio.lowlevel.current_clock().current_time
         self._start_soon: Callable[..., None] | None = None
         self._prior_starts: dict[str, int] = {}
@@ -279,14 +310,20 @@ class GraphSupervisor:
             self._handle(message)
 
     def _close(self) -> None:
-        """End the run: settle every stage, answer queued requests, close channels."""
+        """End the run: answer every request, close the inbox, settle every stage.
+
+        Also the way out when the supervisor itself failed (a bug): then the
+        request it was serving is answered with `InternalError`, queued ones
+        with `RunClosedError`, and stages are settled even if settling one
+        fails again. Nobody waits forever for an answer.
+        """
         now = trio.current_time()
         self._stopping = True
-        if self._unfinished:
-            for node in self.graph:
-                if not node.state.is_terminal:
-                    self._finish(node, CANCELLED, now)
         self._closed = True
+        serving, self._serving = self._serving, None
+        if serving is not None and not serving.reply.answered:
+            msg = "the run ended on a failure of dagvisor while serving this request; please report it"
+            serving.reply.send_nowait(outcome.Error(InternalError(msg)))
         while True:
             try:
                 message = self._inbox.receive_nowait()
@@ -298,18 +335,30 @@ class GraphSupervisor:
                 | StageFailed
                 | StageCancelled
                 | StageSkipped
+                | AttemptStarted
                 | StagesEnded,
             ):
-                self._refuse_closed(message)
+                try:
+                    self._refuse_closed(message)
+                except Exception:  # not even the audit: still answer
+                    if not message.reply.answered:
+                        error = RunClosedError(self.run_id)
+                        message.reply.send_nowait(outcome.Error(error))
         self._inbox.close()
+        if self._unfinished:
+            for node in list(self.graph):
+                if not node.state.is_terminal:
+                    try:
+                        self._finish(node, CANCELLED, now)
+                    except Exception:  # settled without its effects: the run is over
+                        node.state = CANCELLED
+                        node.finished = now
         if self.status == "running":
             self.status = "failed" if self.errors else "succeeded"
         self.ended_at = now
         if self._journal is not None:
             self._journal_out.append(("end", self.run_id, self.status, time.time()))
-        for subscriber in self._subscribers:
-            subscriber.close()
-        self._subscribers.clear()
+        self.events.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -318,23 +367,24 @@ class GraphSupervisor:
         self._record(request, _kind_of(request), None, error)
         request.reply.send_nowait(outcome.Error(error))
 
-    def subscribe(self, buffer: int) -> trio.MemoryReceiveChannel[Event]:
-        """A channel of this run's events from now on; closed when the run ends."""
-        send, receive = trio.open_memory_channel[Event](buffer)
-        if self._closed:
-            send.close()
-        else:
-            self._subscribers.append(send)
-        return receive
+    def snapshot(self) -> GraphSnapshot:
+        """The live graph now (a copy: O(stages), never on the hot path)."""
+        nodes = self.graph.nodes
+        return GraphSnapshot(
+            run_id=self.run_id,
+            status=self.status,
+            version=self.version,
+            states=MappingProxyType({name: node.state for name, node in nodes.items()}),
+            dependencies=MappingProxyType(
+                {
+                    name: tuple(dep.name for dep in node.deps)
+                    for name, node in nodes.items()
+                }
+            ),
+        )
 
     def _publish(self, event: Event) -> None:
-        for subscriber in tuple(self._subscribers):
-            try:
-                subscriber.send_nowait(event)
-            except trio.WouldBlock:
-                pass  # a slow reader loses events rather than stalling the run
-            except trio.BrokenResourceError:
-                self._subscribers.remove(subscriber)  # the reader closed its end
+        self.events.publish(event)
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -361,6 +411,18 @@ class GraphSupervisor:
                 node = cast("Node", token)
                 if node.state is RUNNING:
                     self._finish(node, SKIPPED, self._now())
+            case AttemptStarted(token=token, attempt=attempt):
+                node = cast("Node", token)
+                if node.state is RUNNING and self._journal is not None:
+                    # So that a resume counts on from the attempts that ran.
+                    self._jot(
+                        "attempt_started",
+                        {
+                            "stage": node.name,
+                            "attempt": attempt,
+                            "time": self._now() + self.wall_offset,
+                        },
+                    )
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
             case AddStage():
@@ -377,6 +439,8 @@ class GraphSupervisor:
                 self._serve(message, self._cancel_stage)
             case CancelRun():
                 self._serve(message, self._cancel_run)
+            case ChangeSet():
+                self._serve(message, self._change_set)
             case _:
                 assert_never(message)
 
@@ -390,20 +454,18 @@ class GraphSupervisor:
         self.running += 1
         node.started = now = self._now()
         scope = node.scope = trio.CancelScope()
+        # Outputs were frozen by the stages that produced them: shared as they are.
         inputs = {}
         for dep in node.deps:  # a loop, not a comprehension: this is the hot path
             if dep.state is SUCCEEDED:
-                value = dep.output
-                inputs[dep.name] = (
-                    value if type(value) in SHARED_TYPES else isolate(value)
-                )
+                inputs[dep.name] = dep.output
         if self._release:  # after the inputs were taken: now they may go
             self._left_pending(node)
         ctx = StageContext(
             self._env, node, node.name, MappingProxyType(inputs), node.item, node.key
         )
-        if self._prior_starts:  # a resumed run: attempts count on from before
-            ctx.attempt = self._prior_starts.get(node.name, 0) * (node.spec.retries + 1)
+        if self._prior_starts:  # a resumed run: attempts count on from those that ran
+            ctx.attempt = self._prior_starts.get(node.name, 0)
         start_soon = self._start_soon
         assert start_soon is not None
         start_soon(run_stage, node.spec, ctx, scope, name=node.name)
@@ -411,7 +473,7 @@ class GraphSupervisor:
             self._jot(
                 "stage_started", {"stage": node.name, "time": now + self.wall_offset}
             )
-        if self._subscribers:
+        if self.events.readers:
             self._publish(StageStarted(node.name, now))
 
     def _finish(
@@ -434,9 +496,10 @@ class GraphSupervisor:
         node.finished = now
         node.scope = None
         self._unfinished -= 1
+        self.done += 1
         if self._drop:
             self._ended.append(node)
-        if self._subscribers:
+        if self.events.readers:
             self._publish(StageFinished(node.name, state, now))
         if state is SUCCEEDED:
             for child in node.dependents:
@@ -468,7 +531,8 @@ class GraphSupervisor:
                 if self._drop:
                     self._ended.append(child)
                 self._unfinished -= 1
-                if self._subscribers:
+                self.done += 1
+                if self.events.readers:
                     self._publish(StageFinished(child.name, child.state, now))
                 stack.append(child)
 
@@ -480,12 +544,12 @@ class GraphSupervisor:
         """
         ended, self._ended = self._ended, []
         for node in ended:
-            self._drop_if_done(node)
-            for dep in node.deps:
+            for dep in node.deps:  # first: dropping the node unlinks them
                 self._drop_if_done(dep)
+            self._drop_if_done(node)
 
     def _drop_if_done(self, node: Node) -> None:
-        if not node.state.is_terminal or node.name in self._dropped:
+        if not node.state.is_terminal or node.order < 0:  # running, or gone
             return
         dependents = node.dependents
         if not dependents:
@@ -496,20 +560,37 @@ class GraphSupervisor:
         node.ended_dependents = seen
         if seen < len(dependents):
             return
+        self._forget(node)
+
+    def _forget(self, node: Node) -> None:
+        """Let a finished stage leave memory; its name stays taken.
+
+        The one way out for retained (``retain_outputs="journal"``) and
+        streamed runs alike. What is left of the node is a husk (its name,
+        state, times and spec): dependents still in memory keep it among
+        their dependencies, but never its item, its output or the stages
+        before it, so memory follows the stages in flight.
+        """
         nodes = self.graph.nodes
         if nodes.get(node.name) is node:
             del nodes[node.name]
-            self._dropped[node.name] = node.created_by
+            requester = (
+                None if node.created_by < 0 else self.audit[node.created_by].requester
+            )
+            self._gone.add(node.name, node.created_by, requester)
             self.evicted[node.state] += 1
-            # Unlinked, so a chain of dropped stages is not kept reachable.
-            node.deps = ()
-            node.dependents = []
+        node.deps = ()
+        node.dependents.clear()
+        node.item = NO_ITEM
+        node.item_print = None
+        node.output = None
+        node.order = -1  # never in an order region again (see LiveGraph)
 
     def _dropped_error(self, name: str, action: str) -> StageStateError:
         return StageStateError(
             name,
-            "ended, and was dropped from memory (retain_outputs='journal'; the "
-            "journal keeps its record)",
+            "ended, and left memory (retain_outputs='journal' and streamed "
+            "pipelines drop finished stages; a journal keeps their record)",
             action,
         )
 
@@ -637,11 +718,14 @@ class GraphSupervisor:
         unfinished = 0
         for node in self.graph:
             state = node.state
+            # Decoded from the journal: frozen like every value stages share.
+            node.item = freeze(node.item)
             if (
                 state is SUCCEEDED
                 or state is SKIPPED
                 or (state is CANCELLED and node.name in kept)
             ):
+                node.output = freeze(node.output)
                 if node.started is not None:
                     node.started += shift
                 node.finished += shift
@@ -661,6 +745,7 @@ class GraphSupervisor:
                     if not (dep.state.is_terminal and dep.lets_through(node))
                 )
         self._unfinished = unfinished
+        self.done = len(self.graph) - unfinished
         self._restoring = True
 
     def _settle_restored(self) -> None:
@@ -698,10 +783,6 @@ class GraphSupervisor:
                     await journal.submit(rest)
                 return
 
-    def _check_restorable(self, spec: StageSpec) -> None:
-        if self._registry is not None:
-            self._registry.check_restorable(spec)
-
     # -- streamed pipelines ------------------------------------------------------
 
     def _refill(self) -> None:
@@ -729,7 +810,7 @@ class GraphSupervisor:
             try:
                 spec, after = self._stream_item(item)
                 name = spec.name
-                if name in nodes:
+                if name in nodes or name in self._gone:
                     raise DuplicateStageError(name, where=self._where)
                 deps = []
                 for dep_name in after:
@@ -738,7 +819,7 @@ class GraphSupervisor:
                         raise UnknownStageError(dep_name, referrer=name, where=where)
                     self._check_readable(dep, name)
                     deps.append(dep)
-            except (DagvisorError, TypeError) as exc:
+            except DagvisorError as exc:
                 self._stream_failed(_item_name(item), exc)
                 break
             node = self.graph.add_node(spec, deps)
@@ -749,16 +830,27 @@ class GraphSupervisor:
         self._after_change()
 
     def _stream_item(self, item: object) -> tuple[StageSpec, tuple[str, ...]]:
+        """The stage a streamed item names and what it comes after.
+
+        The ``after=`` part is the user's iterable: read here, between
+        messages; whatever it raises fails the stream with a typed error.
+        """
         if isinstance(item, StageSpec):
             return item, () if self._previous is None else (self._previous,)
-        if (
-            isinstance(item, tuple)
-            and len(item) == 2
-            and isinstance(item[0], StageSpec)
-        ):
-            return item[0], ref_names(item[1])
-        msg = f"a streamed pipeline yields stages or (stage, after) pairs, not {item!r}"
-        raise TypeError(msg)
+        if type(item) is tuple and len(item) == 2 and isinstance(item[0], StageSpec):
+            try:
+                return item[0], ref_names(item[1])
+            except Exception as exc:
+                msg = (
+                    f"the stages streamed stage {item[0].name!r} comes after could "
+                    f"not be read ({type(exc).__name__}: {exc}); yield a list of names"
+                )
+                raise InvalidRequestError(msg) from exc
+        msg = (
+            "a streamed pipeline yields stages or (stage, after) pairs, not a "
+            f"{type(item).__qualname__}"
+        )
+        raise InvalidRequestError(msg)
 
     def _stream_failed(self, name: str, error: Exception) -> None:
         self._stream = None
@@ -767,23 +859,24 @@ class GraphSupervisor:
             self._stop("failed")
 
     def _evict(self) -> None:
-        """Drop the oldest finished streamed stages whose dependents have all ended."""
+        """Let the oldest finished stages of a stream leave memory (see `_forget`).
+
+        Oldest first, beyond the window, once every stage after them has
+        ended; stages a change added at run time go the same way.
+        """
         streamed = self._streamed
         nodes = self.graph.nodes
-        evicted = self.evicted
         while len(streamed) > self._window:
             node = streamed[0]
+            if nodes.get(node.name) is not node:  # removed, or a change undone
+                streamed.popleft()
+                continue
             if not node.state.is_terminal or any(
                 not child.state.is_terminal for child in node.dependents
             ):
                 break
             streamed.popleft()
-            if nodes.get(node.name) is node:
-                del nodes[node.name]
-                evicted[node.state] += 1
-            # Unlink, so a chain of evicted stages does not stay reachable.
-            node.deps = ()
-            node.dependents = []
+            self._forget(node)
 
     def _stop(self, status: Literal["failed", "cancelled"]) -> None:
         """Begin ending the run: no new stage starts, running ones are cancelled."""
@@ -796,24 +889,70 @@ class GraphSupervisor:
 
     # -- requests ----------------------------------------------------------------
 
-    def _serve(self, request: R, apply: Callable[[R], _Change]) -> None:
+    def _serve(self, request: R, apply: Callable[[R, _Change], Any]) -> None:
+        """Apply one request whole, or refuse it; audit and answer it exactly once."""
         req = cast("Request", request)
         if self._stopping:
             # The run is ending (a failure under fail-fast, or a cancel): a new
             # stage would never start, so the change is refused, not dropped.
             self._refuse_closed(req)
             return
+        if req.refused is not None:  # found by the requester while preparing it
+            self._refuse(req, req.refused)
+            return
         self._ready.clear()
         self._to_settle.clear()
+        change = _Change()
+        counters = (self._unfinished, self.added)
+        self._serving = req
         try:
-            change = apply(request)
-        except DagvisorError as error:
-            self._record(req, _kind_of(req), None, error)
-            req.reply.send_nowait(outcome.Error(error))
+            change.value = apply(request, change)
+        except DagvisorError as refusal:
+            self._undo(change, counters)
+            self._refuse(req, refusal)
+            self._serving = None
+            return
+        except Exception as exc:
+            # A bug in dagvisor while applying. Undone when it can be: the
+            # change is refused and the run goes on. Otherwise the graph may
+            # be inconsistent: refused, and the run ends (every waiting
+            # requester is answered when it closes).
+            undone = self._undo(change, counters)
+            failure = _internal_refusal(exc, undone=undone)
+            self._refuse(req, failure)
+            if not undone:
+                raise failure from exc
+            self._serving = None
             return
         self._record(req, _kind_of(req), change, None)
         req.reply.send_nowait(outcome.Value(change.value))
+        self._serving = None
         self._after_change()
+
+    def _refuse(self, request: Request, error: DagvisorError) -> None:
+        self._record(request, _kind_of(request), None, error)
+        request.reply.send_nowait(outcome.Error(error))
+
+    def _undo(self, change: _Change, counters: tuple[int, int]) -> bool:
+        """Take back what a change added so far; False if it cannot be (it removed or settled)."""
+        self._ready.clear()
+        self._to_settle.clear()
+        if not change.undoable:
+            return False
+        if not change.added and not change.edges:
+            return True
+        graph = self.graph
+        added = set(change.added)
+        try:
+            for upstream, downstream in reversed(change.edges):
+                if downstream not in added:  # an edge into a stage that stays
+                    graph.remove_edge(graph.nodes[upstream], graph.nodes[downstream])
+            for name in reversed(change.added):
+                graph.remove_node(graph.nodes[name])
+        except Exception:  # the graph is not what the change left: give up
+            return False
+        self._unfinished, self.added = counters
+        return True
 
     def _record(
         self,
@@ -842,13 +981,18 @@ class GraphSupervisor:
             cancelled=tuple(change.cancelled) if change and change.cancelled else (),
             error_type=None if error is None else type(error).__name__,
             error=None if error is None else str(error),
+            parts=tuple(change.parts) if change and change.parts else (),
         )
         self.audit.append(record)
         if self._journal is not None:
             self._jot(
-                "change", _change_payload(record, request, change, self._registry)
+                "change",
+                {
+                    **{name: getattr(record, name) for name in _RECORD_FIELDS},
+                    "request": _asked(request),
+                },
             )
-        if self._subscribers:
+        if self.events.readers:
             self._publish(GraphChanged(record))
         if logger.isEnabledFor(
             logging.DEBUG
@@ -868,7 +1012,7 @@ class GraphSupervisor:
     def _require(self, name: str, referrer: str | None = None) -> Node:
         node = self.graph.get(name)
         if node is None:
-            if name in self._dropped:
+            if name in self._gone:
                 raise self._dropped_error(
                     name,
                     "change" if referrer is None else f"make {referrer!r} depend on",
@@ -886,10 +1030,9 @@ class GraphSupervisor:
         Raises:
             DuplicateStageError: the name was dropped and someone else asks.
         """
-        created_by = self._dropped.get(name)
-        if created_by is None:
+        if name not in self._gone:
             return False
-        if created_by >= 0 and self.audit[created_by].requester == requester:
+        if self._gone.added_by(name, requester):
             return True
         raise DuplicateStageError(name, where=self._where)
 
@@ -905,14 +1048,17 @@ class GraphSupervisor:
         spec: StageSpec,
         deps: tuple[str, ...],
         requester: str,
-        item: Any,
+        item_print: object,
     ) -> bool:
-        """Whether ``node`` is what this request would add (an idempotent re-add)."""
-        if node.spec != spec or node.created_by < 0:
+        """Whether ``node`` is what this request would add (an idempotent re-add).
+
+        Compares by identity and builtin equality only: never user code.
+        """
+        if not _same_spec(node.spec, spec) or node.created_by < 0:
             return False
         if self.audit[node.created_by].requester != requester:
             return False
-        if node.item is not item and node.item != item:
+        if not same_print(node.item_print, item_print):
             return False
         return {dep.name for dep in node.deps} >= set(deps)
 
@@ -930,79 +1076,73 @@ class GraphSupervisor:
             targets.append(node)
         return targets
 
-    def _add_stage(self, request: AddStage) -> _Change:
+    def _add_stage(self, request: AddStage, change: _Change) -> str:
         spec = request.spec
         name = spec.name
-        self._check_restorable(spec)
         existing = self.graph.get(name)
         if existing is not None:
             if self._is_same_addition(
-                existing, spec, request.after, request.requester, existing.item
+                existing, spec, request.after, request.requester, None
             ):
-                return _Change(name)
+                return name
             raise DuplicateStageError(name, where=self._where)
-        if self._dropped and self._dropped_again(name, request.requester):
-            return _Change(name)
+        if self._gone and self._dropped_again(name, request.requester):
+            return name
         deps = [self._require(dep, referrer=name) for dep in request.after]
         for dep in deps:
             self._check_readable(dep, name)
         befores = self._check_before(name, deps, request.before)
         # Validated: apply.
-        change = _Change(name)
-        node = self.graph.add_node(spec, deps, created_by=len(self.audit))
+        node = self.graph.add_node(
+            spec, deps, created_by=len(self.audit), before=befores
+        )
         self._unfinished += 1
         self.added += 1
         change.added.append(name)
+        if self._streaming:
+            self._streamed.append(node)
         change.edges.extend((dep.name, name) for dep in deps)
         for later in befores:
             self.graph.add_edge(node, later)
             change.edges.append((name, later.name))
         self._settle_new(node)
-        return change
+        return name
 
-    def _add_edge(self, request: AddEdge) -> _Change:
+    def _add_edge(self, request: AddEdge, change: _Change) -> None:
         upstream = self._require(request.upstream)
         self._check_readable(upstream, request.downstream)
         downstream = self._require_pending(
             request.downstream, f"make it wait for {request.upstream!r}: cannot change"
         )
         if upstream in downstream.deps:
-            return _Change()
+            return
         path = self.graph.cycle_path(upstream, downstream)
         if path is not None:
             raise CycleError(path, where=self._where)
         self.graph.add_edge(upstream, downstream)
-        change = _Change()
         change.edges.append((upstream.name, downstream.name))
         self._settle_new(downstream)
-        return change
 
-    def _expand(self, request: Expand) -> _Change:
+    def _expand(self, request: Expand, change: _Change) -> tuple[str, ...]:
         spec = request.spec
-        self._check_restorable(spec)
-        codec = self._env.codec
-        encoded_items = (
-            [codec.encode(item) for item in request.items]
-            if codec is not None
-            else None
-        )
         names = tuple(f"{spec.name}[{key}]" for key in request.keys)
+        prints = request.prints
         existing = [self.graph.get(name) for name in names]
         again = (
             [self._dropped_again(name, request.requester) for name in names]
-            if self._dropped
+            if self._gone
             else [False] * len(names)
         )
         if any(again) or any(node is not None for node in existing):
             # Asked before: an idempotent re-add only if every stage is the
             # same addition (or was added by the same requester and dropped).
-            for name, node, item, dropped in zip(
-                names, existing, request.items, again, strict=True
+            for name, node, item_print, dropped in zip(
+                names, existing, prints, again, strict=True
             ):
                 if dropped or (
                     node is not None
                     and self._is_same_addition(
-                        node, spec, request.after, request.requester, item
+                        node, spec, request.after, request.requester, item_print
                     )
                 ):
                     continue
@@ -1016,44 +1156,73 @@ class GraphSupervisor:
                         if found is not None or gone
                     )
                 raise DuplicateStageError(clash, where=self._where)
-            return _Change(names)
+            return names
         deps = [
             self._require(dep, referrer=names[0] if names else spec.name)
             for dep in request.after
         ]
         for dep in deps:
             self._check_readable(dep, names[0] if names else spec.name)
-        change = _Change(names)
-        change.journal = {"items": encoded_items}
+        # Validated: apply.
         seq = len(self.audit)
-        self._unfinished += len(names)
-        self.added += len(names)
-        for name, item, key in zip(names, request.items, request.keys, strict=True):
+        for name, item, key, item_print in zip(
+            names, request.items, request.keys, prints, strict=True
+        ):
             node = self.graph.add_node(
-                spec, deps, name=name, created_by=seq, item=item, key=key
+                spec,
+                deps,
+                name=name,
+                created_by=seq,
+                item=item,
+                key=key,
+                item_print=item_print,
             )
+            self._unfinished += 1
+            self.added += 1
             change.added.append(name)
             change.edges.extend((dep.name, name) for dep in deps)
+            if self._streaming:
+                self._streamed.append(node)
             self._settle_new(node)
-        return change
+        return names
 
-    def _remove_stage(self, request: RemoveStage) -> _Change:
+    def _change_set(self, request: ChangeSet, change: _Change) -> None:
+        """Apply every part in order into one change; a refused part refuses all."""
+        for part in request.parts:
+            added = len(change.added)
+            match part:
+                case AddStage():
+                    self._add_stage(part, change)
+                case AddEdge():
+                    self._add_edge(part, change)
+                case Expand():
+                    self._expand(part, change)
+                case _:
+                    assert_never(part)
+            named = (
+                tuple(change.added[added:])
+                if not isinstance(part, AddEdge)
+                else (part.upstream, part.downstream)
+            )
+            change.parts.append((_kind_of(part), named))
+
+    def _remove_stage(self, request: RemoveStage, change: _Change) -> None:
         node = self._require_pending(request.name, "remove")
         children = list(node.dependents)
         deps = node.deps
+        # Validated: apply.
+        change.undoable = False
         self.graph.remove_node(node)
         if self._release:
             for dep in deps:
                 if dep.readers == 0 and dep.state is SUCCEEDED and dep.dependents:
                     dep.output = RELEASED
         self._unfinished -= 1
-        change = _Change()
         change.removed.append(node.name)
         for child in children:
             self._settle_new(child)
-        return change
 
-    def _replace_pending(self, request: ReplacePending) -> _Change:
+    def _replace_pending(self, request: ReplacePending, change: _Change) -> None:
         # A pipeline is valid by construction (its dependencies name its own
         # stages, without cycles), and no started stage waits for a pending
         # one, so this change cannot be refused. A stage of the new pipeline
@@ -1064,7 +1233,7 @@ class GraphSupervisor:
             self._release
         ):  # validate: a kept stage must still hold what the new ones read
             for spec, dep_names in request.pipeline.entries():
-                if spec.name in self._dropped:
+                if spec.name in self._gone:
                     continue  # ended: kept as it is, like any started stage
                 if (
                     spec.name not in graph.nodes
@@ -1072,15 +1241,16 @@ class GraphSupervisor:
                 ):
                     for dep_name in dep_names:
                         kept = graph.nodes.get(dep_name)
-                        if kept is None and dep_name in self._dropped:
+                        if kept is None and dep_name in self._gone:
                             raise self._dropped_error(
                                 dep_name, f"make {spec.name!r} read"
                             )
                         if kept is not None and kept.state is not PENDING:
                             self._check_readable(kept, spec.name)
+        # Validated: apply.
+        change.undoable = False
         self._stream = None  # the rest of a streamed pipeline is replaced too
         pending = [node for node in graph if node.state is PENDING]
-        change = _Change()
         touched: dict[int, Node] = {}
         settled_children: dict[int, Node] = {}
         for node in pending:
@@ -1106,102 +1276,132 @@ class GraphSupervisor:
         seq = len(self.audit)
         added: list[Node] = []
         for spec, dep_names in request.pipeline.entries():
-            if spec.name in graph.nodes or spec.name in self._dropped:
+            if spec.name in graph.nodes or spec.name in self._gone:
                 continue
             deps = [graph.nodes[dep] for dep in dep_names]
-            added.append(graph.add_node(spec, deps, created_by=seq))
+            node = graph.add_node(spec, deps, created_by=seq)
+            added.append(node)
             change.added.append(spec.name)
+            if self._streaming:
+                self._streamed.append(node)
             change.edges.extend((dep, spec.name) for dep in dep_names)
         self._unfinished += len(added)
         self.added += len(added)
         for node in added:
             self._settle_new(node)
-        return change
 
-    def _cancel_stage(self, request: CancelStage) -> _Change:
+    def _cancel_stage(self, request: CancelStage, change: _Change) -> None:
         node = self._require(request.name)
         if node.state.is_terminal:
             raise StageStateError(node.name, node.state.value, "cancel")
-        change = _Change()
+        # Validated: apply.
+        change.undoable = False
         change.cancelled.append(node.name)
         if node.state is RUNNING:
             assert node.scope is not None
             node.scope.cancel()
         else:
             self._finish(node, CANCELLED, self._now())
-        return change
 
-    def _cancel_run(self, request: CancelRun) -> _Change:
-        change = _Change()
+    def _cancel_run(self, request: CancelRun, change: _Change) -> None:
         if not self._stopping:
+            change.undoable = False
             change.cancelled.extend(
                 node.name for node in self.graph if not node.state.is_terminal
             )
             self._stop("cancelled")
-        return change
 
 
-def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
-    """How a journal names a stage spec: registered function names and options."""
-    return {
-        "name": spec.name,
-        "fn": None if registry is None else registry.key_of(spec.fn),
-        "when": None
-        if registry is None or spec.when is None
-        else registry.key_of(spec.when),
-        "retries": spec.retries,
-        "backoff": spec.backoff,
-        "timeout": spec.timeout,
-        "trigger": spec.trigger,
-        "executor": spec.executor if isinstance(spec.executor, str) else None,
-    }
+def _internal_refusal(exc: Exception, *, undone: bool) -> InternalError:
+    then = (
+        "nothing of it was applied and the run goes on"
+        if undone
+        else "the run cannot go on safely and ends"
+    )
+    msg = (
+        "the change was refused: dagvisor failed while applying it "
+        f"({type(exc).__name__}: {exc}); {then}; please report it"
+    )
+    error = InternalError(msg)
+    error.__cause__ = exc
+    return error
 
 
-def _change_payload(
-    record: AuditRecord,
-    request: Request,
-    change: _Change | None,
-    registry: StageRegistry | None,
-) -> dict[str, Any]:
-    """A change for the journal: its audit record and what was asked, to replay it."""
-    payload: dict[str, Any] = {
-        name: getattr(record, name) for name in attrs.fields_dict(type(record))
-    }
-    asked: dict[str, Any] = {}
+def _asked(request: Request) -> dict[str, Any]:
+    """What a request asked, for the journal: enough to replay it.
+
+    Stage specs travel as the references the requester computed (never
+    recomputed here: that would run user code on the supervisor).
+    """
     match request:
         case AddStage():
-            asked = {
-                "spec": spec_ref(request.spec, registry),
+            return {
+                "spec": _ref(request.spec, request.ref),
                 "after": list(request.after),
                 "before": list(request.before),
             }
         case AddEdge():
-            asked = {"upstream": request.upstream, "downstream": request.downstream}
+            return {"upstream": request.upstream, "downstream": request.downstream}
         case Expand():
-            asked = {
-                "spec": spec_ref(request.spec, registry),
+            return {
+                "spec": _ref(request.spec, request.ref),
                 "keys": list(request.keys),
                 "after": list(request.after),
-                "items": None
-                if change is None or change.journal is None
-                else change.journal["items"],
+                "items": None if request.encoded is None else list(request.encoded),
             }
         case RemoveStage() | CancelStage():
-            asked = {"name": request.name}
+            return {"name": request.name}
         case ReplacePending():
-            asked = {
+            entries = list(request.pipeline.entries())
+            refs = request.refs or [None] * len(entries)
+            return {
                 "pipeline": request.pipeline.name,
                 "stages": [
-                    {"spec": spec_ref(spec, registry), "after": list(deps)}
-                    for spec, deps in request.pipeline.entries()
+                    {"spec": _ref(spec, ref), "after": list(deps)}
+                    for (spec, deps), ref in zip(entries, refs, strict=True)
                 ],
             }
         case CancelRun():
-            asked = {}
+            return {}
+        case ChangeSet():
+            return {
+                "parts": [
+                    {"kind": _kind_of(part), **_asked(part)} for part in request.parts
+                ]
+            }
         case _:
             assert_never(request)
-    payload["request"] = asked
-    return payload
+
+
+def _ref(spec: StageSpec, ref: dict[str, Any] | None) -> dict[str, Any]:
+    # Without a reference (a run without a journal, or a request refused
+    # before it was prepared) the options alone are recorded.
+    return ref if ref is not None else spec_ref(spec, None)
+
+
+def _same_spec(a: StageSpec, b: StageSpec) -> bool:
+    """Whether two specs run the same function the same way (identity and builtins only)."""
+    if a is b:
+        return True
+    return (
+        a.fn is b.fn
+        and a.when is b.when
+        and (a.executor is b.executor or _plain_equal(a.executor, b.executor))
+        and _plain_equal(a.name, b.name)
+        and _plain_equal(a.retries, b.retries)
+        and _plain_equal(a.backoff, b.backoff)
+        and _plain_equal(a.timeout, b.timeout)
+        and _plain_equal(a.trigger, b.trigger)
+    )
+
+
+def _plain_equal(a: object, b: object) -> bool:
+    kind = type(a)
+    return kind is type(b) and kind in _PLAIN and a == b
+
+
+_PLAIN: Final = frozenset({str, int, float, type(None)})
+_RECORD_FIELDS: Final = tuple(attrs.fields_dict(AuditRecord))
 
 
 def _item_name(item: object) -> str:
@@ -1211,7 +1411,7 @@ def _item_name(item: object) -> str:
     return item.name if isinstance(item, StageSpec) else "<stream>"
 
 
-def _kind_of(request: Request) -> ChangeKind:
+def _kind_of(request: Request | ChangePart) -> ChangeKind:
     match request:
         case AddStage():
             return "add_stage"
@@ -1227,5 +1427,7 @@ def _kind_of(request: Request) -> ChangeKind:
             return "cancel_stage"
         case CancelRun():
             return "cancel_run"
+        case ChangeSet():
+            return "change_set"
         case _:
             assert_never(request)

@@ -20,6 +20,7 @@ from dagvisor.actors import (
     default_registry,
     read_value,
 )
+from dagvisor.actors._freeze import freeze
 from dagvisor.actors._jsonform import MAX_DEPTH
 from dagvisor.errors import NotRestorableError
 
@@ -277,3 +278,14 @@ def test_pickle_is_an_explicit_choice():
     assert codec.decode(codec.encode({1: Point(1, ())})) == {1: Point(1, ())}
     with pytest.raises(NotRestorableError, match="cannot be pickled"):
         codec.encode(threading.Lock())
+
+
+def test_frozen_values_are_written_as_the_builtins_they_stand_for():
+    """A stage passing on its (frozen, read-only) input writes it like the original."""
+    value = {"l": [1, {"d": {2, 3}}], "t": ([4],)}
+    frozen = freeze(value)
+    assert type(frozen["l"]) is not list  # a read-only subclass
+    codec = JsonCodec()
+    assert codec.encode(frozen) == codec.encode(value)
+    back = codec.decode(codec.encode(frozen))
+    _same(back, value)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 import trio
-from test_executors import crash_once, describe, sleeps, square, total
+from test_executors import crash_once, describe, square, total
 
-from dagvisor import DaskExecutor, Pipeline, runtime, stage
+from dagvisor import DaskExecutor, Pipeline, StageState, runtime, stage
 from dagvisor.errors import RunFailed
 
 distributed = pytest.importorskip("distributed", reason="needs the dask extra")
@@ -28,6 +30,27 @@ def cluster():
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as local:
         yield local
+
+
+def held(view):
+    """Sleeps until the test releases it (Dask cannot interrupt a running task)."""
+    marker = Path(view.run_inputs["release"])
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "released"
+
+
+@pytest.fixture
+def release(tmp_path, cluster):
+    """A marker that ends `held` tasks; after the test, the cluster is idle again."""
+    marker = tmp_path / "release"
+    yield {"release": str(marker)}
+    marker.touch()
+    with distributed.Client(cluster.scheduler_address) as client:
+        deadline = time.monotonic() + 60
+        while any(client.processing().values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 async def test_a_dynamic_fan_out_on_dask(cluster):
@@ -70,12 +93,12 @@ async def test_a_worker_killed_mid_stage_does_not_hang_the_run(cluster, tmp_path
     assert result.outputs["once"] == "recovered"
 
 
-async def test_cancelling_a_run_cancels_its_dask_futures(cluster):
+async def test_cancelling_a_run_cancels_its_dask_futures(cluster, release):
     async with DaskExecutor(cluster.scheduler_address) as dask:
-        slow = stage(name="slow", executor=dask)(sleeps)
+        slow = stage(name="slow", executor=dask)(held)
         with trio.fail_after(60):
             async with runtime() as rt:
-                run = await rt.start(Pipeline("p").add(slow))
+                run = await rt.start(Pipeline("p").add(slow), inputs=release)
                 await trio.sleep(1)
                 await run.cancel(reason="stop")
                 with pytest.raises(RunFailed) as info:
@@ -83,11 +106,74 @@ async def test_cancelling_a_run_cancels_its_dask_futures(cluster):
     assert info.value.result.status == "cancelled"
 
 
-async def test_a_timeout_fails_the_stage_on_dask(cluster):
+async def test_a_timeout_fails_the_stage_on_dask(cluster, release):
     async with DaskExecutor(cluster.scheduler_address) as dask:
-        slow = stage(name="slow", executor=dask, timeout=1.0)(sleeps)
+        slow = stage(name="slow", executor=dask, timeout=1.0)(held)
         with trio.fail_after(60):
             async with runtime() as rt:
                 with pytest.raises(RunFailed) as info:
-                    await rt.run(Pipeline("p").add(slow))
+                    await rt.run(Pipeline("p").add(slow), inputs=release)
     assert type(info.value.errors["slow"]).__name__ == "StageTimeoutError"
+
+
+def slow_first_attempt(view):
+    import time
+
+    if view.attempt == 0:
+        time.sleep(4)  # past the 1.5 s timeout: Dask cannot interrupt it
+        return "late"
+    return f"retry of {view.name}"
+
+
+async def test_a_timed_out_attempt_is_retried_on_dask_as_on_processes(cluster):
+    # Two stages, two worker threads: each first attempt times out and keeps
+    # its thread until it really ends; the retries wait for a free slot
+    # before their timers start, so they are not timed out by the queue.
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        flaky = stage(name="flaky", executor=dask, timeout=1.5, retries=1)(
+            slow_first_attempt
+        )
+        pipeline = Pipeline("p").add(flaky.named("a")).add(flaky.named("b"))
+        with trio.fail_after(60):  # a guard against a hang, not a timing assertion
+            async with runtime() as rt:
+                result = await rt.run(pipeline)
+    assert result.outputs == {"a": "retry of a", "b": "retry of b"}
+
+
+async def test_cancel_stage_on_dask_cancels_the_stage_and_keeps_its_slot(
+    cluster, release
+):
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        slow = stage(name="slow", executor=dask)(held)
+
+        @stage
+        async def consumer(ctx):
+            return "ran"
+
+        with trio.fail_after(60):
+            async with runtime() as rt:
+                run = await rt.start(
+                    Pipeline("p").add(slow).add(consumer, after=["slow"]),
+                    inputs=release,
+                )
+                # The executor's statistics have no event to wait on: poll.
+                while dask.statistics().running == 0:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                await run.cancel_stage("slow", reason="stop")
+                result = await run.wait()
+        # The task is still running on its worker (Dask cannot interrupt
+        # it): its slot stays taken until it really ends.
+        stats = dask.statistics()
+        assert stats.running == 1
+        assert stats.slots == 2
+    assert result.states["slow"] is StageState.CANCELLED
+    assert result.states["consumer"] is StageState.CANCELLED
+
+
+async def test_a_stage_name_dask_keys_could_not_hold_runs_on_dask(cluster):
+    async with DaskExecutor(cluster.scheduler_address) as dask:
+        odd = stage(name="odd \ud800 name/é:1", executor=dask)(describe)
+        with trio.fail_after(60):  # a guard against a hang, not a timing assertion
+            async with runtime() as rt:
+                result = await rt.run(Pipeline("p").add(odd))
+    assert result.outputs["odd \ud800 name/é:1"][0] == "StageView"

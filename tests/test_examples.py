@@ -36,7 +36,8 @@ def test_the_readme_quick_start():
     assert quick_start is not None
     out = _run("-c", quick_start.group(1))
     assert out.splitlines()[0] == "60"
-    assert "expand by plan" in out
+    assert "change_set by plan" in out
+    assert "(expand score[0] score[1] score[2], add_stage total)" in out
 
 
 def test_examples_quickstart():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 import trio_parallel
 
 from dagvisor import Pipeline, StageState, StageView, runtime, stage
@@ -192,3 +195,312 @@ async def test_a_dynamic_fan_out_of_thread_stages():
     async with runtime(thread_limit=2) as rt:
         result = await rt.run(Pipeline("p").add(plan))
     assert result.outputs["total"] == 13
+
+
+# -- timeouts and cancellation act on every executor ----------------------------------
+
+
+async def test_a_thread_stage_past_its_timeout_fails_and_its_late_value_is_dropped(
+    autojump_clock,
+):
+    gate = threading.Event()
+    ran = []
+
+    @stage(timeout=0.2)
+    def slow(ctx):
+        gate.wait(30)  # released by the test once virtual time is past the timeout
+        return "late"
+
+    @stage
+    async def consumer(ctx):
+        ran.append(dict(ctx.inputs))
+
+    async with runtime() as rt:
+        run = await rt.start(Pipeline("p").add(slow).add(consumer, after=["slow"]))
+        await trio.sleep(0.6)
+        gate.set()
+        with pytest.raises(RunFailed) as info:
+            await run.wait()
+    assert isinstance(info.value.errors["slow"], StageTimeoutError)
+    assert info.value.result.states["consumer"] is StageState.UPSTREAM_FAILED
+    assert "slow" not in info.value.result.outputs
+    assert ran == []
+
+
+async def test_a_thread_stage_that_timed_out_is_retried(mock_clock):
+    # Virtual time moves only when the test jumps it: an autojumping clock
+    # would also jump while the retry's thread runs, and time it out.
+    gate = threading.Event()
+    attempts = []
+
+    @stage(timeout=0.2, retries=1)
+    def slow_once(ctx):
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 0:
+            gate.wait(30)
+            return "late"
+        return "fresh"
+
+    async with runtime() as rt:
+        run = await rt.start(Pipeline("p").add(slow_once))
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(0.6)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        result = await run.wait()
+    assert result.outputs["slow_once"] == "fresh"
+    assert attempts == [0, 1]
+
+
+async def test_cancel_stage_on_a_running_thread_stage_cancels_it(autojump_clock):
+    gate = threading.Event()
+    ran = []
+
+    @stage
+    def blocking(ctx):
+        gate.wait(30)
+        return "late"
+
+    @stage
+    async def consumer(ctx):
+        ran.append(1)
+
+    async with runtime() as rt:
+        run = await rt.start(
+            Pipeline("p").add(blocking).add(consumer, after=["blocking"])
+        )
+        await trio.sleep(1)
+        await run.cancel_stage("blocking", reason="no longer needed")
+        gate.set()
+        result = await run.wait()
+    assert result.states["blocking"] is StageState.CANCELLED
+    assert result.states["consumer"] is StageState.CANCELLED
+    assert "blocking" not in result.outputs
+    assert ran == []
+
+
+async def test_a_thread_stage_failing_after_its_timeout_is_a_timeout(autojump_clock):
+    gate = threading.Event()
+
+    @stage(timeout=0.2)
+    def slow_then_fails(ctx):
+        gate.wait(30)
+        raise ValueError("too late to matter")
+
+    async with runtime() as rt:
+        run = await rt.start(Pipeline("p").add(slow_then_fails))
+        await trio.sleep(0.6)
+        gate.set()
+        with pytest.raises(RunFailed) as info:
+            await run.wait()
+    assert isinstance(info.value.errors["slow_then_fails"], StageTimeoutError)
+
+
+async def test_an_async_stage_whose_last_await_ends_after_its_timeout_times_out(
+    autojump_clock,
+):
+    @stage(timeout=1)
+    async def shielded(ctx):
+        with trio.CancelScope(shield=True):
+            await trio.sleep(2)  # completes without raising, past the timeout
+        return "late"
+
+    async with runtime() as rt:
+        with pytest.raises(RunFailed) as info:
+            await rt.run(Pipeline("p").add(shielded))
+    assert isinstance(info.value.errors["shielded"], StageTimeoutError)
+
+
+async def test_an_async_stage_cancelled_during_its_last_await_is_cancelled(
+    autojump_clock,
+):
+    @stage
+    async def shielded(ctx):
+        with trio.CancelScope(shield=True):
+            await trio.sleep(2)
+        return "late"
+
+    @stage
+    async def consumer(ctx):
+        return "ran"
+
+    async with runtime() as rt:
+        run = await rt.start(
+            Pipeline("p").add(shielded).add(consumer, after=["shielded"])
+        )
+        await trio.sleep(1)
+        await run.cancel_stage("shielded", reason="stop")
+        result = await run.wait()
+    assert result.states["shielded"] is StageState.CANCELLED
+    assert result.states["consumer"] is StageState.CANCELLED
+
+
+async def _wait_started(run, name: str) -> None:
+    async for event in run.events():
+        if type(event).__name__ == "StageStarted" and event.name == name:
+            return
+
+
+async def test_cancel_stage_kills_a_running_process_stage():
+    slow = stage(name="slow", executor="process")(sleeps)
+
+    @stage
+    async def consumer(ctx):
+        return "ran"
+
+    with trio.fail_after(60):  # a guard against a hang, not a timing assertion
+        async with runtime() as rt:
+            run = await rt.start(Pipeline("p").add(slow).add(consumer, after=["slow"]))
+            await trio.sleep(0.5)
+            await run.cancel_stage("slow", reason="stop")
+            result = await run.wait()
+    assert result.states["slow"] is StageState.CANCELLED
+    assert result.states["consumer"] is StageState.CANCELLED
+
+
+# -- waiting for a slot is not part of the timeout -------------------------------------
+
+
+async def test_a_thread_stage_waiting_for_a_slot_does_not_time_out(mock_clock):
+    gate = threading.Event()
+
+    @stage
+    def holder(ctx):
+        gate.wait(30)
+        return "held the only thread"
+
+    @stage(timeout=10)
+    def quick(ctx):
+        return "quick"
+
+    async with runtime(thread_limit=1) as rt:
+        run = await rt.start(Pipeline("p").add(holder))
+        await trio.testing.wait_all_tasks_blocked()
+        await run.add_stage(quick, reason="waits for the only thread")
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(15)  # far past quick's timeout, had it started
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        result = await run.wait()
+    assert result.outputs == {"holder": "held the only thread", "quick": "quick"}
+
+
+def naps(view: StageView) -> int:
+    time.sleep(0.5)
+    return view.attempt
+
+
+async def test_process_stages_queued_for_a_worker_do_not_time_out():
+    # One worker process at a time: the last of four 0.5 s stages waits
+    # about 1.5 s for the worker, longer than its own 1.2 s timeout allows;
+    # that wait is not its run. (The worker is warmed up first, so that
+    # starting it and importing this module are not part of any attempt.)
+    napping = stage(name="nap", executor="process", timeout=1.2)(naps)
+    pipeline = Pipeline("p")
+    for i in range(4):
+        pipeline = pipeline.add(napping.named(f"nap{i}"))
+    with trio.fail_after(60):  # a guard against a hang, not a timing assertion
+        trio_parallel.current_default_worker_limiter().total_tokens = 1
+        async with runtime() as rt:
+            warm = await rt.run(
+                Pipeline("warm").add(stage(executor="process")(describe))
+            )
+            assert warm.ok
+            result = await rt.run(pipeline)
+    assert result.outputs == {f"nap{i}": 0 for i in range(4)}
+
+
+# -- a script without `if __name__ == "__main__":` -----------------------------------------
+
+SCRIPT = """\
+import sys
+import trio
+from dagvisor import Pipeline, runtime, stage
+
+
+def work(view):
+    return "worked"
+
+
+crunch = stage(executor="process")(work)
+with open(sys.argv[1], "a") as log:
+    log.write("top level\\n")
+
+
+async def main():
+    async with runtime() as rt:
+        result = await rt.run(Pipeline("p").add(crunch))
+    print(result.outputs["work"])
+
+"""
+
+
+def _run_script(tmp_path: Path, text: str, *, as_module: bool = False):
+    script = tmp_path / "pipeline_script.py"
+    script.write_text(text)
+    log = tmp_path / "log.txt"
+    command = (
+        [sys.executable, "-m", "pipeline_script", str(log)]
+        if as_module
+        else [sys.executable, str(script), str(log)]
+    )
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
+    )
+    return done, log.read_text().splitlines()
+
+
+IN_A_THREAD = """\
+import threading
+runner = threading.Thread(target=trio.run, args=(main,))
+runner.start()
+runner.join()
+"""
+
+
+@pytest.mark.parametrize(
+    ("start", "as_module", "exit_code"),
+    [
+        ("trio.run(main)\n", False, 1),
+        ("trio.run(main)\n", True, 1),
+        # The run is in another thread than the script's (whose failure
+        # Python prints, but does not make the exit code).
+        (IN_A_THREAD, False, 0),
+    ],
+)
+def test_a_process_stage_in_a_script_without_the_main_guard_fails_fast(
+    tmp_path, start, as_module, exit_code
+):
+    done, log = _run_script(tmp_path, SCRIPT + start, as_module=as_module)
+    assert done.returncode == exit_code, done.stderr
+    assert "MissingMainGuardError" in done.stderr
+    assert 'if __name__ == "__main__":' in done.stderr
+    assert "pipeline_script.py" in done.stderr
+    assert log == ["top level"]  # no worker ran the script again
+
+
+def test_a_process_stage_in_a_guarded_script_runs(tmp_path):
+    guarded = SCRIPT + 'if __name__ == "__main__":\n    trio.run(main)\n'
+    done, log = _run_script(tmp_path, guarded)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "worked"
+    assert log[0] == "top level"  # workers import the script, but run no pipeline
+
+
+def test_a_worker_importing_an_unguarded_script_never_runs_the_pipeline_again(
+    tmp_path,
+):
+    # The parent runs a thread-only pipeline, then starts a process of its
+    # own: the child imports the script again and reaches runtime().
+    text = SCRIPT.replace('executor="process"', 'executor="thread"') + (
+        "trio.run(main)\n"
+        "import multiprocessing\n"
+        "child = multiprocessing.get_context('spawn').Process(target=print)\n"
+        "child.start()\n"
+        "child.join()\n"
+        "print('child exit code', child.exitcode)\n"
+    )
+    done, _ = _run_script(tmp_path, text)
+    assert "MissingMainGuardError" in done.stderr
+    assert "child exit code 1" in done.stdout
+    assert done.stdout.count("worked") == 1  # the pipeline ran once, in the parent

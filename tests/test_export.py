@@ -41,12 +41,12 @@ async def _result():
 
 async def test_mermaid_marks_states_and_stages_added_at_run_time():
     text = (await _result()).to_mermaid()
-    assert text.startswith("---\ntitle: pic\n---\nflowchart TD\n")
+    assert text.startswith('---\ntitle: "pic"\n---\nflowchart TD\n')
     assert re.search(r'n\d+\["grow"\]:::succeeded', text)
     assert re.search(r'n\d+\["boom"\]:::failed', text)
     assert re.search(r'n\d+\["after_boom"\]:::upstream_failed', text)
     # Added at run time: rounded, and the quote in its name escaped.
-    assert re.search(r'n\d+\("odd #quot;name#quot;"\):::succeeded', text)
+    assert re.search(r'n\d+\("odd #34;name#34;"\):::succeeded', text)
     assert text.count("-->") == 2
     assert "classDef failed fill:#ffd6d6" in text
 
@@ -55,13 +55,18 @@ async def test_dot_marks_states_and_stages_added_at_run_time():
     text = (await _result()).to_dot()
     assert text.startswith('digraph "pic" {')
     assert text.rstrip().endswith("}")
-    assert '"boom" [fillcolor="#ffd6d6"' in text
+    labels = re.findall(r'^    (n\d+) \[label="((?:[^"\\]|\\.)*)"', text, re.M)
+    node = {label: node for node, label in labels}
+    odd = 'odd \\"name\\"'  # the quotes in its name escaped
+    assert set(node) == {"grow", "boom", "after_boom", odd}
+    assert f'{node["boom"]} [label="boom", fillcolor="#ffd6d6"' in text
+    # Added at run time: dashed.
     assert (
-        '"odd \\"name\\"" [fillcolor="#d4f7d4", color="#2e8b2e", style="rounded,filled,dashed"'
-        in text
-    )
-    assert '"grow" -> "odd \\"name\\"";' in text
-    assert '"boom" -> "after_boom";' in text
+        f'{node[odd]} [label="{odd}", fillcolor="#d4f7d4", color="#2e8b2e", '
+        'style="rounded,filled,dashed"'
+    ) in text
+    assert f"{node['grow']} -> {node[odd]};" in text
+    assert f"{node['boom']} -> {node['after_boom']};" in text
 
 
 async def test_a_live_run_draws_its_current_graph():

@@ -84,6 +84,20 @@ async def plan(ctx: Any) -> None:
 
 
 @stage
+async def batched(ctx: Any) -> None:
+    async with ctx.changes(reason="two squares and their sum, as one change") as batch:
+        names = batch.expand(square.named("sq"), [4, 5])
+        batch.add_stage(total.named("sq_total"), after=names)
+
+
+@stage(retries=1)
+async def flaky(ctx: Any) -> int:
+    if ctx.attempt == 0:
+        raise RuntimeError("first attempt fails; the retry succeeds")
+    return ctx.attempt
+
+
+@stage
 async def boom(ctx: Any) -> None:
     raise ValueError(f"bad\nvalue {ctx.run_inputs['odd']}")
 
@@ -102,6 +116,8 @@ FINISHED = (
     .add(plan, after=["source"])
     .add(tail, after=["plan"])
     .add(boom, after=["typed"])
+    .add(batched)
+    .add(flaky)
 )
 CANCELLED = Pipeline("held").add(source).add(waits, after=["source"])
 
@@ -396,7 +412,8 @@ def test_a_mutated_journal_gives_typed_errors_and_readers_leave_it_alone(sql, ra
 # -- the damage the issue names, one by one -----------------------------------------
 
 NAMED = {
-    "flipped bytes": ("bytes", ("flip", [(0.6, 0xFF), (0.7, 0x80), (0.8, 0x3C)])),
+    "flipped bytes": ("page", "events"),
+    "file cut in half": ("bytes", ("truncate", 0.5)),
     "format_version abc": ("sql", ("meta", "abc")),
     "format_version huge": ("sql", ("meta", "9" * 40)),
     "pipeline []": ("sql", ("set", "runs", "pipeline", 0, "[]")),
@@ -421,6 +438,21 @@ def _set_first_output(path: Path, text: str) -> None:
         db.close()
 
 
+def _flip_page_type(path: Path, table: str) -> None:
+    """Flip the bits of the byte that says what a table's first page is."""
+    db = sqlite3.connect(path)
+    try:
+        (root,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+        ).fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    finally:
+        db.close()
+    data = bytearray(path.read_bytes())
+    data[(root - 1) * page_size] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def _damaged(folder: Path, name: str, odd: str = "\ud800") -> Path:
     original, _ = _original(odd)
     path = folder / "runs.db"
@@ -428,6 +460,8 @@ def _damaged(folder: Path, name: str, odd: str = "\ud800") -> Path:
     how, edit = NAMED[name]
     if how == "bytes":
         _apply_bytes(path, edit)
+    elif how == "page":
+        _flip_page_type(path, edit)
     elif how == "sql":
         _apply_sql(path, edit)
     else:

@@ -251,3 +251,25 @@ async def test_a_format_1_journal_is_read_and_upgraded_when_written(tmp_path):
         stored = journal.result(run.id)
     assert stored.outputs["mapped[0]"] == f"{ODD}!"
     assert stored.outputs["held"] == "here"
+
+
+@stage
+async def passes_on(ctx: Any) -> Any:
+    return ctx.inputs["named"]  # frozen: read-only list, dict and set subclasses
+
+
+@stage
+async def maps_lists(ctx: Any) -> None:
+    await ctx.expand(mapped.named("pairs"), [[1, {2}], {"k": [3]}], reason="lists")
+
+
+async def test_a_stage_passing_on_its_frozen_input_is_journaled(tmp_path):
+    path = tmp_path / "runs.db"
+    pipeline = Pipeline("frozen").add(named).add(passes_on, after=["named"])
+    pipeline = pipeline.add(maps_lists)
+    async with runtime(journal=path) as rt:
+        result = await rt.run(pipeline)
+    with Journal(path, readonly=True) as journal:
+        stored = journal.result(result.run_id)
+    assert stored.outputs["passes_on"] == result.outputs["named"]
+    assert stored.outputs["pairs[0]"] == "[1, {2}]!"

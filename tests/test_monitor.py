@@ -87,3 +87,27 @@ async def test_bad_monitor_options():
     with pytest.raises(InvalidRequestError, match="on_progress"):
         async with runtime(on_progress=42):  # type: ignore[arg-type]
             pass
+
+
+@stage
+async def tick(ctx):
+    await trio.sleep(1)
+
+
+async def test_progress_counts_never_go_back_when_finished_stages_leave_memory(
+    autojump_clock,
+):
+    # A streamed run keeps only a window of stages in memory: progress must
+    # still count every stage done, never decrease, never pass the total.
+    seen: list[Progress] = []
+    stream = Pipeline.stream((tick.named(f"t{i}") for i in range(300)), window=8)
+    async with runtime(on_progress=seen.append, monitor_interval=7.0) as rt:
+        result = await rt.run(stream)
+    assert len(seen) > 10
+    dones = [p.done for p in seen]
+    assert dones == sorted(dones)
+    assert all(p.done <= p.stages for p in seen)
+    assert all(p.done + p.running + p.pending == p.stages for p in seen)
+    assert seen[-1].done >= 290
+    assert seen[10].stages_per_second == pytest.approx(seen[10].done / seen[10].elapsed)
+    assert result.stats.stages == 300

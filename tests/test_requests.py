@@ -70,7 +70,7 @@ async def test_answering_a_requester_that_gave_up_is_harmless():
 
     import outcome
 
-    from dagvisor.actors import RunEnv, ask
+    from dagvisor.actors import CancelRun, ReplySlot, RunEnv, ask
 
     inbox_send, inbox_receive = trio.open_memory_channel(10)
     env = RunEnv(
@@ -84,15 +84,15 @@ async def test_answering_a_requester_that_gave_up_is_harmless():
 
     async def requester():
         with scope:
-            await ask(env, lambda reply: ("request", reply))  # type: ignore[arg-type, return-value]
+            await ask(env, CancelRun(reason="r", requester="t", reply=ReplySlot()))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(requester)
         await trio.testing.wait_all_tasks_blocked()  # parked, waiting for the answer
         scope.cancel()
         await trio.testing.wait_all_tasks_blocked()  # it gave up
-        _, reply = inbox_receive.receive_nowait()
-        reply.send_nowait(outcome.Value("late answer"))  # must not raise
+        request = inbox_receive.receive_nowait()
+        request.reply.send_nowait(outcome.Value("late answer"))  # must not raise
     assert scope.cancelled_caught
 
 

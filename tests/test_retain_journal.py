@@ -78,11 +78,11 @@ async def test_a_change_naming_a_dropped_stage_is_refused(tmp_path):
     async with runtime(journal=tmp_path / "runs.db", retain_outputs="journal") as rt:
         run = await rt.start(pipeline)
         await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(StageStateError, match="dropped from memory"):
+        with pytest.raises(StageStateError, match="left memory"):
             await run.add_stage(second.named("again"), after=["first"], reason="late")
         with pytest.raises(DuplicateStageError, match="'first'"):
             await run.add_stage(first, reason="a new stage under a used name")
-        with pytest.raises(StageStateError, match="dropped from memory"):
+        with pytest.raises(StageStateError, match="left memory"):
             await run.add_edge("first", "hold", reason="wire")
         HOLD["hold"].set()
         result = await run.wait()

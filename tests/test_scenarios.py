@@ -241,7 +241,10 @@ async def test_expand_refuses_duplicate_keys():
 
     async with runtime() as rt:
         result = await rt.run(Pipeline("p").add(plan))
-    assert result.audit == ()
+    # A request that reached the run is audited, refused ones included.
+    (record,) = result.audit
+    assert (record.kind, record.accepted) == ("expand", False)
+    assert record.error_type == "InvalidRequestError"
 
 
 async def test_nested_expansion_gives_unique_names():

@@ -57,6 +57,9 @@ def test_named_and_options_return_new_specs():
         ({"retries": True}, "retries"),
         ({"timeout": 0}, "timeout"),
         ({"timeout": float("nan")}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"backoff": True}, "backoff"),
+        ({"trigger": ["all_succeeded"]}, "trigger"),
         ({"backoff": -1}, "backoff"),
         ({"when": 3}, "predicate"),
         ({"trigger": "sometimes"}, "trigger"),
@@ -101,3 +104,61 @@ def test_a_stage_cannot_be_decorated_twice():
 def test_not_callable():
     with pytest.raises(InvalidStageError, match="function"):
         stage(42)
+
+
+# -- declarations that cannot work are refused -----------------------------------------
+
+
+def test_an_async_generator_function_is_refused():
+    async def produces(ctx):
+        yield 1
+
+    with pytest.raises(InvalidStageError, match="async generator"):
+        stage(produces)
+    with pytest.raises(InvalidStageError, match="async generator"):
+        stage(executor="thread")(produces)
+
+
+def test_a_generator_function_is_refused():
+    def produces(ctx):
+        yield 1
+
+    with pytest.raises(InvalidStageError, match="generator"):
+        stage(produces)
+
+
+def test_an_async_generator_predicate_is_refused():
+    async def sometimes(ctx):
+        yield True
+
+    with pytest.raises(InvalidStageError, match="when"):
+        stage(when=sometimes)(body)
+
+
+class AsyncCallable:
+    async def __call__(self, ctx):
+        return "called"
+
+
+def test_an_object_with_an_async_call_is_an_async_stage():
+    spec = stage(name="obj")(AsyncCallable())
+    assert spec.executor == "loop"
+    assert spec.is_async
+    with pytest.raises(InvalidStageError, match="run_in"):
+        stage(name="obj", executor="thread")(AsyncCallable())
+
+
+def test_an_async_predicate_is_accepted():
+    async def ready(ctx):
+        return True
+
+    assert stage(when=ready)(body).when is ready
+
+
+def test_a_callable_whose_call_is_itself_is_declared_without_looping():
+    class Loopy:
+        pass
+
+    Loopy.__call__ = Loopy()  # type: ignore[attr-defined]  # a hostile shape
+    spec = stage(name="loopy")(Loopy())
+    assert spec.executor is None  # not async: it would run in a thread

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import trio
 import trio.lowlevel
 
 from dagvisor import Pipeline, StageState, runtime, stage
-from dagvisor.errors import DuplicateStageError, StageStateError, UnknownStageError
+from dagvisor.errors import (
+    DuplicateStageError,
+    ReadOnlyInputError,
+    StageStateError,
+    UnknownStageError,
+)
 
 
-async def test_a_consumer_mutating_its_input_does_not_touch_other_consumers_or_the_result():
+async def test_a_consumer_cannot_mutate_its_input_nor_touch_other_consumers_or_the_result():
     @stage
     async def produce(ctx):
         return {"items": [1, 2, 3], "meta": {"n": 3}}
@@ -18,11 +25,16 @@ async def test_a_consumer_mutating_its_input_does_not_touch_other_consumers_or_t
     @stage
     async def vandal(ctx):
         data = ctx.inputs["produce"]
-        data["items"].append(99)
-        data["meta"]["n"] = 0
+        with pytest.raises(ReadOnlyInputError):
+            data["items"].append(99)
+        with pytest.raises(ReadOnlyInputError):
+            data["meta"]["n"] = 0
         with pytest.raises(TypeError):
             ctx.inputs["produce"] = "replaced"
-        return data
+        mine = copy.deepcopy(data)  # a private copy is the consumer's to change
+        mine["items"].append(99)
+        mine["meta"]["n"] = 0
+        return mine
 
     @stage
     async def reader(ctx):

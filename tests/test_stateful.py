@@ -20,6 +20,16 @@ raises before it starts), ``t`` (a 10 s timeout, reached by jumping the
 clock), ``slow`` (its resource's ``__aenter__`` never finishes: it can only
 be cancelled there), ``stub`` (its resource's cleanup is shielded and takes
 5 s of virtual time).
+
+Thread stages: ``w`` is a plain function in a worker thread, ``wt`` one
+with a 10 s timeout. The thread blocks on a queue the machine controls
+(``finish_thread``), so a cancellation (``cancel_stage``, or the run
+stopping) or a timeout (the machine jumps the clock while the thread is
+blocked) cannot interrupt it: the model predicts the outcome decided when
+the function returns (cancelled, else failed by its timeout, else what the
+machine told it). The clock never jumps by itself (no autojump), so a
+thread's real run time never moves virtual time; after releasing a thread
+the machine waits, in real time, until its stage has ended.
 """
 
 from __future__ import annotations
@@ -29,14 +39,16 @@ import queue
 import shutil
 import tempfile
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
+import trio.lowlevel
 import trio.testing
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -67,7 +79,7 @@ BLOCKED = {
     "cancelled": "cancelled",
     "skipped": "skipped",
 }
-CATEGORIES = ("s", "s", "s", "t", "bad", "slow", "stub")
+CATEGORIES = ("s", "s", "s", "t", "bad", "slow", "stub", "w", "wt")
 TIMEOUT = 10.0
 CLEANUP = 5.0
 
@@ -85,6 +97,26 @@ class Controller:
     def __init__(self) -> None:
         self.inboxes: dict[str, trio.MemorySendChannel[Any]] = {}
         self.open_resources = 0
+        self._gates: dict[str, queue.Queue[bool]] = {}
+        self._gates_lock = threading.Lock()
+        self._released = False
+
+    def gate(self, name: str) -> queue.Queue[bool]:
+        """What the thread of stage ``name`` waits on (made by whoever comes first)."""
+        with self._gates_lock:
+            gate = self._gates.get(name)
+            if gate is None:
+                gate = self._gates[name] = queue.Queue()
+                if self._released:
+                    gate.put(True)
+            return gate
+
+    def release_all(self) -> None:
+        """Let every thread stage, now or later, return (the machine is closing)."""
+        with self._gates_lock:
+            self._released = True
+            for gate in self._gates.values():
+                gate.put(True)
 
     @asynccontextmanager
     async def resource(self, name: str):  # type: ignore[no-untyped-def]
@@ -124,7 +156,18 @@ async def controlled(ctx: Any) -> str:
         controller.inboxes.pop(ctx.name, None)
 
 
+def threaded(ctx: Any) -> str:
+    """A thread stage: returns or fails when the machine says (it cannot be interrupted)."""
+    controller: Controller = ctx.run_inputs["controller"]
+    if controller.gate(ctx.name).get(timeout=60):  # a guard against a hang
+        return str(ctx.name)
+    raise Boom(ctx.name)
+
+
 def spec_for(name: str):  # type: ignore[no-untyped-def]
+    if name.startswith("w"):
+        timeout = _delay(name, TIMEOUT) if name.startswith("wt") else None
+        return stage(name=name, executor="thread", timeout=timeout)(threaded)
     timeout = _delay(name, TIMEOUT) if name.startswith("t") else None
     return stage(name=name, timeout=timeout)(controlled)
 
@@ -213,6 +256,7 @@ class Loop:
             async with runtime(
                 interceptors=[Picky()],
                 cleanup_timeout=1000,
+                thread_limit=1000,  # a blocked thread stage never waits for a thread
                 journal=self.journal,
                 codec=MachineCodec(),
             ) as rt:
@@ -239,6 +283,7 @@ class Loop:
         return trio.from_thread.run(settled, trio_token=self.token)
 
     def close(self) -> None:
+        self.controller.release_all()  # a blocked thread would keep trio.run alive
         if self.token is not None:
             trio.from_thread.run_sync(self._scope.cancel, trio_token=self.token)
         self._thread.join(timeout=30)
@@ -269,6 +314,9 @@ class Model:
         self.clock = clock
         self.timers: dict[str, tuple[float, str]] = {}  # name -> (when, state then)
         self.finishing: set[str] = set()  # commanded to end or cancelled, not yet ended
+        # Running thread stages: cancelled? timed out? (decided when released)
+        self.threads: dict[str, dict[str, bool]] = {}
+        self.thread_deadlines: dict[str, float] = {}
 
     # settling -----------------------------------------------------------------
 
@@ -279,6 +327,8 @@ class Model:
         self.state[name] = state
         self.timers.pop(name, None)
         self.finishing.discard(name)
+        self.threads.pop(name, None)
+        self.thread_deadlines.pop(name, None)
         work = [name]
         while work:
             parent = work.pop()
@@ -311,6 +361,20 @@ class Model:
             self._finish(name, "failed")
         elif name.startswith("t"):
             self.timers[name] = (self.clock + _delay(name, TIMEOUT), "failed")
+        elif name.startswith("w"):
+            self.threads[name] = {"cancelled": False, "timed_out": False}
+            if name.startswith("wt"):
+                self.thread_deadlines[name] = self.clock + _delay(name, TIMEOUT)
+
+    def thread_returns(self, name: str, ok: bool) -> None:
+        """The thread of stage ``name`` returned (or raised): its outcome is decided now."""
+        thread = self.threads[name]
+        if thread["cancelled"]:
+            self._finish(name, "cancelled")
+        elif thread["timed_out"]:
+            self._finish(name, "failed")  # StageTimeoutError; its value is dropped
+        else:
+            self._finish(name, "succeeded" if ok else "failed")
 
     def _settle_new(self, name: str) -> None:
         if self.state[name] != "pending":
@@ -330,6 +394,9 @@ class Model:
         for name in self.running():
             if name in self.finishing:
                 continue  # its body already ended; its cleanup decides
+            if name in self.threads:  # cancelled, but its thread runs on
+                self.threads[name]["cancelled"] = True
+                continue
             if name.startswith("stub"):  # cancelled, but its cleanup takes time
                 self.timers[name] = (self.clock + _delay(name, CLEANUP), "cancelled")
                 self.finishing.add(name)
@@ -349,6 +416,10 @@ class Model:
 
     def advance_to(self, when: float) -> None:
         self.clock = when
+        for name, deadline in list(self.thread_deadlines.items()):
+            if deadline <= when:  # the timer fires; the thread cannot be stopped
+                self.threads[name]["timed_out"] = True
+                del self.thread_deadlines[name]
         due = sorted((t, name) for name, (t, _) in self.timers.items() if t <= when)
         for _, name in due:
             _, state = self.timers.pop(name)
@@ -356,7 +427,10 @@ class Model:
                 self._finish(name, state)
 
     def next_event(self) -> float | None:
-        return min((t for t, _ in self.timers.values()), default=None)
+        return min(
+            [*(t for t, _ in self.timers.values()), *self.thread_deadlines.values()],
+            default=None,
+        )
 
     # requests ----------------------------------------------------------------
 
@@ -514,6 +588,8 @@ class Model:
             raise StageStateError(name, state, "x")
         if state == "pending":
             self._finish(name, "cancelled")
+        elif name in self.threads:
+            self.threads[name]["cancelled"] = True  # decided when its thread returns
         elif name not in self.finishing:
             if name.startswith("stub"):
                 self.timers[name] = (self.clock + _delay(name, CLEANUP), "cancelled")
@@ -547,17 +623,22 @@ class RuntimeMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.run is not None and not self.run.done:
-                # Cancel the run, and move virtual time on until shielded
-                # cleanups are done; then nothing may be left open.
+                # Cancel the run, let blocked threads return, and move
+                # virtual time on until shielded cleanups are done; then
+                # nothing may be left open.
                 run, clock = self.run, self.loop.clock
+                self.loop.controller.release_all()
 
                 async def cancel_and_drain() -> None:
                     trio.lowlevel.spawn_system_task(run.cancel)
-                    for _ in range(20):
+                    deadline = time.monotonic() + 30  # threads end in real time
+                    jumps = 0
+                    while not run.done and time.monotonic() < deadline:
                         await trio.testing.wait_all_tasks_blocked()
-                        if run.done:
-                            return
-                        clock.jump(100)
+                        if jumps < 20:
+                            clock.jump(100)
+                            jumps += 1
+                        await trio.lowlevel.checkpoint()
 
                 self.loop.call(cancel_and_drain)
                 assert self.run.done
@@ -590,6 +671,10 @@ class RuntimeMachine(RuleBasedStateMachine):
 
     def names(self) -> list[str]:
         return sorted(self.model.state) if self.model else []
+
+    def blocked_threads(self) -> list[str]:
+        assert self.model is not None
+        return sorted(self.model.threads)
 
     def commandable(self) -> list[str]:
         assert self.model is not None
@@ -650,11 +735,26 @@ class RuntimeMachine(RuleBasedStateMachine):
     # rules --------------------------------------------------------------------------
 
     @initialize(
-        policy=st.sampled_from(["continue", "cancel"]), pipeline=small_pipelines()
+        policy=st.sampled_from(["continue", "cancel"]),
+        pipeline=small_pipelines(),
+        data=st.data(),
     )
     def start_run(
-        self, policy: str, pipeline: list[tuple[str, tuple[str, ...]]]
+        self,
+        policy: str,
+        pipeline: list[tuple[str, tuple[str, ...]]],
+        data: st.DataObject,
     ) -> None:
+        # Some of the pipeline's own stages run in threads (``w``, ``wt``).
+        kinds = {
+            name: data.draw(st.sampled_from(["p", "p", "w", "wt"]))
+            for name, _ in pipeline
+        }
+        renamed = {name: kinds[name] + name[1:] for name, _ in pipeline}
+        pipeline = [
+            (renamed[name], tuple(renamed[dep] for dep in deps))
+            for name, deps in pipeline
+        ]
         built = Pipeline("machine")
         for name, deps in pipeline:
             built = built.add(spec_for(name), after=list(deps))
@@ -685,6 +785,26 @@ class RuntimeMachine(RuleBasedStateMachine):
             self.model.finishing.add(name)
         else:
             self.model._finish(name, state)
+
+    @precondition(lambda self: self.model is not None and bool(self.blocked_threads()))
+    @rule(data=st.data(), ok=st.booleans())
+    def finish_thread(self, data: st.DataObject, ok: bool) -> None:
+        """A thread stage's function returns (or raises): its outcome is decided then."""
+        assert self.model is not None
+        name = data.draw(st.sampled_from(self.blocked_threads()))
+        self.loop.controller.gate(name).put(ok)
+        nodes = self.run._supervisor.graph.nodes
+
+        async def until_it_ended() -> None:
+            # The thread returns in real time; virtual time does not move.
+            deadline = time.monotonic() + 30
+            while nodes[name].state is StageState.RUNNING:
+                assert time.monotonic() < deadline, f"{name} did not end"
+                await trio.lowlevel.checkpoint()
+
+        self.loop.call(until_it_ended)
+        self.model.thread_returns(name, ok)
+        event(f"a thread stage ended {self.model.state[name]}")
 
     @precondition(
         lambda self: self.model is not None and self.model.next_event() is not None
@@ -725,6 +845,22 @@ class RuntimeMachine(RuleBasedStateMachine):
 
         self.check_request(
             "add_stage", requester, action, name=name, after=after, before=before
+        )
+
+    @precondition(lambda self: self.model is not None)
+    @rule(data=st.data(), timeout=st.booleans())
+    def add_thread_stage(self, data: st.DataObject, timeout: bool) -> None:
+        """A thread stage, most often free to start at once."""
+        name = self.fresh("wt" if timeout else "w")
+        after = data.draw(st.lists(st.sampled_from(self.names()), max_size=1))
+        requester = self._requester(data)
+        spec = spec_for(name)
+
+        async def action(target: Any) -> Any:
+            return await target.add_stage(spec, after=after, reason="machine")
+
+        self.check_request(
+            "add_stage", requester, action, name=name, after=after, before=[]
         )
 
     @precondition(lambda self: self.model is not None and len(self.names()) >= 1)
@@ -909,6 +1045,7 @@ class RuntimeMachine(RuleBasedStateMachine):
         running = {n for n, s in self.model.state.items() if s == "running"}
         for name in self.loop.controller.inboxes:
             assert name in running, name
+        assert set(self.model.threads) <= running
 
 
 RuntimeMachine.TestCase.settings = settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dagvisor import Pipeline, StageState, runtime, stage
-from dagvisor.errors import RunFailed, UnknownStageError
+from dagvisor.errors import InvalidRequestError, RunFailed, UnknownStageError
 
 
 @stage
@@ -88,7 +88,8 @@ async def test_a_bad_item_fails_the_run():
     async with runtime() as rt:
         with pytest.raises(RunFailed) as info:
             await rt.run(Pipeline.stream([first, "not a stage"]))  # type: ignore[list-item]
-    assert isinstance(info.value.errors["<stream>"], TypeError)
+    assert isinstance(info.value.errors["<stream>"], InvalidRequestError)
+    assert "not a str" in str(info.value.errors["<stream>"])
 
 
 async def test_a_streamed_pipeline_runs_once():

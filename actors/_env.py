@@ -1,0 +1,98 @@
+"""What every stage of one run shares: the way to its supervisor, limits, hooks."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from types import MappingProxyType
+
+    import trio
+
+    from ._messages import Message
+
+__all__ = ["Hook", "Hooks", "RunEnv"]
+
+
+Hook = tuple[str, Callable[..., Awaitable[Any]]]
+"""An interceptor hook, with the requester name its changes are audited under."""
+
+
+@attrs.frozen
+class Hooks:
+    """The interceptor hooks of a runtime, in call order, grouped by moment."""
+
+    before: tuple[Hook, ...] = ()
+    after: tuple[Hook, ...] = ()
+    error: tuple[Hook, ...] = ()
+
+    @classmethod
+    def from_interceptors(cls, interceptors: Iterable[object]) -> Hooks:
+        """Collect the ``before_stage``/``after_stage``/``on_error`` methods present."""
+        before: list[Hook] = []
+        after: list[Hook] = []
+        error: list[Hook] = []
+        for interceptor in interceptors:
+            label = getattr(interceptor, "name", None) or type(interceptor).__name__
+            requester = f"interceptor:{label}"
+            found = False
+            for attr, into in (
+                ("before_stage", before),
+                ("after_stage", after),
+                ("on_error", error),
+            ):
+                hook = getattr(interceptor, attr, None)
+                if hook is None:
+                    continue
+                if not inspect.iscoroutinefunction(hook):
+                    msg = f"interceptor {label!r}: {attr} must be an async method (async def)"
+                    raise InvalidRequestError(msg)
+                into.append((requester, hook))
+                found = True
+            if not found:
+                msg = (
+                    f"interceptor {label!r} has none of before_stage, after_stage, on_error; "
+                    "define at least one as an async method"
+                )
+                raise InvalidRequestError(msg)
+        return cls(tuple(before), tuple(after), tuple(error))
+
+    def __bool__(self) -> bool:
+        return bool(self.before or self.after or self.error)
+
+
+@attrs.define(eq=False)
+class RunEnv:
+    """What every stage of one run shares: the way to its supervisor, and limits.
+
+    Attributes:
+        run_id: the run's id.
+        outbox: the supervisor's inbox (a clone owned by the run).
+        run_inputs: the inputs the run was started with, read-only.
+        thread_limiter: bounds how many thread stages run at once.
+        cleanup_timeout: seconds a stage's resources get to close.
+        hooks: interceptor hooks called around every stage attempt.
+    """
+
+    run_id: str
+    outbox: trio.MemorySendChannel[Message]
+    run_inputs: MappingProxyType[str, Any]
+    thread_limiter: trio.CapacityLimiter
+    cleanup_timeout: float
+    hooks: Hooks = Hooks()
+    default_executor: Any = "thread"
+    """Where plain-function stages without an executor of their own run."""
+    codec: Any = None
+    """With a journal: encodes each output as the stage ends (a `Codec`)."""
+    registry: Any = None
+    """With a journal: where stage functions are registered (a `StageRegistry`)."""
+    has_hooks: bool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.has_hooks = bool(self.hooks)

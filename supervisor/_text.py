@@ -1,0 +1,63 @@
+"""How values are written for people: times, and text that always encodes.
+
+Shared by the presentation modules (exports, report, lineage); depends on
+nothing else of dagvisor, so each of them can use it without a cycle.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+
+__all__ = ["html_text", "line_text", "shortened", "utf8_text", "when_text"]
+
+
+def utf8_text(text: str) -> str:
+    """``text`` made encodable as UTF-8: a lone surrogate becomes its escape.
+
+    A lone surrogate is what ``os.listdir`` returns for a file name that is
+    not UTF-8, and what a stage may put in a name, a reason or an error.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+# Control characters, line breaks included, as the escape Python writes.
+_BREAKS = {code: f"\\x{code:02x}" for code in (*range(32), *range(127, 160))}
+_BREAKS.update({9: "\\t", 10: "\\n", 13: "\\r"})
+
+
+def line_text(text: str) -> str:
+    """``text`` on one line, as `utf8_text`, its control characters as escapes.
+
+    For a name or a reason shown inside a line of text: it cannot start a
+    line of its own that looks like another record.
+    """
+    return utf8_text(text).translate(_BREAKS)
+
+
+def when_text(wall: float) -> str:
+    """A wall-clock time as ISO 8601 in UTC, to the millisecond.
+
+    A value that is no time (a journal edited by hand) is shown as it is.
+    """
+    try:
+        moment = datetime.datetime.fromtimestamp(wall, tz=datetime.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return repr(wall)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def html_text(text: object) -> str:
+    """Any value's text as HTML text or attribute value, encodable as UTF-8."""
+    return html.escape(utf8_text(str(text)), quote=True)
+
+
+def shortened(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= width else text[: width - 1] + "…"
