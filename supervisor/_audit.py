@@ -11,7 +11,7 @@ the supervisor's path for every change, querying is rare.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, TypeAlias, final, overload
 
 import attrs
@@ -118,51 +118,134 @@ def _wall_key(record: AuditRecord) -> tuple[float, int]:
 
 @final
 class AuditLog(Sequence[AuditRecord]):
-    """A run's audit records, in order, with indexes by time and by stage."""
+    """A run's audit records, in order, with indexes by time and by stage.
 
-    __slots__ = ("_by_stage", "_by_wall_time", "_indexed", "_records")
+    Indexed by sequence number: ``log[seq]``. With ``keep_recent=N`` (a run
+    with ``retain_outputs="journal"``, whose journal holds every record), a
+    record leaves memory once it is older than the last N and no stage still
+    in memory was added by it (the supervisor pins those): ``len(log)``
+    still counts every record of the run, iterating yields the records in
+    memory, and asking for one that left raises `LookupError`.
+    """
 
-    def __init__(self) -> None:
-        self._records: list[AuditRecord] = []
+    __slots__ = (
+        "_by_stage",
+        "_by_wall_time",
+        "_count",
+        "_indexed",
+        "_keep",
+        "_pins",
+        "_records",
+    )
+
+    def __init__(self, *, keep_recent: int | None = None) -> None:
+        self._records: dict[int, AuditRecord] = {}
+        self._count = 0
+        self._keep = keep_recent
+        self._pins: dict[int, int] = {}
         self._indexed = 0
         self._by_wall_time: SortedKeyList[AuditRecord, tuple[float, int]] = (
             SortedKeyList(key=_wall_key)
         )
         self._by_stage: dict[str, list[int]] = {}
 
+    @classmethod
+    def of(cls, records: Iterable[AuditRecord]) -> AuditLog:
+        """A log holding ``records`` (in order; gaps allowed, as in a bounded log)."""
+        log = cls()
+        for record in records:
+            log._records[record.seq] = record
+            log._count = record.seq + 1
+        return log
+
     def append(self, record: AuditRecord) -> None:
         """Add the next record (the supervisor's job only)."""
-        if record.seq != len(self._records):
-            msg = (
-                f"audit record {record.seq} out of order; expected {len(self._records)}"
-            )
+        if record.seq != self._count:
+            msg = f"audit record {record.seq} out of order; expected {self._count}"
             raise ValueError(msg)
-        self._records.append(record)
+        self._records[record.seq] = record
+        self._count += 1
+        if self._keep is not None:
+            self._release(record.seq - self._keep)
+
+    def pin(self, seq: int) -> None:
+        """A stage added by change ``seq`` is in memory: keep its record."""
+        if self._keep is not None and seq >= 0:
+            self._pins[seq] = self._pins.get(seq, 0) + 1
+
+    def unpin(self, seq: int) -> None:
+        """A stage added by change ``seq`` left memory."""
+        if self._keep is None or seq < 0:
+            return
+        left = self._pins.get(seq, 0) - 1
+        if left > 0:
+            self._pins[seq] = left
+            return
+        self._pins.pop(seq, None)
+        if seq < self._count - self._keep:
+            self._release(seq)
+
+    def _release(self, seq: int) -> None:
+        if seq < 0 or seq in self._pins:
+            return
+        record = self._records.pop(seq, None)
+        if record is not None and seq < self._indexed:
+            self._by_wall_time.discard(record)
 
     def _catch_up(self) -> None:
         """Index the records appended since the last query."""
         records = self._records
-        for record in records[self._indexed :]:
+        for seq in range(self._indexed, self._count):
+            record = records.get(seq)
+            if record is None:
+                continue
             self._by_wall_time.add(record)
             for name in record.stages:
-                self._by_stage.setdefault(name, []).append(record.seq)
-        self._indexed = len(records)
+                self._by_stage.setdefault(name, []).append(seq)
+        self._indexed = self._count
 
     def __len__(self) -> int:
-        return len(self._records)
+        return self._count
 
     @overload
     def __getitem__(self, index: int) -> AuditRecord: ...
     @overload
     def __getitem__(self, index: slice) -> Sequence[AuditRecord]: ...
     def __getitem__(self, index: int | slice) -> AuditRecord | Sequence[AuditRecord]:
-        return self._records[index]
+        if isinstance(index, slice):
+            records = self._records
+            return [
+                records[seq]
+                for seq in range(*index.indices(self._count))
+                if seq in records
+            ]
+        seq = index + self._count if index < 0 else index
+        record = self._records.get(seq)
+        if record is None:
+            if 0 <= seq < self._count:
+                msg = (
+                    f"audit record {seq} left memory (retain_outputs='journal'); "
+                    "read the run back from its journal for every record"
+                )
+                raise LookupError(msg)
+            msg = f"no audit record {index} (the trail has {self._count})"
+            raise IndexError(msg)
+        return record
+
+    def get(self, seq: int) -> AuditRecord | None:
+        """Record ``seq`` if it is in memory, else None."""
+        return self._records.get(seq)
 
     def __iter__(self) -> Iterator[AuditRecord]:
-        return iter(self._records)
+        return iter(self._records.values())
 
     def __repr__(self) -> str:
-        return f"<AuditLog {len(self._records)} records>"
+        held = (
+            ""
+            if len(self._records) == self._count
+            else f", {len(self._records)} in memory"
+        )
+        return f"<AuditLog {self._count} records{held}>"
 
     def between(
         self, since: float | None = None, until: float | None = None
@@ -170,7 +253,7 @@ class AuditLog(Sequence[AuditRecord]):
         """Records whose wall-clock time is in ``[since, until]``, oldest first."""
         self._catch_up()
         lower = None if since is None else (since, -1)
-        upper = None if until is None else (until, len(self._records))
+        upper = None if until is None else (until, self._count)
         records: list[AuditRecord] = list(
             self._by_wall_time.irange_key(lower, upper, inclusive=(True, True))
         )
@@ -179,8 +262,9 @@ class AuditLog(Sequence[AuditRecord]):
     def for_stage(self, name: str) -> list[AuditRecord]:
         """Records that name stage ``name`` (added, removed, wired or cancelled it)."""
         self._catch_up()
-        return [self._records[seq] for seq in self._by_stage.get(name, ())]
+        records = self._records
+        return [records[seq] for seq in self._by_stage.get(name, ()) if seq in records]
 
     def snapshot(self) -> tuple[AuditRecord, ...]:
-        """The records so far, as an immutable tuple."""
-        return tuple(self._records)
+        """The records so far (those in memory), as an immutable tuple."""
+        return tuple(self._records.values())

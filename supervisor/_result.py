@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
@@ -228,14 +228,14 @@ class _Origins(_NodeView):
 
     __slots__ = ("_audit",)
 
-    def __init__(
-        self, nodes: Mapping[str, Node], audit: tuple[AuditRecord, ...]
-    ) -> None:
+    def __init__(self, nodes: Mapping[str, Node], audit: Iterable[AuditRecord]) -> None:
         super().__init__(nodes)
-        self._audit = audit
+        # By sequence number: a bounded trail (retain_outputs="journal") has
+        # gaps, but always holds the records of the stages still in memory.
+        self._audit = audit if isinstance(audit, AuditLog) else AuditLog.of(audit)
 
     def _value(self, node: Node) -> AuditRecord | None:
-        return None if node.created_by < 0 else self._audit[node.created_by]
+        return None if node.created_by < 0 else self._audit.get(node.created_by)
 
 
 @final
@@ -290,10 +290,7 @@ class RunResult:
             UnknownStageError: the run never had such a stage.
         """
         if not self._audit_log:
-            log = AuditLog()
-            for record in self.audit:
-                log.append(record)
-            self._audit_log.append(log)
+            self._audit_log.append(AuditLog.of(self.audit))
         return lineage_of(
             stage,
             nodes=self._nodes,

@@ -112,6 +112,10 @@ SKIPPED = StageState.SKIPPED
 CANCELLED = StageState.CANCELLED
 UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
 
+# Audit records kept in memory beyond those of the stages in memory, with
+# retain_outputs="journal" (the journal keeps them all).
+_RECENT_RECORDS = 1_000
+
 # The end of a failed stage's traceback that the journal keeps (characters).
 _TRACEBACK_KEPT = 16_000
 
@@ -166,7 +170,11 @@ class GraphSupervisor:
         restored: Replayed | None = None,
     ) -> None:
         self.run_id = run_id
-        self.audit = AuditLog()
+        # With retain_outputs="journal" the journal holds every record: in
+        # memory, the recent ones and those of the stages still in memory.
+        self.audit = AuditLog(
+            keep_recent=_RECENT_RECORDS if retain_outputs == "journal" else None
+        )
         self.errors: dict[str, BaseException] = {}
         self.status: Literal["running", "succeeded", "failed", "cancelled"] = "running"
         self.version = 0
@@ -562,6 +570,19 @@ class GraphSupervisor:
             return
         self._forget(node)
 
+    def _added(self, node: Node) -> None:
+        """A change added ``node`` to the graph: count it, keep its record, track it."""
+        self._unfinished += 1
+        self.added += 1
+        self.audit.pin(node.created_by)
+        if self._streaming:
+            self._streamed.append(node)
+
+    def _removed(self, node: Node) -> None:
+        """A change took ``node``, pending, out of the graph (or a change was undone)."""
+        self._unfinished -= 1
+        self.audit.unpin(node.created_by)
+
     def _forget(self, node: Node) -> None:
         """Let a finished stage leave memory; its name stays taken.
 
@@ -578,6 +599,7 @@ class GraphSupervisor:
                 None if node.created_by < 0 else self.audit[node.created_by].requester
             )
             self._gone.add(node.name, node.created_by, requester)
+            self.audit.unpin(node.created_by)
             self.evicted[node.state] += 1
         node.deps = ()
         node.dependents.clear()
@@ -707,6 +729,8 @@ class GraphSupervisor:
         started) is pending again; `_settle_restored` settles the ones a kept
         stage blocks once the run serves.
         """
+        for node in self.graph:  # pinned first: their records stay in memory
+            self.audit.pin(node.created_by)
         for record in restored.audit:
             self.audit.append(record)
         self.version = restored.version
@@ -948,7 +972,9 @@ class GraphSupervisor:
                 if downstream not in added:  # an edge into a stage that stays
                     graph.remove_edge(graph.nodes[upstream], graph.nodes[downstream])
             for name in reversed(change.added):
-                graph.remove_node(graph.nodes[name])
+                node = graph.nodes[name]
+                graph.remove_node(node)
+                self.audit.unpin(node.created_by)
         except Exception:  # the graph is not what the change left: give up
             return False
         self._unfinished, self.added = counters
@@ -1096,11 +1122,8 @@ class GraphSupervisor:
         node = self.graph.add_node(
             spec, deps, created_by=len(self.audit), before=befores
         )
-        self._unfinished += 1
-        self.added += 1
+        self._added(node)
         change.added.append(name)
-        if self._streaming:
-            self._streamed.append(node)
         change.edges.extend((dep.name, name) for dep in deps)
         for later in befores:
             self.graph.add_edge(node, later)
@@ -1177,12 +1200,9 @@ class GraphSupervisor:
                 key=key,
                 item_print=item_print,
             )
-            self._unfinished += 1
-            self.added += 1
+            self._added(node)
             change.added.append(name)
             change.edges.extend((dep.name, name) for dep in deps)
-            if self._streaming:
-                self._streamed.append(node)
             self._settle_new(node)
         return names
 
@@ -1217,7 +1237,7 @@ class GraphSupervisor:
             for dep in deps:
                 if dep.readers == 0 and dep.state is SUCCEEDED and dep.dependents:
                     dep.output = RELEASED
-        self._unfinished -= 1
+        self._removed(node)
         change.removed.append(node.name)
         for child in children:
             self._settle_new(child)
@@ -1263,6 +1283,7 @@ class GraphSupervisor:
                 if child.state is not PENDING:
                     settled_children[id(child)] = child
             del graph.nodes[node.name]
+            self._removed(node)
             change.removed.append(node.name)
         for child in settled_children.values():
             child.deps = tuple(dep for dep in child.deps if dep.state is not PENDING)
@@ -1272,7 +1293,6 @@ class GraphSupervisor:
                 dep.readers = 0  # its pending dependents are gone
                 if self._release and dep.state is SUCCEEDED and dep.dependents:
                     dep.output = RELEASED
-        self._unfinished -= len(pending)
         seq = len(self.audit)
         added: list[Node] = []
         for spec, dep_names in request.pipeline.entries():
@@ -1280,13 +1300,10 @@ class GraphSupervisor:
                 continue
             deps = [graph.nodes[dep] for dep in dep_names]
             node = graph.add_node(spec, deps, created_by=seq)
+            self._added(node)
             added.append(node)
             change.added.append(spec.name)
-            if self._streaming:
-                self._streamed.append(node)
             change.edges.extend((dep, spec.name) for dep in dep_names)
-        self._unfinished += len(added)
-        self.added += len(added)
         for node in added:
             self._settle_new(node)
 

@@ -161,3 +161,32 @@ async def test_a_resumed_stage_asking_again_for_dropped_stages_is_a_no_op(tmp_pa
     with Journal(crashed, readonly=True) as journal:
         stored = journal.result(run.id)
     assert stored.outputs["collect"] == 12
+
+
+@stage
+async def grow(ctx):
+    index = int(ctx.name[1:])
+    if index + 1 < ctx.run_inputs["stages"]:
+        await ctx.add_stage(
+            grow.named(f"g{index + 1}"), after=[ctx.name], reason="the next step"
+        )
+    return index
+
+
+async def test_a_grown_chain_keeps_only_recent_audit_records_in_memory(tmp_path):
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path, retain_outputs="journal") as rt:
+        run = await rt.start(
+            Pipeline("grown").add(grow.named("g0")), inputs={"stages": 3000}
+        )
+        result = await run.wait()
+    trail = run.audit()
+    assert len(trail) == 2999  # every change is counted ...
+    assert 900 <= len(result.audit) <= 1001  # ... the recent ones stay in memory
+    assert [r.seq for r in result.audit] == list(range(2999 - len(result.audit), 2999))
+    assert result.stats.changes == 2999
+    assert result.origins["g2999"] is trail[2998]  # the stage in memory keeps its own
+    with pytest.raises(LookupError, match="left memory"):
+        trail[5]
+    with Journal(path, readonly=True) as journal:
+        assert len(journal.result(run.id).audit) == 2999
