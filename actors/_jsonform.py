@@ -16,6 +16,13 @@ tag, ...}``) for what JSON cannot say; this module owns the text of that form:
   without recursion. A tagged class value is never looked up: it becomes
   whatever the caller's ``rebuild`` makes of it (`Undecoded` when reading;
   an allowed class, or `NotRestorableError`, when resuming).
+
+The standard library's `json` does the work. msgspec (faster for small
+values, about 1 µs a stage of a journaled stage's 80) encodes and decodes
+no lone surrogate, and decodes classes only into types given up front,
+calling ``__post_init__``; cattrs rebuilds a class by calling it, as the
+resume path does for the classes it allows. Neither would remove the
+tagged form, which the values' types (not a schema) decide.
 """
 
 from __future__ import annotations
