@@ -7,11 +7,14 @@ from ._actor import run_stage as run_stage
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
 from ._codec import PickleCodec as PickleCodec
+from ._codec import Undecoded as Undecoded
+from ._codec import read_value as read_value
 from ._context import NO_ITEM as NO_ITEM
 from ._context import Sentinel as Sentinel
 from ._context import StageContext as StageContext
 from ._dask import DaskExecutor as DaskExecutor
 from ._dask import DaskStatistics as DaskStatistics
+from ._declared import declared_types as declared_types
 from ._env import Hooks as Hooks
 from ._env import RunEnv as RunEnv
 from ._errors import CycleError as CycleError
@@ -42,6 +45,9 @@ from ._errors import UnknownStageError as UnknownStageError
 from ._executors import Executor as Executor
 from ._executors import StageView as StageView
 from ._freeze import freeze as freeze
+from ._jsonform import Malformed as Malformed
+from ._jsonform import dump_json as dump_json
+from ._jsonform import load_json as load_json
 from ._mainguard import refuse_in_bootstrap as refuse_in_bootstrap
 from ._messages import AddEdge as AddEdge
 from ._messages import AddStage as AddStage

@@ -229,7 +229,7 @@ async def run_stage(
                         await trio.lowlevel.checkpoint_if_cancelled()
                         raise
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    prepared = prepare_output(env, spec.name, value)
+                    prepared = await prepare_output(env, spec, value)
                 except BaseException as exc:
                     if ctx._stack:
                         await ctx._close_resources(exc)
@@ -239,7 +239,7 @@ async def run_stage(
                 message = StageSucceeded(token, *prepared)
             else:
                 value = await _attempts(spec, ctx)
-                message = StageSucceeded(token, *prepare_output(env, spec.name, value))
+                message = StageSucceeded(token, *await prepare_output(env, spec, value))
         if scope.cancelled_caught:
             message = StageCancelled(token)
     except Exception as exc:

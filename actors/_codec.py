@@ -1,166 +1,277 @@
-"""Codecs: how stage outputs (and mapped items) are written to a journal.
+"""Codecs: how stage outputs, mapped items and run inputs are written to a journal and read back.
 
-`JsonCodec` is the default: plain JSON, plus tagged forms so that tuples,
-sets, bytes, dicts with non-string keys, attrs classes and dataclasses come
-back as they went in. A class is found again only among the modules already
-imported by the process, never imported because a journal names it.
-`PickleCodec` is there for users who opt in explicitly (a journal is then as
-trustworthy as its file). An output that cannot be encoded fails its stage
-at once, with the reason, rather than when a checkpoint is written.
+What each codec means for whoever reads a journal:
+
+* `JsonCodec` (the default) writes plain JSON, with tagged forms for tuples,
+  sets, frozensets, bytes, dicts with keys that are not all strings, and
+  attrs classes and dataclasses (by ``module:qualname`` and their fields).
+  Reading it never runs code the reader has not allowed:
+
+  - the reading paths (`Journal.result`, the ``dagvisor`` reading commands,
+    reports, lineage, graphs) rebuild no class at all: a class value comes
+    back as `Undecoded`, naming the class, with its stored text;
+  - a resume rebuilds only the classes on its allow-list: those registered
+    with the codec (``JsonCodec(types=[Order])`` or ``codec.register(Order)``)
+    and those named by the return annotation of one of the run's stage
+    functions (``async def f(ctx) -> Order``). Rebuilding calls the class
+    with its stored fields (the user allowed it). Any other class the file
+    names is refused with `NotRestorableError`; it is never looked up,
+    imported or called.
+
+  Because a resume could not rebuild it, an output holding a class that is
+  not on the allow-list fails its stage when it is produced, saying how to
+  allow the class.
+* `PickleCodec`, for users who opt in, writes pickles: a resume unpickles,
+  so a journal is then as trustworthy as its file. The reading paths never
+  unpickle: every value of such a run comes back `Undecoded`.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
-import json
 import pickle
-import sys
-from typing import Any, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkable
 
 import attrs
 
 from ._errors import NotRestorableError
+from ._jsonform import (
+    TAG,
+    Malformed,
+    SurrogatePair,
+    dump,
+    dump_json,
+    joined,
+    load_json,
+    pieces,
+    untag,
+    utf8,
+)
+from ._tagging import Tagger, class_path, is_record_class, scalar, too_deep
 
-__all__ = ["Codec", "JsonCodec", "PickleCodec"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable
 
-_TAG = "__dagvisor__"
+__all__ = [
+    "Codec",
+    "JsonCodec",
+    "PickleCodec",
+    "Undecoded",
+    "class_path",
+    "read_value",
+]
+
+T = TypeVar("T")
 
 
 @runtime_checkable
 class Codec(Protocol):
-    """Turns values into text for a journal, and back."""
+    """Turns values into text for a journal, and back.
+
+    ``allow`` names the classes the caller allows besides the codec's own
+    (the classes a stage function declares it returns); a codec that does
+    not rebuild classes by name may ignore it.
+    """
 
     name: str
 
-    def encode(self, value: Any) -> str:
+    def encode(self, value: Any, *, allow: Collection[type] = ()) -> str:
         """Text for ``value``; raise `NotRestorableError` if it cannot be encoded."""
         ...
 
-    def decode(self, text: str) -> Any:
+    def decode(self, text: str, *, allow: Collection[type] = ()) -> Any:
         """The value ``text`` was encoded from."""
         ...
 
 
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+@final
+@attrs.frozen(repr=False)
+class Undecoded:
+    """A stored value that was not rebuilt: its stored text, and the class it names.
 
+    Attributes:
+        text: the value as the journal stores it (JSON for `JsonCodec`).
+        type: the class the journal names for it (``"module:Qualname"``), or
+            None when the whole value was left as stored (another codec).
+    """
 
-def _loaded_class(path: str) -> type:
-    module_name, _, qualname = path.partition(":")
-    module = sys.modules.get(module_name)
-    if module is None:
-        msg = (
-            f"the journal holds a {path} but module {module_name!r} is not imported; "
-            "import it before resuming"
-        )
-        raise NotRestorableError(msg)
-    target: Any = module
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    if not isinstance(target, type):
-        msg = f"{path} in the journal is not a class"
-        raise NotRestorableError(msg)
-    return target
+    text: str
+    type: str | None = None
+
+    def __repr__(self) -> str:
+        shown = self.text if len(self.text) <= 60 else self.text[:57] + "..."
+        named = "" if self.type is None else f"type={self.type!r}, "
+        return f"Undecoded({named}text={shown!r})"
 
 
 @final
 class JsonCodec:
-    """JSON with tagged forms for tuples, sets, bytes, attrs classes and dataclasses."""
+    """JSON with tagged forms for tuples, sets, bytes, attrs classes and dataclasses.
+
+    Args:
+        types: attrs classes and dataclasses a resume may rebuild (more with
+            `register`; a stage's return annotation allows its classes too).
+
+    Example:
+        >>> codec = JsonCodec(types=[Order])  # doctest: +SKIP
+        >>> async with runtime(journal="runs.db", codec=codec) as rt: ...  # doctest: +SKIP
+    """
 
     name = "json"
 
-    def _to_json(self, value: Any) -> Any:
-        kind = type(value)
-        if value is None or kind in (bool, int, float, str):
-            return value
-        if kind is list:
-            return [self._to_json(v) for v in value]
-        if kind is dict:
-            if all(type(k) is str for k in value):
-                if _TAG in value:
-                    return {
-                        _TAG: "dict",
-                        "items": [[k, self._to_json(v)] for k, v in value.items()],
-                    }
-                return {k: self._to_json(v) for k, v in value.items()}
-            return {
-                _TAG: "dict",
-                "items": [
-                    [self._to_json(k), self._to_json(v)] for k, v in value.items()
-                ],
-            }
-        if kind is tuple:
-            return {_TAG: "tuple", "items": [self._to_json(v) for v in value]}
-        if kind in (set, frozenset):
-            return {_TAG: kind.__name__, "items": [self._to_json(v) for v in value]}
-        if kind is bytes:
-            return {_TAG: "bytes", "data": base64.b64encode(value).decode("ascii")}
-        if attrs.has(kind):
-            fields = {
-                f.name: self._to_json(getattr(value, f.name))
-                for f in attrs.fields(kind)
-            }
-            return {_TAG: "attrs", "type": _class_path(kind), "fields": fields}
-        if dataclasses.is_dataclass(value):
-            fields = {
-                f.name: self._to_json(getattr(value, f.name))
-                for f in dataclasses.fields(value)
-            }
-            return {_TAG: "dataclass", "type": _class_path(kind), "fields": fields}
-        msg = (
-            f"a {kind.__module__}.{kind.__qualname__} cannot be written to the journal as "
-            "JSON; return plain data, attrs classes or dataclasses, or opt into "
-            "runtime(codec=PickleCodec())"
-        )
-        raise NotRestorableError(msg)
+    def __init__(self, types: Iterable[type] = ()) -> None:
+        self._paths: dict[str, type] = {}
+        self._allowed: set[type] = set()
+        for cls in types:
+            self.register(cls)
 
-    def _from_json(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self._from_json(v) for v in value]
-        if not isinstance(value, dict):
-            return value
-        tag = value.get(_TAG)
-        if tag is None:
-            return {k: self._from_json(v) for k, v in value.items()}
-        if tag == "dict":
-            return {self._from_json(k): self._from_json(v) for k, v in value["items"]}
-        if tag == "tuple":
-            return tuple(self._from_json(v) for v in value["items"])
-        if tag == "set":
-            return {self._from_json(v) for v in value["items"]}
-        if tag == "frozenset":
-            return frozenset(self._from_json(v) for v in value["items"])
-        if tag == "bytes":
-            return base64.b64decode(value["data"])
-        if tag in ("attrs", "dataclass"):
-            cls = _loaded_class(value["type"])
-            return cls(**{k: self._from_json(v) for k, v in value["fields"].items()})
-        msg = f"unknown tag {tag!r} in the journal"
-        raise NotRestorableError(msg)
+    def __repr__(self) -> str:
+        return f"JsonCodec(types=[{', '.join(sorted(self._paths))}])"
 
-    def encode(self, value: Any) -> str:
-        """JSON text for ``value``."""
+    def register(self, cls: type[T]) -> type[T]:
+        """Allow a resume to rebuild ``cls`` (an attrs class or a dataclass); returns it.
+
+        Usable as a class decorator: ``@codec.register``.
+        """
+        if not isinstance(cls, type) or not is_record_class(cls):
+            msg = f"JsonCodec.register takes an attrs class or a dataclass, not {cls!r}"
+            raise TypeError(msg)
+        self._paths[class_path(cls)] = cls
+        self._allowed.add(cls)
+        return cls
+
+    @property
+    def types(self) -> frozenset[type]:
+        """The classes registered with this codec."""
+        return frozenset(self._allowed)
+
+    def _tag(
+        self, value: Any, allow: Collection[type], *, pairs: bool
+    ) -> tuple[Any, dict[int, int]]:
+        tagger = Tagger(self._allowed, allow, pairs=pairs)
         try:
-            return json.dumps(
-                self._to_json(value), allow_nan=True, separators=(",", ":")
-            )
+            return tagger.tag(value, 0), tagger.sizes
         except RecursionError:
-            msg = "the value is nested too deeply to be written to the journal as JSON"
+            raise too_deep() from None
+
+    def encode(self, value: Any, *, allow: Collection[type] = ()) -> str:
+        """JSON text for ``value`` (valid UTF-8: lone surrogates are escaped).
+
+        Args:
+            value: the value.
+            allow: classes allowed besides the registered ones.
+
+        Raises:
+            NotRestorableError: a value JSON cannot hold, a class not allowed,
+                or nesting deeper than the journal reads back.
+        """
+        try:
+            text = scalar(value)
+            if text is not None:
+                return text
+            try:
+                return dump(self._tag(value, allow, pairs=False)[0])
+            except SurrogatePair:
+                return dump(self._tag(value, allow, pairs=True)[0])
+        except ValueError as exc:  # an int too long for JSON, for one
+            msg = f"the value cannot be written to the journal as JSON ({exc})"
             raise NotRestorableError(msg) from None
 
-    def decode(self, text: str) -> Any:
-        """The value ``text`` was encoded from."""
-        return self._from_json(json.loads(text))
+    def encode_utf8(self, value: Any, *, allow: Collection[type] = ()) -> bytearray:
+        """`encode`'s text as UTF-8, built in pieces (for large values, in a thread).
+
+        No piece takes the interpreter for long, so the event loop keeps
+        running while another thread encodes a large value.
+        """
+        try:
+            for pairs in (False, True):
+                tagged, sizes = self._tag(value, allow, pairs=pairs)
+                try:
+                    return joined([utf8(piece) for piece in pieces(tagged, sizes)])
+                except SurrogatePair:
+                    continue
+        except ValueError as exc:
+            msg = f"the value cannot be written to the journal as JSON ({exc})"
+            raise NotRestorableError(msg) from None
+        msg_0 = "unreachable: strings with pairs are tagged"
+        raise AssertionError(msg_0)  # pragma: no cover
+
+    def decode(self, text: str, *, allow: Collection[type] = ()) -> Any:
+        """The value ``text`` was encoded from, rebuilding only allowed classes.
+
+        Raises:
+            NotRestorableError: the text names a class that is not allowed (or
+                was renamed), or whose stored fields no longer fit it.
+            ValueError: the text is not a value this codec wrote.
+        """
+        paths = self._paths
+        if allow:
+            paths = {**{class_path(cls): cls for cls in allow}, **paths}
+
+        def rebuild(node: dict[str, Any], get: Callable[[Any], Any]) -> Any:
+            path = node["type"]
+            cls = paths.get(path)
+            if cls is None:
+                msg = (
+                    f"the journal holds a {path[:200]!r}, which this process does not "
+                    "allow to be rebuilt (nor does it look it up); allow it: "
+                    "runtime(codec=JsonCodec(types=[...])), codec.register(cls), or "
+                    "the stage's return annotation; or, if the class was renamed or "
+                    "moved since the run, define it again under that name"
+                )
+                raise NotRestorableError(msg)
+            if (node[TAG] == "attrs") != attrs.has(cls):
+                msg = (
+                    f"the journal holds {path!r} as {node[TAG]}, which it no longer is"
+                )
+                raise NotRestorableError(msg)
+            fields = {name: get(value) for name, value in node["fields"].items()}
+            try:
+                return cls(**fields)
+            except Exception as exc:
+                msg = (
+                    f"the stored fields of {path!r} no longer fit the class "
+                    f"({type(exc).__name__}: {str(exc)[:200]}); the class changed "
+                    "since the run: give it defaults for new fields, or resume with "
+                    "the code the run had"
+                )
+                raise NotRestorableError(msg) from exc
+
+        return untag(load_json(text), rebuild, fields_first=True)
+
+
+def _undecoded(node: dict[str, Any], get: Callable[[Any], Any]) -> Undecoded:
+    try:
+        text = dump_json(node)
+    except (RecursionError, ValueError):
+        msg = "a stored class value is nested too deeply to be shown"
+        raise Malformed(msg) from None
+    return Undecoded(text, node["type"])
+
+
+def read_value(text: str) -> Any:
+    """A `JsonCodec` text as plain data, rebuilding no class (reading paths).
+
+    Tuples, sets, frozensets, bytes and dicts come back as they went in; a
+    class value comes back as `Undecoded`.
+
+    Raises:
+        ValueError: the text is not a value `JsonCodec` wrote.
+    """
+    return untag(load_json(text), _undecoded, fields_first=False)
 
 
 @final
 class PickleCodec:
-    """Pickle, for users who opt in: anything picklable, at pickle's trust level."""
+    """Pickle, for users who opt in: anything picklable, at pickle's trust level.
+
+    A resume unpickles what the journal holds: use it only with journals
+    nobody else can write. The reading paths never unpickle.
+    """
 
     name = "pickle"
 
-    def encode(self, value: Any) -> str:
+    def encode(self, value: Any, *, allow: Collection[type] = ()) -> str:
         """Base64 of the pickle of ``value``."""
         try:
             return base64.b64encode(pickle.dumps(value)).decode("ascii")
@@ -168,6 +279,6 @@ class PickleCodec:
             msg = f"the value cannot be pickled: {type(exc).__name__}: {exc}"
             raise NotRestorableError(msg) from exc
 
-    def decode(self, text: str) -> Any:
-        """The value ``text`` was encoded from."""
-        return pickle.loads(base64.b64decode(text))  # opted into explicitly
+    def decode(self, text: str, *, allow: Collection[type] = ()) -> Any:
+        """The value ``text`` was encoded from (unpickled: opted into explicitly)."""
+        return pickle.loads(base64.b64decode(text))

@@ -92,7 +92,7 @@ class RunEnv:
     """With a journal: encodes each output as the stage ends (a `Codec`)."""
     registry: Any = None
     """With a journal: where stage functions are registered (a `StageRegistry`)."""
-    check_output: Callable[[str | Sequence[str], str], None] | None = None
+    check_output: Callable[[str | bytearray | Sequence[str], str], None] | None = None
     """With a journal: ``check_output(encoded, what)`` raises `OutputTooLargeError`
     for an encoded value (or the items one record holds) it cannot store."""
     has_hooks: bool = attrs.field(init=False)

@@ -98,11 +98,12 @@ class ReplySlot:
 
 @attrs.frozen
 class StageSucceeded:
-    """The stage returned ``value`` (``encoded`` by the run's codec, if journaled)."""
+    """The stage returned ``value`` (``encoded`` by the run's codec, if journaled:
+    text, or for a large output its UTF-8 bytes as a `bytearray`)."""
 
     token: object
     value: Any
-    encoded: str | None = None
+    encoded: str | bytearray | None = None
 
 
 @attrs.frozen

@@ -5,26 +5,131 @@ from the stage that returned it to the supervisor: encoded for the journal
 (when the run has one) and made safe to share with every consumer. It runs
 in the producing stage's own task, never in the supervisor's, so whatever a
 value does when it is encoded fails that stage alone.
+
+An output is encoded once, into the text the journal stores as it is. A
+cheap look at the value (a few dozen of its parts at most) decides where:
+a small output is encoded at once, on the event loop (a thread would cost
+more than the encoding); a large one in a worker thread, in pieces, so the
+event loop keeps running meanwhile. A large output's text travels as UTF-8
+bytes (a `bytearray`), which the journal stores as text without converting it again.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from typing import TYPE_CHECKING, Any, Final
 
-from ._errors import InvalidOutputError
-from ._freeze import freeze
+import attrs
+import trio
+
+from ._codec import JsonCodec
+from ._declared import declared_types
+from ._errors import InvalidOutputError, NotRestorableError
+from ._freeze import FrozenDict, FrozenList, FrozenSet, freeze
+from ._jsonform import joined
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     from ._env import RunEnv
+    from ._spec import StageSpec
 
-__all__ = ["prepare_output"]
+__all__ = ["is_large", "prepare_output"]
+
+_INLINE_CHARS: Final = 16_384
+"""Text (in characters or bytes) an output may hold and still be encoded inline."""
+_INLINE_PARTS: Final = 256
+"""Parts (containers, members, fields) an inline output may have."""
+_CHUNK: Final = 1 << 20
+_SEQUENCES: Final = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
 
 
-def prepare_output(env: RunEnv, stage: str, value: Any) -> tuple[Any, str | None]:
+def is_large(value: Any) -> bool:
+    """Whether ``value`` may take long to encode: judged from a few of its parts.
+
+    Counts the characters of strings and bytes and the members of containers,
+    looking at no more than `_INLINE_PARTS` parts: a value with more is large.
+    """
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return len(value) > _INLINE_CHARS
+    if kind is int or kind is float or kind is bool or value is None:
+        return False
+    budget = _INLINE_PARTS
+    text = 0
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        kind = type(item)
+        budget -= 1
+        if kind is str or kind is bytes:
+            text += len(item)
+            if text > _INLINE_CHARS:
+                return True
+        elif kind in _SEQUENCES:
+            budget -= len(item)
+            if budget < 0:
+                return True
+            todo.extend(item)
+        elif kind is dict or kind is FrozenDict:
+            budget -= 2 * len(item)
+            if budget < 0:
+                return True
+            todo.extend(item)
+            todo.extend(item.values())
+        elif attrs.has(kind) or dataclasses.is_dataclass(kind):
+            fields: Any = (
+                attrs.fields(kind) if attrs.has(kind) else dataclasses.fields(item)
+            )
+            budget -= len(fields)
+            if budget < 0:
+                return True
+            todo.extend(getattr(item, f.name) for f in fields)
+        if budget < 0:
+            return True
+    return False
+
+
+def _checked(text: Any, codec: Any) -> str:
+    if type(text) is not str:
+        msg = f"codec {codec.name!r} returned a {type(text).__name__}, not text"
+        raise NotRestorableError(msg)
+    if not text.isascii() and type(codec) is not JsonCodec:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            msg = (
+                f"codec {codec.name!r} returned text that is not valid UTF-8 (a lone "
+                "surrogate); the journal stores UTF-8 text only"
+            )
+            raise NotRestorableError(msg) from None
+    return text
+
+
+def _encode_large(codec: Any, value: Any, allow: Collection[type]) -> str | bytearray:
+    """A large output's text, for the journal (runs in a worker thread)."""
+    if type(codec) is JsonCodec:
+        return codec.encode_utf8(value, allow=allow)
+    text = _checked(codec.encode(value, allow=allow), codec)
+    if text.isascii():
+        return text  # stored as it is, without conversion
+    return joined(
+        [text[i : i + _CHUNK].encode("utf-8") for i in range(0, len(text), _CHUNK)]
+    )
+
+
+async def prepare_output(
+    env: RunEnv, spec: StageSpec, value: Any
+) -> tuple[Any, str | bytearray | None]:
     """The frozen value consumers share, and its journal encoding (None without one).
 
     Encoded first, from the value as the stage returned it; then frozen (see
     `dagvisor.actors._freeze`), once for every consumer.
+
+    Waits (in a worker thread) only for a large output of a journaled run;
+    otherwise returns without a checkpoint: the stage's task ends right
+    after, and a checkpoint per stage would cost the hot path more than the
+    encoding.
 
     Raises:
         NotRestorableError: the run is journaled and the value cannot be encoded.
@@ -33,11 +138,18 @@ def prepare_output(env: RunEnv, stage: str, value: Any) -> tuple[Any, str | None
         InvalidOutputError: the value cannot be frozen (a dict key's
             ``__hash__`` raised while its dict was rebuilt).
     """
-    encoded = None if env.codec is None else env.codec.encode(value)
-    if encoded is not None and env.check_output is not None:
-        env.check_output(encoded, "the output")
+    encoded: str | bytearray | None = None
+    codec = env.codec
+    if codec is not None:
+        allow = declared_types(spec.fn)
+        if not is_large(value):
+            encoded = _checked(codec.encode(value, allow=allow), codec)
+        else:
+            encoded = await trio.to_thread.run_sync(_encode_large, codec, value, allow)
+        if env.check_output is not None:
+            env.check_output(encoded, "the output")
     try:
         frozen = freeze(value)
     except Exception as exc:
-        raise InvalidOutputError(stage, value, exc) from exc
+        raise InvalidOutputError(spec.name, value, exc) from exc
     return frozen, encoded

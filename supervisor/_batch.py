@@ -15,14 +15,13 @@ runtime's nonce on the run's lease.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
+from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError, dump_json
 
 from ._journal import is_busy
 from ._lease import Owner, fence, insert_lease, read_lease, release, take_over
@@ -61,11 +60,17 @@ _RECORD_ERRORS = (
 # before it commits, so the rest need no check, and the fence costs no
 # statement of its own (a batch of a few records mostly costs its statements).
 _OURS = " AND EXISTS (SELECT 1 FROM leases WHERE run_id = ?1 AND nonce = ?{})"
-_INSERT_EVENT = "INSERT INTO events (run_id, seq, kind, payload) VALUES (?, ?, ?, ?)"
-_INSERT_FENCED = (
-    "INSERT INTO events (run_id, seq, kind, payload) SELECT ?1, ?2, ?3, ?4 WHERE 1"
-    + _OURS.format(5)
+# An output goes to its own column as the codec wrote it (text, or UTF-8
+# bytes stored as text), once.
+_INSERT_EVENT = (
+    "INSERT INTO events (run_id, seq, kind, payload, output) "
+    "VALUES (?, ?, ?, ?, CAST(? AS TEXT))"
 )
+_INSERT_FENCED = (
+    "INSERT INTO events (run_id, seq, kind, payload, output) "
+    "SELECT ?1, ?2, ?3, ?4, CAST(?5 AS TEXT) WHERE 1" + _OURS.format(6)
+)
+_LARGE_OUTPUT: Final = 1 << 20  # bytes: written in pieces of this size
 _RESUME = "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?1"
 _END = "UPDATE runs SET status = ?2, ended = ?3 WHERE run_id = ?1"
 
@@ -124,13 +129,12 @@ def _reason(exc: BaseException, journal: Journal) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _storable(name: str) -> str:
-    """A text SQLite can store (valid UTF-8): lone surrogates as ``\\udXXX`` escapes."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "backslashreplace").decode("utf-8")
-    return name
+def _listed(name: str) -> str:
+    """``name`` as UTF-8 text for the listing column (a lone surrogate escaped).
+
+    The exact name (it may hold a lone surrogate) is in the run's JSON record.
+    """
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _lost(db: sqlite3.Connection, run_id: str) -> LeaseLostError:
@@ -160,7 +164,7 @@ def _write_group(
     nonce = me.nonce
     fence = ledger.owned  # a new run's lease is written by this very batch
     expected = ledger.next_seq
-    events: list[tuple[str, int, str, str]] = []
+    events: list[_Event] = []
     for record in group:
         if record[0] == "event":
             _, _, seq, kind, payload = record
@@ -168,12 +172,21 @@ def _write_group(
                 msg = f"its event {expected} went missing before event {seq}"
                 raise JournalWriteError(run_id, msg)
             expected += 1
-            events.append((run_id, seq, kind, json.dumps(payload)))
+            output = payload.get("output")
+            if output is not None:
+                payload = {k: v for k, v in payload.items() if k != "output"}
+            if type(output) is bytearray and len(output) > _LARGE_OUTPUT:
+                fence = _insert_events(db, run_id, events, nonce if fence else None)
+                events = []
+                if fence and not _owns(db, run_id, nonce):
+                    raise _lost(db, run_id)
+                fence = False
+                _insert_large(db, run_id, seq, kind, dump_json(payload), output)
+                continue
+            events.append((run_id, seq, kind, dump_json(payload), output))
             continue
-        if events:
-            _insert_events(db, run_id, events, nonce if fence else None)
-            fence = False
-            events = []
+        fence = _insert_events(db, run_id, events, nonce if fence else None)
+        events = []
         match record:
             case ("run", _, name, created, pipeline):
                 db.execute(
@@ -181,9 +194,9 @@ def _write_group(
                     "VALUES (?, ?, ?, 'running', ?)",
                     (
                         run_id,
-                        _storable(name),
+                        _listed(name),
                         created,
-                        json.dumps({**pipeline, "name": name}),
+                        dump_json({**pipeline, "name": name}),
                     ),
                 )
                 insert_lease(db, run_id, me, expires)
@@ -201,24 +214,66 @@ def _write_group(
             case _:  # pragma: no cover - a bug in a producer of records
                 msg = f"unknown journal record {record!r}"
                 raise AssertionError(msg)
-    if events:
-        _insert_events(db, run_id, events, nonce if fence else None)
+    _insert_events(db, run_id, events, nonce if fence else None)
     done.next_seq[run_id] = expected
 
 
+_Event = tuple[str, int, str, str, "str | bytearray | None"]
+
+
 def _insert_events(
-    db: sqlite3.Connection,
-    run_id: str,
-    events: list[tuple[str, int, str, str]],
-    fence: str | None,
-) -> None:
-    """Insert events; with ``fence`` (the nonce), the first only if the lease is ours."""
+    db: sqlite3.Connection, run_id: str, events: list[_Event], fence: str | None
+) -> bool:
+    """Insert events; with ``fence`` (the nonce), only if the run's lease is ours.
+
+    Returns whether the fence is still to be made (no event to make it with).
+    """
+    if not events:
+        return fence is not None
     if fence is not None:
         if db.execute(_INSERT_FENCED, (*events[0], fence)).rowcount != 1:
             raise _lost(db, run_id)
         events = events[1:]
     if events:
         db.executemany(_INSERT_EVENT, events)
+    return False
+
+
+def _owns(db: sqlite3.Connection, run_id: str, nonce: str) -> bool:
+    """Whether the run's lease names this runtime (a fence with no write to carry it)."""
+    row = db.execute("SELECT nonce FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+    return row is not None and row[0] == nonce
+
+
+def _insert_large(
+    db: sqlite3.Connection,
+    run_id: str,
+    seq: int,
+    kind: str,
+    payload: str,
+    output: bytearray,
+) -> None:
+    """Insert one event whose large output is written into its row piece by piece.
+
+    Binding a large output would copy it whole in one call, holding the
+    interpreter (and so the event loop) all that time; written through
+    SQLite's incremental I/O, each piece is copied on its own, and the text
+    is made from the bytes inside SQLite.
+    """
+    cursor = db.execute(
+        "INSERT INTO events (run_id, seq, kind, payload, output) "
+        "VALUES (?, ?, ?, ?, zeroblob(?))",
+        (run_id, seq, kind, payload, len(output)),
+    )
+    rowid = cursor.lastrowid
+    assert rowid is not None  # an INSERT's
+    data = memoryview(output)
+    with db.blobopen("events", "output", rowid) as blob:
+        for start in range(0, len(data), _LARGE_OUTPUT):
+            blob.write(data[start : start + _LARGE_OUTPUT])
+    db.execute(
+        "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?", (rowid,)
+    )
 
 
 def _update(

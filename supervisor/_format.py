@@ -3,15 +3,18 @@
 `probe` looks at a file on a read-only connection of its own and changes
 nothing: the file is missing, empty (no tables: a new journal may be made
 in it), or a journal of a known format whose tables and columns are all
-there. Anything else is a `JournalError`, and the file is left as it was.
-`set_up` makes a new journal's tables, or adds the ``leases`` table to a
-journal of this format that lacks it: the one repair ever made, because it
-only adds.
+there (`_journal_read` says which those are). Anything else is a
+`JournalError`, and the file is left as it was.
+
+`set_up`, inside a write transaction, makes a new journal's tables, or adds
+to an older journal only what its format lacks: the ``output`` column of
+format 2 (outputs in their own column, where format 1 kept them inside the
+event's JSON) and the ``leases`` table. Nothing else is ever repaired: a
+journal that lost a table or a column is refused.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
@@ -19,6 +22,7 @@ import attrs
 
 from dagvisor.actors import JournalError
 
+from ._journal_read import READ_ERRORS, check_columns, describe, read_format, uri
 from ._lease import LEASE_COLUMNS, LEASES_SCHEMA
 
 if TYPE_CHECKING:
@@ -30,10 +34,8 @@ __all__ = [
     "Found",
     "look",
     "probe",
-    "read_only_uri",
     "set_up",
     "stored_size",
-    "writable_format",
 ]
 
 T = TypeVar("T")
@@ -56,32 +58,38 @@ CREATE TABLE events (
     seq INTEGER NOT NULL,
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
+    output TEXT,
     PRIMARY KEY (run_id, seq)
 );
 """
     + LEASES_SCHEMA
     + ";"
 )
-# The tables and columns a whole journal has (the writer relies on them).
-_TABLES: Final = {
-    "meta": frozenset({"key", "value"}),
-    "runs": frozenset({"run_id", "name", "created", "status", "ended", "pipeline"}),
-    "events": frozenset({"run_id", "seq", "kind", "payload"}),
-}
 
 
-def stored_size(text: str) -> int:
-    """How many bytes an encoded output takes in the journal's record."""
-    return len(json.dumps(text))  # inside the event's JSON payload, ASCII-escaped
+def stored_size(value: str | bytes | bytearray) -> int:
+    """How many bytes an encoded value takes in the journal (UTF-8 text)."""
+    if not isinstance(value, str):
+        return len(value)  # a large output's text, as UTF-8 bytes already
+    if value.isascii():
+        return len(value)
+    return len(value.encode("utf-8", "surrogatepass"))
 
 
 @attrs.frozen
 class Found:
-    """What a read-only look at a file found (nothing about it was changed)."""
+    """What a read-only look at a file found (nothing about it was changed).
+
+    Attributes:
+        kind: missing, empty (no tables), or a journal.
+        version: a journal's format.
+        incomplete: a journal of an older format, or one without the
+            ``leases`` table: `set_up` adds what it lacks.
+    """
 
     kind: Literal["missing", "empty", "journal"]
     version: int | None = None
-    missing_leases: bool = False
+    incomplete: bool = False
 
 
 def look(path: Path, question: Callable[[], T]) -> T:
@@ -96,44 +104,6 @@ def look(path: Path, question: Callable[[], T]) -> T:
         raise JournalError(msg) from exc
 
 
-def read_only_uri(path: Path) -> str:
-    """``path`` as an SQLite URI opened read-only (any character of the path escaped)."""
-    return look(path, lambda: path.absolute().as_uri()) + "?mode=ro"
-
-
-def _tables(path: Path) -> tuple[dict[str, frozenset[str]], object]:
-    """The file's tables with their columns, and its format version as written."""
-    try:
-        db = sqlite3.connect(read_only_uri(path), uri=True)
-        try:
-            tables = {
-                str(row[0]): frozenset(
-                    str(column[1])
-                    for column in db.execute(
-                        "SELECT * FROM pragma_table_info(?)", (row[0],)
-                    )
-                )
-                for row in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'"
-                )
-            }
-            version = None
-            if {"key", "value"} <= tables.get("meta", frozenset()):
-                row = db.execute(
-                    "SELECT value FROM meta WHERE key = 'format_version'"
-                ).fetchone()
-                version = None if row is None else row[0]
-        finally:
-            db.close()
-    except (sqlite3.Error, UnicodeDecodeError) as exc:
-        msg = (
-            f"{path} is damaged or not a dagvisor journal ({exc}); "
-            "give the path of a journal, or of a new file"
-        )
-        raise JournalError(msg) from exc
-    return tables, version
-
-
 def probe(path: Path) -> Found:
     """Look at ``path`` read-only: missing, empty, or a whole journal of which format.
 
@@ -142,57 +112,40 @@ def probe(path: Path) -> Found:
             journal with a table or a column missing.
     """
     if look(path, path.is_dir):
-        msg = f"{path} is a directory; give the path of a journal file"
+        msg = f"{path} is a directory; give the journal's file (for example {path / 'runs.db'})"
         raise JournalError(msg)
     if not look(path, path.exists):
         return Found("missing")
-    tables, written = _tables(path)
-    if not tables:
-        return Found("empty")
     try:
-        version = int(str(written))
-    except ValueError:
-        version = None
-    if version is None or str(version) != str(written):
-        msg = f"{path} is an SQLite file but not a dagvisor journal; give another path"
-        raise JournalError(msg)
+        db = sqlite3.connect(uri(path, "mode=ro"), uri=True)
+        try:
+            version, tables = read_format(db, path)
+            leases = None
+            if "leases" in tables:
+                leases = {row[1] for row in db.execute("PRAGMA table_info(leases)")}
+        finally:
+            db.close()
+    except READ_ERRORS as exc:
+        raise describe(exc, path) from exc
+    if version is None:
+        return Found("empty")
     if version > FORMAT_VERSION:
         msg = (
             f"{path} was written by a newer dagvisor (journal format {version}, "
             f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
         )
         raise JournalError(msg)
-    broken = [
-        name
-        for name, columns in _TABLES.items()
-        if not columns <= tables.get(name, frozenset())
-    ]
-    if "leases" in tables and not tables["leases"] >= LEASE_COLUMNS:
-        broken.append("leases")
-    if broken:
-        msg = (
-            f"{path} is a dagvisor journal that is not whole: "
-            f"table {', '.join(repr(name) for name in broken)} is missing or "
-            "lacks columns, so it was damaged or edited; it was left as it is: "
-            "restore it from a copy, or give another path"
-        )
+    check_columns(tables, version, path)
+    if leases is not None and not leases >= LEASE_COLUMNS:
+        msg = f"{path} is damaged or was edited: its table leases lacks columns"
         raise JournalError(msg)
-    return Found("journal", version, missing_leases="leases" not in tables)
-
-
-def writable_format(path: Path, found: Found) -> None:
-    """Refuse to write to a journal of an older format (it is read as it is)."""
-    if found.kind == "journal" and found.version != FORMAT_VERSION:
-        msg = (
-            f"{path} was written by an older dagvisor (journal format "
-            f"{found.version}; this one writes format {FORMAT_VERSION}): its "
-            "runs can still be read, but write new runs to another file"
-        )
-        raise JournalError(msg)
+    return Found(
+        "journal", version, incomplete=version < FORMAT_VERSION or leases is None
+    )
 
 
 def set_up(db: sqlite3.Connection) -> None:
-    """Create the tables of a new journal, or the lease table an older writer left out.
+    """Create a new journal's tables, or add what an older one lacks (see above).
 
     Call it inside a write transaction: it then sees what a process that
     raced it to the same new file did, and does the rest exactly once.
@@ -209,5 +162,13 @@ def set_up(db: sqlite3.Connection) -> None:
             "INSERT INTO meta (key, value) VALUES ('format_version', ?)",
             (str(FORMAT_VERSION),),
         )
-    elif "leases" not in tables:
+        return
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    if "output" not in columns:  # format 1: outputs inside the events' JSON
+        db.execute("ALTER TABLE events ADD COLUMN output TEXT")
+    if "leases" not in tables:
         db.execute(LEASES_SCHEMA)
+    db.execute(
+        "UPDATE meta SET value = ? WHERE key = 'format_version'",
+        (str(FORMAT_VERSION),),
+    )

@@ -1,4 +1,4 @@
-"""The journal file: its format, opening it, and reading runs back.
+"""The journal file: its options, opening it, its write transactions, and reading runs back.
 
 Durability promise (SQLite, WAL mode):
 
@@ -18,26 +18,32 @@ Durability promise (SQLite, WAL mode):
 The file is created readable and writable by its owner only, when the first
 run is written to it (a runtime that only resumes never creates one). A file
 that is not a whole journal (a table or a column missing), is written by a
-newer or an older dagvisor, or is not a journal at all, is refused with a
-typed error and left untouched. The one repair made is additive: a journal of
-this format without the ``leases`` table gets it.
+newer dagvisor, or is not a journal at all, is refused with a typed error
+and left untouched (see `_format`, which also says what is added to an older
+journal opened for writing: only what its format lacks).
 
 What is written, per run: one row in ``runs`` (its pipeline as the distinct
 stage specs, by registered function name, plus one ``[name, spec, after]``
 row per stage; its exact name; its encoded inputs; the codec's name), its
 owner in ``leases`` while it goes (see `_lease`), and, in ``events`` with
 consecutive ``seq`` numbers, ``stage_started``, ``stage_ended`` (state,
-wall-clock time, encoded output or error and traceback), ``change`` (the
-audit record and the request, mapped items encoded) and ``resumed``. A
-resume replays exactly this (see ``_replay``); a stage that had started but
-whose start was still in the batch in flight at a crash is simply run
-again, which is why side effects are keyed by ``ctx.idempotency_key``.
+wall-clock time, error and traceback; the encoded output of a success in the
+``output`` column, as the codec wrote it), ``change`` (the audit record and
+the request, mapped items encoded) and ``resumed``. Records are compact JSON
+with non-ASCII text as it is and lone surrogates escaped, so every text is
+valid UTF-8 and reads back exactly. A resume replays exactly this (see
+``_replay``); a stage that had started but whose start was still in the batch
+in flight at a crash is simply run again, which is why side effects are keyed
+by ``ctx.idempotency_key``.
+
+Reading is `_journal_read`'s: every reading method gives `JournalError` (or
+`UnknownRunError`) for a file that is damaged or was edited, never another
+error, and never changes the file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import sqlite3
@@ -45,31 +51,21 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
 
-import attrs
-
 from dagvisor.actors import (
     InvalidRequestError,
     JournalError,
-    JsonCodec,
     OutputTooLargeError,
-    UnknownRunError,
     default_registry,
 )
 
-from ._format import (
-    FORMAT_VERSION,
-    look,
-    probe,
-    read_only_uri,
-    set_up,
-    stored_size,
-    writable_format,
-)
+from ._format import FORMAT_VERSION, look, probe, set_up, stored_size
+from ._journal_read import check_columns, open_readonly
+from ._journal_rows import JournaledRun, RowReader
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from dagvisor.actors import Codec, StageRegistry
+    from dagvisor.actors import StageRegistry
 
     from ._result import RunResult
 
@@ -84,9 +80,8 @@ _FIRST_BACKOFF = 0.005
 _LAST_BACKOFF = 0.5
 # Room kept in a value for the rest of its record (stage name, state, time).
 _RECORD_MARGIN = 64 * 1024
-# The most bytes one character of an output can take in the journal: JSON
-# escapes a character outside the BMP as two ``\uXXXX`` escapes.
-_WORST_BYTES_PER_CHAR = 12
+# The most bytes one character of an output takes in the journal (UTF-8).
+_WORST_BYTES_PER_CHAR = 4
 _SQLITE_ERRORS: Final = {"busy": (5, 6), "full": (13,)}  # SQLITE_BUSY, _LOCKED; _FULL
 
 
@@ -173,6 +168,7 @@ class Journal:
             self.max_value_bytes - _RECORD_MARGIN
         ) // _WORST_BYTES_PER_CHAR
         self._db: sqlite3.Connection | None = None
+        self._format = FORMAT_VERSION  # of the file: a read-only one may be older
         self._serving = False  # a runtime writes through it: one at a time
         # How a write waits between attempts while the file is locked (a seam
         # for tests, which release the lock there).
@@ -197,19 +193,19 @@ class Journal:
         if not self.readonly:
             self._open_writable(create=True)
             return
-        if not look(self.path, self.path.is_file):
-            msg = f"there is no journal at {self.path}; check the path"
-            raise JournalError(msg)
-        found = probe(self.path)
-        if found.kind != "journal":
-            msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
-            raise JournalError(msg)
-        self._db = sqlite3.connect(
-            read_only_uri(self.path),
-            uri=True,
-            check_same_thread=False,
-            isolation_level=None,
-        )
+        db, found, columns = open_readonly(self.path)
+        try:
+            if found > FORMAT_VERSION:
+                msg = (
+                    f"{self.path} was written by a newer dagvisor (journal format "
+                    f"{found}, this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
+                )
+                raise JournalError(msg)
+            check_columns(columns, found, self.path)
+        except BaseException:
+            db.close()
+            raise
+        self._db, self._format = db, found
 
     def check(self) -> None:
         """Check, without writing anything, that runs can be written here.
@@ -226,12 +222,10 @@ class Journal:
                 f"cannot create a journal at {self.path}: its directory does not exist"
             )
             raise JournalError(msg)
-        writable_format(self.path, found)
 
     def _open_writable(self, *, create: bool) -> None:
         """Open for writing; create the file and its tables only if ``create``."""
         found = probe(self.path)
-        writable_format(self.path, found)
         if found.kind == "missing":
             if not create:
                 msg = f"there is no journal at {self.path}; check the path"
@@ -262,7 +256,7 @@ class Journal:
             db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_value_bytes)
             self._retrying(lambda: db.execute("PRAGMA journal_mode=WAL"))
             db.execute(f"PRAGMA synchronous={self.synchronous}")
-            if found.kind != "journal" or found.missing_leases:
+            if found.kind != "journal" or found.incomplete:
                 self.transaction(set_up)
         except (sqlite3.Error, JournalError) as exc:
             self.close()
@@ -322,21 +316,24 @@ class Journal:
         assert self._db is not None
         return self._db
 
-    def check_value(self, text: str | Sequence[str], what: str) -> None:
+    def check_value(
+        self, text: str | bytes | bytearray | Sequence[str], what: str
+    ) -> None:
         """Refuse a value too large for one record.
 
-        ``text`` is the value as its codec encoded it, or the encoded items
-        that one record holds together (the items of an ``expand``).
+        ``text`` is the value as its codec encoded it (text, or UTF-8 bytes for
+        a large output), or the encoded items one record holds together (the
+        items of an ``expand``).
 
         Raises:
             OutputTooLargeError: the journal cannot store it.
         """
         # Even in the worst case it fits: no need to measure (every output
         # of every journaled stage comes here, so this is the common path).
-        if isinstance(text, str):
+        if isinstance(text, str | bytes | bytearray):
             if len(text) <= self._quick_chars:
                 return
-            texts: Sequence[str] = (text,)
+            texts: Sequence[str | bytes | bytearray] = (text,)
         else:
             texts = text
             if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:
@@ -368,73 +365,58 @@ class Journal:
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a query; a damaged file is a `JournalError`, not a crash."""
-        try:
-            return self._conn().execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            msg = f"{self.path} cannot be read ({exc}); it is damaged or not a journal"
-            raise JournalError(msg) from exc
+        return self._rows().query(sql, args)
+
+    def _rows(self) -> RowReader:
+        return RowReader(self._conn(), self.path, self._format)
 
     def runs(self) -> list[dict[str, Any]]:
-        """Every run in the journal, oldest first, with how many events it has."""
-        rows = self._read(
-            "SELECT r.run_id, r.name, r.created, r.status, r.ended, "
-            "(SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id) "
-            "FROM runs r ORDER BY r.created"
-        )
-        keys = ("run_id", "name", "created", "status", "ended", "events")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        """Every run in the journal, oldest first, with how many events it has.
+
+        Raises:
+            JournalError: the file is damaged or was edited into nonsense.
+        """
+        return self._rows().runs()
 
     def find_run(self, prefix: str) -> str:
         """The full id of the run whose id starts with ``prefix`` (at least 4 characters).
 
         Raises:
             UnknownRunError: no run, or several, match.
+            JournalError: the file is damaged.
         """
-        if len(prefix) >= 4 and prefix.isalnum():
-            rows = self._read(
-                "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
-                (prefix, prefix + "\U0010ffff"),
-            )
-            if len(rows) == 1:
-                return str(rows[0][0])
-        raise UnknownRunError(prefix, str(self.path))
+        return self._rows().find_run(prefix)
 
     def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
-        """The events of a run as ``(seq, kind, payload)``, in order."""
-        rows = self._read(
-            "SELECT seq, kind, payload FROM events WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        )
-        try:
-            return [(seq, kind, json.loads(payload)) for seq, kind, payload in rows]
-        except (TypeError, ValueError) as exc:
-            msg = f"{self.path}: an event of run {run_id!r} is not valid JSON ({exc}); the file was damaged or edited"
-            raise JournalError(msg) from exc
+        """The events of a run as ``(seq, kind, payload)``, in order.
+
+        A success's encoded output is in its payload as ``"output"``.
+
+        Raises:
+            JournalError: the file is damaged or was edited into nonsense.
+        """
+        return self._rows().events(run_id)
 
     def result(
-        self,
-        run_id: str,
-        *,
-        registry: StageRegistry | None = None,
-        codec: Codec | None = None,
+        self, run_id: str, *, registry: StageRegistry | None = None
     ) -> RunResult:
         """A run read back from the journal, as a `RunResult` (nothing runs).
 
         Works after the run ended, crashed or was cancelled, in any process:
-        stage functions need not be importable, and an output whose class is
-        not imported comes back as `Undecoded` text. Stage times are
-        wall-clock. ``result.lineage(stage)`` works as on a live run.
+        stage functions need not be importable. No class is rebuilt: values
+        are plain data, and a class value (or every value of a run journaled
+        with another codec than `JsonCodec`) comes back as `Undecoded`.
+        Stage times are wall-clock. ``result.lineage(stage)`` works as on a
+        live run.
 
         Raises:
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
-        from ._replay import result_from_journal
+        from ._readback import result_from_journal
 
         return result_from_journal(
-            self.load(run_id),
-            registry=registry or default_registry,
-            codec=codec or JsonCodec(),
+            self.load(run_id), registry=registry or default_registry
         )
 
     def load(self, run_id: str) -> JournaledRun:
@@ -444,44 +426,4 @@ class Journal:
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
-        rows = self._read(
-            "SELECT run_id, name, created, status, ended, pipeline FROM runs "
-            "WHERE run_id = ?",
-            (run_id,),
-        )
-        if not rows:
-            raise UnknownRunError(run_id, str(self.path))
-        run_id, name, created, status, ended, pipeline = rows[0]
-        try:
-            decoded = json.loads(pipeline)
-        except (TypeError, ValueError) as exc:
-            msg = f"{self.path}: the record of run {run_id!r} is not valid JSON ({exc}); the file was damaged or edited"
-            raise JournalError(msg) from exc
-        exact = decoded.get("name") if isinstance(decoded, dict) else None
-        if isinstance(exact, str):
-            # The column holds a form SQLite can store (lone surrogates
-            # escaped); the record holds the name exactly.
-            name = exact
-        return JournaledRun(
-            run_id=run_id,
-            name=name,
-            created=created,
-            status=status,
-            ended=ended,
-            pipeline=decoded,
-            events=self.events(run_id),
-        )
-
-
-@final
-@attrs.frozen
-class JournaledRun:
-    """What a journal holds about one run: its record and its events in order."""
-
-    run_id: str
-    name: str
-    created: float
-    status: str
-    ended: float | None
-    pipeline: dict[str, Any]
-    events: list[tuple[int, str, dict[str, Any]]]
+        return self._rows().load(run_id)

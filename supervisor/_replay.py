@@ -18,53 +18,69 @@ How a run is rebuilt, in journal order (``seq``, which must have no gap):
   and ``attempt_started`` (a retry) count the attempts that ran.
 
 A journal that contradicts itself (a gap in ``seq``, an event naming a stage
-the graph does not have, an edge closing a cycle, a malformed payload) is
-refused with `JournalError`: nothing is guessed.
+the graph does not have, an edge closing a cycle, a malformed payload, a
+value of the wrong kind) is refused with `JournalError`: nothing is guessed.
+
+Stored values (outputs, mapped items, run inputs) are decoded last, once
+the whole graph is known, by `_replay_values`: as data when reading (no
+class rebuilt), with the codec's allow-list when resuming.
 """
 
 from __future__ import annotations
 
 import gc
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, final
 
 import attrs
 
 from dagvisor.actors import (
-    NO_ITEM,
     DagvisorError,
+    JournalError,
     NotRestorableError,
     RecordedError,
     StageSpec,
     StageState,
+    Undecoded,
     fingerprint,
 )
 
-from ._audit import AuditRecord
 from ._graph import LiveGraph, Node
-from ._journal import JournalError
-from ._result import RunResult, RunStats, StageLatency
+from ._records import (
+    BadRecord,
+    audit_record,
+    memory_samples,
+    moment,
+    reason,
+    shown,
+    spec_options,
+    text,
+    texts,
+)
+from ._replay_values import value_decoder
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dagvisor.actors import Codec, StageRegistry
 
-    from ._journal import JournaledRun
+    from ._audit import AuditRecord
+    from ._journal_rows import JournaledRun
 
-__all__ = ["Replayed", "Undecoded", "replay", "result_from_journal"]
+__all__ = ["Replayed", "Undecoded", "replay"]
 
 SUCCEEDED = StageState.SUCCEEDED
+_MALFORMED: Final = (
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+)
+"""What reading a record of the wrong shape can raise (`BadRecord` among them)."""
 
-_Made: TypeAlias = tuple[StageSpec, Any, str | None, object]
-"""A stage a change added: its spec, item, key and the item's fingerprint."""
-_RECORD_FIELDS: Final = tuple(attrs.fields_dict(AuditRecord))
-
-
-@final
-@attrs.frozen
-class Undecoded:
-    """An output read back without the classes it needs: its encoded text."""
-
-    text: str
+_Made: TypeAlias = tuple[StageSpec, str | None, str | None, object]
+"""A stage a change added: its spec, encoded item, key and the item's fingerprint."""
 
 
 async def _unavailable(ctx: Any) -> None:  # pragma: no cover - never run
@@ -108,23 +124,23 @@ class _Replayer:
         self,
         run: JournaledRun,
         registry: StageRegistry | None,
-        codec: Codec,
-        *,
-        strict: bool,
+        codec: Codec | None,
     ) -> None:
         self.run = run
         self.registry = registry
         self.codec = codec
-        self.strict = strict
+        self.strict = codec is not None  # resuming, not reading
         self.missing: dict[str, str] = {}  # function name -> a stage using it
+        self.functions: set[Any] = set()  # for the allow-list of a resume
         self.graph = LiveGraph()
         self.audit: list[AuditRecord] = []
         self.starts: dict[str, int] = {}
         self.kept_cancelled: set[str] = set()
         self.encoded: dict[str, str] = {}
+        self.items: list[tuple[str, str]] = []  # (mapped stage, encoded item)
         self.errors: dict[str, tuple[str, str | None]] = {}
         self.added = 0
-        self.foreign_codec = False
+        self.written_with = "json"
         self.memory: list[tuple[float, int]] = []
         self.where = f"run {run.run_id!r} of the journal"
 
@@ -147,48 +163,58 @@ class _Replayer:
             if self.strict:
                 self.missing.setdefault(key, stage_name)
             return _unavailable
+        self.functions.add(fn)
         return fn
 
-    def spec(self, ref: dict[str, Any]) -> StageSpec:
-        name = ref["name"]
-        when_key = ref["when"]
+    def spec(self, ref: Any) -> StageSpec:
+        options = spec_options(ref)
+        name = options["name"]
+        when_key = options["when"]
         return StageSpec(
-            fn=self.function(ref["fn"], name),
+            fn=self.function(options["fn"], name),
             name=name,
-            retries=int(ref["retries"]),
-            backoff=float(ref["backoff"]),
-            timeout=None if ref["timeout"] is None else float(ref["timeout"]),
+            retries=options["retries"],
+            backoff=options["backoff"],
+            timeout=options["timeout"],
             when=None if when_key is None else self.function(when_key, name),
-            trigger=ref["trigger"],
-            executor=ref["executor"],
+            trigger=options["trigger"],
+            executor=options["executor"],
         )
 
-    def node(self, name: str, seq: int) -> Node:
-        node = self.graph.nodes.get(name)
+    def node(self, name: Any, seq: int) -> Node:
+        node = self.graph.nodes.get(name) if type(name) is str else None
         if node is None:
-            self.fail(f"event {seq} names stage {name!r}, which is not in the graph")
+            self.fail(
+                f"event {seq} names stage {shown(name)}, which is not in the graph"
+            )
         return node
 
     # -- replay -----------------------------------------------------------------
 
-    def pipeline(self) -> dict[str, Any]:
+    def pipeline(self) -> str:
+        """Build the pipeline the run started with; its encoded inputs."""
         record = self.run.pipeline
-        written_with = record.get("codec", self.codec.name)
-        if written_with != self.codec.name:
-            if self.strict:
+        try:
+            written_with = record.get("codec", "json")
+            if written_with is not None:
+                self.written_with = text(written_with, "codec")
+            if self.codec is not None and written_with != self.codec.name:
                 msg = (
-                    f"run {self.run.run_id!r} was journaled with the {written_with!r} "
-                    f"codec, not {self.codec.name!r}; resume it with a runtime opened "
-                    f"with that codec (runtime(codec=...))"
+                    f"run {self.run.run_id!r} was journaled with the "
+                    f"{shown(written_with)} codec, not {self.codec.name!r}; resume "
+                    "it with a runtime opened with that codec (runtime(codec=...))"
                 )
                 raise NotRestorableError(msg)
-            self.foreign_codec = True
-        try:
             refs = record["specs"]
             templates: dict[int, StageSpec] = {}
-            for name, position, after in record["stages"]:
+            for entry in record["stages"]:
+                name, position, after = entry
+                name = text(name, "stage name")
                 if name in self.graph.nodes:
-                    self.fail(f"the pipeline names stage {name!r} twice")
+                    self.fail(f"the pipeline names stage {shown(name)} twice")
+                if type(position) is not int or not 0 <= position < len(refs):
+                    msg_0 = f"stage {shown(name)} names no stage record"
+                    raise BadRecord(msg_0)
                 template = templates.get(position)
                 if template is None:  # named after the first stage that uses it
                     spec = templates[position] = self.spec(
@@ -196,18 +222,14 @@ class _Replayer:
                     )
                 else:
                     spec = template.named(name)
-                deps = [self.node(dep, -1) for dep in after]
+                deps = [self.node(dep, -1) for dep in texts(after, "dependencies")]
                 self.graph.add_node(spec, deps)
-            inputs = self.decode(record["inputs"]) if record["inputs"] else {}
-            if isinstance(inputs, Undecoded):
-                inputs = {}
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            inputs = record["inputs"]
+            return "" if inputs is None else text(inputs, "inputs")
+        except _MALFORMED as exc:
             if isinstance(exc, DagvisorError):
                 raise
-            self.fail(f"its pipeline record is malformed ({exc!r})")
-        if not isinstance(inputs, dict):
-            self.fail("its inputs are not a mapping")
-        return inputs
+            self.fail(f"its pipeline record is malformed ({reason(exc)})")
 
     def events(self) -> int:
         expected = 0
@@ -217,10 +239,10 @@ class _Replayer:
             expected += 1
             try:
                 self.event(seq, kind, payload)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            except _MALFORMED as exc:
                 if isinstance(exc, DagvisorError):
                     raise
-                self.fail(f"event {seq} ({kind}) is malformed ({exc!r})")
+                self.fail(f"event {seq} ({shown(kind)}) is malformed ({reason(exc)})")
         return expected
 
     def event(self, seq: int, kind: str, payload: dict[str, Any]) -> None:
@@ -228,7 +250,7 @@ class _Replayer:
             case "stage_started":
                 node = self.node(payload["stage"], seq)
                 node.state = StageState.RUNNING
-                node.started = float(payload["time"])
+                node.started = moment(payload["time"], "time")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
             case "attempt_started":  # a retry: one more attempt that ran
                 node = self.node(payload["stage"], seq)
@@ -238,44 +260,38 @@ class _Replayer:
             case "stage_ended":
                 node = self.node(payload["stage"], seq)
                 node.state = StageState(payload["state"])
-                node.finished = float(payload["time"])
+                node.finished = moment(payload["time"], "time")
                 if node.state is SUCCEEDED:
-                    self.encoded[node.name] = str(payload["output"])
+                    self.encoded[node.name] = text(payload["output"], "output")
                 if "error" in payload:
+                    trace = payload.get("traceback")
                     self.errors[node.name] = (
-                        str(payload["error"]),
-                        payload.get("traceback"),
+                        text(payload["error"], "error"),
+                        None if trace is None else text(trace, "traceback"),
                     )
             case "change":
                 self.change(seq, payload)
             case "resumed":
                 pass  # a marker for readers; the replay needs nothing from it
             case "memory":
-                self.memory.extend(
-                    (float(t), int(rss)) for t, rss in payload["samples"]
-                )
+                self.memory.extend(memory_samples(payload["samples"]))
             case _:
-                self.fail(f"event {seq} is of an unknown kind {kind!r}")
+                self.fail(f"event {seq} is of an unknown kind {shown(kind)}")
 
     def change(self, seq: int, payload: dict[str, Any]) -> None:
-        fields = {name: payload[name] for name in _RECORD_FIELDS if name != "parts"}
-        for name in ("added", "removed", "cancelled"):
-            fields[name] = tuple(str(stage) for stage in fields[name])
-        fields["edges"] = tuple((str(u), str(d)) for u, d in fields["edges"])
-        fields["parts"] = tuple(
-            (str(kind), tuple(str(stage) for stage in names))
-            for kind, names in payload.get("parts", ())
-        )
-        record = AuditRecord(**fields)
+        record = audit_record(payload)
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
                 f"event {seq} holds audit record {record.seq} of run "
-                f"{record.run_id!r}; expected record {len(self.audit)}"
+                f"{shown(record.run_id)}; expected record {len(self.audit)}"
             )
         self.audit.append(record)
         if not record.accepted:
             return
         request = payload["request"]
+        if type(request) is not dict:
+            msg = "its request is not an object"
+            raise BadRecord(msg)
         graph = self.graph
         for name in record.removed:
             graph.remove_node(self.node(name, seq))
@@ -283,25 +299,28 @@ class _Replayer:
             made = self.added_specs(record, request)
             for name in record.added:
                 if name in graph.nodes:
-                    self.fail(f"event {seq} adds stage {name!r} twice")
+                    self.fail(f"event {seq} adds stage {shown(name)} twice")
                 if name not in made:
-                    self.fail(f"event {seq} adds {name!r} but its request does not")
+                    self.fail(
+                        f"event {seq} adds {shown(name)} but its request does not"
+                    )
                 spec, item, key, item_print = made[name]
                 graph.add_node(
                     spec,
                     (),
                     name=name,
                     created_by=record.seq,
-                    item=item,
                     key=key,
                     item_print=item_print,
                 )
+                if item is not None:
+                    self.items.append((name, item))
             self.added += len(record.added)
         for upstream_name, downstream_name in record.edges:
             upstream = self.node(upstream_name, seq)
             downstream = self.node(downstream_name, seq)
             if graph.cycle_path(upstream, downstream) is not None:
-                self.fail(f"event {seq} closes a cycle through {upstream_name!r}")
+                self.fail(f"event {seq} closes a cycle through {shown(upstream_name)}")
             graph.add_edge(upstream, downstream)
         if record.kind == "cancel_stage":
             self.kept_cancelled.update(record.cancelled)
@@ -309,21 +328,30 @@ class _Replayer:
     def added_specs(
         self, record: AuditRecord, request: dict[str, Any]
     ) -> dict[str, _Made]:
+        """The stages a change added: spec, encoded item (mapped), key, fingerprint."""
         match record.kind:
             case "add_stage":
                 spec = self.spec(request["spec"])
-                return {spec.name: (spec, NO_ITEM, None, None)}
+                return {spec.name: (spec, None, None, None)}
             case "expand":
                 return self.mapped(record, request)
             case "replace_pending":
-                specs = [self.spec(entry["spec"]) for entry in request["stages"]]
-                return {spec.name: (spec, NO_ITEM, None, None) for spec in specs}
+                stages = request["stages"]
+                if type(stages) is not list:
+                    msg = "its stages are not a list"
+                    raise BadRecord(msg)
+                specs = [self.spec(entry["spec"]) for entry in stages]
+                return {spec.name: (spec, None, None, None) for spec in specs}
             case "change_set":
+                parts = request["parts"]
+                if type(parts) is not list:
+                    msg = "its parts are not a list"
+                    raise BadRecord(msg)
                 made: dict[str, _Made] = {}
-                for part in request["parts"]:
+                for part in parts:
                     if part["kind"] == "add_stage":
                         spec = self.spec(part["spec"])
-                        made[spec.name] = (spec, NO_ITEM, None, None)
+                        made[spec.name] = (spec, None, None, None)
                     elif part["kind"] == "expand":
                         made.update(self.mapped(record, part))
                 return made
@@ -331,68 +359,77 @@ class _Replayer:
                 self.fail(f"a {record.kind} record cannot add stages")
 
     def mapped(self, record: AuditRecord, request: dict[str, Any]) -> dict[str, _Made]:
+        """The stages an expansion added (their items decoded later, in `finish`)."""
         spec = self.spec(request["spec"])
-        keys = [str(key) for key in request["keys"]]
+        keys = request["keys"]
         items = request["items"]
-        if items is None or len(items) != len(keys):
+        if type(keys) is not list or type(items) is not list:
+            self.fail(f"expand record {record.seq} lacks its keys or items")
+        if len(items) != len(keys):
             self.fail(f"expand record {record.seq} lacks its items")
-        return {
-            f"{spec.name}[{key}]": (
+        made: dict[str, _Made] = {}
+        for key, item in zip(keys, items, strict=True):
+            encoded = text(item, "item")
+            made[f"{spec.name}[{key}]"] = (
                 spec,
-                self.decode(text),
-                key,
-                fingerprint(None, text),
+                encoded,
+                str(key),
+                fingerprint(None, encoded),
             )
-            for key, text in zip(keys, items, strict=True)
-        }
+        return made
 
-    def decode(self, text: str) -> Any:
-        if self.foreign_codec:
-            return Undecoded(text)
-        if self.strict:
-            return self.codec.decode(text)
-        try:
-            return self.codec.decode(text)
-        except NotRestorableError:
-            return Undecoded(text)
+    # -- values -------------------------------------------------------------------
 
-    def finish(self) -> None:
-        """Decode the outputs of the stages that ended succeeded, and errors."""
+    def decoder(self) -> Callable[[str, str], Any]:
+        """How stored values are decoded: with an allow-list (resume), or as data."""
+        return value_decoder(self.codec, self.functions, self.written_with, self.fail)
+
+    def finish(self, inputs: str) -> dict[str, Any]:
+        """Decode the stored values (items, outputs, inputs), and the errors."""
+        decode = self.decoder()
         nodes = self.graph.nodes
-        for name, text in self.encoded.items():
+        for name, item in self.items:
+            node = nodes.get(name)
+            if node is not None:
+                node.item = decode(item, f"item of {name!r}")
+        for name, encoded in self.encoded.items():
             node = nodes.get(name)
             if node is not None and node.state is SUCCEEDED:
-                node.output = self.decode(text)
-        for name, (text, trace) in self.errors.items():
+                node.output = decode(encoded, f"output of {name!r}")
+        for name, (error, trace) in self.errors.items():
             node = nodes.get(name)
             if node is not None and node.state is StageState.FAILED:
-                node.error = RecordedError(text, trace)
+                node.error = RecordedError(error, trace)
+        decoded = decode(inputs, "run's inputs") if inputs else {}
+        if isinstance(decoded, Undecoded):
+            return {}
+        if type(decoded) is not dict:
+            self.fail("its inputs are not a mapping")
+        return decoded
 
 
 def replay(
     run: JournaledRun,
     *,
     registry: StageRegistry | None,
-    codec: Codec,
-    strict: bool,
+    codec: Codec | None,
 ) -> Replayed:
     """Rebuild ``run``'s graph from its journal records.
 
     Args:
         run: what the journal holds about the run (`Journal.load`).
         registry: where stage functions are found by their recorded names.
-        codec: how outputs and mapped items were encoded.
-        strict: for a resume: every function must be registered and every
-            output decodable. Otherwise (reading a run back) a missing
-            function is stood in for and an output that cannot be decoded
-            is kept as `Undecoded` text.
+        codec: for a resume, the runtime's codec: every function must then
+            be registered, and values are decoded by the codec with its
+            allow-list. None to read the run back: a missing function is
+            stood in for, and values are read as data (no class rebuilt).
 
     Raises:
         JournalError: the journal contradicts itself or is malformed.
-        NotRestorableError: (strict) functions this process has not
-            registered, or outputs it cannot decode.
+        NotRestorableError: (resume) functions this process has not
+            registered, or values naming classes it does not allow.
     """
-    replayer = _Replayer(run, registry, codec, strict=strict)
+    replayer = _Replayer(run, registry, codec)
     # Like LiveGraph.from_pipeline: a burst of allocations that frees nothing,
     # which the cyclic collector would walk again and again for nothing.
     collecting = gc.isenabled()
@@ -419,66 +456,17 @@ def replay(
             "(or StageRegistry.register them) before resuming"
         )
         raise NotRestorableError(msg)
-    replayer.finish()
+    decoded_inputs = replayer.finish(inputs)
     audit = replayer.audit
     return Replayed(
         run=run,
         graph=replayer.graph,
         audit=audit,
-        inputs=inputs,
+        inputs=decoded_inputs,
         starts=replayer.starts,
         kept_cancelled=replayer.kept_cancelled,
         next_seq=next_seq,
         version=audit[-1].version_after if audit else 0,
         added=replayer.added,
         memory=replayer.memory,
-    )
-
-
-def result_from_journal(
-    run: JournaledRun, *, registry: StageRegistry | None, codec: Codec
-) -> RunResult:
-    """The result of a run as its journal records it (read-only; nothing runs).
-
-    Stage times are wall-clock (seconds since the epoch). A run whose record
-    does not say it ended has status ``"interrupted"``; its stages that were
-    running are ``running``.
-    """
-    replayed = replay(run, registry=registry, codec=codec, strict=False)
-    nodes = replayed.graph.nodes
-    counts = dict.fromkeys(StageState, 0)
-    for node in nodes.values():
-        counts[node.state] += 1
-    status = (
-        run.status
-        if run.status in ("succeeded", "failed", "cancelled")
-        else "interrupted"
-    )
-    errors = {
-        name: node.error
-        for name, node in nodes.items()
-        if node.state is StageState.FAILED and node.error is not None
-    }
-    ended = run.ended
-    if ended is None:
-        ended = max((node.finished for node in nodes.values()), default=run.created)
-    stats = RunStats(
-        stages=len(nodes),
-        counts=MappingProxyType(counts),
-        started_at=run.created,
-        duration=max(0.0, ended - run.created),
-        changes=len(replayed.audit),
-        added=replayed.added,
-        latency=StageLatency(nodes),
-        peak_rss=max((rss for _, rss in replayed.memory), default=None),
-        memory=tuple(replayed.memory),
-    )
-    return RunResult._from_nodes(
-        nodes,
-        tuple(replayed.audit),
-        run_id=run.run_id,
-        name=run.name,
-        status=status,
-        errors=MappingProxyType(errors),
-        stats=stats,
     )

@@ -723,7 +723,6 @@ class Runtime:
                     journaled,
                     registry=self._registry,
                     codec=self._codec,
-                    strict=True,
                 )
             )
             if run_id in self._active:  # started meanwhile, by another resume

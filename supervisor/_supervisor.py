@@ -491,7 +491,11 @@ class GraphSupervisor:
             self._publish(StageStarted(node.name, now))
 
     def _finish(
-        self, node: Node, state: StageState, now: float, encoded: str | None = None
+        self,
+        node: Node,
+        state: StageState,
+        now: float,
+        encoded: str | bytearray | None = None,
     ) -> None:
         """Make ``node`` terminal and let its dependents go or settle them too."""
         if self._journal is not None:
@@ -672,7 +676,7 @@ class GraphSupervisor:
         self._journal_seq += 1
 
     def _jot_end(
-        self, node: Node, state: StageState, now: float, encoded: str | None
+        self, node: Node, state: StageState, now: float, encoded: str | bytearray | None
     ) -> None:
         payload: dict[str, Any] = {
             "stage": node.name,

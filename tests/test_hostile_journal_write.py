@@ -453,7 +453,7 @@ async def _cancelled_run(path) -> str:
         "DROP TABLE meta",
         "ALTER TABLE events DROP COLUMN kind",
         "ALTER TABLE leases DROP COLUMN nonce",
-        "UPDATE meta SET value = '1' WHERE key = 'format_version'",
+        "ALTER TABLE events DROP COLUMN output",
     ],
 )
 async def test_resume_refuses_a_journal_that_is_not_whole_and_leaves_it(

@@ -70,7 +70,7 @@ from dagvisor.errors import (
 from dagvisor.supervisor._writer import JournalWriter
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Collection
 
 TERMINAL = {"succeeded", "failed", "skipped", "cancelled", "upstream_failed"}
 BLOCKED = {
@@ -197,13 +197,13 @@ class MachineCodec:
     def __init__(self) -> None:
         self._json = JsonCodec()
 
-    def encode(self, value: Any) -> str:
+    def encode(self, value: Any, *, allow: Collection[type] = ()) -> str:
         if isinstance(value, dict) and "controller" in value:
             value = {**value, "controller": "<controller>"}
-        return self._json.encode(value)
+        return self._json.encode(value, allow=allow)
 
-    def decode(self, text: str) -> Any:
-        return self._json.decode(text)
+    def decode(self, text: str, *, allow: Collection[type] = ()) -> Any:
+        return self._json.decode(text, allow=allow)
 
 
 async def _blocking_on_the_loop(
@@ -652,7 +652,7 @@ class RuntimeMachine(RuleBasedStateMachine):
     def _check_the_journal(self) -> None:
         """The run read back from its journal is the run as it ended."""
         with Journal(self.loop.journal, readonly=True) as journal:
-            stored = journal.result(self.run.id, codec=MachineCodec())
+            stored = journal.result(self.run.id)
         nodes = self.run._supervisor.graph.nodes
         assert dict(stored.states) == {n: node.state for n, node in nodes.items()}
         assert dict(stored.dependencies) == {
