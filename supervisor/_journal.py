@@ -49,7 +49,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final
 
 from dagvisor.actors import (
     InvalidRequestError,
@@ -330,12 +330,15 @@ class Journal:
         """
         # Even in the worst case it fits: no need to measure (every output
         # of every journaled stage comes here, so this is the common path).
-        if isinstance(text, str | bytes | bytearray):
+        # (``type(...) is``: faster than isinstance of a union, on this path.)
+        kind = type(text)
+        texts: Sequence[str | bytes | bytearray]
+        if kind is str or kind is bytearray or kind is bytes:
             if len(text) <= self._quick_chars:
                 return
-            texts: Sequence[str | bytes | bytearray] = (text,)
+            texts = (cast("str | bytes | bytearray", text),)
         else:
-            texts = text
+            texts = cast("Sequence[str]", text)
             if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:
                 return
         limit = self.max_value_bytes - _RECORD_MARGIN
