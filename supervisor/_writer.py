@@ -34,6 +34,7 @@ import outcome
 import trio
 
 from dagvisor.actors import (
+    JournalError,
     JournalFailed,
     JournalWriteError,
     LeaseLostError,
@@ -200,7 +201,10 @@ class JournalWriter:
                             batch.append(self._receive.receive_nowait())
                         except trio.WouldBlock:
                             break
-                    await self._process(batch)
+                    try:
+                        await self._process(batch)
+                    except Exception as exc:  # a bug: fail what it concerns, go on
+                        self._fail(batch, exc)
             except trio.EndOfChannel:
                 pass
             finally:
@@ -276,19 +280,38 @@ class JournalWriter:
             )
         self._apply(done)
 
+    def _fail(self, batch: list[Any], exc: Exception) -> None:
+        """After a bug in the writer: the runs of ``batch`` fail, nobody waits forever."""
+        reason = f"the journal writer failed ({type(exc).__name__}: {exc})"
+        failed: dict[str, JournalWriteError] = {}
+        for item in batch:
+            if type(item) is tuple:
+                failed[item[1]] = JournalWriteError(item[1], reason)
+            elif isinstance(item, _TakeOver):
+                if item.answer is None:
+                    error = JournalError(f"run {item.ledger.run_id!r}: {reason}")
+                    item.answer = outcome.Error(error)
+                item.done.set()
+            elif isinstance(item, _Flush):
+                item.done.set()
+        self._apply(Committed(failed=failed, ok=False))
+
     def _apply(self, done: Committed) -> None:
         """Take note of what a transaction did; tell the runs that must stop."""
         ledgers = self._ledgers
         for run_id in done.owned:
-            ledgers[run_id].owned = True
+            if (ledger := ledgers.get(run_id)) is not None:
+                ledger.owned = True
+                ledger.expires = done.expires
         for run_id in done.released:
-            ledgers[run_id].owned = False
+            if (ledger := ledgers.get(run_id)) is not None:
+                ledger.owned = False
         for run_id, seq in done.next_seq.items():
-            ledgers[run_id].next_seq = seq
+            if (ledger := ledgers.get(run_id)) is not None:
+                ledger.next_seq = seq
         for run_id in done.renewed:
-            ledgers[run_id].expires = done.expires
-        for run_id in done.owned:
-            ledgers[run_id].expires = done.expires
+            if (ledger := ledgers.get(run_id)) is not None:
+                ledger.expires = done.expires
         failed = self._unnotified
         for run_id, error in done.failed.items():
             ledger = ledgers.get(run_id)

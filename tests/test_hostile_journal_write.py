@@ -588,3 +588,22 @@ async def test_one_journal_object_serves_one_runtime_at_a_time(tmp_path):
     with pytest.raises(InvalidRequestError, match="not readonly"):
         async with runtime(journal=Journal(tmp_path / "runs.db", readonly=True)):
             pass
+
+
+async def test_a_bug_in_the_writer_outside_a_commit_fails_the_runs_not_the_runtime(
+    tmp_path, monkeypatch
+):
+    from dagvisor.supervisor._writer import JournalWriter
+
+    async def broken(self: JournalWriter, records: list[Any]) -> None:
+        raise KeyError("a bug")
+
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as rt:
+        monkeypatch.setattr(JournalWriter, "_commit", broken)
+        with pytest.raises(RunFailed) as info:
+            await rt.run(Pipeline("p").add(one))
+        monkeypatch.undo()
+        assert (await rt.run(Pipeline("q").add(one))).ok  # the writer goes on
+    assert isinstance(info.value.journal_error, JournalWriteError)
+    assert "KeyError" in str(info.value.journal_error)
