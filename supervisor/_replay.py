@@ -142,6 +142,7 @@ class _Replayer:
         self.added = 0
         self.written_with = "json"
         self.memory: list[tuple[float, int]] = []
+        self.pending_items: list[str] = []  # "item" events awaiting their record
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -269,8 +270,12 @@ class _Replayer:
                         text(payload["error"], "error"),
                         None if trace is None else text(trace, "traceback"),
                     )
+            case "item":  # a mapped item of the next change's record
+                self.pending_items.append(text(payload["output"], "item"))
             case "change":
                 self.change(seq, payload)
+                if self.pending_items:
+                    self.fail(f"items before event {seq} belong to no expansion")
             case "resumed":
                 pass  # a marker for readers; the replay needs nothing from it
             case "memory":
@@ -363,6 +368,15 @@ class _Replayer:
         spec = self.spec(request["spec"])
         keys = request["keys"]
         items = request["items"]
+        if type(items) is dict and type(items.get("events")) is int:
+            # Written as the "item" events just before the record.
+            count = items["events"]
+            pending = self.pending_items
+            if not 0 <= count <= len(pending):
+                self.fail(f"expand record {record.seq} lacks its items")
+            if count == 0:
+                return {}  # asked again: it added nothing
+            items, self.pending_items = pending[:count], pending[count:]
         if type(keys) is not list or type(items) is not list:
             self.fail(f"expand record {record.seq} lacks its keys or items")
         if len(items) != len(keys):

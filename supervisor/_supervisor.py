@@ -139,7 +139,16 @@ class _Change:
     or settle stages first sets ``undoable`` to False.
     """
 
-    __slots__ = ("added", "cancelled", "edges", "parts", "removed", "undoable", "value")
+    __slots__ = (
+        "added",
+        "cancelled",
+        "edges",
+        "mapped",
+        "parts",
+        "removed",
+        "undoable",
+        "value",
+    )
 
     def __init__(self) -> None:
         self.value: Any = None
@@ -148,6 +157,7 @@ class _Change:
         self.edges: list[tuple[str, str]] = []
         self.cancelled: list[str] = []
         self.parts: list[tuple[str, tuple[str, ...]]] = []
+        self.mapped: list[Expand] = []  # the expansions that added their stages
         self.undoable = True
 
     @property
@@ -1020,11 +1030,17 @@ class GraphSupervisor:
         )
         self.audit.append(record)
         if self._journal is not None:
+            mapped = [] if change is None else change.mapped
+            # Mapped items go first, one event each, their text in the output
+            # column: never one JSON document holding every item.
+            for expand in mapped:
+                for text in expand.encoded or ():
+                    self._jot("item", {"output": text})
             self._jot(
                 "change",
                 {
                     **{name: getattr(record, name) for name in _RECORD_FIELDS},
-                    "request": _asked(request),
+                    "request": _asked(request, {id(expand) for expand in mapped}),
                 },
             )
         if self.events.readers:
@@ -1196,6 +1212,7 @@ class GraphSupervisor:
         for dep in deps:
             self._check_readable(dep, names[0] if names else spec.name)
         # Validated: apply.
+        change.mapped.append(request)
         seq = len(self.audit)
         for name, item, key, item_print in zip(
             names, request.items, request.keys, prints, strict=True
@@ -1353,11 +1370,13 @@ def _internal_refusal(exc: Exception, *, undone: bool) -> InternalError:
     return error
 
 
-def _asked(request: Request) -> dict[str, Any]:
+def _asked(request: Request | ChangePart, mapped: set[int]) -> dict[str, Any]:
     """What a request asked, for the journal: enough to replay it.
 
     Stage specs travel as the references the requester computed (never
-    recomputed here: that would run user code on the supervisor).
+    recomputed here: that would run user code on the supervisor). The items
+    of the expansions that added stages (``mapped``, by id) are the "item"
+    events written just before the record; their count is recorded here.
     """
     match request:
         case AddStage():
@@ -1369,11 +1388,13 @@ def _asked(request: Request) -> dict[str, Any]:
         case AddEdge():
             return {"upstream": request.upstream, "downstream": request.downstream}
         case Expand():
+            applied = id(request) in mapped and request.encoded is not None
+            items = len(request.encoded or ()) if applied else 0
             return {
                 "spec": _ref(request.spec, request.ref),
                 "keys": list(request.keys),
                 "after": list(request.after),
-                "items": None if request.encoded is None else list(request.encoded),
+                "items": {"events": items},
             }
         case RemoveStage() | CancelStage():
             return {"name": request.name}
@@ -1392,7 +1413,8 @@ def _asked(request: Request) -> dict[str, Any]:
         case ChangeSet():
             return {
                 "parts": [
-                    {"kind": _kind_of(part), **_asked(part)} for part in request.parts
+                    {"kind": _kind_of(part), **_asked(part, mapped)}
+                    for part in request.parts
                 ]
             }
         case _:

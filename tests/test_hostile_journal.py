@@ -207,13 +207,15 @@ def _poison(path: Path, markers: Path) -> dict[str, str]:
         for position, name in enumerate(stages):
             _set_output(db, name, texts[position])
             placed[name] = list(hostile)[position]
-        items = json.dumps(texts[len(stages) : len(stages) + 2])
-        cursor = db.execute(
-            "UPDATE events SET payload = json_set(payload, '$.request.items', json(?)) "
-            "WHERE kind = 'change' AND json_extract(payload, '$.kind') = 'expand'",
-            (items,),
-        )
-        assert cursor.rowcount == 1
+        # Mapped items are "item" events, their text in the output column.
+        rows = db.execute(
+            "SELECT rowid FROM events WHERE kind = 'item' ORDER BY seq"
+        ).fetchall()
+        assert len(rows) == 2
+        for (rowid,), text in zip(
+            rows, texts[len(stages) : len(stages) + 2], strict=True
+        ):
+            db.execute("UPDATE events SET output = ? WHERE rowid = ?", (text, rowid))
         db.execute(
             "UPDATE runs SET pipeline = json_set(pipeline, '$.inputs', ?)",
             (

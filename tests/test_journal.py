@@ -72,7 +72,10 @@ async def test_a_journaled_run_is_durable_when_run_returns(tmp_path):
         assert codec.decode(ended[name]["output"]) == value
     changes = [p for _, kind, p in events if kind == "change"]
     assert [c["kind"] for c in changes] == ["expand", "add_stage"]
-    assert changes[0]["request"]["items"] == ["3", "1", "2"]
+    # Each mapped item is an event of its own, just before its change's record.
+    assert changes[0]["request"]["items"] == {"events": 3}
+    items = [p["output"] for _, kind, p in events if kind == "item"]
+    assert items == ["3", "1", "2"]
     assert changes[0]["request"]["spec"]["fn"] == f"{__name__}:score"
     assert changes[1]["request"]["after"] == ["score[0]", "score[1]", "score[2]"]
 
