@@ -135,13 +135,20 @@ class PipelineVersions(RuleBasedStateMachine):
 
 
 class PipelineVersionsWithNarrowGaps(PipelineVersions):
-    """Gaps of two labels: moves use them up at once and every stage is relabelled."""
+    """Gaps of two labels: moves soon use them up, then every stage is relabelled."""
 
     gap = 2
 
 
+class PipelineVersionsWithoutGaps(PipelineVersions):
+    """No room between labels: every move relabels every stage."""
+
+    gap = 1
+
+
 TestPipelineVersions = PipelineVersions.TestCase
 TestPipelineVersionsWithNarrowGaps = PipelineVersionsWithNarrowGaps.TestCase
+TestPipelineVersionsWithoutGaps = PipelineVersionsWithoutGaps.TestCase
 
 
 def _chain(count: int) -> Pipeline:
