@@ -25,15 +25,19 @@ from ._errors import InvalidOutputError as InvalidOutputError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
 from ._errors import JournalError as JournalError
+from ._errors import JournalWriteError as JournalWriteError
+from ._errors import LeaseLostError as LeaseLostError
 from ._errors import MissingMainGuardError as MissingMainGuardError
 from ._errors import NotPicklableError as NotPicklableError
 from ._errors import NotRestorableError as NotRestorableError
+from ._errors import OutputTooLargeError as OutputTooLargeError
 from ._errors import ReadOnlyInputError as ReadOnlyInputError
 from ._errors import RecordedError as RecordedError
 from ._errors import RemoteError as RemoteError
 from ._errors import ResourceCloseError as ResourceCloseError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
+from ._errors import RunOwnedError as RunOwnedError
 from ._errors import StageStateError as StageStateError
 from ._errors import StageTimeoutError as StageTimeoutError
 from ._errors import UnknownRunError as UnknownRunError
@@ -53,6 +57,7 @@ from ._messages import CancelStage as CancelStage
 from ._messages import ChangePart as ChangePart
 from ._messages import ChangeSet as ChangeSet
 from ._messages import Expand as Expand
+from ._messages import JournalFailed as JournalFailed
 from ._messages import Message as Message
 from ._messages import RemoveStage as RemoveStage
 from ._messages import ReplacePending as ReplacePending

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -92,6 +92,9 @@ class RunEnv:
     """With a journal: encodes each output as the stage ends (a `Codec`)."""
     registry: Any = None
     """With a journal: where stage functions are registered (a `StageRegistry`)."""
+    check_output: Callable[[str | bytearray | Sequence[str], str], None] | None = None
+    """With a journal: ``check_output(encoded, what)`` raises `OutputTooLargeError`
+    for an encoded value (or the items one record holds) it cannot store."""
     has_hooks: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

@@ -8,6 +8,7 @@ says what was wrong and what to do about it.
 
 from __future__ import annotations
 
+import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -21,15 +22,20 @@ __all__ = [
     "InvalidOutputError",
     "InvalidRequestError",
     "InvalidStageError",
+    "JournalError",
+    "JournalWriteError",
+    "LeaseLostError",
     "MissingMainGuardError",
     "NotPicklableError",
     "NotRestorableError",
+    "OutputTooLargeError",
     "ReadOnlyInputError",
     "RecordedError",
     "RemoteError",
     "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
+    "RunOwnedError",
     "StageStateError",
     "StageTimeoutError",
     "UnknownRunError",
@@ -196,8 +202,94 @@ class NotRestorableError(DagvisorError, TypeError):
     """A stage could not be restored from a journal after a crash."""
 
 
+class OutputTooLargeError(NotRestorableError):
+    """A value is larger than the journal can store, so the run could not be resumed.
+
+    Attributes:
+        what: what was too large (``"the output"``, ``"the run's inputs"``,
+            the items of an ``expand``).
+        size: its size in the journal, in bytes.
+        limit: the largest value the journal stores, in bytes.
+    """
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"{what} would take {size:,} bytes in the journal, over the "
+            f"{limit:,} bytes it can store in one value; keep large data outside "
+            "the run (a file, an object store) and pass its path, or raise the "
+            "limit with Journal(max_value_bytes=...)"
+        )
+
+
 class JournalError(DagvisorError, OSError):
-    """A journal file cannot be used: not a journal, too new, damaged, unreadable."""
+    """A journal file cannot be used: not a journal, damaged, too new or too old."""
+
+
+class JournalWriteError(JournalError):
+    """A run's records could not be committed to its journal; the run was stopped.
+
+    What was committed before stays in the journal (a prefix of the run, never
+    a record without the ones before it), and the run can be resumed from it.
+
+    Attributes:
+        run_id: the run.
+        reason: why the records could not be committed.
+    """
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.run_id = run_id
+        self.reason = reason
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        return (
+            f"the journal could not commit the records of run {self.run_id!r} "
+            f"({self.reason}), so the run was stopped; what was committed before "
+            "is kept: resume the run once the journal can be written again"
+        )
+
+
+class LeaseLostError(JournalWriteError):
+    """Another runtime took the run over; this one stopped it and wrote no more.
+
+    Attributes:
+        run_id: the run.
+        reason: how the lease was lost (taken over, or not renewed in time).
+    """
+
+    def _message(self) -> str:
+        return (
+            f"run {self.run_id!r} is no longer owned by this runtime ({self.reason}); "
+            "it was stopped and nothing more of it was written; its new owner "
+            "goes on with it"
+        )
+
+
+class RunOwnedError(JournalError):
+    """A run is owned by another runtime whose lease is live: it cannot be resumed here.
+
+    Attributes:
+        run_id: the run.
+        host: the host name of the owner's process.
+        pid: the owner's process id.
+        expires: when the owner's lease ends unless renewed (seconds since the epoch).
+    """
+
+    def __init__(self, run_id: str, *, host: str, pid: int, expires: float) -> None:
+        self.run_id = run_id
+        self.host = host
+        self.pid = pid
+        self.expires = expires
+        moment = datetime.datetime.fromtimestamp(expires, tz=datetime.UTC)
+        super().__init__(
+            f"run {run_id!r} is owned by process {pid} on host {host!r}, whose "
+            f"lease runs until {moment:%Y-%m-%d %H:%M:%S} UTC and is renewed while "
+            "the run goes; wait for that run to end, or stop that process (a run "
+            "whose owner is gone can be resumed, or taken by `recover`)"
+        )
 
 
 class UnknownRunError(DagvisorError, LookupError):
@@ -382,16 +474,27 @@ class InternalError(DagvisorError):
 
 
 class RunFailed(DagvisorError):
-    """A run ended with failed stages, or was cancelled.
+    """A run ended with failed stages, was cancelled, or its journal failed.
 
     Attributes:
         result: the run's `RunResult`, with every stage's final state.
         errors: the exception of each failed stage, by stage name.
+        journal_error: why the run's journal could not record it (a
+            `JournalWriteError`, or `LeaseLostError` when another runtime took
+            the run over), else None. The run was then stopped, and its
+            status is ``"failed"`` whatever its stages did.
     """
 
-    def __init__(self, result: Any, errors: Mapping[str, BaseException]) -> None:
+    def __init__(
+        self,
+        result: Any,
+        errors: Mapping[str, BaseException],
+        *,
+        journal_error: JournalError | None = None,
+    ) -> None:
         self.result = result
         self.errors: Mapping[str, BaseException] = dict(errors)
+        self.journal_error = journal_error
         if errors:
             shown = ", ".join(
                 f"{name!r} ({type(exc).__name__}: {exc})"
@@ -399,6 +502,10 @@ class RunFailed(DagvisorError):
             )
             more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
             message = f"run {result.run_id!r} failed: {shown}{more}"
-        else:
+        elif journal_error is None:
             message = f"run {result.run_id!r} was cancelled before it finished"
+        else:
+            message = f"run {result.run_id!r} failed"
+        if journal_error is not None:
+            message += f"; {journal_error}"
         super().__init__(message)

@@ -30,6 +30,7 @@ __all__ = [
     "ChangePart",
     "ChangeSet",
     "Expand",
+    "JournalFailed",
     "Message",
     "RemoveStage",
     "ReplacePending",
@@ -143,6 +144,17 @@ class AttemptStarted:
 @attrs.frozen
 class StagesEnded:
     """Every stage actor of the run has ended (sent by the nursery that held them)."""
+
+
+@attrs.frozen
+class JournalFailed:
+    """The run's records can no longer be committed to its journal: it must stop.
+
+    Sent by the journal writer (a `JournalWriteError`, or `LeaseLostError`
+    when another runtime took the run over); the run fails, writing no more.
+    """
+
+    error: Exception
 
 
 StageOutcome: TypeAlias = StageSucceeded | StageFailed | StageCancelled | StageSkipped
@@ -280,4 +292,6 @@ Request: TypeAlias = (
     | CancelRun
     | ChangeSet
 )
-Message: TypeAlias = StageOutcome | AttemptStarted | StagesEnded | Request
+Message: TypeAlias = (
+    StageOutcome | AttemptStarted | StagesEnded | JournalFailed | Request
+)

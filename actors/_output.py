@@ -133,6 +133,8 @@ async def prepare_output(
 
     Raises:
         NotRestorableError: the run is journaled and the value cannot be encoded.
+        OutputTooLargeError: the run is journaled and the encoded value is
+            larger than the journal can store.
         InvalidOutputError: the value cannot be frozen (a dict key's
             ``__hash__`` raised while its dict was rebuilt).
     """
@@ -144,6 +146,8 @@ async def prepare_output(
             encoded = _checked(codec.encode(value, allow=allow), codec)
         else:
             encoded = await trio.to_thread.run_sync(_encode_large, codec, value, allow)
+        if env.check_output is not None:
+            env.check_output(encoded, "the output")
     try:
         frozen = freeze(value)
     except Exception as exc:

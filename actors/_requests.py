@@ -253,6 +253,10 @@ class _Preparer:
             codec = self.env.codec
             if codec is not None and refused is None:
                 encoded = tuple([_encode(codec, item) for item in frozen])
+                if self.env.check_output is not None:  # one record holds them all
+                    self.env.check_output(
+                        encoded, f"the items of expand of {spec.name!r}"
+                    )
             prints = tuple(
                 [
                     fingerprint(item, None if encoded is None else text)

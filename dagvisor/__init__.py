@@ -47,6 +47,7 @@ from dagvisor.supervisor import GraphSnapshot as GraphSnapshot
 from dagvisor.supervisor import Journal as Journal
 from dagvisor.supervisor import Lineage as Lineage
 from dagvisor.supervisor import Progress as Progress
+from dagvisor.supervisor import Recovery as Recovery
 from dagvisor.supervisor import Run as Run
 from dagvisor.supervisor import RunResult as RunResult
 from dagvisor.supervisor import RunStats as RunStats
@@ -83,6 +84,7 @@ __all__ = [
     "PickleCodec",
     "Pipeline",
     "Progress",
+    "Recovery",
     "Run",
     "RunResult",
     "RunStats",

@@ -5,7 +5,8 @@
 read-only, need none of the pipeline's code, and never change the file.
 ``resume RUN_ID --with MODULE`` imports the modules named on the command
 line (never one named by the journal) so that the run's stage functions are
-registered, then goes on with the run.
+registered, then goes on with the run; ``recover --with MODULE`` does that
+for every run whose owner is gone (see `_cli_recover`).
 
 A run id may be shortened to a unique prefix of at least 4 characters. Bad
 usage (a missing journal, a file that is not one, an unknown run or stage)
@@ -28,6 +29,7 @@ from dagvisor.actors import DagvisorError
 from dagvisor.supervisor import Journal
 
 from ._cli_io import one_line, write_file
+from ._cli_recover import add_recover_command, recover_command
 from ._cli_run import UsageError, add_journal_option, drive, final_outputs, load_module
 
 if TYPE_CHECKING:
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_journal_commands", "journal_command"]
 
-_COMMANDS = ("runs", "show", "audit", "lineage", "graph", "report", "resume")
+_COMMANDS = ("runs", "show", "audit", "lineage", "graph", "report", "resume", "recover")
 
 
 def add_journal_commands(sub: Any) -> None:
@@ -83,12 +85,15 @@ def add_journal_commands(sub: Any) -> None:
     for parser in (runs, show, audit, lineage, graph, report, resume):
         add_journal_option(parser, required=True)
         parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_recover_command(sub)
 
 
 def journal_command(args: argparse.Namespace) -> int | None:
     """Run a journal command; its exit code, or None if ``args`` is not one."""
     if args.command not in _COMMANDS:
         return None
+    if args.command == "recover":
+        return recover_command(args)
     try:
         if args.command == "resume":
             return _resume(args)

@@ -320,6 +320,8 @@ def drive(
 
 def _failed(exc: RunFailed, args: argparse.Namespace) -> int:
     print(_summary(exc.result))
+    if exc.journal_error is not None:
+        print(f"  journal: {exc.journal_error}")
     for name, error in list(exc.errors.items())[:10]:
         print(f"  {one_line(name)}: {type(error).__name__}: {_text(error)}")
     if len(exc.errors) > 10:

@@ -8,15 +8,19 @@ from dagvisor.actors import InvalidOutputError as InvalidOutputError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
 from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import JournalError as JournalError
+from dagvisor.actors import JournalWriteError as JournalWriteError
+from dagvisor.actors import LeaseLostError as LeaseLostError
 from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
+from dagvisor.actors import OutputTooLargeError as OutputTooLargeError
 from dagvisor.actors import ReadOnlyInputError as ReadOnlyInputError
 from dagvisor.actors import RecordedError as RecordedError
 from dagvisor.actors import RemoteError as RemoteError
 from dagvisor.actors import ResourceCloseError as ResourceCloseError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
+from dagvisor.actors import RunOwnedError as RunOwnedError
 from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
 from dagvisor.actors import UnknownRunError as UnknownRunError
@@ -31,15 +35,19 @@ __all__ = [
     "InvalidRequestError",
     "InvalidStageError",
     "JournalError",
+    "JournalWriteError",
+    "LeaseLostError",
     "MissingMainGuardError",
     "NotPicklableError",
     "NotRestorableError",
+    "OutputTooLargeError",
     "ReadOnlyInputError",
     "RecordedError",
     "RemoteError",
     "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
+    "RunOwnedError",
     "StageStateError",
     "StageTimeoutError",
     "UnknownRunError",

@@ -25,6 +25,7 @@ from ._result import StageFinished as StageFinished
 from ._result import StageLatency as StageLatency
 from ._result import StageStarted as StageStarted
 from ._result import StageTiming as StageTiming
+from ._runtime import Recovery as Recovery
 from ._runtime import Run as Run
 from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime

@@ -1,38 +1,41 @@
-"""The journal: a durable record of runs, written off the event loop.
+"""The journal file: its options, opening it, its write transactions, and reading runs back.
 
 Durability promise (SQLite, WAL mode):
 
-* When ``run.wait()`` (or ``rt.run``) returns, everything about the run is
-  committed: the run, every change request (accepted or refused, with its
-  audit record and the request itself), every stage start and end (with the
-  encoded output of each success), and how the run ended. Committed data
-  survives a crash of the process (SIGKILL included).
+* When ``run.wait()`` (or ``rt.run``) returns a result, everything about the
+  run is committed: the run, every change request (accepted or refused, with
+  its audit record and the request itself), every stage start and end (with
+  the encoded output of each success), and how the run ended. Committed data
+  survives a crash of the process (SIGKILL included). If any record of the
+  run could not be committed, the run fails instead (`JournalWriteError`, see
+  `_writer`), and what the journal keeps of it is a prefix it can resume from.
 * While a run goes, records are committed in batches (group commit) by one
   writer task in a worker thread; a crash loses at most the batch in flight.
 * With ``synchronous="NORMAL"`` (the default) a power loss or an OS crash
   may lose the last transactions committed before it; ``Journal(path,
   synchronous="FULL")`` makes each commit wait for the disk.
 
-The file is created readable and writable by its owner only. A file that is
-not a journal, or one written by a newer dagvisor, is refused with a typed
-error and left untouched.
+The file is created readable and writable by its owner only, when the first
+run is written to it (a runtime that only resumes never creates one). A file
+that is not a whole journal (a table or a column missing), is written by a
+newer dagvisor, or is not a journal at all, is refused with a typed error
+and left untouched (see `_format`, which also says what is added to an older
+journal opened for writing: only what its format lacks).
 
 What is written, per run: one row in ``runs`` (its pipeline as the distinct
 stage specs, by registered function name, plus one ``[name, spec, after]``
-row per stage; its exact name; its encoded inputs; the codec's name) and, in
-``events`` with consecutive ``seq`` numbers, ``stage_started``,
-``stage_ended`` (state, wall-clock time, error and traceback; the encoded
-output of a success in the ``output`` column, as the codec wrote it),
-``change`` (the audit record and the request, mapped items encoded) and
-``resumed``. Records are compact JSON with non-ASCII text as it is and lone
-surrogates escaped, so every text is valid UTF-8 and reads back exactly. A
-resume replays exactly this (see ``_replay``); a stage that had started but
-whose start was still in the batch in flight at a crash is simply run
-again, which is why side effects are keyed by ``ctx.idempotency_key``.
+row per stage; its exact name; its encoded inputs; the codec's name), its
+owner in ``leases`` while it goes (see `_lease`), and, in ``events`` with
+consecutive ``seq`` numbers, ``stage_started``, ``stage_ended`` (state,
+wall-clock time, error and traceback; the encoded output of a success in the
+``output`` column, as the codec wrote it), ``change`` (the audit record and
+the request, mapped items encoded) and ``resumed``. Records are compact JSON
+with non-ASCII text as it is and lone surrogates escaped, so every text is
+valid UTF-8 and reads back exactly. A resume replays exactly this (see
+``_replay``); a stage that had started but whose start was still in the batch
+in flight at a crash is simply run again, which is why side effects are keyed
+by ``ctx.idempotency_key``.
 
-Journal formats: 2 (this one) stores outputs in their own column; a format 1
-journal (outputs inside the event's JSON, so encoded twice) is read as it
-is, and upgraded in place (one column added) when opened for writing.
 Reading is `_journal_read`'s: every reading method gives `JournalError` (or
 `UnknownRunError`) for a file that is damaged or was edited, never another
 error, and never changes the file.
@@ -40,56 +43,74 @@ error, and never changes the file.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import sqlite3
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final
 
-import attrs
-import trio
-
-from dagvisor.actors import JournalError, default_registry, dump_json
-
-from ._journal_read import (
-    READ_ERRORS,
-    check_columns,
-    describe,
-    open_readonly,
-    read_format,
-    uri,
+from dagvisor.actors import (
+    InvalidRequestError,
+    JournalError,
+    OutputTooLargeError,
+    default_registry,
 )
+
+from ._format import FORMAT_VERSION, look, probe, set_up, stored_size
+from ._journal_read import check_columns, open_readonly
 from ._journal_rows import JournaledRun, RowReader
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from dagvisor.actors import StageRegistry
 
     from ._result import RunResult
 
-__all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournalWriter", "JournaledRun"]
+__all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournaledRun"]
 
-FORMAT_VERSION: Final = 2
-_BATCH = 2048
-_LARGE_OUTPUT: Final = 1 << 20  # bytes: written in pieces of this size
+T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    created REAL NOT NULL,
-    status TEXT NOT NULL,
-    ended REAL,
-    pipeline TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    output TEXT,
-    PRIMARY KEY (run_id, seq)
-);
-"""
+# SQLite's busy handler waits this long inside one attempt; between attempts
+# the journal backs off itself, up to `Journal.busy_timeout` in all.
+_ATTEMPT_WAIT = 0.05
+_FIRST_BACKOFF = 0.005
+_LAST_BACKOFF = 0.5
+# Room kept in a value for the rest of its record (stage name, state, time).
+_RECORD_MARGIN = 64 * 1024
+# The most bytes one character of an output takes in the journal (UTF-8).
+_WORST_BYTES_PER_CHAR = 4
+_SQLITE_ERRORS: Final = {"busy": (5, 6), "full": (13,)}  # SQLITE_BUSY, _LOCKED; _FULL
+
+
+def _sqlite_length_limit() -> int:
+    """SQLite's own limit on the length of one string or blob, in bytes."""
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    finally:
+        probe.close()
+
+
+_SQLITE_LENGTH: Final = _sqlite_length_limit()
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether an SQLite error says another connection holds a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _SQLITE_ERRORS["busy"]
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        msg = f"{name} must be a number of seconds, not {value!r}"
+        raise TypeError(msg)
+    if not value > 0 or math.isinf(value):
+        msg = f"{name} must be a number of seconds > 0, not {value!r}"
+        raise InvalidRequestError(msg)
+    return float(value)
 
 
 @final
@@ -97,9 +118,23 @@ class Journal:
     """A SQLite journal file. Its methods block: call them off the event loop.
 
     Args:
-        path: the file; created (owner-only) if missing, unless ``readonly``.
+        path: the file. A writable journal creates it (owner-only) when the
+            first run is written; ``readonly`` never creates or changes it.
         synchronous: SQLite's ``synchronous`` setting, ``"NORMAL"`` or ``"FULL"``.
         readonly: only read: a missing file is an error and nothing is written.
+        busy_timeout: seconds a write waits, retrying with backoff, while
+            another process holds the file's write lock (30 by default). Past
+            it the write fails, and so do the runs whose records it carried
+            (`JournalWriteError`); what they had committed before is kept.
+        lease: seconds a runtime's ownership of a run lasts unless renewed
+            (60 by default). The writer renews it every third of that while
+            the run goes; another process may take the run over only once
+            the lease has expired, or at once if the owner's process is
+            provably gone from this host. Keep ``busy_timeout`` well below
+            it: a writer waiting for a lock cannot renew.
+        max_value_bytes: the largest value one record may hold, in bytes
+            (SQLite's limit, 1,000,000,000 by default, when None). An output
+            larger than that fails its stage with `OutputTooLargeError`.
     """
 
     def __init__(
@@ -108,74 +143,208 @@ class Journal:
         *,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         readonly: bool = False,
+        busy_timeout: float = 30.0,
+        lease: float = 60.0,
+        max_value_bytes: int | None = None,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             msg = f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}"
-            raise ValueError(msg)
+            raise InvalidRequestError(msg)
         self.path = Path(path)
         self.synchronous = synchronous
         self.readonly = readonly
+        self.busy_timeout = _positive("busy_timeout", busy_timeout)
+        self.lease = _positive("lease", lease)
+        if max_value_bytes is not None and (
+            isinstance(max_value_bytes, bool) or not isinstance(max_value_bytes, int)
+        ):
+            msg = f"max_value_bytes must be a whole number of bytes, not {max_value_bytes!r}"
+            raise TypeError(msg)
+        if max_value_bytes is not None and max_value_bytes < 1:
+            msg = f"max_value_bytes must be at least 1, not {max_value_bytes!r}"
+            raise InvalidRequestError(msg)
+        self.max_value_bytes = min(max_value_bytes or _SQLITE_LENGTH, _SQLITE_LENGTH)
+        self._quick_chars = (
+            self.max_value_bytes - _RECORD_MARGIN
+        ) // _WORST_BYTES_PER_CHAR
         self._db: sqlite3.Connection | None = None
-        self._format = FORMAT_VERSION
+        self._format = FORMAT_VERSION  # of the file: a read-only one may be older
+        self._serving = False  # a runtime writes through it: one at a time
+        # How a write waits between attempts while the file is locked (a seam
+        # for tests, which release the lock there).
+        self._backoff: Callable[[float], object] = time.sleep
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
 
+    # -- opening ------------------------------------------------------------------
+
     def open(self) -> None:
-        """Open (or create) the file and check it is a journal of a known format."""
+        """Open the file and check it is a whole journal of a known format.
+
+        A writable journal whose file is missing is created; a read-only one
+        is refused. Nothing is written to a file that is refused.
+
+        Raises:
+            JournalError: the file is not a whole journal of this format.
+        """
         if self._db is not None:
             return
-        if self.readonly:
-            db, found, columns = open_readonly(self.path)
-            try:
-                self._refuse_newer(found)
-                check_columns(columns, found, self.path)
-            except BaseException:
-                db.close()
-                raise
-            self._db, self._format = db, found
+        if not self.readonly:
+            self._open_writable(create=True)
             return
-        if not self.path.exists():
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            os.close(fd)
+        db, found, columns = open_readonly(self.path)
         try:
-            # Read-only first: a file that is not a journal is left untouched.
-            probe = sqlite3.connect(uri(self.path, "mode=ro"), uri=True)
-            try:
-                version, tables = read_format(probe, self.path)
-            finally:
-                probe.close()
-        except READ_ERRORS as exc:
-            raise describe(exc, self.path) from exc
-        if version is not None:
-            self._refuse_newer(version)
-            check_columns(tables, version, self.path)
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.executescript(_SCHEMA)
-            if version == 1:
-                _upgrade_from_1(db)
-            db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('format_version', ?)",
-                (str(FORMAT_VERSION),),
-            )
-        except sqlite3.DatabaseError as exc:
+            if found > FORMAT_VERSION:
+                msg = (
+                    f"{self.path} was written by a newer dagvisor (journal format "
+                    f"{found}, this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
+                )
+                raise JournalError(msg)
+            check_columns(columns, found, self.path)
+        except BaseException:
             db.close()
+            raise
+        self._db, self._format = db, found
+
+    def check(self) -> None:
+        """Check, without writing anything, that runs can be written here.
+
+        The file is a whole journal of this format, or is missing in an
+        existing directory (it is then created when the first run is written).
+
+        Raises:
+            JournalError: the path cannot hold a journal.
+        """
+        found = probe(self.path)
+        if found.kind == "missing" and not look(self.path, self.path.parent.is_dir):
+            msg = (
+                f"cannot create a journal at {self.path}: its directory does not exist"
+            )
+            raise JournalError(msg)
+
+    def _open_writable(self, *, create: bool) -> None:
+        """Open for writing; create the file and its tables only if ``create``."""
+        found = probe(self.path)
+        if found.kind == "missing":
+            if not create:
+                msg = f"there is no journal at {self.path}; check the path"
+                raise JournalError(msg)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                os.close(fd)
+            except FileExistsError:
+                pass  # another process created it meanwhile: set up below, once
+            except OSError as exc:
+                msg = f"cannot create a journal at {self.path} ({exc}); check the path"
+                raise JournalError(msg) from exc
+        elif found.kind == "empty" and not create:
+            msg = f"{self.path} is not a dagvisor journal (it is empty); check the path"
+            raise JournalError(msg)
+        try:
+            db = sqlite3.connect(
+                self.path,
+                timeout=_ATTEMPT_WAIT,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+        except sqlite3.Error as exc:
+            msg = f"{self.path} cannot be opened for writing ({exc}); check the path"
+            raise JournalError(msg) from exc
+        self._db = db
+        try:
+            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self.max_value_bytes)
+            self._retrying(lambda: db.execute("PRAGMA journal_mode=WAL"))
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            if found.kind != "journal" or found.incomplete:
+                self.transaction(set_up)
+        except (sqlite3.Error, JournalError) as exc:
+            self.close()
+            if isinstance(exc, JournalError):
+                raise
             msg = (
                 f"{self.path} cannot be written ({exc}); it is damaged or not a journal"
             )
             raise JournalError(msg) from exc
-        self._db = db
 
-    def _refuse_newer(self, version: int) -> None:
-        if version > FORMAT_VERSION:
-            msg = (
-                f"{self.path} was written by a newer dagvisor (journal format {version}, "
-                f"this one reads up to {FORMAT_VERSION}); upgrade dagvisor"
-            )
-            raise JournalError(msg)
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """``attempt()``, tried again with backoff while the file is locked."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = _FIRST_BACKOFF
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() + delay > deadline:
+                    raise
+            self._backoff(delay)
+            delay = min(delay * 2, _LAST_BACKOFF)
+
+    def transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, create: bool = True
+    ) -> T:
+        """``work(db)`` in one write transaction, committed or rolled back whole.
+
+        The transaction takes the write lock first (``BEGIN IMMEDIATE``), so
+        what ``work`` reads cannot change before it commits. While another
+        process holds the lock the whole transaction is tried again, with
+        backoff, for up to ``busy_timeout`` seconds; then the busy error is
+        raised. ``work`` may run several times: it must only touch ``db``.
+        The file is created first if it is missing, unless ``create`` is false
+        (then that is a `JournalError`).
+        """
+        db = self._writable(create=create)
+
+        def attempt() -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    # SQLite may have rolled back already (a full disk, an I/O error).
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._retrying(attempt)
+
+    def _writable(self, *, create: bool = True) -> sqlite3.Connection:
+        if self._db is None:
+            self._open_writable(create=create)
+        assert self._db is not None
+        return self._db
+
+    def check_value(
+        self, text: str | bytes | bytearray | Sequence[str], what: str
+    ) -> None:
+        """Refuse a value too large for one record.
+
+        ``text`` is the value as its codec encoded it (text, or UTF-8 bytes for
+        a large output), or the encoded items one record holds together (the
+        items of an ``expand``).
+
+        Raises:
+            OutputTooLargeError: the journal cannot store it.
+        """
+        # Even in the worst case it fits: no need to measure (every output
+        # of every journaled stage comes here, so this is the common path).
+        # (``type(...) is``: faster than isinstance of a union, on this path.)
+        kind = type(text)
+        texts: Sequence[str | bytes | bytearray]
+        if kind is str or kind is bytearray or kind is bytes:
+            if len(text) <= self._quick_chars:
+                return
+            texts = (cast("str | bytes | bytearray", text),)
+        else:
+            texts = cast("Sequence[str]", text)
+            if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:
+                return
+        limit = self.max_value_bytes - _RECORD_MARGIN
+        size = sum(stored_size(one) + 1 for one in texts)
+        if size > limit:
+            raise OutputTooLargeError(what, size, max(limit, 0))
 
     def __enter__(self) -> Journal:
         """Open the file for a ``with`` block (closed when it ends)."""
@@ -197,53 +366,9 @@ class Journal:
         assert self._db is not None
         return self._db
 
-    def write(self, batch: list[tuple[Any, ...]]) -> None:
-        """Commit a batch of records in one transaction (group commit)."""
-        db = self._conn()
-        db.execute("BEGIN")
-        try:
-            for record in batch:
-                match record:
-                    case ("run", run_id, name, created, pipeline):
-                        # The name column is for listing; the exact name (it
-                        # may hold a lone surrogate) is in the record's JSON.
-                        db.execute(
-                            "INSERT INTO runs (run_id, name, created, status, pipeline) "
-                            "VALUES (?, ?, ?, 'running', ?)",
-                            (
-                                run_id,
-                                _listed(name),
-                                created,
-                                dump_json({**pipeline, "name": name}),
-                            ),
-                        )
-                    case ("event", run_id, seq, kind, payload):
-                        # An output goes to its own column as the codec wrote
-                        # it (text, or UTF-8 bytes stored as text), once.
-                        output = payload.get("output")
-                        if output is not None:
-                            payload = {
-                                k: v for k, v in payload.items() if k != "output"
-                            }
-                        _insert_event(db, run_id, seq, kind, dump_json(payload), output)
-                    case ("resume", run_id):
-                        db.execute(
-                            "UPDATE runs SET status = 'running', ended = NULL "
-                            "WHERE run_id = ?",
-                            (run_id,),
-                        )
-                    case ("end", run_id, status, ended):
-                        db.execute(
-                            "UPDATE runs SET status = ?, ended = ? WHERE run_id = ?",
-                            (status, ended, run_id),
-                        )
-                    case _:  # pragma: no cover - a bug in the writer
-                        msg = f"unknown journal record {record!r}"
-                        raise AssertionError(msg)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query; a damaged file is a `JournalError`, not a crash."""
+        return self._rows().query(sql, args)
 
     def _rows(self) -> RowReader:
         return RowReader(self._conn(), self.path, self._format)
@@ -305,126 +430,3 @@ class Journal:
             JournalError: the file is damaged or was edited into nonsense.
         """
         return self._rows().load(run_id)
-
-
-def _insert_event(
-    db: sqlite3.Connection,
-    run_id: str,
-    seq: int,
-    kind: str,
-    payload: str,
-    output: str | bytearray | None,
-) -> None:
-    """Insert one event; a large output is written into its row piece by piece.
-
-    Binding a large output would copy it whole in one call, holding the
-    interpreter (and so the event loop) all that time; written through
-    SQLite's incremental I/O, each piece is copied on its own, and the text
-    is made from the bytes inside SQLite.
-    """
-    if output is None or isinstance(output, str) or len(output) <= _LARGE_OUTPUT:
-        db.execute(
-            "INSERT INTO events (run_id, seq, kind, payload, output) "
-            "VALUES (?, ?, ?, ?, CAST(? AS TEXT))",
-            (run_id, seq, kind, payload, output),
-        )
-        return
-    cursor = db.execute(
-        "INSERT INTO events (run_id, seq, kind, payload, output) "
-        "VALUES (?, ?, ?, ?, zeroblob(?))",
-        (run_id, seq, kind, payload, len(output)),
-    )
-    rowid = cursor.lastrowid
-    assert rowid is not None  # an INSERT's
-    data = memoryview(output)
-    with db.blobopen("events", "output", rowid) as blob:
-        for start in range(0, len(data), _LARGE_OUTPUT):
-            blob.write(data[start : start + _LARGE_OUTPUT])
-    db.execute(
-        "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?", (rowid,)
-    )
-
-
-def _listed(name: str) -> str:
-    """``name`` as UTF-8 text for the listing column (a lone surrogate escaped)."""
-    return name.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _upgrade_from_1(db: sqlite3.Connection) -> None:
-    """Format 1 to 2: outputs get their own column (old rows keep theirs in the JSON)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if "output" not in columns:
-            db.execute("ALTER TABLE events ADD COLUMN output TEXT")
-        db.execute(
-            "UPDATE meta SET value = ? WHERE key = 'format_version'",
-            (str(FORMAT_VERSION),),
-        )
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-@attrs.frozen(eq=False)
-class _Flush:
-    done: trio.Event
-
-
-class JournalWriter:
-    """The journal actor: batches records from runs and commits them in a thread."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self._send, self._receive = trio.open_memory_channel[Any](1 << 16)
-
-    async def run(self, *, task_status: trio.TaskStatus[JournalWriter]) -> None:
-        """Open the journal, then commit what arrives until cancelled."""
-        await trio.to_thread.run_sync(self.journal.open)
-        task_status.started(self)
-        try:
-            while True:
-                batch = [await self._receive.receive()]
-                while len(batch) < _BATCH:
-                    try:
-                        batch.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self._commit(batch)
-        finally:
-            with trio.CancelScope(shield=True):
-                leftover = []
-                while True:
-                    try:
-                        leftover.append(self._receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-                await self._commit(leftover)
-                await trio.to_thread.run_sync(self.journal.close)
-
-    async def _commit(self, batch: list[Any]) -> None:
-        records = [item for item in batch if not isinstance(item, _Flush)]
-        if records:
-            await trio.to_thread.run_sync(self.journal.write, records)
-        for item in batch:
-            if isinstance(item, _Flush):
-                item.done.set()
-
-    def submit_nowait(self, record: tuple[Any, ...]) -> bool:
-        """Queue a record if there is room; False if the caller must wait."""
-        try:
-            self._send.send_nowait(record)
-        except trio.WouldBlock:
-            return False
-        return True
-
-    async def submit(self, record: tuple[Any, ...]) -> None:
-        """Queue a record, waiting for room."""
-        await self._send.send(record)
-
-    async def flush(self) -> None:
-        """Wait until every record queued so far is committed."""
-        marker = _Flush(trio.Event())
-        await self._send.send(marker)
-        await marker.done.wait()

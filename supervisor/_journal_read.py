@@ -24,6 +24,7 @@ Opening read-only (`open_readonly`) tries two ways, in order:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
@@ -85,8 +86,10 @@ def describe(exc: BaseException, path: Path) -> JournalError:
 
 def uri(path: Path, option: str) -> str:
     """The SQLite URI of ``path`` with ``option`` (``mode=ro``, ``immutable=1``)."""
-    # Quoted: a path may hold '?', '#' or '%', which a URI would take apart.
-    return f"file:{urllib.parse.quote(str(path.absolute()))}?{option}"
+    # Quoted: a path may hold '?', '#' or '%', which a URI would take apart;
+    # as the file system's bytes, since a path may hold a lone surrogate too
+    # (a file name that is not UTF-8, as os.listdir() gives it).
+    return f"file:{urllib.parse.quote(os.fsencode(path.absolute()))}?{option}"
 
 
 def _connect(path: Path, option: str) -> sqlite3.Connection:

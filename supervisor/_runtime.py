@@ -17,16 +17,20 @@ from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, final
 
+import attrs
 import trio
 
 from dagvisor.actors import (
     CancelRun,
     ChangeRequests,
     Codec,
+    DagvisorError,
     Executor,
     Hooks,
     InternalError,
     InvalidRequestError,
+    JournalError,
+    JournalWriteError,
     JsonCodec,
     Message,
     NotRestorableError,
@@ -35,9 +39,11 @@ from dagvisor.actors import (
     RunClosedError,
     RunEnv,
     RunFailed,
+    RunOwnedError,
     StageRegistry,
     StageSpec,
     StreamedPipeline,
+    UnknownRunError,
     ask,
     check_reason,
     default_registry,
@@ -47,8 +53,9 @@ from dagvisor.actors import (
 )
 
 from ._export import to_dot, to_mermaid
-from ._journal import Journal, JournaledRun, JournalWriter
+from ._journal import Journal
 from ._monitor import Monitor, Progress
+from ._recover import load_for_resume, orphans
 from ._replay import replay
 from ._result import (
     Lineage,
@@ -61,6 +68,7 @@ from ._result import (
     lineage_of,
 )
 from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs
+from ._writer import JournalWriter
 
 if TYPE_CHECKING:
     import os
@@ -73,7 +81,7 @@ if TYPE_CHECKING:
     from ._replay import Replayed
     from ._snapshot import GraphSnapshot
 
-__all__ = ["Run", "Runtime", "runtime"]
+__all__ = ["Recovery", "Run", "Runtime", "runtime"]
 
 logger = logging.getLogger("dagvisor")
 
@@ -86,6 +94,9 @@ _POLICIES = ("cancel", "continue")
 # one scheduler pass, a bound of 4,096 made most actors park and be woken
 # again. Senders past it still wait (backpressure); the supervisor never does.
 _INBOX_SIZE = 1 << 18
+# A resume reads a run, then takes it over if it has not changed meanwhile;
+# this many times, then it gives up (another process keeps going on with it).
+_RESUME_ATTEMPTS = 3
 
 
 def _check_policy(policy: str) -> FailurePolicy:
@@ -111,6 +122,7 @@ class Run(ChangeRequests):
         "_env",
         "_failure",
         "_inbox",
+        "_journal_error",
         "_result",
         "_supervisor",
         "id",
@@ -133,6 +145,7 @@ class Run(ChangeRequests):
         self._done = trio.Event()
         self._result: RunResult | None = None
         self._failure: BaseException | None = None
+        self._journal_error: JournalWriteError | None = None
 
     def __repr__(self) -> str:
         state = "done" if self._done.is_set() else "running"
@@ -154,9 +167,15 @@ class Run(ChangeRequests):
     async def wait(self) -> RunResult:
         """Wait for the run to end and return its result.
 
+        A result is returned only once every record of the run is committed
+        to the journal, if it has one.
+
         Raises:
             RunFailed: a stage failed or the run was cancelled; the result is
                 ``exc.result`` and each stage's exception is in ``exc.errors``.
+                Also when the journal could not record the run, or another
+                runtime took it over: ``exc.journal_error`` says why (a
+                `JournalWriteError` or `LeaseLostError`).
             InternalError: the run crashed on a bug in dagvisor.
         """
         await self._done.wait()
@@ -165,6 +184,10 @@ class Run(ChangeRequests):
             raise InternalError(msg) from self._failure
         result = self._result
         assert result is not None
+        if self._journal_error is not None:
+            raise RunFailed(
+                result, result.errors, journal_error=self._journal_error
+            ) from self._journal_error
         if not result.ok:
             group = None
             if result.errors:
@@ -293,19 +316,22 @@ class Run(ChangeRequests):
             active.discard(self.id)
             self._result = self._build_result(monitor)
             self._done.set()
-            _log_end(self._result, self._failure)
+            _log_end(self._result, self._failure, self._journal_error)
 
     async def _flush_journal(self) -> None:
-        """Make the run durable before anyone is told it ended."""
+        """Make the run durable before anyone is told it ended (or say it is not).
+
+        Not bounded by a timeout of its own: the writer's work is bounded
+        (`Journal.busy_timeout`), and the run may only be reported once its
+        records are known to be committed or known not to be.
+        """
         writer = self._supervisor._journal
         if writer is None:
             return
-        with (
-            trio.CancelScope(shield=True),
-            trio.move_on_after(self._env.cleanup_timeout),
-        ):
+        with trio.CancelScope(shield=True):
             await self._supervisor.ship_journal()
-            await writer.flush()
+            self._journal_error = await writer.flush(self.id)
+        writer.forget(self.id)
 
     def _build_result(self, monitor: Monitor | None) -> RunResult:
         supervisor = self._supervisor
@@ -319,8 +345,8 @@ class Run(ChangeRequests):
             else trio.current_time()
         )
         status = supervisor.status
-        if status == "running":  # crashed before it could settle
-            status = "failed"
+        if status == "running" or self._journal_error is not None:
+            status = "failed"  # crashed before it could settle, or not recorded
         stats = RunStats(
             stages=sum(counts.values()),
             counts=MappingProxyType(counts),
@@ -346,21 +372,21 @@ class Run(ChangeRequests):
         )
 
 
-def _load_run(path: os.PathLike[str], run_id: str) -> JournaledRun:
-    """Read one run from the journal, on its own read-only connection (blocks)."""
-    with Journal(path, readonly=True) as reader:
-        return reader.load(run_id)
-
-
 _LOGGED_FAILURES = 20
 
 
-def _log_end(result: RunResult, failure: BaseException | None) -> None:
+def _log_end(
+    result: RunResult,
+    failure: BaseException | None,
+    journal_error: JournalWriteError | None = None,
+) -> None:
     """Log how a run ended: once per run, plus a warning per failed stage (capped)."""
     extra = {"run_id": result.run_id, "pipeline": result.name, "status": result.status}
     if failure is not None:
         logger.error("run %s crashed", result.run_id, exc_info=failure, extra=extra)
         return
+    if journal_error is not None:
+        logger.error("run %s: %s", result.run_id, journal_error, extra=extra)
     if logger.isEnabledFor(logging.WARNING):
         for name, error in list(result.errors.items())[:_LOGGED_FAILURES]:
             logger.warning(
@@ -390,6 +416,25 @@ def _log_end(result: RunResult, failure: BaseException | None) -> None:
             result.stats.duration,
             extra=extra,
         )
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Recovery:
+    """What `Runtime.recover` took over.
+
+    Attributes:
+        runs: a `Run` handle for each run it resumed, oldest first; wait for
+            each with ``await run.wait()``.
+        skipped: the runs whose owner is gone but that this process cannot
+            resume, by run id, with why (`NotRestorableError` when a stage
+            function is not registered here, `JournalError` when the run's
+            record or its owner's lease is damaged). They are left as they
+            were, for a process that has their code.
+    """
+
+    runs: tuple[Run, ...]
+    skipped: Mapping[str, DagvisorError]
 
 
 @final
@@ -482,6 +527,7 @@ class Runtime:
             self._check_restorable(pipeline)
             assert self._codec is not None
             encoded_inputs = self._codec.encode(dict(inputs or {}))
+            self._journal.journal.check_value(encoded_inputs, "the run's inputs")
         run_id = uuid.uuid4().hex
         run, supervisor = self._make_run(
             run_id, pipeline.name, inputs, policy, pipeline
@@ -502,6 +548,7 @@ class Runtime:
         restored: Replayed | None = None,
     ) -> tuple[Run, GraphSupervisor]:
         send, receive = trio.open_memory_channel[Message](_INBOX_SIZE)
+        journal = self._journal
         env = RunEnv(
             run_id=run_id,
             outbox=send,
@@ -514,7 +561,10 @@ class Runtime:
             default_executor=self._executor,
             codec=self._codec,
             registry=self._registry,
+            check_output=None if journal is None else journal.journal.check_value,
         )
+        if journal is not None and restored is None:
+            journal.register(run_id, send)
         supervisor = GraphSupervisor(
             run_id=run_id,
             pipeline=pipeline,
@@ -564,54 +614,150 @@ class Runtime:
         cancelled with the run, not started) runs: ``ctx.attempt`` counts on
         from before and ``ctx.idempotency_key`` is unchanged. The run keeps
         its id and its audit trail, and goes on writing to the journal.
-        Everything is checked before anything is written: a refused resume
-        leaves the journal as it was.
+
+        The run must have no live owner: this runtime takes it over in one
+        transaction, which of several processes resuming the same run only
+        one can win. Everything is checked before anything is written: a
+        refused resume leaves the journal as it was, and a missing journal
+        is not created.
 
         Raises:
             InvalidRequestError: the runtime has no journal, or the run is
                 still going in this runtime.
+            RunOwnedError: another runtime owns the run and its lease is
+                live (it names the owner's host and pid, and when the lease
+                ends); nothing ran.
             UnknownRunError: the journal holds no such run.
-            JournalError: the journal is damaged or was edited into nonsense.
+            JournalError: the journal is missing, damaged, not whole, or
+                stayed locked by another process.
             NotRestorableError: a stage function is not registered in this
                 process, or an output cannot be decoded.
         """
+        if not isinstance(run_id, str):
+            msg = f"run_id must be a run id (str), not {run_id!r}"
+            raise TypeError(msg)
         policy = self._policy if on_failure is None else _check_policy(on_failure)
+        run = await self._resume(run_id, policy, recovering=False)
+        assert run is not None
+        return run
+
+    async def recover(self, *, on_failure: FailurePolicy | None = None) -> Recovery:
+        """Resume every run of the journal that did not end and whose owner is gone.
+
+        A run's owner is gone when its lease expired, or when its process is
+        provably no longer running on this host (a crash). Each such run is
+        taken over atomically, so when several processes recover the same
+        journal at once, each run is resumed by exactly one of them; runs
+        another process took first are left to it. Runs whose stage
+        functions this process has not registered are left as they were and
+        listed in ``skipped``.
+
+        Example:
+            >>> async with runtime(journal="runs.db") as rt:  # doctest: +SKIP
+            ...     recovery = await rt.recover()
+            ...     for run in recovery.runs:
+            ...         await run.wait()
+
+        Returns:
+            The `Run` handle of every run taken over (started, like
+            `start_resumed`), and the runs skipped with why.
+
+        Raises:
+            InvalidRequestError: the runtime has no journal.
+            JournalError: the journal is missing, damaged or not whole.
+        """
+        policy = self._policy if on_failure is None else _check_policy(on_failure)
+        writer = self._writer_for("recover")
+        found, damaged = await trio.to_thread.run_sync(
+            orphans, writer.journal.path, writer.owner
+        )
+        runs: list[Run] = []
+        skipped: dict[str, DagvisorError] = dict(damaged)
+        for run_id in found:
+            if run_id in self._active:
+                continue
+            try:
+                run = await self._resume(run_id, policy, recovering=True)
+            except RunOwnedError:
+                continue  # another process took it first: it is that one's
+            except InvalidRequestError:
+                continue  # another recover of this runtime took it meanwhile
+            except (NotRestorableError, JournalError, UnknownRunError) as exc:
+                skipped[run_id] = exc
+                continue
+            if run is not None:
+                runs.append(run)
+        return Recovery(runs=tuple(runs), skipped=MappingProxyType(skipped))
+
+    def _writer_for(self, what: str) -> JournalWriter:
         if self._journal is None:
             msg = (
-                "resume needs the journal the run was written to: "
+                f"{what} needs the journal the run was written to: "
                 "open the runtime with runtime(journal=...)"
             )
             raise InvalidRequestError(msg)
+        return self._journal
+
+    async def _resume(
+        self, run_id: str, policy: FailurePolicy, *, recovering: bool
+    ) -> Run | None:
+        """Read, check and take over a run, then start it (None: nothing to recover)."""
+        writer = self._writer_for("resume")
         if self._closed:
             raise RunClosedError(run_id)
-        if run_id in self._active:
-            msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
-            raise InvalidRequestError(msg)
         assert self._codec is not None
-        journaled = await trio.to_thread.run_sync(
-            _load_run, self._journal.journal.path, run_id
-        )
-        restored = await trio.to_thread.run_sync(
-            partial(
-                replay,
-                journaled,
-                registry=self._registry,
-                codec=self._codec,
+        for _ in range(_RESUME_ATTEMPTS):
+            if run_id in self._active:
+                msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
+                raise InvalidRequestError(msg)
+            # Read-only first: a run with a live owner is refused before its
+            # journal is even replayed, and a bad journal before anything is written.
+            journaled, _ = await trio.to_thread.run_sync(
+                load_for_resume, writer.journal.path, run_id, writer.owner
             )
+            if recovering and journaled.status != "running":
+                return None  # another process finished it meanwhile
+            restored = await trio.to_thread.run_sync(
+                partial(
+                    replay,
+                    journaled,
+                    registry=self._registry,
+                    codec=self._codec,
+                )
+            )
+            if run_id in self._active:  # started meanwhile, by another resume
+                msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
+                raise InvalidRequestError(msg)
+            run, supervisor = self._make_run(
+                run_id,
+                journaled.name,
+                restored.inputs,
+                policy,
+                Pipeline(journaled.name),
+                restored,
+            )
+            writer.register(run_id, run._inbox, restored.next_seq)
+            self._active.add(run_id)  # no other resume of it here meanwhile
+            try:
+                # Shielded (the writer's work is bounded): a takeover that
+                # happened must be known, so that its lease is given up if the
+                # run does not start after all.
+                with trio.CancelScope(shield=True):
+                    taken = await writer.take_over(run_id)
+                if taken == "taken":
+                    supervisor.journal_resume()
+                    return await self._launch(run)
+            except BaseException:
+                self._active.discard(run_id)
+                writer.forget(run_id)  # gives the lease up if it was taken
+                raise
+            self._active.discard(run_id)
+            writer.forget(run_id)  # it went on elsewhere since it was read: again
+        msg = (
+            f"run {run_id!r} kept changing while it was being resumed: another "
+            "process is going on with it; try again once it has ended"
         )
-        if run_id in self._active:  # started meanwhile, by another resume
-            msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
-            raise InvalidRequestError(msg)
-        run, supervisor = self._make_run(
-            run_id,
-            journaled.name,
-            restored.inputs,
-            policy,
-            Pipeline(journaled.name),
-            restored,
-        )
-        supervisor.journal_resume()
-        return await self._launch(run)
+        raise JournalError(msg)
 
     def _check_restorable(self, pipeline: Pipeline) -> None:
         registry = self._registry
@@ -795,39 +941,65 @@ async def runtime(
     journal_object = None
     if journal is not None:
         journal_object = journal if isinstance(journal, Journal) else Journal(journal)
-        # Opened here, outside any nursery, so that a bad file reaches the
-        # caller as a plain JournalError.
-        await trio.to_thread.run_sync(journal_object.open)
-    async with trio.open_nursery() as services:
-        writer: JournalWriter | None = None
-        if journal_object is not None:
-            # Opened before any run and closed after the last one has ended,
-            # so every run's final records are committed.
-            writer = await services.start(JournalWriter(journal_object).run)
-        async with trio.open_nursery() as nursery:
-            rt = Runtime(
-                nursery,
-                on_failure=policy,
-                thread_limiter=trio.CapacityLimiter(thread_limit),
-                cleanup_timeout=float(cleanup_timeout),
-                hooks=hooks,
-                monitor_interval=monitor_interval,
-                on_progress=on_progress,
-                retain_outputs=retain_outputs,
-                executor=executor,
-                journal=writer,
-                codec=(codec or JsonCodec()) if writer is not None else None,
-                registry=(registry or default_registry) if writer is not None else None,
+        if journal_object.readonly:
+            msg = (
+                "runtime(journal=...) writes runs: give a Journal that is not readonly"
             )
+            raise InvalidRequestError(msg)
+        if journal_object._serving:
+            msg = (
+                f"{journal_object!r} already serves another runtime; give each "
+                "runtime its own Journal object (the same path is fine)"
+            )
+            raise InvalidRequestError(msg)
+        journal_object._serving = True
+        try:
+            # Checked here, outside any nursery, so that a bad file reaches
+            # the caller as a plain JournalError. Nothing is written, and a
+            # missing file is created only when a run is first written to it.
+            await trio.to_thread.run_sync(journal_object.check)
+        except BaseException:
+            journal_object._serving = False
+            raise
+    try:
+        async with trio.open_nursery() as services:
+            writer: JournalWriter | None = None
+            if journal_object is not None:
+                # Started before any run and ended after the last one has ended,
+                # so every run's final records are committed.
+                writer = await services.start(JournalWriter(journal_object).run)
             try:
-                yield rt
-            except Exception as exc:
-                # Re-raised below, after the runs are cleaned up, so the caller
-                # sees its own error rather than a group wrapping it.
-                body_error = exc
+                async with trio.open_nursery() as nursery:
+                    rt = Runtime(
+                        nursery,
+                        on_failure=policy,
+                        thread_limiter=trio.CapacityLimiter(thread_limit),
+                        cleanup_timeout=float(cleanup_timeout),
+                        hooks=hooks,
+                        monitor_interval=monitor_interval,
+                        on_progress=on_progress,
+                        retain_outputs=retain_outputs,
+                        executor=executor,
+                        journal=writer,
+                        codec=(codec or JsonCodec()) if writer is not None else None,
+                        registry=(registry or default_registry)
+                        if writer is not None
+                        else None,
+                    )
+                    try:
+                        yield rt
+                    except Exception as exc:
+                        # Re-raised below, after the runs are cleaned up, so the caller
+                        # sees its own error rather than a group wrapping it.
+                        body_error = exc
+                    finally:
+                        rt._closed = True
+                        nursery.cancel_scope.cancel()
             finally:
-                rt._closed = True
-                nursery.cancel_scope.cancel()
-        services.cancel_scope.cancel()
+                if writer is not None:
+                    writer.close()  # it commits what is queued, then ends
+    finally:
+        if journal_object is not None:
+            journal_object._serving = False
     if body_error is not None:
         raise body_error

@@ -57,6 +57,7 @@ from dagvisor.actors import (
     Expand,
     InternalError,
     InvalidRequestError,
+    JournalFailed,
     Message,
     RemoveStage,
     ReplacePending,
@@ -93,8 +94,8 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import Pipeline, StreamItem
 
-    from ._journal import JournalWriter
     from ._replay import Replayed
+    from ._writer import JournalWriter
 
 __all__ = ["FailurePolicy", "GraphSupervisor", "RetainOutputs"]
 
@@ -344,7 +345,8 @@ class GraphSupervisor:
                 | StageCancelled
                 | StageSkipped
                 | AttemptStarted
-                | StagesEnded,
+                | StagesEnded
+                | JournalFailed,
             ):
                 try:
                     self._refuse_closed(message)
@@ -433,6 +435,10 @@ class GraphSupervisor:
                     )
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
+            case JournalFailed():
+                # Its records can no longer be committed (the writer drops
+                # them): the run stops, and the run task reports why.
+                self._stop("failed")
             case AddStage():
                 self._serve(message, self._add_stage)
             case AddEdge():
@@ -803,8 +809,11 @@ class GraphSupervisor:
         out, self._journal_out = self._journal_out, []
         for index, record in enumerate(out):
             if not journal.submit_nowait(record):
-                for rest in out[index:]:
-                    await journal.submit(rest)
+                # Shielded: records dropped by a cancel would leave a gap in
+                # the run's events. The writer drains its queue in bounded time.
+                with trio.CancelScope(shield=True):
+                    for rest in out[index:]:
+                        await journal.submit(rest)
                 return
 
     # -- streamed pipelines ------------------------------------------------------

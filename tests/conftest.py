@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 
 import trio
 from hypothesis import HealthCheck, settings
@@ -34,3 +35,21 @@ def tasks_below() -> list[trio.lowlevel.Task]:
             tasks.extend(nursery.child_tasks)
             stack.extend(nursery.child_tasks)
     return tasks
+
+
+def copy_as_crashed(source: os.PathLike[str], dest: os.PathLike[str]) -> None:
+    """What a process killed now would leave on disk: the committed journal.
+
+    The copy is made with SQLite's backup API. Its runs' owner is this very
+    process, alive: the copy says it was started at another time, as the
+    owner of a crashed run that the pid was given to again would be.
+    """
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(dest)
+    try:
+        src.backup(dst)
+        dst.execute("UPDATE leases SET started = 0")
+        dst.commit()
+    finally:
+        src.close()
+        dst.close()

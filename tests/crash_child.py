@@ -1,15 +1,24 @@
 """A process for the crash tests: runs a self-changing pipeline with a journal,
-and kills itself with SIGKILL at a chosen point; or resumes a run.
+and kills itself with SIGKILL at a chosen point; or resumes a run, or
+recovers the runs whose owner is gone.
 
 Usage:
     python crash_child.py run JOURNAL LOG KILL      (KILL: none, time:S,
-        sql:N (the N-th SQL statement of the journal writer), change:N (while
-        the supervisor applies change N), stage:NAME (inside stage NAME))
-    python crash_child.py resume JOURNAL LOG RUN_ID [KILL]
+        sql:N (the N-th SQL statement of the journal writer), renew:N (right
+        after the N-th lease renewal, inside its transaction), change:N
+        (while the supervisor applies change N), stage:NAME (inside stage NAME))
+    python crash_child.py resume JOURNAL LOG RUN_ID [KILL]   (KILL also
+        takeover:insert, inside the takeover transaction once it wrote the
+        lease, and takeover:commit, right after it committed)
+    python crash_child.py recover JOURNAL LOG
 
-Prints one JSON line: the run id first (``{"run_id": ...}``), then the
-result (``{"outputs": ..., ...}``). Every stage body appends
-``name attempt idempotency_key`` to LOG before it returns.
+Prints JSON lines: first the run id (``{"run_id": ...}``), or what the
+takeover did (``{"took": RUN_ID}``, ``{"refused": ERROR, "message": ...}``,
+``{"recovered": [RUN_ID, ...]}``), then the result of the run
+(``{"outputs": ..., ...}``) if it ran one. Every stage body appends
+``name attempt idempotency_key`` to LOG before it returns. With
+``CRASH_GATE=1`` in the environment, stage bodies wait until a line arrives
+on stdin before they do anything; ``CRASH_LEASE=SECONDS`` sets the journal's lease.
 """
 
 from __future__ import annotations
@@ -23,10 +32,24 @@ import threading
 import trio
 
 from dagvisor import Pipeline, RunResult, runtime, stage
-from dagvisor.errors import RunFailed
+from dagvisor.errors import RunFailed, RunOwnedError
 from dagvisor.supervisor import GraphSupervisor, Journal
 
 N_ITEMS = 12
+
+
+GATE: dict[str, trio.Event] = {}  # with CRASH_GATE=1: opened by a line on stdin
+
+
+async def _gate() -> None:
+    """Wait until the test opens the gate, if it set one."""
+    if "open" in GATE:
+        await GATE["open"].wait()
+
+
+async def _open_gate_on_stdin() -> None:
+    await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+    GATE["open"].set()
 
 
 def _side_effect(ctx) -> None:
@@ -48,6 +71,7 @@ async def _maybe_die_in(ctx) -> None:
 
 @stage
 async def source(ctx):
+    await _gate()
     await trio.sleep(0.02)  # lets the run's first records reach the disk
     _side_effect(ctx)
     return list(range(N_ITEMS))
@@ -55,6 +79,7 @@ async def source(ctx):
 
 @stage
 async def fan_out(ctx):
+    await _gate()
     names = await ctx.expand(
         square, ctx.inputs["source"], key=str, reason="one per item"
     )
@@ -66,6 +91,7 @@ async def fan_out(ctx):
 
 @stage
 async def square(ctx):
+    await _gate()
     await trio.sleep(0.004 * (ctx.item % 5))
     if ctx.item % 4 == 0:
         # A check stage, added at run time, that total must also wait for.
@@ -83,6 +109,7 @@ async def square(ctx):
 
 @stage
 async def check(ctx):
+    await _gate()
     await trio.sleep(0.003)
     (value,) = (v for k, v in ctx.inputs.items() if k.startswith("square"))
     await _maybe_die_in(ctx)
@@ -92,12 +119,64 @@ async def check(ctx):
 
 @stage
 async def total(ctx):
+    await _gate()
     await _maybe_die_in(ctx)
     _side_effect(ctx)
     return sum(ctx.inputs.values())
 
 
 PIPELINE = Pipeline("crashy").add(source).add(fan_out, after=["source"])
+
+
+def _die_in_the_writer(kind: str, arg: str) -> None:
+    """Die at a statement of the journal writer's transactions.
+
+    ``sql:N``: before the N-th statement. ``renew:N``: right after the N-th
+    lease renewal (inside its transaction, uncommitted). ``takeover:insert``:
+    right after a resume wrote its lease (inside the takeover transaction);
+    ``takeover:commit``: right after that transaction committed.
+    """
+    opened = Journal._writable
+    count = [0]
+    taking = [False]
+
+    class Dying:
+        def __init__(self, db):
+            self._db = db
+
+        def __getattr__(self, name):
+            return getattr(self._db, name)
+
+        def execute(self, sql, *args):
+            count[0] += 1
+            if kind == "sql" and count[0] == int(arg):
+                _die()
+            result = self._db.execute(sql, *args)
+            if kind == "renew" and sql.startswith("UPDATE leases SET expires"):
+                RENEWALS[0] += 1
+                if RENEWALS[0] == int(arg):
+                    _die()
+            if kind == "takeover" and sql.startswith("INSERT INTO leases"):
+                if arg == "insert":
+                    _die()
+                taking[0] = True
+            if kind == "takeover" and taking[0] and sql == "COMMIT":
+                _die()
+            return result
+
+        def executemany(self, *args):
+            count[0] += 1
+            if kind == "sql" and count[0] == int(arg):
+                _die()
+            return self._db.executemany(*args)
+
+    def writable(self, *, create=True):
+        return Dying(opened(self, create=create))
+
+    Journal._writable = writable  # type: ignore[method-assign]
+
+
+RENEWALS = [0]
 
 
 def _arm(kill: str) -> None:
@@ -107,25 +186,8 @@ def _arm(kill: str) -> None:
         timer = threading.Timer(float(arg), _die)
         timer.daemon = True
         timer.start()
-    elif kind == "sql":
-        limit = int(arg)
-        opened = Journal._conn
-        count = [0]
-
-        class Dying:
-            def __init__(self, db):
-                self._db = db
-
-            def execute(self, *args):
-                count[0] += 1
-                if count[0] == limit:
-                    _die()
-                return self._db.execute(*args)
-
-        def conn(self):
-            return Dying(opened(self))
-
-        Journal._conn = conn  # type: ignore[method-assign]
+    elif kind in ("sql", "renew", "takeover"):
+        _die_in_the_writer(kind, arg)
     elif kind == "change":
         limit = int(arg)
         record = GraphSupervisor._record
@@ -163,15 +225,41 @@ def _summary(result: RunResult) -> dict[str, object]:
 
 async def main(argv: list[str]) -> None:
     mode, journal, log = argv[:3]
-    async with runtime(journal=journal) as rt:
+    lease = float(os.environ.get("CRASH_LEASE", "60"))
+    if mode == "run":
+        KILL["at"] = argv[3]
+    elif mode == "resume":
+        KILL["at"] = argv[4] if len(argv) > 4 else "none"
+    _arm(KILL["at"])
+    async with trio.open_nursery() as nursery:
+        if os.environ.get("CRASH_GATE"):
+            GATE["open"] = trio.Event()
+            nursery.start_soon(_open_gate_on_stdin)
+        await _serve(mode, journal, log, lease, argv)
+        nursery.cancel_scope.cancel()
+
+
+async def _serve(
+    mode: str, journal: str, log: str, lease: float, argv: list[str]
+) -> None:
+    async with runtime(journal=Journal(journal, lease=lease)) as rt:
         if mode == "run":
-            KILL["at"] = argv[3]
             run = await rt.start(PIPELINE, inputs={"log": log})
             print(json.dumps({"run_id": run.id}), flush=True)
+        elif mode == "resume":
+            try:
+                run = await rt.start_resumed(argv[3])
+            except RunOwnedError as refused:
+                line = {"refused": type(refused).__name__, "message": str(refused)}
+                print(json.dumps(line), flush=True)
+                return
+            print(json.dumps({"took": run.id}), flush=True)
         else:
-            KILL["at"] = argv[4] if len(argv) > 4 else "none"
-            run = await rt.start_resumed(argv[3])
-        _arm(KILL["at"])
+            recovery = await rt.recover()
+            print(json.dumps({"recovered": [r.id for r in recovery.runs]}), flush=True)
+            if not recovery.runs:
+                return
+            (run,) = recovery.runs
         try:
             result = await run.wait()
         except RunFailed as failed:

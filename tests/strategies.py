@@ -27,6 +27,11 @@ def small_pipelines(
     return stages
 
 
+# Any text Python can hold, lone surrogates included (os.listdir() returns
+# them for file names that are not UTF-8); non-blank, as names must be.
+any_text = st.text(
+    st.characters(exclude_categories=()), min_size=1, max_size=24
+).filter(lambda text: bool(text.strip()))
 # Names and texts an attacker or an odd file system would give: markup and
 # Mermaid/DOT syntax, quotes, controls, bidi overrides, lone surrogates
 # (``os.listdir`` returns them for file names that are not UTF-8).

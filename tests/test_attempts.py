@@ -16,6 +16,7 @@ import sqlite3
 import pytest
 import trio
 import trio.testing
+from conftest import copy_as_crashed
 
 from dagvisor import Pipeline, runtime, stage
 from dagvisor.errors import JournalError
@@ -47,15 +48,6 @@ def _fresh():
     FAIL_BELOW["attempt"] = 0
 
 
-def _copy(source, dest) -> None:
-    src, dst = sqlite3.connect(source), sqlite3.connect(dest)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
-
-
 async def _crash_in_attempt(start, live, crashed) -> str:
     """Start a run (or a resume) and copy its journal while an attempt is held."""
     HOLD["reached"], HOLD["release"] = trio.Event(), trio.Event()
@@ -65,7 +57,7 @@ async def _crash_in_attempt(start, live, crashed) -> str:
         await trio.testing.wait_all_tasks_blocked()
         await run._supervisor.ship_journal()
         await run._supervisor._journal.flush()
-        _copy(live, crashed)
+        copy_as_crashed(live, crashed)  # its owner, this process, seen as gone
         await run.cancel(reason="the process dies here")
     HOLD.clear()
     return run.id

@@ -22,6 +22,7 @@ A second test kills some resumed runs again and resumes them once more.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -29,6 +30,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,13 +43,18 @@ POINTS = int(os.environ.get("DAGVISOR_CRASH_POINTS", "12"))
 SEED = int(os.environ.get("DAGVISOR_CRASH_SEED", "20261122"))
 
 
-def _child(*args: str) -> tuple[int, list[dict]]:
+def _child(*args: object) -> tuple[int, list[dict]]:
+    return _child_with({}, *args)
+
+
+def _child_with(env: dict[str, str], *args: object) -> tuple[int, list[dict]]:
     done = subprocess.run(
         [sys.executable, str(CHILD), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, **env},
     )
     if done.returncode not in (0, -signal.SIGKILL):
         pytest.fail(f"child failed ({done.returncode}):\n{done.stderr}")
@@ -55,9 +62,25 @@ def _child(*args: str) -> tuple[int, list[dict]]:
 
 
 def _integrity(path: Path) -> str:
-    db = sqlite3.connect(path)
+    if not path.exists():
+        return "ok"  # killed before the first run was written: no file yet
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         return db.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        db.close()
+
+
+def _durable_runs(path: Path) -> set[str]:
+    """The runs whose first record reached the disk (none if the file was never set up)."""
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        if "runs" not in tables:
+            return set()
+        return {row[0] for row in db.execute("SELECT run_id FROM runs")}
     finally:
         db.close()
 
@@ -119,12 +142,12 @@ def test_a_run_killed_at_a_random_point_resumes_to_the_same_result(
     code, lines = _child("run", journal, log, kill)
     run_id = lines[0]["run_id"]
     assert _integrity(journal) == "ok"
+    if run_id not in _durable_runs(journal):
+        # Killed before the run's first record was committed: it never
+        # became durable, and there is nothing to resume.
+        assert code == -signal.SIGKILL
+        return
     with Journal(journal, readonly=True) as reader:
-        if run_id not in {row["run_id"] for row in reader.runs()}:
-            # Killed before the run's first record was committed: it never
-            # became durable, and there is nothing to resume.
-            assert code == -signal.SIGKILL
-            return
         before = reader.load(run_id)
     codec = JsonCodec()
     kept = {
@@ -183,9 +206,7 @@ def test_a_resumed_run_killed_again_resumes_again(tmp_path, reference, index):
     journal, log = tmp_path / "runs.db", tmp_path / "effects.log"
     _code, lines = _child("run", journal, log, first)
     run_id = lines[0]["run_id"]
-    with Journal(journal, readonly=True) as reader:
-        known = run_id in {row["run_id"] for row in reader.runs()}
-    if not known:
+    if run_id not in _durable_runs(journal):
         return  # killed before the run was durable: nothing to resume
     _child("resume", journal, log, run_id, second)  # killed again (or not)
     assert _integrity(journal) == "ok"
@@ -202,3 +223,177 @@ def test_a_resumed_run_killed_again_resumes_again(tmp_path, reference, index):
         events = reader.load(run_id).events
     assert [seq for seq, _, _ in events] == list(range(len(events)))
     assert sum(1 for _, kind, _ in events if kind == "resumed") in (1, 2)
+
+
+# -- one owner per run, between processes ---------------------------------------------
+
+
+def _crashed(tmp_path: Path, kill: str) -> tuple[Path, Path, str, dict[str, object]]:
+    """A run killed at ``kill``: (journal, log, run id, the stages it had kept)."""
+    journal, log = tmp_path / "runs.db", tmp_path / "effects.log"
+    code, lines = _child("run", journal, log, kill)
+    assert code == -signal.SIGKILL
+    run_id = lines[0]["run_id"]
+    assert run_id in _durable_runs(journal)
+    with Journal(journal, readonly=True) as reader:
+        events = reader.load(run_id).events
+    kept = {
+        payload["stage"]: payload["output"]
+        for _, kind, payload in events
+        if kind == "stage_ended" and payload["state"] == "succeeded"
+    }
+    return journal, log, run_id, kept
+
+
+def _spawn(*args: object) -> subprocess.Popen[str]:
+    """A child whose stage bodies wait for a line on its stdin (the gate)."""
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), *map(str, args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CRASH_GATE": "1"},
+    )
+
+
+def test_processes_racing_to_resume_and_recover_a_crashed_run_run_it_once(tmp_path):
+    journal, log, run_id, kept = _crashed(tmp_path, "stage:square[4]")
+    effects_before = len(_effects(log))
+    racers = [
+        _spawn("resume", journal, log, run_id),
+        _spawn("recover", journal, log),
+        _spawn("resume", journal, log, run_id),
+        _spawn("recover", journal, log),
+    ]
+    try:
+        # Each says what its takeover did before any stage body may start:
+        # the winner's stages wait at the gate until all four have spoken.
+        first = []
+        for racer in racers:
+            assert racer.stdout is not None
+            line = racer.stdout.readline()
+            assert line, racer.stderr.read() if racer.stderr else ""
+            first.append(json.loads(line))
+        for racer in racers:  # open the gates; the losers have gone already
+            with contextlib.suppress(BrokenPipeError, OSError):
+                racer.stdin.write("go\n")  # type: ignore[union-attr]
+                racer.stdin.flush()  # type: ignore[union-attr]
+        outs = [racer.communicate(timeout=120) for racer in racers]
+    finally:
+        for racer in racers:
+            racer.kill()
+    for racer, (_, err) in zip(racers, outs, strict=True):
+        assert racer.returncode == 0, err
+    winners = [
+        index
+        for index, line in enumerate(first)
+        if line.get("took") == run_id or line.get("recovered") == [run_id]
+    ]
+    assert len(winners) == 1, first
+    (winner,) = winners
+    for index, line in enumerate(first):
+        if index == winner:
+            continue
+        if racers[index].args[2] == "resume":
+            # Asked for this run by id: told who owns it, and nothing ran.
+            assert line["refused"] == "RunOwnedError", line
+            assert f"process {racers[winner].pid} " in line["message"]
+        else:
+            assert line == {"recovered": []}
+    result = json.loads(outs[winner][0].splitlines()[-1])
+    assert result["status"] == "succeeded"
+    # Each stage that had not succeeded before the crash ran once more, in
+    # one process; each that had, never again.
+    after = [name for name, _, _ in _effects(log)[effects_before:]]
+    assert sorted(after) == sorted(set(after))
+    assert set(after) == set(result["outputs"]) - set(kept)
+    assert _integrity(journal) == "ok"
+
+
+@pytest.mark.parametrize("renewal", [1, 2, 4])
+def test_a_run_killed_while_renewing_its_lease_resumes_once(
+    tmp_path, reference, renewal
+):
+    journal, log = tmp_path / "runs.db", tmp_path / "effects.log"
+    # A short lease, renewed every 5 ms, so that the run renews it many times.
+    code, lines = _child_with(
+        {"CRASH_LEASE": "0.015"}, "run", journal, log, f"renew:{renewal}"
+    )
+    run_id = lines[0]["run_id"]
+    assert code == -signal.SIGKILL
+    assert _integrity(journal) == "ok"
+    assert run_id in _durable_runs(journal)
+    with Journal(journal, readonly=True) as reader:
+        before = reader.load(run_id)
+    kept = {
+        payload["stage"]
+        for _, kind, payload in before.events
+        if kind == "stage_ended" and payload["state"] == "succeeded"
+    }
+    effects_before = len(_effects(log))
+    code, lines = _child("resume", journal, log, run_id)
+    assert code == 0
+    result = lines[-1]
+    assert result["status"] == "succeeded"
+    assert result["outputs"] == reference["outputs"]
+    after = [name for name, _, _ in _effects(log)[effects_before:]]
+    assert sorted(after) == sorted(set(after))
+    assert not set(after) & kept
+    assert _integrity(journal) == "ok"
+
+
+@pytest.mark.parametrize("moment", ["insert", "commit"])
+def test_a_resume_killed_during_its_takeover_leaves_a_run_that_resumes_once(
+    tmp_path, reference, moment
+):
+    journal, log, run_id, kept = _crashed(tmp_path, "stage:total")
+    code, lines = _child("resume", journal, log, run_id, f"takeover:{moment}")
+    assert code == -signal.SIGKILL
+    assert lines == []  # it died before it could say it took the run
+    assert _integrity(journal) == "ok"
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    try:
+        (resumed,) = db.execute(
+            "SELECT COUNT(*) FROM events WHERE run_id = ? AND kind = 'resumed'",
+            (run_id,),
+        ).fetchone()
+    finally:
+        db.close()
+    assert resumed == 0  # nothing of the killed resume but, at most, its lease
+    effects_before = len(_effects(log))
+    code, lines = _child("resume", journal, log, run_id)
+    assert code == 0
+    assert lines[0] == {"took": run_id}
+    result = lines[-1]
+    assert result["outputs"] == reference["outputs"]
+    # The killed resume ran nothing; this one ran each stage not kept, once.
+    after = [name for name, _, _ in _effects(log)[effects_before:]]
+    assert sorted(after) == sorted(set(reference["outputs"]) - set(kept))
+    assert "total" in after
+
+
+def test_a_run_owned_on_another_host_waits_for_its_lease_to_expire(tmp_path, reference):
+    lease = 4.0
+    journal, log = tmp_path / "runs.db", tmp_path / "effects.log"
+    code, lines = _child_with(
+        {"CRASH_LEASE": str(lease)}, "run", journal, log, "stage:total"
+    )
+    assert code == -signal.SIGKILL
+    run_id = lines[0]["run_id"]
+    # The owner ran on another host: its death cannot be seen from here.
+    db = sqlite3.connect(journal)
+    db.execute("UPDATE leases SET host = 'elsewhere'")
+    db.commit()
+    (expires,) = db.execute("SELECT expires FROM leases").fetchone()
+    db.close()
+    code, lines = _child("resume", journal, log, run_id)
+    assert len(lines) == 1
+    assert lines[0]["refused"] == "RunOwnedError"
+    assert "host 'elsewhere'" in lines[0]["message"]
+    # Real time, as the lease is wall-clock between processes: once it has
+    # run out, the run is taken over.
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    code, lines = _child("resume", journal, log, run_id)
+    assert code == 0
+    assert lines[-1]["outputs"] == reference["outputs"]

@@ -185,7 +185,7 @@ def test_the_size_estimate_looks_at_a_few_parts_only():
 
 
 async def test_a_large_output_is_encoded_in_a_thread_a_small_one_inline():
-    env = SimpleNamespace(codec=JsonCodec())
+    env = SimpleNamespace(codec=JsonCodec(), check_output=None)
     spec = big_text
     ticks = 0
     done = trio.Event()

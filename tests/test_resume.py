@@ -9,13 +9,13 @@ tests/test_crash.py kills real processes.
 from __future__ import annotations
 
 import os
-import sqlite3
 import tempfile
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from conftest import copy_as_crashed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -87,20 +87,12 @@ def _fresh_state():
     KEYED["on"] = True
 
 
-def _copy(source, dest) -> None:
-    """What a process killed now would leave on disk: the committed journal."""
-    src = sqlite3.connect(source)
-    dst = sqlite3.connect(dest)
-    try:
-        src.backup(dst)
-    finally:
-        src.close()
-        dst.close()
-
-
 async def _crash_copy(run, source, dest) -> None:
+    # Every stage that can go on has gone on, and its records are queued:
+    # a flush covers only what was queued before it.
+    await trio.testing.wait_all_tasks_blocked()
     await run._supervisor._journal.flush()
-    _copy(source, dest)
+    copy_as_crashed(source, dest)
 
 
 async def _run_until_crash(tmp_path, hold_at: str) -> tuple[str, object]:

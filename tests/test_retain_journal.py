@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 import trio
 import trio.testing
+from conftest import copy_as_crashed
 
 from dagvisor import Journal, Pipeline, StageState, runtime, stage
 from dagvisor.errors import DuplicateStageError, InvalidRequestError, StageStateError
@@ -144,10 +143,7 @@ async def test_a_resumed_stage_asking_again_for_dropped_stages_is_a_no_op(tmp_pa
         held = set(run._supervisor.graph.nodes)
         assert "double[1]" not in held  # ended, and its only dependent too
         await run._supervisor._journal.flush()
-        src, dst = sqlite3.connect(live), sqlite3.connect(crashed)
-        src.backup(dst)
-        src.close()
-        dst.close()
+        copy_as_crashed(live, crashed)
         await run.cancel()
     HOLD.clear()
     async with runtime(journal=crashed, retain_outputs="journal") as rt:

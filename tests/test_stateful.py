@@ -67,7 +67,7 @@ from dagvisor.errors import (
     StageStateError,
     UnknownStageError,
 )
-from dagvisor.supervisor._journal import JournalWriter, _Flush
+from dagvisor.supervisor._writer import JournalWriter
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection
@@ -206,14 +206,12 @@ class MachineCodec:
         return self._json.decode(text, allow=allow)
 
 
-async def _commit_on_the_loop(self: JournalWriter, batch: list[Any]) -> None:
-    records = [item for item in batch if not isinstance(item, _Flush)]
-    if records:
-        self.journal.write(records)
-    for item in batch:
-        if isinstance(item, _Flush):
-            item.done.set()
+async def _blocking_on_the_loop(
+    self: JournalWriter, fn: Callable[..., Any], *args: Any
+) -> Any:
+    result = fn(*args)
     await trio.lowlevel.checkpoint()
+    return result
 
 
 class Loop:
@@ -244,12 +242,12 @@ class Loop:
         # example replays the same way; a journal writer committing in a
         # worker thread would wake at real-time moments and break that. Here
         # the writer commits on the loop (briefly blocking it: fine in a test).
-        threaded_commit = JournalWriter._commit
-        JournalWriter._commit = _commit_on_the_loop  # type: ignore[method-assign]
+        threaded = JournalWriter._blocking
+        JournalWriter._blocking = _blocking_on_the_loop  # type: ignore[method-assign]
         try:
             await self._serve(handoff)
         finally:
-            JournalWriter._commit = threaded_commit  # type: ignore[method-assign]
+            JournalWriter._blocking = threaded  # type: ignore[method-assign]
 
     async def _serve(self, handoff: queue.Queue[Any]) -> None:
         with trio.CancelScope() as scope:
