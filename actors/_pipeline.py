@@ -7,10 +7,13 @@ Invariants:
   `Pipeline.add_edge` refuses an edge that would close a cycle, so a pipeline
   that exists is valid: running it needs no further graph check.
 * A pipeline never changes once built: every method returns a new pipeline.
-  To keep building a long pipeline one stage at a time O(1) per stage, the
-  versions share append-only lists. A version sees the first ``_count``
-  entries; adding to the newest version appends in place, adding to an older
-  version (a branch) copies its prefix first.
+  To keep building a long pipeline one change at a time O(1) a change, the
+  versions of one line share a `PipelineStore` (see
+  `dagvisor.actors._pipeline_store`); a version is its store, how many
+  stages it sees (``_count``) and the store's count of changes when it was
+  made (``_stamp``). Changing an older version (a branch) copies its view.
+* ``_in_order``: no edge was added against insertion order, which is then
+  a topological order (the run's graph is built in it, with no sorting).
 * Every algorithm here is iterative, never recursive, so million-stage
   pipelines are fine under Python's default recursion limit.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 from ._errors import CycleError, DuplicateStageError, UnknownStageError
+from ._pipeline_store import PipelineStore, kahn
 from ._spec import StageSpec
 
 if TYPE_CHECKING:
@@ -62,52 +66,36 @@ class Pipeline:
         >>> long = Pipeline.chain(step.named(f"s{i}") for i in range(10**6))  # doctest: +SKIP
     """
 
-    __slots__ = ("_count", "_deps", "_in_order", "_index", "_name", "_specs")
+    __slots__ = ("_count", "_in_order", "_name", "_stamp", "_store")
 
     _name: str
-    _specs: list[StageSpec]
-    _deps: list[tuple[str, ...]]
-    _index: dict[str, int]
+    _store: PipelineStore
     _count: int
+    _stamp: int
     _in_order: bool
 
     def __init__(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             msg = f"a pipeline name must be a non-empty string, not {name!r}"
             raise ValueError(msg)
-        self._init(name, [], [], {}, 0, in_order=True)
+        self._init(name, PipelineStore([], [], {}), 0, in_order=True)
 
     def _init(
-        self,
-        name: str,
-        specs: list[StageSpec],
-        deps: list[tuple[str, ...]],
-        index: dict[str, int],
-        count: int,
-        *,
-        in_order: bool,
+        self, name: str, store: PipelineStore, count: int, *, in_order: bool
     ) -> None:
         set_ = object.__setattr__
         set_(self, "_name", name)
-        set_(self, "_specs", specs)
-        set_(self, "_deps", deps)
-        set_(self, "_index", index)
+        set_(self, "_store", store)
         set_(self, "_count", count)
+        set_(self, "_stamp", store.stamp)
         set_(self, "_in_order", in_order)
 
     @classmethod
     def _make(
-        cls,
-        name: str,
-        specs: list[StageSpec],
-        deps: list[tuple[str, ...]],
-        index: dict[str, int],
-        count: int,
-        *,
-        in_order: bool,
+        cls, name: str, store: PipelineStore, count: int, *, in_order: bool
     ) -> Pipeline:
         pipeline = cls.__new__(cls)
-        pipeline._init(name, specs, deps, index, count, in_order=in_order)
+        pipeline._init(name, store, count, in_order=in_order)
         return pipeline
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -125,7 +113,7 @@ class Pipeline:
         return self._count
 
     def _position(self, name: str) -> int | None:
-        pos = self._index.get(name)
+        pos = self._store.index.get(name)
         if pos is None or pos >= self._count:
             return None
         return pos
@@ -135,23 +123,23 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[str]:
         """The stage names, in the order they were added."""
-        specs = self._specs
+        specs = self._store.specs
         for pos in range(self._count):
             yield specs[pos].name
 
     def spec(self, name: str) -> StageSpec:
         """The spec of stage ``name``."""
-        return self._specs[self._require(name)]
+        return self._store.specs[self._require(name)]
 
     def dependencies(self, name: str) -> tuple[str, ...]:
         """The names of the stages that ``name`` waits for."""
-        return self._deps[self._require(name)]
+        return self._store.deps_at(self._require(name), self._stamp)
 
     def edges(self) -> Iterator[tuple[str, str]]:
         """Every dependency as an ``(upstream, downstream)`` pair."""
-        specs, deps = self._specs, self._deps
-        for pos in range(self._count):
-            for dep in deps[pos]:
+        specs = self._store.specs
+        for pos, deps in self._deps_in(range(self._count)):
+            for dep in deps:
                 yield dep, specs[pos].name
 
     def __repr__(self) -> str:
@@ -165,41 +153,39 @@ class Pipeline:
 
     def entries(self) -> Iterator[tuple[StageSpec, tuple[str, ...]]]:
         """Every ``(spec, dependency names)``, each after its dependencies."""
-        specs, deps = self._specs, self._deps
+        store, count = self._store, self._count
+        specs = store.specs
         if self._in_order:
-            for pos in range(self._count):
-                yield specs[pos], deps[pos]
-            return
-        yield from self._kahn_order()
+            positions: Iterable[int] = range(count)
+        else:
+            positions = kahn(store.deps_view(count, self._stamp), store.index, count)
+        for pos, deps in self._deps_in(positions):
+            yield specs[pos], deps
 
-    def _kahn_order(self) -> Iterator[tuple[StageSpec, tuple[str, ...]]]:
-        specs, deps, count = self._specs, self._deps, self._count
-        waiting = [len(deps[pos]) for pos in range(count)]
-        dependents: list[list[int]] = [[] for _ in range(count)]
-        index = self._index
-        for pos in range(count):
-            for dep in deps[pos]:
-                dependents[index[dep]].append(pos)
-        ready = [pos for pos in range(count) if waiting[pos] == 0]
-        while ready:
-            pos = ready.pop()
-            yield specs[pos], deps[pos]
-            for child in dependents[pos]:
-                waiting[child] -= 1
-                if waiting[child] == 0:
-                    ready.append(child)
+    def _deps_in(
+        self, positions: Iterable[int]
+    ) -> Iterator[tuple[int, tuple[str, ...]]]:
+        """``(pos, dependencies)`` for each of ``positions``, as this version sees them.
+
+        The newest version reads the store's own list: should a newer
+        version change it while this one is being read, the rest is read
+        from the store's history.
+        """
+        store, stamp = self._store, self._stamp
+        deps = store.deps_view(self._count, stamp)
+        for pos in positions:
+            if deps is store.deps and store.stamp != stamp:
+                deps = store.deps_view(self._count, stamp)
+            yield pos, deps[pos]
 
     # -- building ----------------------------------------------------------------
 
-    def _writable(
-        self,
-    ) -> tuple[list[StageSpec], list[tuple[str, ...]], dict[str, int]]:
-        """Lists this version may append to: shared if it is the newest, else copies."""
-        count = self._count
-        if len(self._specs) == count:
-            return self._specs, self._deps, self._index
-        index = {name: pos for name, pos in self._index.items() if pos < count}
-        return self._specs[:count], self._deps[:count], index
+    def _own_store(self) -> PipelineStore:
+        """The store this version may change: its own if it is the newest, else a copy."""
+        store = self._store
+        if self._stamp == store.stamp:
+            return store
+        return store.branch(self._count, self._stamp, labelled=not self._in_order)
 
     def add(
         self, spec: StageSpec, *, after: StageRef | Iterable[StageRef] | None = None
@@ -224,21 +210,18 @@ class Pipeline:
                 raise CycleError((name, name), where=where)
             if self._position(dep) is None:
                 raise UnknownStageError(dep, referrer=name, where=where)
-        specs, dep_lists, index = self._writable()
-        specs.append(spec)
-        dep_lists.append(deps)
-        index[name] = self._count
+        store = self._own_store()
+        store.append(spec, deps, self._count)
         return Pipeline._make(
-            self._name,
-            specs,
-            dep_lists,
-            index,
-            self._count + 1,
-            in_order=self._in_order,
+            self._name, store, self._count + 1, in_order=self._in_order
         )
 
     def add_edge(self, upstream: StageRef, downstream: StageRef) -> Pipeline:
         """Return a new pipeline where ``downstream`` also waits for ``upstream``.
+
+        Costs what the edge touches: nothing more when ``upstream`` already
+        comes first in the pipeline's order, else a search of the stages
+        that reach ``upstream`` and are ordered after ``downstream``.
 
         Raises:
             UnknownStageError: either stage is not in the pipeline.
@@ -246,44 +229,24 @@ class Pipeline:
         """
         up, down = _ref_name(upstream), _ref_name(downstream)
         up_pos, down_pos = self._require(up), self._require(down)
-        if up in self._deps[down_pos]:
+        before = self._store.deps_at(down_pos, self._stamp)
+        if up in before:
             return self
-        path = self._dependency_path(up, down)
-        if path is not None:
-            raise CycleError((up, *path), where=f"pipeline {self._name!r}")
-        count = self._count
-        specs = self._specs[:count]
-        deps = self._deps[:count]
-        deps[down_pos] = (*deps[down_pos], up)
-        index = {name: pos for name, pos in self._index.items() if pos < count}
-        return Pipeline._make(
-            self._name,
-            specs,
-            deps,
-            index,
-            count,
-            in_order=self._in_order and up_pos < down_pos,
-        )
-
-    def _dependency_path(self, start: str, target: str) -> list[str] | None:
-        """A path ``target -> ... -> start`` along dependencies, if one exists."""
-        index, deps = self._index, self._deps
-        parent: dict[str, str | None] = {start: None}
-        stack = [start]
-        while stack:
-            name = stack.pop()
-            if name == target:
-                path = []
-                node: str | None = name
-                while node is not None:
-                    path.append(node)
-                    node = parent[node]
-                return path  # target first: target -> ... -> start
-            for dep in deps[index[name]]:
-                if dep not in parent:
-                    parent[dep] = name
-                    stack.append(dep)
-        return None
+        if up_pos == down_pos:
+            raise CycleError((up, up), where=f"pipeline {self._name!r}")
+        in_order = self._in_order and up_pos < down_pos
+        region = None
+        if not in_order:
+            region, path = self._store.region(
+                up_pos, down_pos, self._stamp, labelled=not self._in_order
+            )
+            if path is not None:
+                raise CycleError((up, *path), where=f"pipeline {self._name!r}")
+        store = self._own_store()
+        store.set_deps(down_pos, (*before, up))
+        if region:
+            store.move_below(region, down_pos, self._count)
+        return Pipeline._make(self._name, store, self._count, in_order=in_order)
 
     @staticmethod
     def stream(
@@ -323,7 +286,8 @@ class Pipeline:
             spec_list.append(spec)
             dep_list.append(previous)
             previous = (stage_name,)
-        pipeline._init(name, spec_list, dep_list, index, len(spec_list), in_order=True)
+        store = PipelineStore(spec_list, dep_list, index)
+        pipeline._init(name, store, len(spec_list), in_order=True)
         return pipeline
 
 
@@ -344,12 +308,10 @@ def compose(*pipelines: Pipeline, name: str | None = None) -> Pipeline:
     deps: list[tuple[str, ...]] = []
     index: dict[str, int] = {}
     owner: dict[str, str] = {}
-    in_order = True
     for part in pipelines:
         if not isinstance(part, Pipeline):
             msg = f"compose() takes pipelines, not {part!r}"
             raise TypeError(msg)
-        in_order = in_order and part._in_order
         for spec, spec_deps in part.entries():
             stage_name = spec.name
             if stage_name in index:
@@ -361,7 +323,10 @@ def compose(*pipelines: Pipeline, name: str | None = None) -> Pipeline:
             owner[stage_name] = part.name
             specs.append(spec)
             deps.append(spec_deps)
-    return Pipeline._make(merged_name, specs, deps, index, len(specs), in_order=True)
+    # Each part's entries come after their dependencies: the merged
+    # insertion order is a topological order.
+    store = PipelineStore(specs, deps, index)
+    return Pipeline._make(merged_name, store, len(specs), in_order=True)
 
 
 StreamItem: TypeAlias = (

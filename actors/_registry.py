@@ -10,6 +10,9 @@ journaled run, not when the checkpoint is written.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from types import FunctionType
 from typing import TYPE_CHECKING, Any, final
 
 from ._errors import NotRestorableError
@@ -23,22 +26,80 @@ __all__ = ["StageRegistry", "default_registry", "function_key", "spec_ref"]
 
 
 def function_key(fn: Callable[..., Any]) -> str | None:
-    """``module:qualname`` for a module-level function, else None."""
-    module = getattr(fn, "__module__", None)
-    qualname = getattr(fn, "__qualname__", None)
-    if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+    """``module:qualname`` for a module-level function, else None.
+
+    Never raises: an object whose ``__module__`` or ``__qualname__`` raises,
+    or is not a string, has no stable name.
+    """
+    try:
+        module = getattr(fn, "__module__", None)
+        qualname = getattr(fn, "__qualname__", None)
+    except Exception:  # a hostile attribute: no stable name
+        return None
+    if (
+        type(module) is not str
+        or type(qualname) is not str
+        or not module
+        or not qualname
+        or "<locals>" in qualname
+        or "<lambda>" in qualname
+    ):
         return None
     return f"{module}:{qualname}"
 
 
 @final
 class StageRegistry:
-    """Registered stage functions (and ``when`` predicates) by stable name."""
+    """Registered stage functions (and ``when`` predicates) by stable name.
 
-    __slots__ = ("_functions",)
+    `stage` hands every function it declares to `remember`, which only
+    queues it: its name is worked out, and it is filed under it, the first
+    time the registry is consulted (`lookup`, `key_of`, `check_restorable`)
+    or written to (`register`), in the order the functions came. Declaring
+    200,000 stages in a program that never journals a run thus never pays
+    for naming them, and a resumed run still finds each function it needs.
+    """
+
+    __slots__ = ("_functions", "_lock", "_queued", "_waiting")
 
     def __init__(self) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
+        self._waiting: deque[Callable[..., Any]] = deque()
+        """Remembered functions not yet filed under their names, oldest first."""
+        self._queued: set[FunctionType] = set()
+        """The plain functions in ``_waiting``: one entry each, however often declared."""
+        self._lock = threading.Lock()
+        """Held while the queue is filed: two threads filing it keep its order."""
+
+    def remember(self, fn: Callable[..., Any]) -> None:
+        """Register ``fn`` under ``module:qualname``, if it has one, before the next look-up.
+
+        What `stage` calls for every declaration; never raises. A lambda, a
+        closure or a nested function is simply not registered (a journaled
+        run refuses it when it is added, saying so).
+        """
+        if type(fn) is not FunctionType:  # an object with __call__, a builtin...
+            key = function_key(fn)
+            if key is not None:
+                self._file()
+                self._functions[key] = fn
+            return
+        qualname = fn.__qualname__
+        if "<locals>" in qualname or "<lambda>" in qualname or fn in self._queued:
+            return  # a closure or a lambda, which could not be found again; or queued
+        self._queued.add(fn)
+        self._waiting.append(fn)
+
+    def _file(self) -> None:
+        """File the remembered functions under their names, oldest first."""
+        with self._lock:
+            waiting, functions = self._waiting, self._functions
+            while waiting:
+                fn = waiting.popleft()
+                key = function_key(fn)
+                if key is not None:
+                    functions[key] = fn
+            self._queued.clear()
 
     def register(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
         """Register ``fn`` under ``name`` (default ``module:qualname``); return the name."""
@@ -49,15 +110,20 @@ class StageRegistry:
                 "define it at module level or register it with an explicit name"
             )
             raise NotRestorableError(msg)
+        self._file()  # what was declared before is filed before this
         self._functions[key] = fn
         return key
 
     def lookup(self, key: str) -> Callable[..., Any] | None:
         """The function registered as ``key``, or None."""
+        if self._waiting:
+            self._file()
         return self._functions.get(key)
 
     def key_of(self, fn: Callable[..., Any]) -> str | None:
         """The name ``fn`` is registered under, if it is."""
+        if self._waiting:
+            self._file()
         key = function_key(fn)
         if key is not None and self._functions.get(key) is fn:
             return key

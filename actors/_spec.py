@@ -7,7 +7,6 @@ appear in many pipelines (under different names) and many runs.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Awaitable, Callable
 from types import FunctionType
@@ -15,12 +14,26 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
 
 import attrs
 
+from ._callables import ASYNC, GENERATORS, binds_one, shown
 from ._errors import InvalidStageError
-from ._executors import Executor, function_reference
-from ._registry import default_registry, function_key
+from ._executors import function_reference
+from ._registry import default_registry
+from ._stage_checks import (
+    MOST_RETRIES,
+    TRIGGERS,
+    check_backoff,
+    check_executor,
+    check_function,
+    check_name,
+    check_retries,
+    check_timeout,
+    check_trigger,
+    check_when,
+)
 
 if TYPE_CHECKING:
     from ._context import StageContext
+    from ._executors import Executor
 
 __all__ = [
     "ExecutorChoice",
@@ -54,168 +67,6 @@ succeeded or was skipped; skipped ones are simply absent from ``ctx.inputs``
 ExecutorChoice: TypeAlias = "Literal['loop', 'thread', 'process'] | Executor"
 """Where a stage body runs: the event loop, a thread, a process, or an
 `Executor` such as `DaskExecutor` (see `dagvisor.actors._executors`)."""
-
-_TRIGGERS = ("all_succeeded", "none_failed")
-_EXECUTORS = ("loop", "thread", "process")
-
-
-def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not str.strip(name):
-        msg = f"a stage name must be a non-empty string, not {name!r}"
-        raise InvalidStageError(msg)
-    # A str subclass may redefine __eq__ and __hash__: keep the plain string.
-    return name if type(name) is str else str.__str__(name)
-
-
-_ASYNC_GENERATOR = inspect.CO_ASYNC_GENERATOR
-_GENERATOR = inspect.CO_GENERATOR
-
-
-def _shown(fn: Any) -> str:
-    return repr(getattr(fn, "__qualname__", None) or fn)
-
-
-def _flags(fn: Any) -> int:
-    """The code flags that say what calling ``fn`` gives: a coroutine, a generator...
-
-    A plain function's own flags (the common case, read directly: declaring
-    a stage must stay cheap); otherwise the flags of what ``inspect`` finds
-    behind it, or of an object's ``__call__``.
-    """
-    if type(fn) is FunctionType:
-        flags: int = fn.__code__.co_flags
-        return flags
-    flags = _inspected_flags(fn)
-    if flags or isinstance(fn, type) or inspect.isroutine(fn):
-        return flags
-    # An object with a __call__ method: one level down, never further (a
-    # __call__ that is itself such an object would otherwise loop forever).
-    return _inspected_flags(type(fn).__call__)
-
-
-def _inspected_flags(fn: Any) -> int:
-    flags = 0
-    if inspect.iscoroutinefunction(fn):
-        flags |= inspect.CO_COROUTINE
-    if inspect.isasyncgenfunction(fn):
-        flags |= _ASYNC_GENERATOR
-    if inspect.isgeneratorfunction(fn):
-        flags |= _GENERATOR
-    return flags
-
-
-def _is_async(fn: Any) -> bool:
-    """Whether calling ``fn`` gives a coroutine to await (``async def``, also a method)."""
-    return bool(_flags(fn) & inspect.CO_COROUTINE)
-
-
-def _takes_one_argument(fn: Any) -> bool | None:
-    """Whether ``fn(ctx)`` binds; None when it cannot be told (no signature)."""
-    if type(fn) is FunctionType:  # from the code object: inspect.signature is slow
-        code = fn.__code__
-        required_keywords = code.co_kwonlyargcount - len(fn.__kwdefaults__ or ())
-        if required_keywords > 0:
-            return False
-        if code.co_argcount == 0:
-            return bool(code.co_flags & inspect.CO_VARARGS)
-        return code.co_argcount - len(fn.__defaults__ or ()) <= 1
-    try:
-        inspect.signature(fn).bind(None)
-    except TypeError:
-        return False
-    except (ValueError, RecursionError):
-        # No signature (some builtins), or inspect loops on an odd __call__:
-        # find out at run time.
-        return None
-    return True
-
-
-def _check_options(
-    fn: Any,
-    *,
-    retries: int,
-    backoff: float,
-    timeout: float | None,
-    when: Any,
-    trigger: str,
-    executor: object,
-) -> None:
-    if not callable(fn):
-        msg = f"@stage needs a function taking one argument (ctx), not {fn!r}"
-        raise InvalidStageError(msg)
-    if _takes_one_argument(fn) is False:
-        msg = (
-            f"stage function {_shown(fn)} must accept exactly "
-            "one positional argument, the stage context: def f(ctx): ..."
-        )
-        raise InvalidStageError(msg)
-    flags = _flags(fn)
-    if flags & (_ASYNC_GENERATOR | _GENERATOR):
-        kind = "an async generator" if flags & _ASYNC_GENERATOR else "a generator"
-        msg = (
-            f"stage function {_shown(fn)} is {kind} (a function with `yield`): "
-            "calling it runs none of its body, so the stage would succeed without "
-            "doing its work; return the value instead (collect what it yields "
-            "into a list)"
-        )
-        raise InvalidStageError(msg)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        msg = f"retries must be a whole number >= 0, not {retries!r}"
-        raise InvalidStageError(msg)
-    if (
-        isinstance(backoff, bool)
-        or not isinstance(backoff, int | float)
-        or not math.isfinite(backoff)
-        or backoff < 0
-    ):
-        msg = f"backoff must be a number of seconds >= 0, not {backoff!r}"
-        raise InvalidStageError(msg)
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or math.isnan(timeout)
-        or timeout <= 0
-    ):
-        msg = f"timeout must be a number of seconds > 0 or None, not {timeout!r}"
-        raise InvalidStageError(msg)
-    if when is not None:
-        if not callable(when):
-            msg = f"when must be a predicate taking the stage context, not {when!r}"
-            raise InvalidStageError(msg)
-        if _flags(when) & (_ASYNC_GENERATOR | _GENERATOR):
-            msg = (
-                f"when={_shown(when)} is a generator (a function with `yield`): it "
-                "must return true or false (an async predicate is awaited)"
-            )
-            raise InvalidStageError(msg)
-    if not isinstance(trigger, str) or trigger not in _TRIGGERS:
-        msg = f"trigger must be one of {_TRIGGERS}, not {trigger!r}"
-        raise InvalidStageError(msg)
-    if executor is None:
-        return
-    named = isinstance(executor, str)
-    if (named and executor not in _EXECUTORS) or (
-        not named and not isinstance(executor, Executor)
-    ):
-        msg = (
-            f"executor must be one of {_EXECUTORS} or an Executor such as "
-            f"DaskExecutor, not {executor!r}"
-        )
-        raise InvalidStageError(msg)
-    on_loop = named and executor == "loop"  # never calls an Executor's __eq__
-    if not on_loop and flags & inspect.CO_COROUTINE:
-        msg = (
-            f"stage {_shown(fn)} is `async def`: it runs on the "
-            f"event loop, not on executor {executor!r}; make it a plain function, or "
-            "keep it async and call `await ctx.run_in(executor, fn, ...)` for the heavy part"
-        )
-        raise InvalidStageError(msg)
-    if on_loop and not flags & inspect.CO_COROUTINE:
-        msg = (
-            f"stage {_shown(fn)} is a plain function and would "
-            "block the event loop; make it `async def` or use executor='thread'"
-        )
-        raise InvalidStageError(msg)
 
 
 @final
@@ -266,20 +117,19 @@ class StageSpec:
         """Return the same stage under another name.
 
         Example:
-            >>> Pipeline.chain(step.named(f"step{i}") for i in range(3))  # doctest: +SKIP
+            >>> Pipeline.chain(step.named(f"s{i}") for i in range(3))  # doctest: +SKIP
         """
         # Options were checked when this spec was made; only the name is new.
-        # (The constructor directly: attrs.evolve costs several times more, and
-        # naming specs in a loop is common.)
-        return StageSpec(
-            fn=self.fn,
-            name=_check_name(name),
-            retries=self.retries,
-            backoff=self.backoff,
-            timeout=self.timeout,
-            when=self.when,
-            trigger=self.trigger,
-            executor=self.executor,
+        # (Naming specs in a loop is common: built without attrs.evolve.)
+        return _build(
+            self.fn,
+            check_name(name),
+            self.retries,
+            self.backoff,
+            self.timeout,
+            self.when,
+            self.trigger,
+            self.executor,
         )
 
     def options(self, **changes: Any) -> StageSpec:
@@ -287,55 +137,116 @@ class StageSpec:
         merged = attrs.asdict(self, recurse=False)
         del merged["simple"]
         merged.update(changes)
-        return _make_spec(**merged)
+        fn = merged.pop("fn")
+        return stage(**merged)(fn)
+
+
+_new = object.__new__
+_FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "executor")
+(
+    _set_fn,
+    _set_name,
+    _set_retries,
+    _set_backoff,
+    _set_timeout,
+    _set_when,
+    _set_trigger,
+    _set_executor,
+    _set_simple,
+) = (StageSpec.__dict__[field].__set__ for field in (*_FIELDS, "simple"))
+# The slots' own descriptors: declaring a stage builds one spec, and attrs'
+# frozen __init__ (a bound object.__setattr__ per field, then the post-init
+# hook) costs three times as much. `tests/test_spec.py` checks both ways
+# give equal specs, field by field.
+
+
+def _build(
+    fn: StageFunction,
+    name: str,
+    retries: int,
+    backoff: float,
+    timeout: float | None,
+    when: Predicate | None,
+    trigger: str,
+    executor: ExecutorChoice | None,
+) -> StageSpec:
+    """A `StageSpec` of values already checked, as its constructor would make it."""
+    spec: StageSpec = _new(StageSpec)
+    _set_fn(spec, fn)
+    _set_name(spec, name)
+    _set_retries(spec, retries)
+    _set_backoff(spec, backoff)
+    _set_timeout(spec, timeout)
+    _set_when(spec, when)
+    _set_trigger(spec, trigger)
+    _set_executor(spec, executor)
+    _set_simple(
+        spec,
+        retries == 0
+        and timeout is None
+        and type(executor) is str
+        and executor == "loop",
+    )
+    return spec
 
 
 def _make_spec(
     fn: Any,
-    *,
-    name: str | None = None,
-    retries: int = 0,
-    backoff: float = 0.0,
-    timeout: float | None = None,
-    when: Predicate | None = None,
-    trigger: str = "all_succeeded",
-    executor: str | None = None,
+    name: str | None,
+    retries: int,
+    backoff: float,
+    timeout: float | None,
+    when: Predicate | None,
+    trigger: str,
+    executor: Any,
 ) -> StageSpec:
     if isinstance(fn, StageSpec):
         msg = f"{fn.name!r} is already a stage; use spec.options(...) to change it"
         raise InvalidStageError(msg)
-    _check_options(
-        fn,
-        retries=retries,
-        backoff=backoff,
-        timeout=timeout,
-        when=when,
-        trigger=trigger,
-        executor=executor,
-    )
+    # Each check has a fast path for the plain values most declarations
+    # use, and leaves everything else to the full check (refused, or made
+    # plain). A declaration costs what running the stage costs: keep it so.
+    if type(fn) is FunctionType:
+        code = fn.__code__
+        found = code.co_flags
+        if found & GENERATORS or not (
+            (code.co_argcount == 1 and not code.co_kwonlyargcount) or binds_one(fn)
+        ):
+            check_function(fn)  # raises, saying why
+    else:
+        found = check_function(fn)
+    if type(retries) is not int or not 0 <= retries <= MOST_RETRIES:
+        retries = check_retries(retries)
+    if type(backoff) is not float or not 0.0 <= backoff < math.inf:
+        backoff = check_backoff(backoff)
+    if timeout is not None:
+        timeout = check_timeout(timeout)
+    if when is not None:
+        check_when(when)
+    if type(trigger) is not str or trigger not in TRIGGERS:
+        trigger = check_trigger(trigger)
+    if executor is None:
+        executor = "loop" if found & ASYNC else None
+    else:
+        executor = check_executor(fn, found, executor)
     if name is None:
-        name = getattr(fn, "__name__", None)
-        if name is None or name == "<lambda>":
-            msg = f"cannot name the stage {fn!r} after its function; pass name=..."
+        try:
+            name = getattr(fn, "__name__", None)
+        except Exception:  # a __name__ that raises: as good as none
+            name = None
+        if name is None or (type(name) is str and name == "<lambda>"):
+            msg = f"cannot name the stage {shown(fn)} after its function; pass name=..."
             raise InvalidStageError(msg)
-    if executor is None and _is_async(fn):
-        executor = "loop"
-    if not isinstance(executor, str | None) or executor == "process":
+    if type(name) is not str or not name or name.isspace():
+        name = check_name(name)
+    if executor is not None and (type(executor) is not str or executor == "process"):
         # It will leave the process: refuse what cannot be shipped, now.
         function_reference(fn, name)
-    for registrable in (fn, when):  # so that a journaled run can find them again
-        if registrable is not None and function_key(registrable) is not None:
-            default_registry.register(registrable)
-    return StageSpec(
-        fn=fn,
-        name=_check_name(name),
-        retries=retries,
-        backoff=float(backoff),
-        timeout=None if timeout is None else float(timeout),
-        when=when,
-        trigger=trigger,  # type: ignore[arg-type]  # checked against _TRIGGERS above
-        executor=executor,  # type: ignore[arg-type]  # checked against _EXECUTORS above
-    )
+    # So that a journaled run can find them again after a crash.
+    default_registry.remember(fn)
+    if when is not None:
+        default_registry.remember(when)
+    return _build(fn, name, retries, backoff, timeout, when, trigger, executor)
 
 
 @overload
@@ -394,19 +305,10 @@ def stage(
     Raises:
         InvalidStageError: an option cannot work; the message says which.
     """
-    options: dict[str, Any] = {
-        "name": name,
-        "retries": retries,
-        "backoff": backoff,
-        "timeout": timeout,
-        "when": when,
-        "trigger": trigger,
-        "executor": executor,
-    }
     if fn is not None:
-        return _make_spec(fn, **options)
+        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
 
     def decorate(fn: StageFunction) -> StageSpec:
-        return _make_spec(fn, **options)
+        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
 
     return decorate

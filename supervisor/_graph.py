@@ -36,6 +36,8 @@ import attrs
 
 from dagvisor.actors import NO_ITEM, Sentinel, StageSpec, StageState
 
+from ._dependents import drop_dependent
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
@@ -84,6 +86,9 @@ class Node:
     ended_dependents: int = 0
     """How many of ``dependents``, from the first, are known to have ended (a
     cursor: appended or removed dependents are never before it)."""
+    slots: dict[Node, int] | None = None
+    """Where dependents are in ``dependents``, once one was removed from a long
+    list (see `drop_dependent`); each entry is checked before it is trusted."""
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} {self.state}>"
@@ -304,7 +309,7 @@ class LiveGraph:
     def remove_edge(self, upstream: Node, downstream: Node) -> None:
         """Remove ``upstream -> downstream`` (undoing `add_edge`; the order stays valid)."""
         downstream.deps = tuple(dep for dep in downstream.deps if dep is not upstream)
-        _drop_from(upstream.dependents, downstream)
+        drop_dependent(upstream, downstream)
         upstream.readers -= 1
         if not upstream.lets_through(downstream):
             downstream.waiting -= 1
@@ -312,13 +317,14 @@ class LiveGraph:
     def remove_node(self, node: Node) -> None:
         """Remove a node and its edges. The caller checked it has not started."""
         for dep in node.deps:
-            _drop_from(dep.dependents, node)
+            drop_dependent(dep, node)
             dep.readers -= 1
         for child in node.dependents:
             child.deps = tuple(dep for dep in child.deps if dep is not node)
             if not node.lets_through(child):
                 child.waiting -= 1
         node.dependents = []
+        node.slots = None
         node.deps = ()
         del self.nodes[node.name]
 
@@ -406,11 +412,3 @@ def _path_back(children: dict[Node, Node | None], start: Node) -> list[str]:
         path.append(node.name)
         node = children[node]
     return path
-
-
-def _drop_from(nodes: list[Node], node: Node) -> None:
-    """Remove ``node`` from a list of dependents (the newest, at the end, in O(1))."""
-    if nodes and nodes[-1] is node:
-        nodes.pop()
-    else:
-        nodes.remove(node)

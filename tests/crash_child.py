@@ -23,11 +23,14 @@ on stdin before they do anything; ``CRASH_LEASE=SECONDS`` sets the journal's lea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
+import time
 
 import trio
 
@@ -69,10 +72,31 @@ async def _maybe_die_in(ctx) -> None:
         _die()
 
 
+JOURNAL = {"path": ""}  # the journal this process writes
+
+
+def _wait_until_on_disk(path: str, run_id: str) -> None:
+    """Return once the journal file holds the run: its first records are durable."""
+    while True:
+        with contextlib.suppress(sqlite3.Error):
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                if db.execute(
+                    "SELECT 1 FROM runs WHERE run_id = ?", (run_id,)
+                ).fetchone():
+                    return
+            finally:
+                db.close()
+        time.sleep(0.001)  # polling a condition, not ordering by time
+
+
 @stage
 async def source(ctx):
     await _gate()
-    await trio.sleep(0.02)  # lets the run's first records reach the disk
+    # The run's first records reach the disk before its first stage ends.
+    await trio.to_thread.run_sync(
+        _wait_until_on_disk, JOURNAL["path"], ctx.run_id, abandon_on_cancel=True
+    )
     _side_effect(ctx)
     return list(range(N_ITEMS))
 
@@ -92,7 +116,7 @@ async def fan_out(ctx):
 @stage
 async def square(ctx):
     await _gate()
-    await trio.sleep(0.004 * (ctx.item % 5))
+    await trio.sleep(0.004 * (ctx.item % 5))  # spreads the run for time:S kill points
     if ctx.item % 4 == 0:
         # A check stage, added at run time, that total must also wait for.
         name = await ctx.add_stage(
@@ -110,7 +134,7 @@ async def square(ctx):
 @stage
 async def check(ctx):
     await _gate()
-    await trio.sleep(0.003)
+    await trio.sleep(0.003)  # spreads the run for time:S kill points
     (value,) = (v for k, v in ctx.inputs.items() if k.startswith("square"))
     await _maybe_die_in(ctx)
     _side_effect(ctx)
@@ -225,6 +249,7 @@ def _summary(result: RunResult) -> dict[str, object]:
 
 async def main(argv: list[str]) -> None:
     mode, journal, log = argv[:3]
+    JOURNAL["path"] = journal
     lease = float(os.environ.get("CRASH_LEASE", "60"))
     if mode == "run":
         KILL["at"] = argv[3]

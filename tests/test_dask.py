@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
+from readiness import announce_and_wait, readiness, waits_for_the_test
 from test_executors import crash_once, describe, square, total
 
 from dagvisor import DaskExecutor, Pipeline, StageState, runtime, stage
@@ -32,25 +32,12 @@ def cluster():
         yield local
 
 
-def held(view):
-    """Sleeps until the test releases it (Dask cannot interrupt a running task)."""
-    marker = Path(view.run_inputs["release"])
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return "released"
-
-
 @pytest.fixture
-def release(tmp_path, cluster):
-    """A marker that ends `held` tasks; after the test, the cluster is idle again."""
-    marker = tmp_path / "release"
-    yield {"release": str(marker)}
-    marker.touch()
-    with distributed.Client(cluster.scheduler_address) as client:
-        deadline = time.monotonic() + 60
-        while any(client.processing().values()) and time.monotonic() < deadline:
-            time.sleep(0.02)
+async def ready(cluster):
+    """Bodies that say they run and wait for the test (Dask cannot interrupt a
+    running task); after the test, each is let go and has returned."""
+    async with readiness() as signals:
+        yield signals
 
 
 async def test_a_dynamic_fan_out_on_dask(cluster):
@@ -93,58 +80,65 @@ async def test_a_worker_killed_mid_stage_does_not_hang_the_run(cluster, tmp_path
     assert result.outputs["once"] == "recovered"
 
 
-async def test_cancelling_a_run_cancels_its_dask_futures(cluster, release):
+async def test_cancelling_a_run_cancels_its_dask_futures(cluster, ready):
     async with DaskExecutor(cluster.scheduler_address) as dask:
-        slow = stage(name="slow", executor=dask)(held)
-        with trio.fail_after(60):
+        slow = stage(name="slow", executor=dask)(waits_for_the_test)
+        with trio.fail_after(60):  # a guard against a hang, not a timing assertion
             async with runtime() as rt:
-                run = await rt.start(Pipeline("p").add(slow), inputs=release)
-                await trio.sleep(1)
+                run = await rt.start(Pipeline("p").add(slow), inputs=ready.inputs)
+                await ready.wait()  # the body runs, on its worker
                 await run.cancel(reason="stop")
                 with pytest.raises(RunFailed) as info:
                     await run.wait()
     assert info.value.result.status == "cancelled"
 
 
-async def test_a_timeout_fails_the_stage_on_dask(cluster, release):
+async def test_a_timeout_fails_the_stage_on_dask(cluster, ready):
     async with DaskExecutor(cluster.scheduler_address) as dask:
-        slow = stage(name="slow", executor=dask, timeout=1.0)(held)
-        with trio.fail_after(60):
+        slow = stage(name="slow", executor=dask, timeout=1.0)(waits_for_the_test)
+        with trio.fail_after(60):  # a guard against a hang, not a timing assertion
             async with runtime() as rt:
                 with pytest.raises(RunFailed) as info:
-                    await rt.run(Pipeline("p").add(slow), inputs=release)
+                    await rt.run(Pipeline("p").add(slow), inputs=ready.inputs)
     assert type(info.value.errors["slow"]).__name__ == "StageTimeoutError"
 
 
-def slow_first_attempt(view):
-    import time
-
+def held_first_attempt(view):
     if view.attempt == 0:
-        time.sleep(4)  # past the 1.5 s timeout: Dask cannot interrupt it
+        announce_and_wait(tuple(view.run_inputs["ready"]))  # until the test lets go
         return "late"
     return f"retry of {view.name}"
 
 
-async def test_a_timed_out_attempt_is_retried_on_dask_as_on_processes(cluster):
+async def test_a_timed_out_attempt_is_retried_on_dask_as_on_processes(
+    cluster, ready, mock_clock
+):
     # Two stages, two worker threads: each first attempt times out and keeps
     # its thread until it really ends; the retries wait for a free slot
     # before their timers start, so they are not timed out by the queue.
+    # Virtual time moves only when the test jumps it.
     async with DaskExecutor(cluster.scheduler_address) as dask:
         flaky = stage(name="flaky", executor=dask, timeout=1.5, retries=1)(
-            slow_first_attempt
+            held_first_attempt
         )
         pipeline = Pipeline("p").add(flaky.named("a")).add(flaky.named("b"))
-        with trio.fail_after(60):  # a guard against a hang, not a timing assertion
-            async with runtime() as rt:
-                result = await rt.run(pipeline)
+        async with runtime() as rt:
+            run = await rt.start(pipeline, inputs=ready.inputs)
+            await ready.wait(2)  # both first attempts run, one per thread
+            mock_clock.jump(2)  # past their timeout: they time out, threads held
+            await trio.testing.wait_all_tasks_blocked()  # retries wait for a slot
+            mock_clock.jump(2)  # past a retry's timeout, had its timer started
+            await trio.testing.wait_all_tasks_blocked()
+            await ready.release()  # the first attempts end: their slots are free
+            result = await run.wait()
     assert result.outputs == {"a": "retry of a", "b": "retry of b"}
 
 
 async def test_cancel_stage_on_dask_cancels_the_stage_and_keeps_its_slot(
-    cluster, release
+    cluster, ready
 ):
     async with DaskExecutor(cluster.scheduler_address) as dask:
-        slow = stage(name="slow", executor=dask)(held)
+        slow = stage(name="slow", executor=dask)(waits_for_the_test)
 
         @stage
         async def consumer(ctx):
@@ -154,11 +148,9 @@ async def test_cancel_stage_on_dask_cancels_the_stage_and_keeps_its_slot(
             async with runtime() as rt:
                 run = await rt.start(
                     Pipeline("p").add(slow).add(consumer, after=["slow"]),
-                    inputs=release,
+                    inputs=ready.inputs,
                 )
-                # The executor's statistics have no event to wait on: poll.
-                while dask.statistics().running == 0:  # noqa: ASYNC110
-                    await trio.sleep(0.05)
+                await ready.wait()  # the body runs, on its worker
                 await run.cancel_stage("slow", reason="stop")
                 result = await run.wait()
         # The task is still running on its worker (Dask cannot interrupt

@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 import trio_parallel
+from readiness import readiness, waits_for_the_test
 
 from dagvisor import Pipeline, StageState, StageView, runtime, stage
 from dagvisor.errors import (
@@ -44,11 +44,6 @@ def crash_once(view: StageView) -> str:
         marker.write_text("crashed once")
         os._exit(3)  # the worker process dies mid-stage
     return "recovered"
-
-
-def sleeps(view: StageView) -> int:
-    time.sleep(60)
-    return 1
 
 
 def crunch(n: int) -> int:
@@ -103,23 +98,25 @@ async def test_a_worker_that_dies_fails_the_stage_and_a_retry_recovers(tmp_path)
 
 
 async def test_a_timeout_kills_the_worker():
-    slow = stage(name="slow", executor="process", timeout=0.5)(sleeps)
+    # The body waits for the test, which only lets it go once the run is
+    # over: only killing its worker ends the attempt.
+    slow = stage(name="slow", executor="process", timeout=0.5)(waits_for_the_test)
     with trio.fail_after(30):  # a guard against a hang, not a timing assertion
-        async with runtime() as rt:
+        async with runtime() as rt, readiness() as ready:
             with pytest.raises(RunFailed) as info:
-                await rt.run(Pipeline("p").add(slow))
+                await rt.run(Pipeline("p").add(slow), inputs=ready.inputs)
     assert isinstance(info.value.errors["slow"], StageTimeoutError)
 
 
 async def test_cancelling_a_run_kills_its_process_stages():
-    slow = stage(name="slow", executor="process")(sleeps)
-    with trio.fail_after(30):
-        async with runtime() as rt:
-            run = await rt.start(Pipeline("p").add(slow))
-            await trio.sleep(0.5)
+    slow = stage(name="slow", executor="process")(waits_for_the_test)
+    with trio.fail_after(30):  # a guard against a hang, not a timing assertion
+        async with runtime() as rt, readiness() as ready:
+            run = await rt.start(Pipeline("p").add(slow), inputs=ready.inputs)
+            await ready.wait()  # the body runs, in its worker
             await run.cancel(reason="stop")
             with pytest.raises(RunFailed):
-                await run.wait()
+                await run.wait()  # the body is not let go: only a kill ends it
     assert run.done
 
 
@@ -342,18 +339,21 @@ async def _wait_started(run, name: str) -> None:
 
 
 async def test_cancel_stage_kills_a_running_process_stage():
-    slow = stage(name="slow", executor="process")(sleeps)
+    slow = stage(name="slow", executor="process")(waits_for_the_test)
 
     @stage
     async def consumer(ctx):
         return "ran"
 
     with trio.fail_after(60):  # a guard against a hang, not a timing assertion
-        async with runtime() as rt:
-            run = await rt.start(Pipeline("p").add(slow).add(consumer, after=["slow"]))
-            await trio.sleep(0.5)
+        async with runtime() as rt, readiness() as ready:
+            run = await rt.start(
+                Pipeline("p").add(slow).add(consumer, after=["slow"]),
+                inputs=ready.inputs,
+            )
+            await ready.wait()  # the body runs, in its worker
             await run.cancel_stage("slow", reason="stop")
-            result = await run.wait()
+            result = await run.wait()  # the body is not let go: only a kill ends it
     assert result.states["slow"] is StageState.CANCELLED
     assert result.states["consumer"] is StageState.CANCELLED
 
@@ -385,29 +385,29 @@ async def test_a_thread_stage_waiting_for_a_slot_does_not_time_out(mock_clock):
     assert result.outputs == {"holder": "held the only thread", "quick": "quick"}
 
 
-def naps(view: StageView) -> int:
-    time.sleep(0.5)
-    return view.attempt
-
-
-async def test_process_stages_queued_for_a_worker_do_not_time_out():
-    # One worker process at a time: the last of four 0.5 s stages waits
-    # about 1.5 s for the worker, longer than its own 1.2 s timeout allows;
-    # that wait is not its run. (The worker is warmed up first, so that
-    # starting it and importing this module are not part of any attempt.)
-    napping = stage(name="nap", executor="process", timeout=1.2)(naps)
-    pipeline = Pipeline("p")
-    for i in range(4):
-        pipeline = pipeline.add(napping.named(f"nap{i}"))
-    with trio.fail_after(60):  # a guard against a hang, not a timing assertion
-        trio_parallel.current_default_worker_limiter().total_tokens = 1
-        async with runtime() as rt:
-            warm = await rt.run(
-                Pipeline("warm").add(stage(executor="process")(describe))
-            )
-            assert warm.ok
-            result = await rt.run(pipeline)
-    assert result.outputs == {f"nap{i}": 0 for i in range(4)}
+async def test_a_process_stage_queued_for_a_worker_does_not_time_out(mock_clock):
+    # One worker process, held by `holder` until the test lets it go:
+    # `quick` waits for the worker far past its own timeout (in virtual
+    # time, which moves only when the test jumps it); that wait is not its run.
+    holder = stage(name="holder", executor="process")(waits_for_the_test)
+    quick = stage(name="quick", executor="process", timeout=10)(describe)
+    limiter = trio_parallel.current_default_worker_limiter()
+    tokens = limiter.total_tokens
+    limiter.total_tokens = 1
+    try:
+        async with runtime() as rt, readiness() as ready:
+            run = await rt.start(Pipeline("p").add(holder), inputs=ready.inputs)
+            await ready.wait()  # holder runs: the only worker is taken
+            await run.add_stage(quick, reason="waits for the only worker")
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(15)  # far past quick's timeout, had its timer started
+            await trio.testing.wait_all_tasks_blocked()
+            await ready.release()
+            result = await run.wait()
+    finally:
+        limiter.total_tokens = tokens
+    assert result.outputs["holder"] == "released"
+    assert result.outputs["quick"][0] == "StageView"
 
 
 # -- a script without `if __name__ == "__main__":` -----------------------------------------

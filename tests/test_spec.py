@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
-from dagvisor import stage
+from dagvisor import StageSpec, stage
 from dagvisor.errors import DagvisorError, InvalidStageError
 
 
@@ -162,3 +163,42 @@ def test_a_callable_whose_call_is_itself_is_declared_without_looping():
     Loopy.__call__ = Loopy()  # type: ignore[attr-defined]  # a hostile shape
     spec = stage(name="loopy")(Loopy())
     assert spec.executor is None  # not async: it would run in a thread
+
+
+def _fields(spec):
+    return {field.name: getattr(spec, field.name) for field in attrs.fields(type(spec))}
+
+
+def plain_body(ctx):
+    return 1
+
+
+async def predicate(ctx):
+    return True
+
+
+@pytest.mark.parametrize(
+    "declare",
+    [
+        lambda: stage(body),
+        lambda: stage(name="n")(body),
+        lambda: stage(body).named("renamed"),
+        lambda: stage(retries=2, backoff=1, timeout=3, when=predicate)(body),
+        lambda: stage(trigger="none_failed")(body),
+        lambda: stage(plain_body),
+        lambda: stage(executor="thread", timeout=1.5)(plain_body),
+        lambda: stage(executor="process", retries=1)(plain_body),
+        lambda: stage(body).options(retries=1, name="o"),
+    ],
+)
+def test_a_declared_spec_is_the_one_its_constructor_makes(declare):
+    # Declaring builds a spec without its attrs __init__ (it is on the path
+    # of every declaration): field by field, it must be the same spec.
+    declared = declare()
+    fields = _fields(declared)
+    simple = fields.pop("simple")
+    built = StageSpec(**fields)
+    assert _fields(built) == {**fields, "simple": simple}
+    assert declared == built
+    assert hash(declared) == hash(built)
+    assert repr(declared) == repr(built)
