@@ -276,18 +276,20 @@ class LiveGraph:
         # No room left in the gap: label the whole graph again, spread out
         # (rare: a gap holds 32 halvings; amortised over the changes that
         # used it up, and never recursive).
-        self._relabel()
+        self._relabel(upstream, downstream)
         if upstream.order >= downstream.order:  # pragma: no cover - a bug
             msg = "the graph's order could not be repaired; this is a bug in dagvisor"
             raise AssertionError(msg)
 
-    def _relabel(self) -> None:
-        """Give every node a fresh order, ``_GAP`` apart, in a topological order (Kahn)."""
+    def _relabel(self, upstream: Node, downstream: Node) -> None:
+        """Give every node a fresh order, ``_GAP`` apart, in a topological order (Kahn),
+        counting the edge ``upstream -> downstream`` about to be added."""
         nodes = self.nodes
         pending = {
             id(node): sum(1 for dep in node.deps if nodes.get(dep.name) is dep)
             for node in nodes.values()
         }
+        pending[id(downstream)] += 1
         ready = [node for node in nodes.values() if pending[id(node)] == 0]
         ready.sort(key=_order_of, reverse=True)  # keep today's order where it holds
         order = 0
@@ -295,7 +297,10 @@ class LiveGraph:
             node = ready.pop()
             node.order = order
             order += _GAP
-            for child in node.dependents:
+            children = node.dependents
+            if node is upstream:
+                children = [*children, downstream]
+            for child in children:
                 key = id(child)
                 if key in pending:
                     pending[key] -= 1

@@ -160,3 +160,19 @@ def test_inserting_before_an_early_stage_of_a_long_chain_visits_only_the_new_par
     for node in [*chain[:5], gate, *(graph.nodes[f"check{i}"] for i in range(200))]:
         assert all(dep.order < node.order for dep in node.deps)
     assert chain[1].deps[0] is chain[0]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_used_up_gap_relabels_the_graph_with_the_new_edge_in_it(monkeypatch, seed):
+    from dagvisor.supervisor import _graph
+
+    monkeypatch.setattr(_graph, "_GAP", 2)  # no room: every repair relabels
+    rng = random.Random(seed)
+    graph = LiveGraph()
+    nodes = [graph.add_node(noop.named(f"n{i}"), []) for i in range(12)]
+    for _ in range(60):
+        up, down = rng.sample(nodes, 2)
+        if graph.cycle_path(up, down) is None and up not in down.deps:
+            graph.add_edge(up, down)
+        for node in nodes:
+            assert all(dep.order < node.order for dep in node.deps)
