@@ -59,6 +59,22 @@ if TYPE_CHECKING:
 __all__ = ["JournalWriter", "RunLedger"]
 
 _BATCH = 2048
+# What the runs may have queued for the writer, in records and in bytes (an
+# estimate: the encoded outputs and items, plus a flat share per record).
+# Past either, a run's supervisor waits for the writer between messages:
+# memory follows what the disk can take, not how far the runs ran ahead.
+_QUEUED_RECORDS = 8 * _BATCH
+_QUEUED_BYTES = 16 * 2**20
+_RECORD_BYTES = 300
+
+
+def _weight(record: Record) -> int:
+    """Bytes a queued record is counted for (its encoded value, if any, plus a share)."""
+    if record[0] == "event":
+        output = record[4].get("output")
+        if output is not None:
+            return _RECORD_BYTES + len(output)
+    return _RECORD_BYTES
 
 
 @attrs.frozen(eq=False)
@@ -87,7 +103,9 @@ class JournalWriter:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.owner = Owner.of_this_runtime()
-        self._send, self._receive = trio.open_memory_channel[Any](1 << 16)
+        self._send, self._receive = trio.open_memory_channel[Any](_QUEUED_RECORDS)
+        self._queued_bytes = 0
+        self._room = trio.lowlevel.ParkingLot()
         self._ledgers: dict[str, RunLedger] = {}
         self._unnotified: list[RunLedger] = []
         self._renew_every = journal.lease / 3
@@ -142,15 +160,30 @@ class JournalWriter:
 
     def submit_nowait(self, record: Record) -> bool:
         """Queue a record if there is room; False if the caller must wait."""
+        weight = _weight(record)
+        if self._queued_bytes and self._queued_bytes + weight > _QUEUED_BYTES:
+            return False
         try:
             self._send.send_nowait(record)
         except trio.WouldBlock:
             return False
+        self._queued_bytes += weight
         return True
 
     async def submit(self, record: Record) -> None:
-        """Queue a record, waiting for room."""
+        """Queue a record, waiting for room (in records and in bytes)."""
+        weight = _weight(record)
+        while self._queued_bytes and self._queued_bytes + weight > _QUEUED_BYTES:
+            await self._room.park()
         await self._send.send(record)
+        self._queued_bytes += weight
+
+    def _taken(self, batch: list[Any]) -> None:
+        """The writer took ``batch`` off its queue: room for the runs again."""
+        self._queued_bytes -= sum(
+            _weight(item) for item in batch if type(item) is tuple
+        )
+        self._room.unpark_all()
 
     async def flush(self, run_id: str | None = None) -> JournalWriteError | None:
         """Wait until every record queued so far is committed, or cannot be.
@@ -205,6 +238,8 @@ class JournalWriter:
                         await self._process(batch)
                     except Exception as exc:  # a bug: fail what it concerns, go on
                         self._fail(batch, exc)
+                    finally:
+                        self._taken(batch)
             except trio.EndOfChannel:
                 pass
             finally:
