@@ -54,6 +54,7 @@ from ._messages import AddStage as AddStage
 from ._messages import AttemptStarted as AttemptStarted
 from ._messages import CancelRun as CancelRun
 from ._messages import CancelStage as CancelStage
+from ._messages import ChangeKind as ChangeKind
 from ._messages import ChangePart as ChangePart
 from ._messages import ChangeSet as ChangeSet
 from ._messages import Expand as Expand

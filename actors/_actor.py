@@ -39,6 +39,7 @@ from ._executors import (
     unpack,
     view_parts,
 )
+from ._freeze import SHARED
 from ._messages import (
     AttemptStarted,
     StageCancelled,
@@ -229,7 +230,11 @@ async def run_stage(
                         await trio.lowlevel.checkpoint_if_cancelled()
                         raise
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    prepared = await prepare_output(env, spec, value)
+                    prepared: tuple[Any, str | bytearray | None]
+                    if env.codec is None and type(value) in SHARED:
+                        prepared = (value, None)  # nothing to encode or freeze
+                    else:
+                        prepared = await prepare_output(env, spec, value)
                 except BaseException as exc:
                     if ctx._stack:
                         await ctx._close_resources(exc)

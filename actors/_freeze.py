@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 
 from ._errors import ReadOnlyInputError
 
-__all__ = ["FrozenDict", "FrozenList", "FrozenSet", "freeze"]
+__all__ = ["SHARED", "FrozenDict", "FrozenList", "FrozenSet", "freeze"]
 
 
 def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
@@ -100,7 +100,7 @@ class FrozenSet(set[Any]):
 
 
 # Values that are already read-only: shared as they are, without a walk.
-_SHARED: frozenset[type] = frozenset(
+SHARED: frozenset[type] = frozenset(
     {
         int,
         float,
@@ -128,7 +128,7 @@ def freeze(value: Any) -> Any:
             was rebuilt.
     """
     kind = type(value)
-    if kind in _SHARED:
+    if kind in SHARED:
         return value
     if kind not in _REBUILT and not _is_array(value) and not _is_named_tuple(kind):
         return value
@@ -196,7 +196,7 @@ class _Freezer:
                 continue  # shared as it is
             self.kept.append(value)
             stack.extend(
-                (child, False) for child in children if type(child) not in _SHARED
+                (child, False) for child in children if type(child) not in SHARED
             )
         for original, shell in self.shells:
             self._fill(original, shell)

@@ -9,7 +9,7 @@ a memory channel with a buffer of one that the supervisor answers with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias, final
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, final
 
 import attrs
 import trio
@@ -27,6 +27,7 @@ __all__ = [
     "AttemptStarted",
     "CancelRun",
     "CancelStage",
+    "ChangeKind",
     "ChangePart",
     "ChangeSet",
     "Expand",
@@ -160,6 +161,19 @@ class JournalFailed:
 StageOutcome: TypeAlias = StageSucceeded | StageFailed | StageCancelled | StageSkipped
 
 
+ChangeKind: TypeAlias = Literal[
+    "add_stage",
+    "add_edge",
+    "expand",
+    "remove_stage",
+    "replace_pending",
+    "cancel_stage",
+    "cancel_run",
+    "change_set",
+]
+"""What a change request asks; each request class names its own as ``kind``."""
+
+
 # -- requests: changes asked of the graph ---------------------------------------
 #
 # A request is prepared in the requester's task before it is sent (names
@@ -176,6 +190,8 @@ class AddStage:
     ``ref`` is how the journal names ``spec`` (a journaled run only).
     """
 
+    kind: ClassVar[ChangeKind] = "add_stage"
+
     spec: StageSpec
     after: tuple[str, ...]
     before: tuple[str, ...]
@@ -189,6 +205,8 @@ class AddStage:
 @attrs.frozen(kw_only=True)
 class AddEdge:
     """Make pending stage ``downstream`` wait for ``upstream``."""
+
+    kind: ClassVar[ChangeKind] = "add_edge"
 
     upstream: str
     downstream: str
@@ -207,6 +225,8 @@ class Expand:
     stores them (a journaled run only).
     """
 
+    kind: ClassVar[ChangeKind] = "expand"
+
     spec: StageSpec
     items: tuple[Any, ...]
     keys: tuple[str, ...]
@@ -224,6 +244,8 @@ class Expand:
 class RemoveStage:
     """Remove stage ``name``, which must not have started."""
 
+    kind: ClassVar[ChangeKind] = "remove_stage"
+
     name: str
     reason: str
     requester: str
@@ -238,6 +260,8 @@ class ReplacePending:
     ``refs`` is how the journal names the pipeline's specs, in entry order.
     """
 
+    kind: ClassVar[ChangeKind] = "replace_pending"
+
     pipeline: Pipeline
     reason: str
     requester: str
@@ -250,6 +274,8 @@ class ReplacePending:
 class CancelStage:
     """Cancel stage ``name``: a running one is interrupted, a pending one never runs."""
 
+    kind: ClassVar[ChangeKind] = "cancel_stage"
+
     name: str
     reason: str
     requester: str
@@ -260,6 +286,8 @@ class CancelStage:
 @attrs.frozen(kw_only=True)
 class CancelRun:
     """Cancel the whole run."""
+
+    kind: ClassVar[ChangeKind] = "cancel_run"
 
     reason: str
     requester: str
@@ -274,6 +302,8 @@ ChangePart: TypeAlias = AddStage | AddEdge | Expand
 @attrs.frozen(kw_only=True)
 class ChangeSet:
     """Several changes applied in one step, whole or not at all."""
+
+    kind: ClassVar[ChangeKind] = "change_set"
 
     parts: tuple[ChangePart, ...]
     reason: str

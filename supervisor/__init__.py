@@ -25,6 +25,7 @@ from ._result import StageFinished as StageFinished
 from ._result import StageLatency as StageLatency
 from ._result import StageStarted as StageStarted
 from ._result import StageTiming as StageTiming
+from ._retention import RetainOutputs as RetainOutputs
 from ._runtime import Recovery as Recovery
 from ._runtime import Run as Run
 from ._runtime import Runtime as Runtime
@@ -32,4 +33,3 @@ from ._runtime import runtime as runtime
 from ._snapshot import GraphSnapshot as GraphSnapshot
 from ._supervisor import FailurePolicy as FailurePolicy
 from ._supervisor import GraphSupervisor as GraphSupervisor
-from ._supervisor import RetainOutputs as RetainOutputs

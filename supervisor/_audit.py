@@ -12,23 +12,14 @@ the supervisor's path for every change, querying is rare.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal, TypeAlias, final, overload
+from typing import final, overload
 
 import attrs
 from sortedcontainers import SortedKeyList
 
-__all__ = ["AuditLog", "AuditRecord", "ChangeKind"]
+from dagvisor.actors import ChangeKind
 
-ChangeKind: TypeAlias = Literal[
-    "add_stage",
-    "add_edge",
-    "expand",
-    "remove_stage",
-    "replace_pending",
-    "cancel_stage",
-    "cancel_run",
-    "change_set",
-]
+__all__ = ["AuditLog", "AuditRecord", "ChangeKind"]
 
 
 @final

@@ -67,7 +67,7 @@ from ._result import (
     _States,
     lineage_of,
 )
-from ._supervisor import FailurePolicy, GraphSupervisor, RetainOutputs
+from ._supervisor import FailurePolicy, GraphSupervisor
 from ._writer import JournalWriter
 
 if TYPE_CHECKING:
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from ._audit import AuditLog
     from ._events import EventStream
     from ._replay import Replayed
+    from ._retention import RetainOutputs
     from ._snapshot import GraphSnapshot
 
 __all__ = ["Recovery", "Run", "Runtime", "runtime"]
@@ -228,7 +229,7 @@ class Run(ChangeRequests):
             name,
             nodes=supervisor.graph.nodes,
             audit=supervisor.audit,
-            gone=supervisor._gone,
+            gone=supervisor.gone,
             wall_offset=supervisor.wall_offset,
             where=f"run {self.id!r}",
         )
@@ -367,7 +368,7 @@ class Run(ChangeRequests):
             audit=supervisor.audit.snapshot(),
             stats=stats,
             wall_offset=supervisor.wall_offset,
-            gone=supervisor._gone,
+            gone=supervisor.gone,
             audit_log=[supervisor.audit],
         )
 

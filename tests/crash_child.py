@@ -36,7 +36,8 @@ import trio
 
 from dagvisor import Pipeline, RunResult, runtime, stage
 from dagvisor.errors import RunFailed, RunOwnedError
-from dagvisor.supervisor import GraphSupervisor, Journal
+from dagvisor.supervisor import Journal
+from dagvisor.supervisor._changes import Changes
 
 N_ITEMS = 12
 
@@ -214,14 +215,14 @@ def _arm(kill: str) -> None:
         _die_in_the_writer(kind, arg)
     elif kind == "change":
         limit = int(arg)
-        record = GraphSupervisor._record
+        record = Changes._record
 
         def dying_record(self, *args):
-            if len(self.audit) == limit:
+            if len(self._core.audit) == limit:
                 _die()
             return record(self, *args)
 
-        GraphSupervisor._record = dying_record  # type: ignore[method-assign]
+        Changes._record = dying_record  # type: ignore[method-assign]
 
 
 def _summary(result: RunResult) -> dict[str, object]:

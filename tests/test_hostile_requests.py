@@ -18,7 +18,8 @@ from dagvisor.errors import (
     RunClosedError,
     RunFailed,
 )
-from dagvisor.supervisor import GraphSupervisor, LiveGraph
+from dagvisor.supervisor import LiveGraph
+from dagvisor.supervisor._core import RunCore
 
 
 @stage
@@ -255,14 +256,14 @@ async def test_a_supervisor_that_dies_still_answers_every_waiting_requester(
         except (RunClosedError, InternalError) as exc:
             answers[f"n{i}"] = type(exc).__name__
 
-    real_finish = GraphSupervisor._finish
+    real_finish = RunCore.finish
 
     def finish_crashing_on_boom(self, node, *args, **kwargs):
         if node.name == "boom":
             raise RuntimeError("a bug in the supervisor")
         return real_finish(self, node, *args, **kwargs)
 
-    monkeypatch.setattr(GraphSupervisor, "_finish", finish_crashing_on_boom)
+    monkeypatch.setattr(RunCore, "finish", finish_crashing_on_boom)
     with trio.move_on_after(3600) as deadline:
         async with runtime() as rt:
             run = await rt.start(Pipeline("p").add(boom))

@@ -1010,7 +1010,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             assert [d.name for d in node.deps] == self.model.deps[node.name], node.name
             assert all(dep.order < node.order for dep in node.deps)  # acyclic, in order
             assert all(node in dep.dependents for dep in node.deps)
-        assert self.run._supervisor.version == self.model.version
+        assert self.run.snapshot().version == self.model.version
 
     @invariant()
     def audit_is_complete_and_in_order(self) -> None:
@@ -1032,7 +1032,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             return
         assert self.run.done == self.model.ended
         if self.model.ended:
-            assert self.run._supervisor._unfinished == 0
+            assert self.run._supervisor.unfinished == 0
             assert all(
                 s is not StageState.RUNNING
                 for s in self.run._supervisor.graph.nodes.values() and ()

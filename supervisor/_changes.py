@@ -1,0 +1,205 @@
+"""Serving a change request: applied whole or not at all, audited once, answered once.
+
+`Changes.serve` takes one request: a refusal found while it was prepared is
+audited and answered as it is; otherwise its handler (see ``_handlers``)
+validates and applies it. A typed refusal undoes what the change had added
+(a change set's earlier parts) and is audited and answered. A bug while
+applying is undone too, when the change only added, and refused with
+`InternalError` while the run goes on; when it cannot be undone, the
+request is answered and `InternalError` is raised, ending the run (whose
+way out answers every waiting requester). Synchronous and free of trio:
+answering is putting an outcome in the request's reply slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, final
+
+import outcome
+
+from dagvisor.actors import (
+    AddEdge,
+    AddStage,
+    CancelRun,
+    CancelStage,
+    ChangeSet,
+    DagvisorError,
+    Expand,
+    InternalError,
+    RemoveStage,
+    ReplacePending,
+    RunClosedError,
+)
+
+from ._audit import AuditRecord
+from ._handlers import Change, Handlers
+from ._result import GraphChanged
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dagvisor.actors import Request
+
+    from ._core import RunCore
+
+__all__ = ["Changes"]
+
+logger = logging.getLogger("dagvisor")
+
+
+@final
+class Changes:
+    """The change requests of one run, served one at a time (by its supervisor)."""
+
+    __slots__ = ("_apply", "_core", "serving")
+
+    def __init__(self, core: RunCore, where: str) -> None:
+        self._core = core
+        handlers = Handlers(core, where)
+        self._apply: dict[type, Callable[[Any, Change], Any]] = {
+            AddStage: handlers.add_stage,
+            AddEdge: handlers.add_edge,
+            Expand: handlers.expand,
+            RemoveStage: handlers.remove_stage,
+            ReplacePending: handlers.replace_pending,
+            CancelStage: handlers.cancel_stage,
+            CancelRun: handlers.cancel_run,
+            ChangeSet: handlers.change_set,
+        }
+        self.serving: Request | None = None
+        """The request being served (answered by the run's way out if it fails)."""
+
+    def serve(self, request: Request) -> Change | None:
+        """Apply ``request`` whole, or refuse it; the change applied, or None.
+
+        Raises:
+            InternalError: applying failed on a bug and could not be undone
+                (the request was answered; the run must end).
+        """
+        if request.refused is not None:  # found by the requester while preparing it
+            self._refuse(request, request.refused)
+            return None
+        core = self._core
+        core.forget_pending()
+        change = Change()
+        counters = (core.unfinished, core.added)
+        self.serving = request
+        try:
+            change.value = self._apply[type(request)](request, change)
+        except DagvisorError as refusal:
+            self._undo(change, counters)
+            self._refuse(request, refusal)
+            self.serving = None
+            return None
+        except Exception as exc:
+            undone = self._undo(change, counters)
+            failure = _internal_refusal(exc, undone=undone)
+            self._refuse(request, failure)
+            if not undone:
+                raise failure from exc
+            self.serving = None
+            return None
+        self._record(request, change, None)
+        request.reply.send_nowait(outcome.Value(change.value))
+        self.serving = None
+        return change
+
+    def refuse_closed(self, request: Request) -> None:
+        """Refuse a request that reached a run that is ending or ended."""
+        self._refuse(request, RunClosedError(self._core.run_id))
+
+    def _refuse(self, request: Request, error: DagvisorError) -> None:
+        self._record(request, None, error)
+        request.reply.send_nowait(outcome.Error(error))
+
+    def _undo(self, change: Change, counters: tuple[int, int]) -> bool:
+        """Take back what a change added so far; False if it cannot be (it removed or settled)."""
+        core = self._core
+        core.forget_pending()
+        if not change.undoable:
+            return False
+        if not change.added and not change.edges:
+            return True
+        graph = core.graph
+        added = set(change.added)
+        try:
+            for upstream, downstream in reversed(change.edges):
+                if downstream not in added:  # an edge into a stage that stays
+                    graph.remove_edge(graph.nodes[upstream], graph.nodes[downstream])
+            for name in reversed(change.added):
+                node = graph.nodes[name]
+                graph.remove_node(node)
+                core.note_removed(node)
+        except Exception:  # the graph is not what the change left: give up
+            return False
+        core.unfinished, core.added = counters
+        return True
+
+    def _record(
+        self,
+        request: Request,
+        change: Change | None,
+        error: BaseException | None,
+    ) -> AuditRecord:
+        """The request's audit record (and journal record, and event)."""
+        core = self._core
+        before = core.version
+        if change is not None and not change.empty:
+            core.version += 1
+        record = AuditRecord(
+            seq=len(core.audit),
+            run_id=core.run_id,
+            kind=request.kind,
+            requester=request.requester,
+            reason=request.reason,
+            accepted=error is None,
+            version_before=before,
+            version_after=core.version,
+            wall_time=time.time(),
+            monotonic_time=core.now(),
+            added=tuple(change.added) if change and change.added else (),
+            removed=tuple(change.removed) if change and change.removed else (),
+            edges=tuple(change.edges) if change and change.edges else (),
+            cancelled=tuple(change.cancelled) if change and change.cancelled else (),
+            error_type=None if error is None else type(error).__name__,
+            error=None if error is None else str(error),
+            parts=tuple(change.parts) if change and change.parts else (),
+        )
+        core.audit.append(record)
+        if core.records is not None:
+            core.records.change(
+                record, request, [] if change is None else change.mapped
+            )
+        if core.events.readers:
+            core.events.publish(GraphChanged(record))
+        if logger.isEnabledFor(
+            logging.DEBUG
+        ):  # a change, not a stage: off the hot path
+            logger.debug(
+                "run %s: %s",
+                core.run_id,
+                record,
+                extra={
+                    "run_id": core.run_id,
+                    "seq": record.seq,
+                    "requester": record.requester,
+                },
+            )
+        return record
+
+
+def _internal_refusal(exc: Exception, *, undone: bool) -> InternalError:
+    then = (
+        "nothing of it was applied and the run goes on"
+        if undone
+        else "the run cannot go on safely and ends"
+    )
+    msg = (
+        "the change was refused: dagvisor failed while applying it "
+        f"({type(exc).__name__}: {exc}); {then}; please report it"
+    )
+    error = InternalError(msg)
+    error.__cause__ = exc
+    return error
