@@ -79,7 +79,6 @@ from ._pipeline import ref_names as ref_names
 from ._registry import StageRegistry as StageRegistry
 from ._registry import default_registry as default_registry
 from ._registry import function_key as function_key
-from ._registry import spec_ref as spec_ref
 from ._requests import ChangeBatch as ChangeBatch
 from ._requests import ChangeRequests as ChangeRequests
 from ._requests import ask as ask

@@ -1,4 +1,4 @@
-"""The stage registry: how a journal names the code of a stage.
+"""The stage registry: the names under which stage functions can be found again.
 
 A journal stores a stage by a registered name, never as pickled code or an
 import path to follow: after a crash, the resuming process finds each stage's
@@ -20,9 +20,7 @@ from ._errors import NotRestorableError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._spec import StageSpec
-
-__all__ = ["StageRegistry", "default_registry", "function_key", "spec_ref"]
+__all__ = ["StageRegistry", "default_registry", "function_key"]
 
 
 def function_key(fn: Callable[..., Any]) -> str | None:
@@ -54,7 +52,7 @@ class StageRegistry:
 
     `stage` hands every function it declares to `remember`, which only
     queues it: its name is worked out, and it is filed under it, the first
-    time the registry is consulted (`lookup`, `key_of`, `check_restorable`)
+    time the registry is consulted (`lookup`, `key_of`)
     or written to (`register`), in the order the functions came. Declaring
     200,000 stages in a program that never journals a run thus never pays
     for naming them, and a resumed run still finds each function it needs.
@@ -131,47 +129,6 @@ class StageRegistry:
             if registered is fn:
                 return name
         return None
-
-    def check_restorable(self, spec: StageSpec) -> None:
-        """Refuse a stage that a resumed run could not find again.
-
-        Raises:
-            NotRestorableError: saying which function and how to fix it.
-        """
-        for role, fn in (("function", spec.fn), ("when predicate", spec.when)):
-            if fn is None:
-                continue
-            if self.key_of(fn) is None:
-                shown = getattr(fn, "__qualname__", repr(fn))
-                msg = (
-                    f"stage {spec.name!r} cannot be journaled: its {role} {shown!r} is not "
-                    "registered under a stable name (a lambda, a closure or a nested "
-                    "function cannot be found again after a crash); define it at module "
-                    "level with @stage, or register it: StageRegistry.register(fn, name=...)"
-                )
-                raise NotRestorableError(msg)
-        if not isinstance(spec.executor, str | type(None)):
-            msg = (
-                f"stage {spec.name!r} cannot be journaled with executor {spec.executor!r}; "
-                "use 'thread' or 'process', or run without a journal"
-            )
-            raise NotRestorableError(msg)
-
-
-def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
-    """How a journal names a stage spec: registered function names and options."""
-    return {
-        "name": spec.name,
-        "fn": None if registry is None else registry.key_of(spec.fn),
-        "when": None
-        if registry is None or spec.when is None
-        else registry.key_of(spec.when),
-        "retries": spec.retries,
-        "backoff": spec.backoff,
-        "timeout": spec.timeout,
-        "trigger": spec.trigger,
-        "executor": spec.executor if isinstance(spec.executor, str) else None,
-    }
 
 
 default_registry = StageRegistry()

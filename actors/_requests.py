@@ -48,7 +48,6 @@ from ._messages import (
     Request,
 )
 from ._pipeline import Pipeline, StageRef, ref_names
-from ._registry import spec_ref
 from ._spec import StageSpec
 
 if TYPE_CHECKING:
@@ -190,14 +189,8 @@ class _Preparer:
     def spec(
         self, spec: StageSpec
     ) -> tuple[dict[str, Any] | None, DagvisorError | None]:
-        registry = self.env.registry
-        if registry is None:
-            return None, None
-        try:
-            registry.check_restorable(spec)
-            return spec_ref(spec, registry), None
-        except DagvisorError as exc:
-            return None, exc
+        prepare = self.env.prepare_spec  # a journaled run's: see RunEnv
+        return (None, None) if prepare is None else prepare(spec)
 
     def add_stage(
         self,
@@ -293,7 +286,7 @@ class _Preparer:
             raise TypeError(msg)
         refs: list[dict[str, Any]] | None = None
         refused = None
-        if self.env.registry is not None:
+        if self.env.prepare_spec is not None:
             refs = []
             for spec, _ in pipeline.entries():
                 ref, refused = self.spec(spec)

@@ -32,7 +32,6 @@ from ._stage_checks import (
 )
 
 if TYPE_CHECKING:
-    from ._context import StageContext
     from ._executors import Executor
 
 __all__ = [
@@ -44,14 +43,10 @@ __all__ = [
     "stage",
 ]
 
-StageFunction: TypeAlias = (
-    Callable[["StageContext"], Awaitable[Any]] | Callable[["StageContext"], Any]
-)
+StageFunction: TypeAlias = Callable[[Any], Awaitable[Any]] | Callable[[Any], Any]
 """What a stage runs: ``async def f(ctx)``, or a plain ``def f(ctx)``."""
 
-Predicate: TypeAlias = (
-    Callable[["StageContext"], bool] | Callable[["StageContext"], Awaitable[bool]]
-)
+Predicate: TypeAlias = Callable[[Any], bool] | Callable[[Any], Awaitable[bool]]
 """A ``when`` predicate: ``def p(ctx) -> bool`` or ``async def p(ctx) -> bool``
 (awaited, on the event loop, just before the stage would start)."""
 

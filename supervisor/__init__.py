@@ -3,6 +3,7 @@
 Installed as ``dagvisor.supervisor``. Imports `dagvisor.actors`, never the reverse.
 """
 
+from . import _export, _report  # noqa: F401  # they register how results are drawn
 from ._audit import AuditLog as AuditLog
 from ._audit import AuditRecord as AuditRecord
 from ._audit import ChangeKind as ChangeKind

@@ -23,6 +23,7 @@ from dagvisor.actors import RecordedError
 
 from ._export import COLOURS
 from ._report_graph import graph_svg
+from ._result import renders
 from ._text import html_text, shortened, when_text
 
 if TYPE_CHECKING:
@@ -244,6 +245,7 @@ _JS: Final = """
 """
 
 
+@renders("html")
 def render_report(result: RunResult) -> str:
     """The HTML report of ``result`` (a live run's or one read from a journal)."""
     offset = result._wall_offset

@@ -10,12 +10,12 @@ import attrs
 from dagvisor.actors import StageState
 
 from ._audit import AuditLog
-from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
 from ._lineage import NO_STAGE_GONE, ConsumedOutput, GoneStages, Lineage, lineage_of
-from ._report import render_report
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._audit import AuditRecord
     from ._graph import Node
 
@@ -311,12 +311,12 @@ class RunResult:
     def to_mermaid(self) -> str:
         """The final graph as a Mermaid flowchart: states as colours, stages
         added at run time rounded."""
-        return to_mermaid(self.name, self.states, self.dependencies, self.origins)
+        return _RENDERERS["mermaid"](self)
 
     def to_dot(self) -> str:
         """The final graph as Graphviz DOT: states as colours, stages added at
         run time dashed."""
-        return to_dot(self.name, self.states, self.dependencies, self.origins)
+        return _RENDERERS["dot"](self)
 
     def to_html(self) -> str:
         """A self-contained HTML report: summary, final graph, timeline of stages
@@ -325,7 +325,7 @@ class RunResult:
         Example:
             >>> Path("report.html").write_text(result.to_html())  # doctest: +SKIP
         """
-        return render_report(self)
+        return _RENDERERS["html"](self)
 
     @classmethod
     def _from_nodes(
@@ -341,6 +341,28 @@ class RunResult:
             audit=audit,
             **fields,
         )
+
+
+# -- rendering ---------------------------------------------------------------------
+
+Rendering: TypeAlias = Literal["html", "mermaid", "dot"]
+
+# How results are drawn: filled by the presentation modules (``_report``,
+# ``_export``), which depend on results, never the reverse; the package
+# imports them, so a result can always be drawn.
+_RENDERERS: dict[Rendering, Callable[[RunResult], str]] = {}
+
+
+def renders(
+    kind: Rendering,
+) -> Callable[[Callable[[RunResult], str]], Callable[[RunResult], str]]:
+    """Register the function that draws a `RunResult` as ``kind``."""
+
+    def register(draw: Callable[[RunResult], str]) -> Callable[[RunResult], str]:
+        _RENDERERS[kind] = draw
+        return draw
+
+    return register
 
 
 # -- events ------------------------------------------------------------------------

@@ -31,10 +31,10 @@ from dagvisor.actors import (
     Request,
     StageSpec,
     StageState,
-    spec_ref,
 )
 
 from ._audit import AuditRecord
+from ._stage_refs import spec_ref
 
 if TYPE_CHECKING:
     from ._graph import Node

@@ -49,7 +49,6 @@ from dagvisor.actors import (
     default_registry,
     freeze,
     refuse_in_bootstrap,
-    spec_ref,
 )
 
 from ._export import to_dot, to_mermaid
@@ -67,6 +66,7 @@ from ._result import (
     _States,
     lineage_of,
 )
+from ._stage_refs import SpecReferences, check_restorable, spec_ref
 from ._supervisor import FailurePolicy, GraphSupervisor
 from ._writer import JournalWriter
 
@@ -561,7 +561,9 @@ class Runtime:
             hooks=self._hooks,
             default_executor=self._executor,
             codec=self._codec,
-            registry=self._registry,
+            prepare_spec=None
+            if self._registry is None
+            else SpecReferences(self._registry),
             check_output=None if journal is None else journal.journal.check_value,
         )
         if journal is not None and restored is None:
@@ -766,7 +768,7 @@ class Runtime:
         checked: set[int] = set()
         for spec, _ in pipeline.entries():
             if id(spec.fn) not in checked or spec.when is not None:
-                registry.check_restorable(spec)
+                check_restorable(registry, spec)
                 checked.add(id(spec.fn))
 
     def _journaled(self, pipeline: Pipeline | StreamedPipeline) -> dict[str, Any]:
