@@ -58,6 +58,7 @@ from ._messages import ChangeKind as ChangeKind
 from ._messages import ChangePart as ChangePart
 from ._messages import ChangeSet as ChangeSet
 from ._messages import Expand as Expand
+from ._messages import FlushJournal as FlushJournal
 from ._messages import JournalFailed as JournalFailed
 from ._messages import Message as Message
 from ._messages import RemoveStage as RemoveStage

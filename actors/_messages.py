@@ -31,6 +31,7 @@ __all__ = [
     "ChangePart",
     "ChangeSet",
     "Expand",
+    "FlushJournal",
     "JournalFailed",
     "Message",
     "RemoveStage",
@@ -145,6 +146,13 @@ class AttemptStarted:
 @attrs.frozen
 class StagesEnded:
     """Every stage actor of the run has ended (sent by the nursery that held them)."""
+
+
+@attrs.frozen(eq=False)
+class FlushJournal:
+    """Set ``done`` once the run's records so far are committed (`Run.wait_committed`)."""
+
+    done: trio.Event
 
 
 @attrs.frozen
@@ -323,5 +331,5 @@ Request: TypeAlias = (
     | ChangeSet
 )
 Message: TypeAlias = (
-    StageOutcome | AttemptStarted | StagesEnded | JournalFailed | Request
+    StageOutcome | AttemptStarted | StagesEnded | JournalFailed | FlushJournal | Request
 )

@@ -13,6 +13,7 @@ from ._graph import Node as Node
 from ._journal import Journal as Journal
 from ._journal import JournalError as JournalError
 from ._monitor import Progress as Progress
+from ._options import FailurePolicy as FailurePolicy
 from ._replay import Undecoded as Undecoded
 from ._result import ConsumedOutput as ConsumedOutput
 from ._result import Event as Event
@@ -27,10 +28,9 @@ from ._result import StageLatency as StageLatency
 from ._result import StageStarted as StageStarted
 from ._result import StageTiming as StageTiming
 from ._retention import RetainOutputs as RetainOutputs
+from ._run import Run as Run
 from ._runtime import Recovery as Recovery
-from ._runtime import Run as Run
 from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime
 from ._snapshot import GraphSnapshot as GraphSnapshot
-from ._supervisor import FailurePolicy as FailurePolicy
 from ._supervisor import GraphSupervisor as GraphSupervisor

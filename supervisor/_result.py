@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
@@ -328,18 +329,76 @@ class RunResult:
         return _RENDERERS["html"](self)
 
     @classmethod
-    def _from_nodes(
-        cls, nodes: Mapping[str, Node], audit: tuple[AuditRecord, ...], **fields: Any
+    def build(
+        cls,
+        nodes: Mapping[str, Node],
+        audit: AuditLog | Iterable[AuditRecord],
+        *,
+        run_id: str,
+        name: str,
+        status: RunStatus,
+        errors: Mapping[str, BaseException],
+        started_at: float,
+        duration: float,
+        added: int,
+        left_memory: Mapping[StageState, int] | None = None,
+        memory: Iterable[tuple[float, int]] = (),
+        peak_rss: int | None = None,
+        wall_offset: float = 0.0,
+        gone: GoneStages = NO_STAGE_GONE,
     ) -> RunResult:
+        """The result of a run, live or read back from its journal (the one builder).
+
+        Args:
+            nodes: the stages still in memory, by name.
+            audit: the run's audit trail (a bounded one may have gaps).
+            run_id: the run.
+            name: the pipeline's name.
+            status: how the run ended.
+            errors: each failed stage's exception, by name.
+            started_at: wall-clock start, seconds since the epoch.
+            duration: seconds from start to end.
+            added: stages added while the run ran.
+            left_memory: stages no longer in memory, by their final state.
+            memory: RSS samples, when the run was sampled.
+            peak_rss: the highest sample (the highest of ``memory`` if None).
+            wall_offset: what makes the nodes' times wall-clock.
+            gone: the names of the stages that left memory.
+        """
+        counts = dict(left_memory) if left_memory else dict.fromkeys(StageState, 0)
+        for node in nodes.values():
+            counts[node.state] += 1
+        log = audit if isinstance(audit, AuditLog) else AuditLog.of(audit)
+        samples = tuple(memory)
+        if peak_rss is None and samples:
+            peak_rss = max(rss for _, rss in samples)
+        stats = RunStats(
+            stages=sum(counts.values()),
+            counts=MappingProxyType(counts),
+            started_at=started_at,
+            duration=duration,
+            changes=len(log),
+            added=added,
+            latency=StageLatency(nodes),
+            peak_rss=peak_rss,
+            memory=samples,
+        )
         return cls(
+            run_id=run_id,
+            name=name,
+            status=status,
+            errors=MappingProxyType(dict(errors)),
+            stats=stats,
             nodes=nodes,
             outputs=_Outputs(nodes),
             states=_States(nodes),
             timings=_Timings(nodes),
             dependencies=_Dependencies(nodes),
-            origins=_Origins(nodes, audit),
-            audit=audit,
-            **fields,
+            origins=_Origins(nodes, log),
+            audit=log.snapshot(),
+            wall_offset=wall_offset,
+            gone=gone,
+            audit_log=[log],
         )
 
 

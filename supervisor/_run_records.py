@@ -35,12 +35,15 @@ from dagvisor.actors import (
 
 from ._audit import AuditRecord
 from ._stage_refs import spec_ref
+from ._writer import Flush
 
 if TYPE_CHECKING:
+    from dagvisor.actors import Pipeline, StageRegistry
+
     from ._graph import Node
     from ._writer import JournalWriter
 
-__all__ = ["RunRecords"]
+__all__ = ["RunRecords", "asked", "pipeline_record"]
 
 # The end of a failed stage's traceback that the journal keeps (characters).
 _TRACEBACK_KEPT: Final = 16_000
@@ -58,11 +61,15 @@ class RunRecords:
         self.run_id = run_id
         self.wall_offset = wall_offset
         """Added to the run's clock to make journal times wall-clock."""
-        self._out: list[tuple[Any, ...]] = []
+        self._out: list[tuple[Any, ...] | Flush] = []
         self._seq = next_seq
 
     def __bool__(self) -> bool:
         return bool(self._out)
+
+    def flush(self, done: trio.Event) -> None:
+        """Set ``done`` once everything queued so far is committed (see `Flush`)."""
+        self._out.append(Flush(done))
 
     def event(self, kind: str, payload: dict[str, Any]) -> None:
         """Queue one event (the next ``seq`` of the run)."""
@@ -231,3 +238,35 @@ def _ref(spec: StageSpec, ref: dict[str, Any] | None) -> dict[str, Any]:
     # Without a reference (a run without a journal, or a request refused
     # before it was prepared) the options alone are recorded.
     return ref if ref is not None else spec_ref(spec, None)
+
+
+def pipeline_record(
+    pipeline: Pipeline, registry: StageRegistry | None
+) -> dict[str, Any]:
+    """The pipeline a run starts with, as its first record keeps it.
+
+    Each distinct spec once, then the stages as ``[name, spec index,
+    [after...]]``: a million copies of one function cost a million short
+    rows, not a million spec records.
+    """
+    index: dict[tuple[Any, ...], int] = {}
+    specs: list[dict[str, Any]] = []
+    stages: list[list[Any]] = []
+    for spec, deps in pipeline.entries():
+        template = (
+            spec.fn,
+            spec.when,
+            spec.retries,
+            spec.backoff,
+            spec.timeout,
+            spec.trigger,
+            spec.executor,
+        )
+        position = index.get(template)
+        if position is None:
+            position = index[template] = len(specs)
+            ref = spec_ref(spec, registry)
+            del ref["name"]
+            specs.append(ref)
+        stages.append([spec.name, position, list(deps)])
+    return {"specs": specs, "stages": stages}

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import time
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, TypeAlias, assert_never, cast
+from typing import TYPE_CHECKING, Literal, assert_never, cast
 
 import outcome
 import trio
@@ -37,6 +37,7 @@ from dagvisor.actors import (
     CancelStage,
     ChangeSet,
     Expand,
+    FlushJournal,
     InternalError,
     JournalFailed,
     Message,
@@ -73,13 +74,13 @@ if TYPE_CHECKING:
 
     from ._gone import GoneNames
     from ._handlers import Change
+    from ._options import FailurePolicy
     from ._replay import Replayed
     from ._snapshot import GraphSnapshot
     from ._writer import JournalWriter
 
-__all__ = ["FailurePolicy", "GraphSupervisor"]
+__all__ = ["GraphSupervisor"]
 
-FailurePolicy: TypeAlias = Literal["cancel", "continue"]
 
 PENDING = StageState.PENDING
 RUNNING = StageState.RUNNING
@@ -100,6 +101,7 @@ _OUTCOMES = (
     AttemptStarted,
     StagesEnded,
     JournalFailed,
+    FlushJournal,
 )
 
 
@@ -129,7 +131,7 @@ class GraphSupervisor:
         self._env = env
         self._inbox = inbox
         self._policy = policy
-        self._journal = journal
+        self.journal = journal
         self._where = f"run {run_id!r}"
         self._nursery: trio.Nursery | None = None
         self._start_soon: Callable[..., None] = _not_started
@@ -255,8 +257,8 @@ class GraphSupervisor:
     async def ship_journal(self) -> None:
         """Hand queued records to the journal writer; wait only if it is full."""
         records = self.core.records
-        if records and self._journal is not None:
-            await records.ship(self._journal)
+        if records and self.journal is not None:
+            await records.ship(self.journal)
 
     # -- the actor ---------------------------------------------------------------
 
@@ -360,7 +362,9 @@ class GraphSupervisor:
                 message = self._inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            if not isinstance(message, _OUTCOMES):
+            if isinstance(message, FlushJournal):
+                self._handle(message)  # its marker goes out with the last records
+            elif not isinstance(message, _OUTCOMES):
                 try:
                     self._changes.refuse_closed(message)
                 except Exception:  # not even the audit: still answer
@@ -427,6 +431,11 @@ class GraphSupervisor:
                     core.records.attempt(node, attempt, core.now())
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
+            case FlushJournal(done=done):
+                if core.records is None:
+                    done.set()
+                else:  # set by the writer, after what is queued before it
+                    core.records.flush(done)
             case JournalFailed():
                 # Its records can no longer be committed (the writer drops
                 # them): the run stops, and the run task reports why.

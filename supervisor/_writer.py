@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from ._journal import Journal
 
-__all__ = ["JournalWriter", "RunLedger"]
+__all__ = ["Flush", "JournalWriter", "RunLedger"]
 
 _BATCH = 2048
 # What the runs may have queued for the writer, in records and in bytes (an
@@ -68,8 +68,10 @@ _QUEUED_BYTES = 16 * 2**20
 _RECORD_BYTES = 300
 
 
-def _weight(record: Record) -> int:
+def _weight(record: Record | Flush) -> int:
     """Bytes a queued record is counted for (its encoded value, if any, plus a share)."""
+    if type(record) is not tuple:
+        return 0
     if record[0] == "event":
         output = record[4].get("output")
         if output is not None:
@@ -78,7 +80,10 @@ def _weight(record: Record) -> int:
 
 
 @attrs.frozen(eq=False)
-class _Flush:
+class Flush:
+    """A marker in the writer's queue: ``done`` is set once everything before it
+    is committed (or known not to be)."""
+
     done: trio.Event
 
 
@@ -158,7 +163,7 @@ class JournalWriter:
         assert request.answer is not None
         return request.answer.unwrap()
 
-    def submit_nowait(self, record: Record) -> bool:
+    def submit_nowait(self, record: Record | Flush) -> bool:
         """Queue a record if there is room; False if the caller must wait."""
         weight = _weight(record)
         if self._queued_bytes and self._queued_bytes + weight > _QUEUED_BYTES:
@@ -170,7 +175,7 @@ class JournalWriter:
         self._queued_bytes += weight
         return True
 
-    async def submit(self, record: Record) -> None:
+    async def submit(self, record: Record | Flush) -> None:
         """Queue a record, waiting for room (in records and in bytes)."""
         weight = _weight(record)
         while self._queued_bytes and self._queued_bytes + weight > _QUEUED_BYTES:
@@ -191,7 +196,7 @@ class JournalWriter:
         Returns why the records of run ``run_id`` could not all be committed,
         or None when every one of them is (or no run is named).
         """
-        marker = _Flush(trio.Event())
+        marker = Flush(trio.Event())
         try:
             await self._send.send(marker)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -200,6 +205,11 @@ class JournalWriter:
             return JournalWriteError(run_id, "the runtime's journal writer has stopped")
         await marker.done.wait()
         ledger = None if run_id is None else self._ledgers.get(run_id)
+        return None if ledger is None else ledger.error
+
+    def error_of(self, run_id: str) -> JournalWriteError | None:
+        """Why some records of run ``run_id`` could not be committed, if they could not."""
+        ledger = self._ledgers.get(run_id)
         return None if ledger is None else ledger.error
 
     def close(self) -> None:
@@ -259,7 +269,7 @@ class JournalWriter:
                 await self._commit(records)
                 records = []
             match item:
-                case _Flush(done=done):
+                case Flush(done=done):
                     done.set()
                 case _TakeOver(ledger=ledger):
                     item.answer = await outcome.acapture(
@@ -327,7 +337,7 @@ class JournalWriter:
                     error = JournalError(f"run {item.ledger.run_id!r}: {reason}")
                     item.answer = outcome.Error(error)
                 item.done.set()
-            elif isinstance(item, _Flush):
+            elif isinstance(item, Flush):
                 item.done.set()
         self._apply(Committed(failed=failed, ok=False))
 

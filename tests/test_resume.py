@@ -91,7 +91,7 @@ async def _crash_copy(run, source, dest) -> None:
     # Every stage that can go on has gone on, and its records are queued:
     # a flush covers only what was queued before it.
     await trio.testing.wait_all_tasks_blocked()
-    await run._supervisor._journal.flush()
+    await run.wait_committed()
     copy_as_crashed(source, dest)
 
 

@@ -142,7 +142,7 @@ async def test_a_resumed_stage_asking_again_for_dropped_stages_is_a_no_op(tmp_pa
         await trio.testing.wait_all_tasks_blocked()
         held = set(run._supervisor.graph.nodes)
         assert "double[1]" not in held  # ended, and its only dependent too
-        await run._supervisor._journal.flush()
+        await run.wait_committed()
         copy_as_crashed(live, crashed)
         await run.cancel()
     HOLD.clear()
