@@ -266,4 +266,10 @@ class RunCore:
                     for name, node in nodes.items()
                 }
             ),
+            origins=MappingProxyType(
+                {
+                    name: None if node.created_by < 0 else node.created_by
+                    for name, node in nodes.items()
+                }
+            ),
         )

@@ -174,7 +174,7 @@ class Run(ChangeRequests):
             name,
             nodes=supervisor.graph.nodes,
             audit=supervisor.audit,
-            gone=supervisor.gone,
+            gone=supervisor.core.retention.gone,
             wall_offset=supervisor.wall_offset,
             where=f"run {self.id!r}",
         )
@@ -274,7 +274,8 @@ class Run(ChangeRequests):
                 nursery.cancel_scope.cancel()  # the monitor, if any
             if monitor is not None:
                 monitor.sample()  # the state at the end
-                supervisor.journal_memory(monitor.samples)
+                if supervisor.core.records is not None:
+                    supervisor.core.records.memory(monitor.samples)
         except Exception as exc:  # a bug: report it to whoever waits on the run
             self._failure = exc
         finally:
@@ -319,12 +320,12 @@ class Run(ChangeRequests):
             errors=supervisor.errors,
             started_at=supervisor.started_wall,
             duration=ended - supervisor.started_at,
-            added=supervisor.added,
-            left_memory=supervisor.evicted,
+            added=supervisor.core.added,
+            left_memory=supervisor.core.retention.evicted,
             memory=() if monitor is None else monitor.samples,
             peak_rss=None if monitor is None else monitor.peak_rss,
             wall_offset=supervisor.wall_offset,
-            gone=supervisor.gone,
+            gone=supervisor.core.retention.gone,
         )
 
 

@@ -172,10 +172,16 @@ class Runtime:
         run, supervisor = self._make_run(
             run_id, pipeline.name, inputs, policy, pipeline
         )
-        if self._journal is not None:
+        records = supervisor.core.records
+        if records is not None:
             assert isinstance(pipeline, Pipeline)  # streamed ones were refused above
-            supervisor.journal_start(
-                pipeline.name, pipeline_record(pipeline, self._registry), encoded_inputs
+            assert self._codec is not None
+            records.start(
+                pipeline.name,
+                supervisor.started_wall,
+                pipeline_record(pipeline, self._registry),
+                encoded_inputs,
+                self._codec.name,
             )
         return await self._launch(run)
 
@@ -393,7 +399,11 @@ class Runtime:
                 with trio.CancelScope(shield=True):
                     taken = await writer.take_over(run_id)
                 if taken == "taken":
-                    supervisor.journal_resume()
+                    core = supervisor.core
+                    assert core.records is not None
+                    core.records.resumed(
+                        supervisor.started_wall, core.done, core.unfinished
+                    )
                     return await self._launch(run)
             except BaseException:
                 self._active.discard(run_id)

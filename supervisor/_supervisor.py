@@ -72,7 +72,6 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import Pipeline
 
-    from ._gone import GoneNames
     from ._handlers import Change
     from ._options import FailurePolicy
     from ._replay import Replayed
@@ -192,67 +191,11 @@ class GraphSupervisor:
         """The run's audit trail."""
         return self.core.audit
 
-    @property
-    def gone(self) -> GoneNames:
-        """The names of the stages that left memory."""
-        return self.core.retention.gone
-
-    @property
-    def evicted(self) -> dict[StageState, int]:
-        """How many stages left memory, by state."""
-        return self.core.retention.evicted
-
-    @property
-    def unfinished(self) -> int:
-        """Stages not yet in a terminal state."""
-        return self.core.unfinished
-
-    @property
-    def done(self) -> int:
-        """Stages that reached a terminal state."""
-        return self.core.done
-
-    @property
-    def running(self) -> int:
-        """Stages whose actor runs."""
-        return self.core.running
-
-    @property
-    def added(self) -> int:
-        """Stages added while the run ran."""
-        return self.core.added
-
-    @property
-    def failed(self) -> int:
-        """Stages that failed."""
-        return self.core.failed
-
     def snapshot(self) -> GraphSnapshot:
         """The live graph now (a copy: O(stages), never on the hot path)."""
         return self.core.snapshot(self.status)
 
     # -- the journal ----------------------------------------------------------------
-
-    def journal_start(
-        self, name: str, pipeline: dict[str, object], inputs: str
-    ) -> None:
-        """Queue the run's first record (called by the run before it serves)."""
-        records = self.core.records
-        if records is not None:
-            codec = None if self._env.codec is None else self._env.codec.name
-            records.start(name, self.started_wall, pipeline, inputs, codec)
-
-    def journal_resume(self) -> None:
-        """Queue the records that say the run goes on (called before it serves)."""
-        records = self.core.records
-        if records is not None:
-            kept = sum(1 for node in self.core.graph if node.state.is_terminal)
-            records.resumed(self.started_wall, kept, self.core.unfinished)
-
-    def journal_memory(self, samples: list[tuple[float, int]]) -> None:
-        """Record the run's memory samples (run clock, RSS bytes), if journaled."""
-        if self.core.records is not None:
-            self.core.records.memory(samples)
 
     async def ship_journal(self) -> None:
         """Hand queued records to the journal writer; wait only if it is full."""
