@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._errors import StageTimeoutError
 from ._executors import (
     Executor,
     Job,
@@ -51,6 +50,7 @@ from ._messages import (
 from ._output import prepare_output
 from ._resources import CLOSED
 from ._slots import elsewhere_slot, thread_slot
+from ._stage_errors import StageTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

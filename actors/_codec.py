@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, runtime_checkab
 
 import attrs
 
-from ._errors import NotRestorableError
+from ._journal_errors import NotRestorableError
 from ._jsonform import (
     TAG,
     Malformed,

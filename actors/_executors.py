@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
 
 import attrs
 
-from ._errors import InvalidStageError, NotPicklableError, RemoteError
+from ._errors import InvalidStageError
+from ._stage_errors import NotPicklableError, RemoteError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping

@@ -24,9 +24,10 @@ import trio
 
 from ._codec import JsonCodec
 from ._declared import declared_types
-from ._errors import InvalidOutputError, NotRestorableError
 from ._freeze import FrozenDict, FrozenList, FrozenSet, freeze
+from ._journal_errors import NotRestorableError
 from ._jsonform import joined
+from ._stage_errors import InvalidOutputError
 
 if TYPE_CHECKING:
     from collections.abc import Collection

@@ -15,7 +15,7 @@ from collections import deque
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, final
 
-from ._errors import NotRestorableError
+from ._journal_errors import NotRestorableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

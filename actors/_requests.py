@@ -1,74 +1,45 @@
 """Change requests: the one API by which stages, interceptors and `Run` handles
 change a running graph, and the path of a request to the supervisor.
 
-A request is prepared in the requester's own task, before it is sent:
-
-* names become plain ``str`` (a subclass could redefine ``__eq__``/``__hash__``);
-* mapped items are frozen (see `_freeze`), encoded for the journal when the run
-  has one, and fingerprinted, so that "is this the same request again?" (a
-  retried or resumed stage asking again) never compares user objects;
-* stage specs of a journaled run are checked restorable and given the
-  reference the journal stores.
-
-So the supervisor, the single writer of the graph, never runs user code. A
-problem found while preparing (an item the journal cannot encode, a key
-function that raised, an unregistered function) is not raised at once: it
-travels with the request as ``refused``, and the supervisor audits the
-request and answers with it, like any refusal. Only a call whose arguments
-have the wrong types (a spec that is not a stage, a missing reason) raises
-at once, as any Python call would. Every request sent gets exactly one
-answer and one audit record.
+Each request is prepared in the requester's own task before it is sent (see
+``_prepare``), so the supervisor, the single writer of the graph, never runs
+user code. Every request sent gets exactly one answer and one audit record.
 """
 
 from __future__ import annotations
 
-import hashlib
-import pickle
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import trio
 
-from ._errors import (
-    DagvisorError,
-    InvalidRequestError,
-    NotRestorableError,
-    RunClosedError,
-)
-from ._freeze import freeze
+from ._errors import InvalidRequestError, RunClosedError
 from ._messages import (
-    AddEdge,
-    AddStage,
     CancelStage,
     ChangePart,
     ChangeSet,
     Expand,
     RemoveStage,
-    ReplacePending,
     ReplySlot,
     Request,
 )
-from ._pipeline import Pipeline, StageRef, ref_names
-from ._spec import StageSpec
+from ._prepare import Preparer, one_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from types import TracebackType
 
     from ._env import RunEnv
+    from ._pipeline import Pipeline, StageRef
+    from ._spec import StageSpec
 
 __all__ = [
     "ChangeBatch",
     "ChangeRequests",
     "ask",
     "check_reason",
-    "fingerprint",
-    "same_print",
 ]
 
 R = TypeVar("R", bound=Request)
-
-# Items compared by value in the supervisor: builtin equality, no user code.
-_PLAIN: Final = frozenset({int, str, bool, type(None)})
 
 
 def check_reason(reason: object) -> str:
@@ -100,244 +71,6 @@ async def ask(env: RunEnv, request: Request) -> Any:
     return answer.unwrap()
 
 
-@final
-class _Identity:
-    """The fingerprint of an item that cannot be pickled: the item itself, by identity."""
-
-    __slots__ = ("item",)
-
-    def __init__(self, item: object) -> None:
-        self.item = item
-
-
-class _Hasher:
-    """A file-like sink for pickle that only hashes what it is given."""
-
-    __slots__ = ("digest",)
-
-    def __init__(self) -> None:
-        self.digest = hashlib.blake2b(digest_size=16)
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        return len(data)
-
-
-def fingerprint(item: object, encoded: str | None) -> object:
-    """What tells ``item`` from another without comparing the items themselves.
-
-    The journal's encoding when there is one; else plain scalars as they are,
-    and anything else by a digest of its pickle; an item that cannot be
-    pickled is known only by its identity. Compared with `same_print`.
-    """
-    if encoded is not None:
-        return hashlib.blake2b(
-            encoded.encode("utf-8", "surrogatepass"), digest_size=16
-        ).digest()
-    if type(item) in _PLAIN:
-        return item
-    sink = _Hasher()
-    try:
-        pickle.Pickler(sink, protocol=5).dump(item)
-    except Exception:
-        return _Identity(item)
-    return sink.digest.digest()
-
-
-def same_print(a: object, b: object) -> bool:
-    """Whether two fingerprints are of the same item (builtin comparisons only)."""
-    if type(a) is not type(b):
-        return False
-    if type(a) is _Identity:
-        return a.item is b.item  # type: ignore[attr-defined]  # both are _Identity
-    return a == b
-
-
-def _stage(spec: object, action: str) -> StageSpec:
-    if not isinstance(spec, StageSpec):
-        msg = (
-            f"{action} needs a stage (decorate the function with @stage), not {spec!r}"
-        )
-        raise TypeError(msg)
-    return spec
-
-
-def _one_name(ref: StageRef) -> str:
-    (name,) = ref_names(ref)
-    return name
-
-
-def _names(refs: StageRef | Iterable[StageRef] | None, what: str) -> tuple[str, ...]:
-    try:
-        return ref_names(refs)
-    except TypeError:
-        raise
-    except Exception as exc:
-        msg = f"the {what} stages could not be read: {type(exc).__name__}: {exc}"
-        raise InvalidRequestError(msg) from exc
-
-
-class _Preparer:
-    """Prepares the requests of one requester in one run (see the module docstring)."""
-
-    __slots__ = ("env", "requester")
-
-    def __init__(self, env: RunEnv, requester: str) -> None:
-        self.env = env
-        self.requester = requester
-
-    def spec(
-        self, spec: StageSpec
-    ) -> tuple[dict[str, Any] | None, DagvisorError | None]:
-        prepare = self.env.prepare_spec  # a journaled run's: see RunEnv
-        return (None, None) if prepare is None else prepare(spec)
-
-    def add_stage(
-        self,
-        spec: StageSpec,
-        after: StageRef | Iterable[StageRef] | None,
-        before: StageRef | Iterable[StageRef] | None,
-        reason: str,
-    ) -> AddStage:
-        spec = _stage(spec, "add_stage")
-        after_names, before_names = _names(after, "after="), _names(before, "before=")
-        ref, refused = self.spec(spec)
-        return AddStage(
-            spec=spec,
-            after=after_names,
-            before=before_names,
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-            ref=ref,
-            refused=refused,
-        )
-
-    def add_edge(
-        self, upstream: StageRef, downstream: StageRef, reason: str
-    ) -> AddEdge:
-        return AddEdge(
-            upstream=_one_name(upstream),
-            downstream=_one_name(downstream),
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-        )
-
-    def expand(
-        self,
-        spec: StageSpec,
-        items: Iterable[Any],
-        reason: str,
-        key: Callable[[Any], object] | None,
-        after: StageRef | Iterable[StageRef] | None,
-        key_prefix: str,
-    ) -> Expand:
-        spec = _stage(spec, "expand")
-        after_names = _names(after, "after=")
-        ref, refused = self.spec(spec)
-        frozen: tuple[Any, ...] = ()
-        keys: tuple[str, ...] = ()
-        encoded: tuple[str, ...] | None = None
-        prints: tuple[object, ...] = ()
-        try:
-            frozen = tuple([freeze(item) for item in items])
-            keys = _keys(spec, frozen, key, key_prefix)
-            codec = self.env.codec
-            if codec is not None and refused is None:
-                encoded = tuple([_encode(codec, item) for item in frozen])
-                if self.env.check_output is not None:  # one record holds them all
-                    self.env.check_output(
-                        encoded, f"the items of expand of {spec.name!r}"
-                    )
-            prints = tuple(
-                [
-                    fingerprint(item, None if encoded is None else text)
-                    for item, text in zip(frozen, encoded or frozen, strict=True)
-                ]
-            )
-        except DagvisorError as exc:
-            refused = refused or exc
-        except Exception as exc:
-            msg = (
-                f"expand of {spec.name!r}: its items or keys could not be read: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            refused = refused or InvalidRequestError(msg)
-        if refused is not None:  # sent only to be audited and refused
-            frozen, keys, encoded, prints = (), (), None, ()
-        return Expand(
-            spec=spec,
-            items=frozen,
-            keys=keys,
-            after=after_names,
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-            prints=prints,
-            encoded=encoded,
-            ref=ref,
-            refused=refused,
-        )
-
-    def replace_pending(self, pipeline: Pipeline, reason: str) -> ReplacePending:
-        if not isinstance(pipeline, Pipeline):
-            msg = f"replace_pending needs a Pipeline, not {pipeline!r}"
-            raise TypeError(msg)
-        refs: list[dict[str, Any]] | None = None
-        refused = None
-        if self.env.prepare_spec is not None:
-            refs = []
-            for spec, _ in pipeline.entries():
-                ref, refused = self.spec(spec)
-                if refused is not None:
-                    break
-                assert ref is not None
-                refs.append(ref)
-        return ReplacePending(
-            pipeline=pipeline,
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-            refs=None if refs is None or refused is not None else tuple(refs),
-            refused=refused,
-        )
-
-
-def _keys(
-    spec: StageSpec,
-    items: tuple[Any, ...],
-    key: Callable[[Any], object] | None,
-    prefix: str,
-) -> tuple[str, ...]:
-    if key is None:
-        return tuple([f"{prefix}{position}" for position in range(len(items))])
-    keys = tuple([f"{prefix}{key(item)}" for item in items])
-    if len(set(keys)) != len(keys):
-        seen: set[str] = set()
-        clash = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]  # set.add returns None: the `or` keeps scanning
-        msg = (
-            f"expand of {spec.name!r}: two items have the key {clash!r}; "
-            "the key function must give each item its own key"
-        )
-        raise InvalidRequestError(msg)
-    return keys
-
-
-def _encode(codec: Any, item: object) -> str:
-    try:
-        text: str = codec.encode(item)
-    except NotRestorableError:
-        raise
-    except Exception as exc:
-        msg = (
-            f"an item of type {type(item).__qualname__} cannot be written to the "
-            f"journal ({type(exc).__name__}: {exc}); map over plain data"
-        )
-        raise NotRestorableError(msg) from exc
-    return text
-
-
 class ChangeRequests:
     """The change methods shared by `StageContext` and `Run`.
 
@@ -357,8 +90,8 @@ class ChangeRequests:
     def _key_prefix(self) -> str:
         return ""
 
-    def _preparer(self) -> _Preparer:
-        return _Preparer(self._env, self._requester)
+    def _preparer(self) -> Preparer:
+        return Preparer(self._env, self._requester)
 
     async def add_stage(
         self,
@@ -437,7 +170,7 @@ class ChangeRequests:
         await ask(
             self._env,
             RemoveStage(
-                name=_one_name(name),
+                name=one_name(name),
                 reason=reason,
                 requester=self._requester,
                 reply=ReplySlot(),
@@ -468,7 +201,7 @@ class ChangeRequests:
         await ask(
             self._env,
             CancelStage(
-                name=_one_name(name),
+                name=one_name(name),
                 reason=reason,
                 requester=self._requester,
                 reply=ReplySlot(),

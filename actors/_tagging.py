@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ._errors import NotRestorableError
 from ._freeze import FrozenDict, FrozenList, FrozenSet
+from ._journal_errors import NotRestorableError
 from ._jsonform import MAX_DEPTH, PIECE, TAG, b64_text, has_pair, split_pairs
 
 if TYPE_CHECKING:

@@ -34,8 +34,8 @@ from dagvisor.actors import (
 )
 
 from ._audit import AuditRecord
+from ._events import GraphChanged
 from ._handlers import Change, Handlers
-from ._result import GraphChanged
 
 if TYPE_CHECKING:
     from collections.abc import Callable

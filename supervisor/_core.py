@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from dagvisor.actors import StageState
 
-from ._result import StageFinished, StageStarted
+from ._events import StageFinished, StageStarted
 from ._snapshot import GraphSnapshot
 
 if TYPE_CHECKING:

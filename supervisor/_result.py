@@ -22,15 +22,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConsumedOutput",
-    "Event",
-    "EventsLost",
-    "GraphChanged",
     "Lineage",
     "RunResult",
     "RunStats",
     "RunStatus",
-    "StageFinished",
-    "StageStarted",
     "StageTiming",
     "lineage_of",
 ]
@@ -422,44 +417,3 @@ def renders(
         return draw
 
     return register
-
-
-# -- events ------------------------------------------------------------------------
-
-
-@final
-@attrs.frozen
-class StageStarted:
-    """A stage's actor was started."""
-
-    stage: str
-    time: float
-
-
-@final
-@attrs.frozen
-class StageFinished:
-    """A stage reached a terminal state."""
-
-    stage: str
-    state: StageState
-    time: float
-
-
-@final
-@attrs.frozen
-class GraphChanged:
-    """A change request was applied or refused (see its record)."""
-
-    record: AuditRecord
-
-
-@final
-@attrs.frozen
-class EventsLost:
-    """This reader fell behind and lost ``count`` events, just before the next one."""
-
-    count: int
-
-
-Event: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost
