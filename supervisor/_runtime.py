@@ -12,29 +12,23 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, final
 
-import attrs
 import trio
 
 from dagvisor.actors import (
     Codec,
-    DagvisorError,
     Executor,
     InvalidRequestError,
-    JournalError,
     JsonCodec,
     Message,
     NotRestorableError,
     Pipeline,
     RunClosedError,
     RunEnv,
-    RunOwnedError,
     StageRegistry,
     StreamedPipeline,
-    UnknownRunError,
     default_registry,
     freeze,
     refuse_in_bootstrap,
@@ -42,8 +36,7 @@ from dagvisor.actors import (
 
 from ._monitor import Monitor, Progress
 from ._options import FailurePolicy, RuntimeOptions, check_inputs, check_policy
-from ._recover import load_for_resume, orphans
-from ._replay import replay
+from ._resume import Recovery, Resumption
 from ._run import Run
 from ._run_records import pipeline_record
 from ._stage_refs import SpecReferences, check_restorable
@@ -55,11 +48,12 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from ._journal import Journal
+    from ._journal_rows import JournaledRun
     from ._replay import Replayed
     from ._result import RunResult
     from ._retention import RetainOutputs
 
-__all__ = ["Recovery", "Runtime", "runtime"]
+__all__ = ["Runtime", "runtime"]
 
 logger = logging.getLogger("dagvisor")
 
@@ -70,28 +64,6 @@ logger = logging.getLogger("dagvisor")
 # one scheduler pass, a bound of 4,096 made most actors park and be woken
 # again. Senders past it still wait (backpressure); the supervisor never does.
 _INBOX_SIZE = 1 << 18
-# A resume reads a run, then takes it over if it has not changed meanwhile;
-# this many times, then it gives up (another process keeps going on with it).
-_RESUME_ATTEMPTS = 3
-
-
-@final
-@attrs.frozen(kw_only=True)
-class Recovery:
-    """What `Runtime.recover` took over.
-
-    Attributes:
-        runs: a `Run` handle for each run it resumed, oldest first; wait for
-            each with ``await run.wait()``.
-        skipped: the runs whose owner is gone but that this process cannot
-            resume, by run id, with why (`NotRestorableError` when a stage
-            function is not registered here, `JournalError` when the run's
-            record or its owner's lease is damaged). They are left as they
-            were, for a process that has their code.
-    """
-
-    runs: tuple[Run, ...]
-    skipped: Mapping[str, DagvisorError]
 
 
 @final
@@ -291,7 +263,9 @@ class Runtime:
             msg = f"run_id must be a run id (str), not {run_id!r}"
             raise TypeError(msg)
         policy = self._policy if on_failure is None else check_policy(on_failure)
-        run = await self._resume(run_id, policy, recovering=False)
+        run = await self._resumption("resume").resume(
+            run_id, policy, recovering=False, closed=self._closed
+        )
         assert run is not None
         return run
 
@@ -321,101 +295,37 @@ class Runtime:
             JournalError: the journal is missing, damaged or not whole.
         """
         policy = self._policy if on_failure is None else check_policy(on_failure)
-        writer = self._writer_for("recover")
-        found, damaged = await trio.to_thread.run_sync(
-            orphans, writer.journal.path, writer.owner
-        )
-        runs: list[Run] = []
-        skipped: dict[str, DagvisorError] = dict(damaged)
-        for run_id in found:
-            if run_id in self._active:
-                continue
-            try:
-                run = await self._resume(run_id, policy, recovering=True)
-            except RunOwnedError:
-                continue  # another process took it first: it is that one's
-            except InvalidRequestError:
-                continue  # another recover of this runtime took it meanwhile
-            except (NotRestorableError, JournalError, UnknownRunError) as exc:
-                skipped[run_id] = exc
-                continue
-            if run is not None:
-                runs.append(run)
-        return Recovery(runs=tuple(runs), skipped=MappingProxyType(skipped))
+        return await self._resumption("recover").recover(policy)
 
-    def _writer_for(self, what: str) -> JournalWriter:
+    def _resumption(self, what: str) -> Resumption:
         if self._journal is None:
             msg = (
                 f"{what} needs the journal the run was written to: "
                 "open the runtime with runtime(journal=...)"
             )
             raise InvalidRequestError(msg)
-        return self._journal
-
-    async def _resume(
-        self, run_id: str, policy: FailurePolicy, *, recovering: bool
-    ) -> Run | None:
-        """Read, check and take over a run, then start it (None: nothing to recover)."""
-        writer = self._writer_for("resume")
-        if self._closed:
-            raise RunClosedError(run_id)
+        assert self._registry is not None
         assert self._codec is not None
-        for _ in range(_RESUME_ATTEMPTS):
-            if run_id in self._active:
-                msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
-                raise InvalidRequestError(msg)
-            # Read-only first: a run with a live owner is refused before its
-            # journal is even replayed, and a bad journal before anything is written.
-            journaled, _ = await trio.to_thread.run_sync(
-                load_for_resume, writer.journal.path, run_id, writer.owner
-            )
-            if recovering and journaled.status != "running":
-                return None  # another process finished it meanwhile
-            restored = await trio.to_thread.run_sync(
-                partial(
-                    replay,
-                    journaled,
-                    registry=self._registry,
-                    codec=self._codec,
-                )
-            )
-            if run_id in self._active:  # started meanwhile, by another resume
-                msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
-                raise InvalidRequestError(msg)
-            run, supervisor = self._make_run(
-                run_id,
-                journaled.name,
-                restored.inputs,
-                policy,
-                Pipeline(journaled.name),
-                restored,
-            )
-            writer.register(run_id, run._inbox, restored.next_seq)
-            self._active.add(run_id)  # no other resume of it here meanwhile
-            try:
-                # Shielded (the writer's work is bounded): a takeover that
-                # happened must be known, so that its lease is given up if the
-                # run does not start after all.
-                with trio.CancelScope(shield=True):
-                    taken = await writer.take_over(run_id)
-                if taken == "taken":
-                    core = supervisor.core
-                    assert core.records is not None
-                    core.records.resumed(
-                        supervisor.started_wall, core.done, core.unfinished
-                    )
-                    return await self._launch(run)
-            except BaseException:
-                self._active.discard(run_id)
-                writer.forget(run_id)  # gives the lease up if it was taken
-                raise
-            self._active.discard(run_id)
-            writer.forget(run_id)  # it went on elsewhere since it was read: again
-        msg = (
-            f"run {run_id!r} kept changing while it was being resumed: another "
-            "process is going on with it; try again once it has ended"
+        return Resumption(
+            self._journal,
+            self._registry,
+            self._codec,
+            self._active,
+            self._make_resumed,
+            self._launch,
         )
-        raise JournalError(msg)
+
+    def _make_resumed(
+        self, journaled: JournaledRun, restored: Replayed, policy: FailurePolicy
+    ) -> tuple[Run, GraphSupervisor]:
+        return self._make_run(
+            journaled.run_id,
+            journaled.name,
+            restored.inputs,
+            policy,
+            Pipeline(journaled.name),
+            restored,
+        )
 
     def _check_restorable(self, pipeline: Pipeline) -> None:
         registry = self._registry
