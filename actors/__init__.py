@@ -1,22 +1,17 @@
-"""Stages, the stage actor, its context, and the messages actors send.
+"""Stages, pipelines, the stage actor and what a stage sees.
 
-Installed as ``dagvisor.actors``. Depends on nothing else in dagvisor.
+Installed as ``dagvisor.actors``. Depends on nothing else in dagvisor. Its
+public names are the ones `dagvisor` re-exports; everything else lives in
+private modules (``_spec``, ``_actor``, ...), for the supervisor's use.
 """
 
-from ._actor import run_stage as run_stage
 from ._codec import Codec as Codec
 from ._codec import JsonCodec as JsonCodec
 from ._codec import PickleCodec as PickleCodec
-from ._codec import Undecoded as Undecoded
-from ._codec import read_value as read_value
 from ._context import NO_ITEM as NO_ITEM
-from ._context import Sentinel as Sentinel
 from ._context import StageContext as StageContext
 from ._dask import DaskExecutor as DaskExecutor
 from ._dask import DaskStatistics as DaskStatistics
-from ._declared import declared_types as declared_types
-from ._env import Hooks as Hooks
-from ._env import RunEnv as RunEnv
 from ._errors import CycleError as CycleError
 from ._errors import DagvisorError as DagvisorError
 from ._errors import DuplicateStageError as DuplicateStageError
@@ -25,11 +20,11 @@ from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
+from ._errors import RunFailedError as RunFailedError
 from ._errors import StageStateError as StageStateError
 from ._errors import UnknownStageError as UnknownStageError
 from ._executors import Executor as Executor
 from ._executors import StageView as StageView
-from ._freeze import freeze as freeze
 from ._journal_errors import JournalError as JournalError
 from ._journal_errors import JournalWriteError as JournalWriteError
 from ._journal_errors import LeaseLostError as LeaseLostError
@@ -38,48 +33,17 @@ from ._journal_errors import OutputTooLargeError as OutputTooLargeError
 from ._journal_errors import RecordedError as RecordedError
 from ._journal_errors import RunOwnedError as RunOwnedError
 from ._journal_errors import UnknownRunError as UnknownRunError
-from ._jsonform import Malformed as Malformed
-from ._jsonform import dump_json as dump_json
-from ._jsonform import load_json as load_json
-from ._mainguard import refuse_in_bootstrap as refuse_in_bootstrap
-from ._messages import AddEdge as AddEdge
-from ._messages import AddStage as AddStage
-from ._messages import AttemptStarted as AttemptStarted
-from ._messages import CancelRun as CancelRun
-from ._messages import CancelStage as CancelStage
 from ._messages import ChangeKind as ChangeKind
-from ._messages import ChangePart as ChangePart
-from ._messages import ChangeSet as ChangeSet
-from ._messages import Expand as Expand
-from ._messages import FlushJournal as FlushJournal
-from ._messages import JournalFailed as JournalFailed
-from ._messages import Message as Message
-from ._messages import RemoveStage as RemoveStage
-from ._messages import ReplacePending as ReplacePending
-from ._messages import ReplySlot as ReplySlot
-from ._messages import Request as Request
-from ._messages import StageCancelled as StageCancelled
-from ._messages import StageFailed as StageFailed
-from ._messages import StageOutcome as StageOutcome
-from ._messages import StagesEnded as StagesEnded
-from ._messages import StageSkipped as StageSkipped
-from ._messages import StageSucceeded as StageSucceeded
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import StageRef as StageRef
 from ._pipeline import StreamedPipeline as StreamedPipeline
 from ._pipeline import StreamItem as StreamItem
 from ._pipeline import compose as compose
-from ._pipeline import ref_names as ref_names
-from ._prepare import fingerprint as fingerprint
-from ._prepare import same_print as same_print
 from ._registry import StageRegistry as StageRegistry
 from ._registry import default_registry as default_registry
-from ._registry import function_key as function_key
 from ._requests import ChangeBatch as ChangeBatch
-from ._requests import ChangeRequests as ChangeRequests
-from ._requests import ask as ask
-from ._requests import check_reason as check_reason
 from ._spec import ExecutorChoice as ExecutorChoice
+from ._spec import StageFunction as StageFunction
 from ._spec import StageSpec as StageSpec
 from ._spec import Trigger as Trigger
 from ._spec import stage as stage

@@ -24,6 +24,7 @@ __all__ = [
     "InvalidStageError",
     "RunClosedError",
     "RunFailed",
+    "RunFailedError",
     "StageStateError",
     "UnknownStageError",
 ]
@@ -137,7 +138,7 @@ class InternalError(DagvisorError):
     """A bug in dagvisor itself; please report it with the traceback."""
 
 
-class RunFailed(DagvisorError):
+class RunFailedError(DagvisorError):
     """A run ended with failed stages, was cancelled, or its journal failed.
 
     Attributes:
@@ -173,3 +174,7 @@ class RunFailed(DagvisorError):
         if journal_error is not None:
             message += f"; {journal_error}"
         super().__init__(message)
+
+
+RunFailed = RunFailedError
+"""The former name of `RunFailedError` (the others all end in ``Error``)."""

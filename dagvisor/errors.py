@@ -20,6 +20,7 @@ from dagvisor.actors import RemoteError as RemoteError
 from dagvisor.actors import ResourceCloseError as ResourceCloseError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
+from dagvisor.actors import RunFailedError as RunFailedError
 from dagvisor.actors import RunOwnedError as RunOwnedError
 from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
@@ -47,6 +48,7 @@ __all__ = [
     "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
+    "RunFailedError",
     "RunOwnedError",
     "StageStateError",
     "StageTimeoutError",

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError, dump_json
+from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
+from dagvisor.actors._jsonform import dump_json
 
 from ._journal import is_busy
 from ._lease import Owner, fence, insert_lease, read_lease, release, take_over
@@ -29,7 +30,7 @@ from ._lease import Owner, fence, insert_lease, read_lease, release, take_over
 if TYPE_CHECKING:
     import trio
 
-    from dagvisor.actors import Message
+    from dagvisor.actors._messages import Message
 
     from ._journal import Journal
 

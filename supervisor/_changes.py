@@ -19,18 +19,16 @@ from typing import TYPE_CHECKING, Any, final
 
 import outcome
 
-from dagvisor.actors import (
+from dagvisor.actors import DagvisorError, InternalError, RunClosedError
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     CancelRun,
     CancelStage,
     ChangeSet,
-    DagvisorError,
     Expand,
-    InternalError,
     RemoveStage,
     ReplacePending,
-    RunClosedError,
 )
 
 from ._audit import AuditRecord
@@ -40,7 +38,7 @@ from ._handlers import Change, Handlers
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dagvisor.actors import Request
+    from dagvisor.actors._messages import Request
 
     from ._core import RunCore
 

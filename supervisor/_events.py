@@ -31,6 +31,7 @@ __all__ = [
     "EventStream",
     "EventsLost",
     "GraphChanged",
+    "RunEvent",
     "StageFinished",
     "StageStarted",
 ]
@@ -71,7 +72,11 @@ class EventsLost:
     count: int
 
 
-Event: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost
+RunEvent: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost
+"""What `Run.events` yields."""
+
+Event: TypeAlias = RunEvent
+"""The former name of `RunEvent` (which does not read like ``trio.Event``)."""
 
 
 @final

@@ -16,22 +16,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 from dagvisor.actors import (
+    CycleError,
+    DuplicateStageError,
+    StageSpec,
+    StageState,
+    StageStateError,
+    UnknownStageError,
+)
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     CancelRun,
     CancelStage,
     ChangeSet,
-    CycleError,
-    DuplicateStageError,
     Expand,
     RemoveStage,
     ReplacePending,
-    StageSpec,
-    StageState,
-    StageStateError,
-    UnknownStageError,
-    same_print,
 )
+from dagvisor.actors._prepare import same_print
 
 if TYPE_CHECKING:
     import trio

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from dagvisor.actors import JournalError, Malformed, UnknownRunError, load_json
+from dagvisor.actors import JournalError, UnknownRunError
+from dagvisor.actors._jsonform import Malformed, load_json
 
 from ._journal_read import READ_ERRORS, describe, shown
 

@@ -43,7 +43,9 @@ class Progress:
         pending: stages waiting for their dependencies.
         added: stages added while the run ran (changes, not the pipeline).
         failed: stages that failed.
-        stages_per_second: done / elapsed.
+        stages_per_second: stages that reached a terminal state per second
+            of run time so far (``done / elapsed``; 0.0 before any time passed),
+            the same measure as `RunStats.stages_per_second`.
         rss: the process's resident memory in bytes when sampled.
     """
 

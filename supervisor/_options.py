@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
 
-from dagvisor.actors import Codec, Executor, Hooks, InvalidRequestError, StageRegistry
+from dagvisor.actors import Codec, Executor, InvalidRequestError, StageRegistry
+from dagvisor.actors._env import Hooks
 
 from ._journal import Journal
 

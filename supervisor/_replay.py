@@ -40,9 +40,9 @@ from dagvisor.actors import (
     RecordedError,
     StageSpec,
     StageState,
-    Undecoded,
-    fingerprint,
 )
+from dagvisor.actors._codec import Undecoded
+from dagvisor.actors._prepare import fingerprint
 
 from ._graph import LiveGraph, Node
 from ._records import (

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from dagvisor.actors import DagvisorError, Undecoded, declared_types, read_value
+from dagvisor.actors import DagvisorError
+from dagvisor.actors._codec import Undecoded, read_value
+from dagvisor.actors._declared import declared_types
 
 from ._records import reason
 

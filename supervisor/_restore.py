@@ -13,7 +13,8 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from dagvisor.actors import StageState, freeze
+from dagvisor.actors import StageState
+from dagvisor.actors._freeze import freeze
 
 from ._core import BLOCKED
 

@@ -121,7 +121,8 @@ class RunStats:
         latency: percentiles of stage run times (computed when read).
         peak_rss: highest RSS sampled in bytes, when the monitor was on.
         memory: the RSS samples ``(run clock, bytes)`` when the monitor was on.
-        stages_per_second: finished stages per second of run time.
+        stages_per_second: stages that reached a terminal state per second of
+            run time (the same measure as `Progress.stages_per_second`).
     """
 
     stages: int
@@ -136,8 +137,8 @@ class RunStats:
 
     @property
     def stages_per_second(self) -> float:
-        """Stages finished per second of run time."""
-        return self.stages / self.duration if self.duration > 0 else float("inf")
+        """Stages that reached a terminal state per second of run time (0.0 if none passed)."""
+        return self.stages / self.duration if self.duration > 0 else 0.0
 
 
 class _NodeView(Mapping[str, Any]):
@@ -295,6 +296,11 @@ class RunResult:
             wall_offset=self._wall_offset,
             where=f"run {self.run_id!r}",
         )
+
+    @property
+    def id(self) -> str:
+        """The run's id, as `Run.id` names it (the same as ``run_id``)."""
+        return self.run_id
 
     @property
     def ok(self) -> bool:

@@ -16,24 +16,22 @@ from typing import TYPE_CHECKING, Any, final
 import trio
 
 from dagvisor.actors import (
-    CancelRun,
-    ChangeRequests,
-    FlushJournal,
     InternalError,
     InvalidRequestError,
-    ReplySlot,
     RunClosedError,
-    RunFailed,
+    RunFailedError,
     StageSpec,
-    ask,
-    check_reason,
 )
+from dagvisor.actors._messages import CancelRun, FlushJournal, ReplySlot
+from dagvisor.actors._requests import ChangeRequests, ask, check_reason
 
 from ._export import to_dot, to_mermaid
 from ._result import RunResult, _Dependencies, _Origins, _States, lineage_of
 
 if TYPE_CHECKING:
-    from dagvisor.actors import JournalWriteError, Message, RunEnv, StageRef
+    from dagvisor.actors import JournalWriteError, StageRef
+    from dagvisor.actors._env import RunEnv
+    from dagvisor.actors._messages import Message
 
     from ._audit import AuditLog
     from ._events import EventStream
@@ -102,6 +100,11 @@ class Run(ChangeRequests):
         return EXTERNAL
 
     @property
+    def run_id(self) -> str:
+        """The run's id (the same as ``id``, and as `RunResult.run_id`)."""
+        return self.id
+
+    @property
     def done(self) -> bool:
         """Whether the run has ended."""
         return self._done.is_set()
@@ -131,7 +134,7 @@ class Run(ChangeRequests):
         result = self._result
         assert result is not None
         if self._journal_error is not None:
-            raise RunFailed(
+            raise RunFailedError(
                 result, result.errors, journal_error=self._journal_error
             ) from self._journal_error
         if not result.ok:
@@ -144,7 +147,7 @@ class Run(ChangeRequests):
                         for e in result.errors.values()
                     ],
                 )
-            raise RunFailed(result, result.errors) from group
+            raise RunFailedError(result, result.errors) from group
         return result
 
     def to_mermaid(self) -> str:

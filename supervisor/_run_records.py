@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, assert_never, final
 import attrs
 import trio
 
-from dagvisor.actors import (
+from dagvisor.actors import StageSpec, StageState
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     CancelRun,
@@ -29,8 +30,6 @@ from dagvisor.actors import (
     RemoveStage,
     ReplacePending,
     Request,
-    StageSpec,
-    StageState,
 )
 
 from ._audit import AuditRecord

@@ -22,17 +22,17 @@ from dagvisor.actors import (
     Executor,
     InvalidRequestError,
     JsonCodec,
-    Message,
     NotRestorableError,
     Pipeline,
     RunClosedError,
-    RunEnv,
     StageRegistry,
     StreamedPipeline,
     default_registry,
-    freeze,
-    refuse_in_bootstrap,
 )
+from dagvisor.actors._env import RunEnv
+from dagvisor.actors._freeze import freeze
+from dagvisor.actors._mainguard import refuse_in_bootstrap
+from dagvisor.actors._messages import Message
 
 from ._monitor import Monitor, Progress
 from ._options import FailurePolicy, RuntimeOptions, check_inputs, check_policy

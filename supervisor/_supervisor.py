@@ -30,6 +30,14 @@ import outcome
 import trio
 
 from dagvisor.actors import (
+    InternalError,
+    RunClosedError,
+    StageContext,
+    StageState,
+    StreamedPipeline,
+)
+from dagvisor.actors._actor import run_stage
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     AttemptStarted,
@@ -38,23 +46,16 @@ from dagvisor.actors import (
     ChangeSet,
     Expand,
     FlushJournal,
-    InternalError,
     JournalFailed,
     Message,
     RemoveStage,
     ReplacePending,
     Request,
-    RunClosedError,
-    RunEnv,
     StageCancelled,
-    StageContext,
     StageFailed,
     StagesEnded,
     StageSkipped,
-    StageState,
     StageSucceeded,
-    StreamedPipeline,
-    run_stage,
 )
 
 from ._audit import AuditLog
@@ -71,6 +72,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dagvisor.actors import Pipeline
+    from dagvisor.actors._env import RunEnv
 
     from ._handlers import Change
     from ._options import FailurePolicy

@@ -33,13 +33,8 @@ import attrs
 import outcome
 import trio
 
-from dagvisor.actors import (
-    JournalError,
-    JournalFailed,
-    JournalWriteError,
-    LeaseLostError,
-    Message,
-)
+from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
+from dagvisor.actors._messages import JournalFailed, Message
 
 from ._batch import (
     Committed,

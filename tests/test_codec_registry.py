@@ -12,16 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dagvisor import Undecoded, stage
-from dagvisor.actors import (
-    JsonCodec,
-    Malformed,
-    PickleCodec,
-    StageRegistry,
-    default_registry,
-    read_value,
-)
+from dagvisor.actors import JsonCodec, PickleCodec, StageRegistry, default_registry
+from dagvisor.actors._codec import read_value
 from dagvisor.actors._freeze import freeze
-from dagvisor.actors._jsonform import MAX_DEPTH
+from dagvisor.actors._jsonform import MAX_DEPTH, Malformed
 from dagvisor.errors import NotRestorableError
 from dagvisor.supervisor._stage_refs import check_restorable
 

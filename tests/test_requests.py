@@ -70,7 +70,9 @@ async def test_answering_a_requester_that_gave_up_is_harmless():
 
     import outcome
 
-    from dagvisor.actors import CancelRun, ReplySlot, RunEnv, ask
+    from dagvisor.actors._env import RunEnv
+    from dagvisor.actors._messages import CancelRun, ReplySlot
+    from dagvisor.actors._requests import ask
 
     inbox_send, inbox_receive = trio.open_memory_channel(10)
     env = RunEnv(
