@@ -60,7 +60,7 @@ from dagvisor.actors import (
 
 from ._format import FORMAT_VERSION, look, probe, set_up, stored_size
 from ._journal_read import check_columns, open_readonly
-from ._journal_rows import JournaledRun, RowReader
+from ._journal_rows import JournaledRun, RowReader, run_id_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -385,10 +385,11 @@ class Journal:
         """The full id of the run whose id starts with ``prefix`` (at least 4 characters).
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             UnknownRunError: no run, or several, match.
             JournalError: the file is damaged.
         """
-        return self._rows().find_run(prefix)
+        return self._rows().find_run(run_id_text(prefix, "run id prefix"))
 
     def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
         """The events of a run as ``(seq, kind, payload)``, in order.
@@ -396,9 +397,10 @@ class Journal:
         A success's encoded output is in its payload as ``"output"``.
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             JournalError: the file is damaged or was edited into nonsense.
         """
-        return self._rows().events(run_id)
+        return self._rows().events(run_id_text(run_id))
 
     def result(
         self, run_id: str, *, registry: StageRegistry | None = None
@@ -413,20 +415,22 @@ class Journal:
         live run.
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
         from ._readback import result_from_journal
 
         return result_from_journal(
-            self.load(run_id), registry=registry or default_registry
+            self.load(run_id_text(run_id)), registry=registry or default_registry
         )
 
     def load(self, run_id: str) -> JournaledRun:
         """Everything the journal holds about one run.
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
-        return self._rows().load(run_id)
+        return self._rows().load(run_id_text(run_id))
