@@ -3,7 +3,11 @@
 Exit codes: 0 when the run succeeded, 1 when it failed (or was cancelled),
 2 for bad usage (a wrong path, a module without that attribute, bad
 ``--inputs``), 130 after Ctrl-C, which cancels the run cleanly: every stage
-is stopped and its resources closed before the command returns.
+is stopped and its resources closed before the command returns. SIGTERM (what
+``kill`` and service managers send) cancels it the same way, with the signal
+as the cancel's reason in the journal's audit trail, and exits 143 (128 + 15,
+as a shell reports a process that SIGTERM ended). After either, a journaled
+run is told how to go on.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -24,7 +29,7 @@ from dagvisor.supervisor import Progress, Run, RunResult, Runtime, runtime
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from types import ModuleType
 
 __all__ = [
@@ -49,7 +54,8 @@ def add_run_command(sub: Any) -> None:
         "run",
         help="run a pipeline: module:attribute or path/to/file.py:attribute",
         description="Run a pipeline with live progress. Exit 0 on success, "
-        "1 on a failed run, 2 on bad usage, 130 after Ctrl-C.",
+        "1 on a failed run, 2 on bad usage, 130 after Ctrl-C, 143 after SIGTERM "
+        "(both cancel the run cleanly).",
     )
     run.add_argument("target", help="module:attribute or path/to/file.py:attribute")
     run.add_argument("--inputs", default="{}", help="the run's inputs as a JSON object")
@@ -256,36 +262,41 @@ def drive(
 ) -> int:
     """Run what ``start`` starts with live progress; print the outcome; the exit code.
 
-    After Ctrl-C, a journaled run is told how to go on: a ``dagvisor
-    resume`` command quoted for the shell, ready to paste.
+    After Ctrl-C or SIGTERM, a journaled run is told how to go on: a
+    ``dagvisor resume`` command quoted for the shell, ready to paste.
     """
     show, close = progress_display(sys.stderr)
     started: list[Run] = []
+    signalled: list[str] = []  # the name of the signal that cancelled the run
 
     async def main() -> RunResult:
-        async with runtime(
-            on_failure=args.on_failure,
-            on_progress=show,
-            monitor_interval=0.5,
-            journal=journal,
-        ) as rt:
-            run = await start(rt)
-            started.append(run)
-            if journal is not None:
-                print(
-                    f"run {run.id} (journal {shell_command([journal])})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            # Ctrl-C arrives here as KeyboardInterrupt; leaving the runtime
-            # cancels the run and commits its journal, so it can be resumed.
-            return await run.wait()
+        # Received from here on: a SIGTERM while the run starts cancels it
+        # once it has started.
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with runtime(
+                on_failure=args.on_failure,
+                on_progress=show,
+                monitor_interval=0.5,
+                journal=journal,
+            ) as rt:
+                run = await start(rt)
+                started.append(run)
+                if journal is not None:
+                    print(
+                        f"run {run.id} (journal {shell_command([journal])})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                # Ctrl-C arrives here as KeyboardInterrupt; leaving the runtime
+                # cancels the run and commits its journal, so it can be resumed.
+                return await _wait_unless_signalled(run, signals, signalled)
 
-    hint = ""
     try:
         result = trio.run(main)
     except (DagvisorError, OSError) as exc:
         close()
+        if signalled and isinstance(exc, RunFailed):
+            return _interrupted(started, journal, resume_with, signalled[0])
         if isinstance(exc, RunFailed):
             return _failed(exc, args)
         if args.debug:
@@ -300,22 +311,60 @@ def drive(
         )
         if not interrupted:
             raise
-        if journal is not None and started:
-            command = ["dagvisor", "resume", started[0].id, "--journal", journal]
-            for where in resume_with:
-                command += ["--with", where]
-            hint = f"; resume it with: {shell_command(command)}"
-        print(
-            "dagvisor: cancelled by Ctrl-C; every stage was stopped and its "
-            f"resources closed{hint}",
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted(started, journal, resume_with, "Ctrl-C")
     close()
     print(_summary(result))
     for line in final_outputs(result):
         print(line)
     return 0
+
+
+async def _wait_unless_signalled(
+    run: Run, signals: AsyncIterator[int], signalled: list[str]
+) -> RunResult:
+    """``run.wait()``; a signal meanwhile cancels the run, its name the reason."""
+
+    async def cancel_on_signal() -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            signalled.append(name)
+            await run.cancel(reason=f"{name}: dagvisor run was asked to stop")
+            return
+
+    failure: Exception | None = None
+    result: RunResult | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cancel_on_signal)
+        try:
+            result = await run.wait()
+        except Exception as exc:  # re-raised as is, not in a group
+            failure = exc
+        nursery.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    assert result is not None
+    return result
+
+
+_SIGNAL_EXITS = {"Ctrl-C": 130, "SIGTERM": 128 + signal.SIGTERM}
+
+
+def _interrupted(
+    started: list[Run], journal: str | None, resume_with: list[str], by: str
+) -> int:
+    """Say that the run was cancelled by ``by`` and how to resume it; the exit code."""
+    hint = ""
+    if journal is not None and started:
+        command = ["dagvisor", "resume", started[0].id, "--journal", journal]
+        for where in resume_with:
+            command += ["--with", where]
+        hint = f"; resume it with: {shell_command(command)}"
+    print(
+        f"dagvisor: cancelled by {by}; every stage was stopped and its "
+        f"resources closed{hint}",
+        file=sys.stderr,
+    )
+    return _SIGNAL_EXITS[by]
 
 
 def _failed(exc: RunFailed, args: argparse.Namespace) -> int:
