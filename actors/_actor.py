@@ -40,6 +40,7 @@ from ._executors import (
 )
 from ._freeze import SHARED
 from ._messages import (
+    AttemptFailed,
     AttemptStarted,
     StageCancelled,
     StageFailed,
@@ -166,6 +167,8 @@ async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
                 await _closing(ctx, _call_hooks, ctx, hooks.error, exc)
             if attempt - first >= spec.retries:
                 raise
+            if ctx._env.codec is not None:  # journaled: the attempt's end
+                await _send(ctx._env.outbox, AttemptFailed(ctx._token, attempt, exc))
             attempt += 1
             await _before_retry(spec, ctx, attempt, attempt - first)
         else:

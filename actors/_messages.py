@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AddEdge",
     "AddStage",
+    "AttemptFailed",
     "AttemptStarted",
     "CancelRun",
     "CancelStage",
@@ -128,6 +129,19 @@ class StageSkipped:
     """The stage's ``when`` predicate was false; its body did not run."""
 
     token: object
+
+
+@attrs.frozen
+class AttemptFailed:
+    """An attempt of the stage failed and will be retried (not an outcome).
+
+    Sent only by a journaled run's stages, when the attempt fails (before the
+    backoff), so that the journal holds each attempt's end and error.
+    """
+
+    token: object
+    attempt: int
+    error: Exception
 
 
 @attrs.frozen
@@ -331,5 +345,11 @@ Request: TypeAlias = (
     | ChangeSet
 )
 Message: TypeAlias = (
-    StageOutcome | AttemptStarted | StagesEnded | JournalFailed | FlushJournal | Request
+    StageOutcome
+    | AttemptFailed
+    | AttemptStarted
+    | StagesEnded
+    | JournalFailed
+    | FlushJournal
+    | Request
 )

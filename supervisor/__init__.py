@@ -20,7 +20,9 @@ from ._journal_rows import JournaledRun as JournaledRun
 from ._monitor import Progress as Progress
 from ._options import FailurePolicy as FailurePolicy
 from ._replay import Undecoded as Undecoded
+from ._result import Attempt as Attempt
 from ._result import ConsumedOutput as ConsumedOutput
+from ._result import Interruption as Interruption
 from ._result import Lineage as Lineage
 from ._result import RunResult as RunResult
 from ._result import RunStats as RunStats

@@ -205,11 +205,11 @@ class AuditLog(Sequence[AuditRecord]):
     def __getitem__(self, index: int | slice) -> AuditRecord | Sequence[AuditRecord]:
         if isinstance(index, slice):
             records = self._records
-            return [
+            return tuple(
                 records[seq]
                 for seq in range(*index.indices(self._count))
                 if seq in records
-            ]
+            )
         seq = index + self._count if index < 0 else index
         record = self._records.get(seq)
         if record is None:
@@ -255,6 +255,17 @@ class AuditLog(Sequence[AuditRecord]):
         self._catch_up()
         records = self._records
         return [records[seq] for seq in self._by_stage.get(name, ()) if seq in records]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a log, a tuple or a list holding the same records in order
+        (the records in memory, for a log with ``keep_recent``)."""
+        if isinstance(other, AuditLog):
+            return len(self) == len(other) and self.snapshot() == other.snapshot()
+        if isinstance(other, tuple | list):
+            return self.snapshot() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to tuples, yet it grows
 
     def snapshot(self) -> tuple[AuditRecord, ...]:
         """The records so far (those in memory), as an immutable tuple."""

@@ -3,7 +3,7 @@
 Nothing runs and no class is rebuilt (see `_replay`). Stage times are
 wall-clock (seconds since the epoch). A run whose record does not say it
 ended has status ``"interrupted"``; its stages that were running are
-``running``.
+``running``. Its duration leaves out the time it was stopped (`_history`).
 """
 
 from __future__ import annotations
@@ -43,9 +43,7 @@ def result_from_journal(
         for name, node in nodes.items()
         if node.state is StageState.FAILED and node.error is not None
     }
-    ended = run.ended
-    if ended is None:
-        ended = max((node.finished for node in nodes.values()), default=run.created)
+    history = replayed.history
     return RunResult.build(
         nodes,
         replayed.audit,
@@ -54,7 +52,9 @@ def result_from_journal(
         status=status,
         errors=errors,
         started_at=run.created,
-        duration=max(0.0, ended - run.created),
+        duration=history.duration,
         added=replayed.added,
         memory=replayed.memory,
+        history=history,
+        stage_log=replayed.stage_log,
     )

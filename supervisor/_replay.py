@@ -16,6 +16,9 @@ How a run is rebuilt, in journal order (``seq``, which must have no gap):
 * ``stage_started`` and ``stage_ended`` give each stage its last state, its
   wall-clock times and, for a success, its encoded output; ``stage_started``
   and ``attempt_started`` (a retry) count the attempts that ran.
+* ``attempt_failed``, ``resumed`` and ``ended`` are the
+  run's history (see `_history`): read back, each stage's attempts and the
+  run's stretches, interruptions and resumes.
 
 A journal that contradicts itself (a gap in ``seq``, an event naming a stage
 the graph does not have, an edge closing a cycle, a malformed payload, a
@@ -45,6 +48,7 @@ from dagvisor.actors._codec import Undecoded
 from dagvisor.actors._prepare import fingerprint
 
 from ._graph import LiveGraph, Node
+from ._history import HistoryBuilder, RunHistory, StageEvent, stage_event
 from ._records import (
     BadRecord,
     audit_record,
@@ -105,6 +109,9 @@ class Replayed:
         version: the graph version after the last change.
         added: stages added while the run ran.
         memory: the RSS samples ``(wall-clock time, bytes)`` of sampled runs.
+        history: the run's stretches, interruptions and resumes.
+        stage_log: each stage's events, compact (read back only: empty for
+            a resume), for its attempts.
     """
 
     run: JournaledRun
@@ -117,6 +124,8 @@ class Replayed:
     version: int
     added: int
     memory: list[tuple[float, int]]
+    history: RunHistory
+    stage_log: dict[str, list[StageEvent]]
 
 
 class _Replayer:
@@ -143,6 +152,9 @@ class _Replayer:
         self.written_with = "json"
         self.memory: list[tuple[float, int]] = []
         self.pending_items: list[str] = []  # "item" events awaiting their record
+        self.history = HistoryBuilder(run.created)
+        # Each stage's events, for its attempts: only when reading a run back.
+        self.stage_log: dict[str, list[StageEvent]] | None = None if self.strict else {}
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -253,11 +265,16 @@ class _Replayer:
                 node.state = StageState.RUNNING
                 node.started = moment(payload["time"], "time")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
+                self.note(node.name, seq, kind, payload)
             case "attempt_started":  # a retry: one more attempt that ran
                 node = self.node(payload["stage"], seq)
                 if type(payload["attempt"]) is not int:
                     self.fail(f"event {seq} has an attempt that is not a number")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
+                self.note(node.name, seq, kind, payload)
+            case "attempt_failed":  # an attempt that failed, then was retried
+                node = self.node(payload["stage"], seq)
+                self.note(node.name, seq, kind, payload)
             case "stage_ended":
                 node = self.node(payload["stage"], seq)
                 node.state = StageState(payload["state"])
@@ -270,21 +287,34 @@ class _Replayer:
                         text(payload["error"], "error"),
                         None if trace is None else text(trace, "traceback"),
                     )
+                self.note(node.name, seq, kind, payload)
             case "item":  # a mapped item of the next change's record
                 self.pending_items.append(text(payload["output"], "item"))
             case "change":
                 self.change(seq, payload)
                 if self.pending_items:
                     self.fail(f"items before event {seq} belong to no expansion")
-            case "resumed":
-                pass  # a marker for readers; the replay needs nothing from it
+            case "resumed" | "ended":  # the run's history
+                self.history.event(seq, kind, payload)
             case "memory":
                 self.memory.extend(memory_samples(payload["samples"]))
             case _:
                 self.fail(f"event {seq} is of an unknown kind {shown(kind)}")
 
+    def note(self, name: str, seq: int, kind: str, payload: dict[str, Any]) -> None:
+        """A stage event, for the run's history and the stage's attempts."""
+        event = stage_event(seq, kind, payload)
+        self.history.seen(event[2])
+        if self.stage_log is not None:
+            log = self.stage_log.get(name)
+            if log is None:
+                self.stage_log[name] = [event]
+            else:
+                log.append(event)
+
     def change(self, seq: int, payload: dict[str, Any]) -> None:
         record = audit_record(payload)
+        self.history.seen(record.wall_time)
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
                 f"event {seq} holds audit record {record.seq} of run "
@@ -310,6 +340,9 @@ class _Replayer:
                         f"event {seq} adds {shown(name)} but its request does not"
                     )
                 spec, item, key, item_print = made[name]
+                log = None if self.stage_log is None else self.stage_log.get(name)
+                if log is not None:  # added again: its attempts start afresh
+                    log.append((seq, "born", 0.0, None, None))
                 graph.add_node(
                     spec,
                     (),
@@ -483,4 +516,6 @@ def replay(
         version=audit[-1].version_after if audit else 0,
         added=replayer.added,
         memory=replayer.memory,
+        history=replayer.history.build(ended=run.ended),
+        stage_log=replayer.stage_log or {},
     )

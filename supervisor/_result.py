@@ -12,6 +12,7 @@ from dagvisor.actors import StageState
 
 from ._audit import AuditLog
 from ._graph import RELEASED
+from ._history import Attempt, Interruption, RunHistory, attempts_of
 from ._lineage import NO_STAGE_GONE, ConsumedOutput, GoneStages, Lineage, lineage_of
 
 if TYPE_CHECKING:
@@ -19,9 +20,12 @@ if TYPE_CHECKING:
 
     from ._audit import AuditRecord
     from ._graph import Node
+    from ._history import StageEvent
 
 __all__ = [
+    "Attempt",
     "ConsumedOutput",
+    "Interruption",
     "Lineage",
     "RunResult",
     "RunStats",
@@ -115,12 +119,16 @@ class RunStats:
         stages: stages in the final graph.
         counts: how many stages ended in each state.
         started_at: wall-clock start, seconds since the epoch.
-        duration: seconds from start to end on the run's clock.
+        duration: seconds the run ran: from its start to its end, less the
+            time it was stopped (``stopped``) between an interruption (or
+            an earlier end) and a resume.
         changes: change requests received (accepted and refused).
         added: stages added while the run ran.
         latency: percentiles of stage run times (computed when read).
         peak_rss: highest RSS sampled in bytes, when the monitor was on.
         memory: the RSS samples ``(run clock, bytes)`` when the monitor was on.
+        stopped: seconds the run stood still between an interruption (or an
+            earlier end) and the resume that went on with it.
         stages_per_second: stages that reached a terminal state per second of
             run time (the same measure as `Progress.stages_per_second`).
     """
@@ -134,6 +142,7 @@ class RunStats:
     latency: StageLatency | None = None
     peak_rss: int | None = None
     memory: tuple[tuple[float, int], ...] = ()
+    stopped: float = 0.0
 
     @property
     def stages_per_second(self) -> float:
@@ -249,11 +258,16 @@ class RunResult:
         states: final state of every stage, by name.
         timings: `StageTiming` of every stage, by name.
         errors: exception of every stage that failed, by name.
-        audit: every change request of the run, in order.
+        audit: every change request of the run, in order: the `AuditLog`
+            that ``run.audit()`` gives, with ``between`` and ``for_stage``.
         dependencies: for every stage, the names of the stages it waited for.
         origins: for every stage, the audit record of the change that added
             it, or None for a stage of the pipeline the run started with.
         stats: summary figures.
+        interruptions: each time the run was stopped before it finished (a
+            signal, a cancel, a crash found when it was resumed), with when
+            it went on; oldest first.
+        resumed_at: when the run was resumed, each time (wall-clock).
     """
 
     run_id: str
@@ -263,10 +277,12 @@ class RunResult:
     states: Mapping[str, StageState]
     timings: Mapping[str, StageTiming]
     errors: Mapping[str, BaseException]
-    audit: tuple[AuditRecord, ...]
+    audit: AuditLog
     dependencies: Mapping[str, tuple[str, ...]]
     origins: Mapping[str, AuditRecord | None]
     stats: RunStats
+    interruptions: tuple[Interruption, ...] = ()
+    resumed_at: tuple[float, ...] = ()
     _nodes: Mapping[str, Node] = attrs.field(factory=dict, repr=False, alias="nodes")
     _wall_offset: float = attrs.field(default=0.0, repr=False, alias="wall_offset")
     # Stages that left memory (retain_outputs="journal", streams), and the
@@ -276,6 +292,18 @@ class RunResult:
     _audit_log: list[AuditLog] = attrs.field(
         factory=list, repr=False, alias="audit_log"
     )
+    # Read back from a journal: each stage's events (for its attempts) and
+    # where the run was resumed in the journal.
+    _stage_log: Mapping[str, list[StageEvent]] = attrs.field(
+        factory=dict, repr=False, alias="stage_log"
+    )
+    _resume_seqs: tuple[int, ...] = attrs.field(
+        default=(), repr=False, alias="resume_seqs"
+    )
+
+    def _attempts(self, stage: str) -> tuple[Attempt, ...]:
+        log = self._stage_log.get(stage)
+        return () if log is None else attempts_of(log, self._resume_seqs)
 
     def lineage(self, stage: str) -> Lineage:
         """Where ``stage`` came from, what it read and what became of it (see `Lineage`).
@@ -295,6 +323,7 @@ class RunResult:
             gone=self._gone,
             wall_offset=self._wall_offset,
             where=f"run {self.run_id!r}",
+            attempts=self._attempts,
         )
 
     @property
@@ -347,6 +376,8 @@ class RunResult:
         peak_rss: int | None = None,
         wall_offset: float = 0.0,
         gone: GoneStages = NO_STAGE_GONE,
+        history: RunHistory | None = None,
+        stage_log: Mapping[str, list[StageEvent]] | None = None,
     ) -> RunResult:
         """The result of a run, live or read back from its journal (the one builder).
 
@@ -358,13 +389,16 @@ class RunResult:
             status: how the run ended.
             errors: each failed stage's exception, by name.
             started_at: wall-clock start, seconds since the epoch.
-            duration: seconds from start to end.
+            duration: seconds the run ran (its stopped time excluded).
             added: stages added while the run ran.
             left_memory: stages no longer in memory, by their final state.
             memory: RSS samples, when the run was sampled.
             peak_rss: the highest sample (the highest of ``memory`` if None).
             wall_offset: what makes the nodes' times wall-clock.
             gone: the names of the stages that left memory.
+            history: the run's stretches, interruptions and resumes, when
+                it was read back or resumed from a journal.
+            stage_log: each stage's events, read back from a journal.
         """
         counts = dict(left_memory) if left_memory else dict.fromkeys(StageState, 0)
         for node in nodes.values():
@@ -383,6 +417,7 @@ class RunResult:
             latency=StageLatency(nodes),
             peak_rss=peak_rss,
             memory=samples,
+            stopped=0.0 if history is None else history.stopped,
         )
         return cls(
             run_id=run_id,
@@ -396,10 +431,14 @@ class RunResult:
             timings=_Timings(nodes),
             dependencies=_Dependencies(nodes),
             origins=_Origins(nodes, log),
-            audit=log.snapshot(),
+            audit=log,
             wall_offset=wall_offset,
             gone=gone,
             audit_log=[log],
+            interruptions=() if history is None else history.interruptions,
+            resumed_at=() if history is None else history.resumes,
+            stage_log=stage_log or {},
+            resume_seqs=() if history is None else history.resume_seqs,
         )
 
 

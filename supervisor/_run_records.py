@@ -107,9 +107,16 @@ class RunRecords:
             offset = self.wall_offset
             self.event("memory", {"samples": [[t + offset, rss] for t, rss in samples]})
 
-    def end(self, status: str) -> None:
-        """How the run ended."""
-        self._out.append(("end", self.run_id, status, time.time()))
+    def end(self, status: str, by: str | None = None, detail: str = "") -> None:
+        """How the run (this stretch of it) ended, and what stopped it, if
+        something did."""
+        now = time.time()
+        payload: dict[str, Any] = {"time": now, "status": status}
+        if by is not None:
+            payload["by"] = by
+            payload["detail"] = detail
+        self.event("ended", payload)
+        self._out.append(("end", self.run_id, status, now))
 
     # -- stages --------------------------------------------------------------------
 
@@ -123,6 +130,24 @@ class RunRecords:
         self.event(
             "attempt_started",
             {"stage": node.name, "attempt": attempt, "time": now + self.wall_offset},
+        )
+
+    def attempt_failed(
+        self, node: Node, attempt: int, error: Exception, now: float
+    ) -> None:
+        """An attempt failed and will be retried: its end and its error."""
+        try:
+            text = f"{type(error).__name__}: {error}"
+        except Exception:  # an exception whose str() raises
+            text = f"{type(error).__name__}: (its message could not be read)"
+        self.event(
+            "attempt_failed",
+            {
+                "stage": node.name,
+                "attempt": attempt,
+                "time": now + self.wall_offset,
+                "error": text,
+            },
         )
 
     def ended(

@@ -40,6 +40,7 @@ from dagvisor.actors._actor import run_stage
 from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
+    AttemptFailed,
     AttemptStarted,
     CancelRun,
     CancelStage,
@@ -99,6 +100,7 @@ _OUTCOMES = (
     StageFailed,
     StageCancelled,
     StageSkipped,
+    AttemptFailed,
     AttemptStarted,
     StagesEnded,
     JournalFailed,
@@ -124,6 +126,7 @@ class GraphSupervisor:
         self.run_id = run_id
         self.errors: dict[str, BaseException] = {}
         self.status: Literal["running", "succeeded", "failed", "cancelled"] = "running"
+        self._cancel_reason: str | None = None  # why run.cancel stopped it
         self.started_wall = time.time()
         self.started_at = trio.current_time()
         # Journal times are wall-clock: the run's clock plus this offset.
@@ -330,10 +333,23 @@ class GraphSupervisor:
             self.status = "failed" if self.errors else "succeeded"
         self.ended_at = now
         if core.records is not None:
-            core.records.end(self.status)
+            core.records.end(self.status, *self._stopped_by())
         self.events.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    def _stopped_by(self) -> tuple[str | None, str]:
+        """What stopped the run before it finished, for its journal."""
+        if self.status == "succeeded":
+            return None, ""
+        if self.status == "failed":
+            return "failure", "a stage failed"
+        if self._cancel_reason is not None:
+            return "cancel", self._cancel_reason
+        return "closed", (
+            "the run's task was cancelled: its runtime() block was left while "
+            "it ran, or the caller of rt.run was cancelled"
+        )
 
     def _stop(self, status: Literal["failed", "cancelled"]) -> None:
         """Begin ending the run: no new stage starts, running ones are cancelled."""
@@ -370,6 +386,10 @@ class GraphSupervisor:
                 node = cast("Node", token)
                 if node.state is RUNNING:
                     core.finish(node, SKIPPED, core.now())
+            case AttemptFailed(token=token, attempt=attempt, error=error):
+                node = cast("Node", token)
+                if node.state is RUNNING and core.records is not None:
+                    core.records.attempt_failed(node, attempt, error, core.now())
             case AttemptStarted(token=token, attempt=attempt):
                 node = cast("Node", token)
                 if node.state is RUNNING and core.records is not None:
@@ -409,6 +429,8 @@ class GraphSupervisor:
             return
         change = self._changes.serve(request)
         if change is not None:
+            if change.stop is not None and isinstance(request, CancelRun):
+                self._cancel_reason = request.reason
             self._carry_out(change)
 
     def _carry_out(self, change: Change) -> None:
