@@ -192,20 +192,28 @@ def progress_display(
     return plain, lambda: None
 
 
-def final_outputs(result: RunResult) -> list[str]:
-    """One line per output no other stage consumed: the run's results."""
-    finals = [
-        name for name, deps in result.dependencies.items() if name in result.outputs
-    ]
+def final_outputs(
+    result: RunResult, *, limit: int | None = None, more: str = ""
+) -> list[str]:
+    """One line per output no other stage consumed: the run's results.
+
+    With ``limit``, only the first ``limit`` are shown (only those are
+    formatted), then a line saying how many more there are, and ``more``.
+    """
     consumed = {dep for deps in result.dependencies.values() for dep in deps}
+    outputs = result.outputs
+    finals = [
+        name for name in result.dependencies if name not in consumed and name in outputs
+    ]
     lines = []
-    for name in finals:
-        if name not in consumed:
-            shown = _repr(result.outputs[name])
-            lines.append(
-                f"  {one_line(name)} = "
-                f"{shown if len(shown) <= 200 else shown[:197] + '...'}"
-            )
+    for name in finals if limit is None else finals[:limit]:
+        shown = _repr(outputs[name])
+        lines.append(
+            f"  {one_line(name)} = "
+            f"{shown if len(shown) <= 200 else shown[:197] + '...'}"
+        )
+    if limit is not None and len(finals) > limit:
+        lines.append(f"  ... and {len(finals) - limit:,} more{more}")
     return lines
 
 
@@ -287,9 +295,16 @@ def drive(
                         file=sys.stderr,
                         flush=True,
                     )
-                # Ctrl-C arrives here as KeyboardInterrupt; leaving the runtime
-                # cancels the run and commits its journal, so it can be resumed.
-                return await _wait_unless_signalled(run, signals, signalled)
+                # Ctrl-C arrives here as KeyboardInterrupt: the run is
+                # cancelled with the signal as the reason, and leaving the
+                # runtime commits its journal, so it can be resumed. (Landing
+                # elsewhere, in a stage, it cancels the run by leaving the
+                # runtime, which the journal records as its task cancelled.)
+                try:
+                    return await _wait_unless_signalled(run, signals, signalled)
+                except* KeyboardInterrupt:
+                    await run.cancel(reason=_SIGINT)
+                    raise
 
     try:
         result = trio.run(main)
@@ -346,6 +361,7 @@ async def _wait_unless_signalled(
     return result
 
 
+_SIGINT = "SIGINT: dagvisor run was interrupted (Ctrl-C)"
 _SIGNAL_EXITS = {"Ctrl-C": 130, "SIGTERM": 128 + signal.SIGTERM}
 
 

@@ -123,6 +123,17 @@ def test_sigterm_cancels_cleanly_says_why_and_prints_the_resume_command(tmp_path
     assert done.returncode == 0, done.stderr
     assert f"run {run_id} succeeded" in done.stdout
     assert "  total = 14" in done.stdout
+    # Read back, the run says when and why it stopped, and that it went on.
+    shown = dagvisor("show", run_id, "--journal", str(journal))
+    assert "interruptions:" in shown.stdout
+    assert "by cancel (SIGTERM: dagvisor run was asked to stop); resumed" in (
+        shown.stdout
+    )
+    audit = dagvisor("audit", run_id, "--journal", str(journal))
+    lines = audit.stdout.splitlines()
+    stopped = next(i for i, line in enumerate(lines) if "run stopped by cancel" in line)
+    assert "SIGTERM" in lines[stopped]
+    assert any("run resumed" in line for line in lines[stopped + 1 :])
 
 
 def test_sigterm_without_a_journal_exits_143(tmp_path):
@@ -137,3 +148,21 @@ def test_sigterm_without_a_journal_exits_143(tmp_path):
     assert "cancelled by SIGTERM" in err
     assert "resume it with" not in err
     assert "Traceback" not in err
+
+
+def test_ctrl_c_is_recorded_as_sigint(tmp_path):
+    target = tmp_path / "squares.py"
+    target.write_text(TARGET)
+    journal = tmp_path / "runs.db"
+    with _start(target, journal) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "square 2 started"
+        _wait_until_committed(journal, ended=4)
+        child.send_signal(signal.SIGINT)
+        _out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    run_id = shlex.split(err.rsplit("resume it with: ", 1)[1])[2]
+    shown = dagvisor("show", run_id, "--journal", str(journal))
+    assert "by cancel (SIGINT: dagvisor run was interrupted (Ctrl-C)); not resumed" in (
+        shown.stdout
+    )
