@@ -12,6 +12,7 @@ from ._context import NO_ITEM as NO_ITEM
 from ._context import StageContext as StageContext
 from ._dask import DaskExecutor as DaskExecutor
 from ._dask import DaskStatistics as DaskStatistics
+from ._datacodec import DataCodec as DataCodec
 from ._errors import CycleError as CycleError
 from ._errors import DagvisorError as DagvisorError
 from ._errors import DuplicateStageError as DuplicateStageError

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._errors import DagvisorError
     from ._pipeline import Pipeline
     from ._spec import StageSpec
+    from ._stored import Encoded
 
 __all__ = [
     "AddEdge",
@@ -100,12 +101,12 @@ class ReplySlot:
 
 @attrs.frozen
 class StageSucceeded:
-    """The stage returned ``value`` (``encoded`` by the run's codec, if journaled:
-    text, or for a large output its UTF-8 bytes as a `bytearray`)."""
+    """The stage returned ``value`` (``encoded`` for the journal, if journaled and
+    persisted: see `dagvisor.actors._stored`)."""
 
     token: object
     value: Any
-    encoded: str | bytearray | None = None
+    encoded: Encoded | None = None
 
 
 @attrs.frozen

@@ -267,7 +267,7 @@ def _keys(
 
 def _encode(codec: Any, item: object) -> str:
     try:
-        text: str = codec.encode(item)
+        text = codec.encode(item)
     except NotRestorableError:
         raise
     except Exception as exc:
@@ -276,4 +276,12 @@ def _encode(codec: Any, item: object) -> str:
             f"journal ({type(exc).__name__}: {exc}); map over plain data"
         )
         raise NotRestorableError(msg) from exc
+    if type(text) is not str:
+        msg = (
+            f"an item of type {type(item).__qualname__} is journaled as text, and "
+            f"codec {codec.name!r} wrote {type(text).__name__}: arrays and frames "
+            "travel as stage outputs, not mapped items; map over plain data (row "
+            "numbers, keys, .tolist())"
+        )
+        raise NotRestorableError(msg)
     return text

@@ -22,9 +22,11 @@ from ._stage_checks import (
     MOST_RETRIES,
     TRIGGERS,
     check_backoff,
+    check_codec,
     check_executor,
     check_function,
     check_name,
+    check_persist,
     check_retries,
     check_timeout,
     check_trigger,
@@ -32,6 +34,7 @@ from ._stage_checks import (
 )
 
 if TYPE_CHECKING:
+    from ._codec import Codec
     from ._executors import Executor
 
 __all__ = [
@@ -85,6 +88,11 @@ class StageSpec:
         executor: ``"loop"`` for ``async def``; for a plain function
             ``"thread"``, ``"process"``, an `Executor` (`DaskExecutor`), or
             None for the runtime's default (``runtime(executor=...)``).
+        codec: how a journaled run writes this stage's output (a `Codec`),
+            or None for the runtime's (``runtime(codec=...)``).
+        persist: False to keep the output out of the journal (in memory for
+            the stage's consumers only; a resume runs the stage again when
+            a consumer that has not finished needs it).
     """
 
     fn: StageFunction
@@ -95,6 +103,8 @@ class StageSpec:
     when: Predicate | None = None
     trigger: Trigger = "all_succeeded"
     executor: ExecutorChoice | None = "loop"
+    codec: Codec | None = None
+    persist: bool = True
     simple: bool = attrs.field(init=False, eq=False, repr=False)
     """Whether one attempt on the event loop is all there is (no retry, no timer)."""
 
@@ -125,6 +135,8 @@ class StageSpec:
             self.when,
             self.trigger,
             self.executor,
+            self.codec,
+            self.persist,
         )
 
     def options(self, **changes: Any) -> StageSpec:
@@ -137,7 +149,18 @@ class StageSpec:
 
 
 _new = object.__new__
-_FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "executor")
+_FIELDS = (
+    "fn",
+    "name",
+    "retries",
+    "backoff",
+    "timeout",
+    "when",
+    "trigger",
+    "executor",
+    "codec",
+    "persist",
+)
 (
     _set_fn,
     _set_name,
@@ -147,6 +170,8 @@ _FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "ex
     _set_when,
     _set_trigger,
     _set_executor,
+    _set_codec,
+    _set_persist,
     _set_simple,
 ) = (StageSpec.__dict__[field].__set__ for field in (*_FIELDS, "simple"))
 # The slots' own descriptors: declaring a stage builds one spec, and attrs'
@@ -164,6 +189,8 @@ def _build(
     when: Predicate | None,
     trigger: str,
     executor: ExecutorChoice | None,
+    codec: Codec | None = None,
+    persist: bool = True,
 ) -> StageSpec:
     """A `StageSpec` of values already checked, as its constructor would make it."""
     spec: StageSpec = _new(StageSpec)
@@ -175,6 +202,8 @@ def _build(
     _set_when(spec, when)
     _set_trigger(spec, trigger)
     _set_executor(spec, executor)
+    _set_codec(spec, codec)
+    _set_persist(spec, persist)
     _set_simple(
         spec,
         retries == 0
@@ -194,6 +223,8 @@ def _make_spec(
     when: Predicate | None,
     trigger: str,
     executor: Any,
+    codec: Any = None,
+    persist: bool = True,
 ) -> StageSpec:
     if isinstance(fn, StageSpec):
         msg = f"{fn.name!r} is already a stage; use spec.options(...) to change it"
@@ -241,7 +272,14 @@ def _make_spec(
     default_registry.remember(fn)
     if when is not None:
         default_registry.remember(when)
-    return _build(fn, name, retries, backoff, timeout, when, trigger, executor)
+    if codec is not None:
+        codec = check_codec(codec)
+        default_registry.remember_codec(codec)
+    if persist is not True:
+        persist = check_persist(persist)
+    return _build(
+        fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+    )
 
 
 @overload
@@ -256,6 +294,8 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    codec: Codec | str | None = None,
+    persist: bool = True,
 ) -> Callable[[StageFunction], StageSpec]: ...
 
 
@@ -270,6 +310,8 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    codec: Codec | str | None = None,
+    persist: bool = True,
 ) -> StageSpec | Callable[[StageFunction], StageSpec]:
     """Declare a stage, with or without options.
 
@@ -296,14 +338,26 @@ def stage(
             such as `DaskExecutor` (plain functions only); defaults to ``"loop"`` for
             ``async def`` and to the runtime's default (``runtime(executor=...)``,
             ``"thread"`` unless set) for plain functions.
+        codec: how a journaled run writes this stage's output: a `Codec`, or
+            a built-in one by name (``"data"``: numpy arrays as ``.npy``,
+            DataFrames and Tables as Arrow; ``"json"``; ``"pickle"``).
+            Defaults to the runtime's. The journal records which codec
+            wrote each output, and reads it back with that one.
+        persist: False keeps the output out of the journal: consumers get it
+            in memory; a resume runs the stage again if a consumer that had
+            not finished needs it.
 
     Raises:
         InvalidStageError: an option cannot work; the message says which.
     """
     if fn is not None:
-        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
+        return _make_spec(
+            fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+        )
 
     def decorate(fn: StageFunction) -> StageSpec:
-        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
+        return _make_spec(
+            fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+        )
 
     return decorate

@@ -34,6 +34,8 @@ from ._snapshot import GraphSnapshot
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dagvisor.actors._stored import Encoded
+
     from ._audit import AuditLog
     from ._events import EventLog
     from ._graph import LiveGraph, Node
@@ -136,7 +138,7 @@ class RunCore:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None = None,
+        encoded: Encoded | None = None,
     ) -> None:
         """Make ``node`` terminal, and let the stages after it go or settle them too."""
         # What _ended does, inlined: this is the hot path (once per stage).
@@ -188,7 +190,7 @@ class RunCore:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None,
+        encoded: Encoded | None,
     ) -> None:
         if self.records is not None:
             self.records.ended(node, state, now, encoded)

@@ -317,7 +317,7 @@ class Journal:
         return self._db
 
     def check_value(
-        self, text: str | bytes | bytearray | Sequence[str], what: str
+        self, text: str | bytes | bytearray | memoryview | Sequence[str], what: str
     ) -> None:
         """Refuse a value too large for one record.
 
@@ -332,11 +332,11 @@ class Journal:
         # of every journaled stage comes here, so this is the common path).
         # (``type(...) is``: faster than isinstance of a union, on this path.)
         kind = type(text)
-        texts: Sequence[str | bytes | bytearray]
-        if kind is str or kind is bytearray or kind is bytes:
+        texts: Sequence[str | bytes | bytearray | memoryview]
+        if kind is str or kind is bytearray or kind is bytes or kind is memoryview:
             if len(text) <= self._quick_chars:
                 return
-            texts = (cast("str | bytes | bytearray", text),)
+            texts = (cast("str | bytes | bytearray | memoryview", text),)
         else:
             texts = cast("Sequence[str]", text)
             if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:

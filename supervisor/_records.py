@@ -160,7 +160,13 @@ def spec_options(ref: Any) -> dict[str, Any]:
     if backoff < 0:
         msg = "backoff"
         raise _bad(msg, backoff)
+    persist = ref.get("persist", True)
+    if type(persist) is not bool:
+        msg = "persist flag"
+        raise _bad(msg, persist)
     return {
+        "codec": _optional_text(ref.get("codec"), "codec name"),
+        "persist": persist,
         "name": name,
         "fn": _optional_text(ref["fn"], "function name"),
         "when": _optional_text(ref["when"], "predicate name"),
