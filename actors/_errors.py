@@ -138,6 +138,25 @@ class InternalError(DagvisorError):
     """A bug in dagvisor itself; please report it with the traceback."""
 
 
+class NoJsonFormError(DagvisorError, ValueError):
+    """A value asked for as JSON has no JSON form (a set, bytes, NaN, a class).
+
+    Attributes:
+        where: the part of the value that has none (``"['rows'][3]"``), or
+            ``""`` for the value itself.
+        what: the kind of that part.
+    """
+
+    def __init__(self, where: str, what: str) -> None:
+        self.where = where
+        self.what = what
+        part = "the value" if not where else f"its part {where}"
+        super().__init__(
+            f"{part} is {what}, which has no JSON form; show it without --json "
+            "(or return JSON-ready data: lists, dicts with string keys, finite numbers)"
+        )
+
+
 class RunFailedError(DagvisorError):
     """A run ended with failed stages, was cancelled, or its journal failed.
 
