@@ -53,6 +53,7 @@ ARROW_MAGIC: Final = b"\xff\xff\xff\xff"  # an IPC stream's first continuation m
 _KIND_KEY: Final = b"dagvisor.kind"
 _KINDS: Final = (b"DataFrame", b"Series", b"UnnamedSeries", b"Table")
 _MAX_HEADER: Final = 10_000
+_EXTENSION_KEY: Final = b"ARROW:extension:name"
 _SHOWN_ROWS: Final = 5
 
 
@@ -234,9 +235,33 @@ def _read_npy(data: bytes | bytearray | memoryview) -> Any:
     return array.reshape(shape)
 
 
+def _no_extension_key(data: bytes | bytearray | memoryview) -> None:
+    """Refuse a stream whose schema names an extension type, before pyarrow reads it.
+
+    pyarrow calls the deserialiser registered for an extension type while
+    it reads the schema, so the check is made on the bytes first: the
+    schema is the stream's first message, and a field of an extension type
+    carries the metadata key ``ARROW:extension:name`` as plain bytes in it.
+    """
+    if len(data) < 8:
+        msg = "its Arrow stream is cut short"
+        raise BadData(msg)
+    size = int.from_bytes(data[4:8], "little")
+    if size > len(data) - 8:
+        msg = "its Arrow schema is cut short"
+        raise BadData(msg)
+    if _EXTENSION_KEY in bytes(data[8 : 8 + size]):
+        msg = (
+            "its Arrow schema names an extension type, which dagvisor never "
+            "writes and never reads (reading it would run the code registered for it)"
+        )
+        raise BadData(msg)
+
+
 def _read_arrow(data: bytes | bytearray | memoryview) -> Any:
     import pyarrow as pa
 
+    _no_extension_key(data)
     options = pa.ipc.IpcReadOptions(use_threads=False)
     try:
         reader = pa.ipc.open_stream(pa.py_buffer(data), options=options)
@@ -303,8 +328,10 @@ def decode_binary(data: bytes | bytearray | memoryview) -> Any:
 
 
 def _importable(module: str) -> bool:
-    if module in sys.modules:
-        return True
+    """Whether ``module`` can be imported (a None in ``sys.modules`` says it cannot)."""
+    found = sys.modules.get(module, False)
+    if found is not False:
+        return found is not None
     try:
         __import__(module)
     except ImportError:
