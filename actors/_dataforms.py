@@ -315,7 +315,7 @@ def decode_binary(data: bytes | bytearray | memoryview) -> Any:
             what = (
                 f"an Arrow IPC stream of {len(data):,} bytes (pyarrow is not installed)"
             )
-            return Undecoded(what, "pyarrow:Table", codec="data")
+            return Undecoded(what, None, codec="data")
         table, kind = _read_arrow(data)
         if kind == "Table":
             return table
