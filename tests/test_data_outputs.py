@@ -161,7 +161,7 @@ async def matrix(ctx: Any) -> np.ndarray:
 @stage
 async def fit(ctx: Any) -> dict[str, Any]:
     frame = ctx.inputs["_frame_stage"]
-    slope, intercept = np.polyfit(frame["id"], frame["id"] * 2.0 + 1, 1)
+    slope, _intercept = np.polyfit(frame["id"], frame["id"] * 2.0 + 1, 1)
     return {"slope": round(float(slope), 6), "rows": len(frame)}
 
 
