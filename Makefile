@@ -1,7 +1,8 @@
 SHELL := /bin/bash
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install dagvisor, run the quick-start example
-#   make test   create .venv, install dagvisor[dev], run ruff, mypy and the tests
+#   make test   create .venv, install dagvisor[dev] and every extra, run ruff, mypy
+#               and the tests
 #               (and install Debian's chromium and graphviz for the browser and
 #               DOT tests, when apt-get runs as root, and Mermaid 11 from npm
 #               into .cache/; the tests that need them are skipped otherwise)
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,process,dask,cli]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,process,dask,cli,data]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
