@@ -124,7 +124,9 @@ async def main(folder: Path) -> None:
     for name in sorted(result.outputs):
         if name.startswith("fit_region"):
             fit = result.outputs[name]
-            print(f"  {fit['region']}: {fit['units_per_price_unit']} units per 1.00 (r2 {fit['r2']})")
+            print(
+                f"  {fit['region']}: {fit['units_per_price_unit']} units per 1.00 (r2 {fit['r2']})"
+            )
     page = folder / "sales-report.html"
     page.write_text(result.to_html(), encoding="utf-8")
     print(f"HTML report: {page}")

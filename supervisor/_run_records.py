@@ -167,6 +167,10 @@ class RunRecords:
         document holding every item.
         """
         for expand in mapped:
+            if expand.item_specs and expand.encoded:
+                for text, spec in zip(expand.encoded, expand.item_specs, strict=True):
+                    self.event("item", {"output": text, "params": spec.params})
+                continue
             for text in expand.encoded or ():
                 self.event("item", {"output": text})
         self.event(
@@ -270,6 +274,7 @@ def pipeline_record(
             spec.executor,
             None if spec.codec is None else spec.codec.name,
             spec.persist,
+            spec.params_key,
         )
         position = index.get(template)
         if position is None:

@@ -53,8 +53,10 @@ def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
     A stage's own codec is named (a resume finds it among the codecs this
     process declared, or the built-in ones), and ``persist`` is recorded
     when false; journals written before either existed simply lack them.
+    Parameters (plain JSON data, see `check_params`) are kept as they are,
+    under ``"params"``, only when the stage has some.
     """
-    ref = {
+    ref: dict[str, Any] = {
         "name": spec.name,
         "fn": None if registry is None else registry.key_of(spec.fn),
         "when": None
@@ -70,6 +72,8 @@ def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
         ref["codec"] = spec.codec.name
     if not spec.persist:
         ref["persist"] = False
+    if spec.params:
+        ref["params"] = spec.params
     return ref
 
 
