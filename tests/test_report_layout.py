@@ -1,0 +1,185 @@
+"""The report's graph in a real browser: laid out, wrapped, grouped, legible.
+
+A 44-stage batch chain (40 batches, 4 checks added while it ran) must show
+its added checks on the first screen, and a 10,000-stage run must draw its
+groups, not its stages. Checked in headless chromium: where the boxes are
+drawn (their boxes on screen), and a screenshot's size and pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from browser import dump_dom, screenshot, where_drawn
+
+from dagvisor import Pipeline, runtime, stage
+
+SUSPICIOUS = (6, 17, 25, 33)
+WINDOW = {"width": 1280, "height": 900}
+
+
+@stage
+async def batch(ctx):
+    number = int(ctx.name.rsplit("_", 1)[1])
+    if number in SUSPICIOUS:
+        await ctx.add_stage(
+            check.named(f"check_{number:02d}"),
+            after=[ctx.name],
+            before=[f"batch_{number + 1:02d}"],
+            reason=f"batch {number} scored above 0.9",
+        )
+    return {"batch": number, "rows": 1000 + number, "score": round(number / 40, 3)}
+
+
+@stage
+async def check(ctx):
+    return {"checked": ctx.name, "blocked": 2}
+
+
+async def _batch_chain():
+    pipeline = Pipeline("batches").add(batch.named("batch_00"))
+    for i in range(1, 40):
+        pipeline = pipeline.add(
+            batch.named(f"batch_{i:02d}"), after=[f"batch_{i - 1:02d}"]
+        )
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    assert result.stats.stages == 44
+    return result
+
+
+async def test_the_checks_added_to_a_44_stage_chain_are_seen_without_scrolling(
+    tmp_path,
+):
+    result = await _batch_chain()
+    report = tmp_path / "batches.html"
+    report.write_text(result.to_html(), encoding="utf-8")
+    drawn = where_drawn(report, "#dag g.stage", **WINDOW)
+    stages = drawn["found"]
+    assert isinstance(stages, list)
+    checks = [s for s in stages if "dynamic" in s["cls"]]
+    assert sorted(s["text"] for s in checks) == [f"check_{n:02d}" for n in SUSPICIOUS]
+    # Every stage is drawn on the first screen, large enough to read.
+    assert len(stages) == 44
+    for box in stages:
+        assert 0 <= box["left"] < box["right"] <= drawn["width"], box
+        assert 0 <= box["top"] < box["bottom"] <= drawn["height"], box
+        assert box["bottom"] - box["top"] >= 16, box  # text of 11 px or more
+    # Wrapped: the chain uses several rows, not one 8,000 px line.
+    rows = {round(box["top"]) for box in stages}
+    assert len(rows) >= 4
+
+    shot = screenshot(report, tmp_path / "batches.png", **WINDOW)
+    assert (shot.width, shot.height) == (1280, 900)
+    # The added checks' mark (a violet badge) is on the screen, once per check.
+    for box in checks:
+        area = (
+            int(box["left"]) - 2,
+            int(box["top"]) - 8,
+            int(box["right"]) + 8,
+            int(box["bottom"]) + 2,
+        )
+        assert shot.count(area, _violet) >= 12, box
+    # And the graph is drawn, not blank: each quarter of the drawn area has ink.
+    left = int(min(b["left"] for b in stages))
+    top = int(min(b["top"] for b in stages))
+    right = int(max(b["right"] for b in stages))
+    bottom = int(max(b["bottom"] for b in stages))
+    mid_x, mid_y = (left + right) // 2, (top + bottom) // 2
+    for quarter in (
+        (left, top, mid_x, mid_y),
+        (mid_x, top, right, mid_y),
+        (left, mid_y, mid_x, bottom),
+        (mid_x, mid_y, right, bottom),
+    ):
+        assert shot.count(quarter, _ink) > 500, quarter
+
+
+def _violet(rgb: tuple[int, int, int]) -> bool:
+    r, g, b = rgb
+    return b > 150 and r > 90 and g < 90
+
+
+def _ink(rgb: tuple[int, int, int]) -> bool:
+    return sum(rgb) < 600  # not white, not the lightest greys
+
+
+@stage
+async def load(ctx):
+    return list(range(50))
+
+
+@stage
+async def clean(ctx):
+    return "cleaned"
+
+
+@stage
+async def partition(ctx):
+    part = ctx.item
+    names = await ctx.expand(
+        item,
+        range(197),
+        collect=merge.named(f"merge[{part}]"),
+        reason=f"the rows of partition {part}",
+    )
+    return len(names)
+
+
+@stage
+async def item(ctx):
+    return ctx.item * 2
+
+
+@stage
+async def merge(ctx):
+    return sum(ctx.inputs.values())
+
+
+@stage
+async def plan(ctx):
+    await ctx.expand(partition, ctx.inputs["load"], reason="one per partition")
+
+
+async def test_a_10000_stage_run_draws_its_groups_and_details_on_demand(tmp_path):
+    pipeline = Pipeline("wide").add(load).add(plan, after=["load"])
+    pipeline = pipeline.add(clean.named("clean_00"), after=["load"])
+    for i in range(1, 48):
+        pipeline = pipeline.add(
+            clean.named(f"clean_{i:02d}"), after=[f"clean_{i - 1:02d}"]
+        )
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    # load, plan, a 48-stage chain, 50 partitions of 197 items and a merge each
+    assert result.stats.stages == 2 + 48 + 50 + 50 * 198 == 10_000
+    page = result.to_html()
+    report = tmp_path / "wide.html"
+    report.write_text(page, encoding="utf-8")
+    dom, console = dump_dom(report)
+    assert console == []
+    assert 'data-ready="yes"' in dom
+    drawn = where_drawn(report, "#dag [data-box]", **WINDOW)
+    labels = [box["shown"] for box in drawn["found"]]
+    # The summary level: a handful of boxes, the 50 expansions of each kind
+    # as one group each, the chain as one block.
+    assert len(labels) == 6, labels
+    assert "item[…]9,850 mapped in 50 expansions" in labels
+    assert "merge[…]50 added" in labels
+    assert "partition[…]50 mapped" in labels
+    # All of it on the first screen, legible.
+    for box in drawn["found"]:
+        assert 0 <= box["left"] < box["right"] <= drawn["width"], box
+        assert 0 <= box["top"] < box["bottom"] <= drawn["height"], box
+        assert box["bottom"] - box["top"] >= 16, box
+    # The detail is in the page, bounded: some stages with their outputs.
+    data = re.search(
+        r'<script id="graph-data" type="application/json">(.*?)</script>',
+        page,
+        re.DOTALL,
+    )
+    assert data is not None
+    graph = json.loads(data.group(1))
+    assert 0 < len(graph["stages"]) <= 2_000
+    shot = screenshot(report, tmp_path / "wide.png", **WINDOW)
+    assert (shot.width, shot.height) == (1280, 900)
