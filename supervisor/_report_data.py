@@ -97,8 +97,9 @@ class _Listing:
             entry["took"] = round(timing.duration, 6)
         if origin is not None:
             entry["added"] = utf8_text(
-                f"#{origin.seq} {origin.kind} from {origin.requester}: {origin.reason}"
+                f"#{origin.seq} {origin.kind} from {origin.requester}"
             )
+            entry["why"] = utf8_text(origin.reason)
         for key, text in (
             ("output", _output_of(result, name, state)),
             ("params", _params_of(result, name)),

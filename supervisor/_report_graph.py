@@ -145,6 +145,11 @@ class _Mapped:
         return None if part is None else (record.seq, part)
 
 
+def _many(name: str) -> str:
+    """The label of several stages named like ``name``: ``item[…]``, ``check…``."""
+    return base_name(name) + ("[…]" if name.endswith("]") else "…")
+
+
 def _origin_text(record: AuditRecord | None) -> str:
     if record is None:
         return "part of the pipeline"
@@ -169,7 +174,7 @@ def _units(
             group = groups.get(key)
             if group is None:
                 group = groups[key] = Box(
-                    "group", base_name(name), [], origin=_origin_text(record), changes=1
+                    "group", _many(name), [], origin=_origin_text(record), changes=1
                 )
                 units.append(group)
             group.members.append(name)
@@ -193,7 +198,7 @@ def _families(
             continue
         requester = box_of.get(record.requester)
         who: object = record.requester if requester is None else id(requester)
-        key = (box.kind, base_name(box.members[0]), who)
+        key = (box.kind, _many(box.members[0]), who)
         key_of[id(box)] = key
         sizes[key] += 1
         asked_by[key] = record.requester if requester is None else requester.label
@@ -316,8 +321,6 @@ def graph_model(
         box.state = next(s for s in _SEVERITY if counts.get(s))
         box.added = sum(1 for m in box.members if origins[m] is not None)
         box.note = _note(box)
-        if box.kind in ("group", "family"):
-            box.label += "[…]" if box.members[0].endswith("]") else "…"
     left_out = 0
     if len(boxes) > MAX_DRAWN:
         kept, dropped = boxes[:MAX_DRAWN], boxes[MAX_DRAWN:]

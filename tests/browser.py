@@ -271,6 +271,7 @@ def screenshot(page: Path, out: Path, *, width: int, height: int) -> Screenshot:
 
 _PROBE = """<script>
 (function () {
+  %s
   var found = [];
   document.querySelectorAll(%s).forEach(function (el) {
     var r = el.getBoundingClientRect();
@@ -281,26 +282,39 @@ _PROBE = """<script>
                 left: r.left, top: r.top, right: r.right, bottom: r.bottom});
   });
   var pre = document.createElement("pre");
+  var details = document.getElementById("dag-details");
+  var dag = document.getElementById("dag");
   pre.id = "probe";
   pre.textContent = JSON.stringify({width: window.innerWidth,
-    height: window.innerHeight, found: found});
+    height: window.innerHeight, found: found,
+    details: details ? details.textContent : null,
+    svg: dag ? [Number(dag.getAttribute("width")), Number(dag.getAttribute("height"))] : null,
+    layout: dag ? dag.getAttribute("data-layout") : null});
   document.body.appendChild(pre);
 })();
 </script>"""
 
 
 def where_drawn(
-    page: Path, selector: str, *, width: int, height: int
+    page: Path, selector: str, *, width: int, height: int, clicks: tuple[str, ...] = ()
 ) -> dict[str, object]:
     """Where the elements ``selector`` picks are on screen, once the page's scripts ran.
 
     A copy of the page gets a script of the test's own, run after the
     page's; it answers ``{"width", "height", "found": [{"text", "cls",
     "left", "top", "right", "bottom"}]}`` in CSS pixels of a
-    ``width`` x ``height`` window.
+    ``width`` x ``height`` window, with the text of the graph's details
+    panel (``"details"``), the drawn graph's size (``"svg"``) and what laid
+    it out (``"layout"``). Each of ``clicks`` (selectors) is clicked first,
+    in order.
     """
     text = page.read_text(encoding="utf-8")
-    probe = _PROBE % json.dumps(selector)
+    click = "".join(
+        f"document.querySelector({json.dumps(target)}).dispatchEvent("
+        "new MouseEvent('click', {bubbles: true}));"
+        for target in clicks
+    )
+    probe = _PROBE % (click, json.dumps(selector))
     assert "</body>" in text
     probed = page.with_name(page.stem + "-probed.html")
     probed.write_text(text.replace("</body>", probe + "</body>", 1), encoding="utf-8")

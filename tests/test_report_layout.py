@@ -14,6 +14,7 @@ import re
 from browser import dump_dom, screenshot, where_drawn
 
 from dagvisor import Pipeline, runtime, stage
+from dagvisor.supervisor._assets import DAGRE_VERSION
 
 SUSPICIOUS = (6, 17, 25, 33)
 WINDOW = {"width": 1280, "height": 900}
@@ -183,3 +184,40 @@ async def test_a_10000_stage_run_draws_its_groups_and_details_on_demand(tmp_path
     assert 0 < len(graph["stages"]) <= 2_000
     shot = screenshot(report, tmp_path / "wide.png", **WINDOW)
     assert (shot.width, shot.height) == (1280, 900)
+    # On demand: a click on the group lists some of its stages with their outputs.
+    (items,) = (
+        i for i, box in enumerate(graph["boxes"]) if box["label"] == "item[…]"
+    )
+    drawn = where_drawn(
+        report, "#dag-details tbody tr", clicks=(f'[data-box="{items}"]',), **WINDOW
+    )
+    rows = [row["shown"] for row in drawn["found"]]
+    assert len(rows) == 20
+    shape = r"item\[\d+\.\d+\]succeeded[\d.]+\d+#\d+ change_set from partition\[\d+\]: .*"
+    assert all(re.fullmatch(shape, row) for row in rows), rows
+    assert "Listed: 20 of 9,850 stages" in drawn["details"]
+
+
+async def test_the_graph_zooms_and_lists_a_stage_on_demand(tmp_path):
+    result = await _batch_chain()
+    report = tmp_path / "batches.html"
+    report.write_text(result.to_html(), encoding="utf-8")
+    before = where_drawn(report, "#dag", **WINDOW)
+    assert before["layout"] == f"dagre {DAGRE_VERSION}"
+    after = where_drawn(
+        report, "#dag", clicks=('button[title="zoom in"]',) * 2, **WINDOW
+    )
+    assert after["svg"][0] == round(before["svg"][0] * 1.25 * 1.25) or abs(
+        after["svg"][0] - before["svg"][0] * 1.5625
+    ) <= 2
+    check = where_drawn(
+        report,
+        "#dag-details tbody td",
+        clicks=("#dag g.stage.dynamic",),
+        **WINDOW,
+    )
+    cells = [cell["shown"] for cell in check["found"]]
+    assert cells[0] == "check_06"
+    assert cells[1] == "succeeded"
+    assert "{'checked': 'check_06', 'blocked': 2}" in cells
+    assert "#0 add_stage from batch_06: batch 6 scored above 0.9" in cells

@@ -189,7 +189,7 @@
 
     function stageTitle(s) {
       var lines = [s.name, s.state + (s.took !== undefined ? ", ran " + s.took.toFixed(3) + " s" : "")];
-      if (s.added) lines.push("added at run time: " + s.added);
+      if (s.added) lines.push("added at run time: " + s.added + ": " + s.why);
       if (s.params) lines.push("params: " + s.params);
       if (s.output) lines.push("output: " + s.output);
       if (s.error) lines.push("error: " + s.error);
@@ -334,20 +334,24 @@
         chip.style.borderColor = colours[state][1];
       });
       var listed = only !== undefined ? [only] : box.stages;
+      var withParams = listed.some(function (k) { return stages[k].params; });
       var table = tag("table", details);
       var head = tag("tr", tag("thead", table));
-      ["stage", "state", "ran (s)", "params", "output or error", "added at run time"].forEach(function (h) {
-        tag("th", head, h);
-      });
+      ["stage", "state", "ran (s)"].concat(withParams ? ["params"] : [])
+        .concat(["output or error", "added at run time"]).forEach(function (h) {
+          tag("th", head, h);
+        });
       var body = tag("tbody", table);
       listed.forEach(function (k) {
         var s = stages[k], row = tag("tr", body, null, s.state);
         tag("td", row, s.name);
         tag("td", row, s.state);
         tag("td", row, s.took !== undefined ? s.took.toFixed(4) : "");
-        tag("td", row, s.params || "", "mono");
+        if (withParams) tag("td", row, s.params || "", "mono");
         tag("td", row, s.error || s.output || "", "mono");
-        tag("td", row, s.added || "");
+        // A group's stages share one change, said above the table.
+        var added = tag("td", row, s.added ? s.added + (box.kind === "group" ? "" : ": " + s.why) : "");
+        if (s.added) added.title = s.why;
       });
       if (box.size > listed.length && only === undefined) {
         tag("p", details, "Listed: " + count(listed.length) + " of " + count(box.size) +
