@@ -230,7 +230,8 @@ class Expand:
 
     ``prints`` tells an item from another without comparing the items (see
     ``_requests.fingerprint``); ``encoded`` holds the items as the journal
-    stores them (a journaled run only).
+    stores them (a journaled run only); ``item_specs``, when given, holds
+    each item's spec (``spec`` with that item's parameters).
     """
 
     kind: ClassVar[ChangeKind] = "expand"
@@ -246,6 +247,12 @@ class Expand:
     encoded: tuple[str, ...] | None = None
     ref: dict[str, Any] | None = None
     refused: DagvisorError | None = None
+    item_specs: tuple[StageSpec, ...] = ()
+    """One spec per item when ``expand(params=...)`` gave each its parameters."""
+
+    def spec_of(self, position: int) -> StageSpec:
+        """The spec of the stage mapped over item ``position``."""
+        return self.item_specs[position] if self.item_specs else self.spec
 
 
 @attrs.frozen(kw_only=True)

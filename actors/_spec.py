@@ -8,7 +8,7 @@ appear in many pipelines (under different names) and many runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
 
@@ -17,6 +17,7 @@ import attrs
 from ._callables import ASYNC, GENERATORS, binds_one, shown
 from ._errors import InvalidStageError
 from ._executors import function_reference
+from ._params import EMPTY_PARAMS, check_params, params_key
 from ._registry import default_registry
 from ._stage_checks import (
     MOST_RETRIES,
@@ -64,6 +65,10 @@ ExecutorChoice: TypeAlias = "Literal['loop', 'thread', 'process'] | Executor"
 `Executor` such as `DaskExecutor` (see `dagvisor.actors._executors`)."""
 
 
+def _shown_params(params: Mapping[str, Any]) -> str:
+    return repr(dict(params)) if params else "{}"
+
+
 @final
 @attrs.frozen(kw_only=True)
 class StageSpec:
@@ -85,6 +90,8 @@ class StageSpec:
         executor: ``"loop"`` for ``async def``; for a plain function
             ``"thread"``, ``"process"``, an `Executor` (`DaskExecutor`), or
             None for the runtime's default (``runtime(executor=...)``).
+        params: plain data the stage reads as ``ctx.params`` (see
+            `with_params`); empty unless given.
     """
 
     fn: StageFunction
@@ -95,12 +102,20 @@ class StageSpec:
     when: Predicate | None = None
     trigger: Trigger = "all_succeeded"
     executor: ExecutorChoice | None = "loop"
+    params: Mapping[str, Any] = attrs.field(
+        default=EMPTY_PARAMS, repr=_shown_params, eq=False
+    )
+    params_key: str = attrs.field(init=False, repr=False)
+    """The parameters as canonical JSON text: compared and hashed instead of them."""
     simple: bool = attrs.field(init=False, eq=False, repr=False)
     """Whether one attempt on the event loop is all there is (no retry, no timer)."""
 
     def __attrs_post_init__(self) -> None:
         simple = self.is_async and self.retries == 0 and self.timeout is None
         object.__setattr__(self, "simple", simple)
+        params = check_params(self.params, stage=self.name)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "params_key", params_key(params))
 
     @property
     def is_async(self) -> bool:
@@ -108,15 +123,16 @@ class StageSpec:
         executor = self.executor
         return isinstance(executor, str) and executor == "loop"
 
-    def named(self, name: str) -> StageSpec:
-        """Return the same stage under another name.
+    def named(self, name: str, *, params: Mapping[str, Any] | None = None) -> StageSpec:
+        """Return the same stage under another name (and, if given, other parameters).
 
         Example:
             >>> Pipeline.chain(step.named(f"s{i}") for i in range(3))  # doctest: +SKIP
+            >>> check.named("check_b7", params={"batch": 7})  # doctest: +SKIP
         """
         # Options were checked when this spec was made; only the name is new.
         # (Naming specs in a loop is common: built without attrs.evolve.)
-        return _build(
+        spec = _build(
             self.fn,
             check_name(name),
             self.retries,
@@ -126,14 +142,41 @@ class StageSpec:
             self.trigger,
             self.executor,
         )
+        if params is None:
+            if self.params:
+                _set_params(spec, self.params)
+                _set_params_key(spec, self.params_key)
+        else:
+            _with_params(spec, params)
+        return spec
+
+    def with_params(self, **params: Any) -> StageSpec:
+        """Return the same stage with these parameters (replacing any it had).
+
+        A stage reads them as ``ctx.params``: plain JSON data (see
+        `check_params`), frozen, journaled with the stage and shown by its
+        lineage and the report. Use `named` to give the instance its own
+        name too, as every stage of a run has its own.
+
+        Example:
+            >>> check_b7 = check.named("check_b7").with_params(batch=7)  # doctest: +SKIP
+
+        Raises:
+            TypeError: a value is not plain JSON data (the message says which).
+        """
+        spec = self.named(self.name)
+        _with_params(spec, params)
+        return spec
 
     def options(self, **changes: Any) -> StageSpec:
         """Return a copy with some options changed (same keywords as `stage`)."""
         merged = attrs.asdict(self, recurse=False)
-        del merged["simple"]
+        del merged["simple"], merged["params_key"]
+        params = merged.pop("params")
         merged.update(changes)
         fn = merged.pop("fn")
-        return stage(**merged)(fn)
+        spec = stage(**merged)(fn)
+        return spec.with_params(**params) if params else spec
 
 
 _new = object.__new__
@@ -147,8 +190,13 @@ _FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "ex
     _set_when,
     _set_trigger,
     _set_executor,
+    _set_params,
+    _set_params_key,
     _set_simple,
-) = (StageSpec.__dict__[field].__set__ for field in (*_FIELDS, "simple"))
+) = (
+    StageSpec.__dict__[field].__set__
+    for field in (*_FIELDS, "params", "params_key", "simple")
+)
 # The slots' own descriptors: declaring a stage builds one spec, and attrs'
 # frozen __init__ (a bound object.__setattr__ per field, then the post-init
 # hook) costs three times as much. `tests/test_spec.py` checks both ways
@@ -175,6 +223,8 @@ def _build(
     _set_when(spec, when)
     _set_trigger(spec, trigger)
     _set_executor(spec, executor)
+    _set_params(spec, EMPTY_PARAMS)
+    _set_params_key(spec, "")
     _set_simple(
         spec,
         retries == 0
@@ -183,6 +233,13 @@ def _build(
         and executor == "loop",
     )
     return spec
+
+
+def _with_params(spec: StageSpec, params: Mapping[str, Any]) -> None:
+    """Give a spec just built its (checked, frozen) parameters."""
+    checked = check_params(params, stage=spec.name)
+    _set_params(spec, checked)
+    _set_params_key(spec, params_key(checked))
 
 
 def _make_spec(

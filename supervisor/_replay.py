@@ -142,7 +142,8 @@ class _Replayer:
         self.added = 0
         self.written_with = "json"
         self.memory: list[tuple[float, int]] = []
-        self.pending_items: list[str] = []  # "item" events awaiting their record
+        # "item" events awaiting their record: (encoded item, its parameters).
+        self.pending_items: list[tuple[str, Any]] = []
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -180,6 +181,7 @@ class _Replayer:
             when=None if when_key is None else self.function(when_key, name),
             trigger=options["trigger"],
             executor=options["executor"],
+            params=options["params"],
         )
 
     def node(self, name: Any, seq: int) -> Node:
@@ -271,7 +273,9 @@ class _Replayer:
                         None if trace is None else text(trace, "traceback"),
                     )
             case "item":  # a mapped item of the next change's record
-                self.pending_items.append(text(payload["output"], "item"))
+                self.pending_items.append(
+                    (text(payload["output"], "item"), payload.get("params"))
+                )
             case "change":
                 self.change(seq, payload)
                 if self.pending_items:
@@ -377,15 +381,18 @@ class _Replayer:
             if count == 0:
                 return {}  # asked again: it added nothing
             items, self.pending_items = pending[:count], pending[count:]
+        elif type(items) is list:  # written inside the record (format 2)
+            items = [(item, None) for item in items]
         if type(keys) is not list or type(items) is not list:
             self.fail(f"expand record {record.seq} lacks its keys or items")
         if len(items) != len(keys):
             self.fail(f"expand record {record.seq} lacks its items")
         made: dict[str, _Made] = {}
-        for key, item in zip(keys, items, strict=True):
+        for key, (item, params) in zip(keys, items, strict=True):
             encoded = text(item, "item")
-            made[f"{spec.name}[{key}]"] = (
-                spec,
+            name = f"{spec.name}[{key}]"
+            made[name] = (
+                spec if params is None else spec.named(spec.name, params=params),
                 encoded,
                 str(key),
                 fingerprint(None, encoded),

@@ -159,6 +159,10 @@ class RunRecords:
         document holding every item.
         """
         for expand in mapped:
+            if expand.item_specs and expand.encoded:
+                for text, spec in zip(expand.encoded, expand.item_specs, strict=True):
+                    self.event("item", {"output": text, "params": spec.params})
+                continue
             for text in expand.encoded or ():
                 self.event("item", {"output": text})
         self.event(
@@ -260,6 +264,7 @@ def pipeline_record(
             spec.timeout,
             spec.trigger,
             spec.executor,
+            spec.params_key,
         )
         position = index.get(template)
         if position is None:

@@ -48,8 +48,12 @@ def check_restorable(registry: StageRegistry, spec: StageSpec) -> None:
 
 
 def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
-    """How a journal names a stage spec: registered function names and options."""
-    return {
+    """How a journal names a stage spec: registered function names and options.
+
+    Parameters (plain JSON data, see `check_params`) are kept as they are,
+    under ``"params"``, only when the stage has some.
+    """
+    ref: dict[str, Any] = {
         "name": spec.name,
         "fn": None if registry is None else registry.key_of(spec.fn),
         "when": None
@@ -61,6 +65,9 @@ def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
         "trigger": spec.trigger,
         "executor": spec.executor if isinstance(spec.executor, str) else None,
     }
+    if spec.params:
+        ref["params"] = spec.params
+    return ref
 
 
 @final
