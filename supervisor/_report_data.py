@@ -10,15 +10,17 @@ large the run. Every text is made encodable (`_text`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from dagvisor.actors import RecordedError, StageState
+from dagvisor.actors._params import params_text
 
 from ._export import COLOURS
-from ._text import line_text, preview, utf8_text
+from ._text import line_text, preview, shortened, utf8_text
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ._report_graph import Box, GraphModel
     from ._result import RunResult
 
@@ -32,21 +34,11 @@ _ABSENT: Final = object()
 
 
 def _params_of(result: RunResult, name: str) -> str | None:
-    """A stage's parameters, shortened, when the result has them.
-
-    Read with care: a result without ``params`` (older ones), a stage
-    without any, or a mapping that fails when read, shows none.
-    """
-    params = getattr(result, "params", None)
-    if not isinstance(params, Mapping):
+    """A stage's parameters as JSON on one line (as its lineage says), shortened."""
+    found = result.params.get(name)
+    if not found:
         return None
-    try:
-        found = params.get(name)
-    except Exception:  # a user's mapping: whatever it raises, show no parameters
-        return None
-    if found is None or (isinstance(found, Mapping) and not found):
-        return None
-    return preview(found, OUTPUT_WIDTH)
+    return shortened(line_text(params_text(found)), OUTPUT_WIDTH)
 
 
 def _output_of(result: RunResult, name: str, state: StageState) -> str | None:

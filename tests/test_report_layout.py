@@ -22,10 +22,10 @@ WINDOW = {"width": 1280, "height": 900}
 
 @stage
 async def batch(ctx):
-    number = int(ctx.name.rsplit("_", 1)[1])
+    number = ctx.params["batch"]
     if number in SUSPICIOUS:
         await ctx.add_stage(
-            check.named(f"check_{number:02d}"),
+            check.named(f"check_{number:02d}", params={"batch": number, "limit": 0.9}),
             after=[ctx.name],
             before=[f"batch_{number + 1:02d}"],
             reason=f"batch {number} scored above 0.9",
@@ -39,10 +39,11 @@ async def check(ctx):
 
 
 async def _batch_chain():
-    pipeline = Pipeline("batches").add(batch.named("batch_00"))
+    pipeline = Pipeline("batches").add(batch.named("batch_00", params={"batch": 0}))
     for i in range(1, 40):
         pipeline = pipeline.add(
-            batch.named(f"batch_{i:02d}"), after=[f"batch_{i - 1:02d}"]
+            batch.named(f"batch_{i:02d}", params={"batch": i}),
+            after=[f"batch_{i - 1:02d}"],
         )
     async with runtime() as rt:
         result = await rt.run(pipeline)
@@ -185,15 +186,15 @@ async def test_a_10000_stage_run_draws_its_groups_and_details_on_demand(tmp_path
     shot = screenshot(report, tmp_path / "wide.png", **WINDOW)
     assert (shot.width, shot.height) == (1280, 900)
     # On demand: a click on the group lists some of its stages with their outputs.
-    (items,) = (
-        i for i, box in enumerate(graph["boxes"]) if box["label"] == "item[…]"
-    )
+    (items,) = (i for i, box in enumerate(graph["boxes"]) if box["label"] == "item[…]")
     drawn = where_drawn(
         report, "#dag-details tbody tr", clicks=(f'[data-box="{items}"]',), **WINDOW
     )
     rows = [row["shown"] for row in drawn["found"]]
     assert len(rows) == 20
-    shape = r"item\[\d+\.\d+\]succeeded[\d.]+\d+#\d+ change_set from partition\[\d+\]: .*"
+    shape = (
+        r"item\[\d+\.\d+\]succeeded[\d.]+\d+#\d+ change_set from partition\[\d+\]: .*"
+    )
     assert all(re.fullmatch(shape, row) for row in rows), rows
     assert "Listed: 20 of 9,850 stages" in drawn["details"]
 
@@ -207,9 +208,10 @@ async def test_the_graph_zooms_and_lists_a_stage_on_demand(tmp_path):
     after = where_drawn(
         report, "#dag", clicks=('button[title="zoom in"]',) * 2, **WINDOW
     )
-    assert after["svg"][0] == round(before["svg"][0] * 1.25 * 1.25) or abs(
-        after["svg"][0] - before["svg"][0] * 1.5625
-    ) <= 2
+    assert (
+        after["svg"][0] == round(before["svg"][0] * 1.25 * 1.25)
+        or abs(after["svg"][0] - before["svg"][0] * 1.5625) <= 2
+    )
     check = where_drawn(
         report,
         "#dag-details tbody td",
@@ -219,5 +221,6 @@ async def test_the_graph_zooms_and_lists_a_stage_on_demand(tmp_path):
     cells = [cell["shown"] for cell in check["found"]]
     assert cells[0] == "check_06"
     assert cells[1] == "succeeded"
-    assert "{'checked': 'check_06', 'blocked': 2}" in cells
+    assert '{"batch": 6, "limit": 0.9}' in cells  # its parameters
+    assert "{'checked': 'check_06', 'blocked': 2}" in cells  # its output
     assert "#0 add_stage from batch_06: batch 6 scored above 0.9" in cells
