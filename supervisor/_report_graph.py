@@ -1,9 +1,10 @@
 """The report's model of a run's final graph: which boxes to draw, and their edges.
 
 A box is one stage, a mapped group (the stages one ``expand`` added), a
-family (the groups or stages that the members of one box added alike: one
-group per partition, one check per flagged item) or a straight chain of
-stages. So a run of any size is drawn as a summary whose boxes say how many
+family (`FAMILY_MIN` or more groups or stages alike: those the members of
+one box added, such as one group per partition or one check per flagged
+item, or the pipeline's own stages named alike, ``s1`` ... ``s900``, that
+wait for the same stages) or a straight chain of stages. So a run of any size is drawn as a summary whose boxes say how many
 stages they hold; the page lists a box's stages on demand. Past `MAX_DRAWN`
 boxes only the first ones in graph order are kept. The browser lays the
 boxes out (`_assets`); nothing here knows coordinates.
@@ -187,14 +188,21 @@ def _families(
     units: list[Box],
     box_of: dict[str, Box],
     origins: Mapping[str, AuditRecord | None],
+    deps: Mapping[str, tuple[str, ...]],
 ) -> list[Box]:
-    """Units the members of one box added alike, merged once they are many."""
+    """Units alike, merged once they are many: the stages or groups that the
+    members of one box added, or the pipeline's stages named alike that wait
+    for the same stages."""
     key_of: dict[int, tuple[str, str, object]] = {}
     sizes: Counter[tuple[str, str, object]] = Counter()
     asked_by: dict[tuple[str, str, object], str] = {}
     for box in units:
-        record = origins[box.members[0]]
+        first = box.members[0]
+        record = origins[first]
         if record is None:
+            static = ("static", _many(first), tuple(sorted(deps[first])))
+            key_of[id(box)] = static
+            sizes[static] += 1
             continue
         requester = box_of.get(record.requester)
         who: object = record.requester if requester is None else id(requester)
@@ -211,12 +219,17 @@ def _families(
             continue
         family = merged.get(found)
         if family is None:
+            origin = (
+                "stages of the pipeline named alike, waiting for the same stages"
+                if found[0] == "static"
+                else f"added by {sizes[found]:,} changes from {asked_by[found]}"
+            )
             family = merged[found] = Box(
                 "family",
                 found[1],
                 [],
-                origin=f"added by {sizes[found]:,} changes from {asked_by[found]}",
-                changes=sizes[found],
+                origin=origin,
+                changes=0 if found[0] == "static" else sizes[found],
                 mapped=box.kind == "group",
             )
             result.append(family)
@@ -293,8 +306,10 @@ def _note(box: Box) -> str:
         return f"{size:,} mapped"
     if box.kind == "family" and box.mapped:
         return f"{size:,} mapped in {box.changes:,} expansions"
-    if box.kind == "family":
+    if box.kind == "family" and box.changes:
         return f"{size:,} added"
+    if box.kind == "family":
+        return f"{size:,} stages"
     if box.kind == "chain":
         return f"chain of {size:,}"
     return ""
@@ -309,7 +324,7 @@ def graph_model(
     deps = {name: tuple(d) for name, d in dependencies.items()}
     order = _topological(list(deps), deps)
     units, box_of = _units(order, origins)
-    boxes = _families(units, box_of, origins)
+    boxes = _families(units, box_of, origins, deps)
     _link(boxes, box_of, deps)
     boxes = _chains(boxes, box_of)
     for box in boxes:

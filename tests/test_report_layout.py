@@ -8,6 +8,7 @@ drawn (their boxes on screen), and a screenshot's size and pixels.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -224,3 +225,65 @@ async def test_the_graph_zooms_and_lists_a_stage_on_demand(tmp_path):
     assert '{"batch": 6, "limit": 0.9}' in cells  # its parameters
     assert "{'checked': 'check_06', 'blocked': 2}" in cells  # its output
     assert "#0 add_stage from batch_06: batch 6 scored above 0.9" in cells
+
+
+@stage
+async def step(ctx):
+    number = ctx.params["batch"]
+    if number + 1 < 30:
+        await ctx.add_stage(
+            check.named(f"check_{number:02d}", params={"batch": number}),
+            after=[ctx.name],
+            before=[f"batch_{number + 1:02d}"],
+            reason="every batch is checked",
+        )
+    return number
+
+
+async def test_a_chain_checked_at_every_stage_is_folded_into_columns(tmp_path):
+    pipeline = Pipeline("deep").add(step.named("batch_00", params={"batch": 0}))
+    for i in range(1, 30):
+        pipeline = pipeline.add(
+            step.named(f"batch_{i:02d}", params={"batch": i}),
+            after=[f"batch_{i - 1:02d}"],
+        )
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    assert result.stats.stages == 59  # no straight chain: 59 layers deep
+    report = tmp_path / "deep.html"
+    report.write_text(result.to_html(), encoding="utf-8")
+    drawn = where_drawn(report, "#dag g.stage, #drawn", **WINDOW)
+    note, *stages = drawn["found"]  # in document order
+    assert len(stages) == 59
+    assert re.search(r"folded into \d+ columns", note["shown"])
+    for box in stages:
+        assert 0 <= box["left"] < box["right"] <= drawn["width"], box
+        assert 0 <= box["top"] < box["bottom"] <= drawn["height"], box
+        assert box["bottom"] - box["top"] >= 16, box
+    # Each column reads top to bottom: batch n+1 is below batch n, or
+    # starts the next column, to its right.
+    batches = [box for box in stages if box["text"].startswith("batch_")]
+    columns = 1
+    for before, after in itertools.pairwise(batches):
+        if after["top"] < before["top"]:
+            assert after["left"] > before["right"]
+            columns += 1
+    assert columns >= 3
+
+
+@stage
+async def source(ctx):
+    return ctx.name
+
+
+async def test_many_pipeline_stages_named_alike_are_one_box(tmp_path):
+    pipeline = Pipeline("sources")
+    for i in range(1_000):
+        pipeline = pipeline.add(source.named(f"src_{i}"))
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    page = result.to_html()
+    report = tmp_path / "sources.html"
+    report.write_text(page, encoding="utf-8")
+    drawn = where_drawn(report, "#dag [data-box]", **WINDOW)
+    assert [box["shown"] for box in drawn["found"]] == ["src…1,000 stages"]

@@ -71,13 +71,18 @@
     return {w: clamp(wide + 28, 130, 250), h: 46};
   }
 
-  // Ranks of the layout as horizontal bands, folded into columns when the
-  // drawing is much taller than the view and narrow enough to sit side by side.
-  function fold(g, ids, view) {
+  // Ranks of the layout as horizontal bands, folded into columns side by
+  // side when that shows the drawing larger: a deep graph (a long chain
+  // whose stages each got a check) reads like a newspaper, column by column.
+  function fold(g, ids, room) {
     var graph = g.graph();
     var width = graph.width, height = graph.height;
-    var columns = Math.min(Math.floor((view.width + 40) / (width + 40)), Math.ceil(height / (view.height * 1.2)));
-    if (columns < 2) return null;
+    var flat = Math.min(1, room.width / width, room.height / height), columns = 1, best = flat;
+    for (var k = 2; k <= 12; k++) {
+      var s = Math.min(1, room.width / (k * (width + 40) - 40), room.height / (height / k + 60));
+      if (s > best * 1.05) { best = s; columns = k; }
+    }
+    if (columns < 2 || flat >= 0.9) return null;
     var bands = {};
     ids.forEach(function (id) {
       var n = g.node(id), top = n.y - n.height / 2, bottom = n.y + n.height / 2;
@@ -102,7 +107,7 @@
     function place(x, y, c) { return {x: x + c * step, y: y - cuts[c].top + margin}; }
     return {columns: cuts.length, width: cuts.length * step - 40, height: tallest + 2 * margin,
             column: function (id) { return columnOf[g.node(id).rank]; }, place: place, step: step,
-            bottom: tallest + margin + 6, top: margin - 8};
+            bottom: function (c) { return cuts[c].height + margin + 8; }, top: margin - 8};
   }
 
   function edgePath(points) {
@@ -159,7 +164,7 @@
     });
     dagre.layout(g);
 
-    var folded = fold(g, ids, {width: room.width / LEGIBLE, height: room.height / LEGIBLE});
+    var folded = fold(g, ids, room);
     var width = folded ? folded.width + 28 : g.graph().width;
     var height = folded ? folded.height : g.graph().height;
     function at(id, x, y) {
@@ -270,7 +275,7 @@
       if (cv !== cw) { // across columns: down, over the gap, and in from the top
         var a = points[0], b = points[points.length - 1];
         var gapX = (cv + 1) * folded.step - 20;
-        d = "M" + a.x + "," + a.y + " V" + folded.bottom + " H" + gapX + " V" + folded.top +
+        d = "M" + a.x + "," + a.y + " V" + folded.bottom(cv) + " H" + gapX + " V" + folded.top +
             " H" + b.x + " V" + b.y;
       } else {
         d = edgePath(points);
