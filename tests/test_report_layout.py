@@ -287,3 +287,28 @@ async def test_many_pipeline_stages_named_alike_are_one_box(tmp_path):
     report.write_text(page, encoding="utf-8")
     drawn = where_drawn(report, "#dag [data-box]", **WINDOW)
     assert [box["shown"] for box in drawn["found"]] == ["src…1,000 stages"]
+
+
+async def test_hundreds_of_unlike_stages_in_one_layer_are_folded_into_strips(tmp_path):
+    pipeline = Pipeline("wide layer")
+    for i in range(150):
+        pipeline = pipeline.add(source.named(f"in{i}x")).add(
+            source.named(f"out{i}y"), after=[f"in{i}x"]
+        )
+    async with runtime() as rt:
+        result = await rt.run(pipeline)
+    report = tmp_path / "layer.html"
+    report.write_text(result.to_html(), encoding="utf-8")
+    drawn = where_drawn(report, "#drawn, #dag g.stage", **WINDOW)
+    note, *stages = drawn["found"]
+    assert len(stages) == 300
+    assert re.search(r"folded into \d+ strips", note["shown"])
+    assert all(box["bottom"] - box["top"] >= 16 for box in stages)
+    on_screen = [
+        box
+        for box in stages
+        if box["right"] <= drawn["width"] and box["bottom"] <= drawn["height"]
+    ]
+    # Not one row of 300 boxes: four strips or more on the first screen.
+    assert len({round(box["top"]) for box in on_screen}) >= 8
+    assert len(on_screen) >= 100

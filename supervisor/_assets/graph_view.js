@@ -3,7 +3,7 @@
    stage by stage, wrapped in rows; a layout much taller than the view is
    folded into columns. Zoom (buttons, ctrl + wheel) and pan (drag, scroll);
    a click on a box lists its stages. Every text goes in as text
-   (textContent), never as markup. Loaded by a plain <script> after dagre:
+   (textContent), never as markup. Loaded by a plain script element after dagre:
    dagvisorGraph.draw(host, model) -> {scale, zoom(factor), fit()}. */
 (function (global) {
   "use strict";
@@ -71,18 +71,29 @@
     return {w: clamp(wide + 28, 130, 250), h: 46};
   }
 
-  // Ranks of the layout as horizontal bands, folded into columns side by
-  // side when that shows the drawing larger: a deep graph (a long chain
-  // whose stages each got a check) reads like a newspaper, column by column.
-  function fold(g, ids, room) {
-    var graph = g.graph();
-    var width = graph.width, height = graph.height;
-    var flat = Math.min(1, room.width / width, room.height / height), columns = 1, best = flat;
-    for (var k = 2; k <= 12; k++) {
-      var s = Math.min(1, room.width / (k * (width + 40) - 40), room.height / (height / k + 60));
-      if (s > best * 1.05) { best = s; columns = k; }
+  // A drawing much taller or wider than the view is folded, when that
+  // shows it larger: ranks into columns side by side (a deep graph, such as
+  // a long chain whose stages each got a check, reads like a newspaper), or
+  // its width into strips one under the other (hundreds of stages in one
+  // layer). Each fold says where a box goes (piece, place) and how an edge
+  // from one piece to another is drawn (route).
+  var FOLDS = 12;
+
+  function best(flat, scaleOf) {
+    var pieces = 1, top = flat;
+    for (var k = 2; k <= FOLDS; k++) {
+      var s = scaleOf(k);
+      if (s > top * 1.05) { top = s; pieces = k; }
     }
-    if (columns < 2 || flat >= 0.9) return null;
+    return {pieces: pieces, scale: top};
+  }
+
+  function columns(g, ids, room, flat) {
+    var width = g.graph().width, height = g.graph().height;
+    var choice = best(flat, function (k) {
+      return Math.min(1, room.width / (k * (width + 40) - 40), room.height / (height / k + 60));
+    });
+    if (choice.pieces < 2) return null;
     var bands = {};
     ids.forEach(function (id) {
       var n = g.node(id), top = n.y - n.height / 2, bottom = n.y + n.height / 2;
@@ -91,23 +102,72 @@
     });
     var order = Object.keys(bands).map(function (k) { return bands[k]; })
       .sort(function (a, b) { return a.top - b.top; });
-    var share = height / columns, column = 0, start = order.length ? order[0].top : 0;
+    var share = height / choice.pieces, start = order.length ? order[0].top : 0;
     var cuts = [{top: start}], columnOf = {};
     order.forEach(function (band) {
-      if (band.bottom - start > share && column < columns - 1 && band.top > start) {
-        column += 1; start = band.top; cuts.push({top: band.top});
+      if (band.bottom - start > share && cuts.length < choice.pieces && band.top > start) {
+        start = band.top; cuts.push({top: band.top});
       }
-      columnOf[band.rank] = column;
+      columnOf[band.rank] = cuts.length - 1;
     });
     var step = width + 40, margin = 14, tallest = 0;
     cuts.forEach(function (cut, c) {
       var end = c + 1 < cuts.length ? cuts[c + 1].top : height;
       cut.height = end - cut.top; tallest = Math.max(tallest, cut.height);
     });
-    function place(x, y, c) { return {x: x + c * step, y: y - cuts[c].top + margin}; }
-    return {columns: cuts.length, width: cuts.length * step - 40, height: tallest + 2 * margin,
-            column: function (id) { return columnOf[g.node(id).rank]; }, place: place, step: step,
-            bottom: function (c) { return cuts[c].height + margin + 8; }, top: margin - 8};
+    return {
+      scale: choice.scale, width: cuts.length * step - 12, height: tallest + 2 * margin,
+      note: "folded into " + cuts.length + " columns, read each top to bottom",
+      piece: function (id) { return columnOf[g.node(id).rank]; },
+      place: function (x, y, c) { return {x: x + c * step, y: y - cuts[c].top + margin}; },
+      route: function (a, b, ca) { // down, over the gap, and in from the top
+        return "M" + a.x + "," + a.y + " V" + (cuts[ca].height + margin + 8) +
+          " H" + ((ca + 1) * step - 20) + " V" + (margin - 8) + " H" + b.x + " V" + b.y;
+      }
+    };
+  }
+
+  function strips(g, ids, room, flat) {
+    var width = g.graph().width, height = g.graph().height;
+    var choice = best(flat, function (k) {
+      return Math.min(1, room.width / (width / k + 60), room.height / (k * (height + 40) - 40));
+    });
+    if (choice.pieces < 2) return null;
+    var spans = ids.map(function (id) {
+      var n = g.node(id);
+      return [n.x - n.width / 2, n.x + n.width / 2];
+    }).sort(function (a, b) { return a[0] - b[0]; });
+    var share = width / choice.pieces, cuts = [0], reach = -Infinity;
+    spans.forEach(function (span) { // cut only where no box straddles
+      if (span[0] > reach && span[0] - cuts[cuts.length - 1] > share && cuts.length < choice.pieces) {
+        cuts.push(span[0] - 12);
+      }
+      reach = Math.max(reach, span[1]);
+    });
+    var widest = 0, margin = 14;
+    cuts.forEach(function (left, r) {
+      widest = Math.max(widest, (r + 1 < cuts.length ? cuts[r + 1] : width) - left);
+    });
+    function stripOf(x) {
+      for (var r = cuts.length - 1; r > 0; r--) if (x >= cuts[r]) return r;
+      return 0;
+    }
+    return {
+      scale: choice.scale, width: widest + 2 * margin, height: cuts.length * (height + 40) - 40,
+      note: "folded into " + cuts.length + " strips, read each left to right",
+      piece: function (id) { return stripOf(g.node(id).x); },
+      place: function (x, y, r) { return {x: x - cuts[r] + margin, y: y + r * (height + 40)}; },
+      route: function (a, b) { return "M" + a.x + "," + a.y + " L" + b.x + "," + b.y; }
+    };
+  }
+
+  function fold(g, ids, room) {
+    var graph = g.graph();
+    var flat = Math.min(1, room.width / graph.width, room.height / graph.height);
+    if (flat >= 0.9) return null;
+    var tall = columns(g, ids, room, flat), wide = strips(g, ids, room, flat);
+    if (tall && wide) return tall.scale >= wide.scale ? tall : wide;
+    return tall || wide;
   }
 
   function edgePath(points) {
@@ -165,10 +225,10 @@
     dagre.layout(g);
 
     var folded = fold(g, ids, room);
-    var width = folded ? folded.width + 28 : g.graph().width;
+    var width = folded ? folded.width : g.graph().width;
     var height = folded ? folded.height : g.graph().height;
     function at(id, x, y) {
-      return folded ? folded.place(x, y, folded.column(id)) : {x: x, y: y};
+      return folded ? folded.place(x, y, folded.piece(id)) : {x: x, y: y};
     }
 
     var root = svg("svg", {id: "dag", xmlns: SVG, role: "img", "aria-label": "final graph",
@@ -265,18 +325,15 @@
     g.edges().forEach(function (e) {
       var points = g.edge(e).points.slice();
       var from = Number(e.v), to = Number(e.w);
-      var cv = folded ? folded.column(e.v) : 0, cw = folded ? folded.column(e.w) : 0;
+      var cv = folded ? folded.piece(e.v) : 0, cw = folded ? folded.piece(e.w) : 0;
       points = points.map(function (pt, j) {
         return folded ? folded.place(pt.x, pt.y, j < points.length / 2 ? cv : cw) : pt;
       });
       if (cells[from]) points[0] = {x: cells[from].last.x, y: cells[from].last.y};
       if (cells[to]) points[points.length - 1] = {x: cells[to].first.x, y: cells[to].first.y};
       var d;
-      if (cv !== cw) { // across columns: down, over the gap, and in from the top
-        var a = points[0], b = points[points.length - 1];
-        var gapX = (cv + 1) * folded.step - 20;
-        d = "M" + a.x + "," + a.y + " V" + folded.bottom(cv) + " H" + gapX + " V" + folded.top +
-            " H" + b.x + " V" + b.y;
+      if (cv !== cw) {
+        d = folded.route(points[0], points[points.length - 1], cv, cw);
       } else {
         d = edgePath(points);
       }
@@ -325,7 +382,7 @@
     var shown = model.total - model.left_out;
     drawn.textContent = count(boxes.length) + " boxes for " + count(shown) + " stages" +
       (model.left_out ? "; " + count(model.left_out) + " stages not drawn (the graph is large)" : "") +
-      (folded ? "; folded into " + folded.columns + " columns, read each top to bottom" : "");
+      (folded ? "; " + folded.note : "");
 
     function show(i, only) {
       var box = boxes[i];
