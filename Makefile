@@ -66,11 +66,11 @@ $(MERMAID):
 
 # The HTML report lays its graph out with dagre (MIT, with its graphlib),
 # shipped inside the package so that reports, the live view and the tests
-# need neither the network nor npm: the files in supervisor/_assets/dagre are
+# need neither the network nor npm: the files in supervisor/_static/dagre are
 # committed. This development step refreshes them from the npm registry;
 # change DAGRE_VERSION here and in supervisor/_assets.py together.
 DAGRE_VERSION := 3.1.3
-DAGRE_DIR     := supervisor/_assets/dagre
+DAGRE_DIR     := supervisor/_static/dagre
 
 vendor-dagre:
 	rm -rf .cache/dagre && mkdir -p .cache/dagre

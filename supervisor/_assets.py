@@ -1,10 +1,10 @@
 """The scripts a page of dagvisor ships inside itself: dagre, and the graph view.
 
 dagre (``@dagrejs/dagre`` on the npm registry, MIT, with its graphlib, MIT)
-lays graphs out in layers; it is vendored, minified, in ``_assets/dagre``
+lays graphs out in layers; it is vendored, minified, in ``_static/dagre``
 with its licences and versions (``make vendor-dagre`` refreshes it), so a
 report is one file that fetches nothing, and neither users nor the tests
-need npm or the network. ``_assets/graph_view.js`` draws a graph model
+need npm or the network. ``_static/graph_view.js`` draws a graph model
 (`_report_data`) with it: zoom, pan, the stages of a box on demand. Both
 load from a plain ``<script>`` (no bundler): the report inlines them, and
 the live view of the control API can serve the same files.
@@ -27,7 +27,7 @@ _SOURCE_MAP: Final = "//# sourceMappingURL="
 def _read(*parts: str) -> str:
     return (
         resources.files(__package__ or "dagvisor.supervisor")
-        .joinpath("_assets", *parts)
+        .joinpath("_static", *parts)
         .read_text(encoding="utf-8")
     )
 

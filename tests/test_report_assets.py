@@ -9,7 +9,7 @@ import pytest
 
 from dagvisor.supervisor._assets import DAGRE_VERSION, dagre_script, graph_view_script
 
-ASSETS = resources.files("dagvisor.supervisor").joinpath("_assets")
+ASSETS = resources.files("dagvisor.supervisor").joinpath("_static")
 
 
 def test_dagre_ships_with_its_licences_and_versions():
