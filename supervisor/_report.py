@@ -23,7 +23,7 @@ import json
 import traceback
 from typing import TYPE_CHECKING, Final
 
-from dagvisor.actors import RecordedError
+from dagvisor.actors import RecordedError, StageState
 
 from ._assets import dagre_script, graph_view_script
 from ._export import COLOURS
@@ -57,19 +57,18 @@ def _script_json(value: object) -> str:
 # -- the timeline ----------------------------------------------------------------
 
 
-def _timeline_svg(result: RunResult, offset: float, start: float, end: float) -> str:
+def _timeline_svg(
+    result: RunResult,
+    ran: list[tuple[str, float, float, StageState]],
+    start: float,
+    end: float,
+) -> str:
     span = max(end - start, 1e-9)
     width, left = 900, 160
 
     def x_of(wall: float) -> float:
         return left + (wall - start) / span * (width - left - 20)
 
-    ran = [
-        (name, timing.started + offset, timing.finished + offset, result.states[name])
-        for name, timing in result.timings.items()
-        if timing.started is not None
-    ]
-    ran.sort(key=lambda row: row[1])
     parts = []
     if len(ran) <= MAX_BARS:
         height = 40 + 16 * len(ran)
@@ -266,12 +265,17 @@ _JS: Final = """
 def render_report(result: RunResult) -> str:
     """The HTML report of ``result`` (a live run's or one read from a journal)."""
     offset = result._wall_offset
-    timings = result.timings
-    starts = [t.started + offset for t in timings.values() if t.started is not None]
-    ends = [t.finished + offset for t in timings.values() if t.started is not None]
+    # The result's mappings are views computed per read: read each once.
+    states = dict(result.states)
+    ran = [
+        (name, timing.started + offset, timing.finished + offset, states[name])
+        for name, timing in result.timings.items()
+        if timing.started is not None
+    ]
+    ran.sort(key=lambda row: row[1])
     walls = [record.wall_time for record in result.audit]
-    start = min([*starts, *walls], default=result.stats.started_at)
-    end = max([*ends, *walls], default=start)
+    start = min([*(row[1] for row in ran), *walls], default=result.stats.started_at)
+    end = max([*(row[2] for row in ran), *walls], default=start)
     stats = result.stats
     counts = {state.value: count for state, count in stats.counts.items() if count}
     accepted = sum(1 for record in result.audit if record.accepted)
@@ -315,14 +319,14 @@ def render_report(result: RunResult) -> str:
         "script.</p></div></section>"
         + '<section id="timeline-section"><h2>Timeline</h2>'
         '<p class="note">Ticks on top: graph changes (blue accepted, red refused).</p>'
-        f'<div class="scroll">{_timeline_svg(result, offset, start, end)}</div></section>'
+        f'<div class="scroll">{_timeline_svg(result, ran, start, end)}</div></section>'
         + f'<section id="changes-section"><h2>Graph changes</h2>{_changes_table(result.audit, start)}</section>'
         + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
         + f'<section id="memory-section"><h2>Memory</h2>{_memory_svg(result, offset)}</section>'
     )
     data = _script_json(summary)
-    model = graph_model(result.states, result.dependencies, result.origins)
-    drawing = _script_json(graph_data(result, model))
+    model = graph_model(states, dict(result.dependencies), dict(result.origins))
+    drawing = _script_json(graph_data(result, model, states))
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

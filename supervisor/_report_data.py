@@ -114,12 +114,16 @@ def _listed_members(box: Box, states: Mapping[str, StageState]) -> list[str]:
     return (failed + rest)[:PER_BOX]
 
 
-def graph_data(result: RunResult, model: GraphModel) -> dict[str, Any]:
-    """The graph view's input: see the module docstring."""
+def graph_data(
+    result: RunResult, model: GraphModel, states: Mapping[str, StageState]
+) -> dict[str, Any]:
+    """The graph view's input: see the module docstring.
+
+    ``states`` are the result's, read once (a plain mapping is faster).
+    """
     listing = _Listing(result)
     number = {id(box): i for i, box in enumerate(model.boxes)}
     boxes: list[dict[str, Any]] = []
-    states = result.states
     for box in model.boxes:
         inline = (
             box.kind == "chain"
