@@ -5,7 +5,8 @@ A plain JSON-able mapping built from a `GraphModel` and the run's result
 state, run time, output and parameters, all shortened; a straight chain of
 up to `CHAIN_INLINE` stages lists all of them (it is drawn stage by stage).
 At most `LISTED` stages are listed in all, so a report stays small however
-large the run. Every text is made encodable (`_text`).
+large the run. Every text is made encodable and one line, its control
+characters as escapes (`_text`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dagvisor.actors import RecordedError, StageState
 from dagvisor.actors._params import params_text
 
 from ._export import COLOURS
-from ._text import line_text, preview, shortened, utf8_text
+from ._text import line_text, preview, shortened
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -84,21 +85,20 @@ class _Listing:
         state = result.states[name]
         timing = result.timings[name]
         origin = result.origins[name]
-        entry: dict[str, Any] = {"name": utf8_text(name), "state": state.value}
+        entry: dict[str, Any] = {"name": line_text(name), "state": state.value}
         if timing.started is not None:
             entry["took"] = round(timing.duration, 6)
         if origin is not None:
-            entry["added"] = utf8_text(
+            entry["added"] = line_text(
                 f"#{origin.seq} {origin.kind} from {origin.requester}"
             )
-            entry["why"] = utf8_text(origin.reason)
-        for key, text in (
-            ("output", _output_of(result, name, state)),
-            ("params", _params_of(result, name)),
-            ("error", _error_of(result, name)),
-        ):
-            if text is not None:
-                entry[key] = utf8_text(text)
+            entry["why"] = line_text(origin.reason)
+        shown = {
+            "output": _output_of(result, name, state),
+            "params": _params_of(result, name),
+            "error": _error_of(result, name),
+        }
+        entry.update((key, text) for key, text in shown.items() if text is not None)
         self.index[name] = len(self.stages)
         self.stages.append(entry)
         return self.index[name]
@@ -139,13 +139,13 @@ def graph_data(
         boxes.append(
             {
                 "kind": box.kind,
-                "label": utf8_text(box.label),
+                "label": line_text(box.label),
                 "note": box.note,
                 "state": box.state.value,
                 "counts": {s.value: n for s, n in box.counts.items()},
                 "size": len(box.members),
                 "added": box.added,
-                "origin": utf8_text(box.origin),
+                "origin": line_text(box.origin),
                 "inline": inline,
                 "stages": listed,
                 "deps": [number[id(dep)] for dep in box.deps],

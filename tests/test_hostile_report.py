@@ -188,3 +188,30 @@ async def test_a_report_read_back_from_a_journal_shows_outputs_short(tmp_path):
     )
     assert entry["params"] == '{"day": "</script>"}'
     assert html.escape("</script>") not in raw  # JSON escapes, not HTML's
+
+
+@stage
+async def named_badly(ctx):
+    await ctx.add_stage(
+        zero.named("\x1b[31mred\x1b]0;title\x07 \ud800\nnext"),
+        after=[ctx.name],
+        reason="why \x1b[2J\r\n",
+    )
+
+
+@stage
+async def zero(ctx):
+    return 0
+
+
+async def test_names_and_reasons_are_one_line_of_text_in_the_graph():
+    async with runtime() as rt:
+        result = await rt.run(Pipeline("names").add(zero).add(named_badly))
+    _raw, graph = _graph(result.to_html())
+    texts = [box["label"] for box in graph["boxes"]]
+    texts += [value for entry in graph["stages"] for value in entry.values()]
+    texts = [text for text in texts if isinstance(text, str)]
+    assert "\\x1b[31mred\\x1b]0;title\\x07 \\ud800\\nnext" in texts
+    for text in texts:
+        text.encode("utf-8")
+        assert not [c for c in text if ord(c) < 32 or 127 <= ord(c) < 160], text
