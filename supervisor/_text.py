@@ -11,6 +11,11 @@ import datetime
 import html
 import re
 import reprlib
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 __all__ = ["html_text", "line_text", "preview", "shortened", "utf8_text", "when_text"]
 
@@ -66,8 +71,58 @@ def shortened(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+_CONTAINERS: tuple[type, ...] = (dict, list, tuple, set, frozenset)
+
+
+class _Shown(reprlib.Repr):
+    """`reprlib.Repr` that cuts subclasses of the built-in containers too.
+
+    `reprlib` picks a method by the exact type's name, so a subclass (a
+    stage's frozen output is a ``FrozenList``) would get its full ``repr``
+    built and then cut: a million items built to show eight.
+    """
+
+    # reprlib sorts a dict's keys and a set's items before it cuts them: a
+    # sort of all of them to show eight. These take the first ones, in order.
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = [
+            f"{self.repr1(key, level - 1)}: {self.repr1(value, level - 1)}"
+            for key, value in islice(x.items(), self.maxdict)
+        ]
+        if len(x) > self.maxdict:
+            pieces.append("...")
+        return "{" + ", ".join(pieces) + "}"
+
+    def _items(self, x: Collection[Any], level: int, left: str, right: str) -> str:
+        if level <= 0:
+            return f"{left}...{right}"
+        pieces = [self.repr1(item, level - 1) for item in islice(x, self.maxset)]
+        if len(x) > self.maxset:
+            pieces.append("...")
+        return left + ", ".join(pieces) + right
+
+    def repr_set(self, x: set[Any], level: int) -> str:
+        return self._items(x, level, "{", "}") if x else "set()"
+
+    def repr_frozenset(self, x: frozenset[Any], level: int) -> str:
+        return self._items(x, level, "frozenset({", "})") if x else "frozenset()"
+
+    def repr1(self, x: object, level: int) -> str:
+        kind = type(x)
+        if kind not in _CONTAINERS:
+            for base in _CONTAINERS:
+                if isinstance(x, base):
+                    shown: str = getattr(self, f"repr_{base.__name__}")(x, level)
+                    return shown
+        return super().repr1(x, level)
+
+
 def _bounded_repr() -> reprlib.Repr:
-    shown = reprlib.Repr()
+    shown = _Shown()
     shown.maxlevel = 3
     for limit in (
         "maxtuple",

@@ -184,7 +184,7 @@ async def test_a_report_read_back_from_a_journal_shows_outputs_short(tmp_path):
     assert not set("<>&") & set(raw)
     (entry,) = graph["stages"]
     assert entry["output"] == (
-        "{'rows': [0, 1, 2, 3, 4, 5, 6, 7, ...], 'text': '</script><!--<script> ]]>'}"
+        "{'text': '</script><!--<script> ]]>', 'rows': [0, 1, 2, 3, 4, 5, 6, 7, ...]}"
     )
     assert entry["params"] == '{"day": "</script>"}'
     assert html.escape("</script>") not in raw  # JSON escapes, not HTML's
