@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from dagvisor.actors import RecordedError, StageState
+from dagvisor.actors._errors import message_of
 from dagvisor.actors._params import params_text
 
 from ._export import COLOURS
@@ -59,8 +60,10 @@ def _error_of(result: RunResult, name: str) -> str | None:
     if error is None:
         return None
     if isinstance(error, RecordedError):
-        return line_text(error.recorded)[:OUTPUT_WIDTH]
-    return f"{type(error).__name__}: {preview(str(error), OUTPUT_WIDTH)}"
+        text = error.recorded
+    else:
+        text = f"{type(error).__name__}: {message_of(error)}"
+    return shortened(line_text(text[: OUTPUT_WIDTH * 2]), OUTPUT_WIDTH)
 
 
 class _Listing:

@@ -12,12 +12,14 @@ import html
 import json
 import re
 
+import pytest
 from browser import dump_dom, where_drawn
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import hostile_texts
 
 from dagvisor import Pipeline, runtime, stage
+from dagvisor.errors import RunFailed
 from dagvisor.supervisor import Journal
 from dagvisor.supervisor._report_data import OUTPUT_WIDTH
 from dagvisor.supervisor._text import preview
@@ -215,3 +217,33 @@ async def test_names_and_reasons_are_one_line_of_text_in_the_graph():
     for text in texts:
         text.encode("utf-8")
         assert not [c for c in text if ord(c) < 32 or 127 <= ord(c) < 160], text
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+@stage
+async def fails_badly(ctx):
+    raise Unprintable
+
+
+@stage
+async def fails_long(ctx):
+    raise ValueError("</script>\n\ud800" + "x" * 100_000)
+
+
+async def test_errors_that_cannot_be_printed_or_are_huge_are_shown_short():
+    pipeline = Pipeline("errors").add(fails_badly).add(fails_long)
+    async with runtime(on_failure="continue") as rt:
+        with pytest.raises(RunFailed) as info:
+            await rt.run(pipeline)
+    _raw, graph = _graph(info.value.result.to_html())
+    errors = {entry["name"]: entry["error"] for entry in graph["stages"]}
+    assert errors["fails_badly"] == (
+        "Unprintable: (the message of this Unprintable cannot be shown)"
+    )
+    assert "'fails_badly' (Unprintable: (the message" in str(info.value)
+    assert errors["fails_long"].startswith("ValueError: </script>\\n\\ud800xxx")
+    assert len(errors["fails_long"]) == OUTPUT_WIDTH

@@ -93,6 +93,8 @@ async def test_the_report_shows_graph_changes_failures_and_memory():
     graph = graph_of(page)
     listed = {graph["stages"][i]["name"]: graph["stages"][i] for i in group["stages"]}
     assert listed["inspect_item[1]"]["output"] == "{'value': 0.9, 'ok': False}"
+    (broken_stage,) = (s for s in graph["stages"] if s["name"] == "broken")
+    assert broken_stage["error"] == "ValueError: sensor offline"
     # Who changed the graph, and why.
     assert "<td>plan</td><td>expand</td>" in page
     assert "<td>summarise</td>" in page
