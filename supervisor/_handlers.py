@@ -328,7 +328,7 @@ class Handlers:
         # Validated: apply.
         change.undoable = False
         change.ends_stream = True  # the rest of a streamed pipeline is replaced too
-        pending = [node for node in graph if node.state is PENDING]
+        pending = core.pending_stages()
         touched: dict[int, Node] = {}
         settled_children: dict[int, Node] = {}
         for node in pending:
