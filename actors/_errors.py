@@ -157,6 +157,17 @@ class NoJsonFormError(DagvisorError, ValueError):
         )
 
 
+def message_of(error: BaseException) -> str:
+    """An exception's message, or a placeholder when its ``__str__`` raises.
+
+    A stage's exception is the user's: printing it must not raise instead.
+    """
+    try:
+        return str(error)
+    except Exception:  # any __str__ of any exception: show that it failed
+        return f"(the message of this {type(error).__name__} cannot be shown)"
+
+
 class RunFailedError(DagvisorError):
     """A run ended with failed stages, was cancelled, or its journal failed.
 
@@ -181,7 +192,7 @@ class RunFailedError(DagvisorError):
         self.journal_error = journal_error
         if errors:
             shown = ", ".join(
-                f"{name!r} ({type(exc).__name__}: {exc})"
+                f"{name!r} ({type(exc).__name__}: {message_of(exc)})"
                 for name, exc in list(errors.items())[:3]
             )
             more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
