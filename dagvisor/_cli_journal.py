@@ -25,11 +25,14 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from dagvisor.actors import DagvisorError
+from dagvisor.actors import DagvisorError, default_registry
+from dagvisor.actors._datacodec import BUILT_IN
 from dagvisor.supervisor import Journal
+from dagvisor.supervisor._readback import result_from_journal
 
 from ._cli_history import history_events, history_lines, stopped_text
 from ._cli_io import one_line, write_file
+from ._cli_output import add_output_options, output_text
 from ._cli_recover import add_recover_command, recover_command
 from ._cli_run import UsageError, add_journal_option, drive, final_outputs, load_module
 
@@ -80,6 +83,7 @@ def add_journal_commands(sub: Any) -> None:
         action="store_true",
         help=f"list every failure (default: the first {SUMMARY_ROWS})",
     )
+    add_output_options(show)
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph.add_argument("-o", "--output", help="write to this file, not stdout")
     report.add_argument(
@@ -95,6 +99,13 @@ def add_journal_commands(sub: Any) -> None:
     )
     resume.add_argument(
         "--on-failure", choices=("cancel", "continue"), default="cancel"
+    )
+    resume.add_argument(
+        "--codec",
+        choices=BUILT_IN,
+        default=None,
+        help="the codec the run was journaled with (default: the built-in one it "
+        "names; pickle only if given here)",
     )
     for parser in (runs, show, audit, lineage, graph, report, resume):
         add_journal_option(parser, required=True)
@@ -138,8 +149,15 @@ def _read(args: argparse.Namespace) -> int:
             _print_runs(journal)
             return 0
         run_id = journal.find_run(args.run_id)
-        result = journal.result(run_id)
+        if args.command == "lineage":
+            result = journal.result(run_id)
+        else:  # no stage's attempts: spare the memory their events take
+            result = result_from_journal(
+                journal.load(run_id), registry=default_registry, attempts=False
+            )
     match args.command:
+        case "show" if args.output_stage is not None or args.json:
+            print(output_text(result, args.output_stage, as_json=args.json))
         case "show":
             _print_show(
                 result,
@@ -306,6 +324,13 @@ def _print_audit(result: RunResult, args: argparse.Namespace) -> None:
         print("no changes match")
 
 
+def _codec_of(journal: Journal, run_id: str) -> str | None:
+    """The built-in codec the run was journaled with, to resume it with (None: json,
+    or a codec of the user's, which the resumed code must set up itself)."""
+    codec = journal.load(run_id).pipeline.get("codec")
+    return codec if codec in BUILT_IN and codec != "pickle" else None
+
+
 def _resume(args: argparse.Namespace) -> int:
     if not args.modules:
         msg = (
@@ -315,6 +340,8 @@ def _resume(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     with Journal(args.journal, readonly=True) as journal:
         run_id = journal.find_run(args.run_id)
+        if args.codec is None:
+            args.codec = _codec_of(journal, run_id)
     for where in args.modules:
         load_module(where.rpartition(":")[0] if ":" in where else where)
 

@@ -25,15 +25,17 @@ __all__ = ["result_from_journal"]
 
 
 def result_from_journal(
-    run: JournaledRun, *, registry: StageRegistry | None
+    run: JournaledRun, *, registry: StageRegistry | None, attempts: bool = True
 ) -> RunResult:
     """The result of a run as its journal records it (read-only; nothing runs).
 
     Stage times are wall-clock (seconds since the epoch). A run whose record
     does not say it ended has status ``"interrupted"``; its stages that were
-    running are ``running``.
+    running are ``running``. With ``attempts`` False, each stage's events are
+    not kept (its lineage then lists no attempts): what `dagvisor show`
+    needs, in less memory.
     """
-    replayed = replay(run, registry=registry, codec=None)
+    replayed = replay(run, registry=registry, codec=None, attempts=attempts)
     nodes = replayed.graph.nodes
     status: RunStatus = "interrupted"  # its record does not say it ended
     if run.status in ("succeeded", "failed", "cancelled"):
