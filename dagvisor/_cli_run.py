@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import trio
 
 from dagvisor._cli_io import one_line, raw_stream, shell_command
+from dagvisor._cli_signals import SIGINT_REASON, say_interrupted, wait_unless_signalled
 from dagvisor.actors import DagvisorError, Pipeline, RunFailed, StreamedPipeline
 from dagvisor.actors._datacodec import BUILT_IN
 from dagvisor.actors._dataforms import data_kind, summary
@@ -31,7 +32,7 @@ from dagvisor.supervisor import Progress, Run, RunResult, Runtime, runtime
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
     from types import ModuleType
 
 __all__ = [
@@ -317,9 +318,9 @@ def drive(
                 # elsewhere, in a stage, it cancels the run by leaving the
                 # runtime, which the journal records as its task cancelled.)
                 try:
-                    return await _wait_unless_signalled(run, signals, signalled)
+                    return await wait_unless_signalled(run, signals, signalled)
                 except* KeyboardInterrupt:
-                    await run.cancel(reason=_SIGINT)
+                    await run.cancel(reason=SIGINT_REASON)
                     raise
 
     try:
@@ -327,7 +328,7 @@ def drive(
     except (DagvisorError, OSError) as exc:
         close()
         if signalled and isinstance(exc, RunFailed):
-            return _interrupted(started, journal, resume_with, signalled[0])
+            return say_interrupted(started, journal, resume_with, signalled[0])
         if isinstance(exc, RunFailed):
             return _failed(exc, args)
         if args.debug:
@@ -342,61 +343,12 @@ def drive(
         )
         if not interrupted:
             raise
-        return _interrupted(started, journal, resume_with, "Ctrl-C")
+        return say_interrupted(started, journal, resume_with, "Ctrl-C")
     close()
     print(_summary(result))
     for line in final_outputs(result):
         print(line)
     return 0
-
-
-async def _wait_unless_signalled(
-    run: Run, signals: AsyncIterator[int], signalled: list[str]
-) -> RunResult:
-    """``run.wait()``; a signal meanwhile cancels the run, its name the reason."""
-
-    async def cancel_on_signal() -> None:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            signalled.append(name)
-            await run.cancel(reason=f"{name}: dagvisor run was asked to stop")
-            return
-
-    failure: Exception | None = None
-    result: RunResult | None = None
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(cancel_on_signal)
-        try:
-            result = await run.wait()
-        except Exception as exc:  # re-raised as is, not in a group
-            failure = exc
-        nursery.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    assert result is not None
-    return result
-
-
-_SIGINT = "SIGINT: dagvisor run was interrupted (Ctrl-C)"
-_SIGNAL_EXITS = {"Ctrl-C": 130, "SIGTERM": 128 + signal.SIGTERM}
-
-
-def _interrupted(
-    started: list[Run], journal: str | None, resume_with: list[str], by: str
-) -> int:
-    """Say that the run was cancelled by ``by`` and how to resume it; the exit code."""
-    hint = ""
-    if journal is not None and started:
-        command = ["dagvisor", "resume", started[0].id, "--journal", journal]
-        for where in resume_with:
-            command += ["--with", where]
-        hint = f"; resume it with: {shell_command(command)}"
-    print(
-        f"dagvisor: cancelled by {by}; every stage was stopped and its "
-        f"resources closed{hint}",
-        file=sys.stderr,
-    )
-    return _SIGNAL_EXITS[by]
 
 
 def _failed(exc: RunFailed, args: argparse.Namespace) -> int:
