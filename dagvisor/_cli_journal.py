@@ -149,12 +149,12 @@ def _read(args: argparse.Namespace) -> int:
             _print_runs(journal)
             return 0
         run_id = journal.find_run(args.run_id)
-        if args.command == "lineage":
-            result = journal.result(run_id)
-        else:  # no stage's attempts: spare the memory their events take
-            result = result_from_journal(
-                journal.load(run_id), registry=default_registry, attempts=False
-            )
+        # The attempts of the one stage asked for, or none: each stage's
+        # events would take memory in proportion to the run.
+        attempts = args.stage if args.command == "lineage" else False
+        result = result_from_journal(
+            journal.load(run_id), registry=default_registry, attempts=attempts
+        )
     match args.command:
         case "show" if args.output_stage is not None or args.json:
             print(output_text(result, args.output_stage, as_json=args.json))

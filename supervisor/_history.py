@@ -224,16 +224,14 @@ class HistoryBuilder:
         at = moment(payload["time"], "time")
         if kind == "ended":
             status = text(payload["status"], "status")
+            by = payload.get("by")
+            by = status if by is None else text(by, "interruption cause")
+            detail = text(payload.get("detail", ""), "interruption detail")
             self._end = at
             self.seen(at)
             self._pending = None
             if status != "succeeded":  # stopped before it finished
-                by = payload.get("by")
-                self._pending = Interruption(
-                    at=at,
-                    by=status if by is None else text(by, "interruption cause"),
-                    detail=text(payload.get("detail", ""), "interruption detail"),
-                )
+                self._pending = Interruption(at=at, by=by, detail=detail)
             return
         # resumed: the stretch before ended (or died), the next one begins
         if self._end is None:

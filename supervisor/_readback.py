@@ -25,15 +25,19 @@ __all__ = ["result_from_journal"]
 
 
 def result_from_journal(
-    run: JournaledRun, *, registry: StageRegistry | None, attempts: bool = True
+    run: JournaledRun,
+    *,
+    registry: StageRegistry | None,
+    attempts: bool | str = True,
 ) -> RunResult:
     """The result of a run as its journal records it (read-only; nothing runs).
 
     Stage times are wall-clock (seconds since the epoch). A run whose record
     does not say it ended has status ``"interrupted"``; its stages that were
     running are ``running``. With ``attempts`` False, each stage's events are
-    not kept (its lineage then lists no attempts): what `dagvisor show`
-    needs, in less memory.
+    not kept (its lineage then lists no attempts), and with a stage's name
+    only that stage's are: what `dagvisor show` and `lineage` need, in less
+    memory.
     """
     replayed = replay(run, registry=registry, codec=None, attempts=attempts)
     nodes = replayed.graph.nodes

@@ -138,7 +138,7 @@ class _Replayer:
         registry: StageRegistry | None,
         codec: Codec | None,
         *,
-        attempts: bool = True,
+        attempts: bool | str = True,
     ) -> None:
         self.run = run
         self.registry = registry
@@ -165,8 +165,9 @@ class _Replayer:
         self.history = HistoryBuilder(run.created)
         # Each stage's events, for its attempts: only when reading a run back.
         self.stage_log: dict[str, list[StageEvent]] | None = (
-            {} if attempts and not self.strict else None
+            {} if attempts is not False and not self.strict else None
         )
+        self.only = attempts if type(attempts) is str else None  # the one stage kept
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -340,7 +341,7 @@ class _Replayer:
         """A stage event, for the run's history and the stage's attempts."""
         event = stage_event(seq, kind, payload)
         self.history.seen(event[2])
-        if self.stage_log is not None:
+        if self.stage_log is not None and (self.only is None or name == self.only):
             log = self.stage_log.get(name)
             if log is None:
                 self.stage_log[name] = [event]
@@ -522,7 +523,7 @@ def replay(
     *,
     registry: StageRegistry | None,
     codec: Codec | None,
-    attempts: bool = True,
+    attempts: bool | str = True,
 ) -> Replayed:
     """Rebuild ``run``'s graph from its journal records.
 
@@ -534,7 +535,8 @@ def replay(
             allow-list. None to read the run back: a missing function is
             stood in for, and values are read as data (no class rebuilt).
         attempts: (reading back) keep each stage's events, for its attempts
-            (`Lineage.attempts`); False spares their memory.
+            (`Lineage.attempts`); a stage's name: only that stage's; False:
+            none, which spares their memory.
 
     Raises:
         JournalError: the journal contradicts itself or is malformed.

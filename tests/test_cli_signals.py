@@ -134,6 +134,12 @@ def test_sigterm_cancels_cleanly_says_why_and_prints_the_resume_command(tmp_path
     stopped = next(i for i, line in enumerate(lines) if "run stopped by cancel" in line)
     assert "SIGTERM" in lines[stopped]
     assert any("run resumed" in line for line in lines[stopped + 1 :])
+    # The stage the signal cut short ran twice; its lineage lists both attempts.
+    lineage = dagvisor("lineage", run_id, "square[2]", "--journal", str(journal))
+    assert "ran 2 times:" in lineage.stdout
+    assert "attempt 0: started" in lineage.stdout
+    assert "cancelled" in lineage.stdout
+    assert "attempt 1: started" in lineage.stdout
 
 
 def test_sigterm_without_a_journal_exits_143(tmp_path):
