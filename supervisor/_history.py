@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 __all__ = [
-    "HISTORY_KINDS",
-    "STAGE_KINDS",
     "Attempt",
     "AttemptOutcome",
     "HistoryBuilder",
@@ -60,13 +58,6 @@ AttemptOutcome: TypeAlias = Literal[
 cancelled, skipped); ``retried`` (it failed and the stage was tried again);
 ``interrupted`` (the run died while it ran, and was resumed since); or
 ``running`` (no end recorded yet)."""
-
-STAGE_KINDS: Final = frozenset(
-    {"stage_started", "attempt_started", "attempt_failed", "stage_ended"}
-)
-"""The events about one stage's attempts."""
-HISTORY_KINDS: Final = frozenset({"resumed", "ended"})
-"""The events about the run itself: its stretches, interruptions and resumes."""
 
 _ENDED_STATES: Final = frozenset({"succeeded", "failed", "cancelled", "skipped"})
 

@@ -31,8 +31,10 @@ wall-clock time, error and traceback; the encoded output of a success in the
 ``output`` column as the codec wrote it, or in the ``data`` column as a BLOB
 when the codec wrote bytes, with the codec's name in the payload when it is
 the stage's own, or ``"persisted": false`` for a stage that keeps its output
-out of the journal), ``change`` (the audit record and
-the request, mapped items encoded) and ``resumed``. Records are compact JSON
+out of the journal), ``attempt_started`` and ``attempt_failed`` (a
+retry, and the error of the attempt before it), ``change`` (the audit record
+and the request, mapped items encoded), ``ended`` (each end of the run: its
+status and what stopped it, see `_history`) and ``resumed``. Records are compact JSON
 with non-ASCII text as it is and lone surrogates escaped, so every text is
 valid UTF-8 and reads back exactly. A resume replays exactly this (see
 ``_replay``); a stage that had started but whose start was still in the batch

@@ -277,8 +277,10 @@ class RunResult:
         stats: summary figures.
         interruptions: each time the run was stopped before it finished (a
             signal, a cancel, a crash found when it was resumed), with when
-            it went on; oldest first.
-        resumed_at: when the run was resumed, each time (wall-clock).
+            it went on; oldest first. Read back from a journal; empty for
+            the result a live run returns.
+        resumed_at: when the run was resumed, each time (wall-clock; read
+            back from a journal).
     """
 
     run_id: str
