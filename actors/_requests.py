@@ -97,8 +97,12 @@ async def ask(env: RunEnv, request: Request) -> Any:
             await env.outbox.send(request)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise RunClosedError(env.run_id) from None
-    answer = await request.reply.receive()
-    return answer.unwrap()
+    reply = request.reply
+    if reply.answered:  # while the send waited for room
+        return await reply.wait()
+    # `reply.wait()`, inlined (a coroutine less for each request that waits)
+    reply._waiter = trio.lowlevel.current_task()
+    return await trio.lowlevel.wait_task_rescheduled(reply)
 
 
 @final
@@ -169,6 +173,9 @@ def _one_name(ref: StageRef) -> str:
 
 
 def _names(refs: StageRef | Iterable[StageRef] | None, what: str) -> tuple[str, ...]:
+    if type(refs) is list or type(refs) is tuple:
+        if len(refs) == 1 and type(refs[0]) is str:
+            return (refs[0],)  # the common `after=[name]`: nothing else to check
     try:
         return ref_names(refs)
     except TypeError:
@@ -178,137 +185,137 @@ def _names(refs: StageRef | Iterable[StageRef] | None, what: str) -> tuple[str, 
         raise InvalidRequestError(msg) from exc
 
 
-class _Preparer:
-    """Prepares the requests of one requester in one run (see the module docstring)."""
+# How the requests of a requester in a run are prepared (see the module docstring).
 
-    __slots__ = ("env", "requester")
 
-    def __init__(self, env: RunEnv, requester: str) -> None:
-        self.env = env
-        self.requester = requester
+def _spec_ref(
+    env: RunEnv, spec: StageSpec
+) -> tuple[dict[str, Any] | None, DagvisorError | None]:
+    registry = env.registry
+    if registry is None:
+        return None, None
+    try:
+        registry.check_restorable(spec)
+        return spec_ref(spec, registry), None
+    except DagvisorError as exc:
+        return None, exc
 
-    def spec(
-        self, spec: StageSpec
-    ) -> tuple[dict[str, Any] | None, DagvisorError | None]:
-        registry = self.env.registry
-        if registry is None:
-            return None, None
-        try:
-            registry.check_restorable(spec)
-            return spec_ref(spec, registry), None
-        except DagvisorError as exc:
-            return None, exc
 
-    def add_stage(
-        self,
-        spec: StageSpec,
-        after: StageRef | Iterable[StageRef] | None,
-        before: StageRef | Iterable[StageRef] | None,
-        reason: str,
-    ) -> AddStage:
-        spec = _stage(spec, "add_stage")
-        after_names, before_names = _names(after, "after="), _names(before, "before=")
-        ref, refused = self.spec(spec)
-        return AddStage(
-            spec=spec,
-            after=after_names,
-            before=before_names,
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-            ref=ref,
-            refused=refused,
+def _add_stage(
+    env: RunEnv,
+    requester: str,
+    spec: StageSpec,
+    after: StageRef | Iterable[StageRef] | None,
+    before: StageRef | Iterable[StageRef] | None,
+    reason: str,
+) -> AddStage:
+    spec = _stage(spec, "add_stage")
+    after_names, before_names = _names(after, "after="), _names(before, "before=")
+    ref, refused = _spec_ref(env, spec)
+    return AddStage(
+        spec=spec,
+        after=after_names,
+        before=before_names,
+        reason=reason,
+        requester=requester,
+        reply=ReplySlot(),
+        ref=ref,
+        refused=refused,
+    )
+
+
+def _add_edge(
+    requester: str, upstream: StageRef, downstream: StageRef, reason: str
+) -> AddEdge:
+    return AddEdge(
+        upstream=_one_name(upstream),
+        downstream=_one_name(downstream),
+        reason=reason,
+        requester=requester,
+        reply=ReplySlot(),
+    )
+
+
+def _expand(
+    env: RunEnv,
+    requester: str,
+    spec: StageSpec,
+    items: Iterable[Any],
+    reason: str,
+    key: Callable[[Any], object] | None,
+    after: StageRef | Iterable[StageRef] | None,
+    key_prefix: str,
+) -> Expand:
+    spec = _stage(spec, "expand")
+    after_names = _names(after, "after=")
+    ref, refused = _spec_ref(env, spec)
+    frozen: tuple[Any, ...] = ()
+    keys: tuple[str, ...] = ()
+    encoded: tuple[str, ...] | None = None
+    prints: tuple[object, ...] = ()
+    try:
+        frozen = tuple([freeze(item) for item in items])
+        keys = _keys(spec, frozen, key, key_prefix)
+        codec = env.codec
+        if codec is not None and refused is None:
+            encoded = tuple([_encode(codec, item) for item in frozen])
+            if env.check_output is not None:  # one record holds them all
+                env.check_output(encoded, f"the items of expand of {spec.name!r}")
+        prints = tuple(
+            [
+                fingerprint(item, None if encoded is None else text)
+                for item, text in zip(frozen, encoded or frozen, strict=True)
+            ]
         )
-
-    def add_edge(
-        self, upstream: StageRef, downstream: StageRef, reason: str
-    ) -> AddEdge:
-        return AddEdge(
-            upstream=_one_name(upstream),
-            downstream=_one_name(downstream),
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
+    except DagvisorError as exc:
+        refused = refused or exc
+    except Exception as exc:
+        msg = (
+            f"expand of {spec.name!r}: its items or keys could not be read: "
+            f"{type(exc).__name__}: {exc}"
         )
+        refused = refused or InvalidRequestError(msg)
+    if refused is not None:  # sent only to be audited and refused
+        frozen, keys, encoded, prints = (), (), None, ()
+    return Expand(
+        spec=spec,
+        items=frozen,
+        keys=keys,
+        after=after_names,
+        reason=reason,
+        requester=requester,
+        reply=ReplySlot(),
+        prints=prints,
+        encoded=encoded,
+        ref=ref,
+        refused=refused,
+    )
 
-    def expand(
-        self,
-        spec: StageSpec,
-        items: Iterable[Any],
-        reason: str,
-        key: Callable[[Any], object] | None,
-        after: StageRef | Iterable[StageRef] | None,
-        key_prefix: str,
-    ) -> Expand:
-        spec = _stage(spec, "expand")
-        after_names = _names(after, "after=")
-        ref, refused = self.spec(spec)
-        frozen: tuple[Any, ...] = ()
-        keys: tuple[str, ...] = ()
-        encoded: tuple[str, ...] | None = None
-        prints: tuple[object, ...] = ()
-        try:
-            frozen = tuple([freeze(item) for item in items])
-            keys = _keys(spec, frozen, key, key_prefix)
-            codec = self.env.codec
-            if codec is not None and refused is None:
-                encoded = tuple([_encode(codec, item) for item in frozen])
-                if self.env.check_output is not None:  # one record holds them all
-                    self.env.check_output(
-                        encoded, f"the items of expand of {spec.name!r}"
-                    )
-            prints = tuple(
-                [
-                    fingerprint(item, None if encoded is None else text)
-                    for item, text in zip(frozen, encoded or frozen, strict=True)
-                ]
-            )
-        except DagvisorError as exc:
-            refused = refused or exc
-        except Exception as exc:
-            msg = (
-                f"expand of {spec.name!r}: its items or keys could not be read: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            refused = refused or InvalidRequestError(msg)
-        if refused is not None:  # sent only to be audited and refused
-            frozen, keys, encoded, prints = (), (), None, ()
-        return Expand(
-            spec=spec,
-            items=frozen,
-            keys=keys,
-            after=after_names,
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-            prints=prints,
-            encoded=encoded,
-            ref=ref,
-            refused=refused,
-        )
 
-    def replace_pending(self, pipeline: Pipeline, reason: str) -> ReplacePending:
-        if not isinstance(pipeline, Pipeline):
-            msg = f"replace_pending needs a Pipeline, not {pipeline!r}"
-            raise TypeError(msg)
-        refs: list[dict[str, Any]] | None = None
-        refused = None
-        if self.env.registry is not None:
-            refs = []
-            for spec, _ in pipeline.entries():
-                ref, refused = self.spec(spec)
-                if refused is not None:
-                    break
-                assert ref is not None
-                refs.append(ref)
-        return ReplacePending(
-            pipeline=pipeline,
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-            refs=None if refs is None or refused is not None else tuple(refs),
-            refused=refused,
-        )
+def _replace_pending(
+    env: RunEnv, requester: str, pipeline: Pipeline, reason: str
+) -> ReplacePending:
+    if not isinstance(pipeline, Pipeline):
+        msg = f"replace_pending needs a Pipeline, not {pipeline!r}"
+        raise TypeError(msg)
+    refs: list[dict[str, Any]] | None = None
+    refused = None
+    if env.registry is not None:
+        refs = []
+        for spec, _ in pipeline.entries():
+            ref, refused = _spec_ref(env, spec)
+            if refused is not None:
+                break
+            assert ref is not None
+            refs.append(ref)
+    return ReplacePending(
+        pipeline=pipeline,
+        reason=reason,
+        requester=requester,
+        reply=ReplySlot(),
+        refs=None if refs is None or refused is not None else tuple(refs),
+        refused=refused,
+    )
 
 
 def _keys(
@@ -364,9 +371,6 @@ class ChangeRequests:
     def _key_prefix(self) -> str:
         return ""
 
-    def _preparer(self) -> _Preparer:
-        return _Preparer(self._env, self._requester)
-
     async def add_stage(
         self,
         spec: StageSpec,
@@ -388,7 +392,8 @@ class ChangeRequests:
         """
         reason = check_reason(reason)
         result: str = await ask(
-            self._env, self._preparer().add_stage(spec, after, before, reason)
+            self._env,
+            _add_stage(self._env, self._requester, spec, after, before, reason),
         )
         return result
 
@@ -397,7 +402,7 @@ class ChangeRequests:
     ) -> None:
         """Make the pending stage ``downstream`` wait for ``upstream``."""
         reason = check_reason(reason)
-        await ask(self._env, self._preparer().add_edge(upstream, downstream, reason))
+        await ask(self._env, _add_edge(self._requester, upstream, downstream, reason))
 
     async def expand(
         self,
@@ -427,8 +432,15 @@ class ChangeRequests:
             change was refused; the graph is unchanged.
         """
         reason = check_reason(reason)
-        mapped = self._preparer().expand(
-            spec, items, reason, key, after, self._key_prefix
+        mapped = _expand(
+            self._env,
+            self._requester,
+            spec,
+            items,
+            reason,
+            key,
+            after,
+            self._key_prefix,
         )
         if collect is None:
             names: tuple[str, ...] = await ask(self._env, mapped)
@@ -459,7 +471,9 @@ class ChangeRequests:
         can depend on work already done.
         """
         reason = check_reason(reason)
-        await ask(self._env, self._preparer().replace_pending(pipeline, reason))
+        await ask(
+            self._env, _replace_pending(self._env, self._requester, pipeline, reason)
+        )
 
     async def cancel_stage(self, name: StageRef, *, reason: str) -> None:
         """Cancel one stage: a running one is interrupted, a pending one never runs.
@@ -525,14 +539,17 @@ class ChangeBatch:
         before: StageRef | Iterable[StageRef] | None = None,
     ) -> str:
         """Record a stage to add (see `ChangeRequests.add_stage`); return its name."""
-        part = self._owner._preparer().add_stage(spec, after, before, self._reason)
+        owner = self._owner
+        part = _add_stage(
+            owner._env, owner._requester, spec, after, before, self._reason
+        )
         self._parts.append(part)
         return part.spec.name
 
     def add_edge(self, upstream: StageRef, downstream: StageRef) -> None:
         """Record an edge to add (see `ChangeRequests.add_edge`)."""
         self._parts.append(
-            self._owner._preparer().add_edge(upstream, downstream, self._reason)
+            _add_edge(self._owner._requester, upstream, downstream, self._reason)
         )
 
     def expand(
@@ -544,8 +561,16 @@ class ChangeBatch:
         after: StageRef | Iterable[StageRef] | None = None,
     ) -> list[str]:
         """Record stages mapped over items (see `ChangeRequests.expand`); return their names."""
-        part = self._owner._preparer().expand(
-            spec, items, self._reason, key, after, self._owner._key_prefix
+        owner = self._owner
+        part = _expand(
+            owner._env,
+            owner._requester,
+            spec,
+            items,
+            self._reason,
+            key,
+            after,
+            owner._key_prefix,
         )
         self._parts.append(part)
         return list(_mapped_names(part))

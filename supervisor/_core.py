@@ -214,7 +214,8 @@ class RunCore:
         """A change added ``node`` to the graph."""
         self.unfinished += 1
         self.added += 1
-        self.retention.added(node)
+        if self.retention.watches_added:
+            self.retention.added(node)
 
     def note_removed(self, node: Node) -> None:
         """A change took ``node``, pending, out of the graph (or a change was undone)."""

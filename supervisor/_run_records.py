@@ -7,6 +7,19 @@ messages (`ship`). What each record holds is what a resume replays (see
 start and each end (with the encoded output, or the error and the end of
 its traceback); each change with its audit record and what was asked, its
 mapped items first, one event each; memory samples; a resume; the end.
+
+A record is a tuple whose first two items are the run's id and, for an
+event, its ``seq`` (None for the run's own records), then its kind::
+
+    (run_id, seq, kind, payload, output)      an event: a row of ``events``
+    (run_id, None, "run", name, created, pipeline)
+    (run_id, None, "resume")
+    (run_id, None, "end", status, ended)
+
+An event's payload is its JSON text, made here once for the records every
+stage and every change writes (see ``_record_text``), or, for the rare
+others, a dict the writer dumps. Records are shipped to the writer
+together, one parcel per message handled, with the bytes they weigh.
 """
 
 from __future__ import annotations
@@ -15,7 +28,6 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Final, assert_never, final
 
-import attrs
 import trio
 
 from dagvisor.actors import (
@@ -31,43 +43,60 @@ from dagvisor.actors import (
     Request,
     StageSpec,
     StageState,
+    dump_json,
     spec_ref,
 )
 
-from ._audit import AuditRecord
+from ._record_text import RecordTexts
 
 if TYPE_CHECKING:
+    from ._audit import Fields
     from ._graph import Node
     from ._writer import JournalWriter
 
-__all__ = ["RunRecords"]
+__all__ = ["RECORD_BYTES", "RunRecords", "asked"]
 
 # The end of a failed stage's traceback that the journal keeps (characters).
 _TRACEBACK_KEPT: Final = 16_000
-_RECORD_FIELDS: Final = tuple(attrs.fields_dict(AuditRecord))
 _FAILED = StageState.FAILED
+
+RECORD_BYTES: Final = 300
+"""The bytes a queued record is counted for, besides its output's text."""
 
 
 @final
 class RunRecords:
     """The records of one run waiting to be shipped, with its next event number."""
 
-    __slots__ = ("_out", "_seq", "run_id", "wall_offset")
+    __slots__ = ("_seq", "_texts", "_weight", "out", "run_id", "wall_offset")
 
     def __init__(self, run_id: str, wall_offset: float, next_seq: int = 0) -> None:
         self.run_id = run_id
         self.wall_offset = wall_offset
         """Added to the run's clock to make journal times wall-clock."""
-        self._out: list[tuple[Any, ...]] = []
+        self.out: list[tuple[Any, ...]] = []
+        """The records queued (read-only outside: `ship` hands them over)."""
+        self._weight = 0
+        """What the queued records weigh (see `RECORD_BYTES`)."""
         self._seq = next_seq
+        self._texts = RecordTexts(run_id)
 
-    def __bool__(self) -> bool:
-        return bool(self._out)
-
-    def event(self, kind: str, payload: dict[str, Any]) -> None:
-        """Queue one event (the next ``seq`` of the run)."""
-        self._out.append(("event", self.run_id, self._seq, kind, payload))
+    def event(
+        self,
+        kind: str,
+        payload: str | dict[str, Any],
+        output: str | bytearray | None = None,
+    ) -> None:
+        """Queue one event (the next ``seq`` of the run): its payload's JSON text
+        (or a dict, which the writer dumps), and an encoded value for the
+        ``output`` column."""
+        self.out.append((self.run_id, self._seq, kind, payload, output))
         self._seq += 1
+        self._weight += RECORD_BYTES if output is None else RECORD_BYTES + len(output)
+
+    def _other(self, record: tuple[Any, ...]) -> None:
+        self.out.append(record)
+        self._weight += RECORD_BYTES
 
     # -- the run -------------------------------------------------------------------
 
@@ -80,10 +109,11 @@ class RunRecords:
         codec: str | None,
     ) -> None:
         """The run's first record: its pipeline, encoded inputs and codec."""
-        self._out.append(
+        self._other(
             (
-                "run",
                 self.run_id,
+                None,
+                "run",
                 name,
                 started_wall,
                 {**pipeline, "inputs": inputs, "codec": codec},
@@ -92,7 +122,7 @@ class RunRecords:
 
     def resumed(self, started_wall: float, kept: int, to_run: int) -> None:
         """The records that say the run goes on after a resume."""
-        self._out.append(("resume", self.run_id))
+        self._other((self.run_id, None, "resume"))
         self.event("resumed", {"time": started_wall, "kept": kept, "to_run": to_run})
 
     def memory(self, samples: list[tuple[float, int]]) -> None:
@@ -103,14 +133,23 @@ class RunRecords:
 
     def end(self, status: str) -> None:
         """How the run ended."""
-        self._out.append(("end", self.run_id, status, time.time()))
+        self._other((self.run_id, None, "end", status, time.time()))
 
     # -- stages --------------------------------------------------------------------
 
     def started(self, node: Node, now: float) -> None:
-        self.event(
-            "stage_started", {"stage": node.name, "time": now + self.wall_offset}
+        # `event`, inlined: once per stage.
+        self.out.append(
+            (
+                self.run_id,
+                self._seq,
+                "stage_started",
+                self._texts.started(node.name, now + self.wall_offset),
+                None,
+            )
         )
+        self._seq += 1
+        self._weight += RECORD_BYTES
 
     def attempt(self, node: Node, attempt: int, now: float) -> None:
         """A retry started (so that a resume counts on from the attempts that ran)."""
@@ -126,25 +165,32 @@ class RunRecords:
         now: float,
         encoded: str | bytearray | None,
     ) -> None:
-        payload: dict[str, Any] = {
-            "stage": node.name,
-            "state": state.value,
-            "time": now + self.wall_offset,
-        }
-        if encoded is not None:
-            payload["output"] = encoded
         if state is _FAILED and node.error is not None:
             error = node.error
-            payload["error"] = f"{type(error).__name__}: {error}"
-            payload["traceback"] = "".join(traceback.format_exception(error))[
-                -_TRACEBACK_KEPT:
-            ]
-        self.event("stage_ended", payload)
+            self.event(
+                "stage_ended",
+                {
+                    "stage": node.name,
+                    "state": state.value,
+                    "time": now + self.wall_offset,
+                    "error": f"{type(error).__name__}: {error}",
+                    "traceback": "".join(traceback.format_exception(error))[
+                        -_TRACEBACK_KEPT:
+                    ],
+                },
+                encoded,
+            )
+            return
+        self.event(
+            "stage_ended",
+            self._texts.ended(node.name, state.value, now + self.wall_offset),
+            encoded,
+        )
 
     # -- changes -------------------------------------------------------------------
 
     def change(
-        self, record: AuditRecord, request: Request, mapped: list[Expand]
+        self, fields: Fields, request: Request, mapped: list[Expand] | None
     ) -> None:
         """A change request and what became of it, to be replayed as it was.
 
@@ -152,30 +198,36 @@ class RunRecords:
         one event each, their text in the output column: never one JSON
         document holding every item.
         """
-        for expand in mapped:
-            for text in expand.encoded or ():
-                self.event("item", {"output": text})
-        self.event(
-            "change",
-            {
-                **{name: getattr(record, name) for name in _RECORD_FIELDS},
-                "request": asked(request, {id(expand) for expand in mapped}),
-            },
-        )
+        if mapped:
+            for expand in mapped:
+                for text in expand.encoded or ():
+                    self.event("item", "{}", text)
+        if type(request) is AddStage:
+            what = self._texts.add_stage(request, _ref(request.spec, request.ref))
+        else:
+            what = dump_json(asked(request, {id(expand) for expand in mapped or ()}))
+        self.event("change", self._texts.change(fields, what))
 
     # -- shipping ------------------------------------------------------------------
 
+    def ship_nowait(self, writer: JournalWriter) -> bool:
+        """Hand the queued records to the writer if it has room for them."""
+        if writer.submit_nowait(self.out, self._weight):
+            self.out = []
+            self._weight = 0
+            return True
+        return False
+
     async def ship(self, writer: JournalWriter) -> None:
         """Hand the queued records to the writer; wait only if it is full."""
-        out, self._out = self._out, []
-        for index, record in enumerate(out):
-            if not writer.submit_nowait(record):
-                # Shielded: records dropped by a cancel would leave a gap in
-                # the run's events. The writer drains its queue in bounded time.
-                with trio.CancelScope(shield=True):
-                    for rest in out[index:]:
-                        await writer.submit(rest)
-                return
+        if not self.out or self.ship_nowait(writer):
+            return
+        out, weight = self.out, self._weight
+        self.out, self._weight = [], 0
+        # Shielded: records dropped by a cancel would leave a gap in the
+        # run's events. The writer drains its queue in bounded time.
+        with trio.CancelScope(shield=True):
+            await writer.submit(out, weight)
 
 
 def asked(request: Request | ChangePart, mapped: set[int]) -> dict[str, Any]:

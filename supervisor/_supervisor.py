@@ -255,7 +255,7 @@ class GraphSupervisor:
     async def ship_journal(self) -> None:
         """Hand queued records to the journal writer; wait only if it is full."""
         records = self.core.records
-        if records and self._journal is not None:
+        if records is not None and self._journal is not None:
             await records.ship(self._journal)
 
     # -- the actor ---------------------------------------------------------------
@@ -284,6 +284,7 @@ class GraphSupervisor:
         self._start_soon = stage_nursery.start_soon
         core = self.core
         receive = self._inbox
+        records, journal = core.records, self._journal
         try:
             if self._restoring:
                 self._restoring = False
@@ -313,8 +314,13 @@ class GraphSupervisor:
                     self._handle(message)
                 if core.retention.drop:
                     core.retention.drop_ended()
-                if core.records:
-                    await self.ship_journal()
+                if (
+                    records is not None
+                    and records.out
+                    and journal is not None
+                    and not records.ship_nowait(journal)
+                ):
+                    await records.ship(journal)
             if self._stopping:
                 # Cancel every stage, and keep answering while they unwind (a
                 # shielded cleanup may take its time): changes are refused at
@@ -405,6 +411,17 @@ class GraphSupervisor:
                 if node.state is RUNNING:
                     node.output = value
                     core.finish(node, SUCCEEDED, core.now(), encoded)
+            case (
+                AddStage()
+                | AddEdge()
+                | Expand()
+                | RemoveStage()
+                | ReplacePending()
+                | CancelStage()
+                | CancelRun()
+                | ChangeSet()
+            ):  # second: a stage ends once, may change the graph many times
+                self._serve(message)
             case StageFailed(token=token, error=error):
                 node = cast("Node", token)
                 if node.state is RUNNING:
@@ -431,17 +448,6 @@ class GraphSupervisor:
                 # Its records can no longer be committed (the writer drops
                 # them): the run stops, and the run task reports why.
                 self._stop("failed")
-            case (
-                AddStage()
-                | AddEdge()
-                | Expand()
-                | RemoveStage()
-                | ReplacePending()
-                | CancelStage()
-                | CancelRun()
-                | ChangeSet()
-            ):
-                self._serve(message)
             case _:
                 assert_never(message)
         if core.ready:
@@ -459,8 +465,9 @@ class GraphSupervisor:
 
     def _carry_out(self, change: Change) -> None:
         """Do what an applied change left to the event loop."""
-        for scope in change.cancel:
-            scope.cancel()
+        if change.cancel is not None:
+            for scope in change.cancel:
+                scope.cancel()
         if change.ends_stream and self._stream is not None:
             self._stream.end()
         self.core.after_change()
