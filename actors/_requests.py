@@ -46,6 +46,7 @@ from ._messages import (
     ReplacePending,
     ReplySlot,
     Request,
+    add_stage_request,
 )
 from ._pipeline import Pipeline, StageRef, ref_names
 from ._registry import spec_ref
@@ -173,9 +174,12 @@ def _one_name(ref: StageRef) -> str:
 
 
 def _names(refs: StageRef | Iterable[StageRef] | None, what: str) -> tuple[str, ...]:
-    if type(refs) is list or type(refs) is tuple:
-        if len(refs) == 1 and type(refs[0]) is str:
-            return (refs[0],)  # the common `after=[name]`: nothing else to check
+    if (
+        (type(refs) is list or type(refs) is tuple)
+        and len(refs) == 1
+        and type(refs[0]) is str
+    ):
+        return (refs[0],)  # the common `after=[name]`: nothing else to check
     try:
         return ref_names(refs)
     except TypeError:
@@ -212,15 +216,8 @@ def _add_stage(
     spec = _stage(spec, "add_stage")
     after_names, before_names = _names(after, "after="), _names(before, "before=")
     ref, refused = _spec_ref(env, spec)
-    return AddStage(
-        spec=spec,
-        after=after_names,
-        before=before_names,
-        reason=reason,
-        requester=requester,
-        reply=ReplySlot(),
-        ref=ref,
-        refused=refused,
+    return add_stage_request(
+        spec, after_names, before_names, reason, requester, ref, refused
     )
 
 

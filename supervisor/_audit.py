@@ -218,18 +218,20 @@ class AuditLog(Sequence[AuditRecord]):
     __slots__ = (
         "_by_stage",
         "_by_wall_time",
-        "_count",
         "_indexed",
         "_keep",
         "_pins",
         "_records",
         "bounded",
+        "next_seq",
     )
 
     def __init__(self, *, keep_recent: int | None = None) -> None:
         self._records: dict[int, AuditRecord | Fields] = {}
         """Each record in memory, or its fields until it is first read."""
-        self._count = 0
+        self.next_seq = 0
+        """The sequence number of the next record: how many the run has made
+        (``len(log)``, without a call; read-only)."""
         self._keep = keep_recent
         self.bounded = keep_recent is not None
         """Whether records leave memory (so stages in memory pin theirs)."""
@@ -246,27 +248,27 @@ class AuditLog(Sequence[AuditRecord]):
         log = cls()
         for record in records:
             log._records[record.seq] = record
-            log._count = record.seq + 1
+            log.next_seq = record.seq + 1
         return log
 
     def append(self, record: AuditRecord) -> None:
         """Add the next record (the supervisor's job only)."""
-        if record.seq != self._count:
-            msg = f"audit record {record.seq} out of order; expected {self._count}"
+        if record.seq != self.next_seq:
+            msg = f"audit record {record.seq} out of order; expected {self.next_seq}"
             raise ValueError(msg)
         self._records[record.seq] = record
-        self._count += 1
+        self.next_seq += 1
         if self._keep is not None:
             self._release(record.seq - self._keep)
 
     def append_fields(self, fields: Fields) -> None:
         """Add the next record as its fields (the supervisor's job only)."""
         seq = fields[0]
-        if seq != self._count:
-            msg = f"audit record {seq} out of order; expected {self._count}"
+        if seq != self.next_seq:
+            msg = f"audit record {seq} out of order; expected {self.next_seq}"
             raise ValueError(msg)
         self._records[seq] = fields
-        self._count = seq + 1
+        self.next_seq = seq + 1
         if self._keep is not None:
             self._release(seq - self._keep)
 
@@ -298,7 +300,7 @@ class AuditLog(Sequence[AuditRecord]):
             self._pins[seq] = left
             return
         self._pins.pop(seq, None)
-        if seq < self._count - self._keep:
+        if seq < self.next_seq - self._keep:
             self._release(seq)
 
     def _release(self, seq: int) -> None:
@@ -310,17 +312,17 @@ class AuditLog(Sequence[AuditRecord]):
 
     def _catch_up(self) -> None:
         """Index the records appended since the last query."""
-        for seq in range(self._indexed, self._count):
+        for seq in range(self._indexed, self.next_seq):
             record = self._held(seq)
             if record is None:
                 continue
             self._by_wall_time.add(record)
             for name in record.stages:
                 self._by_stage.setdefault(name, []).append(seq)
-        self._indexed = self._count
+        self._indexed = self.next_seq
 
     def __len__(self) -> int:
-        return self._count
+        return self.next_seq
 
     @overload
     def __getitem__(self, index: int) -> AuditRecord: ...
@@ -331,19 +333,19 @@ class AuditLog(Sequence[AuditRecord]):
             held = self._held
             return [
                 record
-                for seq in range(*index.indices(self._count))
+                for seq in range(*index.indices(self.next_seq))
                 if (record := held(seq)) is not None
             ]
-        seq = index + self._count if index < 0 else index
+        seq = index + self.next_seq if index < 0 else index
         record = self._held(seq)
         if record is None:
-            if 0 <= seq < self._count:
+            if 0 <= seq < self.next_seq:
                 msg = (
                     f"audit record {seq} left memory (retain_outputs='journal'); "
                     "read the run back from its journal for every record"
                 )
                 raise LookupError(msg)
-            msg = f"no audit record {index} (the trail has {self._count})"
+            msg = f"no audit record {index} (the trail has {self.next_seq})"
             raise IndexError(msg)
         return record
 
@@ -361,10 +363,10 @@ class AuditLog(Sequence[AuditRecord]):
     def __repr__(self) -> str:
         held = (
             ""
-            if len(self._records) == self._count
+            if len(self._records) == self.next_seq
             else f", {len(self._records)} in memory"
         )
-        return f"<AuditLog {self._count} records{held}>"
+        return f"<AuditLog {self.next_seq} records{held}>"
 
     def between(
         self, since: float | None = None, until: float | None = None
@@ -372,7 +374,7 @@ class AuditLog(Sequence[AuditRecord]):
         """Records whose wall-clock time is in ``[since, until]``, oldest first."""
         self._catch_up()
         lower = None if since is None else (since, -1)
-        upper = None if until is None else (until, self._count)
+        upper = None if until is None else (until, self.next_seq)
         records: list[AuditRecord] = list(
             self._by_wall_time.irange_key(lower, upper, inclusive=(True, True))
         )

@@ -146,7 +146,7 @@ class Changes:
         """The request's audit record (and journal record, and event)."""
         core = self._core
         before = core.version
-        seq = len(core.audit)
+        seq = core.audit.next_seq
         fields: Fields
         if change is None:
             fields = (

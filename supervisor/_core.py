@@ -50,6 +50,8 @@ SKIPPED = StageState.SKIPPED
 CANCELLED = StageState.CANCELLED
 UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
 
+_TERMINAL: Final = frozenset(state for state in StageState if state.is_terminal)
+
 BLOCKED: Final[dict[StageState, StageState]] = {
     FAILED: UPSTREAM_FAILED,
     UPSTREAM_FAILED: UPSTREAM_FAILED,
@@ -231,7 +233,7 @@ class RunCore:
         if node.state is not PENDING:
             return
         for dep in node.deps:
-            if dep.state.is_terminal and not dep.lets_through(node):
+            if dep.state in _TERMINAL and not dep.lets_through(node):
                 self._to_settle.append((node, BLOCKED[dep.state]))
                 return
         if node.waiting == 0:

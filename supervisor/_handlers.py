@@ -205,7 +205,9 @@ class Handlers:
             self._check_before(name, deps, request.before) if request.before else ()
         )
         # Validated: apply.
-        node = graph.add_node(spec, deps, created_by=len(core.audit), before=befores)
+        node = graph.add_node(
+            spec, deps, created_by=core.audit.next_seq, before=befores
+        )
         core.note_added(node)
         change.added.append(name)
         edges = change.edges
@@ -272,7 +274,7 @@ class Handlers:
         if change.mapped is None:
             change.mapped = []
         change.mapped.append(request)
-        seq = len(core.audit)
+        seq = core.audit.next_seq
         for name, item, key, item_print in zip(
             names, request.items, request.keys, prints, strict=True
         ):
@@ -376,7 +378,7 @@ class Handlers:
                 dep.readers = 0  # its pending dependents are gone
                 if retention.release:
                     retention.release_if_read(dep)
-        seq = len(core.audit)
+        seq = core.audit.next_seq
         added: list[Node] = []
         for spec, dep_names in request.pipeline.entries():
             if spec.name in graph.nodes or spec.name in retention.gone:

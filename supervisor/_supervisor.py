@@ -72,7 +72,6 @@ if TYPE_CHECKING:
     from dagvisor.actors import Pipeline
 
     from ._gone import GoneNames
-    from ._handlers import Change
     from ._replay import Replayed
     from ._snapshot import GraphSnapshot
     from ._writer import JournalWriter
@@ -460,11 +459,9 @@ class GraphSupervisor:
             self._changes.refuse_closed(request)
             return
         change = self._changes.serve(request)
-        if change is not None:
-            self._carry_out(change)
-
-    def _carry_out(self, change: Change) -> None:
-        """Do what an applied change left to the event loop."""
+        if change is None:
+            return
+        # Carry out what an applied change left to the event loop.
         if change.cancel is not None:
             for scope in change.cancel:
                 scope.cancel()

@@ -214,3 +214,31 @@ async def test_a_waiting_requester_gets_the_answer_itself():
         error = CycleError(["a", "b", "a"])
         refused.send_nowait(outcome.Error(error))
     assert got == {slot: "s1", refused: error}
+
+
+def test_an_add_stage_request_made_fast_equals_the_constructed_one():
+    import attrs
+
+    from dagvisor.actors import AddStage, ReplySlot
+    from dagvisor.actors._messages import add_stage_request
+    from dagvisor.errors import CycleError
+
+    refused = CycleError(["a", "a"])
+    for ref, error in (({"name": "s"}, None), (None, refused)):
+        made = add_stage_request(noop, ("a",), ("b", "c"), "why", "me", ref, error)
+        constructed = AddStage(
+            spec=noop,
+            after=("a",),
+            before=("b", "c"),
+            reason="why",
+            requester="me",
+            reply=made.reply,
+            ref=ref,
+            refused=error,
+        )
+        assert made == constructed
+        assert attrs.asdict(made, recurse=False) == attrs.asdict(
+            constructed, recurse=False
+        )
+        assert type(made.reply) is ReplySlot
+        assert not made.reply.answered
