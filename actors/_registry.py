@@ -172,6 +172,33 @@ class StageRegistry:
             )
             raise NotRestorableError(msg)
 
+    def reference(self, spec: StageSpec) -> dict[str, Any]:
+        """`spec_ref` of a spec `check_restorable` accepts, in one look-up.
+
+        Raises:
+            NotRestorableError: as `check_restorable`.
+        """
+        fn_key = self.key_of(spec.fn)
+        when = spec.when
+        when_key = None if when is None else self.key_of(when)
+        executor = spec.executor
+        if (
+            fn_key is None
+            or (when is not None and when_key is None)
+            or (executor is not None and type(executor) is not str)
+        ):
+            self.check_restorable(spec)  # raises, saying why
+        return {
+            "name": spec.name,
+            "fn": fn_key,
+            "when": when_key,
+            "retries": spec.retries,
+            "backoff": spec.backoff,
+            "timeout": spec.timeout,
+            "trigger": spec.trigger,
+            "executor": executor if isinstance(executor, str) else None,
+        }
+
 
 def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
     """How a journal names a stage spec: registered function names and options."""

@@ -49,7 +49,6 @@ from ._messages import (
     add_stage_request,
 )
 from ._pipeline import Pipeline, StageRef, ref_names
-from ._registry import spec_ref
 from ._spec import StageSpec
 
 if TYPE_CHECKING:
@@ -199,8 +198,7 @@ def _spec_ref(
     if registry is None:
         return None, None
     try:
-        registry.check_restorable(spec)
-        return spec_ref(spec, registry), None
+        return registry.reference(spec), None
     except DagvisorError as exc:
         return None, exc
 

@@ -95,17 +95,21 @@ class RecordTexts:
     def __init__(self, run_id: str) -> None:
         self._run_id = run_id
         self._run = string(run_id)
-        self._tails: dict[tuple[Any, ...], str] = {}
+        self._tails: dict[str | None, tuple[tuple[Any, ...], str]] = {}
 
     def started(self, name: str, time: float) -> str:
         """``{"stage": name, "time": time}``."""
-        text = f'{{"stage":{string(name)},"time":{_time(time)}}}'
+        text = (
+            f'{{"stage":{string(name)},"time":'
+            f"{float.__repr__(time) if type(time) is float and time - time == 0.0 else _time(time)}}}"
+        )
         return text if text.isascii() else _finish(text)
 
     def ended(self, name: str, state: str, time: float) -> str:
         """``{"stage": name, "state": state, "time": time}`` (an end without an error)."""
         text = (
-            f'{{"stage":{string(name)},"state":{string(state)},"time":{_time(time)}}}'
+            f'{{"stage":{string(name)},"state":{string(state)},"time":'
+            f"{float.__repr__(time) if type(time) is float and time - time == 0.0 else _time(time)}}}"
         )
         return text if text.isascii() else _finish(text)
 
@@ -169,27 +173,42 @@ class RecordTexts:
 
         ``ref`` is the spec's reference as `spec_ref` makes it.
         """
+        after, before = request.after, request.before
         text = (
-            f'{{"spec":{self._ref(ref)},"after":{_names(request.after)},'
-            f'"before":{_names(request.before)}}}'
+            f'{{"spec":{self._ref(ref)},"after":{_names(after) if after else "[]"},'
+            f'"before":{_names(before) if before else "[]"}}}'
         )
         return text if text.isascii() else _finish(text)
 
     def _ref(self, ref: dict[str, Any]) -> str:
-        if tuple(ref) != _REF_KEYS:
+        # The specs of one function and options differ by their names only:
+        # the rest of the text is kept by function name, and used again for
+        # the very same option values (`is`: equal values of another type,
+        # 5 and 5.0, have other texts).
+        if len(ref) != len(_REF_KEYS):
             return dump_json(ref)
-        values = tuple(ref.values())[1:]
-        # The types are part of the key: 5 and 5.0 are equal, their texts are not.
-        key = (values, tuple(map(type, values)))
-        tail = self._tails.get(key)
-        if tail is None:
-            if not _KEYED.issuperset(key[1]):
-                # Plain values only (function names, numbers, option names):
-                # anything else, never expected, is left to the encoder.
-                return dump_json(ref)
-            if len(self._tails) >= _KEPT_REFS:
-                self._tails.clear()
-            tail = self._tails[key] = dump_json(
-                dict(zip(_REF_KEYS[1:], values, strict=True))
-            )[1:]
-        return f'{{"name":{string(ref["name"])},{tail}'
+        kept = self._tails.get(ref.get("fn"))
+        if kept is not None:
+            values, tail = kept
+            if (
+                ref.get("when") is values[0]
+                and ref.get("retries") is values[1]
+                and ref.get("backoff") is values[2]
+                and ref.get("timeout") is values[3]
+                and ref.get("trigger") is values[4]
+                and ref.get("executor") is values[5]
+                and tuple(ref) == _REF_KEYS
+            ):
+                return f'{{"name":{string(ref["name"])},{tail}'
+        if tuple(ref) != _REF_KEYS or not _KEYED.issuperset(map(type, ref.values())):
+            # Another shape, or values that are not plain (never made so):
+            # the encoder writes it, and nothing is kept.
+            return dump_json(ref)
+        text = dump_json(ref)
+        if len(self._tails) >= _KEPT_REFS:
+            self._tails.clear()
+        self._tails[ref["fn"]] = (
+            tuple(ref[key] for key in _REF_KEYS[2:]),
+            dump_json({key: ref[key] for key in _REF_KEYS[1:]})[1:],
+        )
+        return text

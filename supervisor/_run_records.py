@@ -181,11 +181,18 @@ class RunRecords:
                 encoded,
             )
             return
-        self.event(
-            "stage_ended",
-            self._texts.ended(node.name, state.value, now + self.wall_offset),
-            encoded,
+        # `event`, inlined: once per stage.
+        self.out.append(
+            (
+                self.run_id,
+                self._seq,
+                "stage_ended",
+                self._texts.ended(node.name, state.value, now + self.wall_offset),
+                encoded,
+            )
         )
+        self._seq += 1
+        self._weight += RECORD_BYTES if encoded is None else RECORD_BYTES + len(encoded)
 
     # -- changes -------------------------------------------------------------------
 

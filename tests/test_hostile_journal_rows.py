@@ -412,3 +412,38 @@ def test_a_registry_forgets_the_names_it_gave_once_a_function_is_registered_agai
     assert registry.key_of(other) == "flows:step"
     registry.register(step, name="flows:step-again")
     assert registry.key_of(step) == "flows:step-again"
+
+
+def _closure_spec() -> Any:
+    async def inner(ctx: Any) -> None:  # a closure: never found again
+        pass
+
+    return stage(name="inner")(inner)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        grow,
+        grow.named("other"),
+        stage(name="late", retries=3, backoff=0.5, timeout=2.0)(grow.fn),
+        stage(name="when", when=grow.fn)(grow.fn),
+        _closure_spec(),
+        stage(name="when-closure", when=lambda ctx: True)(grow.fn),
+    ],
+)
+def test_a_reference_is_what_check_and_spec_ref_give(spec):
+    from dagvisor.actors import default_registry, spec_ref
+    from dagvisor.errors import NotRestorableError
+
+    refused: list[str] = []
+    try:
+        default_registry.check_restorable(spec)
+    except NotRestorableError as error:
+        refused.append(str(error))
+    if refused:
+        with pytest.raises(NotRestorableError) as info:
+            default_registry.reference(spec)
+        assert [str(info.value)] == refused
+    else:
+        assert default_registry.reference(spec) == spec_ref(spec, default_registry)
