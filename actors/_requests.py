@@ -173,6 +173,8 @@ def _one_name(ref: StageRef) -> str:
 
 
 def _names(refs: StageRef | Iterable[StageRef] | None, what: str) -> tuple[str, ...]:
+    if refs is None:
+        return ()
     if (
         (type(refs) is list or type(refs) is tuple)
         and len(refs) == 1
@@ -213,7 +215,7 @@ def _add_stage(
 ) -> AddStage:
     spec = _stage(spec, "add_stage")
     after_names, before_names = _names(after, "after="), _names(before, "before=")
-    ref, refused = _spec_ref(env, spec)
+    ref, refused = (None, None) if env.registry is None else _spec_ref(env, spec)
     return add_stage_request(
         spec, after_names, before_names, reason, requester, ref, refused
     )
