@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._errors import StageTimeoutError
 from ._executors import (
     Executor,
     Job,
@@ -51,6 +50,7 @@ from ._messages import (
 from ._output import plain_output, prepare_output
 from ._resources import CLOSED
 from ._slots import elsewhere_slot, thread_slot
+from ._stage_errors import StageTimeoutError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from ._context import StageContext
     from ._env import Hook, Hooks
     from ._spec import StageSpec
+    from ._stored import Encoded
 
 __all__ = ["run_stage"]
 
@@ -230,10 +231,10 @@ async def run_stage(
                         await trio.lowlevel.checkpoint_if_cancelled()
                         raise
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    prepared: tuple[Any, str | bytearray | None]
+                    prepared: tuple[Any, Encoded | None]
                     if env.codec is None and type(value) in SHARED:
                         prepared = (value, None)  # nothing to encode or freeze
-                    elif (text := plain_output(env, value)) is not None:
+                    elif (text := plain_output(env, spec, value)) is not None:
                         prepared = (value, text)  # a journaled plain scalar
                     else:
                         prepared = await prepare_output(env, spec, value)

@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
     import trio
 
+    from ._errors import DagvisorError
     from ._messages import Message
+    from ._spec import StageSpec
 
 __all__ = ["Hook", "Hooks", "RunEnv"]
 
@@ -90,9 +92,14 @@ class RunEnv:
     """Where plain-function stages without an executor of their own run."""
     codec: Any = None
     """With a journal: encodes each output as the stage ends (a `Codec`)."""
-    registry: Any = None
-    """With a journal: where stage functions are registered (a `StageRegistry`)."""
-    check_output: Callable[[str | bytearray | Sequence[str], str], None] | None = None
+    prepare_spec: (
+        Callable[[StageSpec], tuple[dict[str, Any] | None, DagvisorError | None]] | None
+    ) = None
+    """With a journal: checks a spec restorable and gives the reference the journal
+    stores (or why it cannot); called by requesters in their own task."""
+    check_output: (
+        Callable[[str | bytearray | memoryview | Sequence[str], str], None] | None
+    ) = None
     """With a journal: ``check_output(encoded, what)`` raises `OutputTooLargeError`
     for an encoded value (or the items one record holds) it cannot store."""
     has_hooks: bool = attrs.field(init=False)

@@ -30,7 +30,7 @@ import copy
 import sys
 from typing import Any, NoReturn
 
-from ._errors import ReadOnlyInputError
+from ._stage_errors import ReadOnlyInputError
 
 __all__ = ["SHARED", "FrozenDict", "FrozenList", "FrozenSet", "freeze"]
 

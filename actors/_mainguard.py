@@ -26,7 +26,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from ._errors import MissingMainGuardError
+from ._stage_errors import MissingMainGuardError
 
 if TYPE_CHECKING:
     from types import FrameType, ModuleType

@@ -1,4 +1,4 @@
-"""The stage registry: how a journal names the code of a stage.
+"""The stage registry: the names under which stage functions can be found again.
 
 A journal stores a stage by a registered name, never as pickled code or an
 import path to follow: after a crash, the resuming process finds each stage's
@@ -15,14 +15,12 @@ from collections import deque
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, final
 
-from ._errors import NotRestorableError
+from ._journal_errors import NotRestorableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._spec import StageSpec
-
-__all__ = ["StageRegistry", "default_registry", "function_key", "spec_ref"]
+__all__ = ["StageRegistry", "default_registry", "function_key"]
 
 
 def function_key(fn: Callable[..., Any]) -> str | None:
@@ -54,16 +52,18 @@ class StageRegistry:
 
     `stage` hands every function it declares to `remember`, which only
     queues it: its name is worked out, and it is filed under it, the first
-    time the registry is consulted (`lookup`, `key_of`, `check_restorable`)
+    time the registry is consulted (`lookup`, `key_of`)
     or written to (`register`), in the order the functions came. Declaring
     200,000 stages in a program that never journals a run thus never pays
     for naming them, and a resumed run still finds each function it needs.
     """
 
-    __slots__ = ("_functions", "_keys", "_lock", "_queued", "_waiting")
+    __slots__ = ("_codecs", "_functions", "_keys", "_lock", "_queued", "_waiting")
 
     def __init__(self) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
+        self._codecs: dict[str, Any] = {}
+        """Codecs stages were declared with, by name (the last one of a name)."""
         self._waiting: deque[Callable[..., Any]] = deque()
         """Remembered functions not yet filed under their names, oldest first."""
         self._queued: set[FunctionType] = set()
@@ -93,6 +93,18 @@ class StageRegistry:
             return  # a closure or a lambda, which could not be found again; or queued
         self._queued.add(fn)
         self._waiting.append(fn)
+
+    def remember_codec(self, codec: Any) -> None:
+        """Keep a codec a stage was declared with, so that a resume finds it by name.
+
+        Only what this process declared is found: a journal naming a codec
+        makes a resume use one of these (or a built-in one), never another.
+        """
+        self._codecs[codec.name] = codec
+
+    def codec(self, name: str) -> Any:
+        """The codec of that name a stage was declared with, or None."""
+        return self._codecs.get(name)
 
     def _file(self) -> None:
         """File the remembered functions under their names, oldest first."""
@@ -146,74 +158,6 @@ class StageRegistry:
         if found is not None:  # registered: the registry keeps it alive anyway
             self._keys[id(fn)] = (fn, found)
         return found
-
-    def check_restorable(self, spec: StageSpec) -> None:
-        """Refuse a stage that a resumed run could not find again.
-
-        Raises:
-            NotRestorableError: saying which function and how to fix it.
-        """
-        for role, fn in (("function", spec.fn), ("when predicate", spec.when)):
-            if fn is None:
-                continue
-            if self.key_of(fn) is None:
-                shown = getattr(fn, "__qualname__", repr(fn))
-                msg = (
-                    f"stage {spec.name!r} cannot be journaled: its {role} {shown!r} is not "
-                    "registered under a stable name (a lambda, a closure or a nested "
-                    "function cannot be found again after a crash); define it at module "
-                    "level with @stage, or register it: StageRegistry.register(fn, name=...)"
-                )
-                raise NotRestorableError(msg)
-        if not isinstance(spec.executor, str | type(None)):
-            msg = (
-                f"stage {spec.name!r} cannot be journaled with executor {spec.executor!r}; "
-                "use 'thread' or 'process', or run without a journal"
-            )
-            raise NotRestorableError(msg)
-
-    def reference(self, spec: StageSpec) -> dict[str, Any]:
-        """`spec_ref` of a spec `check_restorable` accepts, in one look-up.
-
-        Raises:
-            NotRestorableError: as `check_restorable`.
-        """
-        fn_key = self.key_of(spec.fn)
-        when = spec.when
-        when_key = None if when is None else self.key_of(when)
-        executor = spec.executor
-        if (
-            fn_key is None
-            or (when is not None and when_key is None)
-            or (executor is not None and type(executor) is not str)
-        ):
-            self.check_restorable(spec)  # raises, saying why
-        return {
-            "name": spec.name,
-            "fn": fn_key,
-            "when": when_key,
-            "retries": spec.retries,
-            "backoff": spec.backoff,
-            "timeout": spec.timeout,
-            "trigger": spec.trigger,
-            "executor": executor if isinstance(executor, str) else None,
-        }
-
-
-def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
-    """How a journal names a stage spec: registered function names and options."""
-    return {
-        "name": spec.name,
-        "fn": None if registry is None else registry.key_of(spec.fn),
-        "when": None
-        if registry is None or spec.when is None
-        else registry.key_of(spec.when),
-        "retries": spec.retries,
-        "backoff": spec.backoff,
-        "timeout": spec.timeout,
-        "trigger": spec.trigger,
-        "executor": spec.executor if isinstance(spec.executor, str) else None,
-    }
 
 
 default_registry = StageRegistry()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
-from ._errors import ResourceCloseError
+from ._stage_errors import ResourceCloseError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

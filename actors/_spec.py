@@ -8,7 +8,7 @@ appear in many pipelines (under different names) and many runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
 
@@ -17,14 +17,17 @@ import attrs
 from ._callables import ASYNC, GENERATORS, binds_one, shown
 from ._errors import InvalidStageError
 from ._executors import function_reference
+from ._params import EMPTY_PARAMS, check_params, params_key
 from ._registry import default_registry
 from ._stage_checks import (
     MOST_RETRIES,
     TRIGGERS,
     check_backoff,
+    check_codec,
     check_executor,
     check_function,
     check_name,
+    check_persist,
     check_retries,
     check_timeout,
     check_trigger,
@@ -32,7 +35,7 @@ from ._stage_checks import (
 )
 
 if TYPE_CHECKING:
-    from ._context import StageContext
+    from ._codec import Codec
     from ._executors import Executor
 
 __all__ = [
@@ -44,14 +47,10 @@ __all__ = [
     "stage",
 ]
 
-StageFunction: TypeAlias = (
-    Callable[["StageContext"], Awaitable[Any]] | Callable[["StageContext"], Any]
-)
+StageFunction: TypeAlias = Callable[[Any], Awaitable[Any]] | Callable[[Any], Any]
 """What a stage runs: ``async def f(ctx)``, or a plain ``def f(ctx)``."""
 
-Predicate: TypeAlias = (
-    Callable[["StageContext"], bool] | Callable[["StageContext"], Awaitable[bool]]
-)
+Predicate: TypeAlias = Callable[[Any], bool] | Callable[[Any], Awaitable[bool]]
 """A ``when`` predicate: ``def p(ctx) -> bool`` or ``async def p(ctx) -> bool``
 (awaited, on the event loop, just before the stage would start)."""
 
@@ -67,6 +66,10 @@ succeeded or was skipped; skipped ones are simply absent from ``ctx.inputs``
 ExecutorChoice: TypeAlias = "Literal['loop', 'thread', 'process'] | Executor"
 """Where a stage body runs: the event loop, a thread, a process, or an
 `Executor` such as `DaskExecutor` (see `dagvisor.actors._executors`)."""
+
+
+def _shown_params(params: Mapping[str, Any]) -> str:
+    return repr(dict(params)) if params else "{}"
 
 
 @final
@@ -90,6 +93,13 @@ class StageSpec:
         executor: ``"loop"`` for ``async def``; for a plain function
             ``"thread"``, ``"process"``, an `Executor` (`DaskExecutor`), or
             None for the runtime's default (``runtime(executor=...)``).
+        codec: how a journaled run writes this stage's output (a `Codec`),
+            or None for the runtime's (``runtime(codec=...)``).
+        persist: False to keep the output out of the journal (in memory for
+            the stage's consumers only; a resume runs the stage again when
+            a consumer that has not finished needs it).
+        params: plain data the stage reads as ``ctx.params`` (see
+            `with_params`); empty unless given.
     """
 
     fn: StageFunction
@@ -100,12 +110,22 @@ class StageSpec:
     when: Predicate | None = None
     trigger: Trigger = "all_succeeded"
     executor: ExecutorChoice | None = "loop"
+    codec: Codec | None = None
+    persist: bool = True
+    params: Mapping[str, Any] = attrs.field(
+        default=EMPTY_PARAMS, repr=_shown_params, eq=False
+    )
+    params_key: str = attrs.field(init=False, repr=False)
+    """The parameters as canonical JSON text: compared and hashed instead of them."""
     simple: bool = attrs.field(init=False, eq=False, repr=False)
     """Whether one attempt on the event loop is all there is (no retry, no timer)."""
 
     def __attrs_post_init__(self) -> None:
         simple = self.is_async and self.retries == 0 and self.timeout is None
         object.__setattr__(self, "simple", simple)
+        params = check_params(self.params, stage=self.name)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "params_key", params_key(params))
 
     @property
     def is_async(self) -> bool:
@@ -113,15 +133,16 @@ class StageSpec:
         executor = self.executor
         return isinstance(executor, str) and executor == "loop"
 
-    def named(self, name: str) -> StageSpec:
-        """Return the same stage under another name.
+    def named(self, name: str, *, params: Mapping[str, Any] | None = None) -> StageSpec:
+        """Return the same stage under another name (and, if given, other parameters).
 
         Example:
             >>> Pipeline.chain(step.named(f"s{i}") for i in range(3))  # doctest: +SKIP
+            >>> check.named("check_b7", params={"batch": 7})  # doctest: +SKIP
         """
         # Options were checked when this spec was made; only the name is new.
         # (Naming specs in a loop is common: built without attrs.evolve.)
-        return _build(
+        spec = _build(
             self.fn,
             check_name(name),
             self.retries,
@@ -130,19 +151,59 @@ class StageSpec:
             self.when,
             self.trigger,
             self.executor,
+            self.codec,
+            self.persist,
         )
+        if params is None:
+            if self.params:
+                _set_params(spec, self.params)
+                _set_params_key(spec, self.params_key)
+        else:
+            _with_params(spec, params)
+        return spec
+
+    def with_params(self, **params: Any) -> StageSpec:
+        """Return the same stage with these parameters (replacing any it had).
+
+        A stage reads them as ``ctx.params``: plain JSON data (see
+        `check_params`), frozen, journaled with the stage and shown by its
+        lineage and the report. Use `named` to give the instance its own
+        name too, as every stage of a run has its own.
+
+        Example:
+            >>> check_b7 = check.named("check_b7").with_params(batch=7)  # doctest: +SKIP
+
+        Raises:
+            TypeError: a value is not plain JSON data (the message says which).
+        """
+        spec = self.named(self.name)
+        _with_params(spec, params)
+        return spec
 
     def options(self, **changes: Any) -> StageSpec:
         """Return a copy with some options changed (same keywords as `stage`)."""
         merged = attrs.asdict(self, recurse=False)
-        del merged["simple"]
+        del merged["simple"], merged["params_key"]
+        params = merged.pop("params")
         merged.update(changes)
         fn = merged.pop("fn")
-        return stage(**merged)(fn)
+        spec = stage(**merged)(fn)
+        return spec.with_params(**params) if params else spec
 
 
 _new = object.__new__
-_FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "executor")
+_FIELDS = (
+    "fn",
+    "name",
+    "retries",
+    "backoff",
+    "timeout",
+    "when",
+    "trigger",
+    "executor",
+    "codec",
+    "persist",
+)
 (
     _set_fn,
     _set_name,
@@ -152,8 +213,15 @@ _FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "ex
     _set_when,
     _set_trigger,
     _set_executor,
+    _set_codec,
+    _set_persist,
+    _set_params,
+    _set_params_key,
     _set_simple,
-) = (StageSpec.__dict__[field].__set__ for field in (*_FIELDS, "simple"))
+) = (
+    StageSpec.__dict__[field].__set__
+    for field in (*_FIELDS, "params", "params_key", "simple")
+)
 # The slots' own descriptors: declaring a stage builds one spec, and attrs'
 # frozen __init__ (a bound object.__setattr__ per field, then the post-init
 # hook) costs three times as much. `tests/test_spec.py` checks both ways
@@ -169,6 +237,8 @@ def _build(
     when: Predicate | None,
     trigger: str,
     executor: ExecutorChoice | None,
+    codec: Codec | None = None,
+    persist: bool = True,
 ) -> StageSpec:
     """A `StageSpec` of values already checked, as its constructor would make it."""
     spec: StageSpec = _new(StageSpec)
@@ -180,6 +250,10 @@ def _build(
     _set_when(spec, when)
     _set_trigger(spec, trigger)
     _set_executor(spec, executor)
+    _set_codec(spec, codec)
+    _set_persist(spec, persist)
+    _set_params(spec, EMPTY_PARAMS)
+    _set_params_key(spec, "")
     _set_simple(
         spec,
         retries == 0
@@ -188,6 +262,13 @@ def _build(
         and executor == "loop",
     )
     return spec
+
+
+def _with_params(spec: StageSpec, params: Mapping[str, Any]) -> None:
+    """Give a spec just built its (checked, frozen) parameters."""
+    checked = check_params(params, stage=spec.name)
+    _set_params(spec, checked)
+    _set_params_key(spec, params_key(checked))
 
 
 def _make_spec(
@@ -199,6 +280,8 @@ def _make_spec(
     when: Predicate | None,
     trigger: str,
     executor: Any,
+    codec: Any = None,
+    persist: bool = True,
 ) -> StageSpec:
     if isinstance(fn, StageSpec):
         msg = f"{fn.name!r} is already a stage; use spec.options(...) to change it"
@@ -246,7 +329,14 @@ def _make_spec(
     default_registry.remember(fn)
     if when is not None:
         default_registry.remember(when)
-    return _build(fn, name, retries, backoff, timeout, when, trigger, executor)
+    if codec is not None:
+        codec = check_codec(codec)
+        default_registry.remember_codec(codec)
+    if persist is not True:
+        persist = check_persist(persist)
+    return _build(
+        fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+    )
 
 
 @overload
@@ -261,6 +351,8 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    codec: Codec | str | None = None,
+    persist: bool = True,
 ) -> Callable[[StageFunction], StageSpec]: ...
 
 
@@ -275,6 +367,8 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    codec: Codec | str | None = None,
+    persist: bool = True,
 ) -> StageSpec | Callable[[StageFunction], StageSpec]:
     """Declare a stage, with or without options.
 
@@ -301,14 +395,26 @@ def stage(
             such as `DaskExecutor` (plain functions only); defaults to ``"loop"`` for
             ``async def`` and to the runtime's default (``runtime(executor=...)``,
             ``"thread"`` unless set) for plain functions.
+        codec: how a journaled run writes this stage's output: a `Codec`, or
+            a built-in one by name (``"data"``: numpy arrays as ``.npy``,
+            DataFrames and Tables as Arrow; ``"json"``; ``"pickle"``).
+            Defaults to the runtime's. The journal records which codec
+            wrote each output, and reads it back with that one.
+        persist: False keeps the output out of the journal: consumers get it
+            in memory; a resume runs the stage again if a consumer that had
+            not finished needs it.
 
     Raises:
         InvalidStageError: an option cannot work; the message says which.
     """
     if fn is not None:
-        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
+        return _make_spec(
+            fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+        )
 
     def decorate(fn: StageFunction) -> StageSpec:
-        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
+        return _make_spec(
+            fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+        )
 
     return decorate

@@ -31,7 +31,7 @@ import trio.testing
 from _common import emit, machine, progress
 
 from dagvisor import Pipeline, runtime, stage
-from dagvisor.supervisor import LiveGraph
+from dagvisor.supervisor._graph import LiveGraph
 
 
 @stage

@@ -11,6 +11,7 @@ from dagvisor.actors import JournalError as JournalError
 from dagvisor.actors import JournalWriteError as JournalWriteError
 from dagvisor.actors import LeaseLostError as LeaseLostError
 from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
+from dagvisor.actors import NoJsonFormError as NoJsonFormError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import OutputTooLargeError as OutputTooLargeError
@@ -20,6 +21,7 @@ from dagvisor.actors import RemoteError as RemoteError
 from dagvisor.actors import ResourceCloseError as ResourceCloseError
 from dagvisor.actors import RunClosedError as RunClosedError
 from dagvisor.actors import RunFailed as RunFailed
+from dagvisor.actors import RunFailedError as RunFailedError
 from dagvisor.actors import RunOwnedError as RunOwnedError
 from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
@@ -38,6 +40,7 @@ __all__ = [
     "JournalWriteError",
     "LeaseLostError",
     "MissingMainGuardError",
+    "NoJsonFormError",
     "NotPicklableError",
     "NotRestorableError",
     "OutputTooLargeError",
@@ -47,6 +50,7 @@ __all__ = [
     "ResourceCloseError",
     "RunClosedError",
     "RunFailed",
+    "RunFailedError",
     "RunOwnedError",
     "StageStateError",
     "StageTimeoutError",

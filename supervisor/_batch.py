@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from dagvisor.actors import JournalError, JournalWriteError, dump_json
+from dagvisor.actors import JournalError, JournalWriteError
+from dagvisor.actors._jsonform import dump_json
 
 from ._event_rows import (
     LARGE_OUTPUT,
@@ -39,7 +40,7 @@ from ._lease import Owner, fence, insert_lease, release, take_over
 if TYPE_CHECKING:
     import trio
 
-    from dagvisor.actors import Message
+    from dagvisor.actors._messages import Message
 
     from ._journal import Journal
 
@@ -172,7 +173,9 @@ def _write_group(
             if type(payload) is not str:  # a rare record, dumped here
                 record = (run_id, seq, record[2], dump_json(payload), record[4])
             output = record[4]
-            if type(output) is bytearray and len(output) > LARGE_OUTPUT:
+            if (type(output) is bytearray or type(output) is memoryview) and len(
+                output
+            ) > LARGE_OUTPUT:
                 fence = insert_events(
                     db, run_id, events, nonce if fence else None, chunk
                 )

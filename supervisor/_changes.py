@@ -19,27 +19,25 @@ from typing import TYPE_CHECKING, Any, final
 
 import outcome
 
-from dagvisor.actors import (
+from dagvisor.actors import DagvisorError, InternalError, RunClosedError
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     CancelRun,
     CancelStage,
     ChangeSet,
-    DagvisorError,
     Expand,
-    InternalError,
     RemoveStage,
     ReplacePending,
-    RunClosedError,
 )
 
+from ._events import GraphChanged
 from ._handlers import Change, Handlers
-from ._result import GraphChanged
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dagvisor.actors import Request
+    from dagvisor.actors._messages import Request
 
     from ._audit import Fields
     from ._core import RunCore

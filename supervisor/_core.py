@@ -19,20 +19,28 @@ Invariants:
   recorded.
 * Per finished stage the work is O(1) plus its edges; a failure settles the
   stages after it with an explicit stack (chains may be a million deep).
+* ``started`` holds exactly the stages that started and have not ended. Every
+  pending stage is either ready (in ``ready``) or waits for a stage that has
+  not ended, so the pending stages are those reached from ``started`` and
+  ``ready`` through pending stages (`pending_stages`): found without looking
+  at the stages that ended.
 """
 
 from __future__ import annotations
 
+import sys
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, final
 
 from dagvisor.actors import StageState
 
-from ._result import StageFinished, StageStarted
+from ._events import StageFinished, StageStarted
 from ._snapshot import GraphSnapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from dagvisor.actors._stored import Encoded
 
     from ._audit import AuditLog
     from ._events import EventLog
@@ -41,6 +49,11 @@ if TYPE_CHECKING:
     from ._run_records import RunRecords
 
 __all__ = ["BLOCKED", "RunCore"]
+
+
+def _order(node: Node) -> int:
+    return node.order
+
 
 PENDING = StageState.PENDING
 RUNNING = StageState.RUNNING
@@ -79,7 +92,7 @@ class RunCore:
         "records",
         "retention",
         "run_id",
-        "running",
+        "started",
         "unfinished",
         "version",
     )
@@ -105,7 +118,8 @@ class RunCore:
         """The run's clock."""
         self.unfinished = len(graph)
         self.done = 0
-        self.running = 0
+        self.started: dict[Node, None] = {}
+        """The stages that started and have not ended (insertion-ordered)."""
         self.added = 0
         self.failed = 0
         self.version = 0
@@ -118,7 +132,7 @@ class RunCore:
     def start(self, node: Node) -> dict[str, Any]:
         """Mark ``node`` running; return its inputs (upstream outputs, by name)."""
         node.state = RUNNING
-        self.running += 1
+        self.started[node] = None
         node.started = now = self.now()
         # Outputs were frozen by the stages that produced them: shared as they are.
         inputs = {}
@@ -138,7 +152,7 @@ class RunCore:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None = None,
+        encoded: Encoded | None = None,
     ) -> None:
         """Make ``node`` terminal, and let the stages after it go or settle them too."""
         # What _ended does, inlined: this is the hot path (once per stage).
@@ -146,7 +160,7 @@ class RunCore:
             self.records.ended(node, state, now, encoded)
         retention = self.retention
         if node.state is RUNNING:
-            self.running -= 1
+            del self.started[node]
         elif retention.release and node.state is PENDING:
             retention.left_pending(node)
         if state is FAILED:
@@ -190,12 +204,12 @@ class RunCore:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None,
+        encoded: Encoded | None,
     ) -> None:
         if self.records is not None:
             self.records.ended(node, state, now, encoded)
         if node.state is RUNNING:
-            self.running -= 1
+            del self.started[node]
         elif self.retention.release and node.state is PENDING:
             self.retention.left_pending(node)
         if state is FAILED:
@@ -209,6 +223,34 @@ class RunCore:
             self.retention.ended(node)
         if self.events.readers:
             self.events.publish(StageFinished(node.name, state, now))
+
+    @property
+    def running(self) -> int:
+        """How many stages started and have not ended."""
+        return len(self.started)
+
+    def pending_stages(self) -> list[Node]:
+        """Every pending stage, in topological order: O(pending + their edges).
+
+        Walks down from the stages that started and the ready ones through
+        pending stages only (see the invariants above); the stages that
+        ended are never looked at, however many are in memory.
+        """
+        found: dict[Node, None] = {}
+        stack = [node for node in self.ready if node.state is PENDING]
+        started = self.started
+        if sys.getsizeof(started) > 1024 + 128 * len(started):
+            # A dict keeps its size when entries leave, and iterating it walks
+            # the holes too: after a burst of starts, compact it once.
+            started = self.started = dict(started)
+        for node in started:
+            stack.extend(node.dependents)
+        while stack:
+            node = stack.pop()
+            if node.state is PENDING and node not in found:
+                found[node] = None
+                stack.extend(node.dependents)
+        return sorted(found, key=_order)
 
     # -- stages a change adds, rewires or removes ------------------------------------
 
@@ -266,6 +308,12 @@ class RunCore:
             dependencies=MappingProxyType(
                 {
                     name: tuple(dep.name for dep in node.deps)
+                    for name, node in nodes.items()
+                }
+            ),
+            origins=MappingProxyType(
+                {
+                    name: None if node.created_by < 0 else node.created_by
                     for name, node in nodes.items()
                 }
             ),

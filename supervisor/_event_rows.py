@@ -46,15 +46,16 @@ this runtime (its nonce, the parameter numbered in)."""
 LARGE_OUTPUT: Final = 1 << 20
 """Bytes: an output larger than this is written in pieces of this size."""
 
-# An output goes to its own column as the codec wrote it (text, or UTF-8
-# bytes stored as text), once.
+# An output goes to its own column as the codec wrote it, once: text (or
+# UTF-8 bytes stored as text) in ``output``, a binary codec's bytes (a
+# memoryview) as a BLOB in ``data``.
 _INSERT_EVENT: Final = (
-    "INSERT INTO events (run_id, seq, kind, payload, output) "
-    "VALUES (?, ?, ?, ?, CAST(? AS TEXT))"
+    "INSERT INTO events (run_id, seq, kind, payload, output, data) "
+    "VALUES (?, ?, ?, ?, CAST(? AS TEXT), ?)"
 )
 _INSERT_FENCED: Final = (
-    "INSERT INTO events (run_id, seq, kind, payload, output) "
-    "SELECT ?1, ?2, ?3, ?4, CAST(?5 AS TEXT) WHERE 1" + OURS.format(6)
+    "INSERT INTO events (run_id, seq, kind, payload, output, data) "
+    "SELECT ?1, ?2, ?3, ?4, CAST(?5 AS TEXT), ?6 WHERE 1" + OURS.format(7)
 )
 _INSERT_ROWS: Final = (
     "INSERT INTO events (run_id, seq, kind, payload, output) "
@@ -67,8 +68,17 @@ _ROWS: Final = json.JSONEncoder(
 )
 _ROW_SHARE: Final = 32  # characters a row takes in the array besides its texts
 
-Event = tuple[str, int, str, str, "str | bytearray | None"]
-"""An event's row: ``(run_id, seq, kind, payload, output)``."""
+Event = tuple[str, int, str, str, "str | bytearray | memoryview | None"]
+"""An event's row: ``(run_id, seq, kind, payload, output)``; a memoryview
+output is a binary codec's, for the ``data`` column."""
+
+
+def _columns(event: Event) -> tuple[Any, ...]:
+    """The parameters of `_INSERT_EVENT` for ``event``."""
+    output = event[4]
+    if type(output) is memoryview:
+        return (event[0], event[1], event[2], event[3], None, output)
+    return (event[0], event[1], event[2], event[3], output, None)
 
 
 def lost(db: sqlite3.Connection, run_id: str) -> LeaseLostError:
@@ -159,7 +169,7 @@ def insert_events(
             continue
         while end < count and _in_rows(events[end], chunk) < 0:
             end += 1  # events[start:end] one by one
-        one_by_one = events[start:end]
+        one_by_one = [_columns(event) for event in events[start:end]]
         if fence is not None:
             if db.execute(_INSERT_FENCED, (*one_by_one[0], fence)).rowcount != 1:
                 raise lost(db, run_id)
@@ -177,26 +187,31 @@ def insert_large(
     seq: int,
     kind: str,
     payload: str,
-    output: bytearray,
+    output: bytearray | memoryview,
 ) -> None:
     """Insert one event whose large output is written into its row piece by piece.
 
     Binding a large output would copy it whole in one call, holding the
     interpreter (and so the event loop) all that time; written through
-    SQLite's incremental I/O, each piece is copied on its own, and the text
-    is made from the bytes inside SQLite.
+    SQLite's incremental I/O, each piece is copied on its own. Text is made
+    from its UTF-8 bytes inside SQLite; a binary output (a memoryview) stays
+    a BLOB in the ``data`` column.
     """
+    binary = type(output) is memoryview
+    column = "data" if binary else "output"
     cursor = db.execute(
-        "INSERT INTO events (run_id, seq, kind, payload, output) "
+        f"INSERT INTO events (run_id, seq, kind, payload, {column}) "
         "VALUES (?, ?, ?, ?, zeroblob(?))",
         (run_id, seq, kind, payload, len(output)),
     )
     rowid = cursor.lastrowid
     assert rowid is not None  # an INSERT's
     data = memoryview(output)
-    with db.blobopen("events", "output", rowid) as blob:
+    with db.blobopen("events", column, rowid) as blob:
         for start in range(0, len(data), LARGE_OUTPUT):
             blob.write(data[start : start + LARGE_OUTPUT])
-    db.execute(
-        "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?", (rowid,)
-    )
+    if not binary:
+        db.execute(
+            "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?",
+            (rowid,),
+        )

@@ -13,18 +13,70 @@ to it, and its count of readers drops when it is closed or collected.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, TypeAlias, final
 
+import attrs
 import trio
-
-from ._result import EventsLost
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from ._result import Event
+    from dagvisor.actors import StageState
 
-__all__ = ["EventLog", "EventStream"]
+    from ._audit import AuditRecord
+
+__all__ = [
+    "Event",
+    "EventLog",
+    "EventStream",
+    "EventsLost",
+    "GraphChanged",
+    "RunEvent",
+    "StageFinished",
+    "StageStarted",
+]
+
+
+@final
+@attrs.frozen
+class StageStarted:
+    """A stage's actor was started."""
+
+    stage: str
+    time: float
+
+
+@final
+@attrs.frozen
+class StageFinished:
+    """A stage reached a terminal state."""
+
+    stage: str
+    state: StageState
+    time: float
+
+
+@final
+@attrs.frozen
+class GraphChanged:
+    """A change request was applied or refused (see its record)."""
+
+    record: AuditRecord
+
+
+@final
+@attrs.frozen
+class EventsLost:
+    """This reader fell behind and lost ``count`` events, just before the next one."""
+
+    count: int
+
+
+RunEvent: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost
+"""What `Run.events` yields."""
+
+Event: TypeAlias = RunEvent
+"""The former name of `RunEvent` (which does not read like ``trio.Event``)."""
 
 
 @final

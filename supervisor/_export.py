@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING
 
 from dagvisor.actors import StageState
 
+from ._result import renders
 from ._text import utf8_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ._audit import AuditRecord
+    from ._result import RunResult
 
-__all__ = ["COLOURS", "to_dot", "to_mermaid"]
+__all__ = ["COLOURS", "result_dot", "result_mermaid", "to_dot", "to_mermaid"]
 
 # Fill and stroke per state, shared by both formats.
 COLOURS: dict[StageState, tuple[str, str]] = {
@@ -169,3 +171,15 @@ def to_dot(
     )
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+@renders("mermaid")
+def result_mermaid(result: RunResult) -> str:
+    """A run's final graph as Mermaid (`RunResult.to_mermaid`)."""
+    return to_mermaid(result.name, result.states, result.dependencies, result.origins)
+
+
+@renders("dot")
+def result_dot(result: RunResult) -> str:
+    """A run's final graph as DOT (`RunResult.to_dot`)."""
+    return to_dot(result.name, result.states, result.dependencies, result.origins)

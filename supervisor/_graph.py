@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 
-from dagvisor.actors import NO_ITEM, Sentinel, StageSpec, StageState
+from dagvisor.actors import NO_ITEM, StageSpec, StageState
+from dagvisor.actors._context import Sentinel
 
 from ._dependents import drop_dependent
 

@@ -16,22 +16,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 from dagvisor.actors import (
+    CycleError,
+    DuplicateStageError,
+    StageSpec,
+    StageState,
+    StageStateError,
+    UnknownStageError,
+)
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     CancelRun,
     CancelStage,
     ChangeSet,
-    CycleError,
-    DuplicateStageError,
     Expand,
     RemoveStage,
     ReplacePending,
-    StageSpec,
-    StageState,
-    StageStateError,
-    UnknownStageError,
-    same_print,
 )
+from dagvisor.actors._prepare import same_print
 
 from ._graph import RELEASED
 
@@ -245,13 +247,17 @@ class Handlers:
         if any(again) or any(node is not None for node in existing):
             # Asked before: an idempotent re-add only if every stage is the
             # same addition (or was added by the same requester and dropped).
-            for name, node, item_print, dropped in zip(
-                names, existing, prints, again, strict=True
+            for position, (name, node, item_print, dropped) in enumerate(
+                zip(names, existing, prints, again, strict=True)
             ):
                 if dropped or (
                     node is not None
                     and self._is_same_addition(
-                        node, spec, request.after, request.requester, item_print
+                        node,
+                        request.spec_of(position),
+                        request.after,
+                        request.requester,
+                        item_print,
                     )
                 ):
                     continue
@@ -275,11 +281,11 @@ class Handlers:
             change.mapped = []
         change.mapped.append(request)
         seq = core.audit.next_seq
-        for name, item, key, item_print in zip(
-            names, request.items, request.keys, prints, strict=True
+        for position, (name, item, key, item_print) in enumerate(
+            zip(names, request.items, request.keys, prints, strict=True)
         ):
             node = core.graph.add_node(
-                spec,
+                request.spec_of(position),
                 deps,
                 name=name,
                 created_by=seq,
@@ -355,7 +361,7 @@ class Handlers:
         # Validated: apply.
         change.undoable = False
         change.ends_stream = True  # the rest of a streamed pipeline is replaced too
-        pending = [node for node in graph if node.state is PENDING]
+        pending = core.pending_stages()
         touched: dict[int, Node] = {}
         settled_children: dict[int, Node] = {}
         for node in pending:
@@ -429,6 +435,7 @@ def same_spec(a: StageSpec, b: StageSpec) -> bool:
         and _plain_equal(a.backoff, b.backoff)
         and _plain_equal(a.timeout, b.timeout)
         and _plain_equal(a.trigger, b.trigger)
+        and _plain_equal(a.params_key, b.params_key)
     )
 
 

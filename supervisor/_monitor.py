@@ -20,7 +20,7 @@ import trio
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ._supervisor import GraphSupervisor
+    from ._core import RunCore
 
 __all__ = ["Monitor", "Progress"]
 
@@ -43,7 +43,9 @@ class Progress:
         pending: stages waiting for their dependencies.
         added: stages added while the run ran (changes, not the pipeline).
         failed: stages that failed.
-        stages_per_second: done / elapsed.
+        stages_per_second: stages that reached a terminal state per second
+            of run time so far (``done / elapsed``; 0.0 before any time passed),
+            the same measure as `RunStats.stages_per_second`.
         rss: the process's resident memory in bytes when sampled.
     """
 
@@ -69,11 +71,13 @@ class Monitor:
 
     def __init__(
         self,
-        supervisor: GraphSupervisor,
+        core: RunCore,
+        started_at: float,
         interval: float,
         on_progress: Callable[[Progress], object] | None,
     ) -> None:
-        self._supervisor = supervisor
+        self._core = core
+        self._started_at = started_at
         self._interval = interval
         self._on_progress = on_progress
         self._process = psutil.Process()
@@ -83,27 +87,27 @@ class Monitor:
 
     def sample(self) -> Progress:
         """Take one sample now."""
-        supervisor = self._supervisor
+        core = self._core
         now = trio.current_time()
         rss = int(self._process.memory_info().rss)
         self.peak_rss = max(self.peak_rss, rss)
         self.samples.append((now, rss))
         if len(self.samples) > _MAX_SAMPLES:
             del self.samples[1::2]  # halve the resolution, keep the span
-        unfinished = supervisor.unfinished
-        running = supervisor.running
-        elapsed = now - supervisor.started_at
-        done = supervisor.done
+        unfinished = core.unfinished
+        running = core.running
+        elapsed = now - self._started_at
+        done = core.done
         total = done + unfinished
         return Progress(
-            run_id=supervisor.run_id,
+            run_id=core.run_id,
             elapsed=elapsed,
             stages=total,
             done=done,
             running=running,
             pending=unfinished - running,
-            added=supervisor.added,
-            failed=supervisor.failed,
+            added=core.added,
+            failed=core.failed,
             stages_per_second=done / elapsed if elapsed > 0 else 0.0,
             rss=rss,
         )

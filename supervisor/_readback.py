@@ -8,18 +8,18 @@ ended has status ``"interrupted"``; its stages that were running are
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from dagvisor.actors import StageState
 
 from ._replay import replay
-from ._result import RunResult, RunStats, StageLatency
+from ._result import RunResult
 
 if TYPE_CHECKING:
     from dagvisor.actors import StageRegistry
 
     from ._journal_rows import JournaledRun
+    from ._result import RunStatus
 
 __all__ = ["result_from_journal"]
 
@@ -35,14 +35,9 @@ def result_from_journal(
     """
     replayed = replay(run, registry=registry, codec=None)
     nodes = replayed.graph.nodes
-    counts = dict.fromkeys(StageState, 0)
-    for node in nodes.values():
-        counts[node.state] += 1
-    status = (
-        run.status
-        if run.status in ("succeeded", "failed", "cancelled")
-        else "interrupted"
-    )
+    status: RunStatus = "interrupted"  # its record does not say it ended
+    if run.status in ("succeeded", "failed", "cancelled"):
+        status = run.status  # type: ignore[assignment]  # one of RunStatus, checked
     errors = {
         name: node.error
         for name, node in nodes.items()
@@ -51,23 +46,15 @@ def result_from_journal(
     ended = run.ended
     if ended is None:
         ended = max((node.finished for node in nodes.values()), default=run.created)
-    stats = RunStats(
-        stages=len(nodes),
-        counts=MappingProxyType(counts),
-        started_at=run.created,
-        duration=max(0.0, ended - run.created),
-        changes=len(replayed.audit),
-        added=replayed.added,
-        latency=StageLatency(nodes),
-        peak_rss=max((rss for _, rss in replayed.memory), default=None),
-        memory=tuple(replayed.memory),
-    )
-    return RunResult._from_nodes(
+    return RunResult.build(
         nodes,
-        tuple(replayed.audit),
+        replayed.audit,
         run_id=run.run_id,
         name=run.name,
         status=status,
-        errors=MappingProxyType(errors),
-        stats=stats,
+        errors=errors,
+        started_at=run.created,
+        duration=max(0.0, ended - run.created),
+        added=replayed.added,
+        memory=replayed.memory,
     )

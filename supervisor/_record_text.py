@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 
-from dagvisor.actors import dump_json
+from dagvisor.actors._jsonform import dump_json
 
 from ._audit import AuditRecord, Fields
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from dagvisor.actors import AddStage
+    from dagvisor.actors._messages import AddStage
 
 __all__ = ["RecordTexts"]
 

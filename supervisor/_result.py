@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
@@ -10,26 +11,21 @@ import attrs
 from dagvisor.actors import StageState
 
 from ._audit import AuditLog
-from ._export import to_dot, to_mermaid
 from ._graph import RELEASED
 from ._lineage import NO_STAGE_GONE, ConsumedOutput, GoneStages, Lineage, lineage_of
-from ._report import render_report
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._audit import AuditRecord
     from ._graph import Node
 
 __all__ = [
     "ConsumedOutput",
-    "Event",
-    "EventsLost",
-    "GraphChanged",
     "Lineage",
     "RunResult",
     "RunStats",
     "RunStatus",
-    "StageFinished",
-    "StageStarted",
     "StageTiming",
     "lineage_of",
 ]
@@ -125,7 +121,8 @@ class RunStats:
         latency: percentiles of stage run times (computed when read).
         peak_rss: highest RSS sampled in bytes, when the monitor was on.
         memory: the RSS samples ``(run clock, bytes)`` when the monitor was on.
-        stages_per_second: finished stages per second of run time.
+        stages_per_second: stages that reached a terminal state per second of
+            run time (the same measure as `Progress.stages_per_second`).
     """
 
     stages: int
@@ -140,8 +137,8 @@ class RunStats:
 
     @property
     def stages_per_second(self) -> float:
-        """Stages finished per second of run time."""
-        return self.stages / self.duration if self.duration > 0 else float("inf")
+        """Stages that reached a terminal state per second of run time (0.0 if none passed)."""
+        return self.stages / self.duration if self.duration > 0 else 0.0
 
 
 class _NodeView(Mapping[str, Any]):
@@ -196,6 +193,17 @@ class _Outputs(_NodeView):
 
     def _value(self, node: Node) -> Any:
         return node.output
+
+
+@final
+class _Params(_NodeView):
+    __slots__ = ()
+
+    def _has(self, node: Node) -> bool:
+        return bool(node.spec.params)
+
+    def _value(self, node: Node) -> Any:
+        return node.spec.params
 
 
 @final
@@ -280,6 +288,11 @@ class RunResult:
         factory=list, repr=False, alias="audit_log"
     )
 
+    @property
+    def params(self) -> Mapping[str, Mapping[str, Any]]:
+        """The parameters of every stage that has some, by name (read-only)."""
+        return _Params(self._nodes)
+
     def lineage(self, stage: str) -> Lineage:
         """Where ``stage`` came from, what it read and what became of it (see `Lineage`).
 
@@ -301,6 +314,11 @@ class RunResult:
         )
 
     @property
+    def id(self) -> str:
+        """The run's id, as `Run.id` names it (the same as ``run_id``)."""
+        return self.run_id
+
+    @property
     def ok(self) -> bool:
         """Whether every stage that ran succeeded and the run was not cancelled."""
         return self.status == "succeeded"
@@ -311,12 +329,12 @@ class RunResult:
     def to_mermaid(self) -> str:
         """The final graph as a Mermaid flowchart: states as colours, stages
         added at run time rounded."""
-        return to_mermaid(self.name, self.states, self.dependencies, self.origins)
+        return _RENDERERS["mermaid"](self)
 
     def to_dot(self) -> str:
         """The final graph as Graphviz DOT: states as colours, stages added at
         run time dashed."""
-        return to_dot(self.name, self.states, self.dependencies, self.origins)
+        return _RENDERERS["dot"](self)
 
     def to_html(self) -> str:
         """A self-contained HTML report: summary, final graph, timeline of stages
@@ -325,60 +343,99 @@ class RunResult:
         Example:
             >>> Path("report.html").write_text(result.to_html())  # doctest: +SKIP
         """
-        return render_report(self)
+        return _RENDERERS["html"](self)
 
     @classmethod
-    def _from_nodes(
-        cls, nodes: Mapping[str, Node], audit: tuple[AuditRecord, ...], **fields: Any
+    def build(
+        cls,
+        nodes: Mapping[str, Node],
+        audit: AuditLog | Iterable[AuditRecord],
+        *,
+        run_id: str,
+        name: str,
+        status: RunStatus,
+        errors: Mapping[str, BaseException],
+        started_at: float,
+        duration: float,
+        added: int,
+        left_memory: Mapping[StageState, int] | None = None,
+        memory: Iterable[tuple[float, int]] = (),
+        peak_rss: int | None = None,
+        wall_offset: float = 0.0,
+        gone: GoneStages = NO_STAGE_GONE,
     ) -> RunResult:
+        """The result of a run, live or read back from its journal (the one builder).
+
+        Args:
+            nodes: the stages still in memory, by name.
+            audit: the run's audit trail (a bounded one may have gaps).
+            run_id: the run.
+            name: the pipeline's name.
+            status: how the run ended.
+            errors: each failed stage's exception, by name.
+            started_at: wall-clock start, seconds since the epoch.
+            duration: seconds from start to end.
+            added: stages added while the run ran.
+            left_memory: stages no longer in memory, by their final state.
+            memory: RSS samples, when the run was sampled.
+            peak_rss: the highest sample (the highest of ``memory`` if None).
+            wall_offset: what makes the nodes' times wall-clock.
+            gone: the names of the stages that left memory.
+        """
+        counts = dict(left_memory) if left_memory else dict.fromkeys(StageState, 0)
+        for node in nodes.values():
+            counts[node.state] += 1
+        log = audit if isinstance(audit, AuditLog) else AuditLog.of(audit)
+        samples = tuple(memory)
+        if peak_rss is None and samples:
+            peak_rss = max(rss for _, rss in samples)
+        stats = RunStats(
+            stages=sum(counts.values()),
+            counts=MappingProxyType(counts),
+            started_at=started_at,
+            duration=duration,
+            changes=len(log),
+            added=added,
+            latency=StageLatency(nodes),
+            peak_rss=peak_rss,
+            memory=samples,
+        )
         return cls(
+            run_id=run_id,
+            name=name,
+            status=status,
+            errors=MappingProxyType(dict(errors)),
+            stats=stats,
             nodes=nodes,
             outputs=_Outputs(nodes),
             states=_States(nodes),
             timings=_Timings(nodes),
             dependencies=_Dependencies(nodes),
-            origins=_Origins(nodes, audit),
-            audit=audit,
-            **fields,
+            origins=_Origins(nodes, log),
+            audit=log.snapshot(),
+            wall_offset=wall_offset,
+            gone=gone,
+            audit_log=[log],
         )
 
 
-# -- events ------------------------------------------------------------------------
+# -- rendering ---------------------------------------------------------------------
+
+Rendering: TypeAlias = Literal["html", "mermaid", "dot"]
+
+# How results are drawn: filled by the presentation modules (``_report``,
+# ``_export``), which depend on results, never the reverse; the package
+# imports them, so a result can always be drawn.
+_RENDERERS: dict[Rendering, Callable[[RunResult], str]] = {}
 
 
-@final
-@attrs.frozen
-class StageStarted:
-    """A stage's actor was started."""
+def renders(
+    kind: Rendering,
+) -> Callable[[Callable[[RunResult], str]], Callable[[RunResult], str]]:
+    """Register the function that draws a `RunResult` as ``kind``."""
 
-    stage: str
-    time: float
+    def register(draw: Callable[[RunResult], str]) -> Callable[[RunResult], str]:
+        _RENDERERS[kind] = draw
+        return draw
 
-
-@final
-@attrs.frozen
-class StageFinished:
-    """A stage reached a terminal state."""
-
-    stage: str
-    state: StageState
-    time: float
-
-
-@final
-@attrs.frozen
-class GraphChanged:
-    """A change request was applied or refused (see its record)."""
-
-    record: AuditRecord
-
-
-@final
-@attrs.frozen
-class EventsLost:
-    """This reader fell behind and lost ``count`` events, just before the next one."""
-
-    count: int
-
-
-Event: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost
+    return register

@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any, Final, assert_never, final
 
 import trio
 
-from dagvisor.actors import (
+from dagvisor.actors import StageSpec, StageState
+from dagvisor.actors._errors import message_of
+from dagvisor.actors._jsonform import dump_json
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     CancelRun,
@@ -41,24 +44,35 @@ from dagvisor.actors import (
     RemoveStage,
     ReplacePending,
     Request,
-    StageSpec,
-    StageState,
-    dump_json,
-    spec_ref,
 )
+from dagvisor.actors._stored import Stored
 
 from ._record_text import RecordTexts
+from ._stage_refs import spec_ref
 
 if TYPE_CHECKING:
+    from dagvisor.actors import Pipeline, StageRegistry
+    from dagvisor.actors._stored import Encoded
+
     from ._audit import Fields
     from ._graph import Node
     from ._writer import JournalWriter
 
-__all__ = ["RECORD_BYTES", "RunRecords", "asked"]
+__all__ = ["RECORD_BYTES", "RunRecords", "asked", "pipeline_record"]
 
 # The end of a failed stage's traceback that the journal keeps (characters).
 _TRACEBACK_KEPT: Final = 16_000
 _FAILED = StageState.FAILED
+_SUCCEEDED = StageState.SUCCEEDED
+
+
+def _traceback(error: BaseException) -> str:
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a __str__ that raises: the frames without the message
+        text = f"(the traceback of this {type(error).__name__} cannot be shown)"
+    return text[-_TRACEBACK_KEPT:]
+
 
 RECORD_BYTES: Final = 300
 """The bytes a queued record is counted for, besides its output's text."""
@@ -68,7 +82,7 @@ RECORD_BYTES: Final = 300
 class RunRecords:
     """The records of one run waiting to be shipped, with its next event number."""
 
-    __slots__ = ("_seq", "_texts", "_weight", "out", "run_id", "wall_offset")
+    __slots__ = ("_seq", "_texts", "_weight", "flushes", "out", "run_id", "wall_offset")
 
     def __init__(self, run_id: str, wall_offset: float, next_seq: int = 0) -> None:
         self.run_id = run_id
@@ -80,16 +94,27 @@ class RunRecords:
         """What the queued records weigh (see `RECORD_BYTES`)."""
         self._seq = next_seq
         self._texts = RecordTexts(run_id)
+        self.flushes: list[trio.Event] = []
+        """Events the writer sets once the records queued before each are
+        committed (read-only outside, like ``out``)."""
+
+    def __bool__(self) -> bool:
+        return bool(self.out or self.flushes)
+
+    def flush(self, done: trio.Event) -> None:
+        """Set ``done`` once everything queued so far is committed (see `Flush`)."""
+        self.flushes.append(done)
 
     def event(
         self,
         kind: str,
         payload: str | dict[str, Any],
-        output: str | bytearray | None = None,
+        output: str | bytearray | memoryview | None = None,
     ) -> None:
         """Queue one event (the next ``seq`` of the run): its payload's JSON text
         (or a dict, which the writer dumps), and an encoded value for the
-        ``output`` column."""
+        ``output`` column (text) or the ``data`` column (a binary codec's
+        bytes, a memoryview)."""
         self.out.append((self.run_id, self._seq, kind, payload, output))
         self._seq += 1
         self._weight += RECORD_BYTES if output is None else RECORD_BYTES + len(output)
@@ -163,23 +188,14 @@ class RunRecords:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None,
+        encoded: Encoded | None,
     ) -> None:
-        if state is _FAILED and node.error is not None:
-            error = node.error
-            self.event(
-                "stage_ended",
-                {
-                    "stage": node.name,
-                    "state": state.value,
-                    "time": now + self.wall_offset,
-                    "error": f"{type(error).__name__}: {error}",
-                    "traceback": "".join(traceback.format_exception(error))[
-                        -_TRACEBACK_KEPT:
-                    ],
-                },
-                encoded,
-            )
+        if (
+            type(encoded) is Stored
+            or (state is _FAILED and node.error is not None)
+            or (encoded is None and state is _SUCCEEDED)
+        ):
+            self._ended_rarely(node, state, now, encoded)
             return
         # `event`, inlined: once per stage.
         self.out.append(
@@ -194,6 +210,27 @@ class RunRecords:
         self._seq += 1
         self._weight += RECORD_BYTES if encoded is None else RECORD_BYTES + len(encoded)
 
+    def _ended_rarely(
+        self, node: Node, state: StageState, now: float, encoded: Encoded | None
+    ) -> None:
+        # A failure (its error and traceback), an output its stage's own codec
+        # wrote (the codec named), or a success kept out of the journal.
+        payload: dict[str, Any] = {
+            "stage": node.name,
+            "state": state.value,
+            "time": now + self.wall_offset,
+        }
+        if type(encoded) is Stored:
+            payload["codec"] = encoded.codec
+            encoded = encoded.data
+        elif encoded is None and state is _SUCCEEDED:  # persist=False
+            payload["persisted"] = False
+        if state is _FAILED and node.error is not None:
+            error = node.error
+            payload["error"] = f"{type(error).__name__}: {message_of(error)}"
+            payload["traceback"] = _traceback(error)
+        self.event("stage_ended", payload, encoded)
+
     # -- changes -------------------------------------------------------------------
 
     def change(
@@ -207,6 +244,12 @@ class RunRecords:
         """
         if mapped:
             for expand in mapped:
+                if expand.item_specs and expand.encoded:
+                    for text, spec in zip(
+                        expand.encoded, expand.item_specs, strict=True
+                    ):
+                        self.event("item", {"params": spec.params}, text)
+                    continue
                 for text in expand.encoded or ():
                     self.event("item", "{}", text)
         if type(request) is AddStage:
@@ -219,22 +262,31 @@ class RunRecords:
 
     def ship_nowait(self, writer: JournalWriter) -> bool:
         """Hand the queued records to the writer if it has room for them."""
-        if writer.submit_nowait(self.out, self._weight):
+        if self.out:
+            if not writer.submit_nowait(self.out, self._weight):
+                return False
             self.out = []
             self._weight = 0
-            return True
-        return False
+        while self.flushes:
+            if not writer.mark_nowait(self.flushes[0]):
+                return False
+            del self.flushes[0]
+        return True
 
     async def ship(self, writer: JournalWriter) -> None:
         """Hand the queued records to the writer; wait only if it is full."""
-        if not self.out or self.ship_nowait(writer):
+        if self.ship_nowait(writer):
             return
         out, weight = self.out, self._weight
-        self.out, self._weight = [], 0
+        flushes = self.flushes
+        self.out, self._weight, self.flushes = [], 0, []
         # Shielded: records dropped by a cancel would leave a gap in the
         # run's events. The writer drains its queue in bounded time.
         with trio.CancelScope(shield=True):
-            await writer.submit(out, weight)
+            if out:
+                await writer.submit(out, weight)
+            for done in flushes:  # after the records queued before them
+                await writer.mark(done)
 
 
 def asked(request: Request | ChangePart, mapped: set[int]) -> dict[str, Any]:
@@ -290,3 +342,38 @@ def _ref(spec: StageSpec, ref: dict[str, Any] | None) -> dict[str, Any]:
     # Without a reference (a run without a journal, or a request refused
     # before it was prepared) the options alone are recorded.
     return ref if ref is not None else spec_ref(spec, None)
+
+
+def pipeline_record(
+    pipeline: Pipeline, registry: StageRegistry | None
+) -> dict[str, Any]:
+    """The pipeline a run starts with, as its first record keeps it.
+
+    Each distinct spec once, then the stages as ``[name, spec index,
+    [after...]]``: a million copies of one function cost a million short
+    rows, not a million spec records.
+    """
+    index: dict[tuple[Any, ...], int] = {}
+    specs: list[dict[str, Any]] = []
+    stages: list[list[Any]] = []
+    for spec, deps in pipeline.entries():
+        template = (
+            spec.fn,
+            spec.when,
+            spec.retries,
+            spec.backoff,
+            spec.timeout,
+            spec.trigger,
+            spec.executor,
+            None if spec.codec is None else spec.codec.name,
+            spec.persist,
+            spec.params_key,
+        )
+        position = index.get(template)
+        if position is None:
+            position = index[template] = len(specs)
+            ref = spec_ref(spec, registry)
+            del ref["name"]
+            specs.append(ref)
+        stages.append([spec.name, position, list(deps)])
+    return {"specs": specs, "stages": stages}

@@ -1,93 +1,62 @@
-"""`runtime()`, the `Runtime` it yields, and the `Run` handle of one run.
+"""`runtime()` and the `Runtime` it yields: starting, resuming and recovering runs.
 
-Ownership: the runtime's nursery owns every run task; a run task owns its
-supervisor and the nursery its stage actors run in. Leaving the ``runtime()``
-block cancels the runs still going and waits for their cleanup, so no task
-outlives the block.
+Ownership: the runtime's nursery owns every run task (see ``_run``), and a
+service nursery the journal writer, which outlives every run so that each
+run's last records are committed. Leaving the ``runtime()`` block cancels
+the runs still going and waits for their cleanup, so no task outlives it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
-from functools import partial
+from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, final
 
-import attrs
 import trio
 
 from dagvisor.actors import (
-    CancelRun,
-    ChangeRequests,
     Codec,
-    DagvisorError,
     Executor,
-    Hooks,
-    InternalError,
     InvalidRequestError,
-    JournalError,
-    JournalWriteError,
     JsonCodec,
-    Message,
     NotRestorableError,
     Pipeline,
-    ReplySlot,
     RunClosedError,
-    RunEnv,
-    RunFailed,
-    RunOwnedError,
     StageRegistry,
-    StageSpec,
     StreamedPipeline,
-    UnknownRunError,
-    ask,
-    check_reason,
     default_registry,
-    freeze,
-    refuse_in_bootstrap,
-    spec_ref,
 )
+from dagvisor.actors._env import RunEnv
+from dagvisor.actors._freeze import freeze
+from dagvisor.actors._mainguard import refuse_in_bootstrap
+from dagvisor.actors._messages import Message
 
-from ._export import to_dot, to_mermaid
-from ._journal import Journal
 from ._monitor import Monitor, Progress
-from ._recover import load_for_resume, orphans
-from ._replay import replay
-from ._result import (
-    Lineage,
-    RunResult,
-    RunStats,
-    StageLatency,
-    _Dependencies,
-    _Origins,
-    _States,
-    lineage_of,
-)
-from ._supervisor import FailurePolicy, GraphSupervisor
+from ._options import FailurePolicy, RuntimeOptions, check_inputs, check_policy
+from ._resume import Recovery, Resumption
+from ._run import Run
+from ._run_records import pipeline_record
+from ._stage_refs import SpecReferences, check_restorable
+from ._supervisor import GraphSupervisor
 from ._writer import JournalWriter
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
-    from dagvisor.actors import StageRef
-
-    from ._audit import AuditLog
-    from ._events import EventStream
+    from ._journal import Journal
+    from ._journal_rows import JournaledRun
     from ._replay import Replayed
+    from ._result import RunResult
     from ._retention import RetainOutputs
-    from ._snapshot import GraphSnapshot
 
-__all__ = ["Recovery", "Run", "Runtime", "runtime"]
+__all__ = ["Runtime", "runtime"]
 
 logger = logging.getLogger("dagvisor")
 
-EXTERNAL = "external"
-_POLICIES = ("cancel", "continue")
 # Room in a run's inbox. What can be queued there is bounded by the run
 # itself: each running stage sends one outcome, and each requester has at
 # most one request in flight (it waits for the answer). So this bound only
@@ -95,347 +64,6 @@ _POLICIES = ("cancel", "continue")
 # one scheduler pass, a bound of 4,096 made most actors park and be woken
 # again. Senders past it still wait (backpressure); the supervisor never does.
 _INBOX_SIZE = 1 << 18
-# A resume reads a run, then takes it over if it has not changed meanwhile;
-# this many times, then it gives up (another process keeps going on with it).
-_RESUME_ATTEMPTS = 3
-
-
-def _check_policy(policy: str) -> FailurePolicy:
-    if policy not in _POLICIES:
-        msg = f"on_failure must be one of {_POLICIES}, not {policy!r}"
-        raise InvalidRequestError(msg)
-    return policy  # type: ignore[return-value]  # checked against _POLICIES
-
-
-@final
-class Run(ChangeRequests):
-    """A handle on one run, returned by `Runtime.start`. Not constructed by users.
-
-    Everything that changes the run is a request to its supervisor, applied in
-    order with the requests of its stages, and audited with the requester
-    ``"external"``. The change methods are the stages' own (`ChangeRequests`):
-    ``add_stage``, ``add_edge``, ``expand``, ``remove_stage``,
-    ``replace_pending``, ``cancel_stage`` and ``changes``.
-    """
-
-    __slots__ = (
-        "_done",
-        "_env",
-        "_failure",
-        "_inbox",
-        "_journal_error",
-        "_result",
-        "_supervisor",
-        "id",
-        "name",
-    )
-
-    def __init__(
-        self,
-        run_id: str,
-        name: str,
-        env: RunEnv,
-        supervisor: GraphSupervisor,
-        inbox: trio.MemorySendChannel[Message],
-    ) -> None:
-        self.id = run_id
-        self.name = name
-        self._env = env
-        self._supervisor = supervisor
-        self._inbox = inbox
-        self._done = trio.Event()
-        self._result: RunResult | None = None
-        self._failure: BaseException | None = None
-        self._journal_error: JournalWriteError | None = None
-
-    def __repr__(self) -> str:
-        state = "done" if self._done.is_set() else "running"
-        return f"<Run {self.name!r} {self.id} {state}>"
-
-    @property
-    def _requester(self) -> str:
-        return EXTERNAL
-
-    def snapshot(self) -> GraphSnapshot:
-        """The live graph as it is now: version, every stage's state, its dependencies."""
-        return self._supervisor.snapshot()
-
-    @property
-    def done(self) -> bool:
-        """Whether the run has ended."""
-        return self._done.is_set()
-
-    async def wait(self) -> RunResult:
-        """Wait for the run to end and return its result.
-
-        A result is returned only once every record of the run is committed
-        to the journal, if it has one.
-
-        Raises:
-            RunFailed: a stage failed or the run was cancelled; the result is
-                ``exc.result`` and each stage's exception is in ``exc.errors``.
-                Also when the journal could not record the run, or another
-                runtime took it over: ``exc.journal_error`` says why (a
-                `JournalWriteError` or `LeaseLostError`).
-            InternalError: the run crashed on a bug in dagvisor.
-        """
-        await self._done.wait()
-        if self._failure is not None:
-            msg = f"run {self.id!r} crashed on an internal error; please report it"
-            raise InternalError(msg) from self._failure
-        result = self._result
-        assert result is not None
-        if self._journal_error is not None:
-            raise RunFailed(
-                result, result.errors, journal_error=self._journal_error
-            ) from self._journal_error
-        if not result.ok:
-            group = None
-            if result.errors:
-                group = ExceptionGroup(
-                    f"errors of the failed stages of run {self.id!r}",
-                    [
-                        e if isinstance(e, Exception) else RuntimeError(repr(e))
-                        for e in result.errors.values()
-                    ],
-                )
-            raise RunFailed(result, result.errors) from group
-        return result
-
-    def to_mermaid(self) -> str:
-        """The graph as it is now, as a Mermaid flowchart (see `RunResult.to_mermaid`)."""
-        return to_mermaid(self.name, *self._views())
-
-    def to_dot(self) -> str:
-        """The graph as it is now, as Graphviz DOT (see `RunResult.to_dot`)."""
-        return to_dot(self.name, *self._views())
-
-    def _views(self) -> tuple[Any, Any, Any]:
-        nodes = self._supervisor.graph.nodes
-        audit = self._supervisor.audit.snapshot()
-        return _States(nodes), _Dependencies(nodes), _Origins(nodes, audit)
-
-    def lineage(self, stage: StageRef) -> Lineage:
-        """Where a stage came from, what it read and what became of it (see `Lineage`).
-
-        Answers for a stage removed by a change or dropped from memory too.
-
-        Raises:
-            UnknownStageError: the run never had such a stage.
-        """
-        name = stage.name if isinstance(stage, StageSpec) else stage
-        supervisor = self._supervisor
-        return lineage_of(
-            name,
-            nodes=supervisor.graph.nodes,
-            audit=supervisor.audit,
-            gone=supervisor.gone,
-            wall_offset=supervisor.wall_offset,
-            where=f"run {self.id!r}",
-        )
-
-    def audit(self) -> AuditLog:
-        """The run's audit trail so far (a live, read-only sequence of records)."""
-        return self._supervisor.audit
-
-    def events(self, *, buffer: int = 10_000) -> EventStream:
-        """This run's events from now on: ``async for event in run.events()``.
-
-        Stage-started, stage-finished and graph-changed events arrive in the
-        order they happen; the stream ends when the run has ended. The run
-        never waits for a reader: a reader more than ``buffer`` events behind
-        loses the oldest ones and is told how many by an `EventsLost` event.
-        A reader that stops (``break``, or dropping the stream) costs the run
-        nothing; ``stream.close()`` stops it explicitly.
-        """
-        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-            msg = f"buffer must be a whole number >= 1, not {buffer!r}"
-            raise InvalidRequestError(msg)
-        return self._supervisor.events.subscribe(buffer)
-
-    async def cancel(self, *, reason: str = "cancelled by the caller") -> None:
-        """Cancel the whole run and wait until it has ended.
-
-        Running stages are cancelled (their resources closed), pending ones
-        never start. Does nothing if the run has already ended.
-        """
-        reason = check_reason(reason)
-        with suppress(RunClosedError):
-            await ask(
-                self._env,
-                CancelRun(reason=reason, requester=EXTERNAL, reply=ReplySlot()),
-            )
-        await self._done.wait()
-
-    async def _wait_or_cancel(self, caller: str) -> RunResult:
-        """`wait`, cancelling the run if the caller (``rt.run``, ...) is cancelled."""
-        try:
-            return await self.wait()
-        except trio.Cancelled:
-            with trio.CancelScope(shield=True):
-                await self.cancel(reason=f"the caller of {caller} was cancelled")
-            raise
-
-    # -- the run task -------------------------------------------------------------
-
-    async def _main(
-        self,
-        monitor: Monitor | None,
-        active: set[str],
-        *,
-        task_status: trio.TaskStatus[Run],
-    ) -> None:
-        supervisor = self._supervisor
-        if logger.isEnabledFor(logging.INFO):
-            logger.info(
-                "run %s of %r started: %d stages",
-                self.id,
-                self.name,
-                len(supervisor.graph),
-                extra={"run_id": self.id, "pipeline": self.name},
-            )
-        try:
-            async with trio.open_nursery() as nursery:
-                stage_nursery: trio.Nursery = await nursery.start(
-                    supervisor.host_stages
-                )
-                if monitor is not None:
-                    nursery.start_soon(monitor.run)
-                task_status.started(self)
-                await supervisor.serve(stage_nursery)
-                nursery.cancel_scope.cancel()  # the monitor, if any
-            if monitor is not None:
-                monitor.sample()  # the state at the end
-                supervisor.journal_memory(monitor.samples)
-        except Exception as exc:  # a bug: report it to whoever waits on the run
-            self._failure = exc
-        finally:
-            # Also when the run task is cancelled (the runtime closing on
-            # Ctrl-C): the end of the run must reach the journal.
-            await self._flush_journal()
-            self._inbox.close()
-            active.discard(self.id)
-            self._result = self._build_result(monitor)
-            self._done.set()
-            _log_end(self._result, self._failure, self._journal_error)
-
-    async def _flush_journal(self) -> None:
-        """Make the run durable before anyone is told it ended (or say it is not).
-
-        Not bounded by a timeout of its own: the writer's work is bounded
-        (`Journal.busy_timeout`), and the run may only be reported once its
-        records are known to be committed or known not to be.
-        """
-        writer = self._supervisor._journal
-        if writer is None:
-            return
-        with trio.CancelScope(shield=True):
-            await self._supervisor.ship_journal()
-            self._journal_error = await writer.flush(self.id)
-        writer.forget(self.id)
-
-    def _build_result(self, monitor: Monitor | None) -> RunResult:
-        supervisor = self._supervisor
-        nodes = supervisor.graph.nodes
-        counts = dict(supervisor.evicted)  # stages of a streamed run already dropped
-        for node in nodes.values():
-            counts[node.state] += 1
-        ended = (
-            supervisor.ended_at
-            if supervisor.ended_at is not None
-            else trio.current_time()
-        )
-        status = supervisor.status
-        if status == "running" or self._journal_error is not None:
-            status = "failed"  # crashed before it could settle, or not recorded
-        stats = RunStats(
-            stages=sum(counts.values()),
-            counts=MappingProxyType(counts),
-            started_at=supervisor.started_wall,
-            duration=ended - supervisor.started_at,
-            changes=len(supervisor.audit),
-            added=supervisor.added,
-            latency=StageLatency(nodes),
-            peak_rss=None if monitor is None else monitor.peak_rss,
-            memory=() if monitor is None else tuple(monitor.samples),
-        )
-        return RunResult._from_nodes(
-            nodes,
-            run_id=self.id,
-            name=self.name,
-            status=status,
-            errors=MappingProxyType(supervisor.errors),
-            audit=supervisor.audit.snapshot(),
-            stats=stats,
-            wall_offset=supervisor.wall_offset,
-            gone=supervisor.gone,
-            audit_log=[supervisor.audit],
-        )
-
-
-_LOGGED_FAILURES = 20
-
-
-def _log_end(
-    result: RunResult,
-    failure: BaseException | None,
-    journal_error: JournalWriteError | None = None,
-) -> None:
-    """Log how a run ended: once per run, plus a warning per failed stage (capped)."""
-    extra = {"run_id": result.run_id, "pipeline": result.name, "status": result.status}
-    if failure is not None:
-        logger.error("run %s crashed", result.run_id, exc_info=failure, extra=extra)
-        return
-    if journal_error is not None:
-        logger.error("run %s: %s", result.run_id, journal_error, extra=extra)
-    if logger.isEnabledFor(logging.WARNING):
-        for name, error in list(result.errors.items())[:_LOGGED_FAILURES]:
-            logger.warning(
-                "run %s: stage %r failed: %s: %s",
-                result.run_id,
-                name,
-                type(error).__name__,
-                error,
-                exc_info=error,
-                extra={**extra, "stage": name},
-            )
-        if len(result.errors) > _LOGGED_FAILURES:
-            logger.warning(
-                "run %s: %d more stages failed",
-                result.run_id,
-                len(result.errors) - _LOGGED_FAILURES,
-                extra=extra,
-            )
-    if logger.isEnabledFor(logging.INFO):
-        logger.info(
-            "run %s of %r %s: %d stages, %d changes, %.3f s",
-            result.run_id,
-            result.name,
-            result.status,
-            result.stats.stages,
-            result.stats.changes,
-            result.stats.duration,
-            extra=extra,
-        )
-
-
-@final
-@attrs.frozen(kw_only=True)
-class Recovery:
-    """What `Runtime.recover` took over.
-
-    Attributes:
-        runs: a `Run` handle for each run it resumed, oldest first; wait for
-            each with ``await run.wait()``.
-        skipped: the runs whose owner is gone but that this process cannot
-            resume, by run id, with why (`NotRestorableError` when a stage
-            function is not registered here, `JournalError` when the run's
-            record or its owner's lease is damaged). They are left as they
-            were, for a process that has their code.
-    """
-
-    runs: tuple[Run, ...]
-    skipped: Mapping[str, DagvisorError]
 
 
 @final
@@ -444,51 +72,36 @@ class Runtime:
 
     __slots__ = (
         "_active",
-        "_cleanup_timeout",
         "_closed",
         "_codec",
-        "_executor",
-        "_hooks",
         "_journal",
         "_limiter",
-        "_monitor_interval",
         "_nursery",
-        "_on_progress",
-        "_policy",
+        "_options",
         "_registry",
-        "_retain_outputs",
     )
 
     def __init__(
         self,
         nursery: trio.Nursery,
-        *,
-        on_failure: FailurePolicy,
-        thread_limiter: trio.CapacityLimiter,
-        cleanup_timeout: float,
-        hooks: Hooks,
-        monitor_interval: float | None = None,
-        on_progress: Callable[[Progress], object] | None = None,
-        retain_outputs: RetainOutputs = "all",
-        executor: Any = "thread",
-        journal: JournalWriter | None = None,
-        codec: Codec | None = None,
-        registry: StageRegistry | None = None,
+        options: RuntimeOptions,
+        journal: JournalWriter | None,
     ) -> None:
         self._nursery = nursery
+        self._options = options
         self._journal = journal
-        self._registry = registry
-        self._codec = codec
-        self._executor = executor
-        self._retain_outputs = retain_outputs
-        self._monitor_interval = monitor_interval
-        self._on_progress = on_progress
-        self._policy = on_failure
-        self._limiter = thread_limiter
-        self._cleanup_timeout = cleanup_timeout
-        self._hooks = hooks
+        # With a journal, outputs are encoded and functions found by name.
+        self._codec = None if journal is None else options.codec or JsonCodec()
+        self._registry = (
+            None if journal is None else options.registry or default_registry
+        )
+        self._limiter = trio.CapacityLimiter(options.thread_limit)
         self._closed = False
         self._active: set[str] = set()
+
+    @property
+    def _policy(self) -> FailurePolicy:
+        return self._options.on_failure
 
     async def start(
         self,
@@ -511,10 +124,8 @@ class Runtime:
         if not isinstance(pipeline, Pipeline | StreamedPipeline):
             msg = f"run needs a Pipeline or a streamed pipeline, not {pipeline!r}"
             raise TypeError(msg)
-        if inputs is not None and not isinstance(inputs, Mapping):
-            msg = f"inputs must be a mapping of names to values, not {inputs!r}"
-            raise TypeError(msg)
-        policy = self._policy if on_failure is None else _check_policy(on_failure)
+        inputs = check_inputs(inputs)
+        policy = self._policy if on_failure is None else check_policy(on_failure)
         if self._closed:
             raise RunClosedError(pipeline.name)
         encoded_inputs = ""
@@ -527,15 +138,31 @@ class Runtime:
                 raise NotRestorableError(msg)
             self._check_restorable(pipeline)
             assert self._codec is not None
-            encoded_inputs = self._codec.encode(dict(inputs or {}))
+            encoded = self._codec.encode(dict(inputs or {}))
+            if type(encoded) is not str:
+                msg = (
+                    f"the run's inputs are journaled as text, and codec "
+                    f"{self._codec.name!r} wrote {type(encoded).__name__}: pass "
+                    "plain data as inputs (paths, parameters), and arrays or frames "
+                    "as stage outputs"
+                )
+                raise NotRestorableError(msg)
+            encoded_inputs = encoded
             self._journal.journal.check_value(encoded_inputs, "the run's inputs")
         run_id = uuid.uuid4().hex
         run, supervisor = self._make_run(
             run_id, pipeline.name, inputs, policy, pipeline
         )
-        if self._journal is not None:
-            supervisor.journal_start(
-                pipeline.name, self._journaled(pipeline), encoded_inputs
+        records = supervisor.core.records
+        if records is not None:
+            assert isinstance(pipeline, Pipeline)  # streamed ones were refused above
+            assert self._codec is not None
+            records.start(
+                pipeline.name,
+                supervisor.started_wall,
+                pipeline_record(pipeline, self._registry),
+                encoded_inputs,
+                self._codec.name,
             )
         return await self._launch(run)
 
@@ -557,11 +184,13 @@ class Runtime:
                 {name: freeze(value) for name, value in (inputs or {}).items()}
             ),
             thread_limiter=self._limiter,
-            cleanup_timeout=self._cleanup_timeout,
-            hooks=self._hooks,
-            default_executor=self._executor,
+            cleanup_timeout=float(self._options.cleanup_timeout),
+            hooks=self._options.hooks,
+            default_executor=self._options.executor,
             codec=self._codec,
-            registry=self._registry,
+            prepare_spec=None
+            if self._registry is None
+            else SpecReferences(self._registry),
             check_output=None if journal is None else journal.journal.check_value,
         )
         if journal is not None and restored is None:
@@ -572,7 +201,7 @@ class Runtime:
             env=env,
             inbox=receive,
             policy=policy,
-            retain_outputs=self._retain_outputs,
+            retain_outputs=self._options.retain_outputs,
             journal=self._journal,
             restored=restored,
         )
@@ -580,9 +209,14 @@ class Runtime:
 
     async def _launch(self, run: Run) -> Run:
         monitor = None
-        if self._monitor_interval is not None:
+        interval = self._options.monitor_interval
+        if interval is not None:
+            supervisor = run._supervisor
             monitor = Monitor(
-                run._supervisor, self._monitor_interval, self._on_progress
+                supervisor.core,
+                supervisor.started_at,
+                interval,
+                self._options.on_progress,
             )
         self._active.add(run.id)
         try:
@@ -637,8 +271,10 @@ class Runtime:
         if not isinstance(run_id, str):
             msg = f"run_id must be a run id (str), not {run_id!r}"
             raise TypeError(msg)
-        policy = self._policy if on_failure is None else _check_policy(on_failure)
-        run = await self._resume(run_id, policy, recovering=False)
+        policy = self._policy if on_failure is None else check_policy(on_failure)
+        run = await self._resumption("resume").resume(
+            run_id, policy, recovering=False, closed=self._closed
+        )
         assert run is not None
         return run
 
@@ -667,98 +303,38 @@ class Runtime:
             InvalidRequestError: the runtime has no journal.
             JournalError: the journal is missing, damaged or not whole.
         """
-        policy = self._policy if on_failure is None else _check_policy(on_failure)
-        writer = self._writer_for("recover")
-        found, damaged = await trio.to_thread.run_sync(
-            orphans, writer.journal.path, writer.owner
-        )
-        runs: list[Run] = []
-        skipped: dict[str, DagvisorError] = dict(damaged)
-        for run_id in found:
-            if run_id in self._active:
-                continue
-            try:
-                run = await self._resume(run_id, policy, recovering=True)
-            except RunOwnedError:
-                continue  # another process took it first: it is that one's
-            except InvalidRequestError:
-                continue  # another recover of this runtime took it meanwhile
-            except (NotRestorableError, JournalError, UnknownRunError) as exc:
-                skipped[run_id] = exc
-                continue
-            if run is not None:
-                runs.append(run)
-        return Recovery(runs=tuple(runs), skipped=MappingProxyType(skipped))
+        policy = self._policy if on_failure is None else check_policy(on_failure)
+        return await self._resumption("recover").recover(policy)
 
-    def _writer_for(self, what: str) -> JournalWriter:
+    def _resumption(self, what: str) -> Resumption:
         if self._journal is None:
             msg = (
                 f"{what} needs the journal the run was written to: "
                 "open the runtime with runtime(journal=...)"
             )
             raise InvalidRequestError(msg)
-        return self._journal
-
-    async def _resume(
-        self, run_id: str, policy: FailurePolicy, *, recovering: bool
-    ) -> Run | None:
-        """Read, check and take over a run, then start it (None: nothing to recover)."""
-        writer = self._writer_for("resume")
-        if self._closed:
-            raise RunClosedError(run_id)
+        assert self._registry is not None
         assert self._codec is not None
-        for _ in range(_RESUME_ATTEMPTS):
-            if run_id in self._active:
-                msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
-                raise InvalidRequestError(msg)
-            # Read-only first: a run with a live owner is refused before its
-            # journal is even replayed, and a bad journal before anything is written.
-            journaled, _ = await trio.to_thread.run_sync(
-                load_for_resume, writer.journal.path, run_id, writer.owner
-            )
-            if recovering and journaled.status != "running":
-                return None  # another process finished it meanwhile
-            restored = await trio.to_thread.run_sync(
-                partial(
-                    replay,
-                    journaled,
-                    registry=self._registry,
-                    codec=self._codec,
-                )
-            )
-            if run_id in self._active:  # started meanwhile, by another resume
-                msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
-                raise InvalidRequestError(msg)
-            run, supervisor = self._make_run(
-                run_id,
-                journaled.name,
-                restored.inputs,
-                policy,
-                Pipeline(journaled.name),
-                restored,
-            )
-            writer.register(run_id, run._inbox, restored.next_seq)
-            self._active.add(run_id)  # no other resume of it here meanwhile
-            try:
-                # Shielded (the writer's work is bounded): a takeover that
-                # happened must be known, so that its lease is given up if the
-                # run does not start after all.
-                with trio.CancelScope(shield=True):
-                    taken = await writer.take_over(run_id)
-                if taken == "taken":
-                    supervisor.journal_resume()
-                    return await self._launch(run)
-            except BaseException:
-                self._active.discard(run_id)
-                writer.forget(run_id)  # gives the lease up if it was taken
-                raise
-            self._active.discard(run_id)
-            writer.forget(run_id)  # it went on elsewhere since it was read: again
-        msg = (
-            f"run {run_id!r} kept changing while it was being resumed: another "
-            "process is going on with it; try again once it has ended"
+        return Resumption(
+            self._journal,
+            self._registry,
+            self._codec,
+            self._active,
+            self._make_resumed,
+            self._launch,
         )
-        raise JournalError(msg)
+
+    def _make_resumed(
+        self, journaled: JournaledRun, restored: Replayed, policy: FailurePolicy
+    ) -> tuple[Run, GraphSupervisor]:
+        return self._make_run(
+            journaled.run_id,
+            journaled.name,
+            restored.inputs,
+            policy,
+            Pipeline(journaled.name),
+            restored,
+        )
 
     def _check_restorable(self, pipeline: Pipeline) -> None:
         registry = self._registry
@@ -766,37 +342,8 @@ class Runtime:
         checked: set[int] = set()
         for spec, _ in pipeline.entries():
             if id(spec.fn) not in checked or spec.when is not None:
-                registry.check_restorable(spec)
+                check_restorable(registry, spec)
                 checked.add(id(spec.fn))
-
-    def _journaled(self, pipeline: Pipeline | StreamedPipeline) -> dict[str, Any]:
-        """The pipeline for the journal: each distinct spec once, then the stages.
-
-        Stages are ``[name, spec index, [after...]]``: a million copies of one
-        function cost a million short rows, not a million spec records.
-        """
-        assert isinstance(pipeline, Pipeline)
-        index: dict[tuple[Any, ...], int] = {}
-        specs: list[dict[str, Any]] = []
-        stages: list[list[Any]] = []
-        for spec, deps in pipeline.entries():
-            template = (
-                spec.fn,
-                spec.when,
-                spec.retries,
-                spec.backoff,
-                spec.timeout,
-                spec.trigger,
-                spec.executor,
-            )
-            position = index.get(template)
-            if position is None:
-                position = index[template] = len(specs)
-                ref = spec_ref(spec, self._registry)
-                del ref["name"]
-                specs.append(ref)
-            stages.append([spec.name, position, list(deps)])
-        return {"specs": specs, "stages": stages}
 
     async def run(
         self,
@@ -833,7 +380,7 @@ async def runtime(
     retain_outputs: RetainOutputs = "all",
     executor: Literal["thread", "process"] | Executor = "thread",
     journal: str | os.PathLike[str] | Journal | None = None,
-    codec: Codec | None = None,
+    codec: Codec | str | None = None,
     registry: StageRegistry | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: the scope that runs pipelines and owns their tasks.
@@ -861,8 +408,12 @@ async def runtime(
             (see `dagvisor.supervisor._journal` for the promise). With a
             journal, every stage must be restorable (registered, see
             `StageRegistry`) and every output encodable by the codec.
-        codec: how outputs are written to the journal; `JsonCodec` by default,
-            `PickleCodec` only if you opt in.
+        codec: how outputs are written to the journal: a codec, or a built-in
+            one by name: ``"json"`` (`JsonCodec`, the default), ``"data"``
+            (`DataCodec`: numpy arrays as ``.npy``, pandas and Arrow tables
+            as Arrow IPC, the rest as JSON), ``"pickle"`` (`PickleCodec`,
+            only if you opt in). ``@stage(codec=...)`` overrides it for one
+            stage's output.
         registry: where stage functions are found by name; the registry
             `@stage` fills by default.
         executor: where plain-function stages without an executor of their
@@ -890,63 +441,22 @@ async def runtime(
             the main script again, which opens a runtime at its top level.
     """
     refuse_in_bootstrap()
-    policy = _check_policy(on_failure)
-    named = isinstance(executor, str)  # an Executor's own __eq__ is never called
-    if not (named and executor in ("thread", "process")) and (
-        named or not isinstance(executor, Executor)
-    ):
-        msg = (
-            "executor must be 'thread', 'process' or an Executor such as DaskExecutor, "
-            f"not {executor!r}"
-        )
-        raise InvalidRequestError(msg)
-    if retain_outputs not in ("all", "final", "journal"):
-        msg = f"retain_outputs must be 'all', 'final' or 'journal', not {retain_outputs!r}"
-        raise InvalidRequestError(msg)
-    if retain_outputs == "journal" and journal is None:
-        msg = (
-            "retain_outputs='journal' drops finished stages from memory and keeps "
-            "them in the journal: give runtime(journal=...) too"
-        )
-        raise InvalidRequestError(msg)
-    if (
-        isinstance(thread_limit, bool)
-        or not isinstance(thread_limit, int)
-        or thread_limit < 1
-    ):
-        msg = f"thread_limit must be a whole number >= 1, not {thread_limit!r}"
-        raise InvalidRequestError(msg)
-    if (
-        not isinstance(cleanup_timeout, int | float)
-        or not cleanup_timeout > 0
-        or math.isnan(cleanup_timeout)
-    ):
-        msg = (
-            f"cleanup_timeout must be a number of seconds > 0, not {cleanup_timeout!r}"
-        )
-        raise InvalidRequestError(msg)
-    hooks = Hooks.from_interceptors(interceptors)
-    if on_progress is not None and not callable(on_progress):
-        msg = f"on_progress must be a callable taking a Progress, not {on_progress!r}"
-        raise InvalidRequestError(msg)
-    if monitor_interval is None and on_progress is not None:
-        monitor_interval = 0.5
-    if monitor_interval is not None and (
-        isinstance(monitor_interval, bool)
-        or not isinstance(monitor_interval, int | float)
-        or not monitor_interval > 0
-    ):
-        msg = f"monitor_interval must be a number of seconds > 0, not {monitor_interval!r}"
-        raise InvalidRequestError(msg)
+    options = RuntimeOptions.of(
+        on_failure=on_failure,
+        thread_limit=thread_limit,
+        cleanup_timeout=cleanup_timeout,
+        interceptors=interceptors,
+        monitor_interval=monitor_interval,
+        on_progress=on_progress,
+        retain_outputs=retain_outputs,
+        executor=executor,
+        journal=journal,
+        codec=codec,
+        registry=registry,
+    )
     body_error: Exception | None = None
-    journal_object = None
-    if journal is not None:
-        journal_object = journal if isinstance(journal, Journal) else Journal(journal)
-        if journal_object.readonly:
-            msg = (
-                "runtime(journal=...) writes runs: give a Journal that is not readonly"
-            )
-            raise InvalidRequestError(msg)
+    journal_object = options.the_journal()
+    if journal_object is not None:
         if journal_object._serving:
             msg = (
                 f"{journal_object!r} already serves another runtime; give each "
@@ -971,22 +481,7 @@ async def runtime(
                 writer = await services.start(JournalWriter(journal_object).run)
             try:
                 async with trio.open_nursery() as nursery:
-                    rt = Runtime(
-                        nursery,
-                        on_failure=policy,
-                        thread_limiter=trio.CapacityLimiter(thread_limit),
-                        cleanup_timeout=float(cleanup_timeout),
-                        hooks=hooks,
-                        monitor_interval=monitor_interval,
-                        on_progress=on_progress,
-                        retain_outputs=retain_outputs,
-                        executor=executor,
-                        journal=writer,
-                        codec=(codec or JsonCodec()) if writer is not None else None,
-                        registry=(registry or default_registry)
-                        if writer is not None
-                        else None,
-                    )
+                    rt = Runtime(nursery, options, writer)
                     try:
                         yield rt
                     except Exception as exc:

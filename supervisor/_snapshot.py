@@ -25,6 +25,9 @@ class GraphSnapshot:
         version: the graph version (one more for every change that changed it).
         states: every stage in memory, by name, with its state.
         dependencies: every stage in memory, by name, with the stages it waits for.
+        origins: every stage in memory, by name, with the sequence number of
+            the audit record of the change that added it (None for a stage of
+            the pipeline the run started with).
     """
 
     run_id: str
@@ -32,6 +35,7 @@ class GraphSnapshot:
     version: int
     states: Mapping[str, StageState]
     dependencies: Mapping[str, tuple[str, ...]]
+    origins: Mapping[str, int | None]
 
     def edges(self) -> Iterator[tuple[str, str]]:
         """Every edge, as ``(upstream, downstream)``."""

@@ -19,8 +19,8 @@ from dagvisor.actors import (
     InvalidRequestError,
     StageSpec,
     UnknownStageError,
-    ref_names,
 )
+from dagvisor.actors._pipeline import ref_names
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

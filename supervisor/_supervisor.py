@@ -24,12 +24,20 @@ from __future__ import annotations
 import contextlib
 import time
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, TypeAlias, assert_never, cast
+from typing import TYPE_CHECKING, Literal, assert_never, cast
 
 import outcome
 import trio
 
 from dagvisor.actors import (
+    InternalError,
+    RunClosedError,
+    StageContext,
+    StageState,
+    StreamedPipeline,
+)
+from dagvisor.actors._actor import run_stage
+from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
     AttemptStarted,
@@ -37,23 +45,17 @@ from dagvisor.actors import (
     CancelStage,
     ChangeSet,
     Expand,
-    InternalError,
+    FlushJournal,
     JournalFailed,
     Message,
     RemoveStage,
     ReplacePending,
     Request,
-    RunClosedError,
-    RunEnv,
     StageCancelled,
-    StageContext,
     StageFailed,
     StagesEnded,
     StageSkipped,
-    StageState,
     StageSucceeded,
-    StreamedPipeline,
-    run_stage,
 )
 
 from ._audit import AuditLog
@@ -70,15 +72,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dagvisor.actors import Pipeline
+    from dagvisor.actors._env import RunEnv
 
-    from ._gone import GoneNames
+    from ._options import FailurePolicy
     from ._replay import Replayed
     from ._snapshot import GraphSnapshot
     from ._writer import JournalWriter
 
-__all__ = ["FailurePolicy", "GraphSupervisor"]
+__all__ = ["GraphSupervisor"]
 
-FailurePolicy: TypeAlias = Literal["cancel", "continue"]
 
 PENDING = StageState.PENDING
 RUNNING = StageState.RUNNING
@@ -99,6 +101,7 @@ _OUTCOMES = (
     AttemptStarted,
     StagesEnded,
     JournalFailed,
+    FlushJournal,
 )
 
 
@@ -128,7 +131,7 @@ class GraphSupervisor:
         self._env = env
         self._inbox = inbox
         self._policy = policy
-        self._journal = journal
+        self.journal = journal
         self._where = f"run {run_id!r}"
         self._nursery: trio.Nursery | None = None
         self._start_soon: Callable[..., None] = _not_started
@@ -189,73 +192,17 @@ class GraphSupervisor:
         """The run's audit trail."""
         return self.core.audit
 
-    @property
-    def gone(self) -> GoneNames:
-        """The names of the stages that left memory."""
-        return self.core.retention.gone
-
-    @property
-    def evicted(self) -> dict[StageState, int]:
-        """How many stages left memory, by state."""
-        return self.core.retention.evicted
-
-    @property
-    def unfinished(self) -> int:
-        """Stages not yet in a terminal state."""
-        return self.core.unfinished
-
-    @property
-    def done(self) -> int:
-        """Stages that reached a terminal state."""
-        return self.core.done
-
-    @property
-    def running(self) -> int:
-        """Stages whose actor runs."""
-        return self.core.running
-
-    @property
-    def added(self) -> int:
-        """Stages added while the run ran."""
-        return self.core.added
-
-    @property
-    def failed(self) -> int:
-        """Stages that failed."""
-        return self.core.failed
-
     def snapshot(self) -> GraphSnapshot:
         """The live graph now (a copy: O(stages), never on the hot path)."""
         return self.core.snapshot(self.status)
 
     # -- the journal ----------------------------------------------------------------
 
-    def journal_start(
-        self, name: str, pipeline: dict[str, object], inputs: str
-    ) -> None:
-        """Queue the run's first record (called by the run before it serves)."""
-        records = self.core.records
-        if records is not None:
-            codec = None if self._env.codec is None else self._env.codec.name
-            records.start(name, self.started_wall, pipeline, inputs, codec)
-
-    def journal_resume(self) -> None:
-        """Queue the records that say the run goes on (called before it serves)."""
-        records = self.core.records
-        if records is not None:
-            kept = sum(1 for node in self.core.graph if node.state.is_terminal)
-            records.resumed(self.started_wall, kept, self.core.unfinished)
-
-    def journal_memory(self, samples: list[tuple[float, int]]) -> None:
-        """Record the run's memory samples (run clock, RSS bytes), if journaled."""
-        if self.core.records is not None:
-            self.core.records.memory(samples)
-
     async def ship_journal(self) -> None:
         """Hand queued records to the journal writer; wait only if it is full."""
         records = self.core.records
-        if records is not None and self._journal is not None:
-            await records.ship(self._journal)
+        if records is not None and self.journal is not None:
+            await records.ship(self.journal)
 
     # -- the actor ---------------------------------------------------------------
 
@@ -283,7 +230,7 @@ class GraphSupervisor:
         self._start_soon = stage_nursery.start_soon
         core = self.core
         receive = self._inbox
-        records, journal = core.records, self._journal
+        records, journal = core.records, self.journal
         try:
             if self._restoring:
                 self._restoring = False
@@ -315,7 +262,7 @@ class GraphSupervisor:
                     core.retention.drop_ended()
                 if (
                     records is not None
-                    and records.out
+                    and (records.out or records.flushes)
                     and journal is not None
                     and not records.ship_nowait(journal)
                 ):
@@ -365,7 +312,9 @@ class GraphSupervisor:
                 message = self._inbox.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
-            if not isinstance(message, _OUTCOMES):
+            if isinstance(message, FlushJournal):
+                self._handle(message)  # its marker goes out with the last records
+            elif not isinstance(message, _OUTCOMES):
                 try:
                     self._changes.refuse_closed(message)
                 except Exception:  # not even the audit: still answer
@@ -443,6 +392,11 @@ class GraphSupervisor:
                     core.records.attempt(node, attempt, core.now())
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
+            case FlushJournal(done=done):
+                if core.records is None:
+                    done.set()
+                else:  # set by the writer, after what is queued before it
+                    core.records.flush(done)
             case JournalFailed():
                 # Its records can no longer be committed (the writer drops
                 # them): the run stops, and the run task reports why.
@@ -499,7 +453,13 @@ class GraphSupervisor:
         inputs = self.core.start(node)
         scope = node.scope = trio.CancelScope()
         ctx = StageContext(
-            self._env, node, node.name, MappingProxyType(inputs), node.item, node.key
+            self._env,
+            node,
+            node.name,
+            MappingProxyType(inputs),
+            node.item,
+            node.key,
+            node.spec.params,
         )
         if self._prior_starts:  # a resumed run: attempts count on from those that ran
             ctx.attempt = self._prior_starts.get(node.name, 0)

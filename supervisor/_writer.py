@@ -43,13 +43,8 @@ import attrs
 import outcome
 import trio
 
-from dagvisor.actors import (
-    JournalError,
-    JournalFailed,
-    JournalWriteError,
-    LeaseLostError,
-    Message,
-)
+from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
+from dagvisor.actors._messages import JournalFailed, Message
 
 from ._batch import (
     Committed,
@@ -66,7 +61,7 @@ if TYPE_CHECKING:
 
     from ._journal import Journal
 
-__all__ = ["JournalWriter", "RunLedger"]
+__all__ = ["Flush", "JournalWriter", "RunLedger"]
 
 _BATCH = 2048
 # What the runs may have queued for the writer, in records and in bytes (an
@@ -82,7 +77,10 @@ _GATHER_SECONDS = 0.01
 
 
 @attrs.frozen(eq=False)
-class _Flush:
+class Flush:
+    """A marker in the writer's queue: ``done`` is set once everything before it
+    is committed (or known not to be)."""
+
     done: trio.Event
 
 
@@ -203,6 +201,21 @@ class JournalWriter:
         await self._send.send((weight, records))
         self._queued(records, weight)
 
+    def mark_nowait(self, done: trio.Event) -> bool:
+        """Queue a `Flush` marker for ``done`` if there is room; False if the caller
+        must wait (see `mark`)."""
+        try:
+            self._send.send_nowait(Flush(done))
+        except trio.WouldBlock:
+            return False
+        self._hurry()
+        return True
+
+    async def mark(self, done: trio.Event) -> None:
+        """Set ``done`` once everything queued before it is committed (or cannot be)."""
+        await self._send.send(Flush(done))
+        self._hurry()
+
     def _queued(self, records: list[Record], weight: int) -> None:
         self._queued_records += len(records)
         self._queued_bytes += weight
@@ -233,7 +246,7 @@ class JournalWriter:
         Returns why the records of run ``run_id`` could not all be committed,
         or None when every one of them is (or no run is named).
         """
-        marker = _Flush(trio.Event())
+        marker = Flush(trio.Event())
         try:
             await self._send.send(marker)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
@@ -243,6 +256,11 @@ class JournalWriter:
         self._hurry()
         await marker.done.wait()
         ledger = None if run_id is None else self._ledgers.get(run_id)
+        return None if ledger is None else ledger.error
+
+    def error_of(self, run_id: str) -> JournalWriteError | None:
+        """Why some records of run ``run_id`` could not be committed, if they could not."""
+        ledger = self._ledgers.get(run_id)
         return None if ledger is None else ledger.error
 
     def close(self) -> None:
@@ -320,7 +338,7 @@ class JournalWriter:
                 await self._commit(records)
                 records = []
             match item:
-                case _Flush(done=done):
+                case Flush(done=done):
                     done.set()
                 case _TakeOver(ledger=ledger):
                     item.answer = await outcome.acapture(
@@ -389,7 +407,7 @@ class JournalWriter:
                     error = JournalError(f"run {item.ledger.run_id!r}: {reason}")
                     item.answer = outcome.Error(error)
                 item.done.set()
-            elif isinstance(item, _Flush):
+            elif isinstance(item, Flush):
                 item.done.set()
         self._apply(Committed(failed=failed, ok=False))
 

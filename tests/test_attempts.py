@@ -55,8 +55,7 @@ async def _crash_in_attempt(start, live, crashed) -> str:
         run = await start(rt)
         await HOLD["reached"].wait()
         await trio.testing.wait_all_tasks_blocked()
-        await run._supervisor.ship_journal()
-        await run._supervisor._journal.flush()
+        await run.wait_committed()
         copy_as_crashed(live, crashed)  # its owner, this process, seen as gone
         await run.cancel(reason="the process dies here")
     HOLD.clear()

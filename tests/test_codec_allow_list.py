@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from dagvisor import Journal, JsonCodec, Pipeline, Undecoded, runtime, stage
-from dagvisor.actors import declared_types
+from dagvisor.actors._declared import declared_types
 from dagvisor.errors import NotRestorableError, RunFailed
 
 

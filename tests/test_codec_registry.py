@@ -12,17 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dagvisor import Undecoded, stage
-from dagvisor.actors import (
-    JsonCodec,
-    Malformed,
-    PickleCodec,
-    StageRegistry,
-    default_registry,
-    read_value,
-)
+from dagvisor.actors import JsonCodec, PickleCodec, StageRegistry, default_registry
+from dagvisor.actors._codec import read_value
 from dagvisor.actors._freeze import freeze
-from dagvisor.actors._jsonform import MAX_DEPTH
+from dagvisor.actors._jsonform import MAX_DEPTH, Malformed
 from dagvisor.errors import NotRestorableError
+from dagvisor.supervisor._stage_refs import check_restorable
 
 
 @attrs.frozen
@@ -46,7 +41,7 @@ registered_spec = stage(registered)
 
 def test_stage_registers_module_level_functions():
     assert default_registry.lookup(f"{__name__}:registered") is registered
-    default_registry.check_restorable(registered_spec)  # does not raise
+    check_restorable(default_registry, registered_spec)  # does not raise
 
 
 def test_a_closure_or_a_lambda_is_not_restorable():
@@ -54,10 +49,10 @@ def test_a_closure_or_a_lambda_is_not_restorable():
         return 1
 
     with pytest.raises(NotRestorableError, match="module level") as info:
-        default_registry.check_restorable(stage(nested))
+        check_restorable(default_registry, stage(nested))
     assert "nested" in str(info.value)
     with pytest.raises(NotRestorableError, match="when predicate"):
-        default_registry.check_restorable(stage(when=lambda ctx: True)(registered))
+        check_restorable(default_registry, stage(when=lambda ctx: True)(registered))
 
 
 def test_explicit_registration_under_a_name():
@@ -70,7 +65,7 @@ def test_explicit_registration_under_a_name():
         registry.register(helper)
     assert registry.register(helper, name="helpers.v1") == "helpers.v1"
     assert registry.lookup("helpers.v1") is helper
-    registry.check_restorable(stage(name="h")(helper))
+    check_restorable(registry, stage(name="h")(helper))
 
 
 # Any text, lone surrogates and surrogate pairs included: a file name that is

@@ -8,7 +8,7 @@ import pytest
 
 from dagvisor import Pipeline, StageState, runtime, stage
 from dagvisor.errors import CycleError
-from dagvisor.supervisor import LiveGraph
+from dagvisor.supervisor._graph import LiveGraph
 
 
 @stage

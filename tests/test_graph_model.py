@@ -23,8 +23,8 @@ from hypothesis.stateful import (
 )
 
 from dagvisor import StageState, stage
-from dagvisor.supervisor import LiveGraph, Node
 from dagvisor.supervisor import _dependents as dependents_module
+from dagvisor.supervisor._graph import LiveGraph, Node
 
 PENDING, SUCCEEDED = StageState.PENDING, StageState.SUCCEEDED
 

@@ -18,8 +18,8 @@ from dagvisor.errors import (
     RunClosedError,
     RunFailed,
 )
-from dagvisor.supervisor import LiveGraph
 from dagvisor.supervisor._core import RunCore
+from dagvisor.supervisor._graph import LiveGraph
 
 
 @stage

@@ -16,7 +16,7 @@ from dagvisor.errors import (
     RunFailed,
     StageStateError,
 )
-from dagvisor.supervisor import Node
+from dagvisor.supervisor._graph import Node
 
 
 @stage

@@ -13,7 +13,8 @@ import trio.testing
 from dagvisor import Pipeline, runtime, stage
 from dagvisor.actors import JsonCodec
 from dagvisor.errors import NotRestorableError, RunFailed
-from dagvisor.supervisor import Journal, JournalError
+from dagvisor.supervisor import Journal
+from dagvisor.supervisor._journal import JournalError
 
 
 @stage

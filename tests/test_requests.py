@@ -71,7 +71,9 @@ async def test_answering_a_requester_that_gave_up_is_harmless():
 
     import outcome
 
-    from dagvisor.actors import CancelRun, ReplySlot, RunEnv, ask
+    from dagvisor.actors._env import RunEnv
+    from dagvisor.actors._messages import CancelRun, ReplySlot
+    from dagvisor.actors._requests import ask
 
     inbox_send, inbox_receive = trio.open_memory_channel(10)
     env = RunEnv(
@@ -176,7 +178,7 @@ async def test_a_reply_given_before_the_requester_waits_is_returned_or_raised():
     # A requester whose send waited for room may find its answer there.
     import outcome
 
-    from dagvisor.actors import ReplySlot
+    from dagvisor.actors._messages import ReplySlot
     from dagvisor.errors import CycleError
 
     slot = ReplySlot()
@@ -194,7 +196,7 @@ async def test_a_reply_given_before_the_requester_waits_is_returned_or_raised():
 async def test_a_waiting_requester_gets_the_answer_itself():
     import outcome
 
-    from dagvisor.actors import ReplySlot
+    from dagvisor.actors._messages import ReplySlot
     from dagvisor.errors import CycleError
 
     slot, refused = ReplySlot(), ReplySlot()
@@ -219,8 +221,7 @@ async def test_a_waiting_requester_gets_the_answer_itself():
 def test_an_add_stage_request_made_fast_equals_the_constructed_one():
     import attrs
 
-    from dagvisor.actors import AddStage, ReplySlot
-    from dagvisor.actors._messages import add_stage_request
+    from dagvisor.actors._messages import AddStage, ReplySlot, add_stage_request
     from dagvisor.errors import CycleError
 
     refused = CycleError(["a", "a"])

@@ -91,7 +91,7 @@ async def _crash_copy(run, source, dest) -> None:
     # Every stage that can go on has gone on, and its records are queued:
     # a flush covers only what was queued before it.
     await trio.testing.wait_all_tasks_blocked()
-    await run._supervisor._journal.flush()
+    await run.wait_committed()
     copy_as_crashed(source, dest)
 
 
@@ -288,10 +288,15 @@ async def step(ctx):
     return sum(value for value in ctx.inputs.values() if isinstance(value, int)) + 1
 
 
-def _shape(nodes) -> dict[str, tuple[tuple[str, ...], int]]:
+def _shape(graph) -> dict[str, tuple[tuple[str, ...], int | None]]:
+    """Each stage's dependencies and the change that added it (a snapshot or a result)."""
+    origins = {
+        name: origin if origin is None or isinstance(origin, int) else origin.seq
+        for name, origin in graph.origins.items()
+    }
     return {
-        name: (tuple(sorted(dep.name for dep in node.deps)), node.created_by)
-        for name, node in nodes.items()
+        name: (tuple(sorted(deps)), origins[name])
+        for name, deps in graph.dependencies.items()
     }
 
 
@@ -306,10 +311,10 @@ async def _change_crash_and_resume(directory, seed: int, changes: int) -> None:
     async with runtime(journal=live, on_failure="continue") as rt:
         run = await rt.start(Pipeline("changing").add(gate))
         await REACHED["gate"].wait()
-        nodes = run._supervisor.graph.nodes
         made = 0
         for i in range(changes):
-            pending = [n for n, node in nodes.items() if node.state.value == "pending"]
+            states = run.snapshot().states
+            pending = [n for n, state in states.items() if state.value == "pending"]
             roll = rng.random()
             try:
                 if roll < 0.4 or len(pending) < 4:
@@ -345,20 +350,21 @@ async def _change_crash_and_resume(directory, seed: int, changes: int) -> None:
                 pass  # refused changes are part of the trail too
         assert len(run.audit()) == changes
         await _crash_copy(run, live, crashed)
-        at_crash = _shape(nodes)
-        states_at_crash = {name: node.state for name, node in nodes.items()}
+        snapshot = run.snapshot()
+        at_crash = _shape(snapshot)
+        states_at_crash = dict(snapshot.states)
         audit_at_crash = run.audit().snapshot()
         await run.cancel()
     with Journal(crashed, readonly=True) as journal:
         stored = journal.result(run.id)
-    assert _shape(stored._nodes) == at_crash
+    assert _shape(stored) == at_crash
     assert dict(stored.states) == states_at_crash
     assert stored.audit == audit_at_crash
     assert stored.status == "interrupted"
     HOLD.clear()
     async with runtime(journal=crashed, on_failure="continue") as rt:
         run2 = await rt.start_resumed(run.id)
-        resumed_shape = _shape(run2._supervisor.graph.nodes)
+        resumed_shape = _shape(run2.snapshot())
         result = await run2.wait()
     assert resumed_shape == at_crash
     assert result.audit[:changes] == audit_at_crash

@@ -22,8 +22,8 @@ async def step(ctx):
 @stage
 async def watch(ctx):
     # The finished stages the supervisor holds while a stage deep in the chain runs.
-    nodes = RUNS[0]._supervisor.graph.nodes.values()
-    SEEN["held"] = sum(1 for node in nodes if node.state.is_terminal)
+    states = RUNS[0].snapshot().states.values()
+    SEEN["held"] = sum(1 for state in states if state.is_terminal)
     return sum(ctx.inputs.values()) + 1
 
 
@@ -140,9 +140,9 @@ async def test_a_resumed_stage_asking_again_for_dropped_stages_is_a_no_op(tmp_pa
     async with runtime(journal=live, retain_outputs="journal") as rt:
         run = await rt.start(pipeline)
         await trio.testing.wait_all_tasks_blocked()
-        held = set(run._supervisor.graph.nodes)
+        held = set(run.snapshot().states)
         assert "double[1]" not in held  # ended, and its only dependent too
-        await run._supervisor._journal.flush()
+        await run.wait_committed()
         copy_as_crashed(live, crashed)
         await run.cancel()
     HOLD.clear()

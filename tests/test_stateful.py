@@ -640,8 +640,8 @@ class RuntimeMachine(RuleBasedStateMachine):
 
                 self.loop.call(cancel_and_drain)
                 assert self.run.done
-                states = self.run._supervisor.graph.nodes.values()
-                assert all(node.state.is_terminal for node in states)
+                states = self.run.snapshot().states.values()
+                assert all(state.is_terminal for state in states)
             if self.run is not None:
                 self._check_the_journal()
             assert self.loop.controller.open_resources == 0
@@ -653,13 +653,11 @@ class RuntimeMachine(RuleBasedStateMachine):
         """The run read back from its journal is the run as it ended."""
         with Journal(self.loop.journal, readonly=True) as journal:
             stored = journal.result(self.run.id)
-        nodes = self.run._supervisor.graph.nodes
-        assert dict(stored.states) == {n: node.state for n, node in nodes.items()}
-        assert dict(stored.dependencies) == {
-            n: tuple(dep.name for dep in node.deps) for n, node in nodes.items()
-        }
+        snapshot = self.run.snapshot()
+        assert dict(stored.states) == dict(snapshot.states)
+        assert dict(stored.dependencies) == dict(snapshot.dependencies)
         assert stored.audit == self.run.audit().snapshot()
-        assert stored.status == self.run._supervisor.status
+        assert stored.status == snapshot.status
 
     # helpers -----------------------------------------------------------------------
 
@@ -791,12 +789,11 @@ class RuntimeMachine(RuleBasedStateMachine):
         assert self.model is not None
         name = data.draw(st.sampled_from(self.blocked_threads()))
         self.loop.controller.gate(name).put(ok)
-        nodes = self.run._supervisor.graph.nodes
 
         async def until_it_ended() -> None:
             # The thread returns in real time; virtual time does not move.
             deadline = time.monotonic() + 30
-            while nodes[name].state is StageState.RUNNING:
+            while self.run.snapshot().states[name] is StageState.RUNNING:
                 assert time.monotonic() < deadline, f"{name} did not end"
                 await trio.lowlevel.checkpoint()
 
@@ -1003,14 +1000,12 @@ class RuntimeMachine(RuleBasedStateMachine):
     def graph_matches_the_model(self) -> None:
         if self.model is None:
             return
-        graph = self.run._supervisor.graph
-        states = {node.name: node.state.value for node in graph}
+        snapshot = self.run.snapshot()
+        states = {name: state.value for name, state in snapshot.states.items()}
         assert states == self.model.state
-        for node in graph:
-            assert [d.name for d in node.deps] == self.model.deps[node.name], node.name
-            assert all(dep.order < node.order for dep in node.deps)  # acyclic, in order
-            assert all(node in dep.dependents for dep in node.deps)
-        assert self.run.snapshot().version == self.model.version
+        for name, deps in snapshot.dependencies.items():
+            assert list(deps) == self.model.deps[name], name
+        assert snapshot.version == self.model.version
 
     @invariant()
     def audit_is_complete_and_in_order(self) -> None:
@@ -1032,11 +1027,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             return
         assert self.run.done == self.model.ended
         if self.model.ended:
-            assert self.run._supervisor.unfinished == 0
-            assert all(
-                s is not StageState.RUNNING
-                for s in self.run._supervisor.graph.nodes.values() and ()
-            )
+            assert all(s.is_terminal for s in self.run.snapshot().states.values())
             runs_left = self.loop.rt._nursery.child_tasks
             assert not runs_left, runs_left
         # Every running stage's actor exists; no finished stage still has one.

@@ -30,7 +30,7 @@ async def test_a_streamed_chain_keeps_only_a_window_in_the_graph():
         run = await rt.start(Pipeline.stream(chain(n), name="deep", window=window))
         largest = 0
         async for _ in run.events():
-            largest = max(largest, len(run._supervisor.graph))
+            largest = max(largest, len(run.snapshot().states))
         result = await run.wait()
     assert result.outputs[f"s{n - 1}"] == n
     assert result.stats.stages == n

@@ -1,0 +1,191 @@
+"""The options of `runtime()` and of a run: checked in one place, the same way.
+
+`RuntimeOptions` holds what ``runtime(...)`` was given, each option checked
+by its validator when the object is made (a wrong value is an
+`InvalidRequestError` saying what was wrong and what is accepted), and the
+few rules between options checked after. `check_policy` and `check_inputs`
+are the checks ``rt.run``/``rt.start`` apply to their own arguments. A
+``bool`` is never taken for a number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
+
+import attrs
+
+from dagvisor.actors import Codec, Executor, InvalidRequestError, StageRegistry
+from dagvisor.actors._datacodec import BUILT_IN, codec_named
+from dagvisor.actors._env import Hooks
+
+from ._journal import Journal
+
+if TYPE_CHECKING:
+    import os
+
+    from ._monitor import Progress
+    from ._retention import RetainOutputs
+
+__all__ = ["FailurePolicy", "RuntimeOptions", "check_inputs", "check_policy"]
+
+FailurePolicy: TypeAlias = Literal["cancel", "continue"]
+_POLICIES = ("cancel", "continue")
+_RETENTION = ("all", "final", "journal")
+
+
+def check_policy(policy: object) -> FailurePolicy:
+    """``on_failure``: ``"cancel"`` or ``"continue"``.
+
+    Raises:
+        InvalidRequestError: anything else.
+    """
+    if type(policy) is not str or policy not in _POLICIES:
+        msg = f"on_failure must be one of {_POLICIES}, not {policy!r}"
+        raise InvalidRequestError(msg)
+    return policy  # type: ignore[return-value]  # checked against _POLICIES
+
+
+def check_inputs(inputs: object) -> Mapping[str, Any]:
+    """A run's ``inputs``: a mapping of names to values (None for none).
+
+    Raises:
+        TypeError: not a mapping (a wrong argument type, as Python has it).
+    """
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        msg = f"inputs must be a mapping of names to values, not {inputs!r}"
+        raise TypeError(msg)
+    return inputs
+
+
+def _seconds(
+    *, optional: bool = False
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    """A number of seconds > 0 (finite), or None when ``optional``."""
+
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and optional:
+            return
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or math.isnan(value)
+            or not value > 0
+        ):
+            msg = f"{attribute.name} must be a number of seconds > 0, not {value!r}"
+            raise InvalidRequestError(msg)
+
+    return check
+
+
+def _whole(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"{attribute.name} must be a whole number >= 1, not {value!r}"
+        raise InvalidRequestError(msg)
+
+
+def _one_of(
+    choices: tuple[str, ...],
+) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
+    def check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if type(value) is not str or value not in choices:
+            msg = f"{attribute.name} must be one of {choices}, not {value!r}"
+            raise InvalidRequestError(msg)
+
+    return check
+
+
+def _executor(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # An Executor's own __eq__ is never called: names are compared as strings.
+    if type(value) is str:
+        if value in ("thread", "process"):
+            return
+    elif isinstance(value, Executor):
+        return
+    msg = (
+        "executor must be 'thread', 'process' or an Executor such as DaskExecutor, "
+        f"not {value!r}"
+    )
+    raise InvalidRequestError(msg)
+
+
+def _callable_or_none(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not callable(value):
+        msg = f"{attribute.name} must be a callable taking a Progress, not {value!r}"
+        raise InvalidRequestError(msg)
+
+
+def _codec(value: Any) -> Codec | None:
+    """``codec``: a codec object, or a built-in one by name (a new one)."""
+    if type(value) is str:
+        return codec_named(value)
+    if value is not None and not isinstance(value, Codec):
+        msg = (
+            f"codec must be a codec (JsonCodec(), DataCodec(), ...) or one of "
+            f"{', '.join(BUILT_IN)}, not {value!r}"
+        )
+        raise InvalidRequestError(msg)
+    return value
+
+
+def _journal(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, Journal) and value.readonly:
+        msg = "runtime(journal=...) writes runs: give a Journal that is not readonly"
+        raise InvalidRequestError(msg)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class RuntimeOptions:
+    """What ``runtime(...)`` was given, checked (see `runtime` for each option)."""
+
+    on_failure: FailurePolicy = attrs.field(
+        default="cancel", validator=_one_of(_POLICIES)
+    )
+    thread_limit: int = attrs.field(default=40, validator=_whole)
+    cleanup_timeout: float = attrs.field(default=10.0, validator=_seconds())
+    hooks: Hooks = attrs.field(factory=Hooks)
+    monitor_interval: float | None = attrs.field(
+        default=None, validator=_seconds(optional=True)
+    )
+    on_progress: Callable[[Progress], object] | None = attrs.field(
+        default=None, validator=_callable_or_none
+    )
+    retain_outputs: RetainOutputs = attrs.field(
+        default="all", validator=_one_of(_RETENTION)
+    )
+    executor: Literal["thread", "process"] | Executor = attrs.field(
+        default="thread", validator=_executor
+    )
+    journal: str | os.PathLike[str] | Journal | None = attrs.field(
+        default=None, validator=_journal
+    )
+    codec: Codec | None = attrs.field(default=None, converter=_codec)
+    registry: StageRegistry | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.retain_outputs == "journal" and self.journal is None:
+            msg = (
+                "retain_outputs='journal' drops finished stages from memory and keeps "
+                "them in the journal: give runtime(journal=...) too"
+            )
+            raise InvalidRequestError(msg)
+
+    @classmethod
+    def of(cls, *, interceptors: Iterable[Any] = (), **options: Any) -> RuntimeOptions:
+        """The options of ``runtime(**options)``: interceptors become hooks, and a
+        progress callback without an interval gets one of 0.5 s."""
+        made = cls(hooks=Hooks.from_interceptors(interceptors), **options)
+        if made.on_progress is not None and made.monitor_interval is None:
+            made = attrs.evolve(made, monitor_interval=0.5)
+        return made
+
+    def the_journal(self) -> Journal | None:
+        """The `Journal` to write to (made from a path when one was given)."""
+        journal = self.journal
+        if journal is None or isinstance(journal, Journal):
+            return journal
+        return Journal(journal)
