@@ -24,6 +24,7 @@ from ._stage_checks import (
     check_backoff,
     check_executor,
     check_function,
+    check_limit,
     check_name,
     check_retries,
     check_timeout,
@@ -85,6 +86,9 @@ class StageSpec:
         executor: ``"loop"`` for ``async def``; for a plain function
             ``"thread"``, ``"process"``, an `Executor` (`DaskExecutor`), or
             None for the runtime's default (``runtime(executor=...)``).
+        limit: the named concurrency limit the stage holds while it runs
+            (``runtime(limits={name: N})`` runs at most N such stages at
+            once, across the runtime's runs), or None.
     """
 
     fn: StageFunction
@@ -95,12 +99,19 @@ class StageSpec:
     when: Predicate | None = None
     trigger: Trigger = "all_succeeded"
     executor: ExecutorChoice | None = "loop"
+    limit: str | None = None
     simple: bool = attrs.field(init=False, eq=False, repr=False)
-    """Whether one attempt on the event loop is all there is (no retry, no timer)."""
+    """Whether one attempt on the event loop is all there is (no retry, no
+    timer, no limit)."""
+    queues: bool = attrs.field(init=False, eq=False, repr=False)
+    """Whether its first attempt may wait for room (a thread, a worker, a Dask
+    slot, a limit): the stage is then ``queued`` until it has it."""
 
     def __attrs_post_init__(self) -> None:
-        simple = self.is_async and self.retries == 0 and self.timeout is None
+        queues = not self.is_async or self.limit is not None
+        simple = not queues and self.retries == 0 and self.timeout is None
         object.__setattr__(self, "simple", simple)
+        object.__setattr__(self, "queues", queues)
 
     @property
     def is_async(self) -> bool:
@@ -125,19 +136,31 @@ class StageSpec:
             self.when,
             self.trigger,
             self.executor,
+            self.limit,
         )
 
     def options(self, **changes: Any) -> StageSpec:
         """Return a copy with some options changed (same keywords as `stage`)."""
         merged = attrs.asdict(self, recurse=False)
         del merged["simple"]
+        del merged["queues"]
         merged.update(changes)
         fn = merged.pop("fn")
         return stage(**merged)(fn)
 
 
 _new = object.__new__
-_FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "executor")
+_FIELDS = (
+    "fn",
+    "name",
+    "retries",
+    "backoff",
+    "timeout",
+    "when",
+    "trigger",
+    "executor",
+    "limit",
+)
 (
     _set_fn,
     _set_name,
@@ -147,8 +170,10 @@ _FIELDS = ("fn", "name", "retries", "backoff", "timeout", "when", "trigger", "ex
     _set_when,
     _set_trigger,
     _set_executor,
+    _set_limit,
     _set_simple,
-) = (StageSpec.__dict__[field].__set__ for field in (*_FIELDS, "simple"))
+    _set_queues,
+) = (StageSpec.__dict__[field].__set__ for field in (*_FIELDS, "simple", "queues"))
 # The slots' own descriptors: declaring a stage builds one spec, and attrs'
 # frozen __init__ (a bound object.__setattr__ per field, then the post-init
 # hook) costs three times as much. `tests/test_spec.py` checks both ways
@@ -164,6 +189,7 @@ def _build(
     when: Predicate | None,
     trigger: str,
     executor: ExecutorChoice | None,
+    limit: str | None,
 ) -> StageSpec:
     """A `StageSpec` of values already checked, as its constructor would make it."""
     spec: StageSpec = _new(StageSpec)
@@ -175,13 +201,10 @@ def _build(
     _set_when(spec, when)
     _set_trigger(spec, trigger)
     _set_executor(spec, executor)
-    _set_simple(
-        spec,
-        retries == 0
-        and timeout is None
-        and type(executor) is str
-        and executor == "loop",
-    )
+    _set_limit(spec, limit)
+    queues = limit is not None or type(executor) is not str or executor != "loop"
+    _set_simple(spec, retries == 0 and timeout is None and not queues)
+    _set_queues(spec, queues)
     return spec
 
 
@@ -194,6 +217,7 @@ def _make_spec(
     when: Predicate | None,
     trigger: str,
     executor: Any,
+    limit: Any = None,
 ) -> StageSpec:
     if isinstance(fn, StageSpec):
         msg = f"{fn.name!r} is already a stage; use spec.options(...) to change it"
@@ -220,6 +244,8 @@ def _make_spec(
         check_when(when)
     if type(trigger) is not str or trigger not in TRIGGERS:
         trigger = check_trigger(trigger)
+    if limit is not None:
+        limit = check_limit(limit)
     if executor is None:
         executor = "loop" if found & ASYNC else None
     else:
@@ -241,7 +267,7 @@ def _make_spec(
     default_registry.remember(fn)
     if when is not None:
         default_registry.remember(when)
-    return _build(fn, name, retries, backoff, timeout, when, trigger, executor)
+    return _build(fn, name, retries, backoff, timeout, when, trigger, executor, limit)
 
 
 @overload
@@ -256,6 +282,7 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    limit: str | None = None,
 ) -> Callable[[StageFunction], StageSpec]: ...
 
 
@@ -270,6 +297,7 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    limit: str | None = None,
 ) -> StageSpec | Callable[[StageFunction], StageSpec]:
     """Declare a stage, with or without options.
 
@@ -296,14 +324,24 @@ def stage(
             such as `DaskExecutor` (plain functions only); defaults to ``"loop"`` for
             ``async def`` and to the runtime's default (``runtime(executor=...)``,
             ``"thread"`` unless set) for plain functions.
+        limit: the name of a concurrency limit the stage holds while it
+            runs: ``runtime(limits={"db": 4})`` runs at most 4 stages naming
+            ``"db"`` at once, across every run of the runtime. Waiting for it
+            is queue time (the stage is ``queued``), never part of its
+            timeout. A run naming a limit its runtime does not define is
+            refused when it starts (`UnknownLimitError`).
 
     Raises:
         InvalidStageError: an option cannot work; the message says which.
     """
     if fn is not None:
-        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
+        return _make_spec(
+            fn, name, retries, backoff, timeout, when, trigger, executor, limit
+        )
 
     def decorate(fn: StageFunction) -> StageSpec:
-        return _make_spec(fn, name, retries, backoff, timeout, when, trigger, executor)
+        return _make_spec(
+            fn, name, retries, backoff, timeout, when, trigger, executor, limit
+        )
 
     return decorate

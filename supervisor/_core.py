@@ -10,7 +10,11 @@ Invariants:
 
 * ``unfinished`` counts the stages in the graph that are not terminal (the
   run ends when it reaches zero); ``done`` counts every stage that became
-  terminal, those that left memory since included, so it never decreases.
+  terminal, those that left memory since included, so it never decreases;
+  ``running`` and ``queued`` count the stages in those states.
+* A started stage that may wait for room (`StageSpec.queues`) is queued
+  until its actor says its first attempt has it (`run`); any other starts
+  running at once.
 * A pending stage's ``waiting`` is the number of its dependencies that have
   not let it through; a pending stage with ``waiting == 0`` is ready.
 * A stage a change adds is recorded (audit, journal) before anything about
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from dagvisor.actors import StageState
 
-from ._events import StageFinished, StageStarted
+from ._events import StageFinished, StageQueued, StageStarted
 from ._snapshot import GraphSnapshot
 
 if TYPE_CHECKING:
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["BLOCKED", "RunCore"]
 
 PENDING = StageState.PENDING
+QUEUED = StageState.QUEUED
 RUNNING = StageState.RUNNING
 SUCCEEDED = StageState.SUCCEEDED
 FAILED = StageState.FAILED
@@ -73,6 +78,7 @@ class RunCore:
         "failed",
         "graph",
         "now",
+        "queued",
         "ready",
         "records",
         "retention",
@@ -104,6 +110,7 @@ class RunCore:
         self.unfinished = len(graph)
         self.done = 0
         self.running = 0
+        self.queued = 0
         self.added = 0
         self.failed = 0
         self.version = 0
@@ -114,10 +121,18 @@ class RunCore:
     # -- stages starting and ending -------------------------------------------------
 
     def start(self, node: Node) -> dict[str, Any]:
-        """Mark ``node`` running; return its inputs (upstream outputs, by name)."""
-        node.state = RUNNING
-        self.running += 1
-        node.started = now = self.now()
+        """Mark ``node`` running, or queued if it may wait for room; return its
+        inputs (upstream outputs, by name)."""
+        now = self.now()
+        queues = node.spec.queues
+        if queues:
+            node.state = QUEUED
+            self.queued += 1
+            node.queued = now
+        else:
+            node.state = RUNNING
+            self.running += 1
+            node.started = now
         # Outputs were frozen by the stages that produced them: shared as they are.
         inputs = {}
         for dep in node.deps:  # a loop, not a comprehension: this is the hot path
@@ -125,11 +140,28 @@ class RunCore:
                 inputs[dep.name] = dep.output
         if self.retention.release:  # after the inputs were taken: now they may go
             self.retention.left_pending(node)
-        if self.records is not None:
-            self.records.started(node, now)
-        if self.events.readers:
-            self.events.publish(StageStarted(node.name, now))
+        if queues:
+            if self.records is not None:
+                self.records.queued(node, now)
+            if self.events.readers:
+                self.events.publish(StageQueued(node.name, now))
+        else:
+            if self.records is not None:
+                self.records.started(node, now)
+            if self.events.readers:
+                self.events.publish(StageStarted(node.name, now))
         return inputs
+
+    def run(self, node: Node, when: float) -> None:
+        """A queued stage's first attempt had its room at ``when``: it is running."""
+        node.state = RUNNING
+        self.queued -= 1
+        self.running += 1
+        node.started = when
+        if self.records is not None:
+            self.records.started(node, when)
+        if self.events.readers:
+            self.events.publish(StageStarted(node.name, when))
 
     def finish(
         self,
@@ -145,6 +177,8 @@ class RunCore:
         retention = self.retention
         if node.state is RUNNING:
             self.running -= 1
+        elif node.state is QUEUED:
+            self.queued -= 1
         elif retention.release and node.state is PENDING:
             retention.left_pending(node)
         if state is FAILED:
@@ -194,6 +228,8 @@ class RunCore:
             self.records.ended(node, state, now, encoded)
         if node.state is RUNNING:
             self.running -= 1
+        elif node.state is QUEUED:
+            self.queued -= 1
         elif self.retention.release and node.state is PENDING:
             self.retention.left_pending(node)
         if state is FAILED:

@@ -160,8 +160,13 @@ def spec_options(ref: Any) -> dict[str, Any]:
     if backoff < 0:
         msg = "backoff"
         raise _bad(msg, backoff)
+    limit = ref.get("limit")  # written only for a stage that has one
+    if limit is not None and (type(limit) is not str or not limit.strip()):
+        msg = "limit"
+        raise _bad(msg, limit)
     return {
         "name": name,
+        "limit": limit,
         "fn": _optional_text(ref["fn"], "function name"),
         "when": _optional_text(ref["when"], "predicate name"),
         "retries": _whole(ref["retries"], "retries"),

@@ -48,8 +48,12 @@ def check_restorable(registry: StageRegistry, spec: StageSpec) -> None:
 
 
 def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
-    """How a journal names a stage spec: registered function names and options."""
-    return {
+    """How a journal names a stage spec: registered function names and options.
+
+    A named limit is recorded only when the stage has one (``"limit"``): a
+    journal written before limits existed reads the same.
+    """
+    ref: dict[str, Any] = {
         "name": spec.name,
         "fn": None if registry is None else registry.key_of(spec.fn),
         "when": None
@@ -61,6 +65,9 @@ def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
         "trigger": spec.trigger,
         "executor": spec.executor if isinstance(spec.executor, str) else None,
     }
+    if spec.limit is not None:
+        ref["limit"] = spec.limit
+    return ref
 
 
 @final

@@ -189,6 +189,8 @@ async def predicate(ctx):
         lambda: stage(executor="thread", timeout=1.5)(plain_body),
         lambda: stage(executor="process", retries=1)(plain_body),
         lambda: stage(body).options(retries=1, name="o"),
+        lambda: stage(limit="db")(body),
+        lambda: stage(limit="db", executor="thread")(plain_body),
     ],
 )
 def test_a_declared_spec_is_the_one_its_constructor_makes(declare):
@@ -197,8 +199,9 @@ def test_a_declared_spec_is_the_one_its_constructor_makes(declare):
     declared = declare()
     fields = _fields(declared)
     simple = fields.pop("simple")
+    queues = fields.pop("queues")
     built = StageSpec(**fields)
-    assert _fields(built) == {**fields, "simple": simple}
+    assert _fields(built) == {**fields, "simple": simple, "queues": queues}
     assert declared == built
     assert hash(declared) == hash(built)
     assert repr(declared) == repr(built)
