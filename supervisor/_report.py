@@ -23,6 +23,14 @@ from dagvisor.actors import RecordedError
 
 from ._export import COLOURS
 from ._report_graph import graph_svg
+from ._report_queue import (
+    QUEUE_CSS,
+    QUEUE_DEFS,
+    QUEUE_NOTE,
+    queue_bar,
+    queue_figures,
+    queued_curve,
+)
 from ._result import renders
 from ._text import html_text, shortened, when_text
 
@@ -58,26 +66,41 @@ def _timeline_svg(result: RunResult, offset: float, start: float, end: float) ->
     def x_of(wall: float) -> float:
         return left + (wall - start) / span * (width - left - 20)
 
+    # Each stage that ran or waited: its run from start to end, and the wait
+    # before it (from when it queued), drawn apart (`_report_queue`).
     ran = [
-        (name, timing.started + offset, timing.finished + offset, result.states[name])
+        (
+            name,
+            timing.started + offset if timing.started is not None else None,
+            timing.finished + offset,
+            result.states[name],
+            None if timing.queued is None else timing.queued + offset,
+        )
         for name, timing in result.timings.items()
-        if timing.started is not None
+        if timing.started is not None or timing.queued is not None
     ]
-    ran.sort(key=lambda row: row[1])
+    ran.sort(key=lambda row: row[1] if row[1] is not None else row[4] or 0.0)
     parts = []
     if len(ran) <= MAX_BARS:
         height = 40 + 16 * len(ran)
         parts.append(
             f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-            f'height="{height}" role="img" aria-label="stage timeline">'
+            f'height="{height}" role="img" aria-label="stage timeline">{QUEUE_DEFS}'
         )
-        for row, (name, begun, ended, state) in enumerate(ran):
+        for row, (name, begun, ended, state, queued) in enumerate(ran):
             y = 24 + row * 16
+            parts.append(
+                f'<text class="lane" x="{left - 6}" y="{y + 10}">{html_text(shortened(name, 22))}</text>'
+            )
+            if queued is not None:
+                until = ended if begun is None else begun
+                parts.append(queue_bar(x_of, queued, until, y, name))
+            if begun is None:
+                continue
             fill, stroke = COLOURS[state]
             x1 = x_of(begun)
             bar = max(x_of(ended) - x1, 1.5)
             parts.append(
-                f'<text class="lane" x="{left - 6}" y="{y + 10}">{html_text(shortened(name, 22))}</text>'
                 f'<rect x="{x1:.1f}" y="{y}" width="{bar:.1f}" height="12" fill="{fill}" '
                 f'stroke="{stroke}"><title>{html_text(name)}: {ended - begun:.4f} s, '
                 f"{state.value}</title></rect>"
@@ -86,7 +109,9 @@ def _timeline_svg(result: RunResult, offset: float, start: float, end: float) ->
         bins = 200
         height = 180
         changes = [0] * (bins + 1)
-        for _, begun, ended, _state in ran:
+        for _, begun, ended, _state, _queued in ran:
+            if begun is None:
+                continue
             first = int((begun - start) / span * bins)
             last = int((ended - start) / span * bins)
             changes[min(max(first, 0), bins)] += 1
@@ -107,6 +132,12 @@ def _timeline_svg(result: RunResult, offset: float, start: float, end: float) ->
             f'<text class="lane" x="{left - 6}" y="150">0</text>'
             f'<polyline class="area" points="{points}"/>'
         )
+        waits = [
+            (queued, ended if begun is None else begun)
+            for _, begun, ended, _state, queued in ran
+            if queued is not None
+        ]
+        parts.append(queued_curve(waits, x_of, start, span, bins))
     for record in result.audit[:MAX_CHANGES]:
         x = x_of(record.wall_time)
         kind = "accepted" if record.accepted else "refused"
@@ -251,7 +282,12 @@ def render_report(result: RunResult) -> str:
     offset = result._wall_offset
     timings = result.timings
     starts = [t.started + offset for t in timings.values() if t.started is not None]
-    ends = [t.finished + offset for t in timings.values() if t.started is not None]
+    starts += [t.queued + offset for t in timings.values() if t.queued is not None]
+    ends = [
+        t.finished + offset
+        for t in timings.values()
+        if t.started is not None or t.queued is not None
+    ]
     walls = [record.wall_time for record in result.audit]
     start = min([*starts, *walls], default=result.stats.started_at)
     end = max([*ends, *walls], default=start)
@@ -266,6 +302,7 @@ def render_report(result: RunResult) -> str:
         ("duration", f"{stats.duration:.3f} s"),
         ("stages/s", f"{stats.stages_per_second:,.0f}"),
     ]
+    figures.extend(queue_figures(stats))
     if stats.peak_rss is not None:
         figures.append(("peak RSS", f"{stats.peak_rss / 2**20:,.0f} MB"))
     figures.extend((f"{state}", f"{count:,}") for state, count in counts.items())
@@ -295,7 +332,8 @@ def render_report(result: RunResult) -> str:
         '<span id="drawn"></span></p>'
         f'<div class="scroll">{graph_svg(result.states, result.dependencies, result.origins)}</div></section>'
         + '<section id="timeline-section"><h2>Timeline</h2>'
-        '<p class="note">Ticks on top: graph changes (blue accepted, red refused).</p>'
+        '<p class="note">Ticks on top: graph changes (blue accepted, red refused). '
+        f"{QUEUE_NOTE}</p>"
         f'<div class="scroll">{_timeline_svg(result, offset, start, end)}</div></section>'
         + f'<section id="changes-section"><h2>Graph changes</h2>{_changes_table(result.audit, start)}</section>'
         + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
@@ -306,7 +344,7 @@ def render_report(result: RunResult) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f"<title>dagvisor run {html_text(result.name)} {html_text(result.run_id[:8])}</title>"
-        f"<style>{_CSS}</style></head><body>{body}"
+        f"<style>{_CSS}{QUEUE_CSS}</style></head><body>{body}"
         f'<script id="summary-data" type="application/json">{data}</script>'
         f"<script>{_JS}</script></body></html>\n"
     )
