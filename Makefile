@@ -1,7 +1,8 @@
 SHELL := /bin/bash
 # Two commands do everything on a fresh machine:
 #   make demo   create .venv, install dagvisor, run the quick-start example
-#   make test   create .venv, install dagvisor[dev], run ruff, mypy and the tests
+#   make test   create .venv, install dagvisor[dev] and every extra, run ruff, mypy
+#               and the tests
 #               (and install Debian's chromium and graphviz for the browser and
 #               DOT tests, when apt-get runs as root, and Mermaid 11 from npm
 #               into .cache/; the tests that need them are skipped otherwise)
@@ -10,7 +11,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest browser mermaid bench-smoke clean
+.PHONY: demo test lint typecheck pytest browser mermaid vendor-dagre bench-smoke clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,process,dask,cli]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,process,dask,cli,data]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -63,6 +64,28 @@ $(MERMAID):
 	else \
 	  echo "npm is missing: the Mermaid parser test will be skipped"; \
 	fi
+
+# The HTML report lays its graph out with dagre (MIT, with its graphlib),
+# shipped inside the package so that reports, the live view and the tests
+# need neither the network nor npm: the files in supervisor/_static/dagre are
+# committed. This development step refreshes them from the npm registry;
+# change DAGRE_VERSION here and in supervisor/_assets.py together.
+DAGRE_VERSION := 3.1.3
+DAGRE_DIR     := supervisor/_static/dagre
+
+vendor-dagre:
+	rm -rf .cache/dagre && mkdir -p .cache/dagre
+	npm install --prefix .cache/dagre --no-save --no-audit --no-fund \
+	  --loglevel=error @dagrejs/dagre@$(DAGRE_VERSION) >/dev/null
+	mkdir -p $(DAGRE_DIR)
+	cp .cache/dagre/node_modules/@dagrejs/dagre/dist/dagre.min.js $(DAGRE_DIR)/
+	cp .cache/dagre/node_modules/@dagrejs/dagre/LICENSE $(DAGRE_DIR)/LICENSE
+	cp .cache/dagre/node_modules/@dagrejs/graphlib/LICENSE $(DAGRE_DIR)/LICENSE.graphlib
+	for p in dagre graphlib; do \
+	  node -p 'const j = require("./" + process.argv[1]); j.name + " " + j.version + " " + j.license' \
+	    .cache/dagre/node_modules/@dagrejs/$$p/package.json; \
+	done > $(DAGRE_DIR)/VERSIONS
+	cat $(DAGRE_DIR)/VERSIONS
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -12,12 +12,14 @@ from ._context import NO_ITEM as NO_ITEM
 from ._context import StageContext as StageContext
 from ._dask import DaskExecutor as DaskExecutor
 from ._dask import DaskStatistics as DaskStatistics
+from ._datacodec import DataCodec as DataCodec
 from ._errors import CycleError as CycleError
 from ._errors import DagvisorError as DagvisorError
 from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import InternalError as InternalError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidStageError as InvalidStageError
+from ._errors import NoJsonFormError as NoJsonFormError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
 from ._errors import RunFailedError as RunFailedError

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from ._context import StageContext
     from ._env import Hook, Hooks
     from ._spec import StageSpec
+    from ._stored import Encoded
 
 __all__ = ["run_stage"]
 
@@ -264,7 +265,7 @@ async def run_stage(
                         await trio.lowlevel.checkpoint_if_cancelled()
                         raise
                     await trio.lowlevel.checkpoint_if_cancelled()
-                    prepared: tuple[Any, str | bytearray | None]
+                    prepared: tuple[Any, Encoded | None]
                     if env.codec is None and type(value) in SHARED:
                         prepared = (value, None)  # nothing to encode or freeze
                     else:

@@ -75,12 +75,15 @@ class Codec(Protocol):
 
     name: str
 
-    def encode(self, value: Any, *, allow: Collection[type] = ()) -> str:
-        """Text for ``value``; raise `NotRestorableError` if it cannot be encoded."""
+    def encode(
+        self, value: Any, *, allow: Collection[type] = ()
+    ) -> str | bytes | bytearray | memoryview:
+        """Text for ``value`` (or bytes, stored as a BLOB: stage outputs only);
+        raise `NotRestorableError` if it cannot be encoded."""
         ...
 
-    def decode(self, text: str, *, allow: Collection[type] = ()) -> Any:
-        """The value ``text`` was encoded from."""
+    def decode(self, text: Any, *, allow: Collection[type] = ()) -> Any:
+        """The value ``text`` (a `str`, or `bytes` for a binary value) was encoded from."""
         ...
 
 
@@ -90,18 +93,23 @@ class Undecoded:
     """A stored value that was not rebuilt: its stored text, and the class it names.
 
     Attributes:
-        text: the value as the journal stores it (JSON for `JsonCodec`).
+        text: the value as the journal stores it (JSON for `JsonCodec`); for
+            a binary value, a summary of what it holds (shape, types, first
+            rows, as far as the libraries installed can tell).
         type: the class the journal names for it (``"module:Qualname"``), or
             None when the whole value was left as stored (another codec).
+        codec: the name of the codec that wrote it, when not `JsonCodec`.
     """
 
     text: str
     type: str | None = None
+    codec: str | None = attrs.field(default=None, kw_only=True)
 
     def __repr__(self) -> str:
         shown = self.text if len(self.text) <= 60 else self.text[:57] + "..."
         named = "" if self.type is None else f"type={self.type!r}, "
-        return f"Undecoded({named}text={shown!r})"
+        written = "" if self.codec is None else f"codec={self.codec!r}, "
+        return f"Undecoded({named}{written}text={shown!r})"
 
 
 @final

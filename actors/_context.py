@@ -53,6 +53,8 @@ class StageContext(ChangeRequests):
         inputs: read-only mapping of upstream stage name to its output.
         item: the value this stage was mapped over (`expand`), else `NO_ITEM`.
         key: the mapped stage's key (``"0"`` or the ``key=`` function's value).
+        params: read-only mapping of this stage's parameters (``with_params``,
+            ``expand(params=...)``); empty unless given.
         attempt: 0 for the first attempt, 1 for the first retry, and so on.
             It counts on across a resume: a stage run again after a crash
             starts after the attempts the journal recorded for it. A start
@@ -71,6 +73,7 @@ class StageContext(ChangeRequests):
         "item",
         "key",
         "name",
+        "params",
     )
 
     def __init__(
@@ -81,6 +84,7 @@ class StageContext(ChangeRequests):
         inputs: Mapping[str, Any],
         item: Any,
         key: str | None,
+        params: Mapping[str, Any],
     ) -> None:
         self._env = env
         self._token = token
@@ -92,6 +96,7 @@ class StageContext(ChangeRequests):
         self.inputs = inputs
         self.item = item
         self.key = key
+        self.params = params
         self.attempt = 0
 
     def __repr__(self) -> str:
@@ -126,6 +131,7 @@ class StageContext(ChangeRequests):
             item=None if self.item is NO_ITEM else self.item,
             key=self.key,
             attempt=self.attempt,
+            params=self.params,
             idempotency_key=self.idempotency_key,
         )
 

@@ -102,7 +102,9 @@ class RunEnv:
     ) = None
     """With a journal: checks a spec restorable and gives the reference the journal
     stores (or why it cannot); called by requesters in their own task."""
-    check_output: Callable[[str | bytearray | Sequence[str], str], None] | None = None
+    check_output: (
+        Callable[[str | bytearray | memoryview | Sequence[str], str], None] | None
+    ) = None
     """With a journal: ``check_output(encoded, what)`` raises `OutputTooLargeError`
     for an encoded value (or the items one record holds) it cannot store."""
     limits: Mapping[str, trio.CapacityLimiter] = attrs.Factory(dict)

@@ -169,6 +169,36 @@ class InternalError(DagvisorError):
     """A bug in dagvisor itself; please report it with the traceback."""
 
 
+class NoJsonFormError(DagvisorError, ValueError):
+    """A value asked for as JSON has no JSON form (a set, bytes, NaN, a class).
+
+    Attributes:
+        where: the part of the value that has none (``"['rows'][3]"``), or
+            ``""`` for the value itself.
+        what: the kind of that part.
+    """
+
+    def __init__(self, where: str, what: str) -> None:
+        self.where = where
+        self.what = what
+        part = "the value" if not where else f"its part {where}"
+        super().__init__(
+            f"{part} is {what}, which has no JSON form; show it without --json "
+            "(or return JSON-ready data: lists, dicts with string keys, finite numbers)"
+        )
+
+
+def message_of(error: BaseException) -> str:
+    """An exception's message, or a placeholder when its ``__str__`` raises.
+
+    A stage's exception is the user's: printing it must not raise instead.
+    """
+    try:
+        return str(error)
+    except Exception:  # any __str__ of any exception: show that it failed
+        return f"(the message of this {type(error).__name__} cannot be shown)"
+
+
 class RunFailedError(DagvisorError):
     """A run ended with failed stages, was cancelled, or its journal failed.
 
@@ -193,7 +223,7 @@ class RunFailedError(DagvisorError):
         self.journal_error = journal_error
         if errors:
             shown = ", ".join(
-                f"{name!r} ({type(exc).__name__}: {exc})"
+                f"{name!r} ({type(exc).__name__}: {message_of(exc)})"
                 for name, exc in list(errors.items())[:3]
             )
             more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""

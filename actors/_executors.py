@@ -77,6 +77,7 @@ class StageView:
         attempt: 0 for the first attempt, 1 for the first retry, ...
         idempotency_key: the same for every attempt of the stage in its run
             (see `StageContext.idempotency_key`).
+        params: the stage's parameters (see `StageContext.params`).
     """
 
     name: str
@@ -86,6 +87,7 @@ class StageView:
     key: str | None
     attempt: int
     idempotency_key: str = ""
+    params: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @runtime_checkable

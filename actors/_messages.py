@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._errors import DagvisorError
     from ._pipeline import Pipeline
     from ._spec import StageSpec
+    from ._stored import Encoded
 
 __all__ = [
     "AddEdge",
@@ -101,12 +102,12 @@ class ReplySlot:
 
 @attrs.frozen
 class StageSucceeded:
-    """The stage returned ``value`` (``encoded`` by the run's codec, if journaled:
-    text, or for a large output its UTF-8 bytes as a `bytearray`)."""
+    """The stage returned ``value`` (``encoded`` for the journal, if journaled and
+    persisted: see `dagvisor.actors._stored`)."""
 
     token: object
     value: Any
-    encoded: str | bytearray | None = None
+    encoded: Encoded | None = None
 
 
 @attrs.frozen
@@ -244,7 +245,8 @@ class Expand:
 
     ``prints`` tells an item from another without comparing the items (see
     ``_requests.fingerprint``); ``encoded`` holds the items as the journal
-    stores them (a journaled run only).
+    stores them (a journaled run only); ``item_specs``, when given, holds
+    each item's spec (``spec`` with that item's parameters).
     """
 
     kind: ClassVar[ChangeKind] = "expand"
@@ -260,6 +262,12 @@ class Expand:
     encoded: tuple[str, ...] | None = None
     ref: dict[str, Any] | None = None
     refused: DagvisorError | None = None
+    item_specs: tuple[StageSpec, ...] = ()
+    """One spec per item when ``expand(params=...)`` gave each its parameters."""
+
+    def spec_of(self, position: int) -> StageSpec:
+        """The spec of the stage mapped over item ``position``."""
+        return self.item_specs[position] if self.item_specs else self.spec
 
 
 @attrs.frozen(kw_only=True)

@@ -12,6 +12,14 @@ a small output is encoded at once, on the event loop (a thread would cost
 more than the encoding); a large one in a worker thread, in pieces, so the
 event loop keeps running meanwhile. A large output's text travels as UTF-8
 bytes (a `bytearray`), which the journal stores as text without converting it again.
+A binary output (a codec that returned bytes: `DataCodec`'s ``.npy`` and
+Arrow) travels as a `memoryview`, which the journal stores as a BLOB. An
+array, a frame or a table of more than a few kilobytes counts as large.
+
+A stage with a codec of its own (``@stage(codec=...)``) that is not the
+run's sends its encoding as `Stored`, which names the codec, so that the
+journal records which codec wrote the output. A stage declared with
+``persist=False`` sends none: its output is not journaled.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from ._freeze import FrozenDict, FrozenList, FrozenSet, freeze
 from ._journal_errors import NotRestorableError
 from ._jsonform import joined
 from ._stage_errors import InvalidOutputError
+from ._stored import Encoded, Stored
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -43,6 +52,21 @@ _INLINE_PARTS: Final = 256
 """Parts (containers, members, fields) an inline output may have."""
 _CHUNK: Final = 1 << 20
 _SEQUENCES: Final = frozenset({list, tuple, set, frozenset, FrozenList, FrozenSet})
+_DATA_MODULES: Final = ("numpy", "pandas", "pyarrow")
+
+
+def _data_size(value: Any) -> int:
+    """Bytes (about) an array, a frame or a table holds; 0 for anything else."""
+    kind = type(value)
+    if kind.__module__.partition(".")[0] not in _DATA_MODULES:
+        return 0
+    try:
+        if kind.__name__ == "DataFrame":
+            rows, columns = value.shape
+            return int(rows) * int(columns) * 8
+        return int(getattr(value, "nbytes", 0))
+    except Exception:  # a library's attribute failed: judge it large
+        return _INLINE_CHARS + 1
 
 
 def is_large(value: Any) -> bool:
@@ -56,6 +80,8 @@ def is_large(value: Any) -> bool:
         return len(value) > _INLINE_CHARS
     if kind is int or kind is float or kind is bool or value is None:
         return False
+    if _data_size(value) > _INLINE_CHARS:
+        return True
     budget = _INLINE_PARTS
     text = 0
     todo = [value]
@@ -91,9 +117,16 @@ def is_large(value: Any) -> bool:
     return False
 
 
-def _checked(text: Any, codec: Any) -> str:
+def _checked(text: Any, codec: Any) -> str | memoryview:
     if type(text) is not str:
-        msg = f"codec {codec.name!r} returned a {type(text).__name__}, not text"
+        if isinstance(text, bytes | bytearray | memoryview):
+            try:
+                return memoryview(text).cast("B")  # binary: stored as a BLOB
+            except TypeError:  # a view that is not contiguous
+                return memoryview(bytes(text))
+        msg = (
+            f"codec {codec.name!r} returned a {type(text).__name__}, not text or bytes"
+        )
         raise NotRestorableError(msg)
     if not text.isascii() and type(codec) is not JsonCodec:
         try:
@@ -107,11 +140,16 @@ def _checked(text: Any, codec: Any) -> str:
     return text
 
 
-def _encode_large(codec: Any, value: Any, allow: Collection[type]) -> str | bytearray:
-    """A large output's text, for the journal (runs in a worker thread)."""
+def _encode_large(
+    codec: Any, value: Any, allow: Collection[type]
+) -> str | bytearray | memoryview:
+    """A large output's text or bytes, for the journal (runs in a worker thread)."""
     if type(codec) is JsonCodec:
         return codec.encode_utf8(value, allow=allow)
     text = _checked(codec.encode(value, allow=allow), codec)
+    if type(text) is memoryview:
+        return text
+    assert type(text) is str
     if text.isascii():
         return text  # stored as it is, without conversion
     return joined(
@@ -121,8 +159,9 @@ def _encode_large(codec: Any, value: Any, allow: Collection[type]) -> str | byte
 
 async def prepare_output(
     env: RunEnv, spec: StageSpec, value: Any
-) -> tuple[Any, str | bytearray | None]:
-    """The frozen value consumers share, and its journal encoding (None without one).
+) -> tuple[Any, Encoded | None]:
+    """The frozen value consumers share, and its journal encoding (None without one,
+    or for a stage declared with ``persist=False``).
 
     Encoded first, from the value as the stage returned it; then frozen (see
     `dagvisor.actors._freeze`), once for every consumer.
@@ -139,16 +178,23 @@ async def prepare_output(
         InvalidOutputError: the value cannot be frozen (a dict key's
             ``__hash__`` raised while its dict was rebuilt).
     """
-    encoded: str | bytearray | None = None
+    encoded: Encoded | None = None
     codec = env.codec
-    if codec is not None:
+    if codec is not None and spec.persist:
+        own = spec.codec
+        if own is not None:
+            codec = own
         allow = declared_types(spec.fn)
+        data: str | bytearray | memoryview
         if not is_large(value):
-            encoded = _checked(codec.encode(value, allow=allow), codec)
+            data = _checked(codec.encode(value, allow=allow), codec)
         else:
-            encoded = await trio.to_thread.run_sync(_encode_large, codec, value, allow)
+            data = await trio.to_thread.run_sync(_encode_large, codec, value, allow)
         if env.check_output is not None:
-            env.check_output(encoded, "the output")
+            env.check_output(data, "the output")
+        encoded = data
+        if own is not None and own.name != env.codec.name:
+            encoded = Stored(own.name, data)
     try:
         frozen = freeze(value)
     except Exception as exc:

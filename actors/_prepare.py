@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-from typing import TYPE_CHECKING, Any, Final, final
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
 from ._errors import DagvisorError, InvalidRequestError
 from ._freeze import freeze
@@ -32,11 +33,14 @@ from ._pipeline import Pipeline, StageRef, ref_names
 from ._spec import StageSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
-
     from ._env import RunEnv
 
-__all__ = ["Preparer", "fingerprint", "one_name", "same_print"]
+ItemParams: TypeAlias = (
+    "Callable[[Any], Mapping[str, Any]] | Iterable[Mapping[str, Any]]"
+)
+"""``expand(params=...)``: one parameter mapping per item, or a function of the item."""
+
+__all__ = ["ItemParams", "Preparer", "fingerprint", "one_name", "same_print"]
 
 
 # Items compared by value in the supervisor: builtin equality, no user code.
@@ -179,6 +183,7 @@ class Preparer:
         key: Callable[[Any], object] | None,
         after: StageRef | Iterable[StageRef] | None,
         key_prefix: str,
+        params: ItemParams | None = None,
     ) -> Expand:
         spec = _stage(spec, "expand")
         after_names = _names(after, "after=")
@@ -187,9 +192,12 @@ class Preparer:
         keys: tuple[str, ...] = ()
         encoded: tuple[str, ...] | None = None
         prints: tuple[object, ...] = ()
+        item_specs: tuple[StageSpec, ...] = ()
         try:
             frozen = tuple([freeze(item) for item in items])
             keys = _keys(spec, frozen, key, key_prefix)
+            if params is not None:
+                item_specs = _item_specs(spec, frozen, params)
             codec = self.env.codec
             if codec is not None and refused is None:
                 encoded = tuple([_encode(codec, item) for item in frozen])
@@ -207,12 +215,12 @@ class Preparer:
             refused = refused or exc
         except Exception as exc:
             msg = (
-                f"expand of {spec.name!r}: its items or keys could not be read: "
+                f"expand of {spec.name!r}: its items, keys or parameters could not be read: "
                 f"{type(exc).__name__}: {exc}"
             )
             refused = refused or InvalidRequestError(msg)
         if refused is not None:  # sent only to be audited and refused
-            frozen, keys, encoded, prints = (), (), None, ()
+            frozen, keys, encoded, prints, item_specs = (), (), None, (), ()
         return Expand(
             spec=spec,
             items=frozen,
@@ -225,6 +233,7 @@ class Preparer:
             encoded=encoded,
             ref=ref,
             refused=refused,
+            item_specs=item_specs,
         )
 
     def replace_pending(self, pipeline: Pipeline, reason: str) -> ReplacePending:
@@ -277,9 +286,44 @@ def _keys(
     return keys
 
 
+def _item_specs(
+    spec: StageSpec, items: tuple[Any, ...], params: ItemParams
+) -> tuple[StageSpec, ...]:
+    """``spec`` once per item, with that item's parameters over its own."""
+    if callable(params):
+        given = [params(item) for item in items]
+    elif isinstance(params, str | bytes) or not isinstance(params, Iterable):
+        msg = (
+            f"expand of {spec.name!r}: params= must be one mapping per item (a list) "
+            f"or a function of the item, not {type(params).__qualname__}"
+        )
+        raise InvalidRequestError(msg)
+    else:
+        given = list(params)
+    if len(given) != len(items):
+        msg = (
+            f"expand of {spec.name!r}: {len(given)} parameter sets for "
+            f"{len(items)} items; give one mapping per item"
+        )
+        raise InvalidRequestError(msg)
+    specs = []
+    for position, item_params in enumerate(given):
+        try:
+            merged = (
+                {**spec.params, **item_params}
+                if isinstance(item_params, Mapping)
+                else item_params
+            )
+            specs.append(spec.named(spec.name, params=merged))
+        except TypeError as exc:
+            msg = f"expand of {spec.name!r}, item {position}: {exc}"
+            raise InvalidRequestError(msg) from None
+    return tuple(specs)
+
+
 def _encode(codec: Any, item: object) -> str:
     try:
-        text: str = codec.encode(item)
+        text = codec.encode(item)
     except NotRestorableError:
         raise
     except Exception as exc:
@@ -288,4 +332,12 @@ def _encode(codec: Any, item: object) -> str:
             f"journal ({type(exc).__name__}: {exc}); map over plain data"
         )
         raise NotRestorableError(msg) from exc
+    if type(text) is not str:
+        msg = (
+            f"an item of type {type(item).__qualname__} is journaled as text, and "
+            f"codec {codec.name!r} wrote {type(text).__name__}: arrays and frames "
+            "travel as stage outputs, not mapped items; map over plain data (row "
+            "numbers, keys, .tolist())"
+        )
+        raise NotRestorableError(msg)
     return text

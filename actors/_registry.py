@@ -58,10 +58,12 @@ class StageRegistry:
     for naming them, and a resumed run still finds each function it needs.
     """
 
-    __slots__ = ("_functions", "_lock", "_queued", "_waiting")
+    __slots__ = ("_codecs", "_functions", "_lock", "_queued", "_waiting")
 
     def __init__(self) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
+        self._codecs: dict[str, Any] = {}
+        """Codecs stages were declared with, by name (the last one of a name)."""
         self._waiting: deque[Callable[..., Any]] = deque()
         """Remembered functions not yet filed under their names, oldest first."""
         self._queued: set[FunctionType] = set()
@@ -87,6 +89,18 @@ class StageRegistry:
             return  # a closure or a lambda, which could not be found again; or queued
         self._queued.add(fn)
         self._waiting.append(fn)
+
+    def remember_codec(self, codec: Any) -> None:
+        """Keep a codec a stage was declared with, so that a resume finds it by name.
+
+        Only what this process declared is found: a journal naming a codec
+        makes a resume use one of these (or a built-in one), never another.
+        """
+        self._codecs[codec.name] = codec
+
+    def codec(self, name: str) -> Any:
+        """The codec of that name a stage was declared with, or None."""
+        return self._codecs.get(name)
 
     def _file(self) -> None:
         """File the remembered functions under their names, oldest first."""

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from ._env import RunEnv
     from ._pipeline import Pipeline, StageRef
+    from ._prepare import ItemParams
     from ._spec import StageSpec
 
 __all__ = [
@@ -134,6 +135,7 @@ class ChangeRequests:
         key: Callable[[Any], object] | None = None,
         after: StageRef | Iterable[StageRef] | None = None,
         collect: StageSpec | None = None,
+        params: ItemParams | None = None,
     ) -> list[str]:
         """Map ``spec`` over ``items``: one new stage per item; return their names.
 
@@ -147,6 +149,11 @@ class ChangeRequests:
         same step: no mapped stage starts before it exists, so mapped stages
         may add stages ``before`` it.
 
+        ``params`` gives each mapped stage its own parameters (``ctx.params``),
+        as a list of mappings, one per item, or a function of the item; they
+        are laid over the parameters ``spec`` already has. For example
+        ``expand(check, batches, params=lambda b: {"batch": b["id"]})``.
+
         Raises:
             DuplicateStageError, UnknownStageError, StageStateError,
             NotRestorableError, InvalidRequestError, RunClosedError: the
@@ -154,7 +161,7 @@ class ChangeRequests:
         """
         reason = check_reason(reason)
         mapped = self._preparer().expand(
-            spec, items, reason, key, after, self._key_prefix
+            spec, items, reason, key, after, self._key_prefix, params
         )
         if collect is None:
             names: tuple[str, ...] = await ask(self._env, mapped)
@@ -268,10 +275,11 @@ class ChangeBatch:
         *,
         key: Callable[[Any], object] | None = None,
         after: StageRef | Iterable[StageRef] | None = None,
+        params: ItemParams | None = None,
     ) -> list[str]:
         """Record stages mapped over items (see `ChangeRequests.expand`); return their names."""
         part = self._owner._preparer().expand(
-            spec, items, self._reason, key, after, self._owner._key_prefix
+            spec, items, self._reason, key, after, self._owner._key_prefix, params
         )
         self._parts.append(part)
         return list(_mapped_names(part))

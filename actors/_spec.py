@@ -8,7 +8,7 @@ appear in many pipelines (under different names) and many runs.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import FunctionType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
 
@@ -17,15 +17,18 @@ import attrs
 from ._callables import ASYNC, GENERATORS, binds_one, shown
 from ._errors import InvalidStageError
 from ._executors import function_reference
+from ._params import EMPTY_PARAMS, check_params, params_key
 from ._registry import default_registry
 from ._stage_checks import (
     MOST_RETRIES,
     TRIGGERS,
     check_backoff,
+    check_codec,
     check_executor,
     check_function,
     check_limit,
     check_name,
+    check_persist,
     check_retries,
     check_timeout,
     check_trigger,
@@ -33,6 +36,7 @@ from ._stage_checks import (
 )
 
 if TYPE_CHECKING:
+    from ._codec import Codec
     from ._executors import Executor
 
 __all__ = [
@@ -65,6 +69,10 @@ ExecutorChoice: TypeAlias = "Literal['loop', 'thread', 'process'] | Executor"
 `Executor` such as `DaskExecutor` (see `dagvisor.actors._executors`)."""
 
 
+def _shown_params(params: Mapping[str, Any]) -> str:
+    return repr(dict(params)) if params else "{}"
+
+
 @final
 @attrs.frozen(kw_only=True)
 class StageSpec:
@@ -86,6 +94,13 @@ class StageSpec:
         executor: ``"loop"`` for ``async def``; for a plain function
             ``"thread"``, ``"process"``, an `Executor` (`DaskExecutor`), or
             None for the runtime's default (``runtime(executor=...)``).
+        codec: how a journaled run writes this stage's output (a `Codec`),
+            or None for the runtime's (``runtime(codec=...)``).
+        persist: False to keep the output out of the journal (in memory for
+            the stage's consumers only; a resume runs the stage again when
+            a consumer that has not finished needs it).
+        params: plain data the stage reads as ``ctx.params`` (see
+            `with_params`); empty unless given.
         limit: the named concurrency limit the stage holds while it runs
             (``runtime(limits={name: N})`` runs at most N such stages at
             once, across the runtime's runs), or None.
@@ -99,7 +114,14 @@ class StageSpec:
     when: Predicate | None = None
     trigger: Trigger = "all_succeeded"
     executor: ExecutorChoice | None = "loop"
+    codec: Codec | None = None
+    persist: bool = True
     limit: str | None = None
+    params: Mapping[str, Any] = attrs.field(
+        default=EMPTY_PARAMS, repr=_shown_params, eq=False
+    )
+    params_key: str = attrs.field(init=False, repr=False)
+    """The parameters as canonical JSON text: compared and hashed instead of them."""
     simple: bool = attrs.field(init=False, eq=False, repr=False)
     """Whether one attempt on the event loop is all there is (no retry, no
     timer, no limit)."""
@@ -112,6 +134,9 @@ class StageSpec:
         simple = not queues and self.retries == 0 and self.timeout is None
         object.__setattr__(self, "simple", simple)
         object.__setattr__(self, "queues", queues)
+        params = check_params(self.params, stage=self.name)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "params_key", params_key(params))
 
     @property
     def is_async(self) -> bool:
@@ -119,15 +144,16 @@ class StageSpec:
         executor = self.executor
         return isinstance(executor, str) and executor == "loop"
 
-    def named(self, name: str) -> StageSpec:
-        """Return the same stage under another name.
+    def named(self, name: str, *, params: Mapping[str, Any] | None = None) -> StageSpec:
+        """Return the same stage under another name (and, if given, other parameters).
 
         Example:
             >>> Pipeline.chain(step.named(f"s{i}") for i in range(3))  # doctest: +SKIP
+            >>> check.named("check_b7", params={"batch": 7})  # doctest: +SKIP
         """
         # Options were checked when this spec was made; only the name is new.
         # (Naming specs in a loop is common: built without attrs.evolve.)
-        return _build(
+        spec = _build(
             self.fn,
             check_name(name),
             self.retries,
@@ -136,17 +162,45 @@ class StageSpec:
             self.when,
             self.trigger,
             self.executor,
+            self.codec,
+            self.persist,
             self.limit,
         )
+        if params is None:
+            if self.params:
+                _set_params(spec, self.params)
+                _set_params_key(spec, self.params_key)
+        else:
+            _with_params(spec, params)
+        return spec
+
+    def with_params(self, **params: Any) -> StageSpec:
+        """Return the same stage with these parameters (replacing any it had).
+
+        A stage reads them as ``ctx.params``: plain JSON data (see
+        `check_params`), frozen, journaled with the stage and shown by its
+        lineage and the report. Use `named` to give the instance its own
+        name too, as every stage of a run has its own.
+
+        Example:
+            >>> check_b7 = check.named("check_b7").with_params(batch=7)  # doctest: +SKIP
+
+        Raises:
+            TypeError: a value is not plain JSON data (the message says which).
+        """
+        spec = self.named(self.name)
+        _with_params(spec, params)
+        return spec
 
     def options(self, **changes: Any) -> StageSpec:
         """Return a copy with some options changed (same keywords as `stage`)."""
         merged = attrs.asdict(self, recurse=False)
-        del merged["simple"]
-        del merged["queues"]
+        del merged["simple"], merged["params_key"], merged["queues"]
+        params = merged.pop("params")
         merged.update(changes)
         fn = merged.pop("fn")
-        return stage(**merged)(fn)
+        spec = stage(**merged)(fn)
+        return spec.with_params(**params) if params else spec
 
 
 _new = object.__new__
@@ -159,6 +213,8 @@ _FIELDS = (
     "when",
     "trigger",
     "executor",
+    "codec",
+    "persist",
     "limit",
 )
 (
@@ -170,10 +226,17 @@ _FIELDS = (
     _set_when,
     _set_trigger,
     _set_executor,
+    _set_codec,
+    _set_persist,
     _set_limit,
+    _set_params,
+    _set_params_key,
     _set_simple,
     _set_queues,
-) = (StageSpec.__dict__[field].__set__ for field in (*_FIELDS, "simple", "queues"))
+) = (
+    StageSpec.__dict__[field].__set__
+    for field in (*_FIELDS, "params", "params_key", "simple", "queues")
+)
 # The slots' own descriptors: declaring a stage builds one spec, and attrs'
 # frozen __init__ (a bound object.__setattr__ per field, then the post-init
 # hook) costs three times as much. `tests/test_spec.py` checks both ways
@@ -189,7 +252,9 @@ def _build(
     when: Predicate | None,
     trigger: str,
     executor: ExecutorChoice | None,
-    limit: str | None,
+    codec: Codec | None = None,
+    persist: bool = True,
+    limit: str | None = None,
 ) -> StageSpec:
     """A `StageSpec` of values already checked, as its constructor would make it."""
     spec: StageSpec = _new(StageSpec)
@@ -201,11 +266,22 @@ def _build(
     _set_when(spec, when)
     _set_trigger(spec, trigger)
     _set_executor(spec, executor)
+    _set_codec(spec, codec)
+    _set_persist(spec, persist)
     _set_limit(spec, limit)
+    _set_params(spec, EMPTY_PARAMS)
+    _set_params_key(spec, "")
     queues = limit is not None or type(executor) is not str or executor != "loop"
     _set_simple(spec, retries == 0 and timeout is None and not queues)
     _set_queues(spec, queues)
     return spec
+
+
+def _with_params(spec: StageSpec, params: Mapping[str, Any]) -> None:
+    """Give a spec just built its (checked, frozen) parameters."""
+    checked = check_params(params, stage=spec.name)
+    _set_params(spec, checked)
+    _set_params_key(spec, params_key(checked))
 
 
 def _make_spec(
@@ -217,6 +293,8 @@ def _make_spec(
     when: Predicate | None,
     trigger: str,
     executor: Any,
+    codec: Any = None,
+    persist: bool = True,
     limit: Any = None,
 ) -> StageSpec:
     if isinstance(fn, StageSpec):
@@ -267,7 +345,24 @@ def _make_spec(
     default_registry.remember(fn)
     if when is not None:
         default_registry.remember(when)
-    return _build(fn, name, retries, backoff, timeout, when, trigger, executor, limit)
+    if codec is not None:
+        codec = check_codec(codec)
+        default_registry.remember_codec(codec)
+    if persist is not True:
+        persist = check_persist(persist)
+    return _build(
+        fn,
+        name,
+        retries,
+        backoff,
+        timeout,
+        when,
+        trigger,
+        executor,
+        codec,
+        persist,
+        limit,
+    )
 
 
 @overload
@@ -282,6 +377,8 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    codec: Codec | str | None = None,
+    persist: bool = True,
     limit: str | None = None,
 ) -> Callable[[StageFunction], StageSpec]: ...
 
@@ -297,6 +394,8 @@ def stage(
     when: Predicate | None = None,
     trigger: Trigger = "all_succeeded",
     executor: ExecutorChoice | None = None,
+    codec: Codec | str | None = None,
+    persist: bool = True,
     limit: str | None = None,
 ) -> StageSpec | Callable[[StageFunction], StageSpec]:
     """Declare a stage, with or without options.
@@ -324,6 +423,14 @@ def stage(
             such as `DaskExecutor` (plain functions only); defaults to ``"loop"`` for
             ``async def`` and to the runtime's default (``runtime(executor=...)``,
             ``"thread"`` unless set) for plain functions.
+        codec: how a journaled run writes this stage's output: a `Codec`, or
+            a built-in one by name (``"data"``: numpy arrays as ``.npy``,
+            DataFrames and Tables as Arrow; ``"json"``; ``"pickle"``).
+            Defaults to the runtime's. The journal records which codec
+            wrote each output, and reads it back with that one.
+        persist: False keeps the output out of the journal: consumers get it
+            in memory; a resume runs the stage again if a consumer that had
+            not finished needs it.
         limit: the name of a concurrency limit the stage holds while it
             runs: ``runtime(limits={"db": 4})`` runs at most 4 stages naming
             ``"db"`` at once, across every run of the runtime. Waiting for it
@@ -336,12 +443,32 @@ def stage(
     """
     if fn is not None:
         return _make_spec(
-            fn, name, retries, backoff, timeout, when, trigger, executor, limit
+            fn,
+            name,
+            retries,
+            backoff,
+            timeout,
+            when,
+            trigger,
+            executor,
+            codec,
+            persist,
+            limit,
         )
 
     def decorate(fn: StageFunction) -> StageSpec:
         return _make_spec(
-            fn, name, retries, backoff, timeout, when, trigger, executor, limit
+            fn,
+            name,
+            retries,
+            backoff,
+            timeout,
+            when,
+            trigger,
+            executor,
+            codec,
+            persist,
+            limit,
         )
 
     return decorate

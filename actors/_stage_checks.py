@@ -12,7 +12,7 @@ fast paths for the common plain values first and calls these for the rest.
 from __future__ import annotations
 
 import math
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from ._callables import ASYNC, ASYNC_GENERATOR, GENERATORS, binds_one, flags, shown
 from ._errors import InvalidStageError
@@ -22,10 +22,12 @@ __all__ = [
     "MOST_RETRIES",
     "TRIGGERS",
     "check_backoff",
+    "check_codec",
     "check_executor",
     "check_function",
     "check_limit",
     "check_name",
+    "check_persist",
     "check_retries",
     "check_timeout",
     "check_trigger",
@@ -209,3 +211,44 @@ def check_executor(fn: object, found: int, executor: object) -> str | Executor:
     if text is None:
         return cast("Executor", executor)  # checked above
     return text
+
+
+def check_codec(codec: object) -> Any:
+    """A stage's codec: a built-in one by name, or an object with the codec methods.
+
+    Raises:
+        InvalidStageError: an unknown name, or an object that is not a codec.
+    """
+    from ._datacodec import BUILT_IN, codec_named
+
+    name = _plain_text(codec)
+    if name is not None:
+        if name not in BUILT_IN:
+            msg = (
+                f"no built-in codec is named {shown(codec)}; choose one of "
+                f"{', '.join(BUILT_IN)}, or pass a codec object"
+            )
+            raise InvalidStageError(msg)
+        return codec_named(name)
+    try:
+        named = type(getattr(codec, "name", None)) is str
+        usable = callable(getattr(codec, "encode", None)) and callable(
+            getattr(codec, "decode", None)
+        )
+    except Exception:  # a hostile attribute: not a codec
+        named = usable = False
+    if not named or not usable:
+        msg = (
+            f"codec must be a codec (a name str, encode and decode methods, as "
+            f"JsonCodec) or one of {', '.join(BUILT_IN)}, not {shown(codec)}"
+        )
+        raise InvalidStageError(msg)
+    return codec
+
+
+def check_persist(persist: object) -> bool:
+    """``persist``: True or False, nothing else."""
+    if type(persist) is not bool:
+        msg = f"persist must be True or False, not {shown(persist)}"
+        raise InvalidStageError(msg)
+    return persist

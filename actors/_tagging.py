@@ -154,11 +154,20 @@ class Tagger:
                 "fields": self._mark(fields, start),
             }
             return self._mark(out, start)
-        msg = (
-            f"a {kind.__module__}.{kind.__qualname__} cannot be written to the journal as "
-            "JSON; return plain data, attrs classes or dataclasses, or opt into "
-            "runtime(codec=PickleCodec())"
-        )
+        if kind.__module__.partition(".")[0] in ("numpy", "pandas", "pyarrow"):
+            msg = (
+                f"a {kind.__module__}.{kind.__qualname__} cannot be written to the "
+                "journal as JSON; a stage returning an array, a DataFrame or a Table "
+                'stores it as .npy or Arrow with @stage(codec="data") (or '
+                'runtime(codec="data"), dagvisor run --codec data); inside another '
+                "value, convert it (.tolist(), .to_dict())"
+            )
+        else:
+            msg = (
+                f"a {kind.__module__}.{kind.__qualname__} cannot be written to the "
+                "journal as JSON; return plain data, attrs classes or dataclasses, or "
+                "opt into runtime(codec=PickleCodec())"
+            )
         raise NotRestorableError(msg)
 
 

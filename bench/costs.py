@@ -10,6 +10,8 @@ Measures:
   removal  removing every pending dependent of one stage: 10,000 and 100,000
            on the live graph in three orders, and 10,000 through a running
            Run (`run.remove_stage`, one request each)
+  replace  `run.replace_pending` swapping 10 pending stages for 10 new ones
+           in a run that holds 10,000 and 100,000 finished stages
 
 Each size is timed in the same process, so the ratio between sizes is the
 figure that says whether a cost grows.
@@ -28,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import trio
+import trio.testing
 from _common import emit, machine, progress
 
 from dagvisor import Pipeline, runtime, stage
@@ -176,7 +179,68 @@ def removal(sizes: list[int], on_run: int = 10_000) -> list[dict[str, Any]]:
     return rows
 
 
-MEASURES = ("edges", "removal")
+def _replace_in_a_run(finished: int, rounds: int = 50) -> list[float]:
+    """Time of each replace_pending with ``finished`` ended stages in memory."""
+    hold = trio.Event()
+    started = trio.Event()
+
+    @stage
+    async def gate(ctx: Any) -> None:
+        started.set()
+        await hold.wait()
+
+    pipeline = Pipeline("done").add(gate)
+    for i in range(finished):
+        pipeline = pipeline.add(leaf.named(f"f{i}"))
+    for i in range(10):
+        pipeline = pipeline.add(leaf.named(f"p{i}"), after=["gate"])
+
+    async def main() -> list[float]:
+        times = []
+        async with runtime() as rt:
+            run = await rt.start(pipeline)
+            await started.wait()
+            await trio.testing.wait_all_tasks_blocked()  # every leaf has ended
+            for round_ in range(rounds):
+                rest = Pipeline(f"rest{round_}").add(gate)
+                for i in range(10):
+                    rest = rest.add(leaf.named(f"r{round_}_{i}"), after=["gate"])
+                start = time.perf_counter()
+                await run.replace_pending(rest, reason="new plan")
+                times.append(time.perf_counter() - start)
+            hold.set()
+            result = await run.wait()
+        assert result.ok
+        assert len(result.states) == finished + 11
+        return times
+
+    return trio.run(main)
+
+
+def replace(sizes: list[int]) -> list[dict[str, Any]]:
+    """replace_pending's cost against the finished stages in memory."""
+    rows = []
+    for size in sizes:
+        times = _replace_in_a_run(size)
+        row = {
+            "measure": "replace_pending",
+            "finished_stages": size,
+            "median_ms": statistics.median(times) * 1e3,
+            "max_ms": max(times) * 1e3,
+        }
+        rows.append(row)
+        progress(
+            f"replace 10 pending stages beside {size:,} finished: "
+            f"{row['median_ms']:.3f} ms (median of {len(times)})"
+        )
+    if len(rows) > 1:
+        ratio = rows[-1]["median_ms"] / rows[0]["median_ms"]
+        rows.append({"measure": "replace_pending_ratio", "ratio": ratio})
+        progress(f"ratio {sizes[-1]:,} / {sizes[0]:,} finished: {ratio:.2f}x")
+    return rows
+
+
+MEASURES = ("edges", "removal", "replace")
 
 
 def main() -> None:
@@ -184,6 +248,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(MEASURES))
     parser.add_argument("--edge-sizes", default="10000,100000")
     parser.add_argument("--removal-sizes", default="10000,100000")
+    parser.add_argument("--replace-sizes", default="10000,100000")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -192,6 +257,8 @@ def main() -> None:
         rows += edges([int(s) for s in args.edge_sizes.split(",")])
     if "removal" in only:
         rows += removal([int(s) for s in args.removal_sizes.split(",")])
+    if "replace" in only:
+        rows += replace([int(s) for s in args.replace_sizes.split(",")])
     emit({"benchmark": "costs", "machine": machine(), "rows": rows}, args.json_path)
 
 

@@ -6,6 +6,9 @@
   travel, so the two should cost the same.
 * ``declare``: time per ``stage(name=...)(fn)`` on a new module-level
   function (the registry records each one).
+* ``isolation``: what a process stage costs against a thread stage, per
+  stage, with ten of them reading one upstream output of 0 to 100 MB (the
+  process stage's view is pickled, piped to a worker and unpickled).
 
     python bench/executors.py
     python bench/executors.py --calls 200 --json out.json
@@ -79,6 +82,56 @@ def run_in(calls: int, repeat: int) -> list[dict[str, Any]]:
     return rows
 
 
+def measured_length(view: Any) -> int:
+    """A stage body for the isolation measure: reads its input, does nothing else."""
+    return len(view.inputs.get("payload", b""))
+
+
+ISOLATION_SIZES = (0, 1_000_000, 10_000_000, 100_000_000)
+
+
+def isolation(repeat: int, fan: int = 10) -> list[dict[str, Any]]:
+    """Per-stage time of thread and process stages reading one output of each size."""
+    import trio
+
+    from dagvisor import Pipeline, runtime, stage
+
+    @stage(name="payload")
+    async def payload(ctx: Any) -> bytes:
+        return bytes(ctx.run_inputs["size"])
+
+    rows: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        for executor in ("thread", "process"):
+            reader = stage(executor=executor)(measured_length)
+            pipeline = Pipeline("isolation").add(payload)
+            for i in range(fan):
+                pipeline = pipeline.add(reader.named(f"read{i}"), after=["payload"])
+            for size in ISOLATION_SIZES:
+                async with runtime() as rt:
+                    await rt.run(pipeline, inputs={"size": 0})  # warm workers
+                    per_stage = []
+                    for _ in range(repeat):
+                        start = time.perf_counter()
+                        result = await rt.run(pipeline, inputs={"size": size})
+                        per_stage.append((time.perf_counter() - start) / fan)
+                        assert result.outputs["read0"] == size
+                row = {
+                    "measure": f"isolation_{executor}_{size // 1_000_000}MB",
+                    "per_stage_ms": statistics.median(per_stage) * 1e3,
+                    "per_stage_ms_runs": [v * 1e3 for v in per_stage],
+                }
+                rows.append(row)
+                progress(
+                    f"{executor} stage reading {size / 1e6:g} MB: "
+                    f"{row['per_stage_ms']:.2f} ms a stage"
+                )
+
+    trio.run(main)
+    return rows
+
+
 def declare(count: int, repeat: int) -> list[dict[str, Any]]:
     """Time per stage(name=...)(fn) on new module-level functions."""
     from dagvisor import stage
@@ -111,7 +164,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--declarations", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--only", default="run_in,declare")
+    parser.add_argument("--only", default="run_in,declare,isolation")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -120,6 +173,8 @@ def main() -> None:
         rows += declare(args.declarations, args.repeat)
     if "run_in" in only:
         rows += run_in(args.calls, args.repeat)
+    if "isolation" in only:
+        rows += isolation(args.repeat)
     emit({"benchmark": "executors", "machine": machine(), "rows": rows}, args.json_path)
 
 

@@ -25,6 +25,7 @@ from dagvisor.actors import ChangeKind as ChangeKind
 from dagvisor.actors import Codec as Codec
 from dagvisor.actors import DaskExecutor as DaskExecutor
 from dagvisor.actors import DaskStatistics as DaskStatistics
+from dagvisor.actors import DataCodec as DataCodec
 from dagvisor.actors import Executor as Executor
 from dagvisor.actors import ExecutorChoice as ExecutorChoice
 from dagvisor.actors import JsonCodec as JsonCodec
@@ -87,6 +88,7 @@ __all__ = [
     "ConsumedOutput",
     "DaskExecutor",
     "DaskStatistics",
+    "DataCodec",
     "Event",
     "EventStream",
     "EventsLost",

@@ -26,9 +26,11 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from dagvisor.actors import DagvisorError
+from dagvisor.actors._datacodec import BUILT_IN
 from dagvisor.supervisor import Journal
 
 from ._cli_io import one_line, write_file
+from ._cli_output import add_output_options, output_text
 from ._cli_recover import add_recover_command, recover_command
 from ._cli_run import UsageError, add_journal_option, drive, final_outputs, load_module
 
@@ -66,6 +68,7 @@ def add_journal_commands(sub: Any) -> None:
     audit.add_argument("--until", help="ISO 8601 time or seconds since the epoch")
     audit.add_argument("--stage", help="only the changes that name this stage")
     show.add_argument("--tracebacks", action="store_true", help="full tracebacks")
+    add_output_options(show)
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph.add_argument("-o", "--output", help="write to this file, not stdout")
     report.add_argument(
@@ -81,6 +84,13 @@ def add_journal_commands(sub: Any) -> None:
     )
     resume.add_argument(
         "--on-failure", choices=("cancel", "continue"), default="cancel"
+    )
+    resume.add_argument(
+        "--codec",
+        choices=BUILT_IN,
+        default=None,
+        help="the codec the run was journaled with (default: the built-in one it "
+        "names; pickle only if given here)",
     )
     for parser in (runs, show, audit, lineage, graph, report, resume):
         add_journal_option(parser, required=True)
@@ -126,6 +136,8 @@ def _read(args: argparse.Namespace) -> int:
         run_id = journal.find_run(args.run_id)
         result = journal.result(run_id)
     match args.command:
+        case "show" if args.output_stage is not None or args.json:
+            print(output_text(result, args.output_stage, as_json=args.json))
         case "show":
             _print_show(result, tracebacks=args.tracebacks)
         case "audit":
@@ -287,6 +299,13 @@ def _print_audit(result: RunResult, args: argparse.Namespace) -> None:
         print("no changes match")
 
 
+def _codec_of(journal: Journal, run_id: str) -> str | None:
+    """The built-in codec the run was journaled with, to resume it with (None: json,
+    or a codec of the user's, which the resumed code must set up itself)."""
+    codec = journal.load(run_id).pipeline.get("codec")
+    return codec if codec in BUILT_IN and codec != "pickle" else None
+
+
 def _resume(args: argparse.Namespace) -> int:
     if not args.modules:
         msg = (
@@ -296,6 +315,8 @@ def _resume(args: argparse.Namespace) -> int:
         raise UsageError(msg)
     with Journal(args.journal, readonly=True) as journal:
         run_id = journal.find_run(args.run_id)
+        if args.codec is None:
+            args.codec = _codec_of(journal, run_id)
     for where in args.modules:
         load_module(where.rpartition(":")[0] if ":" in where else where)
 

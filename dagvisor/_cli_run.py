@@ -20,6 +20,8 @@ import trio
 
 from dagvisor._cli_io import one_line, raw_stream, shell_command
 from dagvisor.actors import DagvisorError, Pipeline, RunFailed, StreamedPipeline
+from dagvisor.actors._datacodec import BUILT_IN
+from dagvisor.actors._dataforms import data_kind, summary
 from dagvisor.supervisor import Progress, Run, RunResult, Runtime, runtime
 
 if TYPE_CHECKING:
@@ -54,6 +56,13 @@ def add_run_command(sub: Any) -> None:
     run.add_argument("target", help="module:attribute or path/to/file.py:attribute")
     run.add_argument("--inputs", default="{}", help="the run's inputs as a JSON object")
     run.add_argument("--on-failure", choices=("cancel", "continue"), default="cancel")
+    run.add_argument(
+        "--codec",
+        choices=BUILT_IN,
+        default=None,
+        help="how outputs are journaled: json (the default), data (numpy arrays "
+        "as .npy, pandas and Arrow tables as Arrow IPC, the rest as JSON), pickle",
+    )
     add_journal_option(run, required=False)
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -212,8 +221,14 @@ def _text(error: BaseException) -> str:
 
 
 def _repr(value: Any) -> str:
-    """``repr`` on one line, or a note when the value's ``__repr__`` fails."""
+    """``repr`` on one line, or a note when the value's ``__repr__`` fails.
+
+    An array, a frame or a table is its summary's first line (its shape and
+    types), not a repr of many lines.
+    """
     try:
+        if data_kind(value) is not None:
+            return one_line(summary(value).partition("\n")[0])
         return one_line(repr(value))
     except Exception as exc:  # user code: any failure is shown, not raised
         return f"<{type(value).__name__} whose repr() failed: {type(exc).__name__}>"
@@ -268,6 +283,7 @@ def drive(
             on_progress=show,
             monitor_interval=0.5,
             journal=journal,
+            codec=getattr(args, "codec", None),
         ) as rt:
             run = await start(rt)
             started.append(run)

@@ -11,6 +11,7 @@ from dagvisor.actors import JournalError as JournalError
 from dagvisor.actors import JournalWriteError as JournalWriteError
 from dagvisor.actors import LeaseLostError as LeaseLostError
 from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
+from dagvisor.actors import NoJsonFormError as NoJsonFormError
 from dagvisor.actors import NotPicklableError as NotPicklableError
 from dagvisor.actors import NotRestorableError as NotRestorableError
 from dagvisor.actors import OutputTooLargeError as OutputTooLargeError
@@ -40,6 +41,7 @@ __all__ = [
     "JournalWriteError",
     "LeaseLostError",
     "MissingMainGuardError",
+    "NoJsonFormError",
     "NotPicklableError",
     "NotRestorableError",
     "OutputTooLargeError",

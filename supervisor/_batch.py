@@ -61,15 +61,16 @@ _RECORD_ERRORS = (
 # before it commits, so the rest need no check, and the fence costs no
 # statement of its own (a batch of a few records mostly costs its statements).
 _OURS = " AND EXISTS (SELECT 1 FROM leases WHERE run_id = ?1 AND nonce = ?{})"
-# An output goes to its own column as the codec wrote it (text, or UTF-8
-# bytes stored as text), once.
+# An output goes to its own column as the codec wrote it, once: text (or
+# UTF-8 bytes stored as text) in ``output``, a binary codec's bytes (a
+# memoryview) as a BLOB in ``data``.
 _INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, kind, payload, output) "
-    "VALUES (?, ?, ?, ?, CAST(? AS TEXT))"
+    "INSERT INTO events (run_id, seq, kind, payload, output, data) "
+    "VALUES (?, ?, ?, ?, CAST(? AS TEXT), ?)"
 )
 _INSERT_FENCED = (
-    "INSERT INTO events (run_id, seq, kind, payload, output) "
-    "SELECT ?1, ?2, ?3, ?4, CAST(?5 AS TEXT) WHERE 1" + _OURS.format(6)
+    "INSERT INTO events (run_id, seq, kind, payload, output, data) "
+    "SELECT ?1, ?2, ?3, ?4, CAST(?5 AS TEXT), ?6 WHERE 1" + _OURS.format(7)
 )
 _LARGE_OUTPUT: Final = 1 << 20  # bytes: written in pieces of this size
 _RESUME = "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?1"
@@ -176,15 +177,21 @@ def _write_group(
             output = payload.get("output")
             if output is not None:
                 payload = {k: v for k, v in payload.items() if k != "output"}
-            if type(output) is bytearray and len(output) > _LARGE_OUTPUT:
+            binary = type(output) is memoryview
+            if (binary or type(output) is bytearray) and len(output) > _LARGE_OUTPUT:
                 fence = _insert_events(db, run_id, events, nonce if fence else None)
                 events = []
                 if fence and not _owns(db, run_id, nonce):
                     raise _lost(db, run_id)
                 fence = False
-                _insert_large(db, run_id, seq, kind, dump_json(payload), output)
+                _insert_large(
+                    db, run_id, seq, kind, dump_json(payload), output, binary=binary
+                )
                 continue
-            events.append((run_id, seq, kind, dump_json(payload), output))
+            if binary:
+                events.append((run_id, seq, kind, dump_json(payload), None, output))
+            else:
+                events.append((run_id, seq, kind, dump_json(payload), output, None))
             continue
         fence = _insert_events(db, run_id, events, nonce if fence else None)
         events = []
@@ -219,7 +226,7 @@ def _write_group(
     done.next_seq[run_id] = expected
 
 
-_Event = tuple[str, int, str, str, "str | bytearray | None"]
+_Event = tuple[str, int, str, str, "str | bytearray | None", "memoryview | None"]
 
 
 def _insert_events(
@@ -252,29 +259,34 @@ def _insert_large(
     seq: int,
     kind: str,
     payload: str,
-    output: bytearray,
+    output: bytearray | memoryview,
+    *,
+    binary: bool,
 ) -> None:
     """Insert one event whose large output is written into its row piece by piece.
 
     Binding a large output would copy it whole in one call, holding the
     interpreter (and so the event loop) all that time; written through
-    SQLite's incremental I/O, each piece is copied on its own, and the text
-    is made from the bytes inside SQLite.
+    SQLite's incremental I/O, each piece is copied on its own. Text is made
+    from its UTF-8 bytes inside SQLite; a binary output stays a BLOB.
     """
+    column = "data" if binary else "output"
     cursor = db.execute(
-        "INSERT INTO events (run_id, seq, kind, payload, output) "
+        f"INSERT INTO events (run_id, seq, kind, payload, {column}) "
         "VALUES (?, ?, ?, ?, zeroblob(?))",
         (run_id, seq, kind, payload, len(output)),
     )
     rowid = cursor.lastrowid
     assert rowid is not None  # an INSERT's
     data = memoryview(output)
-    with db.blobopen("events", "output", rowid) as blob:
+    with db.blobopen("events", column, rowid) as blob:
         for start in range(0, len(data), _LARGE_OUTPUT):
             blob.write(data[start : start + _LARGE_OUTPUT])
-    db.execute(
-        "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?", (rowid,)
-    )
+    if not binary:
+        db.execute(
+            "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?",
+            (rowid,),
+        )
 
 
 def _update(

@@ -23,10 +23,18 @@ Invariants:
   recorded.
 * Per finished stage the work is O(1) plus its edges; a failure settles the
   stages after it with an explicit stack (chains may be a million deep).
+* ``started`` holds exactly the stages that started (queued or running) and
+  have not ended; a queued stage's actor exists, so it is not pending (a
+  ``replace_pending`` keeps it) and the stages after it wait for it. Every
+  pending stage is either ready (in ``ready``) or waits for a stage that has
+  not ended, so the pending stages are those reached from ``started`` and
+  ``ready`` through pending stages (`pending_stages`): found without looking
+  at the stages that ended.
 """
 
 from __future__ import annotations
 
+import sys
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -38,6 +46,8 @@ from ._snapshot import GraphSnapshot
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dagvisor.actors._stored import Encoded
+
     from ._audit import AuditLog
     from ._events import EventLog
     from ._graph import LiveGraph, Node
@@ -45,6 +55,11 @@ if TYPE_CHECKING:
     from ._run_records import RunRecords
 
 __all__ = ["BLOCKED", "RunCore"]
+
+
+def _order(node: Node) -> int:
+    return node.order
+
 
 PENDING = StageState.PENDING
 QUEUED = StageState.QUEUED
@@ -83,7 +98,7 @@ class RunCore:
         "records",
         "retention",
         "run_id",
-        "running",
+        "started",
         "unfinished",
         "version",
     )
@@ -109,8 +124,11 @@ class RunCore:
         """The run's clock."""
         self.unfinished = len(graph)
         self.done = 0
-        self.running = 0
+        self.started: dict[Node, None] = {}
+        """The stages that started (queued or running) and have not ended
+        (insertion-ordered)."""
         self.queued = 0
+        """How many of them are queued."""
         self.added = 0
         self.failed = 0
         self.version = 0
@@ -125,13 +143,13 @@ class RunCore:
         inputs (upstream outputs, by name)."""
         now = self.now()
         queues = node.spec.queues
+        self.started[node] = None
         if queues:
             node.state = QUEUED
             self.queued += 1
             node.queued = now
         else:
             node.state = RUNNING
-            self.running += 1
             node.started = now
         # Outputs were frozen by the stages that produced them: shared as they are.
         inputs = {}
@@ -156,7 +174,6 @@ class RunCore:
         """A queued stage's first attempt had its room at ``when``: it is running."""
         node.state = RUNNING
         self.queued -= 1
-        self.running += 1
         node.started = when
         if self.records is not None:
             self.records.started(node, when)
@@ -168,7 +185,7 @@ class RunCore:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None = None,
+        encoded: Encoded | None = None,
     ) -> None:
         """Make ``node`` terminal, and let the stages after it go or settle them too."""
         # What _ended does, inlined: this is the hot path (once per stage).
@@ -176,8 +193,9 @@ class RunCore:
             self.records.ended(node, state, now, encoded)
         retention = self.retention
         if node.state is RUNNING:
-            self.running -= 1
+            del self.started[node]
         elif node.state is QUEUED:
+            del self.started[node]
             self.queued -= 1
         elif retention.release and node.state is PENDING:
             retention.left_pending(node)
@@ -222,13 +240,14 @@ class RunCore:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None,
+        encoded: Encoded | None,
     ) -> None:
         if self.records is not None:
             self.records.ended(node, state, now, encoded)
         if node.state is RUNNING:
-            self.running -= 1
+            del self.started[node]
         elif node.state is QUEUED:
+            del self.started[node]
             self.queued -= 1
         elif self.retention.release and node.state is PENDING:
             self.retention.left_pending(node)
@@ -243,6 +262,34 @@ class RunCore:
             self.retention.ended(node)
         if self.events.readers:
             self.events.publish(StageFinished(node.name, state, now))
+
+    @property
+    def running(self) -> int:
+        """How many stages started, have their room (not queued) and have not ended."""
+        return len(self.started) - self.queued
+
+    def pending_stages(self) -> list[Node]:
+        """Every pending stage, in topological order: O(pending + their edges).
+
+        Walks down from the stages that started and the ready ones through
+        pending stages only (see the invariants above); the stages that
+        ended are never looked at, however many are in memory.
+        """
+        found: dict[Node, None] = {}
+        stack = [node for node in self.ready if node.state is PENDING]
+        started = self.started
+        if sys.getsizeof(started) > 1024 + 128 * len(started):
+            # A dict keeps its size when entries leave, and iterating it walks
+            # the holes too: after a burst of starts, compact it once.
+            started = self.started = dict(started)
+        for node in started:
+            stack.extend(node.dependents)
+        while stack:
+            node = stack.pop()
+            if node.state is PENDING and node not in found:
+                found[node] = None
+                stack.extend(node.dependents)
+        return sorted(found, key=_order)
 
     # -- stages a change adds, rewires or removes ------------------------------------
 

@@ -9,7 +9,8 @@ there (`_journal_read` says which those are). Anything else is a
 `set_up`, inside a write transaction, makes a new journal's tables, or adds
 to an older journal only what its format lacks: the ``output`` column of
 format 2 (outputs in their own column, where format 1 kept them inside the
-event's JSON) and the ``leases`` table. Nothing else is ever repaired: a
+event's JSON), the ``data`` column of format 3 (outputs a binary codec
+wrote, as BLOBs: ``.npy``, Arrow IPC) and the ``leases`` table. Nothing else is ever repaired: a
 journal that lost a table or a column is refused.
 """
 
@@ -40,7 +41,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 
 _SCHEMA: Final = (
     """
@@ -59,6 +60,7 @@ CREATE TABLE events (
     kind TEXT NOT NULL,
     payload TEXT NOT NULL,
     output TEXT,
+    data BLOB,
     PRIMARY KEY (run_id, seq)
 );
 """
@@ -67,10 +69,10 @@ CREATE TABLE events (
 )
 
 
-def stored_size(value: str | bytes | bytearray) -> int:
+def stored_size(value: str | bytes | bytearray | memoryview) -> int:
     """How many bytes an encoded value takes in the journal (UTF-8 text)."""
     if not isinstance(value, str):
-        return len(value)  # a large output's text, as UTF-8 bytes already
+        return len(value)  # UTF-8 text already, or a binary codec's bytes
     if value.isascii():
         return len(value)
     return len(value.encode("utf-8", "surrogatepass"))
@@ -166,6 +168,8 @@ def set_up(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
     if "output" not in columns:  # format 1: outputs inside the events' JSON
         db.execute("ALTER TABLE events ADD COLUMN output TEXT")
+    if "data" not in columns:  # formats 1 and 2: text outputs only
+        db.execute("ALTER TABLE events ADD COLUMN data BLOB")
     if "leases" not in tables:
         db.execute(LEASES_SCHEMA)
     db.execute(

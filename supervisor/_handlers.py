@@ -219,13 +219,17 @@ class Handlers:
         if any(again) or any(node is not None for node in existing):
             # Asked before: an idempotent re-add only if every stage is the
             # same addition (or was added by the same requester and dropped).
-            for name, node, item_print, dropped in zip(
-                names, existing, prints, again, strict=True
+            for position, (name, node, item_print, dropped) in enumerate(
+                zip(names, existing, prints, again, strict=True)
             ):
                 if dropped or (
                     node is not None
                     and self._is_same_addition(
-                        node, spec, request.after, request.requester, item_print
+                        node,
+                        request.spec_of(position),
+                        request.after,
+                        request.requester,
+                        item_print,
                     )
                 ):
                     continue
@@ -247,11 +251,11 @@ class Handlers:
         # Validated: apply.
         change.mapped.append(request)
         seq = len(core.audit)
-        for name, item, key, item_print in zip(
-            names, request.items, request.keys, prints, strict=True
+        for position, (name, item, key, item_print) in enumerate(
+            zip(names, request.items, request.keys, prints, strict=True)
         ):
             node = core.graph.add_node(
-                spec,
+                request.spec_of(position),
                 deps,
                 name=name,
                 created_by=seq,
@@ -325,7 +329,7 @@ class Handlers:
         # Validated: apply.
         change.undoable = False
         change.ends_stream = True  # the rest of a streamed pipeline is replaced too
-        pending = [node for node in graph if node.state is PENDING]
+        pending = core.pending_stages()
         touched: dict[int, Node] = {}
         settled_children: dict[int, Node] = {}
         for node in pending:
@@ -398,6 +402,7 @@ def same_spec(a: StageSpec, b: StageSpec) -> bool:
         and _plain_equal(a.timeout, b.timeout)
         and _plain_equal(a.trigger, b.trigger)
         and _plain_equal(a.limit, b.limit)
+        and _plain_equal(a.params_key, b.params_key)
     )
 
 

@@ -28,7 +28,10 @@ row per stage; its exact name; its encoded inputs; the codec's name), its
 owner in ``leases`` while it goes (see `_lease`), and, in ``events`` with
 consecutive ``seq`` numbers, ``stage_started``, ``stage_ended`` (state,
 wall-clock time, error and traceback; the encoded output of a success in the
-``output`` column, as the codec wrote it), ``change`` (the audit record and
+``output`` column as the codec wrote it, or in the ``data`` column as a BLOB
+when the codec wrote bytes, with the codec's name in the payload when it is
+the stage's own, or ``"persisted": false`` for a stage that keeps its output
+out of the journal), ``change`` (the audit record and
 the request, mapped items encoded) and ``resumed``. Records are compact JSON
 with non-ASCII text as it is and lone surrogates escaped, so every text is
 valid UTF-8 and reads back exactly. A resume replays exactly this (see
@@ -317,7 +320,7 @@ class Journal:
         return self._db
 
     def check_value(
-        self, text: str | bytes | bytearray | Sequence[str], what: str
+        self, text: str | bytes | bytearray | memoryview | Sequence[str], what: str
     ) -> None:
         """Refuse a value too large for one record.
 
@@ -332,11 +335,11 @@ class Journal:
         # of every journaled stage comes here, so this is the common path).
         # (``type(...) is``: faster than isinstance of a union, on this path.)
         kind = type(text)
-        texts: Sequence[str | bytes | bytearray]
-        if kind is str or kind is bytearray or kind is bytes:
+        texts: Sequence[str | bytes | bytearray | memoryview]
+        if kind is str or kind is bytearray or kind is bytes or kind is memoryview:
             if len(text) <= self._quick_chars:
                 return
-            texts = (cast("str | bytes | bytearray", text),)
+            texts = (cast("str | bytes | bytearray | memoryview", text),)
         else:
             texts = cast("Sequence[str]", text)
             if sum(map(len, texts)) + 3 * len(texts) <= self._quick_chars:

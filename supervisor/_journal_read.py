@@ -50,7 +50,10 @@ COLUMNS: Final = {
     "runs": ("run_id", "name", "created", "status", "ended", "pipeline"),
     "events": ("run_id", "seq", "kind", "payload"),
 }
-"""The columns every journal has (format 2 adds ``events.output``)."""
+"""The columns every journal has (format 2 adds ``events.output``, 3 ``events.data``)."""
+
+_LATER_COLUMNS: Final = ("output", "data")
+"""The columns of ``events`` formats 2 and 3 added, in order."""
 
 READ_ERRORS: Final = (sqlite3.Error, UnicodeDecodeError)
 """What reading a damaged file can raise: SQLite's errors, and the driver's when
@@ -147,7 +150,9 @@ def read_format(
 def check_columns(tables: dict[str, set[str]], version: int, path: Path) -> None:
     """Refuse a journal that lacks a table or column its format has."""
     for table, columns in COLUMNS.items():
-        wanted = (*columns, "output") if table == "events" and version >= 2 else columns
+        wanted = columns
+        if table == "events":
+            wanted = (*columns, *_LATER_COLUMNS[: max(0, version - 1)])
         missing = [c for c in wanted if c not in tables.get(table, set())]
         if table not in tables or missing:
             lack = (

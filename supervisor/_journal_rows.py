@@ -69,18 +69,21 @@ def check_run(row: tuple[Any, ...], path: Path) -> None:
 def check_event(
     row: tuple[Any, ...], run_id: str, path: Path
 ) -> tuple[int, str, dict[str, Any]]:
-    """An ``events`` row as ``(seq, kind, payload)``, the output back in the payload.
+    """An ``events`` row as ``(seq, kind, payload)``, the output back in the payload
+    (text from the ``output`` column, or bytes from the ``data`` column).
 
     Raises:
         JournalError: a value of the wrong type, or a payload that is not a
             JSON object.
     """
-    seq, kind, payload, output = row
+    seq, kind, payload, output, data = row
     problem = None
     if type(seq) is not int or type(kind) is not str or type(payload) is not str:
         problem = "holds values of the wrong kind"
     elif output is not None and type(output) is not str:
         problem = "holds an output that is not text"
+    elif data is not None and (type(data) is not bytes or output is not None):
+        problem = "holds binary data that is not bytes, or beside a text output"
     else:
         try:
             decoded = load_json(payload)
@@ -97,6 +100,8 @@ def check_event(
         raise JournalError(msg)
     if output is not None:
         decoded["output"] = output
+    elif data is not None:
+        decoded["output"] = data
     return seq, kind, decoded
 
 
@@ -107,7 +112,8 @@ class RowReader:
     Args:
         db: the connection.
         path: the file, for messages.
-        version: the file's journal format (1 has no ``output`` column).
+        version: the file's journal format (1 has no ``output`` column, 2 no
+            ``data`` column).
     """
 
     __slots__ = ("db", "path", "version")
@@ -203,9 +209,10 @@ class RowReader:
     def _event_rows(self, run_id: str) -> tuple[list[tuple[Any, ...]], int]:
         """A run's event rows (rowid first), and how many its index did not show."""
         output = "output" if self.version >= 2 else "NULL"
+        data = "data" if self.version >= 3 else "NULL"
         rows = self.query(
-            f"SELECT rowid, seq, kind, payload, {output} FROM events WHERE run_id = ? "
-            "ORDER BY seq",
+            f"SELECT rowid, seq, kind, payload, {output}, {data} FROM events "
+            "WHERE run_id = ? ORDER BY seq",
             (run_id,),
         )
         # The rows are found through the table's index. A damaged index can

@@ -14,11 +14,12 @@ The records that name a stage come from the audit's per-stage index
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import attrs
 
 from dagvisor.actors import StageState, UnknownStageError
+from dagvisor.actors._params import params_text
 
 from ._text import line_text, when_text
 
@@ -92,6 +93,8 @@ class Lineage:
         removed_by: the audit record of the change that removed the stage
             (``remove_stage`` or ``replace_pending``), while it stays removed.
             Only a stage that had not started can be removed: it never ran.
+        params: the stage's parameters (``ctx.params``); empty when it has
+            none or is no longer in memory.
     """
 
     stage: str
@@ -104,6 +107,7 @@ class Lineage:
     changes: tuple[AuditRecord, ...]
     in_graph: bool = True
     removed_by: AuditRecord | None = None
+    params: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def dropped(self) -> bool:
@@ -132,6 +136,8 @@ class Lineage:
             )
         if self.item_key is not None:
             lines.append(f"  mapped item key: {line_text(self.item_key)}")
+        if self.params:
+            lines.append(f"  parameters: {line_text(params_text(self.params))}")
         lines.extend(
             f"  read output of {consumed.stage!r} (produced {when_text(consumed.produced_at)})"
             for consumed in self.consumed
@@ -246,4 +252,5 @@ def _in_graph(
         started_at=None if node.started is None else node.started + wall_offset,
         finished_at=node.finished + wall_offset if node.state.is_terminal else None,
         changes=changes,
+        params=node.spec.params,
     )

@@ -19,6 +19,7 @@ import attrs
 
 from dagvisor.actors import Codec, Executor, InvalidRequestError, StageRegistry
 from dagvisor.actors._callables import shown
+from dagvisor.actors._datacodec import BUILT_IN, codec_named
 from dagvisor.actors._env import Hooks
 
 from ._journal import Journal
@@ -175,6 +176,19 @@ def _callable_or_none(_: Any, attribute: attrs.Attribute[Any], value: Any) -> No
         raise InvalidRequestError(msg)
 
 
+def _codec(value: Any) -> Codec | None:
+    """``codec``: a codec object, or a built-in one by name (a new one)."""
+    if type(value) is str:
+        return codec_named(value)
+    if value is not None and not isinstance(value, Codec):
+        msg = (
+            f"codec must be a codec (JsonCodec(), DataCodec(), ...) or one of "
+            f"{', '.join(BUILT_IN)}, not {value!r}"
+        )
+        raise InvalidRequestError(msg)
+    return value
+
+
 def _journal(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, Journal) and value.readonly:
         msg = "runtime(journal=...) writes runs: give a Journal that is not readonly"
@@ -211,7 +225,7 @@ class RuntimeOptions:
     journal: str | os.PathLike[str] | Journal | None = attrs.field(
         default=None, validator=_journal
     )
-    codec: Codec | None = None
+    codec: Codec | None = attrs.field(default=None, converter=_codec)
     registry: StageRegistry | None = None
 
     def __attrs_post_init__(self) -> None:

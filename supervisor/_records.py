@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from dagvisor.actors._params import EMPTY_PARAMS, check_params
 
 from ._audit import AuditRecord, ChangeKind
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "BadRecord",
@@ -164,7 +169,13 @@ def spec_options(ref: Any) -> dict[str, Any]:
     if limit is not None and (type(limit) is not str or not limit.strip()):
         msg = "limit"
         raise _bad(msg, limit)
+    persist = ref.get("persist", True)
+    if type(persist) is not bool:
+        msg = "persist flag"
+        raise _bad(msg, persist)
     return {
+        "codec": _optional_text(ref.get("codec"), "codec name"),
+        "persist": persist,
         "name": name,
         "limit": limit,
         "fn": _optional_text(ref["fn"], "function name"),
@@ -174,7 +185,20 @@ def spec_options(ref: Any) -> dict[str, Any]:
         "timeout": None if timeout is None else float(timeout),
         "trigger": ref["trigger"],
         "executor": ref["executor"],
+        "params": _params_of(ref.get("params", EMPTY_PARAMS), name),
     }
+
+
+def _params_of(params: Any, stage: str) -> Mapping[str, Any]:
+    """A stage's recorded parameters, checked like `with_params` checks them.
+
+    Raises:
+        BadRecord: not plain JSON data.
+    """
+    try:
+        return check_params(params, stage=stage)
+    except TypeError as exc:
+        raise BadRecord(str(exc)) from None
 
 
 def memory_samples(value: Any) -> list[tuple[float, int]]:

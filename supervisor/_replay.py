@@ -47,7 +47,7 @@ from dagvisor.actors import (
 from dagvisor.actors._codec import Undecoded
 from dagvisor.actors._prepare import fingerprint
 
-from ._graph import LiveGraph, Node
+from ._graph import RELEASED, LiveGraph, Node
 from ._records import (
     BadRecord,
     audit_record,
@@ -59,7 +59,7 @@ from ._records import (
     text,
     texts,
 )
-from ._replay_values import value_decoder
+from ._replay_values import find_codec, value_decoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,6 +108,8 @@ class Replayed:
         version: the graph version after the last change.
         added: stages added while the run ran.
         memory: the RSS samples ``(wall-clock time, bytes)`` of sampled runs.
+        unpersisted: successes whose output the journal does not hold
+            (``persist=False``); their output is `RELEASED`.
     """
 
     run: JournaledRun
@@ -120,6 +122,7 @@ class Replayed:
     version: int
     added: int
     memory: list[tuple[float, int]]
+    unpersisted: frozenset[str] = frozenset()
 
 
 class _Replayer:
@@ -139,13 +142,18 @@ class _Replayer:
         self.audit: list[AuditRecord] = []
         self.starts: dict[str, int] = {}
         self.kept_cancelled: set[str] = set()
-        self.encoded: dict[str, str] = {}
+        self.encoded: dict[str, tuple[str | bytes, str | None]] = {}
+        """Each success's stored output, and the codec that wrote it (None: the run's)."""
+        self.unpersisted: set[str] = set()
+        """Successes whose output was kept out of the journal (``persist=False``)."""
+        self.codecs: dict[str, Any] = {}  # stage codecs by name, found once each
         self.items: list[tuple[str, str]] = []  # (mapped stage, encoded item)
         self.errors: dict[str, tuple[str, str | None]] = {}
         self.added = 0
         self.written_with = "json"
         self.memory: list[tuple[float, int]] = []
-        self.pending_items: list[str] = []  # "item" events awaiting their record
+        # "item" events awaiting their record: (encoded item, its parameters).
+        self.pending_items: list[tuple[str, Any]] = []
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -170,11 +178,31 @@ class _Replayer:
         self.functions.add(fn)
         return fn
 
+    def stage_codec(self, name: str | None, stage_name: str) -> Any:
+        """The codec a stage was declared with, found by name (resuming only).
+
+        Only what this process trusts: the runtime's codec, a codec one of
+        its stages was declared with, or a built-in one that runs no code
+        from the file; never a codec the file alone names.
+        """
+        if name is None or not self.strict:
+            return None
+        found = self.codecs.get(name)
+        if found is None:
+            found = find_codec(name, self.codec, self.registry)
+            if found is None:
+                self.missing.setdefault(f"codec {name!r}", stage_name)
+                return None
+            self.codecs[name] = found
+        return found
+
     def spec(self, ref: Any) -> StageSpec:
         options = spec_options(ref)
         name = options["name"]
         when_key = options["when"]
         return StageSpec(
+            codec=self.stage_codec(options["codec"], name),
+            persist=options["persist"],
             fn=self.function(options["fn"], name),
             name=name,
             retries=options["retries"],
@@ -184,6 +212,7 @@ class _Replayer:
             trigger=options["trigger"],
             executor=options["executor"],
             limit=options["limit"],
+            params=options["params"],
         )
 
     def node(self, name: Any, seq: int) -> Node:
@@ -271,7 +300,7 @@ class _Replayer:
                 node.state = StageState(payload["state"])
                 node.finished = moment(payload["time"], "time")
                 if node.state is SUCCEEDED:
-                    self.encoded[node.name] = text(payload["output"], "output")
+                    self.stored_output(node.name, payload)
                 if "error" in payload:
                     trace = payload.get("traceback")
                     self.errors[node.name] = (
@@ -279,7 +308,9 @@ class _Replayer:
                         None if trace is None else text(trace, "traceback"),
                     )
             case "item":  # a mapped item of the next change's record
-                self.pending_items.append(text(payload["output"], "item"))
+                self.pending_items.append(
+                    (text(payload["output"], "item"), payload.get("params"))
+                )
             case "change":
                 self.change(seq, payload)
                 if self.pending_items:
@@ -290,6 +321,24 @@ class _Replayer:
                 self.memory.extend(memory_samples(payload["samples"]))
             case _:
                 self.fail(f"event {seq} is of an unknown kind {shown(kind)}")
+
+    def stored_output(self, name: str, payload: dict[str, Any]) -> None:
+        """Note a success's output: text or bytes, which codec wrote it, or none."""
+        persisted = payload.get("persisted", True)
+        if persisted is False:
+            self.unpersisted.add(name)
+            self.encoded.pop(name, None)
+            return
+        if persisted is not True:
+            msg = "persisted flag"
+            raise BadRecord(msg)
+        stored = payload["output"]
+        if type(stored) is not str and type(stored) is not bytes:
+            msg = f"its output is a {type(stored).__name__}"
+            raise BadRecord(msg)
+        codec = payload.get("codec")
+        self.encoded[name] = (stored, None if codec is None else text(codec, "codec"))
+        self.unpersisted.discard(name)
 
     def change(self, seq: int, payload: dict[str, Any]) -> None:
         record = audit_record(payload)
@@ -385,15 +434,18 @@ class _Replayer:
             if count == 0:
                 return {}  # asked again: it added nothing
             items, self.pending_items = pending[:count], pending[count:]
+        elif type(items) is list:  # written inside the record (format 2)
+            items = [(item, None) for item in items]
         if type(keys) is not list or type(items) is not list:
             self.fail(f"expand record {record.seq} lacks its keys or items")
         if len(items) != len(keys):
             self.fail(f"expand record {record.seq} lacks its items")
         made: dict[str, _Made] = {}
-        for key, item in zip(keys, items, strict=True):
+        for key, (item, params) in zip(keys, items, strict=True):
             encoded = text(item, "item")
-            made[f"{spec.name}[{key}]"] = (
-                spec,
+            name = f"{spec.name}[{key}]"
+            made[name] = (
+                spec if params is None else spec.named(spec.name, params=params),
                 encoded,
                 str(key),
                 fingerprint(None, encoded),
@@ -402,9 +454,11 @@ class _Replayer:
 
     # -- values -------------------------------------------------------------------
 
-    def decoder(self) -> Callable[[str, str], Any]:
+    def decoder(self) -> Callable[[str | bytes, str, str | None], Any]:
         """How stored values are decoded: with an allow-list (resume), or as data."""
-        return value_decoder(self.codec, self.functions, self.written_with, self.fail)
+        return value_decoder(
+            self.codec, self.functions, self.written_with, self.fail, self.codecs
+        )
 
     def finish(self, inputs: str) -> dict[str, Any]:
         """Decode the stored values (items, outputs, inputs), and the errors."""
@@ -413,16 +467,20 @@ class _Replayer:
         for name, item in self.items:
             node = nodes.get(name)
             if node is not None:
-                node.item = decode(item, f"item of {name!r}")
-        for name, encoded in self.encoded.items():
+                node.item = decode(item, f"item of {name!r}", None)
+        for name, (stored, codec) in self.encoded.items():
             node = nodes.get(name)
             if node is not None and node.state is SUCCEEDED:
-                node.output = decode(encoded, f"output of {name!r}")
+                node.output = decode(stored, f"output of {name!r}", codec)
+        for name in self.unpersisted:
+            node = nodes.get(name)
+            if node is not None and node.state is SUCCEEDED:
+                node.output = RELEASED  # not in the journal: no output to show
         for name, (error, trace) in self.errors.items():
             node = nodes.get(name)
             if node is not None and node.state is StageState.FAILED:
                 node.error = RecordedError(error, trace)
-        decoded = decode(inputs, "run's inputs") if inputs else {}
+        decoded = decode(inputs, "run's inputs", None) if inputs else {}
         if isinstance(decoded, Undecoded):
             return {}
         if type(decoded) is not dict:
@@ -491,4 +549,5 @@ def replay(
         version=audit[-1].version_after if audit else 0,
         added=replayer.added,
         memory=replayer.memory,
+        unpersisted=frozenset(replayer.unpersisted),
     )

@@ -6,11 +6,15 @@ of stage execution with the graph changes marked on it, the changes (who,
 when, why), failures with their tracebacks, and the memory curve when the run
 was sampled.
 
-The graph is drawn by ``_report_graph`` (large graphs collapsed). The
-timeline draws one bar per stage up to `MAX_BARS` stages, else how many
-stages ran at each moment. Every name, reason and error is escaped for HTML,
-and the JSON data block for a script element (`_script_json`): no text of a
-run can end the page's script or stop it.
+The graph is modelled by ``_report_graph`` (groups, families, chains: a
+summary at any size), given to the page as data (``_report_data``: each
+box's stages with their outputs and parameters, shortened and bounded) and
+laid out in the browser by the vendored dagre (``_assets``), with zoom, pan
+and a box's stages on demand. The timeline draws one bar per stage up to
+`MAX_BARS` stages, else how many stages ran at each moment. Every name,
+reason and error is escaped for HTML, and the JSON data blocks for a script
+element (`_script_json`): no text of a run can end the page's script or
+stop it.
 """
 
 from __future__ import annotations
@@ -19,17 +23,22 @@ import json
 import traceback
 from typing import TYPE_CHECKING, Final
 
-from dagvisor.actors import RecordedError
+from dagvisor.actors import RecordedError, StageState
 
+from ._assets import dagre_script, graph_view_script
 from ._export import COLOURS
-from ._report_graph import graph_svg
+from ._report_data import graph_data
+from ._report_graph import graph_model
 from ._report_queue import (
     QUEUE_CSS,
     QUEUE_DEFS,
     QUEUE_NOTE,
     queue_bar,
     queue_figures,
+    queue_lanes,
+    queue_waits,
     queued_curve,
+    waited_only,
 )
 from ._result import renders
 from ._text import html_text, shortened, when_text
@@ -59,59 +68,46 @@ def _script_json(value: object) -> str:
 # -- the timeline ----------------------------------------------------------------
 
 
-def _timeline_svg(result: RunResult, offset: float, start: float, end: float) -> str:
+def _timeline_svg(
+    result: RunResult,
+    ran: list[tuple[str, float, float, StageState]],
+    start: float,
+    end: float,
+    waits: dict[str, tuple[float, float]],
+) -> str:
     span = max(end - start, 1e-9)
     width, left = 900, 160
 
     def x_of(wall: float) -> float:
         return left + (wall - start) / span * (width - left - 20)
 
-    # Each stage that ran or waited: its run from start to end, and the wait
-    # before it (from when it queued), drawn apart (`_report_queue`).
-    ran = [
-        (
-            name,
-            timing.started + offset if timing.started is not None else None,
-            timing.finished + offset,
-            result.states[name],
-            None if timing.queued is None else timing.queued + offset,
-        )
-        for name, timing in result.timings.items()
-        if timing.started is not None or timing.queued is not None
-    ]
-    ran.sort(key=lambda row: row[1] if row[1] is not None else row[4] or 0.0)
     parts = []
-    if len(ran) <= MAX_BARS:
-        height = 40 + 16 * len(ran)
+    # Stages that waited and never ran get a lane of their own, after the rest.
+    unran = waited_only(waits, ran)
+    if len(ran) + len(unran) <= MAX_BARS:
+        height = 40 + 16 * (len(ran) + len(unran))
         parts.append(
             f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
             f'height="{height}" role="img" aria-label="stage timeline">{QUEUE_DEFS}'
         )
-        for row, (name, begun, ended, state, queued) in enumerate(ran):
+        for row, (name, begun, ended, state) in enumerate(ran):
             y = 24 + row * 16
-            parts.append(
-                f'<text class="lane" x="{left - 6}" y="{y + 10}">{html_text(shortened(name, 22))}</text>'
-            )
-            if queued is not None:
-                until = ended if begun is None else begun
-                parts.append(queue_bar(x_of, queued, until, y, name))
-            if begun is None:
-                continue
             fill, stroke = COLOURS[state]
             x1 = x_of(begun)
             bar = max(x_of(ended) - x1, 1.5)
             parts.append(
+                f'<text class="lane" x="{left - 6}" y="{y + 10}">{html_text(shortened(name, 22))}</text>'
+                f"{queue_bar(x_of, waits.get(name), y, name)}"
                 f'<rect x="{x1:.1f}" y="{y}" width="{bar:.1f}" height="12" fill="{fill}" '
                 f'stroke="{stroke}"><title>{html_text(name)}: {ended - begun:.4f} s, '
                 f"{state.value}</title></rect>"
             )
+        parts.extend(queue_lanes(unran, x_of, 24 + len(ran) * 16, left))
     else:
         bins = 200
         height = 180
         changes = [0] * (bins + 1)
-        for _, begun, ended, _state, _queued in ran:
-            if begun is None:
-                continue
+        for _, begun, ended, _state in ran:
             first = int((begun - start) / span * bins)
             last = int((ended - start) / span * bins)
             changes[min(max(first, 0), bins)] += 1
@@ -131,13 +127,8 @@ def _timeline_svg(result: RunResult, offset: float, start: float, end: float) ->
             f'<text class="lane" x="{left - 6}" y="34">{peak:,} running</text>'
             f'<text class="lane" x="{left - 6}" y="150">0</text>'
             f'<polyline class="area" points="{points}"/>'
+            f"{queued_curve(list(waits.values()), x_of, start, span, bins)}"
         )
-        waits = [
-            (queued, ended if begun is None else begun)
-            for _, begun, ended, _state, queued in ran
-            if queued is not None
-        ]
-        parts.append(queued_curve(waits, x_of, start, span, bins))
     for record in result.audit[:MAX_CHANGES]:
         x = x_of(record.wall_time)
         kind = "accepted" if record.accepted else "refused"
@@ -244,14 +235,26 @@ def _failures(result: RunResult) -> str:
 # -- the page --------------------------------------------------------------------
 
 _CSS: Final = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222}
-h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
-.figures{display:flex;flex-wrap:wrap;gap:10px}
-.figure{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:110px}
-.figure b{display:block;font-size:18px}
+body{font:14px/1.4 system-ui,sans-serif;margin:16px 24px;color:#222}
+h1{font-size:20px;margin:0 0 2px} h1 small{font-size:13px;color:#666;font-weight:normal}
+h2{font-size:17px;margin:22px 0 6px}
+.figures{display:flex;flex-wrap:wrap;gap:8px}
+.figure{border:1px solid #ddd;border-radius:6px;padding:3px 10px;min-width:90px;font-size:12px;color:#555}
+.figure b{display:block;font-size:15px;color:#222}
 .scroll{overflow:auto;max-height:640px;border:1px solid #eee}
 svg text{font:11px system-ui,sans-serif} .lane{text-anchor:end}
-.edge{fill:none;stroke:#999;stroke-width:1}
+.edge{fill:none;stroke:#8a8f98;stroke-width:1.2}
+#dag{display:block} #dag text{font:12px system-ui,sans-serif;fill:#1d2330} #dag text.count,#dag text.cell{font-size:11px}
+#dag text.count{fill:#4a5060} #dag .chain-bg{fill:#f6f7f9;stroke:#cfd4db}
+#dag g.stage{cursor:pointer} #dag g.stage:hover rect:first-of-type{stroke-width:2.4}
+.dag-tools{display:flex;gap:6px;align-items:center;margin:0 0 6px}
+.dag-tools button{font:13px system-ui,sans-serif;min-width:34px;padding:2px 8px;border:1px solid #bbb;border-radius:4px;background:#fafafa;cursor:pointer}
+.dag-view{overflow:auto;border:1px solid #e3e3e3;border-radius:6px;cursor:grab;background:#fff}
+.dag-view.dragging{cursor:grabbing;user-select:none}
+.dag-details{margin-top:8px} .dag-details h3{font-size:15px;margin:8px 0 2px}
+.mono{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}
+.edge.added-by{stroke:#7b3fbf;stroke-dasharray:2,3}
+.added{display:inline-block;width:14px;height:14px;border-radius:7px;background:#7b3fbf;color:#fff;text-align:center;line-height:14px;font-size:12px;font-weight:bold}
 .change{stroke-width:2} .change.accepted{stroke:#3366cc} .change.refused{stroke:#cc2222}
 .area{fill:none;stroke:#3366cc;stroke-width:2} .memory{fill:none;stroke:#884488;stroke-width:2}
 table{border-collapse:collapse;width:100%} td,th{border-bottom:1px solid #eee;padding:3px 6px;text-align:left;vertical-align:top}
@@ -268,9 +271,8 @@ _JS: Final = """
     var q=filter.value.toLowerCase();
     document.querySelectorAll('#changes tbody tr').forEach(function(tr){
       tr.style.display=tr.textContent.toLowerCase().indexOf(q)>=0?'':'none';});});}
-  var summary=JSON.parse(document.getElementById('summary-data').textContent);
-  document.getElementById('drawn').textContent=
-    document.querySelectorAll('#dag g.stage').length+' boxes drawn for '+summary.stages+' stages';
+  var graph=JSON.parse(document.getElementById('graph-data').textContent);
+  window.dagvisorGraph.draw(document.getElementById('dag-host'),graph);
   document.body.dataset.ready='yes';
 })();
 """
@@ -280,17 +282,24 @@ _JS: Final = """
 def render_report(result: RunResult) -> str:
     """The HTML report of ``result`` (a live run's or one read from a journal)."""
     offset = result._wall_offset
-    timings = result.timings
-    starts = [t.started + offset for t in timings.values() if t.started is not None]
-    starts += [t.queued + offset for t in timings.values() if t.queued is not None]
-    ends = [
-        t.finished + offset
-        for t in timings.values()
-        if t.started is not None or t.queued is not None
+    # The result's mappings are views computed per read: read each once.
+    states = dict(result.states)
+    ran = [
+        (name, timing.started + offset, timing.finished + offset, states[name])
+        for name, timing in result.timings.items()
+        if timing.started is not None
     ]
+    ran.sort(key=lambda row: row[1])
     walls = [record.wall_time for record in result.audit]
-    start = min([*starts, *walls], default=result.stats.started_at)
-    end = max([*ends, *walls], default=start)
+    waits = queue_waits(result.timings, offset)  # queue time, drawn apart
+    start = min(
+        [*(row[1] for row in ran), *(w[0] for w in waits.values()), *walls],
+        default=result.stats.started_at,
+    )
+    end = max(
+        [*(row[2] for row in ran), *(w[1] for w in waits.values()), *walls],
+        default=start,
+    )
     stats = result.stats
     counts = {state.value: count for state, count in stats.counts.items() if count}
     accepted = sum(1 for record in result.audit if record.accepted)
@@ -320,7 +329,7 @@ def render_report(result: RunResult) -> str:
     )
     body = (
         f"<h1>Run {html_text(result.name)} <small>{html_text(result.run_id)}</small></h1>"
-        f"<p>started {html_text(when_text(stats.started_at))}</p>"
+        f'<p class="note">started {html_text(when_text(stats.started_at))}</p>'
         '<section id="summary"><div class="figures">'
         + "".join(
             f'<div class="figure"><span>{html_text(label)}</span><b>{html_text(value)}</b></div>'
@@ -328,23 +337,29 @@ def render_report(result: RunResult) -> str:
         )
         + "</div></section>"
         + '<section id="graph"><h2>Final graph</h2>'
-        f'<p class="legend">{legend} dashed: added at run time; '
-        '<span id="drawn"></span></p>'
-        f'<div class="scroll">{graph_svg(result.states, result.dependencies, result.origins)}</div></section>'
+        f'<p class="legend">{legend} <b class="added">+</b> dashed: added at run '
+        "time, by the stage a dotted arrow comes from. Click a box to list its "
+        "stages.</p>"
+        '<div id="dag-host"><p class="note">The graph is drawn by the page\'s '
+        "script.</p></div></section>"
         + '<section id="timeline-section"><h2>Timeline</h2>'
         '<p class="note">Ticks on top: graph changes (blue accepted, red refused). '
         f"{QUEUE_NOTE}</p>"
-        f'<div class="scroll">{_timeline_svg(result, offset, start, end)}</div></section>'
+        f'<div class="scroll">{_timeline_svg(result, ran, start, end, waits)}</div></section>'
         + f'<section id="changes-section"><h2>Graph changes</h2>{_changes_table(result.audit, start)}</section>'
         + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
         + f'<section id="memory-section"><h2>Memory</h2>{_memory_svg(result, offset)}</section>'
     )
     data = _script_json(summary)
+    model = graph_model(states, dict(result.dependencies), dict(result.origins))
+    drawing = _script_json(graph_data(result, model, states))
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f"<title>dagvisor run {html_text(result.name)} {html_text(result.run_id[:8])}</title>"
         f"<style>{_CSS}{QUEUE_CSS}</style></head><body>{body}"
         f'<script id="summary-data" type="application/json">{data}</script>'
+        f'<script id="graph-data" type="application/json">{drawing}</script>'
+        f"<script>{dagre_script()}</script><script>{graph_view_script()}</script>"
         f"<script>{_JS}</script></body></html>\n"
     )

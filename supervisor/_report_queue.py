@@ -2,7 +2,8 @@
 
 A stage that waited for room to run (a thread, a worker process, a Dask
 slot, a named limit) is drawn in the timeline as a hatched bar from when it
-queued to when it started (or ended, if it never ran), before its run bar;
+queued to when it started (or ended, if it never ran), before its run bar
+(a stage that never ran gets a lane of its own);
 past the report's bar limit, a dashed curve counts the stages queued at
 each moment beside the count of those running. The summary gives the queue time
 apart from the run time. Self-contained: the report calls these pieces and
@@ -11,14 +12,14 @@ needs nothing else from here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from ._text import html_text
+from ._text import html_text, shortened
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
-    from ._result import RunStats
+    from ._result import RunStats, StageTiming
 
 __all__ = [
     "QUEUE_CSS",
@@ -26,7 +27,10 @@ __all__ = [
     "QUEUE_NOTE",
     "queue_bar",
     "queue_figures",
+    "queue_lanes",
+    "queue_waits",
     "queued_curve",
+    "waited_only",
 ]
 
 QUEUE_CSS: Final = (
@@ -45,10 +49,43 @@ QUEUE_NOTE: Final = (
 )
 
 
+def queue_waits(
+    timings: Mapping[str, StageTiming], offset: float
+) -> dict[str, tuple[float, float]]:
+    """Each stage that waited for room: ``(queued, until)`` in wall-clock time,
+    ``until`` being when it started (or ended, if it never ran)."""
+    waits = {}
+    for name, timing in timings.items():
+        queued = timing.queued
+        if queued is not None:
+            until = timing.finished if timing.started is None else timing.started
+            waits[name] = (queued + offset, until + offset)
+    return waits
+
+
+def waited_only(
+    waits: Mapping[str, tuple[float, float]], ran: Sequence[tuple[str, Any, Any, Any]]
+) -> list[tuple[str, float, float]]:
+    """The waits of stages that never ran (not in ``ran``), in the order they queued."""
+    if not waits:
+        return []
+    names = {row[0] for row in ran}
+    return sorted(
+        ((name, *wait) for name, wait in waits.items() if name not in names),
+        key=lambda row: row[1],
+    )
+
+
 def queue_bar(
-    x_of: Callable[[float], float], queued: float, until: float, y: float, name: str
+    x_of: Callable[[float], float],
+    wait: tuple[float, float] | None,
+    y: float,
+    name: str,
 ) -> str:
-    """A stage's wait, from ``queued`` until it ran (or ended), as a hatched bar."""
+    """A stage's wait, ``(queued, until)``, as a hatched bar ("" if none)."""
+    if wait is None:
+        return ""
+    queued, until = wait
     x1 = x_of(queued)
     width = max(x_of(until) - x1, 0.0)
     if width <= 0:
@@ -58,6 +95,24 @@ def queue_bar(
         f'height="12"><title>{html_text(name)}: queued {until - queued:.4f} s'
         "</title></rect>"
     )
+
+
+def queue_lanes(
+    unran: Sequence[tuple[str, float, float]],
+    x_of: Callable[[float], float],
+    top: float,
+    left: float,
+) -> list[str]:
+    """A lane per stage that waited and never ran (cancelled, or the run ended)."""
+    parts = []
+    for row, (name, queued, until) in enumerate(unran):
+        y = top + row * 16
+        parts.append(
+            f'<text class="lane" x="{left - 6}" y="{y + 10}">'
+            f"{html_text(shortened(name, 22))}</text>"
+            f"{queue_bar(x_of, (queued, until), y, name)}"
+        )
+    return parts
 
 
 def queued_curve(

@@ -3,7 +3,10 @@
 Kept as they ended: succeeded stages (with their outputs), skipped ones,
 and stages cancelled on purpose (``cancel_stage``). Every other stage
 (running at the crash, failed, cancelled with the run, never started) is
-pending again. `restore` sets the run's state from the replay before it
+pending again, and so is a success whose output the journal does not hold
+(``persist=False``) when a stage that will run reads it (transitively: its
+own unjournaled inputs run again too); otherwise it stays succeeded, its
+output released. `restore` sets the run's state from the replay before it
 serves; `settle_restored` then settles the pending stages a kept stage
 blocks and returns the ones ready to start, in order.
 """
@@ -42,13 +45,14 @@ def restore(core: RunCore, restored: Replayed, wall_offset: float) -> None:
     core.added = restored.added
     shift = -wall_offset  # recorded wall-clock times -> this run's clock
     kept = restored.kept_cancelled
+    again = _needed_again(core, restored)
     unfinished = 0
     for node in core.graph:
         state = node.state
         # Decoded from the journal: frozen like every value stages share.
         node.item = freeze(node.item)
         if (
-            state is SUCCEEDED
+            (state is SUCCEEDED and node not in again)
             or state is SKIPPED
             or (state is CANCELLED and node.name in kept)
         ):
@@ -76,6 +80,31 @@ def restore(core: RunCore, restored: Replayed, wall_offset: float) -> None:
             )
     core.unfinished = unfinished
     core.done = len(core.graph) - unfinished
+
+
+def _needed_again(core: RunCore, restored: Replayed) -> set[Node]:
+    """Successes without a journaled output that a stage which will run reads."""
+    unpersisted = restored.unpersisted
+    if not unpersisted:
+        return set()
+    kept = restored.kept_cancelled
+    todo = [
+        node
+        for node in core.graph
+        if not (
+            node.state is SUCCEEDED
+            or node.state is SKIPPED
+            or (node.state is CANCELLED and node.name in kept)
+        )
+    ]
+    again: set[Node] = set()
+    while todo:  # iterative: chains may be deep
+        node = todo.pop()
+        for dep in node.deps:
+            if dep.state is SUCCEEDED and dep.name in unpersisted and dep not in again:
+                again.add(dep)
+                todo.append(dep)
+    return again
 
 
 def settle_restored(core: RunCore) -> list[Node]:

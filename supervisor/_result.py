@@ -261,6 +261,17 @@ class _Outputs(_NodeView):
 
 
 @final
+class _Params(_NodeView):
+    __slots__ = ()
+
+    def _has(self, node: Node) -> bool:
+        return bool(node.spec.params)
+
+    def _value(self, node: Node) -> Any:
+        return node.spec.params
+
+
+@final
 class _States(_NodeView):
     __slots__ = ()
 
@@ -341,6 +352,11 @@ class RunResult:
     _audit_log: list[AuditLog] = attrs.field(
         factory=list, repr=False, alias="audit_log"
     )
+
+    @property
+    def params(self) -> Mapping[str, Mapping[str, Any]]:
+        """The parameters of every stage that has some, by name (read-only)."""
+        return _Params(self._nodes)
 
     def lineage(self, stage: str) -> Lineage:
         """Where ``stage`` came from, what it read and what became of it (see `Lineage`).

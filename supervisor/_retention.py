@@ -100,7 +100,8 @@ class Retention:
         if dep.output is RELEASED:
             raise StageStateError(
                 dep.name,
-                "succeeded, and its output was released (retain_outputs='final')",
+                "succeeded, and its output was released (retain_outputs='final', or "
+                "kept out of the journal with persist=False)",
                 f"make {name!r} read",
             )
 

@@ -22,6 +22,7 @@ from dagvisor.actors import (
     RunFailedError,
     StageSpec,
 )
+from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, FlushJournal, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask, check_reason
 
@@ -351,7 +352,7 @@ def _log_end(
                 result.run_id,
                 name,
                 type(error).__name__,
-                error,
+                message_of(error),
                 exc_info=error,
                 extra={**extra, "stage": name},
             )

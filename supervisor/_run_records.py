@@ -32,6 +32,7 @@ from dagvisor.actors._messages import (
     ReplacePending,
     Request,
 )
+from dagvisor.actors._stored import Stored
 
 from ._audit import AuditRecord
 from ._stage_refs import spec_ref
@@ -39,6 +40,7 @@ from ._writer import Flush
 
 if TYPE_CHECKING:
     from dagvisor.actors import Pipeline, StageRegistry
+    from dagvisor.actors._stored import Encoded
 
     from ._graph import Node
     from ._writer import JournalWriter
@@ -49,6 +51,7 @@ __all__ = ["RunRecords", "asked", "pipeline_record"]
 _TRACEBACK_KEPT: Final = 16_000
 _RECORD_FIELDS: Final = tuple(attrs.fields_dict(AuditRecord))
 _FAILED = StageState.FAILED
+_SUCCEEDED = StageState.SUCCEEDED
 
 
 @final
@@ -136,7 +139,7 @@ class RunRecords:
         node: Node,
         state: StageState,
         now: float,
-        encoded: str | bytearray | None,
+        encoded: Encoded | None,
     ) -> None:
         payload: dict[str, Any] = {
             "stage": node.name,
@@ -144,7 +147,12 @@ class RunRecords:
             "time": now + self.wall_offset,
         }
         if encoded is not None:
+            if type(encoded) is Stored:  # the stage's own codec wrote it
+                payload["codec"] = encoded.codec
+                encoded = encoded.data
             payload["output"] = encoded
+        elif state is _SUCCEEDED:  # persist=False: kept out of the journal
+            payload["persisted"] = False
         if state is _FAILED and node.error is not None:
             error = node.error
             payload["error"] = f"{type(error).__name__}: {error}"
@@ -165,6 +173,10 @@ class RunRecords:
         document holding every item.
         """
         for expand in mapped:
+            if expand.item_specs and expand.encoded:
+                for text, spec in zip(expand.encoded, expand.item_specs, strict=True):
+                    self.event("item", {"output": text, "params": spec.params})
+                continue
             for text in expand.encoded or ():
                 self.event("item", {"output": text})
         self.event(
@@ -266,6 +278,9 @@ def pipeline_record(
             spec.timeout,
             spec.trigger,
             spec.executor,
+            None if spec.codec is None else spec.codec.name,
+            spec.persist,
+            spec.params_key,
             spec.limit,
         )
         position = index.get(template)

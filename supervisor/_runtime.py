@@ -151,7 +151,16 @@ class Runtime:
                 raise NotRestorableError(msg)
             self._check_restorable(pipeline)
             assert self._codec is not None
-            encoded_inputs = self._codec.encode(dict(inputs or {}))
+            encoded = self._codec.encode(dict(inputs or {}))
+            if type(encoded) is not str:
+                msg = (
+                    f"the run's inputs are journaled as text, and codec "
+                    f"{self._codec.name!r} wrote {type(encoded).__name__}: pass "
+                    "plain data as inputs (paths, parameters), and arrays or frames "
+                    "as stage outputs"
+                )
+                raise NotRestorableError(msg)
+            encoded_inputs = encoded
             self._journal.journal.check_value(encoded_inputs, "the run's inputs")
         run_id = uuid.uuid4().hex
         run, supervisor = self._make_run(
@@ -391,7 +400,7 @@ async def runtime(
     retain_outputs: RetainOutputs = "all",
     executor: Literal["thread", "process"] | Executor = "thread",
     journal: str | os.PathLike[str] | Journal | None = None,
-    codec: Codec | None = None,
+    codec: Codec | str | None = None,
     registry: StageRegistry | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: the scope that runs pipelines and owns their tasks.
@@ -434,8 +443,12 @@ async def runtime(
             (see `dagvisor.supervisor._journal` for the promise). With a
             journal, every stage must be restorable (registered, see
             `StageRegistry`) and every output encodable by the codec.
-        codec: how outputs are written to the journal; `JsonCodec` by default,
-            `PickleCodec` only if you opt in.
+        codec: how outputs are written to the journal: a codec, or a built-in
+            one by name: ``"json"`` (`JsonCodec`, the default), ``"data"``
+            (`DataCodec`: numpy arrays as ``.npy``, pandas and Arrow tables
+            as Arrow IPC, the rest as JSON), ``"pickle"`` (`PickleCodec`,
+            only if you opt in). ``@stage(codec=...)`` overrides it for one
+            stage's output.
         registry: where stage functions are found by name; the registry
             `@stage` fills by default.
         executor: where plain-function stages without an executor of their

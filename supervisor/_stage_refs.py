@@ -50,8 +50,12 @@ def check_restorable(registry: StageRegistry, spec: StageSpec) -> None:
 def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
     """How a journal names a stage spec: registered function names and options.
 
-    A named limit is recorded only when the stage has one (``"limit"``): a
-    journal written before limits existed reads the same.
+    A stage's own codec is named (a resume finds it among the codecs this
+    process declared, or the built-in ones), and ``persist`` is recorded
+    when false; journals written before either existed simply lack them.
+    Parameters (plain JSON data, see `check_params`) are kept as they are,
+    under ``"params"``, only when the stage has some.
+    A named limit is recorded only when the stage has one (``"limit"``).
     """
     ref: dict[str, Any] = {
         "name": spec.name,
@@ -65,6 +69,12 @@ def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
         "trigger": spec.trigger,
         "executor": spec.executor if isinstance(spec.executor, str) else None,
     }
+    if spec.codec is not None:
+        ref["codec"] = spec.codec.name
+    if not spec.persist:
+        ref["persist"] = False
+    if spec.params:
+        ref["params"] = spec.params
     if spec.limit is not None:
         ref["limit"] = spec.limit
     return ref

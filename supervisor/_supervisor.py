@@ -458,7 +458,13 @@ class GraphSupervisor:
         inputs = self.core.start(node)
         scope = node.scope = trio.CancelScope()
         ctx = StageContext(
-            self._env, node, node.name, MappingProxyType(inputs), node.item, node.key
+            self._env,
+            node,
+            node.name,
+            MappingProxyType(inputs),
+            node.item,
+            node.key,
+            node.spec.params,
         )
         if self._prior_starts:  # a resumed run: attempts count on from those that ran
             ctx.attempt = self._prior_starts.get(node.name, 0)

@@ -13,7 +13,9 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
+import zlib
 from pathlib import Path
 
 import pytest
@@ -164,3 +166,178 @@ def mermaid_parse(
 def dot_or_none() -> str | None:
     """Graphviz's ``dot``, if installed."""
     return shutil.which("dot")
+
+
+# -- screenshots and where things are drawn ---------------------------------------
+
+
+def _png_rows(data: bytes) -> tuple[int, int, list[bytes], int]:
+    """Width, height, unfiltered rows and bytes per pixel of an 8-bit PNG.
+
+    Enough of PNG for what chromium writes (RGB or RGBA, 8 bits, not
+    interlaced): the tests need no imaging library.
+    """
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, chunks, header = 8, [], b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            chunks.append(body)
+        pos += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
+    assert (depth, interlace) == (8, 0), header
+    assert colour in (2, 6), header
+    bpp = 3 if colour == 2 else 4
+    raw = zlib.decompress(b"".join(chunks))
+    stride = width * bpp
+    rows: list[bytes] = []
+    previous = bytearray(stride)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up = previous[i]
+            corner = previous[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                guess = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[i] = (line[i] + guess) & 0xFF
+        rows.append(bytes(line))
+        previous = line
+    return width, height, rows, bpp
+
+
+class Screenshot:
+    """A PNG screenshot's pixels, read without an imaging library."""
+
+    def __init__(self, path: Path) -> None:
+        self.width, self.height, self._rows, self._bpp = _png_rows(path.read_bytes())
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int]:
+        """The RGB colour at ``(x, y)``."""
+        at = x * self._bpp
+        r, g, b = self._rows[y][at : at + 3]
+        return r, g, b
+
+    def count(
+        self,
+        box: tuple[int, int, int, int],
+        match: object,
+    ) -> int:
+        """How many pixels of ``box`` (left, top, right, bottom) ``match(rgb)`` accepts."""
+        left, top, right, bottom = box
+        assert callable(match)
+        return sum(
+            1
+            for y in range(max(top, 0), min(bottom, self.height))
+            for x in range(max(left, 0), min(right, self.width))
+            if match(self.pixel(x, y))
+        )
+
+
+def screenshot(page: Path, out: Path, *, width: int, height: int) -> Screenshot:
+    """A ``width`` x ``height`` screenshot of ``page`` in headless chromium."""
+    done = subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            f"--screenshot={out}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    print(f"screenshot: {out}")
+    return Screenshot(out)
+
+
+_PROBE = """<script>
+(function () {
+  %s
+  var found = [];
+  document.querySelectorAll(%s).forEach(function (el) {
+    var r = el.getBoundingClientRect();
+    var label = el.querySelector("text");
+    var title = el.querySelector("title");
+    found.push({text: (label || el).textContent,
+                shown: el.textContent.slice(title ? title.textContent.length : 0), cls: el.getAttribute("class"),
+                left: r.left, top: r.top, right: r.right, bottom: r.bottom});
+  });
+  var pre = document.createElement("pre");
+  var details = document.getElementById("dag-details");
+  var dag = document.getElementById("dag");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify({width: window.innerWidth,
+    height: window.innerHeight, found: found,
+    details: details ? details.textContent : null,
+    svg: dag ? [Number(dag.getAttribute("width")), Number(dag.getAttribute("height"))] : null,
+    layout: dag ? dag.getAttribute("data-layout") : null});
+  document.body.appendChild(pre);
+})();
+</script>"""
+
+
+def where_drawn(
+    page: Path, selector: str, *, width: int, height: int, clicks: tuple[str, ...] = ()
+) -> dict[str, object]:
+    """Where the elements ``selector`` picks are on screen, once the page's scripts ran.
+
+    A copy of the page gets a script of the test's own, run after the
+    page's; it answers ``{"width", "height", "found": [{"text", "cls",
+    "left", "top", "right", "bottom"}]}`` in CSS pixels of a
+    ``width`` x ``height`` window, with the text of the graph's details
+    panel (``"details"``), the drawn graph's size (``"svg"``) and what laid
+    it out (``"layout"``). Each of ``clicks`` (selectors) is clicked first,
+    in order.
+    """
+    text = page.read_text(encoding="utf-8")
+    click = "".join(
+        f"document.querySelector({json.dumps(target)}).dispatchEvent("
+        "new MouseEvent('click', {bubbles: true}));"
+        for target in clicks
+    )
+    probe = _PROBE % (click, json.dumps(selector))
+    assert "</body>" in text
+    probed = page.with_name(page.stem + "-probed.html")
+    probed.write_text(text.replace("</body>", probe + "</body>", 1), encoding="utf-8")
+    done = subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--window-size={width},{height}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+            probed.as_uri(),
+        ],
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    dom = done.stdout.decode(errors="replace")
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.DOTALL)
+    assert found is not None, dom[-2000:]
+    answer: dict[str, object] = json.loads(html.unescape(found.group(1)))
+    return answer

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dagvisor import Pipeline, StageState, stage
 from dagvisor.actors._messages import AddEdge, AddStage, ChangeSet, ReplySlot
 from dagvisor.errors import CycleError, UnknownStageError
@@ -121,3 +124,38 @@ def test_a_failure_settles_everything_after_it_in_one_step():
     assert states == {StageState.FAILED, StageState.UPSTREAM_FAILED}
     assert (core.unfinished, core.done, core.failed) == (0, 1000, 1)
     assert core.ready == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_the_pending_stages_are_found_without_looking_at_ended_ones(data):
+    # Random graphs ended in random ways: the walk from the started and the
+    # ready stages finds exactly the pending ones, in topological order.
+    size = data.draw(st.integers(1, 12))
+    pipeline = Pipeline("g")
+    for i in range(size):
+        after = data.draw(st.sets(st.integers(0, i - 1), max_size=3)) if i else set()
+        trigger = data.draw(st.sampled_from(["all_succeeded", "none_failed"]))
+        spec = step.named(f"s{i}").options(trigger=trigger)
+        pipeline = pipeline.add(spec, after=[f"s{j}" for j in sorted(after)])
+    core, _, roots = _core(pipeline)
+    ready = list(roots)
+    ends = [StageState.SUCCEEDED, StageState.FAILED, StageState.SKIPPED]
+    while True:
+        for node in ready:  # as the supervisor does: every ready stage starts
+            if node.state is StageState.PENDING:
+                core.start(node)
+        ready, core.ready = core.ready, []
+        if ready:
+            continue
+        pending = [node for node in core.graph if node.state is StageState.PENDING]
+        assert core.pending_stages() == sorted(pending, key=lambda n: n.order)
+        running = list(core.started)
+        if not running and not pending:
+            break
+        choices = [(node, state) for node in running for state in ends]
+        choices += [(node, StageState.CANCELLED) for node in pending]
+        node, state = data.draw(st.sampled_from(choices))
+        core.finish(node, state, core.now())
+        ready, core.ready = core.ready, []
+    assert core.running == 0

@@ -59,11 +59,20 @@ def test_examples_quickstart():
         ("order_processing.py", "invoice: {'shipments': ['gdansk', 'lyon']}"),
         ("quality_control.py", "report: {'samples': 12"),
         ("deep_chain.py", "last output: 10000"),
+        ("store_sales.py", "report: {'regions': 4, 'most_price_sensitive': 'north'}"),
     ],
 )
 def test_examples_run(example, expected):
     out = _run(str(ROOT / "examples" / example))
     assert expected in out
+
+
+def test_the_data_example_reads_its_frames_back_from_the_journal():
+    out = _run(str(ROOT / "examples" / "store_sales.py"))
+    assert "  north: -5.96 units per 1.00 (r2 0.976)" in out
+    assert " north    87 5157.0 47371.57" in out  # the DataFrame, read from the journal
+    assert "raw load journaled: False" in out  # persist=False
+    assert "HTML report: " in out
 
 
 def test_the_demo_command(tmp_path):

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pytest
 import trio
 import trio.testing
@@ -78,6 +81,16 @@ async def tail(ctx: Any) -> str:
     return "done"
 
 
+@stage(codec="data")
+async def array(ctx: Any) -> Any:
+    return np.arange(6, dtype="<i8").reshape(2, 3)
+
+
+@stage(codec="data")
+async def table(ctx: Any) -> Any:
+    return pd.DataFrame({"a": [1.5, 2.5], "b": ["x", None]})
+
+
 @stage
 async def plan(ctx: Any) -> None:
     names = await ctx.expand(square, [1, 2, 3], reason="one per item")
@@ -120,6 +133,8 @@ FINISHED = (
     .add(boom, after=["typed"])
     .add(batched)
     .add(flaky)
+    .add(array)
+    .add(table)
 )
 CANCELLED = Pipeline("held").add(source).add(waits, after=["source"])
 
@@ -160,7 +175,7 @@ TABLES = ("meta", "runs", "events")
 COLUMNS = {
     "meta": ("key", "value"),
     "runs": ("run_id", "name", "created", "status", "ended", "pipeline"),
-    "events": ("run_id", "seq", "kind", "payload", "output"),
+    "events": ("run_id", "seq", "kind", "payload", "output", "data"),
 }
 
 
@@ -169,6 +184,29 @@ class Raw(bytes):
 
 
 DEEP = "[" * 5000 + "]" * 5000
+
+
+def _npy(header: bytes, body: bytes) -> bytes:
+    header += b" " * (64 - (11 + len(header)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + body
+
+
+def _arrow(frame: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(frame)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+CRAFTED_BLOBS = [  # binary outputs an attacker would write (see test_hostile_data_outputs)
+    _npy(b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", b"\x80\x03N."),
+    _npy(b"{'descr': '<f8', 'fortran_order': False, 'shape': (10**12,), }", b"\0" * 8),
+    _npy(b"{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }", b"\0" * 8),
+    _arrow(pd.DataFrame({"p": pd.period_range("2026-01", periods=2, freq="M")})),
+    _arrow(pd.DataFrame({"a": [1, 2]}))[:40],
+    b"\xff\xff\xff\xff\xff\xff\xff\x7f",
+]
 cell_values = st.one_of(
     st.none(),
     st.integers(-(2**63), 2**63 - 1),
@@ -194,6 +232,7 @@ cell_values = st.one_of(
         ]
     ),
     st.builds(Raw, st.sampled_from([b"\xed\xa0\x80", b"\xff\xfe", b'{"a": "\xc3"}'])),
+    st.sampled_from(CRAFTED_BLOBS),
 )
 json_values = st.one_of(
     st.none(),
@@ -280,8 +319,9 @@ def _apply_sql(path: Path, edit: tuple[Any, ...]) -> None:
             case ("duplicate", row, shift):
                 rowid = _rowid(db, "events", row)
                 db.execute(
-                    "INSERT OR IGNORE INTO events (run_id, seq, kind, payload, output) "
-                    "SELECT run_id, seq + ?, kind, payload, output FROM events "
+                    "INSERT OR IGNORE INTO events "
+                    "(run_id, seq, kind, payload, output, data) "
+                    "SELECT run_id, seq + ?, kind, payload, output, data FROM events "
                     "WHERE rowid = ?",
                     (shift, rowid),
                 )
@@ -346,9 +386,12 @@ def _plain(value: Any) -> None:
         elif isinstance(item, dict):
             todo.extend(item)
             todo.extend(item.values())
+        elif isinstance(item, np.ndarray):
+            assert not item.dtype.hasobject
         else:
             assert item is None or isinstance(
-                item, bool | int | float | str | bytes | Undecoded
+                item,
+                bool | int | float | str | bytes | Undecoded | pd.DataFrame | pa.Table,
             ), type(item)
 
 
@@ -570,6 +613,9 @@ async def test_the_unchanged_journal_reads_and_resumes(tmp_path):
         result.outputs["typed"].text, f"{__name__}:Order"
     )
     assert result.errors["boom"].recorded == "ValueError: bad\nvalue \ud800"
+    np.testing.assert_array_equal(result.outputs["array"], np.arange(6).reshape(2, 3))
+    assert result.outputs["table"]["b"].tolist()[0] == "x"
+    assert result.outputs["table"]["b"].isna().tolist() == [False, True]
     with pytest.raises(RunFailed) as info:
         await _resume_strictly(path, run_ids[0])
     assert info.value.result.outputs["typed"] == Order(7, "a\ud800")

@@ -22,6 +22,7 @@ from dagvisor import Journal, JsonCodec, Pipeline, runtime, stage
 from dagvisor.actors._jsonform import PIECE, pieces
 from dagvisor.actors._output import is_large, prepare_output
 from dagvisor.errors import RunFailed
+from dagvisor.supervisor._format import FORMAT_VERSION
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -221,6 +222,7 @@ def _as_format_1(path: Path) -> None:
             "WHERE output IS NOT NULL"
         )
         db.execute("ALTER TABLE events DROP COLUMN output")
+        db.execute("ALTER TABLE events DROP COLUMN data")
         db.execute("UPDATE meta SET value = '1' WHERE key = 'format_version'")
     finally:
         db.close()
@@ -246,7 +248,7 @@ async def test_a_format_1_journal_is_read_and_upgraded_when_written(tmp_path):
         ).fetchone()
     finally:
         db.close()
-    assert version == "2"
+    assert version == str(FORMAT_VERSION)
     with Journal(path, readonly=True) as journal:
         stored = journal.result(run.id)
     assert stored.outputs["mapped[0]"] == f"{ODD}!"

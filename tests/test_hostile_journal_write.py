@@ -26,6 +26,7 @@ from dagvisor.errors import (
     OutputTooLargeError,
     RunFailed,
 )
+from dagvisor.supervisor._format import FORMAT_VERSION
 
 GATES: dict[str, trio.Event] = {}
 
@@ -569,7 +570,9 @@ async def test_two_runtimes_creating_the_same_journal_at_once_set_it_up_once(tmp
         thread.start()
     for thread in threads:
         thread.join()
-    assert _rows(path, "SELECT key, value FROM meta") == [("format_version", "2")]
+    assert _rows(path, "SELECT key, value FROM meta") == [
+        ("format_version", str(FORMAT_VERSION))
+    ]
     async with runtime(journal=path) as rt:
         assert (await rt.run(Pipeline("p").add(one))).ok
 

@@ -316,6 +316,8 @@ async def test_cancel_stage_on_a_queued_stage_cancels_it_and_frees_nothing_it_la
     assert timing.queued == 0.0
     assert timing.queue_time == 3.0  # it waited until it was cancelled
     assert timing.duration == 0.0
+    # The report gives the stage that never ran a lane with its wait alone.
+    assert "<title>second: queued 3.0000 s</title>" in result.to_html()
 
 
 async def test_cancel_stage_on_a_stage_queued_for_a_thread(mock_clock):

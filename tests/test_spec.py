@@ -189,6 +189,9 @@ async def predicate(ctx):
         lambda: stage(executor="thread", timeout=1.5)(plain_body),
         lambda: stage(executor="process", retries=1)(plain_body),
         lambda: stage(body).options(retries=1, name="o"),
+        lambda: stage(body).with_params(batch=7, region="eu"),
+        lambda: stage(body).named("p", params={"nested": {"a": [1, 2.5, None]}}),
+        lambda: stage(body).with_params(batch=1).options(retries=1),
         lambda: stage(limit="db")(body),
         lambda: stage(limit="db", executor="thread")(plain_body),
     ],
@@ -198,10 +201,9 @@ def test_a_declared_spec_is_the_one_its_constructor_makes(declare):
     # of every declaration): field by field, it must be the same spec.
     declared = declare()
     fields = _fields(declared)
-    simple = fields.pop("simple")
-    queues = fields.pop("queues")
+    derived = {name: fields.pop(name) for name in ("simple", "params_key", "queues")}
     built = StageSpec(**fields)
-    assert _fields(built) == {**fields, "simple": simple, "queues": queues}
+    assert _fields(built) == {**fields, **derived}
     assert declared == built
     assert hash(declared) == hash(built)
     assert repr(declared) == repr(built)
