@@ -242,7 +242,7 @@ def test_the_subpackages_export_only_what_dagvisor_exports():
 _KNOWN = {
     # Builtins, typing and the standard library a signature may name.
     *("Any", "None", "bool", "int", "float", "str", "bytes", "bytearray", "object"),
-    "memoryview",
+    *("memoryview",),
     *("list", "dict", "tuple", "set", "frozenset", "type", "Literal", "Final"),
     *("Mapping", "Sequence", "Iterator", "Iterable", "AsyncIterator", "Callable"),
     *("Awaitable", "TracebackType", "MappingProxyType", "Path", "PathLike", "os"),
