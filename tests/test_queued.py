@@ -23,6 +23,7 @@ from readiness import readiness, waits_for_the_test
 from dagvisor import (
     Journal,
     Pipeline,
+    Progress,
     StageFinished,
     StageQueued,
     StageStarted,
@@ -32,6 +33,7 @@ from dagvisor import (
     stage,
 )
 from dagvisor.__main__ import main as dagvisor_main
+from dagvisor._cli_run import _progress_line
 from dagvisor.errors import RunFailed, StageTimeoutError
 
 QUEUED = StageState.QUEUED
@@ -467,3 +469,20 @@ async def test_the_report_draws_the_wait_apart_from_the_run(autojump_clock):
     # Both queued for the limit; the holder had it at once.
     assert "<span>queued</span><b>2 stages, 5.000 s</b>" in page
     assert "<span>run time (all stages)</span><b>7.000 s</b>" in page
+
+
+def test_the_command_lines_progress_line_counts_the_queued_apart():
+    progress = Progress(
+        run_id="r",
+        elapsed=2.0,
+        stages=10,
+        done=3,
+        running=2,
+        pending=1,
+        added=0,
+        failed=0,
+        stages_per_second=1.5,
+        rss=2**20,
+        queued=4,
+    )
+    assert "3/10 done, 2 running, 4 queued, 1 pending" in _progress_line(progress)
