@@ -53,7 +53,7 @@ from ._messages import (
     StageSkipped,
     StageSucceeded,
 )
-from ._output import prepare_output
+from ._output import plain_output, prepare_output
 from ._resources import CLOSED
 from ._slots import elsewhere_slot, thread_slot
 from ._stage_errors import StageTimeoutError
@@ -268,6 +268,8 @@ async def run_stage(
                     prepared: tuple[Any, Encoded | None]
                     if env.codec is None and type(value) in SHARED:
                         prepared = (value, None)  # nothing to encode or freeze
+                    elif (text := plain_output(env, spec, value)) is not None:
+                        prepared = (value, text)  # a journaled plain scalar
                     else:
                         prepared = await prepare_output(env, spec, value)
                 except BaseException as exc:

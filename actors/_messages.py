@@ -57,44 +57,50 @@ class ReplySlot:
     this one-shot use does not need. Answering never blocks and never fails,
     even when the requester was cancelled and went away: a late answer is
     simply dropped. (A channel whose receiver closed would raise
-    ``BrokenResourceError`` into the supervisor instead.)
+    ``BrokenResourceError`` into the supervisor instead.) A requester
+    already waiting is woken with the answer itself, which its wait
+    returns or raises; the slot is its own abort function while a
+    requester waits (see `trio.lowlevel.wait_task_rescheduled`). Nothing is
+    made per request but the slot and the answer: thousands of requests
+    may wait at once, and each object they hold is one more for Python's
+    cyclic collector to walk.
     """
 
-    __slots__ = ("_answer", "_waiter")
+    __slots__ = ("_answer", "_waiter", "answered")
 
     def __init__(self) -> None:
         self._answer: outcome.Outcome[Any] | None = None
         self._waiter: trio.lowlevel.Task | None = None
-
-    @property
-    def answered(self) -> bool:
+        self.answered = False
         """Whether the answer has been given."""
-        return self._answer is not None
 
     def send_nowait(self, answer: outcome.Outcome[Any]) -> None:
         """Give the answer (the supervisor's side; never waits)."""
-        if self._answer is not None:
+        if self.answered:
             msg = "a request was answered twice"
             raise RuntimeError(msg)
-        self._answer = answer
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None:
-            trio.lowlevel.reschedule(waiter)
-
-    async def receive(self) -> outcome.Outcome[Any]:
-        """Wait for the answer (the requester's side; a checkpoint)."""
-        if self._answer is None:
-            self._waiter = trio.lowlevel.current_task()
-
-            def abort(_: object) -> trio.lowlevel.Abort:
-                self._waiter = None
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+        self.answered = True
+        waiter = self._waiter
+        if waiter is None:
+            self._answer = answer  # read when the requester comes to wait
         else:
-            await trio.lowlevel.checkpoint()
+            self._waiter = None
+            trio.lowlevel.reschedule(waiter, answer)
+
+    async def wait(self) -> Any:
+        """Wait for the answer (the requester's side; a checkpoint): its value,
+        or the error it carries, raised."""
+        if not self.answered:
+            self._waiter = trio.lowlevel.current_task()
+            return await trio.lowlevel.wait_task_rescheduled(self)
+        await trio.lowlevel.checkpoint()
         assert self._answer is not None
-        return self._answer
+        return self._answer.unwrap()
+
+    def __call__(self, _: object) -> trio.lowlevel.Abort:
+        """The waiting requester is cancelled: it waits no more (a late answer is dropped)."""
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 # -- outcomes: how a stage ended -------------------------------------------------
@@ -223,6 +229,45 @@ class AddStage:
     reply: ReplySlot
     ref: dict[str, Any] | None = None
     refused: DagvisorError | None = None
+
+
+_new = object.__new__
+(
+    _set_spec,
+    _set_after,
+    _set_before,
+    _set_reason,
+    _set_requester,
+    _set_reply,
+    _set_ref,
+    _set_refused,
+) = (AddStage.__dict__[field.name].__set__ for field in attrs.fields(AddStage))
+# The slots' own descriptors: the most common request is made by the
+# thousand a second, and attrs' frozen __init__ (a bound object.__setattr__
+# per field) costs twice as much. `tests/test_requests.py` checks both ways
+# give equal requests, field by field.
+
+
+def add_stage_request(
+    spec: StageSpec,
+    after: tuple[str, ...],
+    before: tuple[str, ...],
+    reason: str,
+    requester: str,
+    ref: dict[str, Any] | None,
+    refused: DagvisorError | None,
+) -> AddStage:
+    """An `AddStage` of prepared values, with a new reply slot, as its constructor makes it."""
+    request: AddStage = _new(AddStage)
+    _set_spec(request, spec)
+    _set_after(request, after)
+    _set_before(request, before)
+    _set_reason(request, reason)
+    _set_requester(request, requester)
+    _set_reply(request, ReplySlot())
+    _set_ref(request, ref)
+    _set_refused(request, refused)
+    return request
 
 
 @attrs.frozen(kw_only=True)

@@ -37,6 +37,7 @@ from ._journal_errors import NotRestorableError
 from ._jsonform import joined
 from ._stage_errors import InvalidOutputError
 from ._stored import Encoded, Stored
+from ._tagging import scalar
 
 if TYPE_CHECKING:
     from collections.abc import Collection
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from ._env import RunEnv
     from ._spec import StageSpec
 
-__all__ = ["is_large", "prepare_output"]
+__all__ = ["is_large", "plain_output", "prepare_output"]
 
 _INLINE_CHARS: Final = 16_384
 """Text (in characters or bytes) an output may hold and still be encoded inline."""
@@ -155,6 +156,36 @@ def _encode_large(
     return joined(
         [text[i : i + _CHUNK].encode("utf-8") for i in range(0, len(text), _CHUNK)]
     )
+
+
+_SCALARS: Final = frozenset({int, float, bool, str, type(None)})
+
+
+def plain_output(env: RunEnv, spec: StageSpec, value: Any) -> str | None:
+    """The journal text of a plain scalar output, when `prepare_output` has nothing
+    else to do for it (the run's codec is `JsonCodec`, the stage has no codec of
+    its own and persists its output; such a value is shared as it is); None for
+    any other value or stage, which takes the whole path.
+
+    Raises:
+        OutputTooLargeError: the text is larger than the journal can store.
+    """
+    kind = type(value)
+    if (
+        kind not in _SCALARS
+        or type(env.codec) is not JsonCodec
+        or spec.codec is not None  # its own codec: the whole path names it
+        or not spec.persist
+        or (kind is str and len(value) > _INLINE_CHARS)  # large: a worker thread's
+    ):
+        return None
+    try:
+        text = scalar(value)  # what JsonCodec.encode writes first, and returns
+    except ValueError:  # an int past 4,300 digits: the codec says why, not us
+        return None
+    if text is not None and env.check_output is not None:
+        env.check_output(text, "the output")
+    return text
 
 
 async def prepare_output(

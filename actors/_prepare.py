@@ -28,7 +28,14 @@ from ._errors import DagvisorError, InvalidRequestError
 from ._freeze import freeze
 from ._journal_errors import NotRestorableError
 from ._limits import unknown_limit
-from ._messages import AddEdge, AddStage, Expand, ReplacePending, ReplySlot
+from ._messages import (
+    AddEdge,
+    AddStage,
+    Expand,
+    ReplacePending,
+    ReplySlot,
+    add_stage_request,
+)
 from ._pipeline import Pipeline, StageRef, ref_names
 from ._spec import StageSpec
 
@@ -115,6 +122,14 @@ def one_name(ref: StageRef) -> str:
 
 
 def _names(refs: StageRef | Iterable[StageRef] | None, what: str) -> tuple[str, ...]:
+    if refs is None:
+        return ()
+    if (
+        (type(refs) is list or type(refs) is tuple)
+        and len(refs) == 1
+        and type(refs[0]) is str
+    ):
+        return (refs[0],)  # the common `after=[name]`: nothing else to check
     try:
         return ref_names(refs)
     except TypeError:
@@ -153,15 +168,8 @@ class Preparer:
         spec = _stage(spec, "add_stage")
         after_names, before_names = _names(after, "after="), _names(before, "before=")
         ref, refused = self.spec(spec)
-        return AddStage(
-            spec=spec,
-            after=after_names,
-            before=before_names,
-            reason=reason,
-            requester=self.requester,
-            reply=ReplySlot(),
-            ref=ref,
-            refused=refused,
+        return add_stage_request(
+            spec, after_names, before_names, reason, self.requester, ref, refused
         )
 
     def add_edge(

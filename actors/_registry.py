@@ -58,7 +58,7 @@ class StageRegistry:
     for naming them, and a resumed run still finds each function it needs.
     """
 
-    __slots__ = ("_codecs", "_functions", "_lock", "_queued", "_waiting")
+    __slots__ = ("_codecs", "_functions", "_keys", "_lock", "_queued", "_waiting")
 
     def __init__(self) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -70,6 +70,9 @@ class StageRegistry:
         """The plain functions in ``_waiting``: one entry each, however often declared."""
         self._lock = threading.Lock()
         """Held while the queue is filed: two threads filing it keep its order."""
+        self._keys: dict[int, tuple[Callable[..., Any], str]] = {}
+        """`key_of`'s answers for registered functions, by ``id`` (each checked by
+        identity before it is trusted); forgotten whenever the registry changes."""
 
     def remember(self, fn: Callable[..., Any]) -> None:
         """Register ``fn`` under ``module:qualname``, if it has one, before the next look-up.
@@ -83,6 +86,7 @@ class StageRegistry:
             if key is not None:
                 self._file()
                 self._functions[key] = fn
+                self._keys.clear()
             return
         qualname = fn.__qualname__
         if "<locals>" in qualname or "<lambda>" in qualname or fn in self._queued:
@@ -106,6 +110,8 @@ class StageRegistry:
         """File the remembered functions under their names, oldest first."""
         with self._lock:
             waiting, functions = self._waiting, self._functions
+            if waiting:
+                self._keys.clear()
             while waiting:
                 fn = waiting.popleft()
                 key = function_key(fn)
@@ -124,6 +130,7 @@ class StageRegistry:
             raise NotRestorableError(msg)
         self._file()  # what was declared before is filed before this
         self._functions[key] = fn
+        self._keys.clear()
         return key
 
     def lookup(self, key: str) -> Callable[..., Any] | None:
@@ -136,13 +143,21 @@ class StageRegistry:
         """The name ``fn`` is registered under, if it is."""
         if self._waiting:
             self._file()
+        known = self._keys.get(id(fn))
+        if known is not None and known[0] is fn:
+            return known[1]
+        found = None
         key = function_key(fn)
         if key is not None and self._functions.get(key) is fn:
-            return key
-        for name, registered in self._functions.items():
-            if registered is fn:
-                return name
-        return None
+            found = key
+        else:
+            for name, registered in self._functions.items():
+                if registered is fn:
+                    found = name
+                    break
+        if found is not None:  # registered: the registry keeps it alive anyway
+            self._keys[id(fn)] = (fn, found)
+        return found
 
 
 default_registry = StageRegistry()

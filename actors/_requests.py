@@ -68,8 +68,12 @@ async def ask(env: RunEnv, request: Request) -> Any:
             await env.outbox.send(request)
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         raise RunClosedError(env.run_id) from None
-    answer = await request.reply.receive()
-    return answer.unwrap()
+    reply = request.reply
+    if reply.answered:  # while the send waited for room
+        return await reply.wait()
+    # `reply.wait()`, inlined (a coroutine less for each request that waits)
+    reply._waiter = trio.lowlevel.current_task()
+    return await trio.lowlevel.wait_task_rescheduled(reply)
 
 
 class ChangeRequests:

@@ -16,6 +16,8 @@ Each mode runs in a fresh process, so its memory figures are its own:
   stage adds the next), journaled, keeping every stage or dropping the
   finished ones. A static pipeline's graph is built whole when its run
   starts, so dropping cannot lower its peak; a graph that grows can.
+* ``grown:off``: the same growing chain without a journal, the yardstick
+  of ``grown:on`` (measure both in one invocation: ``--modes grown:off,grown:on``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,15 @@ from _common import RssSampler, emit, machine, progress
 from dagvisor import Journal, Pipeline, runtime, stage
 
 CPU = [0.0]  # seconds of process CPU time the measured part took
-MODES = ("off", "on", "on+drop", "replay", "grown:on", "grown:on+drop")
+MODES = (
+    "off",
+    "on",
+    "on+drop",
+    "replay",
+    "grown:off",
+    "grown:on",
+    "grown:on+drop",
+)
 
 
 @stage
@@ -58,7 +68,7 @@ async def step(ctx: Any) -> int:
 
 
 def _child(mode: str, stages: int, path: Path) -> dict[str, Any]:
-    if mode != "off" and not path.exists():
+    if mode not in ("off", "grown:off") and not path.exists():
         # The file is made before the clock starts: what is timed is the
         # stages, not creating a journal (once per file, a few ms).
         with Journal(path):
@@ -80,7 +90,7 @@ def _child(mode: str, stages: int, path: Path) -> dict[str, Any]:
 
             async def grown() -> float:
                 async with runtime(
-                    journal=path,
+                    journal=None if mode == "grown:off" else path,
                     retain_outputs="journal" if mode.endswith("drop") else "all",
                 ) as rt:
                     start, cpu = time.perf_counter(), time.process_time()

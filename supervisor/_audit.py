@@ -1,7 +1,12 @@
 """The audit trail of a run: one record per change request, accepted or refused.
 
 Records are appended by the supervisor only, with consecutive sequence
-numbers starting at 0, in the order the requests were applied. Queries by
+numbers starting at 0, in the order the requests were applied. The
+supervisor appends a record's fields (a plain tuple, `Fields`); the record
+object is made from them when it is first read, and kept: a run may make
+tens of thousands of changes a second, and a tuple of strings and numbers
+costs less to make than a record and nothing to Python's cyclic collector,
+which never walks it again. Queries by
 wall-clock time use a sorted index (the wall clock may step back, so append
 order is not time order); queries by stage use a per-stage list of sequence
 numbers, which is in order because records are only appended. Both indexes
@@ -12,14 +17,14 @@ the supervisor's path for every change, querying is rare.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import final, overload
+from typing import Final, final, overload
 
 import attrs
 from sortedcontainers import SortedKeyList
 
 from dagvisor.actors import ChangeKind
 
-__all__ = ["AuditLog", "AuditRecord", "ChangeKind"]
+__all__ = ["AuditLog", "AuditRecord", "ChangeKind", "Fields", "audit_record"]
 
 
 @final
@@ -103,6 +108,97 @@ class AuditRecord:
         return f"{head}: {what} - {self.reason}"
 
 
+_new = object.__new__
+(
+    _set_seq,
+    _set_run_id,
+    _set_kind,
+    _set_requester,
+    _set_reason,
+    _set_accepted,
+    _set_version_before,
+    _set_version_after,
+    _set_wall_time,
+    _set_monotonic_time,
+    _set_added,
+    _set_removed,
+    _set_edges,
+    _set_cancelled,
+    _set_error_type,
+    _set_error,
+    _set_parts,
+) = (AuditRecord.__dict__[field.name].__set__ for field in attrs.fields(AuditRecord))
+# The slots' own descriptors: the supervisor makes one record per change, and
+# attrs' frozen __init__ (17 keywords, a bound object.__setattr__ per field)
+# costs twice as much. `tests/test_hostile_journal_rows.py` checks both ways
+# give equal records, field by field.
+
+
+def audit_record(
+    seq: int,
+    run_id: str,
+    kind: ChangeKind,
+    requester: str,
+    reason: str,
+    accepted: bool,
+    version_before: int,
+    version_after: int,
+    wall_time: float,
+    monotonic_time: float,
+    added: tuple[str, ...],
+    removed: tuple[str, ...],
+    edges: tuple[tuple[str, str], ...],
+    cancelled: tuple[str, ...],
+    error_type: str | None,
+    error: str | None,
+    parts: tuple[tuple[str, tuple[str, ...]], ...],
+) -> AuditRecord:
+    """An `AuditRecord` of values the supervisor made, as its constructor would make it."""
+    record: AuditRecord = _new(AuditRecord)
+    _set_seq(record, seq)
+    _set_run_id(record, run_id)
+    _set_kind(record, kind)
+    _set_requester(record, requester)
+    _set_reason(record, reason)
+    _set_accepted(record, accepted)
+    _set_version_before(record, version_before)
+    _set_version_after(record, version_after)
+    _set_wall_time(record, wall_time)
+    _set_monotonic_time(record, monotonic_time)
+    _set_added(record, added)
+    _set_removed(record, removed)
+    _set_edges(record, edges)
+    _set_cancelled(record, cancelled)
+    _set_error_type(record, error_type)
+    _set_error(record, error)
+    _set_parts(record, parts)
+    return record
+
+
+Fields = tuple[
+    int,
+    str,
+    ChangeKind,
+    str,
+    str,
+    bool,
+    int,
+    int,
+    float,
+    float,
+    tuple[str, ...],
+    tuple[str, ...],
+    tuple[tuple[str, str], ...],
+    tuple[str, ...],
+    str | None,
+    str | None,
+    tuple[tuple[str, tuple[str, ...]], ...],
+]
+"""An `AuditRecord`'s fields, in order: what `audit_record` makes it from."""
+
+_REQUESTER: Final = 3  # the index of ``requester`` in `Fields`
+
+
 def _wall_key(record: AuditRecord) -> tuple[float, int]:
     return (record.wall_time, record.seq)
 
@@ -122,17 +218,23 @@ class AuditLog(Sequence[AuditRecord]):
     __slots__ = (
         "_by_stage",
         "_by_wall_time",
-        "_count",
         "_indexed",
         "_keep",
         "_pins",
         "_records",
+        "bounded",
+        "next_seq",
     )
 
     def __init__(self, *, keep_recent: int | None = None) -> None:
-        self._records: dict[int, AuditRecord] = {}
-        self._count = 0
+        self._records: dict[int, AuditRecord | Fields] = {}
+        """Each record in memory, or its fields until it is first read."""
+        self.next_seq = 0
+        """The sequence number of the next record: how many the run has made
+        (``len(log)``, without a call; read-only)."""
         self._keep = keep_recent
+        self.bounded = keep_recent is not None
+        """Whether records leave memory (so stages in memory pin theirs)."""
         self._pins: dict[int, int] = {}
         self._indexed = 0
         self._by_wall_time: SortedKeyList[AuditRecord, tuple[float, int]] = (
@@ -146,18 +248,43 @@ class AuditLog(Sequence[AuditRecord]):
         log = cls()
         for record in records:
             log._records[record.seq] = record
-            log._count = record.seq + 1
+            log.next_seq = record.seq + 1
         return log
 
     def append(self, record: AuditRecord) -> None:
         """Add the next record (the supervisor's job only)."""
-        if record.seq != self._count:
-            msg = f"audit record {record.seq} out of order; expected {self._count}"
+        if record.seq != self.next_seq:
+            msg = f"audit record {record.seq} out of order; expected {self.next_seq}"
             raise ValueError(msg)
         self._records[record.seq] = record
-        self._count += 1
+        self.next_seq += 1
         if self._keep is not None:
             self._release(record.seq - self._keep)
+
+    def append_fields(self, fields: Fields) -> None:
+        """Add the next record as its fields (the supervisor's job only)."""
+        seq = fields[0]
+        if seq != self.next_seq:
+            msg = f"audit record {seq} out of order; expected {self.next_seq}"
+            raise ValueError(msg)
+        self._records[seq] = fields
+        self.next_seq = seq + 1
+        if self._keep is not None:
+            self._release(seq - self._keep)
+
+    def _held(self, seq: int) -> AuditRecord | None:
+        """Record ``seq`` if it is in memory, made from its fields the first time."""
+        entry = self._records.get(seq)
+        if type(entry) is tuple:
+            entry = self._records[seq] = audit_record(*entry)
+        return entry  # type: ignore[return-value]  # a record or None, now
+
+    def requester(self, seq: int) -> str:
+        """Who asked for change ``seq``, without making its record (see `__getitem__`)."""
+        entry = self._records.get(seq)
+        if type(entry) is tuple:
+            return entry[_REQUESTER]
+        return self[seq].requester
 
     def pin(self, seq: int) -> None:
         """A stage added by change ``seq`` is in memory: keep its record."""
@@ -173,30 +300,29 @@ class AuditLog(Sequence[AuditRecord]):
             self._pins[seq] = left
             return
         self._pins.pop(seq, None)
-        if seq < self._count - self._keep:
+        if seq < self.next_seq - self._keep:
             self._release(seq)
 
     def _release(self, seq: int) -> None:
         if seq < 0 or seq in self._pins:
             return
         record = self._records.pop(seq, None)
-        if record is not None and seq < self._indexed:
-            self._by_wall_time.discard(record)
+        if record is not None and seq < self._indexed:  # indexed: a record
+            self._by_wall_time.discard(record)  # type: ignore[arg-type]  # see above
 
     def _catch_up(self) -> None:
         """Index the records appended since the last query."""
-        records = self._records
-        for seq in range(self._indexed, self._count):
-            record = records.get(seq)
+        for seq in range(self._indexed, self.next_seq):
+            record = self._held(seq)
             if record is None:
                 continue
             self._by_wall_time.add(record)
             for name in record.stages:
                 self._by_stage.setdefault(name, []).append(seq)
-        self._indexed = self._count
+        self._indexed = self.next_seq
 
     def __len__(self) -> int:
-        return self._count
+        return self.next_seq
 
     @overload
     def __getitem__(self, index: int) -> AuditRecord: ...
@@ -204,39 +330,43 @@ class AuditLog(Sequence[AuditRecord]):
     def __getitem__(self, index: slice) -> Sequence[AuditRecord]: ...
     def __getitem__(self, index: int | slice) -> AuditRecord | Sequence[AuditRecord]:
         if isinstance(index, slice):
-            records = self._records
+            held = self._held
             return [
-                records[seq]
-                for seq in range(*index.indices(self._count))
-                if seq in records
+                record
+                for seq in range(*index.indices(self.next_seq))
+                if (record := held(seq)) is not None
             ]
-        seq = index + self._count if index < 0 else index
-        record = self._records.get(seq)
+        seq = index + self.next_seq if index < 0 else index
+        record = self._held(seq)
         if record is None:
-            if 0 <= seq < self._count:
+            if 0 <= seq < self.next_seq:
                 msg = (
                     f"audit record {seq} left memory (retain_outputs='journal'); "
                     "read the run back from its journal for every record"
                 )
                 raise LookupError(msg)
-            msg = f"no audit record {index} (the trail has {self._count})"
+            msg = f"no audit record {index} (the trail has {self.next_seq})"
             raise IndexError(msg)
         return record
 
     def get(self, seq: int) -> AuditRecord | None:
         """Record ``seq`` if it is in memory, else None."""
-        return self._records.get(seq)
+        return self._held(seq)
 
     def __iter__(self) -> Iterator[AuditRecord]:
-        return iter(self._records.values())
+        records = self._records
+        for seq, entry in records.items():
+            if type(entry) is tuple:  # made in place: the dict keeps its size
+                entry = records[seq] = audit_record(*entry)
+            yield entry  # type: ignore[misc]  # a record, now
 
     def __repr__(self) -> str:
         held = (
             ""
-            if len(self._records) == self._count
+            if len(self._records) == self.next_seq
             else f", {len(self._records)} in memory"
         )
-        return f"<AuditLog {self._count} records{held}>"
+        return f"<AuditLog {self.next_seq} records{held}>"
 
     def between(
         self, since: float | None = None, until: float | None = None
@@ -244,7 +374,7 @@ class AuditLog(Sequence[AuditRecord]):
         """Records whose wall-clock time is in ``[since, until]``, oldest first."""
         self._catch_up()
         lower = None if since is None else (since, -1)
-        upper = None if until is None else (until, self._count)
+        upper = None if until is None else (until, self.next_seq)
         records: list[AuditRecord] = list(
             self._by_wall_time.irange_key(lower, upper, inclusive=(True, True))
         )
@@ -253,9 +383,13 @@ class AuditLog(Sequence[AuditRecord]):
     def for_stage(self, name: str) -> list[AuditRecord]:
         """Records that name stage ``name`` (added, removed, wired or cancelled it)."""
         self._catch_up()
-        records = self._records
-        return [records[seq] for seq in self._by_stage.get(name, ()) if seq in records]
+        held = self._held
+        return [
+            record
+            for seq in self._by_stage.get(name, ())
+            if (record := held(seq)) is not None
+        ]
 
     def snapshot(self) -> tuple[AuditRecord, ...]:
         """The records so far (those in memory), as an immutable tuple."""
-        return tuple(self._records.values())
+        return tuple(self)

@@ -17,15 +17,25 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
+from dagvisor.actors import JournalError, JournalWriteError
 from dagvisor.actors._jsonform import dump_json
 
+from ._event_rows import (
+    LARGE_OUTPUT,
+    OURS,
+    insert_events,
+    insert_large,
+    insert_rows,
+    lost,
+    owns,
+    rows_text,
+)
 from ._journal import is_busy
-from ._lease import Owner, fence, insert_lease, read_lease, release, take_over
+from ._lease import Owner, fence, insert_lease, release, take_over
 
 if TYPE_CHECKING:
     import trio
@@ -44,6 +54,9 @@ __all__ = [
 ]
 
 Record = tuple[Any, ...]
+"""A record of a run (see ``_run_records``): ``(run_id, seq, kind, ...)``; an
+event, whose ``seq`` is a number, is the row ``(run_id, seq, kind, payload,
+output)`` of the events table."""
 # Errors that one record causes (too large, not encodable, a key taken):
 # they fail the run it belongs to, and no other.
 _RECORD_ERRORS = (
@@ -55,24 +68,11 @@ _RECORD_ERRORS = (
     OverflowError,
     RecursionError,
 )
-# A run's part of a batch is fenced by its first write: that statement
-# writes only if the run's lease still names this runtime (its nonce, the
-# last parameter). Inside the write transaction nobody can take the run
-# before it commits, so the rest need no check, and the fence costs no
-# statement of its own (a batch of a few records mostly costs its statements).
-_OURS = " AND EXISTS (SELECT 1 FROM leases WHERE run_id = ?1 AND nonce = ?{})"
-# An output goes to its own column as the codec wrote it, once: text (or
-# UTF-8 bytes stored as text) in ``output``, a binary codec's bytes (a
-# memoryview) as a BLOB in ``data``.
-_INSERT_EVENT = (
-    "INSERT INTO events (run_id, seq, kind, payload, output, data) "
-    "VALUES (?, ?, ?, ?, CAST(? AS TEXT), ?)"
-)
-_INSERT_FENCED = (
-    "INSERT INTO events (run_id, seq, kind, payload, output, data) "
-    "SELECT ?1, ?2, ?3, ?4, CAST(?5 AS TEXT), ?6 WHERE 1" + _OURS.format(7)
-)
-_LARGE_OUTPUT: Final = 1 << 20  # bytes: written in pieces of this size
+# A run's part of a batch is fenced by its first write, which writes only
+# if the run's lease still names this runtime (`OURS`). Inside the write
+# transaction nobody can take the run before it commits, so the rest need no
+# check, and the fence costs no statement of its own (a batch of a few
+# records mostly costs its statements).
 _RESUME = "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?1"
 _END = "UPDATE runs SET status = ?2, ended = ?3 WHERE run_id = ?1"
 
@@ -139,15 +139,6 @@ def _listed(name: str) -> str:
     return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _lost(db: sqlite3.Connection, run_id: str) -> LeaseLostError:
-    lease = read_lease(db, run_id)
-    if lease is None:
-        how = "another runtime took it over and has let it go"
-    else:
-        how = f"process {lease.pid} on host {lease.host!r} took it over"
-    return LeaseLostError(run_id, how)
-
-
 def _write_group(
     db: sqlite3.Connection,
     ledger: RunLedger,
@@ -155,8 +146,12 @@ def _write_group(
     me: Owner,
     expires: float,
     done: Committed,
+    chunk: int,
 ) -> None:
     """Write one run's records of a batch; the first write fences the lease.
+
+    ``chunk``: the most characters of events written in one statement (see
+    `_insert_events`).
 
     Raises:
         LeaseLostError: the lease no longer names this runtime.
@@ -166,37 +161,36 @@ def _write_group(
     nonce = me.nonce
     fence = ledger.owned  # a new run's lease is written by this very batch
     expected = ledger.next_seq
-    events: list[_Event] = []
+    events: list[Record] = []
     for record in group:
-        if record[0] == "event":
-            _, _, seq, kind, payload = record
+        seq = record[1]
+        if seq is not None:  # an event: (run_id, seq, kind, payload, output)
             if seq != expected:
                 msg = f"its event {expected} went missing before event {seq}"
                 raise JournalWriteError(run_id, msg)
             expected += 1
-            output = payload.get("output")
-            if output is not None:
-                payload = {k: v for k, v in payload.items() if k != "output"}
-            binary = type(output) is memoryview
-            if (binary or type(output) is bytearray) and len(output) > _LARGE_OUTPUT:
-                fence = _insert_events(db, run_id, events, nonce if fence else None)
-                events = []
-                if fence and not _owns(db, run_id, nonce):
-                    raise _lost(db, run_id)
-                fence = False
-                _insert_large(
-                    db, run_id, seq, kind, dump_json(payload), output, binary=binary
+            payload = record[3]
+            if type(payload) is not str:  # a rare record, dumped here
+                record = (run_id, seq, record[2], dump_json(payload), record[4])
+            output = record[4]
+            if (type(output) is bytearray or type(output) is memoryview) and len(
+                output
+            ) > LARGE_OUTPUT:
+                fence = insert_events(
+                    db, run_id, events, nonce if fence else None, chunk
                 )
+                events = []
+                if fence and not owns(db, run_id, nonce):
+                    raise lost(db, run_id)
+                fence = False
+                insert_large(db, run_id, seq, record[2], record[3], output)
                 continue
-            if binary:
-                events.append((run_id, seq, kind, dump_json(payload), None, output))
-            else:
-                events.append((run_id, seq, kind, dump_json(payload), output, None))
+            events.append(record)
             continue
-        fence = _insert_events(db, run_id, events, nonce if fence else None)
+        fence = insert_events(db, run_id, events, nonce if fence else None, chunk)
         events = []
-        match record:
-            case ("run", _, name, created, pipeline):
+        match record[2:]:
+            case ("run", name, created, pipeline):
                 db.execute(
                     "INSERT INTO runs (run_id, name, created, status, pipeline) "
                     "VALUES (?, ?, ?, 'running', ?)",
@@ -209,10 +203,10 @@ def _write_group(
                 )
                 insert_lease(db, run_id, me, expires)
                 done.owned.append(run_id)
-            case ("resume", _):
+            case ("resume",):
                 _update(db, run_id, _RESUME, (run_id,), nonce if fence else None)
                 fence = False
-            case ("end", _, status, ended):
+            case ("end", status, ended):
                 _update(
                     db, run_id, _END, (run_id, status, ended), nonce if fence else None
                 )
@@ -222,71 +216,8 @@ def _write_group(
             case _:  # pragma: no cover - a bug in a producer of records
                 msg = f"unknown journal record {record!r}"
                 raise AssertionError(msg)
-    _insert_events(db, run_id, events, nonce if fence else None)
+    insert_events(db, run_id, events, nonce if fence else None, chunk)
     done.next_seq[run_id] = expected
-
-
-_Event = tuple[str, int, str, str, "str | bytearray | None", "memoryview | None"]
-
-
-def _insert_events(
-    db: sqlite3.Connection, run_id: str, events: list[_Event], fence: str | None
-) -> bool:
-    """Insert events; with ``fence`` (the nonce), only if the run's lease is ours.
-
-    Returns whether the fence is still to be made (no event to make it with).
-    """
-    if not events:
-        return fence is not None
-    if fence is not None:
-        if db.execute(_INSERT_FENCED, (*events[0], fence)).rowcount != 1:
-            raise _lost(db, run_id)
-        events = events[1:]
-    if events:
-        db.executemany(_INSERT_EVENT, events)
-    return False
-
-
-def _owns(db: sqlite3.Connection, run_id: str, nonce: str) -> bool:
-    """Whether the run's lease names this runtime (a fence with no write to carry it)."""
-    row = db.execute("SELECT nonce FROM leases WHERE run_id = ?", (run_id,)).fetchone()
-    return row is not None and row[0] == nonce
-
-
-def _insert_large(
-    db: sqlite3.Connection,
-    run_id: str,
-    seq: int,
-    kind: str,
-    payload: str,
-    output: bytearray | memoryview,
-    *,
-    binary: bool,
-) -> None:
-    """Insert one event whose large output is written into its row piece by piece.
-
-    Binding a large output would copy it whole in one call, holding the
-    interpreter (and so the event loop) all that time; written through
-    SQLite's incremental I/O, each piece is copied on its own. Text is made
-    from its UTF-8 bytes inside SQLite; a binary output stays a BLOB.
-    """
-    column = "data" if binary else "output"
-    cursor = db.execute(
-        f"INSERT INTO events (run_id, seq, kind, payload, {column}) "
-        "VALUES (?, ?, ?, ?, zeroblob(?))",
-        (run_id, seq, kind, payload, len(output)),
-    )
-    rowid = cursor.lastrowid
-    assert rowid is not None  # an INSERT's
-    data = memoryview(output)
-    with db.blobopen("events", column, rowid) as blob:
-        for start in range(0, len(data), _LARGE_OUTPUT):
-            blob.write(data[start : start + _LARGE_OUTPUT])
-    if not binary:
-        db.execute(
-            "UPDATE events SET output = CAST(output AS TEXT) WHERE rowid = ?",
-            (rowid,),
-        )
 
 
 def _update(
@@ -298,9 +229,9 @@ def _update(
 ) -> None:
     """Update the run's row; with ``fence`` (the nonce), only if the lease is ours."""
     if fence is not None:
-        sql, args = sql + _OURS.format(len(args) + 1), (*args, fence)
+        sql, args = sql + OURS.format(len(args) + 1), (*args, fence)
     if db.execute(sql, args).rowcount != 1:
-        raise _lost(db, run_id)
+        raise lost(db, run_id)
 
 
 class _Refused(Exception):
@@ -327,9 +258,9 @@ def commit_batch(
     """
     groups: dict[str, list[Record]] = {}
     for record in records:
-        group = groups.get(record[1])
+        group = groups.get(record[0])
         if group is None:
-            group = groups[record[1]] = []
+            group = groups[record[0]] = []
         group.append(record)
     live = {
         run_id: ledger
@@ -338,6 +269,12 @@ def commit_batch(
     }
     if not live and not renewing:
         return Committed()
+    chunk = journal.rows_chunk
+    if len(live) == 1 and not renewing:
+        ((run_id, ledger),) = live.items()
+        text = _one_statement(ledger, groups[run_id], chunk)
+        if text is not None:
+            return _commit_one(journal, ledger, text, len(groups[run_id]), me)
     # Each run's part is a savepoint of its own only when the batch holds
     # several runs: most batches hold one, whose failure undoes them whole.
     guarded = len(live) > 1
@@ -348,10 +285,10 @@ def commit_batch(
             if guarded:
                 db.execute("SAVEPOINT run")
             try:
-                if not ledger.owned and groups[run_id][0][0] != "run":
+                if not ledger.owned and groups[run_id][0][2] != "run":
                     msg = "its records came before the record of the run"
                     raise JournalWriteError(run_id, msg)
-                _write_group(db, ledger, groups[run_id], me, done.expires, done)
+                _write_group(db, ledger, groups[run_id], me, done.expires, done, chunk)
             except (*_RECORD_ERRORS, JournalWriteError) as exc:
                 error = (
                     exc
@@ -377,7 +314,7 @@ def commit_batch(
             if fence(db, ledger.run_id, me, done.expires):
                 done.renewed.append(ledger.run_id)
             else:
-                done.failed[ledger.run_id] = _lost(db, ledger.run_id)
+                done.failed[ledger.run_id] = lost(db, ledger.run_id)
         return done
 
     try:
@@ -390,6 +327,49 @@ def commit_batch(
             failed={run_id: JournalWriteError(run_id, reason) for run_id in live},
             ok=False,
         )
+
+
+def _one_statement(ledger: RunLedger, group: list[Record], chunk: int) -> str | None:
+    """The rows text of a run's part of a batch, if one statement can write it all.
+
+    The common batch: events only, of a run whose lease is committed, in
+    sequence, each fit to go in a rows text (see ``_event_rows``). Anything
+    else takes the transaction, which also says what is wrong.
+    """
+    if not ledger.owned or not group or group[0][1] != ledger.next_seq:
+        return None
+    last = group[-1][1]
+    if (
+        type(last) is not int
+        or last - ledger.next_seq != len(group) - 1
+        or any(type(record[1]) is not int for record in group)
+    ):
+        return None
+    return rows_text(group, chunk) if chunk else None
+
+
+def _commit_one(
+    journal: Journal, ledger: RunLedger, text: str, count: int, me: Owner
+) -> Committed:
+    """Write a run's events in one statement, committed on its own (SQLite's
+    autocommit: one statement is one transaction), fenced like any batch."""
+    run_id = ledger.run_id
+    try:
+        written = journal.write(lambda db: insert_rows(db, run_id, text, me.nonce))
+        if written == 0:
+            error: JournalWriteError = journal.write(lambda db: lost(db, run_id))
+            return Committed(failed={run_id: error})
+    except _RECORD_ERRORS as exc:
+        return Committed(
+            failed={run_id: JournalWriteError(run_id, _reason(exc, journal))}
+        )
+    except Exception as exc:  # the file, not a record
+        reason = _reason(exc, journal)
+        return Committed(failed={run_id: JournalWriteError(run_id, reason)}, ok=False)
+    if written != count:  # pragma: no cover - a bug
+        msg = f"{written} of its {count} events were written"
+        return Committed(failed={run_id: JournalWriteError(run_id, msg)})
+    return Committed(next_seq={run_id: ledger.next_seq + count})
 
 
 def take_run_over(

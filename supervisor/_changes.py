@@ -31,7 +31,6 @@ from dagvisor.actors._messages import (
     ReplacePending,
 )
 
-from ._audit import AuditRecord
 from ._events import GraphChanged
 from ._handlers import Change, Handlers
 
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
     from dagvisor.actors._messages import Request
 
+    from ._audit import Fields
     from ._core import RunCore
 
 __all__ = ["Changes"]
@@ -82,17 +82,17 @@ class Changes:
         core = self._core
         core.forget_pending()
         change = Change()
-        counters = (core.unfinished, core.added)
+        unfinished, added = core.unfinished, core.added
         self.serving = request
         try:
             change.value = self._apply[type(request)](request, change)
         except DagvisorError as refusal:
-            self._undo(change, counters)
+            self._undo(change, unfinished, added)
             self._refuse(request, refusal)
             self.serving = None
             return None
         except Exception as exc:
-            undone = self._undo(change, counters)
+            undone = self._undo(change, unfinished, added)
             failure = _internal_refusal(exc, undone=undone)
             self._refuse(request, failure)
             if not undone:
@@ -112,7 +112,7 @@ class Changes:
         self._record(request, None, error)
         request.reply.send_nowait(outcome.Error(error))
 
-    def _undo(self, change: Change, counters: tuple[int, int]) -> bool:
+    def _undo(self, change: Change, unfinished: int, added_count: int) -> bool:
         """Take back what a change added so far; False if it cannot be (it removed or settled)."""
         core = self._core
         core.forget_pending()
@@ -132,7 +132,7 @@ class Changes:
                 core.note_removed(node)
         except Exception:  # the graph is not what the change left: give up
             return False
-        core.unfinished, core.added = counters
+        core.unfinished, core.added = unfinished, added_count
         return True
 
     def _record(
@@ -140,52 +140,76 @@ class Changes:
         request: Request,
         change: Change | None,
         error: BaseException | None,
-    ) -> AuditRecord:
+    ) -> None:
         """The request's audit record (and journal record, and event)."""
         core = self._core
         before = core.version
-        if change is not None and not change.empty:
-            core.version += 1
-        record = AuditRecord(
-            seq=len(core.audit),
-            run_id=core.run_id,
-            kind=request.kind,
-            requester=request.requester,
-            reason=request.reason,
-            accepted=error is None,
-            version_before=before,
-            version_after=core.version,
-            wall_time=time.time(),
-            monotonic_time=core.now(),
-            added=tuple(change.added) if change and change.added else (),
-            removed=tuple(change.removed) if change and change.removed else (),
-            edges=tuple(change.edges) if change and change.edges else (),
-            cancelled=tuple(change.cancelled) if change and change.cancelled else (),
-            error_type=None if error is None else type(error).__name__,
-            error=None if error is None else str(error),
-            parts=tuple(change.parts) if change and change.parts else (),
-        )
-        core.audit.append(record)
+        seq = core.audit.next_seq
+        fields: Fields
+        if change is None:
+            fields = (
+                seq,
+                core.run_id,
+                request.kind,
+                request.requester,
+                request.reason,
+                error is None,
+                before,
+                before,
+                time.time(),
+                core.now(),
+                (),
+                (),
+                (),
+                (),
+                None if error is None else type(error).__name__,
+                None if error is None else str(error),
+                (),
+            )
+        else:
+            added, edges = change.added, change.edges
+            removed, cancelled, parts = change.removed, change.cancelled, change.parts
+            if added or edges or removed or cancelled:
+                core.version += 1
+            fields = (
+                seq,
+                core.run_id,
+                request.kind,
+                request.requester,
+                request.reason,
+                error is None,
+                before,
+                core.version,
+                time.time(),
+                core.now(),
+                tuple(added),
+                () if removed is None else tuple(removed),
+                tuple(edges),
+                () if cancelled is None else tuple(cancelled),
+                None if error is None else type(error).__name__,
+                None if error is None else str(error),
+                () if parts is None else tuple(parts),
+            )
+        core.audit.append_fields(fields)
         if core.records is not None:
             core.records.change(
-                record, request, [] if change is None else change.mapped
+                fields, request, None if change is None else change.mapped
             )
         if core.events.readers:
-            core.events.publish(GraphChanged(record))
+            core.events.publish(GraphChanged(core.audit[seq]))
         if logger.isEnabledFor(
             logging.DEBUG
         ):  # a change, not a stage: off the hot path
             logger.debug(
                 "run %s: %s",
                 core.run_id,
-                record,
+                core.audit[seq],
                 extra={
                     "run_id": core.run_id,
-                    "seq": record.seq,
-                    "requester": record.requester,
+                    "seq": seq,
+                    "requester": request.requester,
                 },
             )
-        return record
 
 
 def _internal_refusal(exc: Exception, *, undone: bool) -> InternalError:

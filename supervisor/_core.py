@@ -70,6 +70,8 @@ SKIPPED = StageState.SKIPPED
 CANCELLED = StageState.CANCELLED
 UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
 
+_TERMINAL: Final = frozenset(state for state in StageState if state.is_terminal)
+
 BLOCKED: Final[dict[StageState, StageState]] = {
     FAILED: UPSTREAM_FAILED,
     UPSTREAM_FAILED: UPSTREAM_FAILED,
@@ -297,7 +299,8 @@ class RunCore:
         """A change added ``node`` to the graph."""
         self.unfinished += 1
         self.added += 1
-        self.retention.added(node)
+        if self.retention.watches_added:
+            self.retention.added(node)
 
     def note_removed(self, node: Node) -> None:
         """A change took ``node``, pending, out of the graph (or a change was undone)."""
@@ -313,7 +316,7 @@ class RunCore:
         if node.state is not PENDING:
             return
         for dep in node.deps:
-            if dep.state.is_terminal and not dep.lets_through(node):
+            if dep.state in _TERMINAL and not dep.lets_through(node):
                 self._to_settle.append((node, BLOCKED[dep.state]))
                 return
         if node.waiting == 0:

@@ -30,7 +30,7 @@ Only the `GraphSupervisor` of the run writes to it. Invariants it keeps:
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import attrs
 
@@ -46,11 +46,15 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import Pipeline
 
-__all__ = ["RELEASED", "LiveGraph", "Node"]
+__all__ = ["NO_DEPENDENTS", "RELEASED", "LiveGraph", "Node"]
 
 
 RELEASED: Final = Sentinel("RELEASED")
 """The output of a stage released under ``retain_outputs="final"``."""
+
+NO_DEPENDENTS: Final = cast("list[Any]", ())
+"""`Node.dependents` of a node without any: an empty tuple, which refuses to be
+appended to (use `add_dependent`)."""
 
 _GAP: Final = 1 << 32
 """Room between two appended nodes' orders (32 halvings before a relabel)."""
@@ -74,7 +78,10 @@ class Node:
     key: str | None = None
     item_print: object = None
     """What tells the item from another (see ``_requests.fingerprint``)."""
-    dependents: list[Node] = attrs.Factory(list)
+    dependents: list[Node] = NO_DEPENDENTS
+    """The stages that wait for this one. Shared and empty until the first is
+    added with `add_dependent` (most stages of a large run have none: no list
+    each for the cyclic collector to walk); never appended to directly."""
     state: StageState = PENDING
     waiting: int = 0
     output: Any = None
@@ -96,6 +103,13 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.name!r} {self.state}>"
+
+    def add_dependent(self, child: Node) -> None:
+        """``child`` waits for this node (its list is made with the first one)."""
+        if self.dependents:
+            self.dependents.append(child)
+        else:
+            self.dependents = [child]
 
     def lets_through(self, child: Node) -> bool:
         """Whether this node, now terminal, lets a pending child proceed."""
@@ -146,7 +160,7 @@ class LiveGraph:
                 node = Node(spec.name, spec, deps, order)
                 node.waiting = len(deps)
                 for dep in deps:
-                    dep.dependents.append(node)
+                    dep.add_dependent(node)
                     dep.readers += 1
             else:
                 node = Node(spec.name, spec, (), order)
@@ -208,7 +222,7 @@ class LiveGraph:
             self._next_order += _GAP
         waiting = 0
         for dep in dep_tuple:
-            dep.dependents.append(node)
+            dep.add_dependent(node)
             dep.readers += 1
             if not dep.lets_through(node):
                 waiting += 1
@@ -236,7 +250,7 @@ class LiveGraph:
         if upstream.order >= downstream.order:
             self._reorder(upstream, downstream)
         downstream.deps = (*downstream.deps, upstream)
-        upstream.dependents.append(downstream)
+        upstream.add_dependent(downstream)
         upstream.readers += 1
         if not upstream.lets_through(downstream):
             downstream.waiting += 1
@@ -332,7 +346,7 @@ class LiveGraph:
             child.deps = tuple(dep for dep in child.deps if dep is not node)
             if not node.lets_through(child):
                 child.waiting -= 1
-        node.dependents = []
+        node.dependents = NO_DEPENDENTS
         node.slots = None
         node.deps = ()
         del self.nodes[node.name]

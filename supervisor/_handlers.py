@@ -35,7 +35,11 @@ from dagvisor.actors._messages import (
 )
 from dagvisor.actors._prepare import same_print
 
+from ._graph import RELEASED
+
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import trio
 
     from ._core import RunCore
@@ -71,14 +75,15 @@ class Change:
     def __init__(self) -> None:
         self.value: Any = None
         self.added: list[str] = []
-        self.removed: list[str] = []
         self.edges: list[tuple[str, str]] = []
-        self.cancelled: list[str] = []
-        self.parts: list[tuple[str, tuple[str, ...]]] = []
-        self.mapped: list[Expand] = []
+        # What most changes never do starts as None (one list fewer per change).
+        self.removed: list[str] | None = None
+        self.cancelled: list[str] | None = None
+        self.parts: list[tuple[str, tuple[str, ...]]] | None = None
+        self.mapped: list[Expand] | None = None
         """The expansions that added their stages (their items are journaled)."""
         self.undoable = True
-        self.cancel: list[trio.CancelScope] = []
+        self.cancel: list[trio.CancelScope] | None = None
         """Scopes of running stages to cancel."""
         self.stop: Literal["cancelled"] | None = None
         """Set when the whole run is to stop."""
@@ -89,6 +94,18 @@ class Change:
     def empty(self) -> bool:
         """Whether the graph is as it was (the version does not move)."""
         return not (self.added or self.removed or self.edges or self.cancelled)
+
+    def remove(self, name: str) -> None:
+        """Note a stage the change removed."""
+        if self.removed is None:
+            self.removed = []
+        self.removed.append(name)
+
+    def note_cancelled(self, names: Iterable[str]) -> None:
+        """Note stages the change cancelled."""
+        if self.cancelled is None:
+            self.cancelled = []
+        self.cancelled.extend(names)
 
 
 @final
@@ -141,7 +158,7 @@ class Handlers:
         """
         if not same_spec(node.spec, spec) or node.created_by < 0:
             return False
-        if self._core.audit[node.created_by].requester != requester:
+        if self._core.audit.requester(node.created_by) != requester:
             return False
         if not same_print(node.item_print, item_print):
             return False
@@ -149,7 +166,7 @@ class Handlers:
 
     def _check_before(
         self, name: str, deps: list[Node], before: tuple[str, ...]
-    ) -> list[Node]:
+    ) -> tuple[Node, ...]:
         """Validate ``before=``: pending stages that may wait for a new stage."""
         targets = []
         for later in before:
@@ -159,37 +176,49 @@ class Handlers:
                 if path is not None:
                     raise CycleError([name, *path[1:], name], where=self._where)
             targets.append(node)
-        return targets
+        return tuple(targets)
 
     # -- additions ---------------------------------------------------------------------
 
     def add_stage(self, request: AddStage, change: Change) -> str:
         core = self._core
+        graph = core.graph
+        nodes = graph.nodes
         spec = request.spec
         name = spec.name
-        existing = core.graph.get(name)
+        existing = nodes.get(name)
         if existing is not None:
             if self._is_same_addition(
                 existing, spec, request.after, request.requester, None
             ):
                 return name
             raise DuplicateStageError(name, where=self._where)
-        if self._asked_again(name, request.requester):
+        if core.retention.gone and self._asked_again(name, request.requester):
             return name
-        deps = [self._require(dep, referrer=name) for dep in request.after]
+        deps = []
+        for dep_name in request.after:
+            dep = nodes.get(dep_name)
+            deps.append(
+                dep if dep is not None else self._require(dep_name, referrer=name)
+            )
         for dep in deps:
-            core.retention.check_readable(dep, name)
-        befores = self._check_before(name, deps, request.before)
+            if dep.output is RELEASED:
+                core.retention.check_readable(dep, name)  # raises, saying why
+        befores = (
+            self._check_before(name, deps, request.before) if request.before else ()
+        )
         # Validated: apply.
-        node = core.graph.add_node(
-            spec, deps, created_by=len(core.audit), before=befores
+        node = graph.add_node(
+            spec, deps, created_by=core.audit.next_seq, before=befores
         )
         core.note_added(node)
         change.added.append(name)
-        change.edges.extend((dep.name, name) for dep in deps)
+        edges = change.edges
+        for dep in deps:
+            edges.append((dep.name, name))
         for later in befores:
-            core.graph.add_edge(node, later)
-            change.edges.append((name, later.name))
+            graph.add_edge(node, later)
+            edges.append((name, later.name))
         core.settle_new(node)
         return name
 
@@ -249,8 +278,10 @@ class Handlers:
         for dep in deps:
             core.retention.check_readable(dep, first)
         # Validated: apply.
+        if change.mapped is None:
+            change.mapped = []
         change.mapped.append(request)
-        seq = len(core.audit)
+        seq = core.audit.next_seq
         for position, (name, item, key, item_print) in enumerate(
             zip(names, request.items, request.keys, prints, strict=True)
         ):
@@ -282,6 +313,8 @@ class Handlers:
                 else:
                     self.expand(part, change)
                 named = tuple(change.added[added:])
+            if change.parts is None:
+                change.parts = []
             change.parts.append((part.kind, named))
 
     # -- removals and cancellations -----------------------------------------------------
@@ -298,7 +331,7 @@ class Handlers:
             for dep in deps:
                 core.retention.release_if_read(dep)
         core.note_removed(node)
-        change.removed.append(node.name)
+        change.remove(node.name)
         for child in children:
             core.settle_new(child)
 
@@ -343,7 +376,7 @@ class Handlers:
                     settled_children[id(child)] = child
             del graph.nodes[node.name]
             core.note_removed(node)
-            change.removed.append(node.name)
+            change.remove(node.name)
         for child in settled_children.values():
             child.deps = tuple(dep for dep in child.deps if dep.state is not PENDING)
         for dep in touched.values():
@@ -352,7 +385,7 @@ class Handlers:
                 dep.readers = 0  # its pending dependents are gone
                 if retention.release:
                     retention.release_if_read(dep)
-        seq = len(core.audit)
+        seq = core.audit.next_seq
         added: list[Node] = []
         for spec, dep_names in request.pipeline.entries():
             if spec.name in graph.nodes or spec.name in retention.gone:
@@ -373,16 +406,18 @@ class Handlers:
             raise StageStateError(node.name, node.state.value, "cancel")
         # Validated: apply.
         change.undoable = False
-        change.cancelled.append(node.name)
+        change.note_cancelled((node.name,))
         if node.state is RUNNING or node.state is QUEUED:  # its actor is alive
             assert node.scope is not None
+            if change.cancel is None:
+                change.cancel = []
             change.cancel.append(node.scope)
         else:
             core.finish(node, CANCELLED, core.now())
 
     def cancel_run(self, request: CancelRun, change: Change) -> None:
         change.undoable = False
-        change.cancelled.extend(
+        change.note_cancelled(
             node.name for node in self._core.graph if not node.state.is_terminal
         )
         change.stop = "cancelled"

@@ -85,6 +85,7 @@ _LAST_BACKOFF = 0.5
 _RECORD_MARGIN = 64 * 1024
 # The most bytes one character of an output takes in the journal (UTF-8).
 _WORST_BYTES_PER_CHAR = 4
+_ROWS_CHUNK: Final = 1 << 20
 _SQLITE_ERRORS: Final = {"busy": (5, 6), "full": (13,)}  # SQLITE_BUSY, _LOCKED; _FULL
 
 
@@ -171,6 +172,9 @@ class Journal:
             self.max_value_bytes - _RECORD_MARGIN
         ) // _WORST_BYTES_PER_CHAR
         self._db: sqlite3.Connection | None = None
+        self.rows_chunk = 0
+        """Characters of events the writer inserts in one statement, as one JSON
+        array (0 while closed, or when this SQLite cannot read JSON)."""
         self._format = FORMAT_VERSION  # of the file: a read-only one may be older
         self._serving = False  # a runtime writes through it: one at a time
         # How a write waits between attempts while the file is locked (a seam
@@ -261,6 +265,11 @@ class Journal:
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             if found.kind != "journal" or found.incomplete:
                 self.transaction(set_up)
+            with contextlib.suppress(sqlite3.Error):  # else: one row at a time
+                db.execute("SELECT value FROM json_each('[1]')").fetchall()
+                # A character takes at most 6 bytes in that text (a control
+                # character's escape): a chunk always fits in one value.
+                self.rows_chunk = min(_ROWS_CHUNK, self.max_value_bytes // 8)
         except (sqlite3.Error, JournalError) as exc:
             self.close()
             if isinstance(exc, JournalError):
@@ -312,6 +321,15 @@ class Journal:
             return result
 
         return self._retrying(attempt)
+
+    def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(db)``: one statement, its own transaction, retried while locked.
+
+        For a write that is one statement (SQLite commits it whole or not at
+        all), without a ``BEGIN`` and a ``COMMIT`` of its own; see `transaction`.
+        """
+        db = self._writable()
+        return self._retrying(lambda: work(db))
 
     def _writable(self, *, create: bool = True) -> sqlite3.Connection:
         if self._db is None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, final
 from dagvisor.actors import NO_ITEM, DuplicateStageError, StageState, StageStateError
 
 from ._gone import GoneNames
-from ._graph import RELEASED, Node
+from ._graph import NO_DEPENDENTS, RELEASED, Node
 
 if TYPE_CHECKING:
     from ._audit import AuditLog
@@ -53,6 +53,7 @@ class Retention:
         "gone",
         "release",
         "streamed",
+        "watches_added",
     )
 
     def __init__(
@@ -76,6 +77,8 @@ class Retention:
         # A streamed run's stages, oldest first (streamed and added at run
         # time alike): the oldest finished ones leave memory as it goes on.
         self.streamed: deque[Node] | None = None if window is None else deque()
+        self.watches_added = audit.bounded or window is not None
+        """Whether `added` has anything to do (the supervisor skips it if not)."""
 
     # -- release ---------------------------------------------------------------
 
@@ -190,7 +193,7 @@ class Retention:
             audit.unpin(node.created_by)
             self.evicted[node.state] += 1
         node.deps = ()
-        node.dependents.clear()
+        node.dependents = NO_DEPENDENTS
         node.item = NO_ITEM
         node.item_print = None
         node.output = None

@@ -8,6 +8,19 @@ stage that may queue), its start, each retry's start and each end (with
 the encoded output, or the error and the end of its traceback); each
 change with its audit record and what was asked, its mapped items first,
 one event each; memory samples; a resume; the end.
+
+A record is a tuple whose first two items are the run's id and, for an
+event, its ``seq`` (None for the run's own records), then its kind::
+
+    (run_id, seq, kind, payload, output)      an event: a row of ``events``
+    (run_id, None, "run", name, created, pipeline)
+    (run_id, None, "resume")
+    (run_id, None, "end", status, ended)
+
+An event's payload is its JSON text, made here once for the records every
+stage and every change writes (see ``_record_text``), or, for the rare
+others, a dict the writer dumps. Records are shipped to the writer
+together, one parcel per message handled, with the bytes they weigh.
 """
 
 from __future__ import annotations
@@ -16,10 +29,11 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Final, assert_never, final
 
-import attrs
 import trio
 
 from dagvisor.actors import StageSpec, StageState
+from dagvisor.actors._errors import message_of
+from dagvisor.actors._jsonform import dump_json
 from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
@@ -34,50 +48,81 @@ from dagvisor.actors._messages import (
 )
 from dagvisor.actors._stored import Stored
 
-from ._audit import AuditRecord
+from ._record_text import RecordTexts
 from ._stage_refs import spec_ref
-from ._writer import Flush
 
 if TYPE_CHECKING:
     from dagvisor.actors import Pipeline, StageRegistry
     from dagvisor.actors._stored import Encoded
 
+    from ._audit import Fields
     from ._graph import Node
     from ._writer import JournalWriter
 
-__all__ = ["RunRecords", "asked", "pipeline_record"]
+__all__ = ["RECORD_BYTES", "RunRecords", "asked", "pipeline_record"]
 
 # The end of a failed stage's traceback that the journal keeps (characters).
 _TRACEBACK_KEPT: Final = 16_000
-_RECORD_FIELDS: Final = tuple(attrs.fields_dict(AuditRecord))
 _FAILED = StageState.FAILED
 _SUCCEEDED = StageState.SUCCEEDED
+
+
+def _traceback(error: BaseException) -> str:
+    try:
+        text = "".join(traceback.format_exception(error))
+    except Exception:  # a __str__ that raises: the frames without the message
+        text = f"(the traceback of this {type(error).__name__} cannot be shown)"
+    return text[-_TRACEBACK_KEPT:]
+
+
+RECORD_BYTES: Final = 300
+"""The bytes a queued record is counted for, besides its output's text."""
 
 
 @final
 class RunRecords:
     """The records of one run waiting to be shipped, with its next event number."""
 
-    __slots__ = ("_out", "_seq", "run_id", "wall_offset")
+    __slots__ = ("_seq", "_texts", "_weight", "flushes", "out", "run_id", "wall_offset")
 
     def __init__(self, run_id: str, wall_offset: float, next_seq: int = 0) -> None:
         self.run_id = run_id
         self.wall_offset = wall_offset
         """Added to the run's clock to make journal times wall-clock."""
-        self._out: list[tuple[Any, ...] | Flush] = []
+        self.out: list[tuple[Any, ...]] = []
+        """The records queued (read-only outside: `ship` hands them over)."""
+        self._weight = 0
+        """What the queued records weigh (see `RECORD_BYTES`)."""
         self._seq = next_seq
+        self._texts = RecordTexts(run_id)
+        self.flushes: list[trio.Event] = []
+        """Events the writer sets once the records queued before each are
+        committed (read-only outside, like ``out``)."""
 
     def __bool__(self) -> bool:
-        return bool(self._out)
+        return bool(self.out or self.flushes)
 
     def flush(self, done: trio.Event) -> None:
         """Set ``done`` once everything queued so far is committed (see `Flush`)."""
-        self._out.append(Flush(done))
+        self.flushes.append(done)
 
-    def event(self, kind: str, payload: dict[str, Any]) -> None:
-        """Queue one event (the next ``seq`` of the run)."""
-        self._out.append(("event", self.run_id, self._seq, kind, payload))
+    def event(
+        self,
+        kind: str,
+        payload: str | dict[str, Any],
+        output: str | bytearray | memoryview | None = None,
+    ) -> None:
+        """Queue one event (the next ``seq`` of the run): its payload's JSON text
+        (or a dict, which the writer dumps), and an encoded value for the
+        ``output`` column (text) or the ``data`` column (a binary codec's
+        bytes, a memoryview)."""
+        self.out.append((self.run_id, self._seq, kind, payload, output))
         self._seq += 1
+        self._weight += RECORD_BYTES if output is None else RECORD_BYTES + len(output)
+
+    def _other(self, record: tuple[Any, ...]) -> None:
+        self.out.append(record)
+        self._weight += RECORD_BYTES
 
     # -- the run -------------------------------------------------------------------
 
@@ -90,10 +135,11 @@ class RunRecords:
         codec: str | None,
     ) -> None:
         """The run's first record: its pipeline, encoded inputs and codec."""
-        self._out.append(
+        self._other(
             (
-                "run",
                 self.run_id,
+                None,
+                "run",
                 name,
                 started_wall,
                 {**pipeline, "inputs": inputs, "codec": codec},
@@ -102,7 +148,7 @@ class RunRecords:
 
     def resumed(self, started_wall: float, kept: int, to_run: int) -> None:
         """The records that say the run goes on after a resume."""
-        self._out.append(("resume", self.run_id))
+        self._other((self.run_id, None, "resume"))
         self.event("resumed", {"time": started_wall, "kept": kept, "to_run": to_run})
 
     def memory(self, samples: list[tuple[float, int]]) -> None:
@@ -113,19 +159,30 @@ class RunRecords:
 
     def end(self, status: str) -> None:
         """How the run ended."""
-        self._out.append(("end", self.run_id, status, time.time()))
+        self._other((self.run_id, None, "end", status, time.time()))
 
     # -- stages --------------------------------------------------------------------
 
     def queued(self, node: Node, now: float) -> None:
         """A stage's actor started and waits for room: its first attempt has not run."""
-        self.event("stage_queued", {"stage": node.name, "time": now + self.wall_offset})
+        self.event(
+            "stage_queued", self._texts.started(node.name, now + self.wall_offset)
+        )
 
     def started(self, node: Node, now: float) -> None:
         """A stage's first attempt started (it had its room)."""
-        self.event(
-            "stage_started", {"stage": node.name, "time": now + self.wall_offset}
+        # `event`, inlined: once per stage.
+        self.out.append(
+            (
+                self.run_id,
+                self._seq,
+                "stage_started",
+                self._texts.started(node.name, now + self.wall_offset),
+                None,
+            )
         )
+        self._seq += 1
+        self._weight += RECORD_BYTES
 
     def attempt(self, node: Node, attempt: int, now: float) -> None:
         """A retry started (so that a resume counts on from the attempts that ran)."""
@@ -141,30 +198,51 @@ class RunRecords:
         now: float,
         encoded: Encoded | None,
     ) -> None:
+        if (
+            type(encoded) is Stored
+            or (state is _FAILED and node.error is not None)
+            or (encoded is None and state is _SUCCEEDED)
+        ):
+            self._ended_rarely(node, state, now, encoded)
+            return
+        # `event`, inlined: once per stage.
+        self.out.append(
+            (
+                self.run_id,
+                self._seq,
+                "stage_ended",
+                self._texts.ended(node.name, state.value, now + self.wall_offset),
+                encoded,
+            )
+        )
+        self._seq += 1
+        self._weight += RECORD_BYTES if encoded is None else RECORD_BYTES + len(encoded)
+
+    def _ended_rarely(
+        self, node: Node, state: StageState, now: float, encoded: Encoded | None
+    ) -> None:
+        # A failure (its error and traceback), an output its stage's own codec
+        # wrote (the codec named), or a success kept out of the journal.
         payload: dict[str, Any] = {
             "stage": node.name,
             "state": state.value,
             "time": now + self.wall_offset,
         }
-        if encoded is not None:
-            if type(encoded) is Stored:  # the stage's own codec wrote it
-                payload["codec"] = encoded.codec
-                encoded = encoded.data
-            payload["output"] = encoded
-        elif state is _SUCCEEDED:  # persist=False: kept out of the journal
+        if type(encoded) is Stored:
+            payload["codec"] = encoded.codec
+            encoded = encoded.data
+        elif encoded is None and state is _SUCCEEDED:  # persist=False
             payload["persisted"] = False
         if state is _FAILED and node.error is not None:
             error = node.error
-            payload["error"] = f"{type(error).__name__}: {error}"
-            payload["traceback"] = "".join(traceback.format_exception(error))[
-                -_TRACEBACK_KEPT:
-            ]
-        self.event("stage_ended", payload)
+            payload["error"] = f"{type(error).__name__}: {message_of(error)}"
+            payload["traceback"] = _traceback(error)
+        self.event("stage_ended", payload, encoded)
 
     # -- changes -------------------------------------------------------------------
 
     def change(
-        self, record: AuditRecord, request: Request, mapped: list[Expand]
+        self, fields: Fields, request: Request, mapped: list[Expand] | None
     ) -> None:
         """A change request and what became of it, to be replayed as it was.
 
@@ -172,34 +250,51 @@ class RunRecords:
         one event each, their text in the output column: never one JSON
         document holding every item.
         """
-        for expand in mapped:
-            if expand.item_specs and expand.encoded:
-                for text, spec in zip(expand.encoded, expand.item_specs, strict=True):
-                    self.event("item", {"output": text, "params": spec.params})
-                continue
-            for text in expand.encoded or ():
-                self.event("item", {"output": text})
-        self.event(
-            "change",
-            {
-                **{name: getattr(record, name) for name in _RECORD_FIELDS},
-                "request": asked(request, {id(expand) for expand in mapped}),
-            },
-        )
+        if mapped:
+            for expand in mapped:
+                if expand.item_specs and expand.encoded:
+                    for text, spec in zip(
+                        expand.encoded, expand.item_specs, strict=True
+                    ):
+                        self.event("item", {"params": spec.params}, text)
+                    continue
+                for text in expand.encoded or ():
+                    self.event("item", "{}", text)
+        if type(request) is AddStage:
+            what = self._texts.add_stage(request, _ref(request.spec, request.ref))
+        else:
+            what = dump_json(asked(request, {id(expand) for expand in mapped or ()}))
+        self.event("change", self._texts.change(fields, what))
 
     # -- shipping ------------------------------------------------------------------
 
+    def ship_nowait(self, writer: JournalWriter) -> bool:
+        """Hand the queued records to the writer if it has room for them."""
+        if self.out:
+            if not writer.submit_nowait(self.out, self._weight):
+                return False
+            self.out = []
+            self._weight = 0
+        while self.flushes:
+            if not writer.mark_nowait(self.flushes[0]):
+                return False
+            del self.flushes[0]
+        return True
+
     async def ship(self, writer: JournalWriter) -> None:
         """Hand the queued records to the writer; wait only if it is full."""
-        out, self._out = self._out, []
-        for index, record in enumerate(out):
-            if not writer.submit_nowait(record):
-                # Shielded: records dropped by a cancel would leave a gap in
-                # the run's events. The writer drains its queue in bounded time.
-                with trio.CancelScope(shield=True):
-                    for rest in out[index:]:
-                        await writer.submit(rest)
-                return
+        if self.ship_nowait(writer):
+            return
+        out, weight = self.out, self._weight
+        flushes = self.flushes
+        self.out, self._weight, self.flushes = [], 0, []
+        # Shielded: records dropped by a cancel would leave a gap in the
+        # run's events. The writer drains its queue in bounded time.
+        with trio.CancelScope(shield=True):
+            if out:
+                await writer.submit(out, weight)
+            for done in flushes:  # after the records queued before them
+                await writer.mark(done)
 
 
 def asked(request: Request | ChangePart, mapped: set[int]) -> dict[str, Any]:

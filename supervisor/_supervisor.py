@@ -75,7 +75,6 @@ if TYPE_CHECKING:
     from dagvisor.actors import Pipeline
     from dagvisor.actors._env import RunEnv
 
-    from ._handlers import Change
     from ._options import FailurePolicy
     from ._replay import Replayed
     from ._snapshot import GraphSnapshot
@@ -205,7 +204,7 @@ class GraphSupervisor:
     async def ship_journal(self) -> None:
         """Hand queued records to the journal writer; wait only if it is full."""
         records = self.core.records
-        if records and self.journal is not None:
+        if records is not None and self.journal is not None:
             await records.ship(self.journal)
 
     # -- the actor ---------------------------------------------------------------
@@ -234,6 +233,7 @@ class GraphSupervisor:
         self._start_soon = stage_nursery.start_soon
         core = self.core
         receive = self._inbox
+        records, journal = core.records, self.journal
         try:
             if self._restoring:
                 self._restoring = False
@@ -263,8 +263,13 @@ class GraphSupervisor:
                     self._handle(message)
                 if core.retention.drop:
                     core.retention.drop_ended()
-                if core.records:
-                    await self.ship_journal()
+                if (
+                    records is not None
+                    and (records.out or records.flushes)
+                    and journal is not None
+                    and not records.ship_nowait(journal)
+                ):
+                    await records.ship(journal)
             if self._stopping:
                 # Cancel every stage, and keep answering while they unwind (a
                 # shielded cleanup may take its time): changes are refused at
@@ -357,6 +362,17 @@ class GraphSupervisor:
                 if node.state is RUNNING or node.state is QUEUED:
                     node.output = value
                     core.finish(node, SUCCEEDED, core.now(), encoded)
+            case (
+                AddStage()
+                | AddEdge()
+                | Expand()
+                | RemoveStage()
+                | ReplacePending()
+                | CancelStage()
+                | CancelRun()
+                | ChangeSet()
+            ):  # second: a stage ends once, may change the graph many times
+                self._serve(message)
             case SlotTaken(token=token, time=when):
                 node = cast("Node", token)
                 if node.state is QUEUED:
@@ -394,17 +410,6 @@ class GraphSupervisor:
                 # Its records can no longer be committed (the writer drops
                 # them): the run stops, and the run task reports why.
                 self._stop("failed")
-            case (
-                AddStage()
-                | AddEdge()
-                | Expand()
-                | RemoveStage()
-                | ReplacePending()
-                | CancelStage()
-                | CancelRun()
-                | ChangeSet()
-            ):
-                self._serve(message)
             case _:
                 assert_never(message)
         if core.ready:
@@ -417,13 +422,12 @@ class GraphSupervisor:
             self._changes.refuse_closed(request)
             return
         change = self._changes.serve(request)
-        if change is not None:
-            self._carry_out(change)
-
-    def _carry_out(self, change: Change) -> None:
-        """Do what an applied change left to the event loop."""
-        for scope in change.cancel:
-            scope.cancel()
+        if change is None:
+            return
+        # Carry out what an applied change left to the event loop.
+        if change.cancel is not None:
+            for scope in change.cancel:
+                scope.cancel()
         if change.ends_stream and self._stream is not None:
             self._stream.end()
         self.core.after_change()

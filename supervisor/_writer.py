@@ -20,6 +20,16 @@ them in batches (group commit) in a worker thread. Its promises:
   whose lease another runtime took is stopped with `LeaseLostError`.
 * The writer never raises into the runtime: whatever goes wrong is routed
   to the runs it concerns.
+
+Runs ship their records in parcels (the records of one message handled,
+or of a few). A transaction costs much more than a record, so the writer
+lets records pile up into one batch for a while: it commits once
+`_GATHER_RECORDS` are queued, `_GATHER_SECONDS` after the first of them at
+the latest (never past a lease renewal), and at once when a run starts,
+resumes or ends, or someone waits for it (a flush, a take-over, a
+release). A busy run thus commits about a hundred times a second, not once
+a stage; what a crash can lose is what was queued since the last commit,
+as before (stages never wait for the journal).
 """
 
 from __future__ import annotations
@@ -60,18 +70,10 @@ _BATCH = 2048
 # memory follows what the disk can take, not how far the runs ran ahead.
 _QUEUED_RECORDS = 8 * _BATCH
 _QUEUED_BYTES = 16 * 2**20
-_RECORD_BYTES = 300
-
-
-def _weight(record: Record | Flush) -> int:
-    """Bytes a queued record is counted for (its encoded value, if any, plus a share)."""
-    if type(record) is not tuple:
-        return 0
-    if record[0] == "event":
-        output = record[4].get("output")
-        if output is not None:
-            return _RECORD_BYTES + len(output)
-    return _RECORD_BYTES
+# A busy loop's records are gathered into one batch until this many are
+# queued, or for this long at most (see the module docstring).
+_GATHER_RECORDS = 512
+_GATHER_SECONDS = 0.01
 
 
 @attrs.frozen(eq=False)
@@ -105,7 +107,12 @@ class JournalWriter:
         self.owner = Owner.of_this_runtime()
         self._send, self._receive = trio.open_memory_channel[Any](_QUEUED_RECORDS)
         self._queued_bytes = 0
+        self._queued_records = 0
         self._room = trio.lowlevel.ParkingLot()
+        self._gathering: trio.CancelScope | None = None
+        """While the writer lets records pile up: cancelled to commit at once."""
+        self._urgent = False
+        """A flush, a take-over or a release is queued: no gathering."""
         self._ledgers: dict[str, RunLedger] = {}
         self._unnotified: list[RunLedger] = []
         self._renew_every = journal.lease / 3
@@ -137,6 +144,7 @@ class JournalWriter:
         if ledger.owned and not isinstance(ledger.error, LeaseLostError):
             with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
                 self._send.send_nowait(_Release(ledger))
+                self._hurry()
                 return
         del self._ledgers[run_id]
 
@@ -154,35 +162,82 @@ class JournalWriter:
         """
         request = _TakeOver(self._ledgers[run_id], trio.Event())
         await self._send.send(request)
+        self._hurry()
         await request.done.wait()
         assert request.answer is not None
         return request.answer.unwrap()
 
-    def submit_nowait(self, record: Record | Flush) -> bool:
-        """Queue a record if there is room; False if the caller must wait."""
-        weight = _weight(record)
-        if self._queued_bytes and self._queued_bytes + weight > _QUEUED_BYTES:
+    def submit_nowait(self, records: list[Record], weight: int) -> bool:
+        """Queue a parcel of records if there is room; False if the caller must wait.
+
+        ``weight`` is what the records weigh in bytes (see `RECORD_BYTES`).
+        """
+        queued = self._queued_records
+        if queued and (
+            queued + len(records) > _QUEUED_RECORDS
+            or self._queued_bytes + weight > _QUEUED_BYTES
+        ):
             return False
         try:
-            self._send.send_nowait(record)
+            self._send.send_nowait((weight, records))
         except trio.WouldBlock:
             return False
+        # `_queued`, inlined: once or twice a stage.
+        self._queued_records = queued = queued + len(records)
         self._queued_bytes += weight
+        if records[0][1] is None:
+            self._hurry()  # a run starts, resumes or ends (see `_queued`)
+        elif self._gathering is not None and queued >= _GATHER_RECORDS:
+            self._gathering.cancel()  # enough for a batch: commit it now
         return True
 
-    async def submit(self, record: Record | Flush) -> None:
-        """Queue a record, waiting for room (in records and in bytes)."""
-        weight = _weight(record)
-        while self._queued_bytes and self._queued_bytes + weight > _QUEUED_BYTES:
+    async def submit(self, records: list[Record], weight: int) -> None:
+        """Queue a parcel of records, waiting for room (in records and in bytes)."""
+        while self._queued_records and (
+            self._queued_records + len(records) > _QUEUED_RECORDS
+            or self._queued_bytes + weight > _QUEUED_BYTES
+        ):
             await self._room.park()
-        await self._send.send(record)
+        await self._send.send((weight, records))
+        self._queued(records, weight)
+
+    def mark_nowait(self, done: trio.Event) -> bool:
+        """Queue a `Flush` marker for ``done`` if there is room; False if the caller
+        must wait (see `mark`)."""
+        try:
+            self._send.send_nowait(Flush(done))
+        except trio.WouldBlock:
+            return False
+        self._hurry()
+        return True
+
+    async def mark(self, done: trio.Event) -> None:
+        """Set ``done`` once everything queued before it is committed (or cannot be)."""
+        await self._send.send(Flush(done))
+        self._hurry()
+
+    def _queued(self, records: list[Record], weight: int) -> None:
+        self._queued_records += len(records)
         self._queued_bytes += weight
+        if records and records[0][1] is None:
+            # A run starts, resumes or ends: on disk at once, so that it is
+            # known there (and can be resumed) whatever comes next.
+            self._hurry()
+        elif self._gathering is not None and self._queued_records >= _GATHER_RECORDS:
+            self._gathering.cancel()  # enough for a batch: commit it now
+
+    def _hurry(self) -> None:
+        """Someone waits for the writer: commit what is queued without gathering more."""
+        self._urgent = True
+        if self._gathering is not None:
+            self._gathering.cancel()
 
     def _taken(self, batch: list[Any]) -> None:
         """The writer took ``batch`` off its queue: room for the runs again."""
-        self._queued_bytes -= sum(
-            _weight(item) for item in batch if type(item) is tuple
-        )
+        for item in batch:
+            if type(item) is tuple:
+                self._queued_bytes -= item[0]
+                self._queued_records -= len(item[1])
         self._room.unpark_all()
 
     async def flush(self, run_id: str | None = None) -> JournalWriteError | None:
@@ -198,6 +253,7 @@ class JournalWriter:
             if run_id is None:
                 return None
             return JournalWriteError(run_id, "the runtime's journal writer has stopped")
+        self._hurry()
         await marker.done.wait()
         ledger = None if run_id is None else self._ledgers.get(run_id)
         return None if ledger is None else ledger.error
@@ -210,6 +266,7 @@ class JournalWriter:
     def close(self) -> None:
         """No more records: the writer commits what is queued, then ends."""
         self._send.close()
+        self._hurry()
 
     # -- the actor -----------------------------------------------------------------
 
@@ -233,12 +290,18 @@ class JournalWriter:
                         if item is None:
                             await self._commit([])  # renew the leases of idle runs
                             continue
+                    if type(item) is tuple:
+                        await self._gather()
+                    self._urgent = False
                     batch = [item]
-                    while len(batch) < _BATCH:
+                    size = len(item[1]) if type(item) is tuple else 1
+                    while size < _BATCH:
                         try:
-                            batch.append(self._receive.receive_nowait())
+                            item = self._receive.receive_nowait()
                         except trio.WouldBlock:
                             break
+                        batch.append(item)
+                        size += len(item[1]) if type(item) is tuple else 1
                     try:
                         await self._process(batch)
                     except Exception as exc:  # a bug: fail what it concerns, go on
@@ -250,6 +313,17 @@ class JournalWriter:
             finally:
                 await self._blocking(self.journal.close)
 
+    async def _gather(self) -> None:
+        """Let more records pile up while the runs are busy (see the module docstring)."""
+        if self._urgent or self._queued_records >= _GATHER_RECORDS:
+            return
+        # Never past a renewal: a lease is renewed in time however long its
+        # run's records wait (a batch renews what is due).
+        until = min(trio.current_time() + _GATHER_SECONDS, self._next_renewal)
+        with trio.move_on_at(until) as self._gathering:
+            await trio.sleep_forever()
+        self._gathering = None
+
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)``, which blocks on the file, off the event loop."""
         return await trio.to_thread.run_sync(fn, *args)
@@ -258,7 +332,7 @@ class JournalWriter:
         records: list[Record] = []
         for item in batch:
             if type(item) is tuple:
-                records.append(item)
+                records += item[1]
                 continue
             if records:
                 await self._commit(records)
@@ -313,7 +387,7 @@ class JournalWriter:
             reason = f"the journal writer failed ({type(exc).__name__}: {exc})"
             done = Committed(
                 failed={
-                    record[1]: JournalWriteError(record[1], reason)
+                    record[0]: JournalWriteError(record[0], reason)
                     for record in records
                 },
                 ok=False,
@@ -326,7 +400,8 @@ class JournalWriter:
         failed: dict[str, JournalWriteError] = {}
         for item in batch:
             if type(item) is tuple:
-                failed[item[1]] = JournalWriteError(item[1], reason)
+                for record in item[1]:
+                    failed[record[0]] = JournalWriteError(record[0], reason)
             elif isinstance(item, _TakeOver):
                 if item.answer is None:
                     error = JournalError(f"run {item.ledger.run_id!r}: {reason}")

@@ -35,7 +35,12 @@ def cluster():
 @pytest.fixture
 async def ready(cluster):
     """Bodies that say they run and wait for the test (Dask cannot interrupt a
-    running task); after the test, each is let go and has returned."""
+    running task); after the test, each is let go and has returned.
+
+    Both workers are up first: a test before may have killed one, and a task
+    the scheduler gives the only worker up waits for it however long the
+    other takes to come back."""
+    await trio.to_thread.run_sync(cluster.wait_for_workers, 2)
     async with readiness() as signals:
         yield signals
 

@@ -25,6 +25,7 @@ from dagvisor.errors import (
     JournalWriteError,
     OutputTooLargeError,
     RunFailed,
+    RunFailedError,
 )
 from dagvisor.supervisor._format import FORMAT_VERSION
 
@@ -610,3 +611,40 @@ async def test_a_bug_in_the_writer_outside_a_commit_fails_the_runs_not_the_runti
         assert (await rt.run(Pipeline("q").add(one))).ok  # the writer goes on
     assert isinstance(info.value.journal_error, JournalWriteError)
     assert "KeyError" in str(info.value.journal_error)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+@stage(name="unprintable")
+async def _unprintable(ctx: Any) -> None:
+    raise _Unprintable
+
+
+async def test_a_stage_error_that_cannot_be_printed_is_journaled_as_a_failure(
+    tmp_path,
+):
+    path = tmp_path / "runs.db"
+    pipeline = Pipeline("p").add(_unprintable).add(stage(name="fine")(_fine))
+    async with runtime(journal=path) as rt:
+        with pytest.raises(RunFailedError) as info:
+            await rt.run(pipeline)
+    run_id = info.value.result.run_id
+    with Journal(path, readonly=True) as journal:
+        ended = {
+            payload["stage"]: payload
+            for _, kind, payload in journal.events(run_id)
+            if kind == "stage_ended"
+        }
+        read = journal.result(run_id)
+    assert ended["unprintable"]["error"] == (
+        "_Unprintable: (the message of this _Unprintable cannot be shown)"
+    )
+    assert ended["fine"]["state"] == "succeeded"
+    assert read.states["unprintable"].value == "failed"
+
+
+async def _fine(ctx: Any) -> int:
+    return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -171,3 +172,74 @@ async def test_a_swap_leaves_no_edge_to_a_removed_stage():
     assert result.dependencies["late"] == ()
     assert result.states["late"] is StageState.CANCELLED
     assert result.outputs["new"] == "new"
+
+
+async def test_a_reply_given_before_the_requester_waits_is_returned_or_raised():
+    # A requester whose send waited for room may find its answer there.
+    import outcome
+
+    from dagvisor.actors._messages import ReplySlot
+    from dagvisor.errors import CycleError
+
+    slot = ReplySlot()
+    slot.send_nowait(outcome.Value("s1"))
+    assert slot.answered
+    assert await slot.wait() == "s1"
+    refused = ReplySlot()
+    refused.send_nowait(outcome.Error(CycleError(["a", "b", "a"])))
+    with pytest.raises(CycleError):
+        await refused.wait()
+    with pytest.raises(RuntimeError, match="answered twice"):
+        refused.send_nowait(outcome.Value(None))
+
+
+async def test_a_waiting_requester_gets_the_answer_itself():
+    import outcome
+
+    from dagvisor.actors._messages import ReplySlot
+    from dagvisor.errors import CycleError
+
+    slot, refused = ReplySlot(), ReplySlot()
+    got: dict[ReplySlot, object] = {}
+
+    async def wait_for(slot: ReplySlot) -> None:
+        try:
+            got[slot] = await slot.wait()
+        except CycleError as error:
+            got[slot] = error
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(wait_for, slot)
+        nursery.start_soon(wait_for, refused)
+        await trio.testing.wait_all_tasks_blocked()
+        slot.send_nowait(outcome.Value("s1"))
+        error = CycleError(["a", "b", "a"])
+        refused.send_nowait(outcome.Error(error))
+    assert got == {slot: "s1", refused: error}
+
+
+def test_an_add_stage_request_made_fast_equals_the_constructed_one():
+    import attrs
+
+    from dagvisor.actors._messages import AddStage, ReplySlot, add_stage_request
+    from dagvisor.errors import CycleError
+
+    refused = CycleError(["a", "a"])
+    for ref, error in (({"name": "s"}, None), (None, refused)):
+        made = add_stage_request(noop, ("a",), ("b", "c"), "why", "me", ref, error)
+        constructed = AddStage(
+            spec=noop,
+            after=("a",),
+            before=("b", "c"),
+            reason="why",
+            requester="me",
+            reply=made.reply,
+            ref=ref,
+            refused=error,
+        )
+        assert made == constructed
+        assert attrs.asdict(made, recurse=False) == attrs.asdict(
+            constructed, recurse=False
+        )
+        assert type(made.reply) is ReplySlot
+        assert not made.reply.answered
