@@ -40,6 +40,7 @@ __all__ = [
     "ReplacePending",
     "ReplySlot",
     "Request",
+    "SlotTaken",
     "StageCancelled",
     "StageFailed",
     "StageOutcome",
@@ -162,6 +163,19 @@ class AttemptStarted:
 
     token: object
     attempt: int
+
+
+@attrs.frozen
+class SlotTaken:
+    """The stage's first attempt has its room (slot, limit) at ``time``: it runs.
+
+    Sent once, by the actor of a stage that may queue (`StageSpec.queues`),
+    which its supervisor marked ``queued`` when it spawned it; never by an
+    ``async def`` stage without a limit, which is running from the start.
+    """
+
+    token: object
+    time: float
 
 
 @attrs.frozen
@@ -401,6 +415,7 @@ Message: TypeAlias = (
     StageOutcome
     | AttemptFailed
     | AttemptStarted
+    | SlotTaken
     | StagesEnded
     | JournalFailed
     | FlushJournal

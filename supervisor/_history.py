@@ -107,10 +107,9 @@ class Interruption:
             ``"SIGINT: ..."`` on a signal), ``"closed"`` (the run's task was
             cancelled: the ``runtime()`` block was left while it ran, or the
             caller of ``rt.run`` was cancelled), ``"failure"`` (a stage
-            failed: it ended ``failed``), or ``"crash"`` (found at resume: its
-            process stopped without ending it, or lost its lease to another
-            runtime). A journal written before the cause was recorded gives
-            the run's status (``"cancelled"``, ``"failed"``).
+            failed and ``on_failure="cancel"`` stopped the run), or
+            ``"crash"`` (found at resume: its process stopped without ending
+            it, or lost its lease to another runtime).
         detail: what happened, in words.
         resumed_at: when the run went on, or None if it has not (yet).
     """
@@ -221,7 +220,7 @@ class HistoryBuilder:
             self._end = at
             self.seen(at)
             self._pending = None
-            if status != "succeeded":  # stopped before it finished
+            if status == "cancelled" or "by" in payload:  # cut short
                 self._pending = Interruption(at=at, by=by, detail=detail)
             return
         # resumed: the stretch before ended (or died), the next one begins

@@ -52,6 +52,7 @@ from dagvisor.actors._messages import (
     RemoveStage,
     ReplacePending,
     Request,
+    SlotTaken,
     StageCancelled,
     StageFailed,
     StagesEnded,
@@ -84,6 +85,7 @@ __all__ = ["GraphSupervisor"]
 
 
 PENDING = StageState.PENDING
+QUEUED = StageState.QUEUED
 RUNNING = StageState.RUNNING
 SUCCEEDED = StageState.SUCCEEDED
 FAILED = StageState.FAILED
@@ -101,6 +103,7 @@ _OUTCOMES = (
     StageSkipped,
     AttemptFailed,
     AttemptStarted,
+    SlotTaken,
     StagesEnded,
     JournalFailed,
     FlushJournal,
@@ -126,6 +129,7 @@ class GraphSupervisor:
         self.errors: dict[str, BaseException] = {}
         self.status: Literal["running", "succeeded", "failed", "cancelled"] = "running"
         self._cancel_reason: str | None = None  # why run.cancel stopped it
+        self._stopped_early = False  # by _stop: a failure or a cancel
         self.started_wall = time.time()
         self.started_at = trio.current_time()
         # Journal times are wall-clock: the run's clock plus this offset.
@@ -177,7 +181,7 @@ class GraphSupervisor:
         self._changes = Changes(core, self._where)
         self._stream: StreamFeed | None = None
         if isinstance(pipeline, StreamedPipeline):
-            self._stream = StreamFeed(core, pipeline, self._where)
+            self._stream = StreamFeed(core, pipeline, self._where, env.limits)
         self._restoring = restored is not None
         if restored is not None:
             restore(core, restored, self.wall_offset)
@@ -348,7 +352,12 @@ class GraphSupervisor:
         if self.status == "succeeded":
             return None, ""
         if self.status == "failed":
-            return "failure", "a stage failed"
+            if not self._stopped_early:  # every stage ran: nothing was cut short
+                return None, ""
+            return (
+                "failure",
+                "a stage failed, and the run was stopped (on_failure='cancel')",
+            )
         if self._cancel_reason is not None:
             return "cancel", self._cancel_reason
         return "closed", (
@@ -361,6 +370,7 @@ class GraphSupervisor:
         if self._stopping:
             return
         self._stopping = True
+        self._stopped_early = True
         self.status = status
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
@@ -372,7 +382,7 @@ class GraphSupervisor:
         match message:
             case StageSucceeded(token=token, value=value, encoded=encoded):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     node.output = value
                     core.finish(node, SUCCEEDED, core.now(), encoded)
             case (
@@ -386,9 +396,13 @@ class GraphSupervisor:
                 | ChangeSet()
             ):  # second: a stage ends once, may change the graph many times
                 self._serve(message)
+            case SlotTaken(token=token, time=when):
+                node = cast("Node", token)
+                if node.state is QUEUED:
+                    core.run(node, when)
             case StageFailed(token=token, error=error):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     node.error = error
                     self.errors[node.name] = error
                     core.finish(node, FAILED, core.now())
@@ -396,11 +410,11 @@ class GraphSupervisor:
                         self._stop("failed")
             case StageCancelled(token=token):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, CANCELLED, core.now())
             case StageSkipped(token=token):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, SKIPPED, core.now())
             case AttemptFailed(token=token, attempt=attempt, error=error):
                 node = cast("Node", token)
@@ -408,7 +422,9 @@ class GraphSupervisor:
                     core.records.attempt_failed(node, attempt, error, core.now())
             case AttemptStarted(token=token, attempt=attempt):
                 node = cast("Node", token)
-                if node.state is RUNNING and core.records is not None:
+                if (
+                    node.state is RUNNING or node.state is QUEUED
+                ) and core.records is not None:
                     core.records.attempt(node, attempt, core.now())
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended

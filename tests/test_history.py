@@ -204,3 +204,29 @@ def test_result_audit_is_the_same_log_as_run_audit(tmp_path):
     assert type(back.audit) is AuditLog
     assert back.audit.snapshot() == result.audit.snapshot()
     assert back.audit.for_stage("source") == result.audit.for_stage("source")
+
+
+@stage
+async def broken(ctx):
+    raise ValueError("broken")
+
+
+def test_a_run_stopped_by_a_failure_says_so_and_one_that_ran_to_its_end_does_not(
+    tmp_path,
+):
+    path = tmp_path / "runs.db"
+
+    async def main(policy):
+        async with runtime(journal=path, on_failure=policy) as rt:
+            run = await rt.start(Pipeline("broken").add(broken).add(source))
+            with pytest.raises(RunFailedError):
+                await run.wait()
+            return run.id
+
+    stopped = trio.run(main, "cancel")
+    finished = trio.run(main, "continue")
+    with Journal(path, readonly=True) as journal:
+        (found,) = journal.result(stopped).interruptions
+        assert journal.result(finished).interruptions == ()
+    assert found.by == "failure"
+    assert found.resumed_at is None
