@@ -24,6 +24,7 @@ from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
 from ._errors import RunFailedError as RunFailedError
 from ._errors import StageStateError as StageStateError
+from ._errors import UnknownLimitError as UnknownLimitError
 from ._errors import UnknownStageError as UnknownStageError
 from ._executors import Executor as Executor
 from ._executors import StageView as StageView

@@ -6,9 +6,12 @@ this one stage). The actor runs the stage's attempts (retries, timeouts, the
 ``when`` predicate, interceptor hooks), closes what each attempt opened with
 ``ctx.enter``, reports exactly one outcome message, and ends.
 
-Timing: an attempt's timeout starts once its executor has room for it (a
-thread, a worker process, a Dask slot: `_slots`), so queueing is not part of
-it. The outcome of a body is decided when it returns: a cancellation or a
+Timing: an attempt's timeout starts once it has its room: its named limit
+(`_limits`), then its executor's slot (a thread, a worker process, a Dask
+slot: `_slots`), so queueing is not part of it. A stage that may queue
+(`StageSpec.queues`) is ``queued`` until its first attempt has that room;
+its actor then tells the supervisor (`SlotTaken`), once. An ``async def``
+stage without a limit never queues and sends nothing. The outcome of a body is decided when it returns: a cancellation or a
 timeout that came while it ran (a thread cannot be interrupted; an ``async
 def`` may complete its last await in a shielded scope) wins, and the value
 is dropped. Between two attempts the actor always yields to trio.
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._errors import UnknownLimitError
 from ._executors import (
     Executor,
     Job,
@@ -39,8 +43,10 @@ from ._executors import (
     view_parts,
 )
 from ._freeze import SHARED
+from ._limits import Held
 from ._messages import (
     AttemptStarted,
+    SlotTaken,
     StageCancelled,
     StageFailed,
     StageOutcome,
@@ -94,9 +100,34 @@ async def _timed(spec: StageSpec, fn: Callable[..., Awaitable[Any]], *args: Any)
     raise StageTimeoutError(spec.name, timeout)  # the timer caught its cancellation
 
 
+async def _taken(ctx: StageContext) -> None:
+    """The attempt has its room: if the stage is still queued, say it runs now."""
+    if ctx._queued:
+        ctx._queued = False
+        await _send(ctx._env.outbox, SlotTaken(ctx._token, trio.current_time()))
+
+
 async def _body(spec: StageSpec, ctx: StageContext) -> Any:
-    """One run of the stage body, on its executor."""
+    """One run of the stage body, holding its named limit (if any) throughout."""
+    limit = spec.limit
+    if limit is None:
+        return await _on_executor(spec, ctx, None)
+    limits = ctx._env.limits
+    limiter = limits.get(limit)
+    if limiter is None:  # refused before the run started; never trust that here
+        raise UnknownLimitError(limit, spec.name, limits)
+    held = Held(limiter)
+    await held.acquire()
+    try:
+        return await _on_executor(spec, ctx, held)
+    finally:
+        held.release()  # unless a Dask task took it over: it gives it back
+
+
+async def _on_executor(spec: StageSpec, ctx: StageContext, held: Held | None) -> Any:
+    """One run of the stage body, on its executor, once it has a slot there."""
     if spec.is_async:
+        await _taken(ctx)
         return await _timed(spec, spec.fn, ctx)
     executor = spec.executor
     env = ctx._env
@@ -104,15 +135,18 @@ async def _body(spec: StageSpec, ctx: StageContext) -> Any:
         executor = env.default_executor
     if isinstance(executor, str) and executor == "thread":
         async with thread_slot(env.thread_limiter) as run:
+            await _taken(ctx)
             return await _timed(spec, run, spec.name, spec.fn, ctx)
     view = ctx.view()
     reference = function_reference(spec.fn, spec.name)
-    slot = elsewhere_slot(executor)
+    slot = elsewhere_slot(executor, env.process_limiter, held)
     if slot is None:  # a plugged-in Executor: it ships the view its own way
         assert isinstance(executor, Executor)
+        await _taken(ctx)
         return await _timed(spec, executor.run, reference, view)
     payload = pack(Job(spec.name, reference, (view,)), view_parts(view))
     async with slot as run:
+        await _taken(ctx)
         data = await _timed(spec, run, spec.name, run_packed, payload)
     return unpack(spec.name, data)
 
@@ -246,6 +280,7 @@ async def run_stage(
                     await ctx._close_resources(None)
                 message = StageSucceeded(token, *prepared)
             else:
+                ctx._queued = spec.queues  # its supervisor marked it queued
                 value = await _attempts(spec, ctx)
                 message = StageSucceeded(token, *await prepare_output(env, spec, value))
         if scope.cancelled_caught:

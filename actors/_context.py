@@ -65,6 +65,7 @@ class StageContext(ChangeRequests):
     __slots__ = (
         "_acting_as",
         "_env",
+        "_queued",
         "_stack",
         "_token",
         "attempt",
@@ -89,6 +90,8 @@ class StageContext(ChangeRequests):
         self._token = token
         self._stack: Exits | None = None
         self._acting_as: str | None = None
+        # Its supervisor marked it queued: it is told when the slot is taken.
+        self._queued = False
         self.name = name
         self.inputs = inputs
         self.item = item
@@ -151,6 +154,7 @@ class StageContext(ChangeRequests):
             args,
             stage=self.name,
             thread_limiter=self._env.thread_limiter,
+            process_limiter=self._env.process_limiter,
             view=self._bare_view,
         )
         return result

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._executors import StageView
+    from ._limits import Held
 
 __all__ = ["DaskExecutor", "DaskStatistics"]
 
@@ -106,12 +107,16 @@ class DaskExecutor:
             return self._client, self._slots
 
     @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    async def _slot(
+        self, held: Held | None = None
+    ) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
         """Wait for a free slot; yield how to submit one task that will use it.
 
         The slot is given back when the submitted task has ended on its
         worker, even if whoever submitted it was cancelled long before; or
-        at once if nothing was submitted.
+        at once if nothing was submitted. ``held`` (a named limit's token,
+        taken before the slot) is handed over with the task and given back
+        with the slot.
         """
         client, limiter = await self._get_client()
         borrower = object()
@@ -127,6 +132,7 @@ class DaskExecutor:
             # it returns at once, no thread needed.
             future = client.submit(fn, *args, key=key, pure=False)
             handed_over = True
+            limit = None if held is None else held.hand_over()
             self._running[key] = future
             done = trio.Event()
             token = trio.lowlevel.current_trio_token()
@@ -134,6 +140,8 @@ class DaskExecutor:
             def ended() -> None:
                 self._running.pop(key, None)
                 limiter.release_on_behalf_of(borrower)
+                if limit is not None:
+                    limit.release_handed_over()
                 done.set()
 
             def wake(_: object) -> None:  # runs in a Dask thread

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -80,6 +80,11 @@ class RunEnv:
         thread_limiter: bounds how many thread stages run at once.
         cleanup_timeout: seconds a stage's resources get to close.
         hooks: interceptor hooks called around every stage attempt.
+        limits: the runtime's named concurrency limits, by name (shared by
+            all its runs).
+        process_limiter: bounds how many process stages run at once
+            (``runtime(process_workers=...)``); None for trio-parallel's
+            default, one per CPU.
     """
 
     run_id: str
@@ -102,6 +107,8 @@ class RunEnv:
     ) = None
     """With a journal: ``check_output(encoded, what)`` raises `OutputTooLargeError`
     for an encoded value (or the items one record holds) it cannot store."""
+    limits: Mapping[str, trio.CapacityLimiter] = attrs.Factory(dict)
+    process_limiter: trio.CapacityLimiter | None = None
     has_hooks: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:

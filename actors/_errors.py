@@ -26,6 +26,7 @@ __all__ = [
     "RunFailed",
     "RunFailedError",
     "StageStateError",
+    "UnknownLimitError",
     "UnknownStageError",
 ]
 
@@ -81,6 +82,36 @@ class UnknownStageError(DagvisorError, LookupError):
                 f"add {name!r} first or fix the name"
             )
         super().__init__(message)
+
+    def __str__(self) -> str:  # LookupError would quote the message like a key
+        return str(self.args[0])
+
+
+class UnknownLimitError(DagvisorError, LookupError):
+    """A stage names a concurrency limit its runtime does not define.
+
+    Refused when the run starts, is resumed, or the stage is added; never
+    when the stage would run.
+
+    Attributes:
+        limit: the name the stage gave (``@stage(limit=...)``).
+        stage: the stage.
+        known: the limits the runtime defines (``runtime(limits=...)``).
+    """
+
+    def __init__(self, limit: str, stage: str, known: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self.stage = stage
+        self.known: tuple[str, ...] = tuple(sorted(known))
+        shown = ", ".join(repr(name) for name in self.known[:10])
+        if len(self.known) > 10:
+            shown += f" and {len(self.known) - 10} more"
+        defined = f"it defines {shown}" if shown else "it defines none"
+        super().__init__(
+            f"stage {stage!r} names limit {limit!r}, which the runtime does not "
+            f"define ({defined}); open it with runtime(limits={{{limit!r}: N}}) "
+            "or fix the name"
+        )
 
     def __str__(self) -> str:  # LookupError would quote the message like a key
         return str(self.args[0])

@@ -39,6 +39,7 @@ __all__ = [
     "ReplacePending",
     "ReplySlot",
     "Request",
+    "SlotTaken",
     "StageCancelled",
     "StageFailed",
     "StageOutcome",
@@ -148,6 +149,19 @@ class AttemptStarted:
 
     token: object
     attempt: int
+
+
+@attrs.frozen
+class SlotTaken:
+    """The stage's first attempt has its room (slot, limit) at ``time``: it runs.
+
+    Sent once, by the actor of a stage that may queue (`StageSpec.queues`),
+    which its supervisor marked ``queued`` when it spawned it; never by an
+    ``async def`` stage without a limit, which is running from the start.
+    """
+
+    token: object
+    time: float
 
 
 @attrs.frozen
@@ -384,5 +398,11 @@ Request: TypeAlias = (
     | ChangeSet
 )
 Message: TypeAlias = (
-    StageOutcome | AttemptStarted | StagesEnded | JournalFailed | FlushJournal | Request
+    StageOutcome
+    | AttemptStarted
+    | SlotTaken
+    | StagesEnded
+    | JournalFailed
+    | FlushJournal
+    | Request
 )

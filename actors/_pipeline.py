@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 from ._errors import CycleError, DuplicateStageError, UnknownStageError
@@ -126,6 +127,10 @@ class Pipeline:
         specs = self._store.specs
         for pos in range(self._count):
             yield specs[pos].name
+
+    def _specs(self) -> Iterator[StageSpec]:
+        """Every stage's spec, in the order they were added (cheaper than `entries`)."""
+        return itertools.islice(self._store.specs, self._count)
 
     def spec(self, name: str) -> StageSpec:
         """The spec of stage ``name``."""

@@ -4,8 +4,9 @@
 * mapped items are frozen (see `_freeze`), encoded for the journal when the run
   has one, and fingerprinted, so that "is this the same request again?" (a
   retried or resumed stage asking again) never compares user objects;
-* stage specs of a journaled run are checked restorable and given the
-  reference the journal stores (``RunEnv.prepare_spec``).
+* stage specs are checked to name only limits the runtime defines, and,
+  in a journaled run, restorable and given the reference the journal
+  stores (``RunEnv.prepare_spec``).
 
 So the supervisor, the single writer of the graph, never runs user code. A
 problem found while preparing (an item the journal cannot encode, a key
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 from ._errors import DagvisorError, InvalidRequestError
 from ._freeze import freeze
 from ._journal_errors import NotRestorableError
+from ._limits import unknown_limit
 from ._messages import (
     AddEdge,
     AddStage,
@@ -150,6 +152,10 @@ class Preparer:
     def spec(
         self, spec: StageSpec
     ) -> tuple[dict[str, Any] | None, DagvisorError | None]:
+        if spec.limit is not None:
+            unknown = unknown_limit(spec, self.env.limits)
+            if unknown is not None:
+                return None, unknown
         prepare = self.env.prepare_spec  # a journaled run's: see RunEnv
         return (None, None) if prepare is None else prepare(spec)
 
@@ -253,6 +259,12 @@ class Preparer:
                     break
                 assert ref is not None
                 refs.append(ref)
+        else:
+            for spec in pipeline._specs():
+                if spec.limit is not None:
+                    refused = unknown_limit(spec, self.env.limits)
+                    if refused is not None:
+                        break
         return ReplacePending(
             pipeline=pipeline,
             reason=reason,

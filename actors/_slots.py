@@ -12,6 +12,12 @@ timeout.
 Each slot is an async context manager yielding ``run(name, fn, *args)``,
 which runs ``fn(*args)`` in that slot. `run_call` is ``ctx.run_in``: only
 the function and its arguments travel.
+
+Worker processes are bounded by ``runtime(process_workers=...)`` (a limiter
+of the runtime's), or by trio-parallel's default limiter, one per CPU. A
+stage's named limit (`_limits.Held`) is taken before its slot; a slot whose
+body may outlive its attempt (Dask's) is handed the token too, and gives it
+back with the slot.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from ._mainguard import check_main_guard
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from ._limits import Held
 
 __all__ = ["elsewhere_slot", "run_call", "thread_slot"]
 
@@ -85,14 +93,17 @@ def _checked_call(name: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _process_slot() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+async def _process_slot(
+    limiter: trio.CapacityLimiter | None,
+) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     try:
         import trio_parallel  # an optional extra, imported when used
     except ImportError:  # pragma: no cover - depends on the installation
         msg = "executor='process' needs trio-parallel: pip install 'dagvisor[process]'"
         raise InvalidStageError(msg) from None
     check_main_guard()
-    limiter = trio_parallel.current_default_worker_limiter()
+    if limiter is None:
+        limiter = trio_parallel.current_default_worker_limiter()
     borrower = object()
     await limiter.acquire_on_behalf_of(borrower)
 
@@ -110,12 +121,18 @@ async def _process_slot() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
 
 def elsewhere_slot(
     executor: object,
+    process_limiter: trio.CapacityLimiter | None,
+    held: Held | None = None,
 ) -> contextlib.AbstractAsyncContextManager[Callable[..., Awaitable[Any]]] | None:
-    """The slot of ``"process"`` or a `DaskExecutor`; None for another `Executor`."""
+    """The slot of ``"process"`` or a `DaskExecutor`; None for another `Executor`.
+
+    ``held``, a named limit's token, goes with a Dask task (which may outlive
+    its attempt); a worker process is reaped before its slot is left.
+    """
     if isinstance(executor, str):
-        return _process_slot() if executor == "process" else None
+        return _process_slot(process_limiter) if executor == "process" else None
     if isinstance(executor, DaskExecutor):
-        return executor._slot()
+        return executor._slot(held)
     return None
 
 
@@ -137,6 +154,7 @@ async def run_call(
     *,
     stage: str,
     thread_limiter: trio.CapacityLimiter,
+    process_limiter: trio.CapacityLimiter | None,
     view: Callable[[], StageView],
 ) -> Any:
     """``ctx.run_in``: run ``fn(*args)`` on ``executor``; only they travel.
@@ -153,7 +171,7 @@ async def run_call(
         msg = f"run_in needs 'thread', 'process' or an Executor, not {executor!r}"
         raise InvalidRequestError(msg)
     reference = function_reference(fn, stage)
-    slot = elsewhere_slot(executor)
+    slot = elsewhere_slot(executor, process_limiter)
     if slot is None:  # a plugged-in Executor: it ships what it is given
         return await executor.run(_Apply(reference, args), view())
     shown = getattr(fn, "__name__", "fn")

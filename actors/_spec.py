@@ -26,6 +26,7 @@ from ._stage_checks import (
     check_codec,
     check_executor,
     check_function,
+    check_limit,
     check_name,
     check_persist,
     check_retries,
@@ -100,6 +101,9 @@ class StageSpec:
             a consumer that has not finished needs it).
         params: plain data the stage reads as ``ctx.params`` (see
             `with_params`); empty unless given.
+        limit: the named concurrency limit the stage holds while it runs
+            (``runtime(limits={name: N})`` runs at most N such stages at
+            once, across the runtime's runs), or None.
     """
 
     fn: StageFunction
@@ -112,17 +116,24 @@ class StageSpec:
     executor: ExecutorChoice | None = "loop"
     codec: Codec | None = None
     persist: bool = True
+    limit: str | None = None
     params: Mapping[str, Any] = attrs.field(
         default=EMPTY_PARAMS, repr=_shown_params, eq=False
     )
     params_key: str = attrs.field(init=False, repr=False)
     """The parameters as canonical JSON text: compared and hashed instead of them."""
     simple: bool = attrs.field(init=False, eq=False, repr=False)
-    """Whether one attempt on the event loop is all there is (no retry, no timer)."""
+    """Whether one attempt on the event loop is all there is (no retry, no
+    timer, no limit)."""
+    queues: bool = attrs.field(init=False, eq=False, repr=False)
+    """Whether its first attempt may wait for room (a thread, a worker, a Dask
+    slot, a limit): the stage is then ``queued`` until it has it."""
 
     def __attrs_post_init__(self) -> None:
-        simple = self.is_async and self.retries == 0 and self.timeout is None
+        queues = not self.is_async or self.limit is not None
+        simple = not queues and self.retries == 0 and self.timeout is None
         object.__setattr__(self, "simple", simple)
+        object.__setattr__(self, "queues", queues)
         params = check_params(self.params, stage=self.name)
         object.__setattr__(self, "params", params)
         object.__setattr__(self, "params_key", params_key(params))
@@ -153,6 +164,7 @@ class StageSpec:
             self.executor,
             self.codec,
             self.persist,
+            self.limit,
         )
         if params is None:
             if self.params:
@@ -183,7 +195,7 @@ class StageSpec:
     def options(self, **changes: Any) -> StageSpec:
         """Return a copy with some options changed (same keywords as `stage`)."""
         merged = attrs.asdict(self, recurse=False)
-        del merged["simple"], merged["params_key"]
+        del merged["simple"], merged["params_key"], merged["queues"]
         params = merged.pop("params")
         merged.update(changes)
         fn = merged.pop("fn")
@@ -203,6 +215,7 @@ _FIELDS = (
     "executor",
     "codec",
     "persist",
+    "limit",
 )
 (
     _set_fn,
@@ -215,12 +228,14 @@ _FIELDS = (
     _set_executor,
     _set_codec,
     _set_persist,
+    _set_limit,
     _set_params,
     _set_params_key,
     _set_simple,
+    _set_queues,
 ) = (
     StageSpec.__dict__[field].__set__
-    for field in (*_FIELDS, "params", "params_key", "simple")
+    for field in (*_FIELDS, "params", "params_key", "simple", "queues")
 )
 # The slots' own descriptors: declaring a stage builds one spec, and attrs'
 # frozen __init__ (a bound object.__setattr__ per field, then the post-init
@@ -239,6 +254,7 @@ def _build(
     executor: ExecutorChoice | None,
     codec: Codec | None = None,
     persist: bool = True,
+    limit: str | None = None,
 ) -> StageSpec:
     """A `StageSpec` of values already checked, as its constructor would make it."""
     spec: StageSpec = _new(StageSpec)
@@ -252,15 +268,12 @@ def _build(
     _set_executor(spec, executor)
     _set_codec(spec, codec)
     _set_persist(spec, persist)
+    _set_limit(spec, limit)
     _set_params(spec, EMPTY_PARAMS)
     _set_params_key(spec, "")
-    _set_simple(
-        spec,
-        retries == 0
-        and timeout is None
-        and type(executor) is str
-        and executor == "loop",
-    )
+    queues = limit is not None or type(executor) is not str or executor != "loop"
+    _set_simple(spec, retries == 0 and timeout is None and not queues)
+    _set_queues(spec, queues)
     return spec
 
 
@@ -282,6 +295,7 @@ def _make_spec(
     executor: Any,
     codec: Any = None,
     persist: bool = True,
+    limit: Any = None,
 ) -> StageSpec:
     if isinstance(fn, StageSpec):
         msg = f"{fn.name!r} is already a stage; use spec.options(...) to change it"
@@ -308,6 +322,8 @@ def _make_spec(
         check_when(when)
     if type(trigger) is not str or trigger not in TRIGGERS:
         trigger = check_trigger(trigger)
+    if limit is not None:
+        limit = check_limit(limit)
     if executor is None:
         executor = "loop" if found & ASYNC else None
     else:
@@ -335,7 +351,17 @@ def _make_spec(
     if persist is not True:
         persist = check_persist(persist)
     return _build(
-        fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+        fn,
+        name,
+        retries,
+        backoff,
+        timeout,
+        when,
+        trigger,
+        executor,
+        codec,
+        persist,
+        limit,
     )
 
 
@@ -353,6 +379,7 @@ def stage(
     executor: ExecutorChoice | None = None,
     codec: Codec | str | None = None,
     persist: bool = True,
+    limit: str | None = None,
 ) -> Callable[[StageFunction], StageSpec]: ...
 
 
@@ -369,6 +396,7 @@ def stage(
     executor: ExecutorChoice | None = None,
     codec: Codec | str | None = None,
     persist: bool = True,
+    limit: str | None = None,
 ) -> StageSpec | Callable[[StageFunction], StageSpec]:
     """Declare a stage, with or without options.
 
@@ -403,18 +431,44 @@ def stage(
         persist: False keeps the output out of the journal: consumers get it
             in memory; a resume runs the stage again if a consumer that had
             not finished needs it.
+        limit: the name of a concurrency limit the stage holds while it
+            runs: ``runtime(limits={"db": 4})`` runs at most 4 stages naming
+            ``"db"`` at once, across every run of the runtime. Waiting for it
+            is queue time (the stage is ``queued``), never part of its
+            timeout. A run naming a limit its runtime does not define is
+            refused when it starts (`UnknownLimitError`).
 
     Raises:
         InvalidStageError: an option cannot work; the message says which.
     """
     if fn is not None:
         return _make_spec(
-            fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+            fn,
+            name,
+            retries,
+            backoff,
+            timeout,
+            when,
+            trigger,
+            executor,
+            codec,
+            persist,
+            limit,
         )
 
     def decorate(fn: StageFunction) -> StageSpec:
         return _make_spec(
-            fn, name, retries, backoff, timeout, when, trigger, executor, codec, persist
+            fn,
+            name,
+            retries,
+            backoff,
+            timeout,
+            when,
+            trigger,
+            executor,
+            codec,
+            persist,
+            limit,
         )
 
     return decorate

@@ -25,6 +25,7 @@ __all__ = [
     "check_codec",
     "check_executor",
     "check_function",
+    "check_limit",
     "check_name",
     "check_persist",
     "check_retries",
@@ -112,6 +113,20 @@ def check_timeout(timeout: object) -> float | None:
         msg = f"timeout must be a number of seconds > 0 or None, not {shown(timeout)}"
         raise InvalidStageError(msg)
     return seconds
+
+
+def check_limit(limit: object) -> str | None:
+    """A limit's name: a non-empty plain string, or None for no limit."""
+    if limit is None:
+        return None
+    text = _plain_text(limit)
+    if text is None or not text.strip():
+        msg = (
+            "limit must be the name of a concurrency limit (a non-empty string, "
+            f"defined by runtime(limits=...)) or None, not {shown(limit)}"
+        )
+        raise InvalidStageError(msg)
+    return text
 
 
 def check_when(when: object) -> None:

@@ -10,11 +10,21 @@ __all__ = ["TERMINAL_STATES", "StageState"]
 class StageState(enum.StrEnum):
     """Where a stage is in its life.
 
-    ``PENDING`` and ``RUNNING`` are the only states a stage can leave; every
-    other state is terminal. A run ends exactly when every stage is terminal.
+    ``PENDING``, ``QUEUED`` and ``RUNNING`` are the only states a stage can
+    leave; every other state is terminal. A run ends exactly when every
+    stage is terminal.
+
+    A stage is ``PENDING`` until its dependencies let it start. Then its
+    actor starts: a stage whose body needs room (a thread, a worker
+    process, a Dask slot, or a named limit: ``@stage(limit=...)``) is
+    ``QUEUED`` until its first attempt has it, then ``RUNNING``; an
+    ``async def`` stage without a limit never waits and is ``RUNNING`` at
+    once. A retry waits for its room again, untimed, while its stage stays
+    ``RUNNING``.
     """
 
     PENDING = "pending"
+    QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"

@@ -67,6 +67,7 @@ from dagvisor.supervisor import RunStatus as RunStatus
 from dagvisor.supervisor import Runtime as Runtime
 from dagvisor.supervisor import StageFinished as StageFinished
 from dagvisor.supervisor import StageLatency as StageLatency
+from dagvisor.supervisor import StageQueued as StageQueued
 from dagvisor.supervisor import StageStarted as StageStarted
 from dagvisor.supervisor import StageTiming as StageTiming
 from dagvisor.supervisor import Undecoded as Undecoded
@@ -115,6 +116,7 @@ __all__ = [
     "StageFinished",
     "StageFunction",
     "StageLatency",
+    "StageQueued",
     "StageRef",
     "StageRegistry",
     "StageSpec",

@@ -214,15 +214,16 @@ def _print_show(result: RunResult, *, tracebacks: bool) -> None:
     print(f"  {stats.stages:,} stages ({stats.added:,} added at run time): {counts}")
     accepted = sum(1 for record in result.audit if record.accepted)
     print(f"  {len(result.audit):,} changes: {accepted:,} accepted")
+    _print_queue(result)
     ran = [
         (timing.duration, name)
         for name, timing in result.timings.items()
         if timing.started is not None
     ]
     if ran:
-        print("  slowest stages:")
+        print("  slowest stages (run time):")
         for duration, name in sorted(ran, reverse=True)[:5]:
-            print(f"    {one_line(name)}: {duration:.3f} s")
+            print(f"    {one_line(name)}: {duration:.3f} s{_waited(result, name)}")
     finals = final_outputs(result)
     if finals:
         print("  final outputs:")
@@ -240,6 +241,25 @@ def _print_show(result: RunResult, *, tracebacks: bool) -> None:
             "  the journal does not say this run ended: it crashed (resume it with "
             "dagvisor resume) or it is still going elsewhere"
         )
+
+
+def _print_queue(result: RunResult) -> None:
+    """Queue time apart from run time: how many stages waited for room, how long."""
+    stats = result.stats
+    queue = stats.queue_latency
+    if queue is None or not len(queue):
+        return
+    print(
+        f"  {len(queue):,} stages queued for a slot or a limit, "
+        f"{queue.total:.3f} s in all (median {queue.p50:.3f} s, longest "
+        f"{queue.max:.3f} s); stages ran {stats.run_time:.3f} s in all"
+    )
+
+
+def _waited(result: RunResult, name: str) -> str:
+    """`` (queued N s)`` for a stage that waited for room before it ran."""
+    waited = result.timings[name].queue_time
+    return f" (queued {waited:.3f} s)" if waited > 0 else ""
 
 
 def _moment(text: str | None, flag: str) -> float | None:

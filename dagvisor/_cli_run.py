@@ -157,6 +157,7 @@ def _parse_inputs(text: str) -> dict[str, Any]:
 def _progress_line(progress: Progress) -> str:
     return (
         f"{progress.done:,}/{progress.stages:,} done, {progress.running:,} running, "
+        f"{progress.queued:,} queued, "
         f"{progress.pending:,} pending, {progress.added:,} added at run time, "
         f"{progress.stages_per_second:,.0f} stages/s, {progress.elapsed:.1f} s, "
         f"RSS {progress.rss / 2**20:.0f} MB"

@@ -25,6 +25,7 @@ from dagvisor.actors import RunFailedError as RunFailedError
 from dagvisor.actors import RunOwnedError as RunOwnedError
 from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
+from dagvisor.actors import UnknownLimitError as UnknownLimitError
 from dagvisor.actors import UnknownRunError as UnknownRunError
 from dagvisor.actors import UnknownStageError as UnknownStageError
 
@@ -54,6 +55,7 @@ __all__ = [
     "RunOwnedError",
     "StageStateError",
     "StageTimeoutError",
+    "UnknownLimitError",
     "UnknownRunError",
     "UnknownStageError",
 ]

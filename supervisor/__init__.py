@@ -14,6 +14,7 @@ from ._events import EventStream as EventStream
 from ._events import GraphChanged as GraphChanged
 from ._events import RunEvent as RunEvent
 from ._events import StageFinished as StageFinished
+from ._events import StageQueued as StageQueued
 from ._events import StageStarted as StageStarted
 from ._journal import Journal as Journal
 from ._journal_rows import JournaledRun as JournaledRun

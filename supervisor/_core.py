@@ -10,7 +10,11 @@ Invariants:
 
 * ``unfinished`` counts the stages in the graph that are not terminal (the
   run ends when it reaches zero); ``done`` counts every stage that became
-  terminal, those that left memory since included, so it never decreases.
+  terminal, those that left memory since included, so it never decreases;
+  ``running`` and ``queued`` count the stages in those states.
+* A started stage that may wait for room (`StageSpec.queues`) is queued
+  until its actor says its first attempt has it (`run`); any other starts
+  running at once.
 * A pending stage's ``waiting`` is the number of its dependencies that have
   not let it through; a pending stage with ``waiting == 0`` is ready.
 * A stage a change adds is recorded (audit, journal) before anything about
@@ -19,7 +23,9 @@ Invariants:
   recorded.
 * Per finished stage the work is O(1) plus its edges; a failure settles the
   stages after it with an explicit stack (chains may be a million deep).
-* ``started`` holds exactly the stages that started and have not ended. Every
+* ``started`` holds exactly the stages that started (queued or running) and
+  have not ended; a queued stage's actor exists, so it is not pending (a
+  ``replace_pending`` keeps it) and the stages after it wait for it. Every
   pending stage is either ready (in ``ready``) or waits for a stage that has
   not ended, so the pending stages are those reached from ``started`` and
   ``ready`` through pending stages (`pending_stages`): found without looking
@@ -34,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from dagvisor.actors import StageState
 
-from ._events import StageFinished, StageStarted
+from ._events import StageFinished, StageQueued, StageStarted
 from ._snapshot import GraphSnapshot
 
 if TYPE_CHECKING:
@@ -56,6 +62,7 @@ def _order(node: Node) -> int:
 
 
 PENDING = StageState.PENDING
+QUEUED = StageState.QUEUED
 RUNNING = StageState.RUNNING
 SUCCEEDED = StageState.SUCCEEDED
 FAILED = StageState.FAILED
@@ -88,6 +95,7 @@ class RunCore:
         "failed",
         "graph",
         "now",
+        "queued",
         "ready",
         "records",
         "retention",
@@ -119,7 +127,10 @@ class RunCore:
         self.unfinished = len(graph)
         self.done = 0
         self.started: dict[Node, None] = {}
-        """The stages that started and have not ended (insertion-ordered)."""
+        """The stages that started (queued or running) and have not ended
+        (insertion-ordered)."""
+        self.queued = 0
+        """How many of them are queued."""
         self.added = 0
         self.failed = 0
         self.version = 0
@@ -130,10 +141,18 @@ class RunCore:
     # -- stages starting and ending -------------------------------------------------
 
     def start(self, node: Node) -> dict[str, Any]:
-        """Mark ``node`` running; return its inputs (upstream outputs, by name)."""
-        node.state = RUNNING
+        """Mark ``node`` running, or queued if it may wait for room; return its
+        inputs (upstream outputs, by name)."""
+        now = self.now()
+        queues = node.spec.queues
         self.started[node] = None
-        node.started = now = self.now()
+        if queues:
+            node.state = QUEUED
+            self.queued += 1
+            node.queued = now
+        else:
+            node.state = RUNNING
+            node.started = now
         # Outputs were frozen by the stages that produced them: shared as they are.
         inputs = {}
         for dep in node.deps:  # a loop, not a comprehension: this is the hot path
@@ -141,11 +160,27 @@ class RunCore:
                 inputs[dep.name] = dep.output
         if self.retention.release:  # after the inputs were taken: now they may go
             self.retention.left_pending(node)
-        if self.records is not None:
-            self.records.started(node, now)
-        if self.events.readers:
-            self.events.publish(StageStarted(node.name, now))
+        if queues:
+            if self.records is not None:
+                self.records.queued(node, now)
+            if self.events.readers:
+                self.events.publish(StageQueued(node.name, now))
+        else:
+            if self.records is not None:
+                self.records.started(node, now)
+            if self.events.readers:
+                self.events.publish(StageStarted(node.name, now))
         return inputs
+
+    def run(self, node: Node, when: float) -> None:
+        """A queued stage's first attempt had its room at ``when``: it is running."""
+        node.state = RUNNING
+        self.queued -= 1
+        node.started = when
+        if self.records is not None:
+            self.records.started(node, when)
+        if self.events.readers:
+            self.events.publish(StageStarted(node.name, when))
 
     def finish(
         self,
@@ -161,6 +196,9 @@ class RunCore:
         retention = self.retention
         if node.state is RUNNING:
             del self.started[node]
+        elif node.state is QUEUED:
+            del self.started[node]
+            self.queued -= 1
         elif retention.release and node.state is PENDING:
             retention.left_pending(node)
         if state is FAILED:
@@ -210,6 +248,9 @@ class RunCore:
             self.records.ended(node, state, now, encoded)
         if node.state is RUNNING:
             del self.started[node]
+        elif node.state is QUEUED:
+            del self.started[node]
+            self.queued -= 1
         elif self.retention.release and node.state is PENDING:
             self.retention.left_pending(node)
         if state is FAILED:
@@ -226,8 +267,8 @@ class RunCore:
 
     @property
     def running(self) -> int:
-        """How many stages started and have not ended."""
-        return len(self.started)
+        """How many stages started, have their room (not queued) and have not ended."""
+        return len(self.started) - self.queued
 
     def pending_stages(self) -> list[Node]:
         """Every pending stage, in topological order: O(pending + their edges).

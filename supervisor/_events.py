@@ -33,14 +33,27 @@ __all__ = [
     "GraphChanged",
     "RunEvent",
     "StageFinished",
+    "StageQueued",
     "StageStarted",
 ]
 
 
 @final
 @attrs.frozen
+class StageQueued:
+    """A stage's actor was started and waits for room to run (a thread, a
+    worker process, a Dask slot, a named limit): the stage is ``queued``."""
+
+    stage: str
+    time: float
+
+
+@final
+@attrs.frozen
 class StageStarted:
-    """A stage's actor was started."""
+    """A stage began to run: its first attempt has its room (after a
+    `StageQueued`), or, for an ``async def`` stage without a limit, its
+    actor was started."""
 
     stage: str
     time: float
@@ -72,7 +85,9 @@ class EventsLost:
     count: int
 
 
-RunEvent: TypeAlias = StageStarted | StageFinished | GraphChanged | EventsLost
+RunEvent: TypeAlias = (
+    StageQueued | StageStarted | StageFinished | GraphChanged | EventsLost
+)
 """What `Run.events` yields."""
 
 Event: TypeAlias = RunEvent
@@ -134,7 +149,7 @@ class EventLog:
 class EventStream:
     """The events of a run, from when it was asked for: ``async for event in run.events()``.
 
-    Yields `StageStarted`, `StageFinished` and `GraphChanged` events in the
+    Yields `StageQueued`, `StageStarted`, `StageFinished` and `GraphChanged` events in the
     order they happened, and `EventsLost` where this reader fell more than
     ``buffer`` events behind; ends when the run has ended and every event
     kept for it was read. Not constructed by users (see `Run.events`).

@@ -36,6 +36,7 @@ __all__ = ["COLOURS", "result_dot", "result_mermaid", "to_dot", "to_mermaid"]
 # Fill and stroke per state, shared by both formats.
 COLOURS: dict[StageState, tuple[str, str]] = {
     StageState.PENDING: ("#eeeeee", "#999999"),
+    StageState.QUEUED: ("#ece6f7", "#8066b3"),
     StageState.RUNNING: ("#cce5ff", "#3366cc"),
     StageState.SUCCEEDED: ("#d4f7d4", "#2e8b2e"),
     StageState.FAILED: ("#ffd6d6", "#cc2222"),

@@ -87,7 +87,10 @@ class Node:
     output: Any = None
     error: BaseException | None = None
     started: float | None = None
+    """When it ran: its first attempt had its slot (None: it never ran)."""
     finished: float = 0.0
+    queued: float | None = None
+    """When its actor started waiting for a slot or a limit (None: it never queued)."""
     scope: trio.CancelScope | None = None
     readers: int = 0
     """Dependents still pending: they will read this node's output when they start."""

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["Change", "Handlers"]
 
 PENDING = StageState.PENDING
+QUEUED = StageState.QUEUED
 RUNNING = StageState.RUNNING
 CANCELLED = StageState.CANCELLED
 
@@ -406,7 +407,7 @@ class Handlers:
         # Validated: apply.
         change.undoable = False
         change.note_cancelled((node.name,))
-        if node.state is RUNNING:
+        if node.state is RUNNING or node.state is QUEUED:  # its actor is alive
             assert node.scope is not None
             if change.cancel is None:
                 change.cancel = []
@@ -435,6 +436,7 @@ def same_spec(a: StageSpec, b: StageSpec) -> bool:
         and _plain_equal(a.backoff, b.backoff)
         and _plain_equal(a.timeout, b.timeout)
         and _plain_equal(a.trigger, b.trigger)
+        and _plain_equal(a.limit, b.limit)
         and _plain_equal(a.params_key, b.params_key)
     )
 

@@ -35,12 +35,16 @@ class Progress:
     Attributes:
         run_id: the run.
         elapsed: seconds since the run started (run clock).
-        stages: stages known so far: done, running or pending (a run that
-            grows adds to it; stages removed before they ran leave it).
+        stages: stages known so far: done, running, queued or pending (a
+            run that grows adds to it; stages removed before they ran leave
+            it).
         done: stages that reached a terminal state (a counter: it never
             decreases, and finished stages that left memory still count).
-        running: stages whose actor is running.
+        running: stages running: an ``async def`` stage once its actor
+            started, any other once its first attempt had its room (a
+            thread, a worker process, a Dask slot, its named limit).
         pending: stages waiting for their dependencies.
+        queued: stages whose actor started and that wait for room to run.
         added: stages added while the run ran (changes, not the pipeline).
         failed: stages that failed.
         stages_per_second: stages that reached a terminal state per second
@@ -59,6 +63,7 @@ class Progress:
     failed: int
     stages_per_second: float
     rss: int
+    queued: int = 0
 
     @property
     def fraction(self) -> float:
@@ -96,6 +101,7 @@ class Monitor:
             del self.samples[1::2]  # halve the resolution, keep the span
         unfinished = core.unfinished
         running = core.running
+        queued = core.queued
         elapsed = now - self._started_at
         done = core.done
         total = done + unfinished
@@ -105,7 +111,8 @@ class Monitor:
             stages=total,
             done=done,
             running=running,
-            pending=unfinished - running,
+            queued=queued,
+            pending=unfinished - running - queued,
             added=core.added,
             failed=core.failed,
             stages_per_second=done / elapsed if elapsed > 0 else 0.0,

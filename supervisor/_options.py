@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
 
 from dagvisor.actors import Codec, Executor, InvalidRequestError, StageRegistry
+from dagvisor.actors._callables import shown
 from dagvisor.actors._datacodec import BUILT_IN, codec_named
 from dagvisor.actors._env import Hooks
 
@@ -87,6 +89,62 @@ def _whole(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise InvalidRequestError(msg)
 
 
+def _workers(value: object) -> int | None:
+    """``process_workers``: a plain whole number >= 1, or None."""
+    if value is None:
+        return None
+    whole = (
+        int.__int__(value)
+        if isinstance(value, int) and not isinstance(value, bool)
+        else None
+    )
+    if whole is None or whole < 1:
+        msg = f"process_workers must be a whole number >= 1 or None, not {shown(value)}"
+        raise InvalidRequestError(msg)
+    return whole
+
+
+_LIMITS_ARE = (
+    "limits must map each limit's name (a non-empty string) to how many stages "
+    "holding it may run at once (a whole number >= 1), as in "
+    "runtime(limits={'db': 4})"
+)
+
+
+def _limits(value: object) -> MappingProxyType[str, int]:
+    """``limits``, checked: plain names to plain whole numbers >= 1 (None: none).
+
+    A name or count of a subclass of ``str`` or ``int`` is kept as its plain
+    value, so nothing the user's object does can change what was checked.
+    """
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        msg = f"{_LIMITS_ARE}, not {shown(value)}"
+        raise InvalidRequestError(msg)
+    try:
+        items = list(value.items())
+    except Exception as exc:
+        msg = f"{_LIMITS_ARE}; these could not be read ({type(exc).__name__}: {exc})"
+        raise InvalidRequestError(msg) from exc
+    checked: dict[str, int] = {}
+    for name, count in items:
+        plain = str.__str__(name) if isinstance(name, str) else None
+        if plain is None or not plain.strip():
+            msg = f"{_LIMITS_ARE}; {shown(name)} is not a name"
+            raise InvalidRequestError(msg)
+        whole = (
+            int.__int__(count)
+            if isinstance(count, int) and not isinstance(count, bool)
+            else None
+        )
+        if whole is None or whole < 1:
+            msg = f"{_LIMITS_ARE}; limit {shown(plain)} is given {shown(count)}"
+            raise InvalidRequestError(msg)
+        checked[plain] = whole
+    return MappingProxyType(checked)
+
+
 def _one_of(
     choices: tuple[str, ...],
 ) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -146,6 +204,10 @@ class RuntimeOptions:
         default="cancel", validator=_one_of(_POLICIES)
     )
     thread_limit: int = attrs.field(default=40, validator=_whole)
+    process_workers: int | None = attrs.field(default=None, converter=_workers)
+    limits: MappingProxyType[str, int] = attrs.field(
+        factory=lambda: MappingProxyType({}), converter=_limits
+    )
     cleanup_timeout: float = attrs.field(default=10.0, validator=_seconds())
     hooks: Hooks = attrs.field(factory=Hooks)
     monitor_interval: float | None = attrs.field(

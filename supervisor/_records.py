@@ -165,6 +165,10 @@ def spec_options(ref: Any) -> dict[str, Any]:
     if backoff < 0:
         msg = "backoff"
         raise _bad(msg, backoff)
+    limit = ref.get("limit")  # written only for a stage that has one
+    if limit is not None and (type(limit) is not str or not limit.strip()):
+        msg = "limit"
+        raise _bad(msg, limit)
     persist = ref.get("persist", True)
     if type(persist) is not bool:
         msg = "persist flag"
@@ -173,6 +177,7 @@ def spec_options(ref: Any) -> dict[str, Any]:
         "codec": _optional_text(ref.get("codec"), "codec name"),
         "persist": persist,
         "name": name,
+        "limit": limit,
         "fn": _optional_text(ref["fn"], "function name"),
         "when": _optional_text(ref["when"], "predicate name"),
         "retries": _whole(ref["retries"], "retries"),

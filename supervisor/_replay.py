@@ -13,9 +13,12 @@ How a run is rebuilt, in journal order (``seq``, which must have no gap):
   where a check would now see other states. An added stage takes its spec
   from the recorded request; a mapped stage takes its name, key and item
   from the recorded expansion, never from a list recomputed later.
-* ``stage_started`` and ``stage_ended`` give each stage its last state, its
-  wall-clock times and, for a success, its encoded output; ``stage_started``
-  and ``attempt_started`` (a retry) count the attempts that ran.
+* ``stage_queued`` (a stage whose actor waits for room: a slot, a named
+  limit), ``stage_started`` (its first attempt runs) and ``stage_ended``
+  give each stage its last state, its wall-clock times and, for a success,
+  its encoded output; ``stage_started`` and ``attempt_started`` (a retry)
+  count the attempts that ran. A journal written before stages queued has
+  no ``stage_queued``: its stages started when their actor did.
 
 A journal that contradicts itself (a gap in ``seq``, an event naming a stage
 the graph does not have, an edge closing a cycle, a malformed payload, a
@@ -208,6 +211,7 @@ class _Replayer:
             when=None if when_key is None else self.function(when_key, name),
             trigger=options["trigger"],
             executor=options["executor"],
+            limit=options["limit"],
             params=options["params"],
         )
 
@@ -277,6 +281,10 @@ class _Replayer:
 
     def event(self, seq: int, kind: str, payload: dict[str, Any]) -> None:
         match kind:
+            case "stage_queued":  # waits for room: its first attempt has not run
+                node = self.node(payload["stage"], seq)
+                node.state = StageState.QUEUED
+                node.queued = moment(payload["time"], "time")
             case "stage_started":
                 node = self.node(payload["stage"], seq)
                 node.state = StageState.RUNNING

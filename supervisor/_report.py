@@ -29,6 +29,17 @@ from ._assets import dagre_script, graph_view_script
 from ._export import COLOURS
 from ._report_data import graph_data
 from ._report_graph import graph_model
+from ._report_queue import (
+    QUEUE_CSS,
+    QUEUE_DEFS,
+    QUEUE_NOTE,
+    queue_bar,
+    queue_figures,
+    queue_lanes,
+    queue_waits,
+    queued_curve,
+    waited_only,
+)
 from ._result import renders
 from ._text import html_text, shortened, when_text
 
@@ -62,6 +73,7 @@ def _timeline_svg(
     ran: list[tuple[str, float, float, StageState]],
     start: float,
     end: float,
+    waits: dict[str, tuple[float, float]],
 ) -> str:
     span = max(end - start, 1e-9)
     width, left = 900, 160
@@ -70,11 +82,13 @@ def _timeline_svg(
         return left + (wall - start) / span * (width - left - 20)
 
     parts = []
-    if len(ran) <= MAX_BARS:
-        height = 40 + 16 * len(ran)
+    # Stages that waited and never ran get a lane of their own, after the rest.
+    unran = waited_only(waits, ran)
+    if len(ran) + len(unran) <= MAX_BARS:
+        height = 40 + 16 * (len(ran) + len(unran))
         parts.append(
             f'<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" '
-            f'height="{height}" role="img" aria-label="stage timeline">'
+            f'height="{height}" role="img" aria-label="stage timeline">{QUEUE_DEFS}'
         )
         for row, (name, begun, ended, state) in enumerate(ran):
             y = 24 + row * 16
@@ -83,10 +97,12 @@ def _timeline_svg(
             bar = max(x_of(ended) - x1, 1.5)
             parts.append(
                 f'<text class="lane" x="{left - 6}" y="{y + 10}">{html_text(shortened(name, 22))}</text>'
+                f"{queue_bar(x_of, waits.get(name), y, name)}"
                 f'<rect x="{x1:.1f}" y="{y}" width="{bar:.1f}" height="12" fill="{fill}" '
                 f'stroke="{stroke}"><title>{html_text(name)}: {ended - begun:.4f} s, '
                 f"{state.value}</title></rect>"
             )
+        parts.extend(queue_lanes(unran, x_of, 24 + len(ran) * 16, left))
     else:
         bins = 200
         height = 180
@@ -111,6 +127,7 @@ def _timeline_svg(
             f'<text class="lane" x="{left - 6}" y="34">{peak:,} running</text>'
             f'<text class="lane" x="{left - 6}" y="150">0</text>'
             f'<polyline class="area" points="{points}"/>'
+            f"{queued_curve(list(waits.values()), x_of, start, span, bins)}"
         )
     for record in result.audit[:MAX_CHANGES]:
         x = x_of(record.wall_time)
@@ -274,8 +291,15 @@ def render_report(result: RunResult) -> str:
     ]
     ran.sort(key=lambda row: row[1])
     walls = [record.wall_time for record in result.audit]
-    start = min([*(row[1] for row in ran), *walls], default=result.stats.started_at)
-    end = max([*(row[2] for row in ran), *walls], default=start)
+    waits = queue_waits(result.timings, offset)  # queue time, drawn apart
+    start = min(
+        [*(row[1] for row in ran), *(w[0] for w in waits.values()), *walls],
+        default=result.stats.started_at,
+    )
+    end = max(
+        [*(row[2] for row in ran), *(w[1] for w in waits.values()), *walls],
+        default=start,
+    )
     stats = result.stats
     counts = {state.value: count for state, count in stats.counts.items() if count}
     accepted = sum(1 for record in result.audit if record.accepted)
@@ -287,6 +311,7 @@ def render_report(result: RunResult) -> str:
         ("duration", f"{stats.duration:.3f} s"),
         ("stages/s", f"{stats.stages_per_second:,.0f}"),
     ]
+    figures.extend(queue_figures(stats))
     if stats.peak_rss is not None:
         figures.append(("peak RSS", f"{stats.peak_rss / 2**20:,.0f} MB"))
     figures.extend((f"{state}", f"{count:,}") for state, count in counts.items())
@@ -318,8 +343,9 @@ def render_report(result: RunResult) -> str:
         '<div id="dag-host"><p class="note">The graph is drawn by the page\'s '
         "script.</p></div></section>"
         + '<section id="timeline-section"><h2>Timeline</h2>'
-        '<p class="note">Ticks on top: graph changes (blue accepted, red refused).</p>'
-        f'<div class="scroll">{_timeline_svg(result, ran, start, end)}</div></section>'
+        '<p class="note">Ticks on top: graph changes (blue accepted, red refused). '
+        f"{QUEUE_NOTE}</p>"
+        f'<div class="scroll">{_timeline_svg(result, ran, start, end, waits)}</div></section>'
         + f'<section id="changes-section"><h2>Graph changes</h2>{_changes_table(result.audit, start)}</section>'
         + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
         + f'<section id="memory-section"><h2>Memory</h2>{_memory_svg(result, offset)}</section>'
@@ -331,7 +357,7 @@ def render_report(result: RunResult) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         f"<title>dagvisor run {html_text(result.name)} {html_text(result.run_id[:8])}</title>"
-        f"<style>{_CSS}</style></head><body>{body}"
+        f"<style>{_CSS}{QUEUE_CSS}</style></head><body>{body}"
         f'<script id="summary-data" type="application/json">{data}</script>'
         f'<script id="graph-data" type="application/json">{drawing}</script>'
         f"<script>{dagre_script()}</script><script>{graph_view_script()}</script>"

@@ -41,6 +41,7 @@ _SEVERITY: Final = (
     StageState.UPSTREAM_FAILED,
     StageState.CANCELLED,
     StageState.RUNNING,
+    StageState.QUEUED,
     StageState.PENDING,
     StageState.SKIPPED,
     StageState.SUCCEEDED,

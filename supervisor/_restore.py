@@ -59,12 +59,15 @@ def restore(core: RunCore, restored: Replayed, wall_offset: float) -> None:
             node.output = freeze(node.output)
             if node.started is not None:
                 node.started += shift
+            if node.queued is not None:
+                node.queued += shift
             node.finished += shift
             continue
         node.state = PENDING
         node.output = None
         node.error = None
         node.started = None
+        node.queued = None
         node.finished = 0.0
         unfinished += 1
     for node in core.graph:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
@@ -15,8 +16,6 @@ from ._graph import RELEASED
 from ._lineage import NO_STAGE_GONE, ConsumedOutput, GoneStages, Lineage, lineage_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ._audit import AuditRecord
     from ._graph import Node
 
@@ -38,42 +37,93 @@ that does not say it ended (it crashed, or it is still going elsewhere)."""
 @final
 @attrs.frozen
 class StageTiming:
-    """When a stage started and finished, on the run's trio clock (seconds).
+    """When a stage waited, ran and finished, on the run's trio clock (seconds).
 
-    ``started`` is None for a stage that never ran (skipped by its dependencies,
-    cancelled before it started).
+    A stage that may wait for room to run (a thread, a worker process, a
+    Dask slot, a named limit) is queued from ``queued`` until ``started``,
+    when its first attempt had that room; an ``async def`` stage without a
+    limit never queues (``queued`` is None) and starts when its actor does.
+
+    Attributes:
+        started: when it began to run; None for a stage that never ran
+            (skipped by its dependencies, cancelled before it ran).
+        finished: when it reached its final state.
+        queued: when it began to wait for room; None if it never waited.
     """
 
     started: float | None
     finished: float
+    queued: float | None = None
 
     @property
     def duration(self) -> float:
-        """Seconds from start to finish; 0.0 for a stage that never ran."""
+        """Seconds it ran, from start to finish (queue time excluded); 0.0 if it never ran."""
         return 0.0 if self.started is None else self.finished - self.started
+
+    @property
+    def queue_time(self) -> float:
+        """Seconds it waited for room before it ran (or until it ended without
+        running); 0.0 if it never queued."""
+        if self.queued is None:
+            return 0.0
+        until = self.finished if self.started is None else self.started
+        return until - self.queued
+
+
+def _run_time(node: Node) -> float | None:
+    started = node.started
+    return None if started is None else node.finished - started
+
+
+def _queue_time(node: Node) -> float | None:
+    queued = node.queued
+    if queued is None:
+        return None
+    started = node.started
+    return (node.finished if started is None else started) - queued
 
 
 @final
 class StageLatency:
-    """Percentiles of how long stages ran (seconds), computed when first read."""
+    """Percentiles and total of stage times (seconds), computed when first read.
 
-    __slots__ = ("_nodes", "_sorted")
+    `RunStats.latency` holds the stages' run times (from start to finish,
+    queue time excluded); `RunStats.queue_latency` the queue times of the
+    stages that waited for room to run.
+    """
 
-    def __init__(self, nodes: Mapping[str, Node]) -> None:
+    __slots__ = ("_measure", "_nodes", "_sorted", "_total")
+
+    def __init__(
+        self,
+        nodes: Mapping[str, Node],
+        measure: Callable[[Node], float | None] = _run_time,
+    ) -> None:
         self._nodes = nodes
+        self._measure = measure
         self._sorted: list[float] | None = None
+        self._total = 0.0
 
     def _durations(self) -> list[float]:
         if self._sorted is None:
-            self._sorted = sorted(
-                node.finished - node.started
-                for node in self._nodes.values()
-                if node.started is not None
-            )
+            measure = self._measure
+            measured = [measure(node) for node in self._nodes.values()]
+            self._sorted = sorted(value for value in measured if value is not None)
+            self._total = math.fsum(self._sorted)
         return self._sorted
 
+    def __len__(self) -> int:
+        """How many stages are measured (those that ran, or that queued)."""
+        return len(self._durations())
+
+    @property
+    def total(self) -> float:
+        """The sum of the times measured."""
+        self._durations()
+        return self._total
+
     def percentile(self, p: float) -> float:
-        """The ``p``-th percentile (0-100) of stage run times; 0.0 if none ran."""
+        """The ``p``-th percentile (0-100) of the times measured; 0.0 if none."""
         durations = self._durations()
         if not durations:
             return 0.0
@@ -82,22 +132,22 @@ class StageLatency:
 
     @property
     def p50(self) -> float:
-        """Median stage run time."""
+        """The median."""
         return self.percentile(50)
 
     @property
     def p90(self) -> float:
-        """90th percentile of stage run times."""
+        """The 90th percentile."""
         return self.percentile(90)
 
     @property
     def p99(self) -> float:
-        """99th percentile of stage run times."""
+        """The 99th percentile."""
         return self.percentile(99)
 
     @property
     def max(self) -> float:
-        """Longest stage run time."""
+        """The longest."""
         return self.percentile(100)
 
     def __repr__(self) -> str:
@@ -118,7 +168,11 @@ class RunStats:
         duration: seconds from start to end on the run's clock.
         changes: change requests received (accepted and refused).
         added: stages added while the run ran.
-        latency: percentiles of stage run times (computed when read).
+        latency: percentiles and total of stage run times (from start to
+            finish: queue time excluded), computed when read.
+        queue_latency: percentiles and total of the queue times of the
+            stages that waited for room to run (a thread, a worker process,
+            a Dask slot, a named limit), computed when read.
         peak_rss: highest RSS sampled in bytes, when the monitor was on.
         memory: the RSS samples ``(run clock, bytes)`` when the monitor was on.
         stages_per_second: stages that reached a terminal state per second of
@@ -134,6 +188,17 @@ class RunStats:
     latency: StageLatency | None = None
     peak_rss: int | None = None
     memory: tuple[tuple[float, int], ...] = ()
+    queue_latency: StageLatency | None = None
+
+    @property
+    def run_time(self) -> float:
+        """Seconds stages ran, summed over the stages (queue time excluded)."""
+        return 0.0 if self.latency is None else self.latency.total
+
+    @property
+    def queue_time(self) -> float:
+        """Seconds stages waited for room to run, summed over the stages."""
+        return 0.0 if self.queue_latency is None else self.queue_latency.total
 
     @property
     def stages_per_second(self) -> float:
@@ -219,7 +284,7 @@ class _Timings(_NodeView):
     __slots__ = ()
 
     def _value(self, node: Node) -> StageTiming:
-        return StageTiming(node.started, node.finished)
+        return StageTiming(node.started, node.finished, node.queued)
 
 
 @final
@@ -399,6 +464,7 @@ class RunResult:
             latency=StageLatency(nodes),
             peak_rss=peak_rss,
             memory=samples,
+            queue_latency=StageLatency(nodes, _queue_time),
         )
         return cls(
             run_id=run_id,

@@ -24,8 +24,11 @@ from dagvisor.actors import (
     NotRestorableError,
     RunClosedError,
     RunOwnedError,
+    StageState,
+    UnknownLimitError,
     UnknownRunError,
 )
+from dagvisor.actors._limits import unknown_limits
 
 from ._recover import load_for_resume, orphans
 from ._replay import replay
@@ -59,8 +62,9 @@ class Recovery:
             each with ``await run.wait()``.
         skipped: the runs whose owner is gone but that this process cannot
             resume, by run id, with why (`NotRestorableError` when a stage
-            function is not registered here, `JournalError` when the run's
-            record or its owner's lease is damaged). They are left as they
+            function is not registered here, `UnknownLimitError` when a stage
+            names a limit this runtime does not define, `JournalError` when
+            the run's record or its owner's lease is damaged). They are left as they
             were, for a process that has their code.
     """
 
@@ -79,9 +83,19 @@ class Resumption:
         active: the ids of the runs going in this runtime (shared with it).
         make_run: makes a run (and its supervisor) from a replay.
         launch: starts a run made by ``make_run``.
+        limits: the runtime's named limits: a run whose stages to run name
+            another is refused (`UnknownLimitError`) before it is taken over.
     """
 
-    __slots__ = ("_active", "_codec", "_launch", "_make_run", "_registry", "_writer")
+    __slots__ = (
+        "_active",
+        "_codec",
+        "_launch",
+        "_limits",
+        "_make_run",
+        "_registry",
+        "_writer",
+    )
 
     def __init__(
         self,
@@ -93,7 +107,9 @@ class Resumption:
             [JournaledRun, Replayed, FailurePolicy], tuple[Run, GraphSupervisor]
         ],
         launch: Callable[[Run], Awaitable[Run]],
+        limits: Mapping[str, trio.CapacityLimiter],
     ) -> None:
+        self._limits = limits
         self._writer = writer
         self._registry = registry
         self._codec = codec
@@ -118,7 +134,12 @@ class Resumption:
                 continue  # another process took it first: it is that one's
             except InvalidRequestError:
                 continue  # another recover of this runtime took it meanwhile
-            except (NotRestorableError, JournalError, UnknownRunError) as exc:
+            except (
+                NotRestorableError,
+                JournalError,
+                UnknownRunError,
+                UnknownLimitError,
+            ) as exc:
                 skipped[run_id] = exc
                 continue
             if run is not None:
@@ -149,6 +170,7 @@ class Resumption:
             restored = await trio.to_thread.run_sync(
                 partial(replay, journaled, registry=self._registry, codec=self._codec)
             )
+            _refuse_unknown_limits(restored, self._limits)
             self._refuse_if_active(run_id)  # started meanwhile, by another resume
             run, supervisor = self._make_run(journaled, restored, policy)
             writer.register(run_id, run._inbox, restored.next_seq)
@@ -182,3 +204,24 @@ class Resumption:
         if run_id in self._active:
             msg = f"run {run_id!r} is still going in this runtime; wait for it or cancel it first"
             raise InvalidRequestError(msg)
+
+
+def _refuse_unknown_limits(
+    restored: Replayed, limits: Mapping[str, trio.CapacityLimiter]
+) -> None:
+    """Refuse a run whose stages still to run name a limit ``limits`` lacks.
+
+    Raises:
+        UnknownLimitError: naming the stage and the limit.
+    """
+    kept = restored.kept_cancelled
+    unknown_limits(
+        (
+            node.spec
+            for node in restored.graph
+            if node.state is not StageState.SUCCEEDED
+            and node.state is not StageState.SKIPPED
+            and node.name not in kept
+        ),
+        limits,
+    )

@@ -3,10 +3,11 @@
 Records are queued in memory while a message is handled (building one is
 pure data: no I/O, no user code) and handed to the `JournalWriter` between
 messages (`ship`). What each record holds is what a resume replays (see
-``_replay``): the run and its pipeline; each stage's start, each retry's
-start and each end (with the encoded output, or the error and the end of
-its traceback); each change with its audit record and what was asked, its
-mapped items first, one event each; memory samples; a resume; the end.
+``_replay``): the run and its pipeline; each stage's wait for room (a
+stage that may queue), its start, each retry's start and each end (with
+the encoded output, or the error and the end of its traceback); each
+change with its audit record and what was asked, its mapped items first,
+one event each; memory samples; a resume; the end.
 
 A record is a tuple whose first two items are the run's id and, for an
 event, its ``seq`` (None for the run's own records), then its kind::
@@ -162,7 +163,14 @@ class RunRecords:
 
     # -- stages --------------------------------------------------------------------
 
+    def queued(self, node: Node, now: float) -> None:
+        """A stage's actor started and waits for room: its first attempt has not run."""
+        self.event(
+            "stage_queued", self._texts.started(node.name, now + self.wall_offset)
+        )
+
     def started(self, node: Node, now: float) -> None:
+        """A stage's first attempt started (it had its room)."""
         # `event`, inlined: once per stage.
         self.out.append(
             (
@@ -368,6 +376,7 @@ def pipeline_record(
             None if spec.codec is None else spec.codec.name,
             spec.persist,
             spec.params_key,
+            spec.limit,
         )
         position = index.get(template)
         if position is None:

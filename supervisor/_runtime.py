@@ -31,6 +31,7 @@ from dagvisor.actors import (
 )
 from dagvisor.actors._env import RunEnv
 from dagvisor.actors._freeze import freeze
+from dagvisor.actors._limits import unknown_limits
 from dagvisor.actors._mainguard import refuse_in_bootstrap
 from dagvisor.actors._messages import Message
 
@@ -76,8 +77,10 @@ class Runtime:
         "_codec",
         "_journal",
         "_limiter",
+        "_limits",
         "_nursery",
         "_options",
+        "_processes",
         "_registry",
     )
 
@@ -96,6 +99,12 @@ class Runtime:
             None if journal is None else options.registry or default_registry
         )
         self._limiter = trio.CapacityLimiter(options.thread_limit)
+        # Shared by every run of this runtime.
+        self._limits = MappingProxyType(
+            {name: trio.CapacityLimiter(n) for name, n in options.limits.items()}
+        )
+        workers = options.process_workers
+        self._processes = None if workers is None else trio.CapacityLimiter(workers)
         self._closed = False
         self._active: set[str] = set()
 
@@ -120,6 +129,8 @@ class Runtime:
 
         Raises:
             RunClosedError: the ``runtime()`` block has been left.
+            UnknownLimitError: a stage names a limit the runtime does not
+                define (``runtime(limits=...)``); nothing ran.
         """
         if not isinstance(pipeline, Pipeline | StreamedPipeline):
             msg = f"run needs a Pipeline or a streamed pipeline, not {pipeline!r}"
@@ -128,6 +139,8 @@ class Runtime:
         policy = self._policy if on_failure is None else check_policy(on_failure)
         if self._closed:
             raise RunClosedError(pipeline.name)
+        if isinstance(pipeline, Pipeline):
+            unknown_limits(pipeline._specs(), self._limits)
         encoded_inputs = ""
         if self._journal is not None:
             if isinstance(pipeline, StreamedPipeline):
@@ -184,6 +197,8 @@ class Runtime:
                 {name: freeze(value) for name, value in (inputs or {}).items()}
             ),
             thread_limiter=self._limiter,
+            limits=self._limits,
+            process_limiter=self._processes,
             cleanup_timeout=float(self._options.cleanup_timeout),
             hooks=self._options.hooks,
             default_executor=self._options.executor,
@@ -267,6 +282,8 @@ class Runtime:
                 stayed locked by another process.
             NotRestorableError: a stage function is not registered in this
                 process, or an output cannot be decoded.
+            UnknownLimitError: a stage still to run names a limit this
+                runtime does not define; nothing ran.
         """
         if not isinstance(run_id, str):
             msg = f"run_id must be a run id (str), not {run_id!r}"
@@ -322,6 +339,7 @@ class Runtime:
             self._active,
             self._make_resumed,
             self._launch,
+            self._limits,
         )
 
     def _make_resumed(
@@ -373,6 +391,8 @@ async def runtime(
     *,
     on_failure: FailurePolicy = "cancel",
     thread_limit: int = 40,
+    process_workers: int | None = None,
+    limits: Mapping[str, int] | None = None,
     cleanup_timeout: float = 10.0,
     interceptors: Iterable[Any] = (),
     monitor_interval: float | None = None,
@@ -395,7 +415,22 @@ async def runtime(
             (default, fail fast: every running stage is cancelled, pending
             ones never start) or ``"continue"`` (independent branches finish;
             stages after a failure become ``upstream_failed``).
-        thread_limit: how many plain-function stages run in threads at once.
+        thread_limit: how many plain-function stages (and ``ctx.run_in``
+            calls) of this runtime run in threads at once.
+        process_workers: how many process stages (``executor="process"``,
+            and ``ctx.run_in("process", ...)`` calls) of this runtime run at
+            once, each in a worker process; None (the default) shares
+            trio-parallel's default limit, one per CPU. A `DaskExecutor`
+            has its own count (``DaskExecutor(slots=...)``, by default the
+            cluster's worker threads).
+        limits: named concurrency limits, ``{"db": 4}``: at most 4 stages
+            declared ``@stage(limit="db")`` run at once, across every run of
+            this runtime (Airflow's pools, Prefect's concurrency limits). A
+            stage waiting for its limit (or for its executor's slot) is
+            ``queued``: that wait is not part of its timeout nor of its run
+            time. A run naming a limit not given here is refused when it
+            starts (`UnknownLimitError`), a stage added at run time when it
+            is added.
         cleanup_timeout: seconds a stage's resources get to close when it ends.
         interceptors: objects whose async ``before_stage(ctx)``,
             ``after_stage(ctx, value)`` and ``on_error(ctx, exc)`` methods (each
@@ -444,6 +479,8 @@ async def runtime(
     options = RuntimeOptions.of(
         on_failure=on_failure,
         thread_limit=thread_limit,
+        process_workers=process_workers,
+        limits=limits,
         cleanup_timeout=cleanup_timeout,
         interceptors=interceptors,
         monitor_interval=monitor_interval,

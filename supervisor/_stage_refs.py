@@ -55,6 +55,7 @@ def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
     when false; journals written before either existed simply lack them.
     Parameters (plain JSON data, see `check_params`) are kept as they are,
     under ``"params"``, only when the stage has some.
+    A named limit is recorded only when the stage has one (``"limit"``).
     """
     ref: dict[str, Any] = {
         "name": spec.name,
@@ -74,6 +75,8 @@ def spec_ref(spec: StageSpec, registry: StageRegistry | None) -> dict[str, Any]:
         ref["persist"] = False
     if spec.params:
         ref["params"] = spec.params
+    if spec.limit is not None:
+        ref["limit"] = spec.limit
     return ref
 
 

@@ -6,7 +6,8 @@ stages until ``window`` stages are unfinished or the stream ends. The
 iterable is the user's code, read here: whatever it raises, or yields that
 is not a stage, fails the stream with a typed error (and the run under its
 failure policy), never the supervisor. A streamed stage may depend only on
-stages still in memory; its name must never have been used in the run.
+stages still in memory; its name must never have been used in the run,
+and a limit it names must be one the runtime defines.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from dagvisor.actors import (
     StageSpec,
     UnknownStageError,
 )
+from dagvisor.actors._limits import unknown_limit
 from dagvisor.actors._pipeline import ref_names
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
+
+    import trio
 
     from dagvisor.actors import StreamedPipeline, StreamItem
 
@@ -36,10 +40,25 @@ __all__ = ["StreamFeed"]
 class StreamFeed:
     """The rest of a streamed pipeline, materialised a window at a time."""
 
-    __slots__ = ("_core", "_items", "_previous", "_where", "refill_at", "window")
+    __slots__ = (
+        "_core",
+        "_items",
+        "_limits",
+        "_previous",
+        "_where",
+        "refill_at",
+        "window",
+    )
 
-    def __init__(self, core: RunCore, pipeline: StreamedPipeline, where: str) -> None:
+    def __init__(
+        self,
+        core: RunCore,
+        pipeline: StreamedPipeline,
+        where: str,
+        limits: Mapping[str, trio.CapacityLimiter],
+    ) -> None:
         self._core = core
+        self._limits = limits
         self._items: Iterator[StreamItem] | None = pipeline.take()
         self.window = pipeline.window
         self.refill_at = max(1, pipeline.window // 2)
@@ -78,6 +97,10 @@ class StreamFeed:
                 name = spec.name
                 if name in nodes or name in core.retention.gone:
                     raise DuplicateStageError(name, where=self._where)
+                if spec.limit is not None:
+                    unknown = unknown_limit(spec, self._limits)
+                    if unknown is not None:
+                        raise unknown
                 deps = []
                 for dep_name in after:
                     dep = nodes.get(dep_name)

@@ -51,6 +51,7 @@ from dagvisor.actors._messages import (
     RemoveStage,
     ReplacePending,
     Request,
+    SlotTaken,
     StageCancelled,
     StageFailed,
     StagesEnded,
@@ -83,6 +84,7 @@ __all__ = ["GraphSupervisor"]
 
 
 PENDING = StageState.PENDING
+QUEUED = StageState.QUEUED
 RUNNING = StageState.RUNNING
 SUCCEEDED = StageState.SUCCEEDED
 FAILED = StageState.FAILED
@@ -99,6 +101,7 @@ _OUTCOMES = (
     StageCancelled,
     StageSkipped,
     AttemptStarted,
+    SlotTaken,
     StagesEnded,
     JournalFailed,
     FlushJournal,
@@ -174,7 +177,7 @@ class GraphSupervisor:
         self._changes = Changes(core, self._where)
         self._stream: StreamFeed | None = None
         if isinstance(pipeline, StreamedPipeline):
-            self._stream = StreamFeed(core, pipeline, self._where)
+            self._stream = StreamFeed(core, pipeline, self._where, env.limits)
         self._restoring = restored is not None
         if restored is not None:
             restore(core, restored, self.wall_offset)
@@ -356,7 +359,7 @@ class GraphSupervisor:
         match message:
             case StageSucceeded(token=token, value=value, encoded=encoded):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     node.output = value
                     core.finish(node, SUCCEEDED, core.now(), encoded)
             case (
@@ -370,9 +373,13 @@ class GraphSupervisor:
                 | ChangeSet()
             ):  # second: a stage ends once, may change the graph many times
                 self._serve(message)
+            case SlotTaken(token=token, time=when):
+                node = cast("Node", token)
+                if node.state is QUEUED:
+                    core.run(node, when)
             case StageFailed(token=token, error=error):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     node.error = error
                     self.errors[node.name] = error
                     core.finish(node, FAILED, core.now())
@@ -380,15 +387,17 @@ class GraphSupervisor:
                         self._stop("failed")
             case StageCancelled(token=token):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, CANCELLED, core.now())
             case StageSkipped(token=token):
                 node = cast("Node", token)
-                if node.state is RUNNING:
+                if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, SKIPPED, core.now())
             case AttemptStarted(token=token, attempt=attempt):
                 node = cast("Node", token)
-                if node.state is RUNNING and core.records is not None:
+                if (
+                    node.state is RUNNING or node.state is QUEUED
+                ) and core.records is not None:
                     core.records.attempt(node, attempt, core.now())
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended

@@ -41,10 +41,12 @@ from dagvisor.errors import (
     JournalError,
     NotRestorableError,
     RunFailed,
+    UnknownLimitError,
     UnknownRunError,
 )
 
 EXAMPLES = int(os.environ.get("DAGVISOR_JOURNAL_FUZZ_EXAMPLES", "30"))
+LIMITS = {"fuzz": 1}
 
 
 @attrs.frozen
@@ -74,7 +76,7 @@ async def total(ctx: Any) -> int:
     return sum(ctx.inputs.values())
 
 
-@stage
+@stage(limit="fuzz")  # queued for its limit first: the journal holds stage_queued
 async def tail(ctx: Any) -> str:
     return "done"
 
@@ -138,7 +140,7 @@ CANCELLED = Pipeline("held").add(source).add(waits, after=["source"])
 
 
 async def _build(path: Path, odd: str) -> list[str]:
-    async with runtime(journal=path, on_failure="continue") as rt:
+    async with runtime(journal=path, on_failure="continue", limits=LIMITS) as rt:
         with pytest.raises(RunFailed) as info:
             await rt.run(FINISHED, inputs={"odd": odd})
         run = await rt.start(CANCELLED, inputs={"odd": odd})
@@ -421,9 +423,15 @@ def _read_all(path: Path, run_ids: tuple[str, ...]) -> None:
 
 async def _resume(path: Path, run_id: str) -> None:
     try:
-        async with runtime(journal=path, on_failure="continue") as rt:
+        async with runtime(journal=path, on_failure="continue", limits=LIMITS) as rt:
             await rt.resume(run_id)
-    except (JournalError, NotRestorableError, UnknownRunError, RunFailed):
+    except (
+        JournalError,
+        NotRestorableError,
+        UnknownRunError,
+        UnknownLimitError,  # the limit's name was edited
+        RunFailed,
+    ):
         pass
 
 
@@ -526,7 +534,7 @@ async def test_each_named_damage_is_a_journal_error(tmp_path, name):
 
 
 async def _resume_strictly(path: Path, run_id: str) -> None:
-    async with runtime(journal=path, on_failure="continue") as rt:
+    async with runtime(journal=path, on_failure="continue", limits=LIMITS) as rt:
         await rt.resume(run_id)
 
 
@@ -589,6 +597,10 @@ async def test_the_unchanged_journal_reads_and_resumes(tmp_path):
     original, run_ids = _original()
     path = tmp_path / "runs.db"
     path.write_bytes(original)
+    with sqlite3.connect(path) as db:  # what the fuzz test mutates holds a wait
+        kinds = {kind for (kind,) in db.execute("SELECT kind FROM events")}
+    db.close()
+    assert "stage_queued" in kinds
     with Journal(path, readonly=True) as journal:
         result = journal.result(run_ids[0])
     assert result.outputs["source"] == {

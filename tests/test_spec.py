@@ -192,6 +192,8 @@ async def predicate(ctx):
         lambda: stage(body).with_params(batch=7, region="eu"),
         lambda: stage(body).named("p", params={"nested": {"a": [1, 2.5, None]}}),
         lambda: stage(body).with_params(batch=1).options(retries=1),
+        lambda: stage(limit="db")(body),
+        lambda: stage(limit="db", executor="thread")(plain_body),
     ],
 )
 def test_a_declared_spec_is_the_one_its_constructor_makes(declare):
@@ -199,7 +201,7 @@ def test_a_declared_spec_is_the_one_its_constructor_makes(declare):
     # of every declaration): field by field, it must be the same spec.
     declared = declare()
     fields = _fields(declared)
-    derived = {name: fields.pop(name) for name in ("simple", "params_key")}
+    derived = {name: fields.pop(name) for name in ("simple", "params_key", "queues")}
     built = StageSpec(**fields)
     assert _fields(built) == {**fields, **derived}
     assert declared == built

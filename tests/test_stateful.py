@@ -21,6 +21,12 @@ clock), ``slow`` (its resource's ``__aenter__`` never finishes: it can only
 be cancelled there), ``stub`` (its resource's cleanup is shielded and takes
 5 s of virtual time).
 
+Limited stages: ``q`` holds the named limit ``"q"`` of size one. It is
+``queued`` until it has the limit, then ``running``. Which of several queued
+stages gets it is trio's to decide, so the model marks them queued and, once
+the runtime has settled, adopts the one the run shows running (`Model.adopt`):
+exactly one may run, and only one the model had queued.
+
 Thread stages: ``w`` is a plain function in a worker thread, ``wt`` one
 with a 10 s timeout. The thread blocks on a queue the machine controls
 (``finish_thread``), so a cancellation (``cancel_stage``, or the run
@@ -79,7 +85,8 @@ BLOCKED = {
     "cancelled": "cancelled",
     "skipped": "skipped",
 }
-CATEGORIES = ("s", "s", "s", "t", "bad", "slow", "stub", "w", "wt")
+CATEGORIES = ("s", "s", "s", "t", "bad", "slow", "stub", "w", "wt", "q")
+HANDOVER = "<handover>"  # the limit passes to one of the queued ``q`` stages
 TIMEOUT = 10.0
 CLEANUP = 5.0
 
@@ -165,6 +172,8 @@ def threaded(ctx: Any) -> str:
 
 
 def spec_for(name: str):  # type: ignore[no-untyped-def]
+    if name.startswith("q"):
+        return stage(name=name, limit="q")(controlled)
     if name.startswith("w"):
         timeout = _delay(name, TIMEOUT) if name.startswith("wt") else None
         return stage(name=name, executor="thread", timeout=timeout)(threaded)
@@ -255,6 +264,7 @@ class Loop:
                 interceptors=[Picky()],
                 cleanup_timeout=1000,
                 thread_limit=1000,  # a blocked thread stage never waits for a thread
+                limits={"q": 1},
                 journal=self.journal,
                 codec=MachineCodec(),
             ) as rt:
@@ -315,14 +325,38 @@ class Model:
         # Running thread stages: cancelled? timed out? (decided when released)
         self.threads: dict[str, dict[str, bool]] = {}
         self.thread_deadlines: dict[str, float] = {}
+        # The ``q`` stage holding the limit, HANDOVER while one of the queued
+        # ones is getting it, or None.
+        self.holder: str | None = None
 
     # settling -----------------------------------------------------------------
 
     def running(self) -> list[str]:
         return [n for n, s in self.state.items() if s == "running"]
 
+    def queued(self) -> list[str]:
+        return [n for n, s in self.state.items() if s == "queued"]
+
+    def adopt(self, live: dict[str, str]) -> None:
+        """The runtime has settled: the queued ``q`` stage it let run holds the limit."""
+        if self.holder != HANDOVER:
+            return
+        queued = self.queued()
+        if not queued:
+            self.holder = None
+            return
+        winners = [n for n in queued if live.get(n) == "running"]
+        assert len(winners) == 1, (queued, {n: live.get(n) for n in queued})
+        self.holder = winners[0]
+        self.state[winners[0]] = "running"
+        many = "3 or more" if len(queued) >= 3 else str(len(queued))
+        event(f"the limit went to one of {many} queued stages")
+
     def _finish(self, name: str, state: str) -> None:
+        was = self.state[name]
         self.state[name] = state
+        if name == self.holder or (was == "queued" and self.holder == HANDOVER):
+            self.holder = HANDOVER if self.queued() else None
         self.timers.pop(name, None)
         self.finishing.discard(name)
         self.threads.pop(name, None)
@@ -354,6 +388,11 @@ class Model:
                 self._start(name)
 
     def _start(self, name: str) -> None:
+        if name.startswith("q"):  # waits for the limit; `adopt` says who has it
+            self.state[name] = "queued"
+            if self.holder is None:
+                self.holder = HANDOVER
+            return
         self.state[name] = "running"
         if name.startswith("bad"):
             self._finish(name, "failed")
@@ -389,6 +428,8 @@ class Model:
 
     def _stop(self) -> None:
         self.stopping = True
+        for name in self.queued():  # waiting for the limit: cancelled at once
+            self._finish(name, "cancelled")
         for name in self.running():
             if name in self.finishing:
                 continue  # its body already ended; its cleanup decides
@@ -743,7 +784,7 @@ class RuntimeMachine(RuleBasedStateMachine):
     ) -> None:
         # Some of the pipeline's own stages run in threads (``w``, ``wt``).
         kinds = {
-            name: data.draw(st.sampled_from(["p", "p", "w", "wt"]))
+            name: data.draw(st.sampled_from(["p", "p", "w", "wt", "q"]))
             for name, _ in pipeline
         }
         renamed = {name: kinds[name] + name[1:] for name, _ in pipeline}
@@ -1002,6 +1043,7 @@ class RuntimeMachine(RuleBasedStateMachine):
             return
         snapshot = self.run.snapshot()
         states = {name: state.value for name, state in snapshot.states.items()}
+        self.model.adopt(states)
         assert states == self.model.state
         for name, deps in snapshot.dependencies.items():
             assert list(deps) == self.model.deps[name], name
@@ -1025,6 +1067,16 @@ class RuntimeMachine(RuleBasedStateMachine):
     def the_run_ends_exactly_when_every_stage_is_terminal(self) -> None:
         if self.model is None:
             return
+        live = self.run.snapshot().states
+        self.model.adopt({name: state.value for name, state in live.items()})
+        assert (
+            sum(  # the limit of one is never exceeded
+                1
+                for name, state in live.items()
+                if name.startswith("q") and state is StageState.RUNNING
+            )
+            <= 1
+        )
         assert self.run.done == self.model.ended
         if self.model.ended:
             assert all(s.is_terminal for s in self.run.snapshot().states.values())
