@@ -55,6 +55,8 @@ from ._records import (
     moment,
     reason,
     shown,
+    signal_payload,
+    signal_record,
     spec_options,
     text,
     texts,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 
     from ._audit import AuditRecord
     from ._journal_rows import JournaledRun
+    from ._mailbox import Signal
 
 __all__ = ["Replayed", "Undecoded", "replay"]
 
@@ -110,6 +113,7 @@ class Replayed:
         memory: the RSS samples ``(wall-clock time, bytes)`` of sampled runs.
         unpersisted: successes whose output the journal does not hold
             (``persist=False``); their output is `RELEASED`.
+        signals: see below.
     """
 
     run: JournaledRun
@@ -123,6 +127,9 @@ class Replayed:
     added: int
     memory: list[tuple[float, int]]
     unpersisted: frozenset[str] = frozenset()
+    signals: tuple[Signal, ...] = ()
+    """The signals a resumed run's mailbox holds: sent, and not taken by a
+    stage that succeeded (or skipped), in the order they were sent."""
 
 
 class _Replayer:
@@ -154,6 +161,9 @@ class _Replayer:
         self.memory: list[tuple[float, int]] = []
         # "item" events awaiting their record: (encoded item, its parameters).
         self.pending_items: list[tuple[str, Any]] = []
+        # Signals sent (by id, in order) and the stage holding each (None: none).
+        self.sent: dict[int, Signal] = {}
+        self.holders: dict[int, str | None] = {}
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -315,12 +325,46 @@ class _Replayer:
                 self.change(seq, payload)
                 if self.pending_items:
                     self.fail(f"items before event {seq} belong to no expansion")
+            case "signal":
+                self.signal(seq, payload)
+            case "signal_taken" | "signal_returned":
+                sent = payload["signal"]
+                if type(sent) is not int or sent not in self.sent:
+                    self.fail(f"event {seq} names a signal that was not sent")
+                node = self.node(payload["stage"], seq)
+                self.holders[sent] = node.name if kind == "signal_taken" else None
             case "resumed":
                 pass  # a marker for readers; the replay needs nothing from it
             case "memory":
                 self.memory.extend(memory_samples(payload["samples"]))
             case _:
                 self.fail(f"event {seq} is of an unknown kind {shown(kind)}")
+
+    def signal(self, seq: int, payload: dict[str, Any]) -> None:
+        record = signal_record(payload)
+        if record.seq != len(self.audit) or record.run_id != self.run.run_id:
+            self.fail(
+                f"event {seq} holds audit record {record.seq} of run "
+                f"{shown(record.run_id)}; expected record {len(self.audit)}"
+            )
+        self.audit.append(record)
+        if record.accepted:
+            assert record.signal is not None  # checked by signal_record
+            text = signal_payload(payload.get("output"))
+            self.sent[record.seq] = (record.seq, record.signal, text)
+
+    def kept_signals(self) -> tuple[Signal, ...]:
+        """The signals not consumed: not held by a stage that succeeded or skipped."""
+        nodes = self.graph.nodes
+        kept = []
+        for sent, signal in self.sent.items():
+            holder = self.holders.get(sent)
+            node = None if holder is None else nodes.get(holder)
+            if node is None or (
+                node.state is not SUCCEEDED and node.state is not StageState.SKIPPED
+            ):
+                kept.append(signal)
+        return tuple(kept)
 
     def stored_output(self, name: str, payload: dict[str, Any]) -> None:
         """Note a success's output: text or bytes, which codec wrote it, or none."""
@@ -342,6 +386,8 @@ class _Replayer:
 
     def change(self, seq: int, payload: dict[str, Any]) -> None:
         record = audit_record(payload)
+        if record.kind == "signal":
+            self.fail(f"event {seq} is a change record of a signal")
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
                 f"event {seq} holds audit record {record.seq} of run "
@@ -550,4 +596,5 @@ def replay(
         added=replayer.added,
         memory=replayer.memory,
         unpersisted=frozenset(replayer.unpersisted),
+        signals=replayer.kept_signals(),
     )
