@@ -8,6 +8,7 @@ request's reply slot.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 import trio
@@ -209,11 +210,11 @@ class StageContext(ChangeRequests):
             # Cancelled (or the run ended): take nothing. Told in order
             # after the request, so the supervisor either drops the wait or
             # puts back what it had already given it.
-            with trio.CancelScope(shield=True):
-                try:
-                    await env.outbox.send(WithdrawWait(request))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # the run has ended: its mailbox with it
+            with (
+                trio.CancelScope(shield=True),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):  # suppressed: the run has ended, its mailbox with it
+                await env.outbox.send(WithdrawWait(request))
             raise
         self._signals_taken += 1
         return decode_payload(text)

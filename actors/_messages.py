@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 import attrs
-import trio
 
 from ._reply import ReplySlot
 from ._signal_messages import (
@@ -24,6 +23,8 @@ from ._signal_messages import (
 )
 
 if TYPE_CHECKING:
+    import trio
+
     from ._errors import DagvisorError
     from ._pipeline import Pipeline
     from ._spec import StageSpec

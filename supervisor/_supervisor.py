@@ -422,7 +422,7 @@ class GraphSupervisor:
             case SendSignal() | WaitSignal():
                 if self._stopping:
                     self._refuse_signal(message)
-                elif type(message) is SendSignal:
+                elif isinstance(message, SendSignal):
                     self.mailbox.send(message)
                 else:
                     self.mailbox.wait(message)

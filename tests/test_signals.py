@@ -5,7 +5,6 @@ Time is trio's `MockClock` where a test waits: no test sleeps for real.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
@@ -260,12 +259,16 @@ async def test_signals_are_journaled_and_shown_by_the_audit_command(tmp_path):
     assert [t["stage"] for t in taken] == ["take_two", "take_two"]
     sent = [payload for _, kind, payload in events if kind == "signal"]
     assert sent[0]["output"] == '{"notes":"' + "x" * 5000 + '"}'  # whole
-    shown = subprocess.run(
-        [sys.executable, "-m", "dagvisor", "audit", run.id, "--journal", str(path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    command = [
+        sys.executable,
+        "-m",
+        "dagvisor",
+        "audit",
+        run.id,
+        "--journal",
+        str(path),
+    ]
+    shown = (await trio.run_process(command, capture_stdout=True)).stdout.decode()
     assert "signal by external: signal 'go' carrying" in shown
     assert "a large payload" in shown
     assert "x" * 200 not in shown
