@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SendSignal",
+    "Signal",
     "SignalMessage",
     "SignalsReturned",
     "WaitSignal",
@@ -72,5 +73,9 @@ class SignalsReturned:
 
     token: object
 
+
+Signal: TypeAlias = tuple[int, str, str]
+"""A signal in a run's mailbox: its id (the seq of its audit record), name and
+payload text."""
 
 SignalMessage: TypeAlias = SendSignal | WaitSignal | WithdrawWait | SignalsReturned

@@ -31,18 +31,15 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from dagvisor.actors._errors import DagvisorError
-    from dagvisor.actors._signal_messages import SendSignal, WaitSignal
+    from dagvisor.actors._signal_messages import SendSignal, Signal, WaitSignal
 
     from ._core import RunCore
     from ._graph import Node
 
-__all__ = ["Mailbox", "Signal"]
+__all__ = ["Mailbox"]
 
 RUNNING = StageState.RUNNING
 QUEUED = StageState.QUEUED
-
-Signal = tuple[int, str, str]
-"""A signal in the mailbox: its id (the seq of its audit record), name, payload text."""
 
 
 @final

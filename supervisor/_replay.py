@@ -67,10 +67,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dagvisor.actors import Codec, StageRegistry
+    from dagvisor.actors._signal_messages import Signal
 
     from ._audit import AuditRecord
     from ._journal_rows import JournaledRun
-    from ._mailbox import Signal
 
 __all__ = ["Replayed", "Undecoded", "replay"]
 
