@@ -59,6 +59,8 @@ from ._records import (
     moment,
     reason,
     shown,
+    signal_payload,
+    signal_record,
     spec_options,
     text,
     texts,
@@ -69,6 +71,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dagvisor.actors import Codec, StageRegistry
+    from dagvisor.actors._signal_messages import Signal
 
     from ._audit import AuditRecord
     from ._journal_rows import JournaledRun
@@ -117,6 +120,7 @@ class Replayed:
             a resume), for its attempts.
         unpersisted: successes whose output the journal does not hold
             (``persist=False``); their output is `RELEASED`.
+        signals: see below.
     """
 
     run: JournaledRun
@@ -132,6 +136,9 @@ class Replayed:
     history: RunHistory
     stage_log: dict[str, list[StageEvent]]
     unpersisted: frozenset[str] = frozenset()
+    signals: tuple[Signal, ...] = ()
+    """The signals a resumed run's mailbox holds: sent, and not taken by a
+    stage that succeeded (or skipped), in the order they were sent."""
 
 
 class _Replayer:
@@ -171,6 +178,9 @@ class _Replayer:
             {} if attempts is not False and not self.strict else None
         )
         self.only = attempts if type(attempts) is str else None  # the one stage kept
+        # Signals sent (by id, in order) and the stage holding each (None: none).
+        self.sent: dict[int, Signal] = {}
+        self.holders: dict[int, str | None] = {}
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -338,6 +348,14 @@ class _Replayer:
                 self.change(seq, payload)
                 if self.pending_items:
                     self.fail(f"items before event {seq} belong to no expansion")
+            case "signal":
+                self.signal(seq, payload)
+            case "signal_taken" | "signal_returned":
+                sent = payload["signal"]
+                if type(sent) is not int or sent not in self.sent:
+                    self.fail(f"event {seq} names a signal that was not sent")
+                node = self.node(payload["stage"], seq)
+                self.holders[sent] = node.name if kind == "signal_taken" else None
             case "resumed" | "ended":  # the run's history
                 self.history.event(seq, kind, payload)
             case "memory":
@@ -355,6 +373,33 @@ class _Replayer:
                 self.stage_log[name] = [event]
             else:
                 log.append(event)
+
+    def signal(self, seq: int, payload: dict[str, Any]) -> None:
+        record = signal_record(payload)
+        self.history.seen(record.wall_time)
+        if record.seq != len(self.audit) or record.run_id != self.run.run_id:
+            self.fail(
+                f"event {seq} holds audit record {record.seq} of run "
+                f"{shown(record.run_id)}; expected record {len(self.audit)}"
+            )
+        self.audit.append(record)
+        if record.accepted:
+            assert record.signal is not None  # checked by signal_record
+            text = signal_payload(payload.get("output"))
+            self.sent[record.seq] = (record.seq, record.signal, text)
+
+    def kept_signals(self) -> tuple[Signal, ...]:
+        """The signals not consumed: not held by a stage that succeeded or skipped."""
+        nodes = self.graph.nodes
+        kept = []
+        for sent, signal in self.sent.items():
+            holder = self.holders.get(sent)
+            node = None if holder is None else nodes.get(holder)
+            if node is None or (
+                node.state is not SUCCEEDED and node.state is not StageState.SKIPPED
+            ):
+                kept.append(signal)
+        return tuple(kept)
 
     def stored_output(self, name: str, payload: dict[str, Any]) -> None:
         """Note a success's output: text or bytes, which codec wrote it, or none."""
@@ -377,6 +422,8 @@ class _Replayer:
     def change(self, seq: int, payload: dict[str, Any]) -> None:
         record = audit_record(payload)
         self.history.seen(record.wall_time)
+        if record.kind == "signal":
+            self.fail(f"event {seq} is a change record of a signal")
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
                 f"event {seq} holds audit record {record.seq} of run "
@@ -594,4 +641,5 @@ def replay(
         history=replayer.history.build(ended=run.ended),
         stage_log=replayer.stage_log or {},
         unpersisted=frozenset(replayer.unpersisted),
+        signals=replayer.kept_signals(),
     )

@@ -29,6 +29,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Final, assert_never, final
 
+import attrs
 import trio
 
 from dagvisor.actors import StageSpec, StageState
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from dagvisor.actors import Pipeline, StageRegistry
     from dagvisor.actors._stored import Encoded
 
-    from ._audit import Fields
+    from ._audit import AuditRecord, Fields
     from ._graph import Node
     from ._writer import JournalWriter
 
@@ -290,6 +291,21 @@ class RunRecords:
         else:
             what = dump_json(asked(request, {id(expand) for expand in mapped or ()}))
         self.event("change", self._texts.change(fields, what))
+
+    # -- signals -------------------------------------------------------------------
+
+    def signal(self, record: AuditRecord, text: str | None) -> None:
+        """A signal sent (its audit record; its payload whole, in the output
+        column), or refused (no payload)."""
+        payload = attrs.asdict(record, recurse=False)
+        payload["edges"] = []
+        for key in ("added", "removed", "cancelled", "parts"):
+            payload[key] = []
+        self.event("signal", payload, text)
+
+    def signal_moved(self, kind: str, signal: int, stage: str) -> None:
+        """Signal ``signal`` taken by, or given back by, a stage (``kind``)."""
+        self.event(kind, {"signal": signal, "stage": stage})
 
     # -- shipping ------------------------------------------------------------------
 

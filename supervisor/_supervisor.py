@@ -52,12 +52,16 @@ from dagvisor.actors._messages import (
     RemoveStage,
     ReplacePending,
     Request,
+    SendSignal,
+    SignalsReturned,
     SlotTaken,
     StageCancelled,
     StageFailed,
     StagesEnded,
     StageSkipped,
     StageSucceeded,
+    WaitSignal,
+    WithdrawWait,
 )
 
 from ._audit import AuditLog
@@ -65,6 +69,7 @@ from ._changes import Changes
 from ._core import RunCore
 from ._events import EventLog
 from ._graph import LiveGraph, Node
+from ._mailbox import Mailbox
 from ._restore import restore, settle_restored
 from ._retention import RetainOutputs, Retention
 from ._run_records import RunRecords
@@ -107,6 +112,8 @@ _OUTCOMES = (
     StagesEnded,
     JournalFailed,
     FlushJournal,
+    WithdrawWait,
+    SignalsReturned,
 )
 
 
@@ -182,6 +189,8 @@ class GraphSupervisor:
         self._stream: StreamFeed | None = None
         if isinstance(pipeline, StreamedPipeline):
             self._stream = StreamFeed(core, pipeline, self._where, env.limits)
+        self.mailbox = Mailbox(core, () if restored is None else restored.signals)
+        """The run's signals (see `Mailbox`)."""
         self._restoring = restored is not None
         if restored is not None:
             restore(core, restored, self.wall_offset)
@@ -321,6 +330,8 @@ class GraphSupervisor:
                 break
             if isinstance(message, FlushJournal):
                 self._handle(message)  # its marker goes out with the last records
+            elif isinstance(message, SendSignal | WaitSignal):
+                self._refuse_signal(message)
             elif not isinstance(message, _OUTCOMES):
                 try:
                     self._changes.refuse_closed(message)
@@ -329,6 +340,7 @@ class GraphSupervisor:
                         error = RunClosedError(self.run_id)
                         message.reply.send_nowait(outcome.Error(error))
         self._inbox.close()
+        self.mailbox.close()
         if core.unfinished:
             for node in list(core.graph):
                 if not node.state.is_terminal:
@@ -385,6 +397,8 @@ class GraphSupervisor:
                 if node.state is RUNNING or node.state is QUEUED:
                     node.output = value
                     core.finish(node, SUCCEEDED, core.now(), encoded)
+                    if self.mailbox.held:
+                        self.mailbox.ended(node, succeeded=True)
             case (
                 AddStage()
                 | AddEdge()
@@ -406,16 +420,22 @@ class GraphSupervisor:
                     node.error = error
                     self.errors[node.name] = error
                     core.finish(node, FAILED, core.now())
+                    if self.mailbox.held:
+                        self.mailbox.ended(node, succeeded=False)
                     if self._policy == "cancel":
                         self._stop("failed")
             case StageCancelled(token=token):
                 node = cast("Node", token)
                 if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, CANCELLED, core.now())
+                    if self.mailbox.held:
+                        self.mailbox.ended(node, succeeded=False)
             case StageSkipped(token=token):
                 node = cast("Node", token)
                 if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, SKIPPED, core.now())
+                    if self.mailbox.held:  # its predicate decided on them
+                        self.mailbox.ended(node, succeeded=True)
             case AttemptFailed(token=token, attempt=attempt, error=error):
                 node = cast("Node", token)
                 if node.state is RUNNING and core.records is not None:
@@ -426,6 +446,17 @@ class GraphSupervisor:
                     node.state is RUNNING or node.state is QUEUED
                 ) and core.records is not None:
                     core.records.attempt(node, attempt, core.now())
+            case SendSignal() | WaitSignal():
+                if self._stopping:
+                    self._refuse_signal(message)
+                elif isinstance(message, SendSignal):
+                    self.mailbox.send(message)
+                else:
+                    self.mailbox.wait(message)
+            case WithdrawWait(request=request):
+                self.mailbox.withdraw(request)
+            case SignalsReturned(token=token):
+                self.mailbox.returned(cast("Node", token))
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
             case FlushJournal(done=done):
@@ -462,6 +493,14 @@ class GraphSupervisor:
         self.core.after_change()
         if change.stop is not None:
             self._stop(change.stop)
+
+    def _refuse_signal(self, message: SendSignal | WaitSignal) -> None:
+        """The run is ending: a signal is refused (and audited), a wait answered."""
+        error = RunClosedError(self.run_id)
+        if isinstance(message, SendSignal):
+            self.mailbox.refuse(message, error)
+        elif not message.reply.answered:
+            message.reply.send_nowait(outcome.Error(error))
 
     def _refill(self, stream: StreamFeed) -> None:
         failure = stream.refill()
