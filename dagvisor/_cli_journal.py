@@ -149,15 +149,22 @@ def _read(args: argparse.Namespace) -> int:
             _print_runs(journal)
             return 0
         run_id = journal.find_run(args.run_id)
-        # The attempts of the one stage asked for, or none: each stage's
-        # events would take memory in proportion to the run.
-        attempts = args.stage if args.command == "lineage" else False
+        if args.command == "show" and (args.output_stage is not None or args.json):
+            if args.output_stage is None:
+                msg = "--json prints one output: give --output STAGE too"
+                raise UsageError(msg)
+            found = journal.stage_output(run_id, args.output_stage)
+            print(output_text(run_id, args.output_stage, found, as_json=args.json))
+            return 0
+        if args.command == "lineage":  # by the journal's index: one stage's rows
+            print(journal.lineage(run_id, args.stage))
+            return 0
+        # No stage's events (attempts): they would take memory in
+        # proportion to the run.
         result = result_from_journal(
-            journal.load(run_id), registry=default_registry, attempts=attempts
+            journal.load(run_id), registry=default_registry, attempts=False
         )
     match args.command:
-        case "show" if args.output_stage is not None or args.json:
-            print(output_text(result, args.output_stage, as_json=args.json))
         case "show":
             _print_show(
                 result,
@@ -167,8 +174,6 @@ def _read(args: argparse.Namespace) -> int:
             )
         case "audit":
             _print_audit(result, args)
-        case "lineage":
-            print(result.lineage(args.stage))
         case "graph":
             text = result.to_mermaid() if args.format == "mermaid" else result.to_dot()
             if args.output:

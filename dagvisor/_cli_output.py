@@ -29,7 +29,7 @@ from dagvisor.actors._output import is_large
 from ._cli_run import UsageError
 
 if TYPE_CHECKING:
-    from dagvisor.supervisor import RunResult
+    from dagvisor.supervisor._stage_read import StageOutput
 
 __all__ = ["add_output_options", "output_text"]
 
@@ -57,23 +57,19 @@ def add_output_options(show: Any) -> None:
     )
 
 
-def output_text(result: RunResult, stage: str | None, *, as_json: bool) -> str:
-    """The text ``show --output STAGE`` prints (without a final newline).
+def output_text(run_id: str, stage: str, found: StageOutput, *, as_json: bool) -> str:
+    """The text ``show --output STAGE`` prints (without a final newline), from
+    what the journal holds of the stage (`Journal.stage_output`).
 
     Raises:
-        UsageError: ``--json`` without ``--output``.
         UnknownStageError: the run has no such stage.
         UsageError: the stage has no output to show.
         NoJsonFormError: ``as_json`` and the value has no JSON form.
     """
-    if stage is None:
-        msg = "--json prints one output: give --output STAGE too"
-        raise UsageError(msg)
-    states = result.states
-    if stage not in states:
-        raise UnknownStageError(stage, where=f"run {result.run_id}")
-    if stage not in result.outputs:
-        state = states[stage]
+    state = found.state
+    if state is None:
+        raise UnknownStageError(stage, where=f"run {run_id}")
+    if not found.stored:
         if state is StageState.SUCCEEDED:
             why = (
                 "succeeded, and its output is not in the journal (the stage was "
@@ -83,7 +79,7 @@ def output_text(result: RunResult, stage: str | None, *, as_json: bool) -> str:
             why = f"is {state.value}: only a stage that succeeded has an output"
         msg = f"stage {stage!r} {why}"
         raise UsageError(msg)
-    value = result.outputs[stage]
+    value = found.value
     if as_json:
         return json.dumps(
             _json_ready(value),

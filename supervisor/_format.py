@@ -10,7 +10,9 @@ there (`_journal_read` says which those are). Anything else is a
 to an older journal only what its format lacks: the ``output`` column of
 format 2 (outputs in their own column, where format 1 kept them inside the
 event's JSON), the ``data`` column of format 3 (outputs a binary codec
-wrote, as BLOBs: ``.npy``, Arrow IPC) and the ``leases`` table. Nothing else is ever repaired: a
+wrote, as BLOBs: ``.npy``, Arrow IPC), the ``leases`` table, and the index
+by stage of format 4 (`_stage_index`: derived data, made again whole when
+any part of it is missing or altered). Nothing else is ever repaired: a
 journal that lost a table or a column is refused.
 """
 
@@ -25,6 +27,7 @@ from dagvisor.actors import JournalError
 
 from ._journal_read import READ_ERRORS, check_columns, describe, read_format, uri
 from ._lease import LEASE_COLUMNS, LEASES_SCHEMA
+from ._stage_index import INDEX_SCHEMA, add_index, missing_index
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,7 +44,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-FORMAT_VERSION: Final = 3
+FORMAT_VERSION: Final = 4
 
 _SCHEMA: Final = (
     """
@@ -86,7 +89,7 @@ class Found:
         kind: missing, empty (no tables), or a journal.
         version: a journal's format.
         incomplete: a journal of an older format, or one without the
-            ``leases`` table: `set_up` adds what it lacks.
+            ``leases`` table or the index by stage: `set_up` adds what it lacks.
     """
 
     kind: Literal["missing", "empty", "journal"]
@@ -123,6 +126,7 @@ def probe(path: Path) -> Found:
         try:
             version, tables = read_format(db, path)
             leases = None
+            unindexed = bool(missing_index(db))
             if "leases" in tables:
                 leases = {row[1] for row in db.execute("PRAGMA table_info(leases)")}
         finally:
@@ -142,7 +146,9 @@ def probe(path: Path) -> Found:
         msg = f"{path} is damaged or was edited: its table leases lacks columns"
         raise JournalError(msg)
     return Found(
-        "journal", version, incomplete=version < FORMAT_VERSION or leases is None
+        "journal",
+        version,
+        incomplete=version < FORMAT_VERSION or leases is None or unindexed,
     )
 
 
@@ -160,6 +166,8 @@ def set_up(db: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
+        for statement in INDEX_SCHEMA.values():  # a trigger holds a ';'
+            db.execute(statement)
         db.execute(
             "INSERT INTO meta (key, value) VALUES ('format_version', ?)",
             (str(FORMAT_VERSION),),
@@ -172,6 +180,7 @@ def set_up(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE events ADD COLUMN data BLOB")
     if "leases" not in tables:
         db.execute(LEASES_SCHEMA)
+    add_index(db)  # format 3 and older: built from what the journal holds
     db.execute(
         "UPDATE meta SET value = ? WHERE key = 'format_version'",
         (str(FORMAT_VERSION),),

@@ -72,7 +72,9 @@ if TYPE_CHECKING:
 
     from dagvisor.actors import StageRegistry
 
+    from ._lineage import Lineage
     from ._result import RunResult
+    from ._stage_read import StageOutput
 
 __all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournaledRun"]
 
@@ -447,6 +449,67 @@ class Journal:
         return result_from_journal(
             self.load(run_id_text(run_id)), registry=registry or default_registry
         )
+
+    def lineage(
+        self, run_id: str, stage: str, *, registry: StageRegistry | None = None
+    ) -> Lineage:
+        """One stage's lineage, read from the journal by its index.
+
+        The same answer as ``result(run_id).lineage(stage)``, in time and
+        memory that do not grow with the run: the stage's own events, the
+        changes that name it and its dependencies' ends are found through
+        the journal's index by stage. A journal without that index (written
+        before it), or whose index disagrees with the events it names, is
+        read whole instead (the replay), with the same answer.
+
+        Raises:
+            TypeError: the run id or the stage name is not text.
+            UnknownRunError: the journal has no such run.
+            UnknownStageError: the run never had such a stage.
+            JournalError: the file is damaged or was edited into nonsense.
+        """
+        from ._readback import result_from_journal
+        from ._stage_read import read_lineage
+
+        run_id = run_id_text(run_id)
+        if not isinstance(stage, str):
+            msg = f"a stage name is text (str), not {type(stage).__name__}"
+            raise TypeError(msg)
+        stage = str.__str__(stage)
+        found = read_lineage(self._rows(), run_id, stage)
+        if found is not None:
+            return found
+        result = result_from_journal(
+            self.load(run_id), registry=registry or default_registry, attempts=stage
+        )
+        return result.lineage(stage)
+
+    def stage_output(self, run_id: str, stage: str) -> StageOutput:
+        """One stage's state and output, read by the journal's index (see `lineage`).
+
+        Raises:
+            TypeError: the run id or the stage name is not text.
+            UnknownRunError: the journal has no such run.
+            JournalError: the file is damaged or was edited into nonsense.
+        """
+        from ._readback import result_from_journal
+        from ._stage_read import StageOutput, read_output
+
+        run_id = run_id_text(run_id)
+        if not isinstance(stage, str):
+            msg = f"a stage name is text (str), not {type(stage).__name__}"
+            raise TypeError(msg)
+        stage = str.__str__(stage)
+        found = read_output(self._rows(), run_id, stage)
+        if found is not None:
+            return found
+        result = result_from_journal(
+            self.load(run_id), registry=default_registry, attempts=False
+        )
+        state = result.states.get(stage)
+        if state is None or stage not in result.outputs:
+            return StageOutput(state, stored=False)
+        return StageOutput(state, stored=True, value=result.outputs[stage])
 
     def load(self, run_id: str) -> JournaledRun:
         """Everything the journal holds about one run.

@@ -43,6 +43,7 @@ from dagvisor.errors import (
     RunFailed,
     UnknownLimitError,
     UnknownRunError,
+    UnknownStageError,
 )
 
 EXAMPLES = int(os.environ.get("DAGVISOR_JOURNAL_FUZZ_EXAMPLES", "30"))
@@ -171,8 +172,9 @@ def _built(odd: str) -> tuple[bytes, tuple[str, ...]]:
 
 # -- mutations ----------------------------------------------------------------------
 
-TABLES = ("meta", "runs", "events")
+TABLES = ("meta", "runs", "events", "stage_changes")
 COLUMNS = {
+    "stage_changes": ("run_id", "stage", "seq", "prev"),
     "meta": ("key", "value"),
     "runs": ("run_id", "name", "created", "status", "ended", "pipeline"),
     "events": ("run_id", "seq", "kind", "payload", "output", "data"),
@@ -282,7 +284,12 @@ byte_edit = st.one_of(
 )
 
 
-def _rowid(db: sqlite3.Connection, table: str, row: int) -> int | None:
+def _rowid(db: sqlite3.Connection, table: str, row: int) -> Any:
+    if table == "stage_changes":  # WITHOUT ROWID: a row by its key
+        keys = db.execute(
+            "SELECT run_id, stage, seq FROM stage_changes ORDER BY 1, 2, 3"
+        ).fetchall()
+        return json.dumps(keys[row % len(keys)]) if keys else None
     count = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     if not count:
         return None
@@ -290,6 +297,13 @@ def _rowid(db: sqlite3.Connection, table: str, row: int) -> int | None:
         f"SELECT rowid FROM {table} ORDER BY rowid LIMIT 1 OFFSET ?", (row % count,)
     ).fetchone()
     return found[0]
+
+
+def _key(table: str) -> str:
+    """The condition that picks the row `_rowid` named."""
+    if table == "stage_changes":
+        return "json_array(run_id, stage, seq) = json(?)"
+    return "rowid = ?"
 
 
 def _stored(value: Any) -> tuple[str, Any]:
@@ -315,7 +329,7 @@ def _apply_sql(path: Path, edit: tuple[Any, ...]) -> None:
         match edit:
             case ("delete", table, row):
                 rowid = _rowid(db, table, row)
-                db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+                db.execute(f"DELETE FROM {table} WHERE {_key(table)}", (rowid,))
             case ("duplicate", row, shift):
                 rowid = _rowid(db, "events", row)
                 db.execute(
@@ -329,7 +343,7 @@ def _apply_sql(path: Path, edit: tuple[Any, ...]) -> None:
                 rowid = _rowid(db, table, row)
                 expression, parameter = _stored(value)
                 db.execute(
-                    f"UPDATE {table} SET {column} = {expression} WHERE rowid = ?",
+                    f"UPDATE {table} SET {column} = {expression} WHERE {_key(table)}",
                     (parameter, rowid),
                 )
             case ("json", table, column, row, where, value):
@@ -413,8 +427,25 @@ def _read_all(path: Path, run_ids: tuple[str, ...]) -> None:
                 result = journal.result(run_id)
             except UnknownRunError:
                 continue
-            for name in list(result.states)[:40]:
-                result.lineage(name)
+            for name in [*list(result.states)[:40], "ghost"]:
+                try:
+                    expected = result.lineage(name)
+                except UnknownStageError:
+                    expected = None
+                # Read by index (or, where the index is off, by replay): the
+                # same answer, or a typed error, never another answer.
+                try:
+                    indexed = journal.lineage(run_id, name)
+                except UnknownStageError:
+                    indexed = None
+                assert indexed == expected, name
+                output = journal.stage_output(run_id, name)
+                assert output.state == result.states.get(name)
+                if output.stored:
+                    expected_value = result.outputs[name]
+                    assert type(output.value) is type(expected_value)
+                    assert repr(output.value) == repr(expected_value)
+                    _plain(output.value)
                 _plain(result.outputs.get(name))
             result.to_mermaid()
             result.to_dot()
