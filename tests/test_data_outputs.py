@@ -344,7 +344,7 @@ async def test_a_format_2_journal_is_read_and_upgraded_when_written(tmp_path):
         ).fetchone()
     finally:
         db.close()
-    assert version == str(FORMAT_VERSION) == "3"
+    assert version == str(FORMAT_VERSION) == "4"
     with Journal(path, readonly=True) as journal:
         assert journal.result(first.run_id).outputs["as_json"] == [1, 2, 3]
         assert journal.result(second.run_id).outputs["matrix"].shape == (3, 4)
