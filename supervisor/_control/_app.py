@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, final
 
 from starlette.applications import Starlette
@@ -185,13 +186,14 @@ class _Api:
                 )
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > BODY_LIMIT:
-                raise _Refusal(
-                    413, "PayloadTooLarge", f"bodies are at most {BODY_LIMIT} bytes"
-                )
-            chunks.append(chunk)
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > BODY_LIMIT:
+                    raise _Refusal(
+                        413, "PayloadTooLarge", f"bodies are at most {BODY_LIMIT} bytes"
+                    )
+                chunks.append(chunk)
         try:
             body = json.loads(b"".join(chunks).decode("utf-8"))
         except (ValueError, RecursionError):
