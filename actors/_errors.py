@@ -176,7 +176,9 @@ class MissingExtraError(DagvisorError, ImportError):
 
     def __init__(self, what: str, extra: str) -> None:
         self.extra = extra
-        super().__init__(f"{what} needs the {extra!r} extra: pip install 'dagvisor[{extra}]'")
+        super().__init__(
+            f"{what} needs the {extra!r} extra: pip install 'dagvisor[{extra}]'"
+        )
 
 
 class TokenFileError(DagvisorError, ValueError):
