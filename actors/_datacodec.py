@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from ._codec import JsonCodec, PickleCodec
 from ._dataforms import BadData, data_kind, decode_binary, encode_arrow, encode_npy
 from ._errors import InvalidRequestError
+from ._journal_errors import NotRestorableError
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable
@@ -69,10 +70,7 @@ class DataCodec:
         """
         kind = data_kind(value)
         if kind is None and type(value).__module__ == "numpy":
-            import numpy as np
-
-            if isinstance(value, np.generic) and not isinstance(value, np.object_):
-                value = value.item()  # a numpy scalar: its Python value, as JSON
+            value = _python_scalar(value)
         elif kind == "npy":
             return encode_npy(value)
         if kind == "arrow":
@@ -92,6 +90,29 @@ class DataCodec:
             return decode_binary(text)
         msg = f"a stored value is a {type(text).__name__}, neither text nor bytes"
         raise BadData(msg)
+
+
+def _python_scalar(value: Any) -> Any:
+    """A numpy number, string or bytes as its Python value; other scalars refused.
+
+    A datetime64 or timedelta64 scalar's ``item()`` is an int for
+    nanoseconds and None for NaT, a record's a tuple: not the value.
+    """
+    import numpy as np
+
+    if isinstance(value, np.number | np.bool_ | np.str_ | np.bytes_) and not isinstance(
+        value,
+        np.timedelta64,  # a signedinteger to numpy
+    ):
+        return value.item()
+    if isinstance(value, np.generic) and not isinstance(value, np.object_):
+        msg = (
+            f"a numpy {type(value).__name__} scalar (dtype {str(value.dtype)[:80]}) "
+            "would not come back as it is from JSON; return np.asarray(value), a "
+            "0-d array that keeps its dtype, or a plain Python value"
+        )
+        raise NotRestorableError(msg)
+    return value
 
 
 BUILT_IN: Final = ("data", "json", "pickle")

@@ -36,6 +36,7 @@ import sys
 from typing import Any, Final
 
 from ._journal_errors import NotRestorableError
+from ._object_columns import objects_kept
 
 __all__ = [
     "ARROW_MAGIC",
@@ -104,6 +105,12 @@ def encode_npy(array: Any) -> memoryview:
             "to a numeric or string dtype, or use a list"
         )
         raise NotRestorableError(msg)
+    if array.dtype.itemsize == 0:  # .npy cannot tell how many such items it holds
+        msg = (
+            f"a numpy array of dtype {str(array.dtype)[:80]} has items of no size, "
+            "which .npy cannot hold; give it a dtype with fields or a width"
+        )
+        raise NotRestorableError(msg)
     out = io.BytesIO()
     np.lib.format.write_array(out, array, allow_pickle=False)
     return out.getbuffer()
@@ -158,6 +165,8 @@ def encode_arrow(value: Any) -> memoryview:
         )
         raise NotRestorableError(msg) from None
     _no_extension_types(table.schema, f"the {name}'s")
+    if name != "Table":
+        objects_kept(frame, lambda: _frame(table, "DataFrame"), name)
     metadata = dict(table.schema.metadata or {})
     metadata[_KIND_KEY] = name.encode()
     table = table.replace_schema_metadata(metadata)

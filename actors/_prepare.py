@@ -20,6 +20,7 @@ would.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import pickle
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
@@ -298,8 +299,27 @@ def _item_specs(
     spec: StageSpec, items: tuple[Any, ...], params: ItemParams
 ) -> tuple[StageSpec, ...]:
     """``spec`` once per item, with that item's parameters over its own."""
+    if isinstance(params, Mapping):
+        msg = (
+            f"expand of {spec.name!r}: params= is one mapping per item (a list) or "
+            "a function of the item, not one mapping; for parameters every item "
+            f"shares, expand {spec.name}.with_params(...)"
+        )
+        raise InvalidRequestError(msg)
     if callable(params):
-        given = [params(item) for item in items]
+        given = []
+        for item in items:
+            item_params = params(item)
+            if inspect.isawaitable(item_params):
+                if inspect.iscoroutine(item_params):
+                    item_params.close()  # never awaited: closed, not warned about
+                msg = (
+                    f"expand of {spec.name!r}: params= returned an awaitable "
+                    f"({type(item_params).__qualname__}); give a plain function "
+                    "that returns the item's mapping"
+                )
+                raise InvalidRequestError(msg)
+            given.append(item_params)
     elif isinstance(params, str | bytes) or not isinstance(params, Iterable):
         msg = (
             f"expand of {spec.name!r}: params= must be one mapping per item (a list) "
