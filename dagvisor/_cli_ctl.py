@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagvisor._cli_io import one_line
 from dagvisor.actors import DagvisorError
+from dagvisor.supervisor._control._bind import is_loopback
 
 if TYPE_CHECKING:
     import argparse
@@ -111,13 +112,23 @@ def ctl_command(args: argparse.Namespace) -> int:
     try:
         import httpx
     except ImportError:  # pragma: no cover - depends on the installation
-        print("dagvisor: error: ctl needs httpx: pip install httpx", file=sys.stderr)
+        print(
+            "dagvisor: error: ctl needs httpx: pip install 'dagvisor[serve]'",
+            file=sys.stderr,
+        )
         return 2
     try:
         secret = _secret(args.token_file)
         if not args.url:
             msg = "give the API's address: --url URL (or $DAGVISOR_URL)"
             raise _Refused(msg)
+        url = httpx.URL(args.url)
+        if url.scheme == "http" and not is_loopback(url.host):
+            print(
+                f"dagvisor: warning: {one_line(str(args.url))} is not https: the "
+                "secret crosses the network in clear text",
+                file=sys.stderr,
+            )
         verify: Any = True
         if args.cafile:
             import ssl
@@ -135,7 +146,7 @@ def ctl_command(args: argparse.Namespace) -> int:
     except _Refused as exc:
         print(f"dagvisor: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         print(
             f"dagvisor: error: cannot reach {one_line(str(args.url))}: "
             f"{type(exc).__name__}: {one_line(str(exc))}",

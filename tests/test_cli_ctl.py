@@ -160,6 +160,19 @@ async def test_ctl_needs_a_url_and_a_token_file(tmp_path):
         check=2,
     )
     assert b"alone, on one line" in done.stderr
+    (tmp_path / "one").write_text("s3cret")
+    done = await dagvisor(
+        "ctl",
+        "--url",
+        "http://0.0.0.0:9",
+        "--token-file",
+        str(tmp_path / "one"),
+        "runs",
+        check=2,
+    )
+    assert b"not https: the secret crosses the network in clear text" in done.stderr
+    assert b"cannot reach" in done.stderr
+    assert b"s3cret" not in done.stderr
 
 
 async def test_run_serve_lets_an_operator_steer_the_run(tmp_path):
