@@ -20,6 +20,7 @@ import logging
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, final
 
+import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
@@ -30,10 +31,12 @@ from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
+from ._access import Access, Refusal
 from ._forms import audit_form, dumps, event_form, run_form, run_summary
+from ._view import view_routes
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
     from starlette.requests import Request
 
@@ -58,16 +61,6 @@ _MAX_TEXT = 4096
 _MAX_NAMES = 1000
 
 
-class _Refusal(Exception):
-    """An answer other than success: its status and typed error."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
-
-
 def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         dumps(body),
@@ -77,7 +70,7 @@ def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Re
     )
 
 
-def _refused(refusal: _Refusal) -> Response:
+def _refused(refusal: Refusal) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
     return _answer(
         refusal.status, {"error": refusal.error, "message": refusal.message}, headers
@@ -106,21 +99,19 @@ def _optional(body: dict[str, Any], key: str) -> str | None:
 def _text(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if type(value) is not str or not value.strip():
-        raise _Refusal(
-            400, "InvalidRequestError", f"{key!r} must be a non-empty string"
-        )
+        raise Refusal(400, "InvalidRequestError", f"{key!r} must be a non-empty string")
     return _checked(value, key)
 
 
 def _checked(value: str, key: str) -> str:
     if len(value) > _MAX_TEXT:
         msg = f"{key!r} is longer than {_MAX_TEXT} characters"
-        raise _Refusal(400, "InvalidRequestError", msg)
+        raise Refusal(400, "InvalidRequestError", msg)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         msg = f"{key!r} holds a lone surrogate, which is not text"
-        raise _Refusal(400, "InvalidRequestError", msg) from None
+        raise Refusal(400, "InvalidRequestError", msg) from None
     return value
 
 
@@ -132,11 +123,11 @@ def _names(body: dict[str, Any], key: str) -> list[str]:
         value = [value]
     if type(value) is not list or len(value) > _MAX_NAMES:
         msg = f"{key!r} must be a list of at most {_MAX_NAMES} stage names"
-        raise _Refusal(400, "InvalidRequestError", msg)
+        raise Refusal(400, "InvalidRequestError", msg)
     for name in value:
         if type(name) is not str or not name:
             msg = f"{key!r} must be a list of stage names (non-empty strings)"
-            raise _Refusal(400, "InvalidRequestError", msg)
+            raise Refusal(400, "InvalidRequestError", msg)
         _checked(name, key)
     return value
 
@@ -145,43 +136,32 @@ def _names(body: dict[str, Any], key: str) -> list[str]:
 class _Api:
     """The handlers, over one runtime's runs, tokens and registry."""
 
-    __slots__ = ("_registry", "_runs", "_tokens")
+    __slots__ = ("_access", "_registry", "_runs")
 
-    def __init__(self, runs: RunIndex, tokens: Tokens, registry: StageRegistry) -> None:
+    def __init__(self, runs: RunIndex, access: Access, registry: StageRegistry) -> None:
         self._runs = runs
-        self._tokens = tokens
+        self._access = access
         self._registry = registry
 
     # -- checks -------------------------------------------------------------------
 
     def _who(self, request: Request, *, change: bool) -> Token:
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        token = None
-        if scheme.lower() == "bearer" and secret.strip():
-            token = self._tokens.identify(secret.strip())
-        if token is None:
-            msg = "a token is needed: send 'Authorization: Bearer SECRET'"
-            raise _Refusal(401, "Unauthorized", msg)
-        if change and token.role != "operator":
-            msg = f"token {token.name!r} is a viewer's: changing a run needs an operator's"
-            raise _Refusal(403, "Forbidden", msg)
-        return token
+        return self._access.who(request, change=change)
 
     def _run(self, request: Request) -> Run:
         run_id = request.path_params["run_id"]
         run = self._runs.get(run_id)
         if run is None:
-            raise _Refusal(404, "UnknownRunError", "this runtime has no run of that id")
+            raise Refusal(404, "UnknownRunError", "this runtime has no run of that id")
         return run
 
     async def _body(self, request: Request) -> dict[str, Any]:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isascii() or not declared.isdigit() or len(declared) > 18:
-                raise _Refusal(400, "InvalidRequestError", "a bad Content-Length")
+                raise Refusal(400, "InvalidRequestError", "a bad Content-Length")
             if int(declared) > BODY_LIMIT:
-                raise _Refusal(
+                raise Refusal(
                     413, "PayloadTooLarge", f"bodies are at most {BODY_LIMIT} bytes"
                 )
         chunks: list[bytes] = []
@@ -190,7 +170,7 @@ class _Api:
             async for chunk in stream:
                 size += len(chunk)
                 if size > BODY_LIMIT:
-                    raise _Refusal(
+                    raise Refusal(
                         413, "PayloadTooLarge", f"bodies are at most {BODY_LIMIT} bytes"
                     )
                 chunks.append(chunk)
@@ -198,9 +178,9 @@ class _Api:
             body = json.loads(b"".join(chunks).decode("utf-8"))
         except (ValueError, RecursionError):
             msg = "the body must be a JSON object in UTF-8"
-            raise _Refusal(400, "InvalidRequestError", msg) from None
+            raise Refusal(400, "InvalidRequestError", msg) from None
         if type(body) is not dict:
-            raise _Refusal(400, "InvalidRequestError", "the body must be a JSON object")
+            raise Refusal(400, "InvalidRequestError", "the body must be a JSON object")
         return body
 
     async def _change(
@@ -231,7 +211,7 @@ class _Api:
         self._who(request, change=False)
         run = self._run(request)
         return StreamingResponse(
-            _event_stream(run),
+            _EventBody(run),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -258,13 +238,13 @@ class _Api:
                 "process; name one by its registered name (module:function, or the "
                 "name given to StageRegistry.register)"
             )
-            raise _Refusal(422, "UnknownStageError", msg)
+            raise Refusal(422, "UnknownStageError", msg)
         try:
             if isinstance(fn, StageSpec):
                 return fn if name is None else stage(name=name)(fn.fn)
             return stage(fn) if name is None else stage(name=name)(fn)
         except DagvisorError as exc:
-            raise _Refusal(422, type(exc).__name__, message_of(exc)) from None
+            raise Refusal(422, type(exc).__name__, message_of(exc)) from None
 
     async def add_edge(self, request: Request) -> Response:
         run, requester, body = await self._change(request)
@@ -300,7 +280,7 @@ async def _refusing(change: Awaitable[Any]) -> Any:
     try:
         return await change
     except DagvisorError as exc:
-        raise _Refusal(409, type(exc).__name__, message_of(exc)) from None
+        raise Refusal(409, type(exc).__name__, message_of(exc)) from None
 
 
 def _seq_of(run: Run, name: str, kind: str) -> int | None:
@@ -311,22 +291,52 @@ def _seq_of(run: Run, name: str, kind: str) -> int | None:
     return None
 
 
-async def _event_stream(run: Run) -> AsyncIterator[bytes]:
-    # The run never waits for this reader: one that falls more than
-    # EVENT_BUFFER events behind (a slow or stuck client) loses the oldest
-    # and is told how many in a `lost` event.
-    stream = run.events(buffer=EVENT_BUFFER)
-    try:
-        yield b": the events of one run, until it ends\n\n"
-        async for event in stream:
-            kind, data = event_form(event)
-            yield (
-                b"event: " + kind.encode("ascii") + b"\ndata: " + dumps(data) + b"\n\n"
-            )
-        await run._done.wait()
-        yield b"event: end\ndata: " + dumps(run_summary(run)) + b"\n\n"
-    finally:
-        stream.close()
+@final
+class _EventBody:
+    """A run's events as the body of a ``text/event-stream`` answer, until it ends.
+
+    The run never waits for this reader: one that falls more than
+    EVENT_BUFFER events behind (a slow or stuck client) loses the oldest
+    and is told how many in a `lost` event. An iterator object, not an
+    async generator: a client that goes away mid-stream, or a runtime that
+    ends while one reads, leaves no generator for the collector to close.
+    """
+
+    __slots__ = ("_run", "_step", "_stream")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._stream = run.events(buffer=EVENT_BUFFER)
+        self._step = 0  # 0: the opening comment, 1: events, 2: the end, 3: done
+
+    def __aiter__(self) -> _EventBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._step == 0:
+            self._step = 1
+            await trio.lowlevel.checkpoint()
+            return b": the events of one run, until it ends\n\n"
+        if self._step == 1:
+            try:
+                event = await self._stream.receive()
+            except trio.EndOfChannel:
+                self._step = 2
+            else:
+                kind, data = event_form(event)
+                return (
+                    b"event: "
+                    + kind.encode("ascii")
+                    + b"\ndata: "
+                    + dumps(data)
+                    + b"\n\n"
+                )
+        if self._step == 2:
+            await self._run._done.wait()
+            self._step = 3
+            return b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
+        self._stream.close()
+        raise StopAsyncIteration
 
 
 def _endpoint(
@@ -335,7 +345,7 @@ def _endpoint(
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return _refused(refusal)
 
     return endpoint
@@ -350,10 +360,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _answer(status, {"error": "HTTPError", "message": text})
 
 
-def control_app(runs: RunIndex, tokens: Tokens, registry: StageRegistry) -> Starlette:
-    """The control API as an ASGI app."""
-    api = _Api(runs, tokens, registry)
+def control_app(
+    runs: RunIndex, tokens: Tokens, registry: StageRegistry, *, port: int = 0
+) -> Starlette:
+    """The control API and the live view as an ASGI app (served on ``port``)."""
+    access = Access(tokens, port=port)
+    api = _Api(runs, access, registry)
     routes = [
+        *view_routes(runs, access),
         Route("/api/runs", _endpoint(api.runs), methods=["GET"]),
         Route("/api/runs/{run_id}", _endpoint(api.show), methods=["GET"]),
         Route("/api/runs/{run_id}/audit", _endpoint(api.audit), methods=["GET"]),

@@ -84,6 +84,7 @@ class ControlServer:
         from ._app import control_app
 
         sock = await trio.to_thread.run_sync(self._bind)
+        port = sock.getsockname()[1]
         config = Config()
         # Hypercorn serves the socket bound here (so that a refused address is
         # a typed error, and no socket is left open), and closes it.
@@ -93,7 +94,7 @@ class ControlServer:
         config.accesslog = None  # a URL never holds a secret, but keep no access log
         config.errorlog = logger
         config.include_server_header = False
-        app = control_app(self.runs, self._tokens, self._registry)
+        app = control_app(self.runs, self._tokens, self._registry, port=port)
         async with trio.open_nursery() as nursery:
             # Starlette's ASGI signature is Hypercorn's, spelled with other types.
             asgi = cast("Any", app)
