@@ -38,6 +38,11 @@ async def fan(ctx: Any) -> int:
     return 0
 
 
+@stage
+async def waits(ctx: Any) -> Any:
+    return await ctx.wait_signal("go")
+
+
 REGISTRY = StageRegistry()
 REGISTRY.register(extra.fn, name="extra")
 REGISTRY.register(leaf.fn, name="leaf")
@@ -48,6 +53,11 @@ def tokens_file(tmp_path: Path) -> tuple[Path, str, str]:
     """A token file with an operator (alice) and a viewer (bob), and their secrets."""
     path = tmp_path / "tokens.txt"
     return path, add_token(path, "alice", "operator"), add_token(path, "bob", "viewer")
+
+
+def waiting() -> Pipeline:
+    """A run whose one stage waits for the signal ``go`` and returns its payload."""
+    return Pipeline("waiting").add(waits)
 
 
 def held() -> Pipeline:

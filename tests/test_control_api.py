@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 import trio
-from control_helpers import extra, fan, held, served
+from control_helpers import extra, fan, held, served, waiting
 
 from dagvisor import EventStream, StageFinished, runtime
 from dagvisor.errors import InvalidRequestError
@@ -228,3 +228,56 @@ async def test_a_taken_port_is_a_typed_error(tmp_path):
         with pytest.raises(InvalidRequestError, match="cannot listen"):
             async with runtime(serve=f"127.0.0.1:{port}", tokens=path):
                 pass  # pragma: no cover
+
+
+async def test_an_operator_signals_a_run_audited_and_streamed(tmp_path):
+    async with served(tmp_path) as (rt, op, vi, _, _):
+        run = await rt.start(waiting())
+        payload = {"approved": True, "by": ["dr-okafor"], "score": 0.5, "n": None}
+        async with vi.stream("GET", f"/api/runs/{run.id}/events") as stream:
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith(":")  # following from now on
+            answer = await op.post(
+                f"/api/runs/{run.id}/signals/go",
+                json={"payload": payload, "reason": "reviewed"},
+            )
+            assert answer.status_code == 202
+            assert answer.json() == {"signal": "go", "seq": 0}
+            text = "\n".join([line async for line in lines])
+        events = _events(text)
+        signals = [data for kind, data in events if kind == "signal"]
+        assert len(signals) == 1
+        assert signals[0]["signal"] == "go"
+        assert signals[0]["requester"] == "api:alice"
+        assert signals[0]["reason"] == "reviewed"
+        result = await run.wait()
+        assert result.outputs["waits"] == payload
+        (record,) = run.audit()
+        assert (record.kind, record.requester, record.signal) == (
+            "signal",
+            "api:alice",
+            "go",
+        )
+        audited = (await vi.get(f"/api/runs/{run.id}/audit")).json()
+        assert audited[0]["signal"] == "go"
+        # The run has ended: a signal is refused with the typed error.
+        late = await op.post(
+            f"/api/runs/{run.id}/signals/go", json={"payload": 1, "reason": "late"}
+        )
+        assert late.status_code == 409
+        assert late.json()["error"] == "RunClosedError"
+
+
+async def test_a_signal_without_payload_carries_null(tmp_path):
+    async with served(tmp_path) as (rt, op, vi, _, _):
+        run = await rt.start(waiting())
+        body = {"reason": "no payload"}
+        assert (
+            await vi.post(f"/api/runs/{run.id}/signals/go", json=body)
+        ).status_code == 403
+        answer = await op.post(f"/api/runs/{run.id}/signals/go", json=body)
+        assert answer.status_code == 202
+        assert (await run.wait()).outputs["waits"] is None
+        assert (
+            await op.post("/api/runs/nope/signals/go", json=body)
+        ).status_code == 404

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from dagvisor.actors import DagvisorError, StageSpec, stage
+from dagvisor.actors import DagvisorError, InvalidSignalError, StageSpec, stage
 from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
@@ -267,12 +267,40 @@ class _Api:
         await _refusing(requester.cancel_stage(name, reason=reason))
         return _answer(200, {"stage": name, "seq": _seq_of(run, name, "cancel_stage")})
 
+    async def signal(self, request: Request) -> Response:
+        run, requester, body = await self._change(request)
+        name = _checked(request.path_params["signal"], "signal")
+        reason = _text(body, "reason")
+        try:
+            await requester.signal(name, body.get("payload"), reason=reason)
+        except InvalidSignalError as exc:  # a bad name or payload: checked first
+            raise Refusal(400, type(exc).__name__, message_of(exc)) from None
+        except DagvisorError as exc:
+            raise Refusal(409, type(exc).__name__, message_of(exc)) from None
+        return _answer(
+            202, {"signal": name, "seq": _signal_seq(run, name, requester._who)}
+        )
+
     async def cancel(self, request: Request) -> Response:
         run, requester, body = await self._change(request)
         reason = _text(body, "reason")
         request_ = CancelRun(reason=reason, requester=requester._who, reply=ReplySlot())
         await _refusing(ask(run._env, request_))
         return _answer(200, {"id": run.id})
+
+
+def _signal_seq(run: Run, name: str, who: str) -> int | None:
+    """The sequence number of the latest signal ``name`` that ``who`` sent."""
+    audit = run.audit()
+    for index in range(len(audit) - 1, max(-1, len(audit) - 1001), -1):
+        record = audit[index]
+        if (
+            record.kind == "signal"
+            and record.signal == name
+            and record.requester == who
+        ):
+            return record.seq
+    return None
 
 
 async def _refusing(change: Awaitable[Any]) -> Any:
@@ -380,6 +408,11 @@ def control_app(
             methods=["POST"],
         ),
         Route("/api/runs/{run_id}/cancel", _endpoint(api.cancel), methods=["POST"]),
+        Route(
+            "/api/runs/{run_id}/signals/{signal}",
+            _endpoint(api.signal),
+            methods=["POST"],
+        ),
     ]
     return Starlette(
         routes=routes,
