@@ -20,7 +20,6 @@ import logging
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, final
 
-import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
@@ -32,7 +31,8 @@ from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
 from ._access import Access, Refusal
-from ._forms import audit_form, dumps, event_form, run_form, run_summary
+from ._forms import audit_form, dumps, run_form, run_summary
+from ._sse import EventBody
 from ._view import view_routes
 
 if TYPE_CHECKING:
@@ -211,7 +211,7 @@ class _Api:
         self._who(request, change=False)
         run = self._run(request)
         return StreamingResponse(
-            _EventBody(run),
+            EventBody(run, EVENT_BUFFER),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -317,54 +317,6 @@ def _seq_of(run: Run, name: str, kind: str) -> int | None:
         if record.accepted and record.kind == kind:
             return record.seq
     return None
-
-
-@final
-class _EventBody:
-    """A run's events as the body of a ``text/event-stream`` answer, until it ends.
-
-    The run never waits for this reader: one that falls more than
-    EVENT_BUFFER events behind (a slow or stuck client) loses the oldest
-    and is told how many in a `lost` event. An iterator object, not an
-    async generator: a client that goes away mid-stream, or a runtime that
-    ends while one reads, leaves no generator for the collector to close.
-    """
-
-    __slots__ = ("_run", "_step", "_stream")
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._stream = run.events(buffer=EVENT_BUFFER)
-        self._step = 0  # 0: the opening comment, 1: events, 2: the end, 3: done
-
-    def __aiter__(self) -> _EventBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._step == 0:
-            self._step = 1
-            await trio.lowlevel.checkpoint()
-            return b": the events of one run, until it ends\n\n"
-        if self._step == 1:
-            try:
-                event = await self._stream.receive()
-            except trio.EndOfChannel:
-                self._step = 2
-            else:
-                kind, data = event_form(event)
-                return (
-                    b"event: "
-                    + kind.encode("ascii")
-                    + b"\ndata: "
-                    + dumps(data)
-                    + b"\n\n"
-                )
-        if self._step == 2:
-            await self._run._done.wait()
-            self._step = 3
-            return b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
-        self._stream.close()
-        raise StopAsyncIteration
 
 
 def _endpoint(
