@@ -97,6 +97,8 @@ async def test_a_refused_change_is_409_with_its_typed_error(tmp_path):
         audit = (await op.get(f"/api/runs/{run.id}/audit")).json()
         assert [r["accepted"] for r in audit] == [True, False, False, False]
         assert audit[1]["error_type"] == "DuplicateStageError"
+        assert audit[0]["requester"] == "api:alice"
+        assert audit[0]["signal"] is None
         await run.cancel()
 
 

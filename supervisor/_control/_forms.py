@@ -72,6 +72,8 @@ def audit_form(record: AuditRecord) -> dict[str, Any]:
         "error_type": record.error_type,
         "error": record.error,
         "parts": [[kind, list(names)] for kind, names in record.parts],
+        "signal": record.signal,
+        "carried": record.carried,
     }
 
 
