@@ -10,7 +10,7 @@ import trio
 from control_helpers import extra, fan, held, served
 
 from dagvisor import EventStream, StageFinished, runtime
-from dagvisor.errors import InvalidRequestError
+from dagvisor.errors import InvalidRequestError, RunFailedError
 from dagvisor.supervisor._control import _app
 
 
@@ -69,6 +69,29 @@ async def test_an_operator_adds_a_registered_stage_audited_as_its_token(tmp_path
         assert unknown.status_code == 422
         assert unknown.json()["error"] == "UnknownStageError"
         await run.cancel()
+
+
+async def test_a_stage_added_through_the_api_keeps_its_declared_options(tmp_path):
+    # `careful` is declared with retries=2: added by its registered name, it
+    # runs as declared (its third attempt succeeds), under its declared name
+    # or the one asked for.
+    async with served(tmp_path) as (rt, op, _, _, _):
+        run = await rt.start(held())
+        watched = run.events(buffer=100)
+        for body in (
+            {"stage": "careful", "reason": "as declared"},
+            {"stage": "careful", "name": "careful_2", "reason": "renamed"},
+        ):
+            answer = await op.post(f"/api/runs/{run.id}/stages", json=body)
+            assert answer.status_code == 201
+        await finished(watched, 2)
+        states = run.snapshot().states
+        assert states["careful"] == states["careful_2"] == "succeeded"
+        await run.cancel()
+        with pytest.raises(RunFailedError) as info:
+            await run.wait()
+    outputs = info.value.result.outputs
+    assert outputs["careful"] == outputs["careful_2"] == "ran 3 times"
 
 
 async def test_a_refused_change_is_409_with_its_typed_error(tmp_path):
