@@ -32,6 +32,14 @@ async def leaf(ctx: Any) -> int:
     return 1
 
 
+@stage(name="careful", retries=2, timeout=30.0)
+async def careful(ctx: Any) -> str:
+    if ctx.attempt < 2:
+        msg = f"attempt {ctx.attempt} fails"
+        raise RuntimeError(msg)
+    return f"ran {ctx.attempt + 1} times"
+
+
 @stage
 async def fan(ctx: Any) -> int:
     await ctx.expand(leaf, range(300), reason="many events at once")
@@ -47,6 +55,7 @@ REGISTRY = StageRegistry()
 REGISTRY.register(extra.fn, name="extra")
 REGISTRY.register(leaf.fn, name="leaf")
 REGISTRY.register(hold.fn, name="hold")
+REGISTRY.register(careful.fn, name="careful")
 
 
 def tokens_file(tmp_path: Path) -> tuple[Path, str, str]:

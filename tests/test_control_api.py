@@ -10,7 +10,7 @@ import trio
 from control_helpers import extra, fan, held, served, waiting
 
 from dagvisor import EventStream, StageFinished, runtime
-from dagvisor.errors import InvalidRequestError
+from dagvisor.errors import InvalidRequestError, RunFailedError
 from dagvisor.supervisor._control import _app
 
 
@@ -71,6 +71,29 @@ async def test_an_operator_adds_a_registered_stage_audited_as_its_token(tmp_path
         await run.cancel()
 
 
+async def test_a_stage_added_through_the_api_keeps_its_declared_options(tmp_path):
+    # `careful` is declared with retries=2: added by its registered name, it
+    # runs as declared (its third attempt succeeds), under its declared name
+    # or the one asked for.
+    async with served(tmp_path) as (rt, op, _, _, _):
+        run = await rt.start(held())
+        watched = run.events(buffer=100)
+        for body in (
+            {"stage": "careful", "reason": "as declared"},
+            {"stage": "careful", "name": "careful_2", "reason": "renamed"},
+        ):
+            answer = await op.post(f"/api/runs/{run.id}/stages", json=body)
+            assert answer.status_code == 201
+        await finished(watched, 2)
+        states = run.snapshot().states
+        assert states["careful"] == states["careful_2"] == "succeeded"
+        await run.cancel()
+        with pytest.raises(RunFailedError) as info:
+            await run.wait()
+    outputs = info.value.result.outputs
+    assert outputs["careful"] == outputs["careful_2"] == "ran 3 times"
+
+
 async def test_a_refused_change_is_409_with_its_typed_error(tmp_path):
     async with served(tmp_path) as (rt, op, _, _, _):
         run = await rt.start(held())
@@ -97,6 +120,8 @@ async def test_a_refused_change_is_409_with_its_typed_error(tmp_path):
         audit = (await op.get(f"/api/runs/{run.id}/audit")).json()
         assert [r["accepted"] for r in audit] == [True, False, False, False]
         assert audit[1]["error_type"] == "DuplicateStageError"
+        assert audit[0]["requester"] == "api:alice"
+        assert audit[0]["signal"] is None
         await run.cancel()
 
 

@@ -25,7 +25,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from dagvisor.actors import DagvisorError, InvalidSignalError, StageSpec, stage
+from dagvisor.actors import (
+    DagvisorError,
+    InvalidSignalError,
+    StageSpec,
+    default_registry,
+    stage,
+)
 from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
@@ -240,8 +246,13 @@ class _Api:
             )
             raise Refusal(422, "UnknownStageError", msg)
         try:
-            if isinstance(fn, StageSpec):
-                return fn if name is None else stage(name=name)(fn.fn)
+            # Run as declared (retries, timeout, executor, codec, limit...):
+            # the spec `stage` made for that function, else the defaults.
+            declared: StageSpec | None = (
+                fn if isinstance(fn, StageSpec) else default_registry.declared(fn)
+            )
+            if declared is not None:
+                return declared if name is None else declared.named(name)
             return stage(fn) if name is None else stage(name=name)(fn)
         except DagvisorError as exc:
             raise Refusal(422, type(exc).__name__, message_of(exc)) from None
