@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,process,dask,cli,data]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,process,dask,cli,data,serve]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -20,11 +20,13 @@ from ._errors import InternalError as InternalError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import InvalidSignalError as InvalidSignalError
 from ._errors import InvalidStageError as InvalidStageError
+from ._errors import MissingExtraError as MissingExtraError
 from ._errors import NoJsonFormError as NoJsonFormError
 from ._errors import RunClosedError as RunClosedError
 from ._errors import RunFailed as RunFailed
 from ._errors import RunFailedError as RunFailedError
 from ._errors import StageStateError as StageStateError
+from ._errors import TokenFileError as TokenFileError
 from ._errors import UnknownLimitError as UnknownLimitError
 from ._errors import UnknownStageError as UnknownStageError
 from ._executors import Executor as Executor

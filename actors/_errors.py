@@ -23,10 +23,12 @@ __all__ = [
     "InvalidRequestError",
     "InvalidSignalError",
     "InvalidStageError",
+    "MissingExtraError",
     "RunClosedError",
     "RunFailed",
     "RunFailedError",
     "StageStateError",
+    "TokenFileError",
     "UnknownLimitError",
     "UnknownStageError",
 ]
@@ -170,6 +172,41 @@ class RunClosedError(DagvisorError, RuntimeError):
         super().__init__(
             f"run {run_id!r} has ended (or is ending after a failure or a cancel) "
             "and accepts no more changes; start a new run to continue"
+        )
+
+
+class MissingExtraError(DagvisorError, ImportError):
+    """An option needs an optional dependency that is not installed.
+
+    Attributes:
+        extra: the extra to install (``pip install 'dagvisor[<extra>]'``).
+    """
+
+    def __init__(self, what: str, extra: str) -> None:
+        self.extra = extra
+        super().__init__(
+            f"{what} needs the {extra!r} extra: pip install 'dagvisor[{extra}]'"
+        )
+
+
+class TokenFileError(DagvisorError, ValueError):
+    """A token file of the control API could not be read or holds a bad line.
+
+    The message names the file and the line, never the line's content (a
+    line holding a secret by mistake must not reach a log).
+
+    Attributes:
+        path: the file.
+        line: the line number (from 1), or None for the file as a whole.
+    """
+
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        where = path if line is None else f"{path}, line {line}"
+        super().__init__(
+            f"token file {where}: {problem}; each line is NAME ROLE SHA256-OF-SECRET "
+            "(role viewer or operator), as `dagvisor token add` writes it"
         )
 
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 import dagvisor
+from dagvisor._cli_ctl import add_ctl_commands, ctl_command, token_command
 from dagvisor._cli_io import console, one_line
 from dagvisor._cli_journal import add_journal_commands, journal_command
 from dagvisor._cli_run import add_run_command, run_command
@@ -55,6 +56,7 @@ def _command(argv: list[str] | None) -> int:
     )
     add_run_command(sub)
     add_journal_commands(sub)
+    add_ctl_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from dagvisor._demo import main as demo_main  # only when asked
@@ -66,6 +68,10 @@ def _command(argv: list[str] | None) -> int:
             return 2
     if args.command == "run":
         return run_command(args)
+    if args.command == "token":
+        return token_command(args)
+    if args.command == "ctl":
+        return ctl_command(args)
     code = journal_command(args)
     if code is not None:
         return code

@@ -71,6 +71,12 @@ def add_run_command(sub: Any) -> None:
         "as .npy, pandas and Arrow tables as Arrow IPC, the rest as JSON), pickle",
     )
     add_journal_option(run, required=False)
+    run.add_argument(
+        "--serve",
+        metavar="ADDR",
+        help="serve the control API at HOST:PORT while the run goes (needs --tokens)",
+    )
+    run.add_argument("--tokens", metavar="FILE", help="the control API's token file")
     run.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -304,9 +310,17 @@ def drive(
                 monitor_interval=0.5,
                 journal=journal,
                 codec=getattr(args, "codec", None),
+                serve=getattr(args, "serve", None),
+                tokens=getattr(args, "tokens", None),
             ) as rt:
                 run = await start(rt)
                 started.append(run)
+                if rt.url is not None:
+                    print(
+                        f"run {run.id}: control API on {rt.url}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if journal is not None:
                     print(
                         f"run {run.id} (journal {shell_command([journal])})",

@@ -11,6 +11,7 @@ from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import JournalError as JournalError
 from dagvisor.actors import JournalWriteError as JournalWriteError
 from dagvisor.actors import LeaseLostError as LeaseLostError
+from dagvisor.actors import MissingExtraError as MissingExtraError
 from dagvisor.actors import MissingMainGuardError as MissingMainGuardError
 from dagvisor.actors import NoJsonFormError as NoJsonFormError
 from dagvisor.actors import NotPicklableError as NotPicklableError
@@ -26,6 +27,7 @@ from dagvisor.actors import RunFailedError as RunFailedError
 from dagvisor.actors import RunOwnedError as RunOwnedError
 from dagvisor.actors import StageStateError as StageStateError
 from dagvisor.actors import StageTimeoutError as StageTimeoutError
+from dagvisor.actors import TokenFileError as TokenFileError
 from dagvisor.actors import UnknownLimitError as UnknownLimitError
 from dagvisor.actors import UnknownRunError as UnknownRunError
 from dagvisor.actors import UnknownStageError as UnknownStageError
@@ -42,6 +44,7 @@ __all__ = [
     "JournalError",
     "JournalWriteError",
     "LeaseLostError",
+    "MissingExtraError",
     "MissingMainGuardError",
     "NoJsonFormError",
     "NotPicklableError",
@@ -57,6 +60,7 @@ __all__ = [
     "RunOwnedError",
     "StageStateError",
     "StageTimeoutError",
+    "TokenFileError",
     "UnknownLimitError",
     "UnknownRunError",
     "UnknownStageError",

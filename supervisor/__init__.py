@@ -26,13 +26,13 @@ from ._result import ConsumedOutput as ConsumedOutput
 from ._result import Interruption as Interruption
 from ._result import Lineage as Lineage
 from ._result import RunResult as RunResult
-from ._result import RunStats as RunStats
 from ._result import RunStatus as RunStatus
-from ._result import StageLatency as StageLatency
-from ._result import StageTiming as StageTiming
 from ._resume import Recovery as Recovery
 from ._retention import RetainOutputs as RetainOutputs
 from ._run import Run as Run
 from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime
 from ._snapshot import GraphSnapshot as GraphSnapshot
+from ._stats import RunStats as RunStats
+from ._stats import StageLatency as StageLatency
+from ._stats import StageTiming as StageTiming

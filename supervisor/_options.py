@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from os import PathLike
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
@@ -22,6 +23,7 @@ from dagvisor.actors._callables import shown
 from dagvisor.actors._datacodec import BUILT_IN, codec_named
 from dagvisor.actors._env import Hooks
 
+from ._control._bind import is_loopback, parse_bind
 from ._journal import Journal
 
 if TYPE_CHECKING:
@@ -195,6 +197,23 @@ def _journal(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         raise InvalidRequestError(msg)
 
 
+def _serve(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        parse_bind(value)
+
+
+def _path_or_none(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not isinstance(value, str | PathLike):
+        msg = f"{attribute.name} must be a path (str or os.PathLike) or None, not {value!r}"
+        raise InvalidRequestError(msg)
+
+
+def _flag(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if type(value) is not bool:
+        msg = f"{attribute.name} must be True or False, not {value!r}"
+        raise InvalidRequestError(msg)
+
+
 @final
 @attrs.frozen(kw_only=True)
 class RuntimeOptions:
@@ -227,12 +246,60 @@ class RuntimeOptions:
     )
     codec: Codec | None = attrs.field(default=None, converter=_codec)
     registry: StageRegistry | None = None
+    serve: str | None = attrs.field(default=None, validator=_serve)
+    tokens: str | os.PathLike[str] | None = attrs.field(
+        default=None, validator=_path_or_none
+    )
+    serve_cert: str | os.PathLike[str] | None = attrs.field(
+        default=None, validator=_path_or_none
+    )
+    serve_key: str | os.PathLike[str] | None = attrs.field(
+        default=None, validator=_path_or_none
+    )
+    serve_insecure_non_loopback: bool = attrs.field(default=False, validator=_flag)
 
     def __attrs_post_init__(self) -> None:
+        self._check_serve()
         if self.retain_outputs == "journal" and self.journal is None:
             msg = (
                 "retain_outputs='journal' drops finished stages from memory and keeps "
                 "them in the journal: give runtime(journal=...) too"
+            )
+            raise InvalidRequestError(msg)
+
+    def _check_serve(self) -> None:
+        if self.serve is None:
+            given = [
+                name
+                for name in ("tokens", "serve_cert", "serve_key")
+                if getattr(self, name) is not None
+            ]
+            if self.serve_insecure_non_loopback:
+                given.append("serve_insecure_non_loopback")
+            if given:
+                msg = f"{', '.join(given)} only apply with serve='HOST:PORT': give serve too"
+                raise InvalidRequestError(msg)
+            return
+        if self.tokens is None:
+            msg = (
+                "serve=... needs tokens='tokens.txt': the control API never runs "
+                "without access control (make one with `dagvisor token add`)"
+            )
+            raise InvalidRequestError(msg)
+        if (self.serve_cert is None) != (self.serve_key is None):
+            msg = "serve_cert and serve_key go together: give both (or neither)"
+            raise InvalidRequestError(msg)
+        host, _ = parse_bind(self.serve)
+        if (
+            not is_loopback(host)
+            and self.serve_cert is None
+            and not self.serve_insecure_non_loopback
+        ):
+            msg = (
+                f"serve={self.serve!r} is reachable from the network: give TLS "
+                "(serve_cert=..., serve_key=...) so that tokens are not sent in clear "
+                "text, or serve on a loopback address such as '127.0.0.1:8470'; "
+                "serve_insecure_non_loopback=True serves without TLS anyway"
             )
             raise InvalidRequestError(msg)
 

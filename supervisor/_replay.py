@@ -61,11 +61,11 @@ from ._records import (
     shown,
     signal_payload,
     signal_record,
-    spec_options,
     text,
     texts,
 )
-from ._replay_values import find_codec, value_decoder
+from ._replay_specs import SpecResolver
+from ._replay_values import value_decoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,12 +91,6 @@ _MALFORMED: Final = (
 
 _Made: TypeAlias = tuple[StageSpec, str | None, str | None, object]
 """A stage a change added: its spec, encoded item, key and the item's fingerprint."""
-
-
-async def _unavailable(ctx: Any) -> None:  # pragma: no cover - never run
-    """Stands for a stage function this process has not registered (read-only use)."""
-    msg = "this stage's function is not registered in this process"
-    raise NotRestorableError(msg)
 
 
 @final
@@ -154,8 +148,7 @@ class _Replayer:
         self.registry = registry
         self.codec = codec
         self.strict = codec is not None  # resuming, not reading
-        self.missing: dict[str, str] = {}  # function name -> a stage using it
-        self.functions: set[Any] = set()  # for the allow-list of a resume
+        self.specs = SpecResolver(registry, codec)
         self.graph = LiveGraph()
         self.audit: list[AuditRecord] = []
         self.starts: dict[str, int] = {}
@@ -164,7 +157,6 @@ class _Replayer:
         """Each success's stored output, and the codec that wrote it (None: the run's)."""
         self.unpersisted: set[str] = set()
         """Successes whose output was kept out of the journal (``persist=False``)."""
-        self.codecs: dict[str, Any] = {}  # stage codecs by name, found once each
         self.items: list[tuple[str, str]] = []  # (mapped stage, encoded item)
         self.errors: dict[str, tuple[str, str | None]] = {}
         self.added = 0
@@ -189,58 +181,6 @@ class _Replayer:
             "edited by hand (dagvisor never writes this)"
         )
         raise JournalError(msg)
-
-    # -- specs ------------------------------------------------------------------
-
-    def function(self, key: str | None, stage_name: str) -> Any:
-        if key is None:
-            if self.strict:
-                self.missing.setdefault(f"<unnamed function of {stage_name!r}>", "")
-            return _unavailable
-        fn = None if self.registry is None else self.registry.lookup(key)
-        if fn is None:
-            if self.strict:
-                self.missing.setdefault(key, stage_name)
-            return _unavailable
-        self.functions.add(fn)
-        return fn
-
-    def stage_codec(self, name: str | None, stage_name: str) -> Any:
-        """The codec a stage was declared with, found by name (resuming only).
-
-        Only what this process trusts: the runtime's codec, a codec one of
-        its stages was declared with, or a built-in one that runs no code
-        from the file; never a codec the file alone names.
-        """
-        if name is None or not self.strict:
-            return None
-        found = self.codecs.get(name)
-        if found is None:
-            found = find_codec(name, self.codec, self.registry)
-            if found is None:
-                self.missing.setdefault(f"codec {name!r}", stage_name)
-                return None
-            self.codecs[name] = found
-        return found
-
-    def spec(self, ref: Any) -> StageSpec:
-        options = spec_options(ref)
-        name = options["name"]
-        when_key = options["when"]
-        return StageSpec(
-            codec=self.stage_codec(options["codec"], name),
-            persist=options["persist"],
-            fn=self.function(options["fn"], name),
-            name=name,
-            retries=options["retries"],
-            backoff=options["backoff"],
-            timeout=options["timeout"],
-            when=None if when_key is None else self.function(when_key, name),
-            trigger=options["trigger"],
-            executor=options["executor"],
-            limit=options["limit"],
-            params=options["params"],
-        )
 
     def node(self, name: Any, seq: int) -> Node:
         node = self.graph.nodes.get(name) if type(name) is str else None
@@ -278,7 +218,7 @@ class _Replayer:
                     raise BadRecord(msg_0)
                 template = templates.get(position)
                 if template is None:  # named after the first stage that uses it
-                    spec = templates[position] = self.spec(
+                    spec = templates[position] = self.specs.spec(
                         {**refs[position], "name": name}
                     )
                 else:
@@ -478,7 +418,7 @@ class _Replayer:
         """The stages a change added: spec, encoded item (mapped), key, fingerprint."""
         match record.kind:
             case "add_stage":
-                spec = self.spec(request["spec"])
+                spec = self.specs.spec(request["spec"])
                 return {spec.name: (spec, None, None, None)}
             case "expand":
                 return self.mapped(record, request)
@@ -487,7 +427,7 @@ class _Replayer:
                 if type(stages) is not list:
                     msg = "its stages are not a list"
                     raise BadRecord(msg)
-                specs = [self.spec(entry["spec"]) for entry in stages]
+                specs = [self.specs.spec(entry["spec"]) for entry in stages]
                 return {spec.name: (spec, None, None, None) for spec in specs}
             case "change_set":
                 parts = request["parts"]
@@ -497,7 +437,7 @@ class _Replayer:
                 made: dict[str, _Made] = {}
                 for part in parts:
                     if part["kind"] == "add_stage":
-                        spec = self.spec(part["spec"])
+                        spec = self.specs.spec(part["spec"])
                         made[spec.name] = (spec, None, None, None)
                     elif part["kind"] == "expand":
                         made.update(self.mapped(record, part))
@@ -507,7 +447,7 @@ class _Replayer:
 
     def mapped(self, record: AuditRecord, request: dict[str, Any]) -> dict[str, _Made]:
         """The stages an expansion added (their items decoded later, in `finish`)."""
-        spec = self.spec(request["spec"])
+        spec = self.specs.spec(request["spec"])
         keys = request["keys"]
         items = request["items"]
         if type(items) is dict and type(items.get("events")) is int:
@@ -542,7 +482,11 @@ class _Replayer:
     def decoder(self) -> Callable[[str | bytes, str, str | None], Any]:
         """How stored values are decoded: with an allow-list (resume), or as data."""
         return value_decoder(
-            self.codec, self.functions, self.written_with, self.fail, self.codecs
+            self.codec,
+            self.specs.functions,
+            self.written_with,
+            self.fail,
+            self.specs.codecs,
         )
 
     def finish(self, inputs: str) -> dict[str, Any]:
@@ -609,14 +553,14 @@ def replay(
     finally:
         if collecting:
             gc.enable()
-    if replayer.missing:
+    if replayer.specs.missing:
         shown = ", ".join(
             f"{key!r} (stage {stage!r})" if stage else key
-            for key, stage in list(replayer.missing.items())[:5]
+            for key, stage in list(replayer.specs.missing.items())[:5]
         )
         more = (
-            f" and {len(replayer.missing) - 5} more"
-            if len(replayer.missing) > 5
+            f" and {len(replayer.specs.missing) - 5} more"
+            if len(replayer.specs.missing) > 5
             else ""
         )
         msg = (

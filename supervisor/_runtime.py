@@ -35,6 +35,7 @@ from dagvisor.actors._limits import unknown_limits
 from dagvisor.actors._mainguard import refuse_in_bootstrap
 from dagvisor.actors._messages import Message
 
+from ._control._server import control_server
 from ._monitor import Monitor, Progress
 from ._options import FailurePolicy, RuntimeOptions, check_inputs, check_policy
 from ._resume import Recovery, Resumption
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     import os
     from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
+    from ._control._server import ControlServer
     from ._journal import Journal
     from ._journal_rows import JournaledRun
     from ._replay import Replayed
@@ -82,6 +84,7 @@ class Runtime:
         "_options",
         "_processes",
         "_registry",
+        "_server",
     )
 
     def __init__(
@@ -89,8 +92,10 @@ class Runtime:
         nursery: trio.Nursery,
         options: RuntimeOptions,
         journal: JournalWriter | None,
+        server: ControlServer | None = None,
     ) -> None:
         self._nursery = nursery
+        self._server = server
         self._options = options
         self._journal = journal
         # With a journal, outputs are encoded and functions found by name.
@@ -107,6 +112,12 @@ class Runtime:
         self._processes = None if workers is None else trio.CapacityLimiter(workers)
         self._closed = False
         self._active: set[str] = set()
+
+    @property
+    def url(self) -> str | None:
+        """Where the control API listens (``runtime(serve=...)``), as
+        ``http://HOST:PORT`` (``https://`` with TLS); None when not serving."""
+        return None if self._server is None else self._server.url
 
     @property
     def _policy(self) -> FailurePolicy:
@@ -239,6 +250,8 @@ class Runtime:
         except BaseException:
             self._active.discard(run.id)
             raise
+        if self._server is not None:
+            self._server.runs.add(started)
         return started
 
     async def resume(
@@ -402,6 +415,11 @@ async def runtime(
     journal: str | os.PathLike[str] | Journal | None = None,
     codec: Codec | str | None = None,
     registry: StageRegistry | None = None,
+    serve: str | None = None,
+    tokens: str | os.PathLike[str] | None = None,
+    serve_cert: str | os.PathLike[str] | None = None,
+    serve_key: str | os.PathLike[str] | None = None,
+    serve_insecure_non_loopback: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Open a runtime: the scope that runs pipelines and owns their tasks.
 
@@ -468,6 +486,19 @@ async def runtime(
             `StageStateError`.
         on_progress: called with a `Progress` at most once per
             ``monitor_interval`` (0.5 s if not given), never once per stage.
+        serve: ``"HOST:PORT"``: serve the control API there while the
+            runtime is open (port 0 picks a free one; ``rt.url`` says where).
+            Needs the ``serve`` extra and ``tokens``. See the README's
+            "Operating a live run".
+        tokens: the token file (``NAME ROLE SHA256-OF-SECRET`` lines, as
+            ``dagvisor token add`` writes them), read once when the runtime
+            opens.
+        serve_cert: the TLS certificate (PEM) to serve with, with ``serve_key``.
+            A non-loopback address needs TLS.
+        serve_key: the TLS certificate's private key (PEM).
+        serve_insecure_non_loopback: serve a non-loopback address without
+            TLS anyway (tokens then cross the network in clear text); logged
+            as a warning.
 
     Leaving the block cancels the runs still going and waits for their cleanup.
 
@@ -490,7 +521,13 @@ async def runtime(
         journal=journal,
         codec=codec,
         registry=registry,
+        serve=serve,
+        tokens=tokens,
+        serve_cert=serve_cert,
+        serve_key=serve_key,
+        serve_insecure_non_loopback=serve_insecure_non_loopback,
     )
+    server = None if options.serve is None else await control_server(options)
     body_error: Exception | None = None
     journal_object = options.the_journal()
     if journal_object is not None:
@@ -518,8 +555,10 @@ async def runtime(
                 writer = await services.start(JournalWriter(journal_object).run)
             try:
                 async with trio.open_nursery() as nursery:
-                    rt = Runtime(nursery, options, writer)
+                    rt = Runtime(nursery, options, writer, server)
                     try:
+                        if server is not None:
+                            await server.start(nursery)
                         yield rt
                     except Exception as exc:
                         # Re-raised below, after the runs are cleaned up, so the caller

@@ -252,13 +252,13 @@ class _Reader:
         run = JournaledRun(self.run_id, "", 0.0, "", None, {}, [])
         replayer = _Replayer(run, None, None, attempts=False)
         if born is None:
-            return replayer.spec({**self.spec_ref, "name": self.name}), None
+            return replayer.specs.spec({**self.spec_ref, "name": self.name}), None
         seq, record, payload = born
         request = payload["request"]
         if type(request) is not dict:
             self.off()
         if record.kind == "add_stage":
-            return replayer.spec(request["spec"]), None
+            return replayer.specs.spec(request["spec"]), None
         if record.kind == "replace_pending":
             made = replayer.added_specs(record, request)
             return made[self.name][0], None
@@ -269,7 +269,7 @@ class _Reader:
     def mapped(
         self, replayer: _Replayer, seq: int, request: dict[str, Any]
     ) -> tuple[StageSpec, str | None]:
-        spec = replayer.spec(request["spec"])
+        spec = replayer.specs.spec(request["spec"])
         keys, items = request["keys"], request["items"]
         if type(keys) is not list:
             self.off()

@@ -1,0 +1,1 @@
+"""The control API: an HTTP API served by a runtime, its access control."""
