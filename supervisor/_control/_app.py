@@ -30,10 +30,11 @@ from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
-from ._forms import audit_form, dumps, event_form, run_form, run_summary
+from ._feed import Feeds, event_stream
+from ._forms import audit_form, dumps, run_form, run_summary
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
     from starlette.requests import Request
 
@@ -44,15 +45,12 @@ if TYPE_CHECKING:
     from ._runs import RunIndex
     from ._tokens import Token, Tokens
 
-__all__ = ["BODY_LIMIT", "EVENT_BUFFER", "control_app"]
+__all__ = ["BODY_LIMIT", "control_app"]
 
 logger = logging.getLogger("dagvisor.control")
 
 BODY_LIMIT = 64 * 1024
 """The largest request body accepted, in bytes (413 beyond)."""
-
-EVENT_BUFFER = 1000
-"""How many events one event-stream reader may fall behind before it loses some."""
 
 _MAX_TEXT = 4096
 _MAX_NAMES = 1000
@@ -145,9 +143,10 @@ def _names(body: dict[str, Any], key: str) -> list[str]:
 class _Api:
     """The handlers, over one runtime's runs, tokens and registry."""
 
-    __slots__ = ("_registry", "_runs", "_tokens")
+    __slots__ = ("_feeds", "_registry", "_runs", "_tokens")
 
     def __init__(self, runs: RunIndex, tokens: Tokens, registry: StageRegistry) -> None:
+        self._feeds = Feeds()
         self._runs = runs
         self._tokens = tokens
         self._registry = registry
@@ -231,7 +230,7 @@ class _Api:
         self._who(request, change=False)
         run = self._run(request)
         return StreamingResponse(
-            _event_stream(run),
+            event_stream(self._feeds, run),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -309,24 +308,6 @@ def _seq_of(run: Run, name: str, kind: str) -> int | None:
         if record.accepted and record.kind == kind:
             return record.seq
     return None
-
-
-async def _event_stream(run: Run) -> AsyncIterator[bytes]:
-    # The run never waits for this reader: one that falls more than
-    # EVENT_BUFFER events behind (a slow or stuck client) loses the oldest
-    # and is told how many in a `lost` event.
-    stream = run.events(buffer=EVENT_BUFFER)
-    try:
-        yield b": the events of one run, until it ends\n\n"
-        async for event in stream:
-            kind, data = event_form(event)
-            yield (
-                b"event: " + kind.encode("ascii") + b"\ndata: " + dumps(data) + b"\n\n"
-            )
-        await run._done.wait()
-        yield b"event: end\ndata: " + dumps(run_summary(run)) + b"\n\n"
-    finally:
-        stream.close()
 
 
 def _endpoint(
