@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+from contextlib import AsyncExitStack
+from typing import Any
 
+import httpx
+import trio
 from control_helpers import fan, held, served, sse_events
+
+from dagvisor import Pipeline, stage
+from dagvisor.supervisor._control import _feed
 
 
 def test_a_runtime_that_does_not_serve_imports_no_web_stack():
@@ -74,3 +82,66 @@ async def test_readers_of_a_run_share_one_subscription(tmp_path):
             for kind, data in sse_events(texts[0])
             if kind == "stage_finished"
         ]
+
+
+GATE: list[trio.Event] = []
+
+
+@stage
+async def gated(ctx: Any) -> int:
+    await GATE[0].wait()
+    return 0
+
+
+@stage
+async def step(ctx: Any) -> int:
+    return 0
+
+
+async def test_a_reader_that_never_reads_does_not_hold_the_run(tmp_path, monkeypatch):
+    # Two clients whose sockets take almost nothing (a receive buffer of a
+    # few KB), writes as often as they can: one reads nothing until the run
+    # ended, the other never reads. The run goes to its end all the same;
+    # the first then learns how many events it lost, and the runtime ends
+    # with the second still connected.
+    monkeypatch.setattr(_feed, "EVENT_BUFFER", 100)
+    monkeypatch.setattr(_feed, "PACE", 0)
+    stages = 3000  # some 130 KB of events, far more than the sockets hold
+    GATE[:] = [trio.Event()]
+    pipeline = Pipeline.chain(
+        [gated.named("s0"), *(step.named(f"s{i}") for i in range(1, stages))],
+        name="chain",
+    )
+    tiny = [(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+    with trio.fail_after(20):  # a guard against a hang, not a measure
+        async with (
+            AsyncExitStack() as clients,
+            served(tmp_path) as (rt, _, _, _, viewer),
+        ):
+            slow = await clients.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=rt.url,
+                    headers={"Authorization": f"Bearer {viewer}"},
+                    transport=httpx.AsyncHTTPTransport(socket_options=tiny),
+                    timeout=httpx.Timeout(10, read=None),
+                )
+            )
+            run = await rt.start(pipeline)
+            url = f"/api/runs/{run.id}/events"
+            await clients.enter_async_context(slow.stream("GET", url))  # never read
+            async with slow.stream("GET", url) as late:
+                lines = late.aiter_lines()
+                assert (await anext(lines)).startswith(":")
+                GATE[0].set()
+                result = await run.wait()
+                assert result.status == "succeeded"
+                events = sse_events("\n".join([line async for line in lines]))
+        # The runtime block ended with a client still connected, unread.
+    lost = [data["count"] for kind, data in events if kind == "lost"]
+    assert lost
+    assert all(count > 0 for count in lost)
+    seen = [kind for kind, _ in events if kind not in ("lost", "end")]
+    # Each stage started and finished, but the first had started before.
+    assert len(seen) + sum(lost) == 2 * stages - 1
+    assert seen[-1] == "stage_finished"
+    assert events[-1] == ("end", {"id": run.id, "name": "chain", "status": "succeeded"})

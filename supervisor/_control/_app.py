@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from dagvisor.actors import DagvisorError, StageSpec, stage
@@ -30,7 +30,7 @@ from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
-from ._feed import Feeds, event_stream
+from ._feed import EventResponse, Feeds
 from ._forms import audit_form, dumps, run_form, run_summary
 
 if TYPE_CHECKING:
@@ -229,11 +229,7 @@ class _Api:
     async def events(self, request: Request) -> Response:
         self._who(request, change=False)
         run = self._run(request)
-        return StreamingResponse(
-            event_stream(self._feeds, run),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        return EventResponse(self._feeds, run)
 
     # -- changes --------------------------------------------------------------------
 

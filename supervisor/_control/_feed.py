@@ -19,48 +19,53 @@ from json.encoder import encode_basestring_ascii as _quoted
 from typing import TYPE_CHECKING, final
 
 import trio
+from starlette.responses import StreamingResponse
 
 from .._events import EventsLost, StageFinished, StageQueued, StageStarted
 from ._forms import dumps, event_form, run_summary
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
+
+    from starlette.types import Receive, Scope, Send
 
     from .._events import RunEvent
     from .._run import Run
 
-__all__ = ["EVENT_BUFFER", "PACE", "Feeds", "event_stream", "event_text"]
+__all__ = [
+    "EVENT_BUFFER",
+    "PACE",
+    "EventResponse",
+    "Feeds",
+    "event_stream",
+    "event_text",
+]
 
-EVENT_BUFFER = 10_000
+EVENT_BUFFER = 50_000
 """How many events one client may fall behind before it loses some."""
 
-PACE = 0.05
+PACE = 0.25
 """Seconds between two writes to one client: the events in between go as one batch."""
 
 
-def event_text(event: RunEvent) -> bytes:
+def event_text(event: RunEvent) -> str:
     """One event as server-sent-event text (``event: KIND``, ``data: JSON``)."""
     # The stage events are most of a run's: spelled out, with the JSON
     # library's own escaping of a name, rather than a dict dumped.
-    match event:
-        case StageStarted(stage=name):
-            text = 'event: stage_started\ndata: {"stage":' + _quoted(name) + "}\n\n"
-        case StageFinished(stage=name, state=state):
-            text = (
-                'event: stage_finished\ndata: {"stage":'
-                + _quoted(name)
-                + ',"state":'
-                + _quoted(state.value)
-                + "}\n\n"
-            )
-        case StageQueued(stage=name):
-            text = 'event: stage_queued\ndata: {"stage":' + _quoted(name) + "}\n\n"
-        case _:
-            kind, data = event_form(event)
-            return (
-                b"event: " + kind.encode("ascii") + b"\ndata: " + dumps(data) + b"\n\n"
-            )
-    return text.encode("ascii")
+    kind = type(event)
+    if kind is StageStarted:
+        return _STARTED % _quoted(event.stage)  # type: ignore[union-attr]  # its type is checked
+    if kind is StageFinished:
+        return _FINISHED % (_quoted(event.stage), _quoted(event.state))  # type: ignore[union-attr]  # its type is checked
+    if kind is StageQueued:
+        return _QUEUED % _quoted(event.stage)  # type: ignore[union-attr]  # its type is checked
+    name, data = event_form(event)
+    return "event: " + name + "\ndata: " + dumps(data).decode("ascii") + "\n\n"
+
+
+_STARTED = 'event: stage_started\ndata: {"stage":%s}\n\n'
+_FINISHED = 'event: stage_finished\ndata: {"stage":%s,"state":%s}\n\n'
+_QUEUED = 'event: stage_queued\ndata: {"stage":%s}\n\n'
 
 
 def _lost_text(count: int) -> bytes:
@@ -71,17 +76,17 @@ def _lost_text(count: int) -> bytes:
 class Feed:
     """One run's events as text, for every client following it.
 
-    The ring holds the text of the last `EVENT_BUFFER` events and, beside
-    it, how many events each entry stands for (one, or the count of a
-    ``lost`` entry), so that a client that skips entries knows how many
-    events it lost. Whichever client wakes first takes what the run
-    published into the ring; the others only copy from it.
+    The ring holds batches: the text of the events taken from the run at
+    once, and the count of events up to the end of each batch, so that a
+    client that fell out of the ring knows how many it lost. It holds at
+    most about `EVENT_BUFFER` events. Whichever client wakes first takes
+    what the run published into the ring; the others only copy from it.
     """
 
     __slots__ = (
+        "_counts",
         "_first",
         "_lot",
-        "_sizes",
         "_skipped",
         "_stream",
         "_taking",
@@ -95,11 +100,12 @@ class Feed:
         self.run = run
         self._stream = run.events(buffer=EVENT_BUFFER)
         self._texts: deque[bytes] = deque()
-        self._sizes: deque[int] = deque()
+        self._counts: deque[int] = deque()
+        """The count of events up to the end of each batch of ``_texts``."""
         self._first = 0
-        """The position of ``_texts[0]`` among every entry ever added."""
+        """The position of ``_texts[0]`` among every batch ever added."""
         self._skipped = 0
-        """Events the entries dropped from the ring stood for."""
+        """The count of events up to ``_texts[0]``."""
         self._lot = trio.lowlevel.ParkingLot()
         self._taking = False
         self.clients = 0
@@ -107,41 +113,45 @@ class Feed:
 
     @property
     def end(self) -> int:
-        """The position after the last entry."""
+        """The position after the last batch."""
         return self._first + len(self._texts)
+
+    @property
+    def count(self) -> int:
+        """The count of events up to the end of the last batch."""
+        return self._counts[-1] if self._counts else self._skipped
 
     def start(self) -> tuple[int, int]:
         """A new client's position (from now on) and its count of events."""
         self._take()
-        return self.end, self._count(self.end)
+        return self.end, self.count
 
-    def _count(self, position: int) -> int:
-        """Events the entries before ``position`` stood for (a ring position)."""
-        return self._skipped + sum(islice(self._sizes, 0, position - self._first))
-
-    def _add(self, text: bytes, size: int) -> None:
-        if len(self._texts) >= EVENT_BUFFER:
+    def _add(self, events: list[RunEvent]) -> None:
+        parts: list[str] = []
+        size = 0
+        for event in events:
+            if type(event) is EventsLost:
+                parts.append(_lost_text(event.count).decode("ascii"))
+                size += event.count
+            else:
+                parts.append(event_text(event))
+                size += 1
+        self._texts.append("".join(parts).encode("ascii"))
+        self._counts.append(self.count + size)
+        while self._counts[-1] - self._skipped > EVENT_BUFFER and len(self._texts) > 1:
             self._texts.popleft()
-            self._skipped += self._sizes.popleft()
+            self._skipped = self._counts.popleft()
             self._first += 1
-        self._texts.append(text)
-        self._sizes.append(size)
 
     def _take(self) -> None:
         """Move what the run published since into the ring (never waits)."""
-        stream = self._stream
-        while True:
-            try:
-                event = stream.receive_nowait()
-            except trio.WouldBlock:
-                return
-            except trio.EndOfChannel:
-                self.ended = True
-                return
-            if type(event) is EventsLost:
-                self._add(_lost_text(event.count), event.count)
-            else:
-                self._add(event_text(event), 1)
+        try:
+            events = self._stream._take_all()
+        except trio.EndOfChannel:
+            self.ended = True
+            return
+        if events:
+            self._add(events)
 
     def read(self, position: int, count: int) -> tuple[bytes, int, int]:
         """What a client at ``position`` has not had: its text, new position and count.
@@ -149,14 +159,17 @@ class Feed:
         A client whose position left the ring is sent a ``lost`` event first.
         """
         self._take()
+        if position == self.end:
+            return b"", position, count
         parts: list[bytes] = []
         if position < self._first:
             parts.append(_lost_text(self._skipped - count))
-            position, count = self._first, self._skipped
-        start = position - self._first
-        parts.extend(islice(self._texts, start, None))
-        count += sum(islice(self._sizes, start, None))
-        return b"".join(parts), self.end, count
+            position = self._first
+        # From the right end: O(batches read), however long the ring.
+        newest = list(islice(reversed(self._texts), self.end - position))
+        newest.reverse()
+        parts += newest
+        return b"".join(parts), self.end, self.count
 
     async def wait(self, position: int) -> None:
         """Wait until there is something past ``position``, or the run's events ended."""
@@ -173,10 +186,7 @@ class Feed:
         except trio.EndOfChannel:
             self.ended = True
         else:
-            if type(event) is EventsLost:
-                self._add(_lost_text(event.count), event.count)
-            else:
-                self._add(event_text(event), 1)
+            self._add([event])
         finally:
             # Woken also when this client left: another one takes its place.
             self._taking = False
@@ -213,7 +223,7 @@ class Feeds:
                 del self._feeds[run.id]
 
 
-async def event_stream(feeds: Feeds, run: Run) -> AsyncIterator[bytes]:
+async def event_stream(feeds: Feeds, run: Run) -> AsyncGenerator[bytes, None]:
     """The text of one client's event stream, until the run ended."""
     feed = feeds.join(run)
     try:
@@ -231,3 +241,24 @@ async def event_stream(feeds: Feeds, run: Run) -> AsyncIterator[bytes]:
         yield b"event: end\ndata: " + dumps(run_summary(run)) + b"\n\n"
     finally:
         feeds.leave(run, feed)
+
+
+@final
+class EventResponse(StreamingResponse):
+    """One client's event stream, as a response whose text is closed however
+    it ends: Starlette drops a body it stopped sending (the client left, or
+    the server stops) without closing it."""
+
+    def __init__(self, feeds: Feeds, run: Run) -> None:
+        self._text = event_stream(feeds, run)
+        super().__init__(
+            self._text,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._text.aclose()
