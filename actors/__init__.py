@@ -18,6 +18,7 @@ from ._errors import DagvisorError as DagvisorError
 from ._errors import DuplicateStageError as DuplicateStageError
 from ._errors import InternalError as InternalError
 from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import InvalidSignalError as InvalidSignalError
 from ._errors import InvalidStageError as InvalidStageError
 from ._errors import MissingExtraError as MissingExtraError
 from ._errors import NoJsonFormError as NoJsonFormError

@@ -45,7 +45,9 @@ from ._executors import (
 from ._freeze import SHARED
 from ._limits import Held
 from ._messages import (
+    AttemptFailed,
     AttemptStarted,
+    SignalsReturned,
     SlotTaken,
     StageCancelled,
     StageFailed,
@@ -192,6 +194,7 @@ async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
     first = attempt = ctx.attempt  # above 0 when a resumed run runs it again
     while True:
         ctx.attempt = attempt
+        ctx._signals_taken = 0
         try:
             value = await _closing(ctx, _run, spec, ctx, hooks)
             if hooks.after:
@@ -201,6 +204,10 @@ async def _attempts(spec: StageSpec, ctx: StageContext) -> Any:
                 await _closing(ctx, _call_hooks, ctx, hooks.error, exc)
             if attempt - first >= spec.retries:
                 raise
+            if ctx._env.codec is not None:  # journaled: the attempt's end
+                await _send(ctx._env.outbox, AttemptFailed(ctx._token, attempt, exc))
+            if ctx._signals_taken:  # the retry gets them again, first
+                await _send(ctx._env.outbox, SignalsReturned(ctx._token))
             attempt += 1
             await _before_retry(spec, ctx, attempt, attempt - first)
         else:

@@ -8,12 +8,18 @@ request's reply slot.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+
+import trio
 
 from ._errors import InvalidRequestError
 from ._executors import StageView
-from ._requests import ChangeRequests
+from ._reply import ReplySlot
+from ._requests import ChangeRequests, ask
 from ._resources import CLOSED, Exits, close_all, enter_into
+from ._signal_messages import WaitSignal, WithdrawWait
+from ._signals import check_signal_name, decode_payload
 from ._slots import run_call
 
 if TYPE_CHECKING:
@@ -66,6 +72,7 @@ class StageContext(ChangeRequests):
         "_acting_as",
         "_env",
         "_queued",
+        "_signals_taken",
         "_stack",
         "_token",
         "attempt",
@@ -92,6 +99,8 @@ class StageContext(ChangeRequests):
         self._acting_as: str | None = None
         # Its supervisor marked it queued: it is told when the slot is taken.
         self._queued = False
+        # Signals this attempt took (given back if it fails and is retried).
+        self._signals_taken = 0
         self.name = name
         self.inputs = inputs
         self.item = item
@@ -171,6 +180,44 @@ class StageContext(ChangeRequests):
             attempt=self.attempt,
             idempotency_key=self.idempotency_key,
         )
+
+    # -- signals ------------------------------------------------------------------
+
+    async def wait_signal(self, name: str) -> Any:
+        """Wait for the next signal ``name`` sent to this run; return its payload.
+
+        A signal sent before anyone waited is kept for the first to wait,
+        first in, first out; each goes to one waiter only. The payload is a
+        fresh copy of plain JSON data. If this attempt then fails and is
+        retried, or the stage is cancelled or the process crashes before it
+        succeeds, the signal goes back to the front of the mailbox for the
+        retry, the resumed run or another waiter. A wait that is cancelled
+        (a timeout, ``cancel_stage``, the run's cancel) takes nothing.
+
+        Example:
+            >>> decision = await ctx.wait_signal("sign_off")  # doctest: +SKIP
+
+        Raises:
+            InvalidSignalError: not a signal name.
+            RunClosedError: the run is ending.
+        """
+        name = check_signal_name(name)
+        env = self._env
+        request = WaitSignal(name, self._token, ReplySlot())
+        try:
+            text: str = await ask(env, request)
+        except BaseException:
+            # Cancelled (or the run ended): take nothing. Told in order
+            # after the request, so the supervisor either drops the wait or
+            # puts back what it had already given it.
+            with (
+                trio.CancelScope(shield=True),
+                contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):  # suppressed: the run has ended, its mailbox with it
+                await env.outbox.send(WithdrawWait(request))
+            raise
+        self._signals_taken += 1
+        return decode_payload(text)
 
     # -- resources ----------------------------------------------------------------
 

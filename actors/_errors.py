@@ -21,6 +21,7 @@ __all__ = [
     "DuplicateStageError",
     "InternalError",
     "InvalidRequestError",
+    "InvalidSignalError",
     "InvalidStageError",
     "MissingExtraError",
     "RunClosedError",
@@ -43,6 +44,13 @@ class InvalidStageError(DagvisorError, ValueError):
 
 class InvalidRequestError(DagvisorError, ValueError):
     """A request was malformed (for example, a change without a reason)."""
+
+
+class InvalidSignalError(InvalidRequestError, TypeError):
+    """A signal was refused before it was sent: its name or its payload.
+
+    A payload is plain JSON data; the message names the value that is not.
+    """
 
 
 class CycleError(DagvisorError, ValueError):

@@ -15,11 +15,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ._freeze import FrozenDict, freeze
 
-__all__ = ["EMPTY_PARAMS", "MAX_DEPTH", "check_params", "params_key", "params_text"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "EMPTY_PARAMS",
+    "MAX_DEPTH",
+    "check_params",
+    "params_key",
+    "params_text",
+    "plain_json",
+]
 
 EMPTY_PARAMS: Final[Mapping[str, Any]] = FrozenDict()
 """The parameters of a stage that has none."""
@@ -40,7 +50,7 @@ def check_params(params: object, *, stage: str) -> Mapping[str, Any]:
         raise TypeError(msg)
     if not params:
         return EMPTY_PARAMS
-    plain = _plain(params, stage)
+    plain = plain_json(params, lambda where, what: _refuse(stage, where, what))
     frozen: Mapping[str, Any] = freeze(plain)
     return frozen
 
@@ -57,21 +67,27 @@ def params_text(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, ensure_ascii=False)
 
 
-def _plain(root: Mapping[Any, Any], stage: str) -> dict[str, Any]:
-    """A plain copy of ``root`` (lists for tuples), checked without recursion."""
+def plain_json(
+    root: Mapping[Any, Any], refuse: Callable[[str, str], NoReturn]
+) -> dict[str, Any]:
+    """A plain copy of ``root`` (lists for tuples), checked without recursion.
+
+    ``refuse(where, what)`` raises for the first value that is not plain JSON
+    data: ``where`` is its path (``['a'][0]``, empty for the root), ``what``
+    says what is wrong with it.
+    """
     result: dict[str, Any] = {}
     stack: list[tuple[Any, Any, int, str]] = [(root, result, 0, "")]
     while stack:
         source, target, depth, where = stack.pop()
         if depth >= MAX_DEPTH:
-            _refuse(stage, where, f"nested more than {MAX_DEPTH} deep")
+            refuse(where, f"nested more than {MAX_DEPTH} deep")
         pairs = source.items() if isinstance(source, Mapping) else enumerate(source)
         for key, value in pairs:
             if isinstance(source, Mapping) and type(key) is not str:
                 if not isinstance(key, str):
                     what = "have" if not where else "has"
-                    _refuse(
-                        stage,
+                    refuse(
                         where,
                         f"{what} a key of type {type(key).__qualname__}; keys are strings",
                     )
@@ -86,11 +102,11 @@ def _plain(root: Mapping[Any, Any], stage: str) -> dict[str, Any]:
             elif isinstance(value, list | tuple):
                 inner = []
             elif type(value) is int:
-                _refuse(stage, path, "is a whole number beyond 64 bits")
+                refuse(path, "is a whole number beyond 64 bits")
             elif type(value) is float:
-                _refuse(stage, path, "is not a finite number")
+                refuse(path, "is not a finite number")
             else:
-                _refuse(stage, path, f"is a {type(value).__qualname__}")
+                refuse(path, f"is a {type(value).__qualname__}")
             _put(target, key, inner)
             stack.append((value, inner, depth + 1, path))
     return result
@@ -119,7 +135,7 @@ def _put(target: Any, key: Any, value: Any) -> None:
         target.append(value)
 
 
-def _refuse(stage: str, where: str, what: str) -> None:
+def _refuse(stage: str, where: str, what: str) -> NoReturn:
     shown = f"parameter {where}" if where else "the parameters"
     msg = (
         f"{shown} of stage {stage!r} {what}: parameters are plain JSON data "

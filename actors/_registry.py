@@ -58,28 +58,39 @@ class StageRegistry:
     for naming them, and a resumed run still finds each function it needs.
     """
 
-    __slots__ = ("_codecs", "_functions", "_keys", "_lock", "_queued", "_waiting")
+    __slots__ = (
+        "_codecs",
+        "_declared",
+        "_functions",
+        "_keys",
+        "_lock",
+        "_queued",
+        "_waiting",
+    )
 
     def __init__(self) -> None:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._codecs: dict[str, Any] = {}
         """Codecs stages were declared with, by name (the last one of a name)."""
-        self._waiting: deque[Callable[..., Any]] = deque()
+        self._waiting: deque[tuple[Callable[..., Any], Any]] = deque()
         """Remembered functions not yet filed under their names, oldest first."""
         self._queued: set[FunctionType] = set()
         """The plain functions in ``_waiting``: one entry each, however often declared."""
+        self._declared: dict[Callable[..., Any], Any] = {}
+        """The first stage spec each filed function was declared with (`declared`)."""
         self._lock = threading.Lock()
         """Held while the queue is filed: two threads filing it keep its order."""
         self._keys: dict[int, tuple[Callable[..., Any], str]] = {}
         """`key_of`'s answers for registered functions, by ``id`` (each checked by
         identity before it is trusted); forgotten whenever the registry changes."""
 
-    def remember(self, fn: Callable[..., Any]) -> None:
+    def remember(self, fn: Callable[..., Any], spec: Any = None) -> None:
         """Register ``fn`` under ``module:qualname``, if it has one, before the next look-up.
 
-        What `stage` calls for every declaration; never raises. A lambda, a
-        closure or a nested function is simply not registered (a journaled
-        run refuses it when it is added, saying so).
+        What `stage` calls for every declaration, with the stage spec it made
+        (see `declared`); never raises. A lambda, a closure or a nested
+        function is simply not registered (a journaled run refuses it when it
+        is added, saying so).
         """
         if type(fn) is not FunctionType:  # an object with __call__, a builtin...
             key = function_key(fn)
@@ -87,12 +98,14 @@ class StageRegistry:
                 self._file()
                 self._functions[key] = fn
                 self._keys.clear()
+                if spec is not None:
+                    self._declared.setdefault(fn, spec)
             return
         qualname = fn.__qualname__
         if "<locals>" in qualname or "<lambda>" in qualname or fn in self._queued:
             return  # a closure or a lambda, which could not be found again; or queued
         self._queued.add(fn)
-        self._waiting.append(fn)
+        self._waiting.append((fn, spec))
 
     def remember_codec(self, codec: Any) -> None:
         """Keep a codec a stage was declared with, so that a resume finds it by name.
@@ -110,13 +123,16 @@ class StageRegistry:
         """File the remembered functions under their names, oldest first."""
         with self._lock:
             waiting, functions = self._waiting, self._functions
+            declared = self._declared
             if waiting:
                 self._keys.clear()
             while waiting:
-                fn = waiting.popleft()
+                fn, spec = waiting.popleft()
                 key = function_key(fn)
                 if key is not None:
                     functions[key] = fn
+                    if spec is not None and fn not in declared:
+                        declared[fn] = spec
             self._queued.clear()
 
     def register(self, fn: Callable[..., Any], *, name: str | None = None) -> str:
@@ -138,6 +154,16 @@ class StageRegistry:
         if self._waiting:
             self._file()
         return self._functions.get(key)
+
+    def declared(self, fn: Callable[..., Any]) -> Any:
+        """The stage spec ``fn`` was first declared with by `stage`, or None.
+
+        What a stage named by its registered function alone (the control
+        API) runs as: the options it was declared with, not the defaults.
+        """
+        if self._waiting:
+            self._file()
+        return self._declared.get(fn)
 
     def key_of(self, fn: Callable[..., Any]) -> str | None:
         """The name ``fn`` is registered under, if it is."""

@@ -23,6 +23,9 @@ from ._messages import (
     Request,
 )
 from ._prepare import Preparer, one_name
+from ._reply import ReplySlot as _Reply
+from ._signal_messages import SendSignal
+from ._signals import check_signal_name, encode_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from ._env import RunEnv
     from ._pipeline import Pipeline, StageRef
     from ._prepare import ItemParams
+    from ._signal_messages import WaitSignal
     from ._spec import StageSpec
 
 __all__ = [
@@ -54,7 +58,7 @@ def check_reason(reason: object) -> str:
     return reason if type(reason) is str else str.__str__(reason)
 
 
-async def ask(env: RunEnv, request: Request) -> Any:
+async def ask(env: RunEnv, request: Request | SendSignal | WaitSignal) -> Any:
     """Send a prepared request to the supervisor and wait for its answer.
 
     Raises whatever the supervisor refused the request with, or
@@ -216,6 +220,41 @@ class ChangeRequests:
                 reason=reason,
                 requester=self._requester,
                 reply=ReplySlot(),
+            ),
+        )
+
+    async def signal(self, name: str, payload: Any = None, *, reason: str) -> None:
+        """Send the signal ``name`` with ``payload`` to this run.
+
+        The next stage to wait for ``name`` (`StageContext.wait_signal`), or
+        the one waiting longest, receives it; until then it waits in the
+        run's mailbox, first in, first out. It is audited (``kind="signal"``,
+        with a summary of the payload) and, with a journal, kept there whole:
+        a signal taken by a stage attempt that did not succeed goes back to
+        the mailbox for the next one, after a crash too.
+
+        Example:
+            >>> await run.signal("sign_off", {"approved": True}, reason="reviewed")  # doctest: +SKIP
+
+        Raises:
+            InvalidSignalError: the name is not a printable string of at most
+                200 characters, or the payload is not plain JSON data (or
+                over 1 MB encoded).
+            InvalidRequestError: no reason given.
+            RunClosedError: the run has ended.
+        """
+        reason = check_reason(reason)
+        name = check_signal_name(name)
+        text, summary = encode_payload(name, payload)
+        await ask(
+            self._env,
+            SendSignal(
+                name=name,
+                text=text,
+                summary=summary,
+                reason=reason,
+                requester=self._requester,
+                reply=_Reply(),
             ),
         )
 

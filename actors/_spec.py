@@ -342,7 +342,6 @@ def _make_spec(
         # It will leave the process: refuse what cannot be shipped, now.
         function_reference(fn, name)
     # So that a journaled run can find them again after a crash.
-    default_registry.remember(fn)
     if when is not None:
         default_registry.remember(when)
     if codec is not None:
@@ -350,7 +349,7 @@ def _make_spec(
         default_registry.remember_codec(codec)
     if persist is not True:
         persist = check_persist(persist)
-    return _build(
+    spec = _build(
         fn,
         name,
         retries,
@@ -363,6 +362,8 @@ def _make_spec(
         persist,
         limit,
     )
+    default_registry.remember(fn, spec)  # and how it was declared (`declared`)
+    return spec
 
 
 @overload

@@ -44,6 +44,7 @@ from dagvisor.actors import Trigger as Trigger
 from dagvisor.actors import compose as compose
 from dagvisor.actors import default_registry as default_registry
 from dagvisor.actors import stage as stage
+from dagvisor.supervisor import Attempt as Attempt
 from dagvisor.supervisor import AuditLog as AuditLog
 from dagvisor.supervisor import AuditRecord as AuditRecord
 from dagvisor.supervisor import ConsumedOutput as ConsumedOutput
@@ -53,6 +54,7 @@ from dagvisor.supervisor import EventStream as EventStream
 from dagvisor.supervisor import FailurePolicy as FailurePolicy
 from dagvisor.supervisor import GraphChanged as GraphChanged
 from dagvisor.supervisor import GraphSnapshot as GraphSnapshot
+from dagvisor.supervisor import Interruption as Interruption
 from dagvisor.supervisor import Journal as Journal
 from dagvisor.supervisor import JournaledRun as JournaledRun
 from dagvisor.supervisor import Lineage as Lineage
@@ -80,6 +82,7 @@ _logging.getLogger("dagvisor").addHandler(_logging.NullHandler())
 
 __all__ = [
     "NO_ITEM",
+    "Attempt",
     "AuditLog",
     "AuditRecord",
     "ChangeBatch",
@@ -97,6 +100,7 @@ __all__ = [
     "FailurePolicy",
     "GraphChanged",
     "GraphSnapshot",
+    "Interruption",
     "Journal",
     "JournaledRun",
     "JsonCodec",

@@ -85,6 +85,13 @@ def add_ctl_commands(sub: Any) -> None:
     cancel = commands.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run")
     cancel.add_argument("--reason", required=True)
+    signal = commands.add_parser("signal", help="send a signal to a run")
+    signal.add_argument("run")
+    signal.add_argument("signal", metavar="NAME", help="the signal's name")
+    signal.add_argument(
+        "--payload", default="null", metavar="JSON", help="what it carries (JSON)"
+    )
+    signal.add_argument("--reason", required=True)
     watch = commands.add_parser("watch", help="follow a run live until it ends")
     watch.add_argument("run")
 
@@ -217,6 +224,19 @@ def _dispatch(client: httpx.Client, args: argparse.Namespace) -> int:
     elif command == "cancel":
         _answer(client.post(f"{base}/cancel", json={"reason": args.reason}))
         print(f"cancelling run {one_line(args.run)}")
+    elif command == "signal":
+        try:
+            payload = json.loads(args.payload)
+        except (ValueError, RecursionError):
+            msg = "--payload must be JSON text (a string is written with its quotes)"
+            raise _Refused(msg) from None
+        done = _answer(
+            client.post(
+                f"{base}/signals/{_path(args.signal)}",
+                json={"payload": payload, "reason": args.reason},
+            )
+        )
+        print(f"sent signal {one_line(str(done['signal']))} (audit #{done['seq']})")
     else:
         return _watch(client, base)
     return 0
@@ -231,6 +251,8 @@ def _path(segment: str) -> str:
 def _record_line(record: dict[str, Any]) -> str:
     what = "accepted" if record["accepted"] else f"refused ({record['error_type']})"
     changed = ", ".join(record["added"] + record["cancelled"] + record["removed"])
+    if record.get("signal") is not None:
+        changed = f"{record['signal']} carrying {record.get('carried')}"
     return one_line(
         f"#{record['seq']} {record['kind']} by {record['requester']}: {what}"
         f"{' ' + changed if changed else ''} - {record['reason']}"
@@ -260,6 +282,8 @@ def _watch(client: httpx.Client, base: str) -> int:
             elif kind == "graph_changed":
                 for name in data["added"]:
                     states.setdefault(name, "pending")
+                print(_record_line(data))
+            elif kind == "signal":
                 print(_record_line(data))
             elif kind == "lost":
                 print(f"(lost {data['count']} events: the counts may be behind)")

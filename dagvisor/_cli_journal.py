@@ -25,10 +25,12 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from dagvisor.actors import DagvisorError
+from dagvisor.actors import DagvisorError, default_registry
 from dagvisor.actors._datacodec import BUILT_IN
 from dagvisor.supervisor import Journal
+from dagvisor.supervisor._readback import result_from_journal
 
+from ._cli_history import history_events, history_lines, stopped_text
 from ._cli_io import one_line, write_file
 from ._cli_output import add_output_options, output_text
 from ._cli_recover import add_recover_command, recover_command
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     from dagvisor.supervisor import Run, RunResult, Runtime
 
 __all__ = ["add_journal_commands", "journal_command"]
+
+SUMMARY_ROWS = 10
+"""How many final outputs and failures `show` lists unless asked for all."""
 
 _COMMANDS = ("runs", "show", "audit", "lineage", "graph", "report", "resume", "recover")
 
@@ -68,6 +73,16 @@ def add_journal_commands(sub: Any) -> None:
     audit.add_argument("--until", help="ISO 8601 time or seconds since the epoch")
     audit.add_argument("--stage", help="only the changes that name this stage")
     show.add_argument("--tracebacks", action="store_true", help="full tracebacks")
+    show.add_argument(
+        "--outputs",
+        action="store_true",
+        help=f"list every final output (default: the first {SUMMARY_ROWS})",
+    )
+    show.add_argument(
+        "--failures",
+        action="store_true",
+        help=f"list every failure (default: the first {SUMMARY_ROWS})",
+    )
     add_output_options(show)
     graph.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
     graph.add_argument("-o", "--output", help="write to this file, not stdout")
@@ -134,12 +149,22 @@ def _read(args: argparse.Namespace) -> int:
             _print_runs(journal)
             return 0
         run_id = journal.find_run(args.run_id)
-        result = journal.result(run_id)
+        # The attempts of the one stage asked for, or none: each stage's
+        # events would take memory in proportion to the run.
+        attempts = args.stage if args.command == "lineage" else False
+        result = result_from_journal(
+            journal.load(run_id), registry=default_registry, attempts=attempts
+        )
     match args.command:
         case "show" if args.output_stage is not None or args.json:
             print(output_text(result, args.output_stage, as_json=args.json))
         case "show":
-            _print_show(result, tracebacks=args.tracebacks)
+            _print_show(
+                result,
+                tracebacks=args.tracebacks,
+                outputs=None if args.outputs else SUMMARY_ROWS,
+                failures=None if args.failures else SUMMARY_ROWS,
+            )
         case "audit":
             _print_audit(result, args)
         case "lineage":
@@ -204,10 +229,17 @@ def _print_runs(journal: Journal) -> None:
         )
 
 
-def _print_show(result: RunResult, *, tracebacks: bool) -> None:
+def _print_show(
+    result: RunResult, *, tracebacks: bool, outputs: int | None, failures: int | None
+) -> None:
+    """A run's summary: its figures, slowest stages, first final outputs and
+    failures (``outputs``, ``failures``: how many; None for all), interruptions."""
     stats = result.stats
     print(f"run {one_line(result.run_id)} of {result.name!r}: {result.status}")
-    print(f"  started {_time(stats.started_at)} UTC, {stats.duration:.3f} s")
+    print(
+        f"  started {_time(stats.started_at)} UTC, {stats.duration:.3f} s"
+        + stopped_text(result)
+    )
     counts = ", ".join(
         f"{state.value} {count:,}" for state, count in stats.counts.items() if count
     )
@@ -224,18 +256,28 @@ def _print_show(result: RunResult, *, tracebacks: bool) -> None:
         print("  slowest stages (run time):")
         for duration, name in sorted(ran, reverse=True)[:5]:
             print(f"    {one_line(name)}: {duration:.3f} s{_waited(result, name)}")
-    finals = final_outputs(result)
+    finals = final_outputs(
+        result, limit=outputs, more=" (dagvisor show --outputs lists them all)"
+    )
     if finals:
         print("  final outputs:")
         for line in finals:
             print("  " + line)
     if result.errors:
         print("  failures:")
-        for name, error in result.errors.items():
+        errors = list(result.errors.items())
+        for name, error in errors if failures is None else errors[:failures]:
             print(f"    {one_line(name)}: {one_line(str(error))}")
             trace = getattr(error, "traceback", None)
             if tracebacks and trace:
                 print("      " + trace.rstrip().replace("\n", "\n      "))
+        if failures is not None and len(errors) > failures:
+            print(
+                f"    ... and {len(errors) - failures:,} more "
+                "(dagvisor show --failures lists them all)"
+            )
+    for line in history_lines(result):
+        print(line)
     if result.status == "interrupted":
         print(
             "  the journal does not say this run ended: it crashed (resume it with "
@@ -287,13 +329,16 @@ def _print_audit(result: RunResult, args: argparse.Namespace) -> None:
     # Every change naming the stage, whatever became of it (removed,
     # replaced, dropped): through the audit's per-stage index.
     records = result.audit if args.stage is None else result.lineage(args.stage).changes
+    lines = [(record.wall_time, one_line(str(record))) for record in records]
+    if args.stage is None:  # the run's interruptions and resumes, in time order
+        lines = sorted([*lines, *history_events(result)], key=lambda line: line[0])
     shown = 0
-    for record in records:
-        if since is not None and record.wall_time < since:
+    for wall, text in lines:
+        if since is not None and wall < since:
             continue
-        if until is not None and record.wall_time > until:
+        if until is not None and wall > until:
             continue
-        print(f"{_time(record.wall_time)} UTC  {one_line(str(record))}")
+        print(f"{_time(wall)} UTC  {text}")
         shown += 1
     if not shown:
         print("no changes match")

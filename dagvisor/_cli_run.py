@@ -3,7 +3,11 @@
 Exit codes: 0 when the run succeeded, 1 when it failed (or was cancelled),
 2 for bad usage (a wrong path, a module without that attribute, bad
 ``--inputs``), 130 after Ctrl-C, which cancels the run cleanly: every stage
-is stopped and its resources closed before the command returns.
+is stopped and its resources closed before the command returns. SIGTERM (what
+``kill`` and service managers send) cancels it the same way, with the signal
+as the cancel's reason in the journal's audit trail, and exits 143 (128 + 15,
+as a shell reports a process that SIGTERM ended). After either, a journaled
+run is told how to go on.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import importlib
 import importlib.util
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import trio
 
 from dagvisor._cli_io import one_line, raw_stream, shell_command
+from dagvisor._cli_signals import SIGINT_REASON, say_interrupted, wait_unless_signalled
 from dagvisor.actors import DagvisorError, Pipeline, RunFailed, StreamedPipeline
 from dagvisor.actors._datacodec import BUILT_IN
 from dagvisor.actors._dataforms import data_kind, summary
@@ -51,7 +57,8 @@ def add_run_command(sub: Any) -> None:
         "run",
         help="run a pipeline: module:attribute or path/to/file.py:attribute",
         description="Run a pipeline with live progress. Exit 0 on success, "
-        "1 on a failed run, 2 on bad usage, 130 after Ctrl-C.",
+        "1 on a failed run, 2 on bad usage, 130 after Ctrl-C, 143 after SIGTERM "
+        "(both cancel the run cleanly).",
     )
     run.add_argument("target", help="module:attribute or path/to/file.py:attribute")
     run.add_argument("--inputs", default="{}", help="the run's inputs as a JSON object")
@@ -202,20 +209,28 @@ def progress_display(
     return plain, lambda: None
 
 
-def final_outputs(result: RunResult) -> list[str]:
-    """One line per output no other stage consumed: the run's results."""
-    finals = [
-        name for name, deps in result.dependencies.items() if name in result.outputs
-    ]
+def final_outputs(
+    result: RunResult, *, limit: int | None = None, more: str = ""
+) -> list[str]:
+    """One line per output no other stage consumed: the run's results.
+
+    With ``limit``, only the first ``limit`` are shown (only those are
+    formatted), then a line saying how many more there are, and ``more``.
+    """
     consumed = {dep for deps in result.dependencies.values() for dep in deps}
+    outputs = result.outputs
+    finals = [
+        name for name in result.dependencies if name not in consumed and name in outputs
+    ]
     lines = []
-    for name in finals:
-        if name not in consumed:
-            shown = _repr(result.outputs[name])
-            lines.append(
-                f"  {one_line(name)} = "
-                f"{shown if len(shown) <= 200 else shown[:197] + '...'}"
-            )
+    for name in finals if limit is None else finals[:limit]:
+        shown = _repr(outputs[name])
+        lines.append(
+            f"  {one_line(name)} = "
+            f"{shown if len(shown) <= 200 else shown[:197] + '...'}"
+        )
+    if limit is not None and len(finals) > limit:
+        lines.append(f"  ... and {len(finals) - limit:,} more{more}")
     return lines
 
 
@@ -278,45 +293,57 @@ def drive(
 ) -> int:
     """Run what ``start`` starts with live progress; print the outcome; the exit code.
 
-    After Ctrl-C, a journaled run is told how to go on: a ``dagvisor
-    resume`` command quoted for the shell, ready to paste.
+    After Ctrl-C or SIGTERM, a journaled run is told how to go on: a
+    ``dagvisor resume`` command quoted for the shell, ready to paste.
     """
     show, close = progress_display(sys.stderr)
     started: list[Run] = []
+    signalled: list[str] = []  # the name of the signal that cancelled the run
 
     async def main() -> RunResult:
-        async with runtime(
-            on_failure=args.on_failure,
-            on_progress=show,
-            monitor_interval=0.5,
-            journal=journal,
-            codec=getattr(args, "codec", None),
-            serve=getattr(args, "serve", None),
-            tokens=getattr(args, "tokens", None),
-        ) as rt:
-            run = await start(rt)
-            started.append(run)
-            if rt.url is not None:
-                print(
-                    f"run {run.id}: control API on {rt.url}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if journal is not None:
-                print(
-                    f"run {run.id} (journal {shell_command([journal])})",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            # Ctrl-C arrives here as KeyboardInterrupt; leaving the runtime
-            # cancels the run and commits its journal, so it can be resumed.
-            return await run.wait()
+        # Received from here on: a SIGTERM while the run starts cancels it
+        # once it has started.
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
+            async with runtime(
+                on_failure=args.on_failure,
+                on_progress=show,
+                monitor_interval=0.5,
+                journal=journal,
+                codec=getattr(args, "codec", None),
+                serve=getattr(args, "serve", None),
+                tokens=getattr(args, "tokens", None),
+            ) as rt:
+                run = await start(rt)
+                started.append(run)
+                if rt.url is not None:
+                    print(
+                        f"run {run.id}: control API on {rt.url}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if journal is not None:
+                    print(
+                        f"run {run.id} (journal {shell_command([journal])})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                # Ctrl-C arrives here as KeyboardInterrupt: the run is
+                # cancelled with the signal as the reason, and leaving the
+                # runtime commits its journal, so it can be resumed. (Landing
+                # elsewhere, in a stage, it cancels the run by leaving the
+                # runtime, which the journal records as its task cancelled.)
+                try:
+                    return await wait_unless_signalled(run, signals, signalled)
+                except* KeyboardInterrupt:
+                    await run.cancel(reason=SIGINT_REASON)
+                    raise
 
-    hint = ""
     try:
         result = trio.run(main)
     except (DagvisorError, OSError) as exc:
         close()
+        if signalled and isinstance(exc, RunFailed):
+            return say_interrupted(started, journal, resume_with, signalled[0])
         if isinstance(exc, RunFailed):
             return _failed(exc, args)
         if args.debug:
@@ -331,17 +358,7 @@ def drive(
         )
         if not interrupted:
             raise
-        if journal is not None and started:
-            command = ["dagvisor", "resume", started[0].id, "--journal", journal]
-            for where in resume_with:
-                command += ["--with", where]
-            hint = f"; resume it with: {shell_command(command)}"
-        print(
-            "dagvisor: cancelled by Ctrl-C; every stage was stopped and its "
-            f"resources closed{hint}",
-            file=sys.stderr,
-        )
-        return 130
+        return say_interrupted(started, journal, resume_with, "Ctrl-C")
     close()
     print(_summary(result))
     for line in final_outputs(result):

@@ -6,6 +6,7 @@ from dagvisor.actors import DuplicateStageError as DuplicateStageError
 from dagvisor.actors import InternalError as InternalError
 from dagvisor.actors import InvalidOutputError as InvalidOutputError
 from dagvisor.actors import InvalidRequestError as InvalidRequestError
+from dagvisor.actors import InvalidSignalError as InvalidSignalError
 from dagvisor.actors import InvalidStageError as InvalidStageError
 from dagvisor.actors import JournalError as JournalError
 from dagvisor.actors import JournalWriteError as JournalWriteError
@@ -38,6 +39,7 @@ __all__ = [
     "InternalError",
     "InvalidOutputError",
     "InvalidRequestError",
+    "InvalidSignalError",
     "InvalidStageError",
     "JournalError",
     "JournalWriteError",

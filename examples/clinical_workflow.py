@@ -1,4 +1,9 @@
-"""Clinical workflow: branch on the patient's state, and keep the lineage.
+"""Clinical workflow: branch on the patient's state and a clinician's sign-off.
+
+An unstable patient waits for a clinician's sign-off, a signal sent to the
+run from outside (here from this program's own task, standing in for a
+clinician's tool): it steers the branch, and the audit trail keeps who sent
+it, when, why and what it said.
 
 Run: python examples/clinical_workflow.py
 """
@@ -16,18 +21,37 @@ async def admit(ctx):
 @stage
 async def triage(ctx):
     patient = ctx.inputs["admit"]
-    if patient["spo2"] < 92 or patient["heart_rate"] > 120:
-        await ctx.add_stage(icu_review, after=["triage"], reason=f"unstable: {patient}")
+    if unstable(patient):
         await ctx.add_stage(
-            notify_attending, after=["icu_review"], reason="escalation protocol"
+            sign_off, after=["triage"], reason=f"unstable: {patient}; needs a sign-off"
         )
-        branch = "icu"
+        branch = "escalation"
     else:
         await ctx.add_stage(
             ward_round, after=["triage"], reason="stable: routine ward round"
         )
         branch = "ward"
     return branch
+
+
+def unstable(patient) -> bool:
+    return patient["spo2"] < 92 or patient["heart_rate"] > 120
+
+
+@stage
+async def sign_off(ctx):
+    decision = await ctx.wait_signal("sign_off")  # the clinician's, from outside
+    by = decision["by"]
+    if decision["icu"]:
+        await ctx.add_stage(
+            icu_review, after=["sign_off"], reason=f"signed off by {by}"
+        )
+        await ctx.add_stage(
+            notify_attending, after=["icu_review"], reason="escalation protocol"
+        )
+    else:
+        await ctx.add_stage(ward_round, after=["sign_off"], reason=f"declined by {by}")
+    return decision
 
 
 @stage
@@ -55,8 +79,18 @@ async def main() -> None:
     ]
     async with runtime() as rt:
         for patient in patients:
-            result = await rt.run(pipeline, inputs={"patient": patient})
+            run = await rt.start(pipeline, inputs={"patient": patient})
+            if unstable(patient):
+                await run.signal(
+                    "sign_off",
+                    {"by": "dr-okafor", "icu": True},
+                    reason="reviewed the vitals at the bedside",
+                )
+            result = await run.wait()
             print(f"{patient['id']}: branch {result.outputs['triage']}")
+            for record in result.audit:
+                if record.kind == "signal":
+                    print(f"   {record}")
             for name, origin in result.origins.items():
                 why = (
                     "pipeline"

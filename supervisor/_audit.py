@@ -52,6 +52,9 @@ class AuditRecord:
         error: the error's message when refused, else None.
         parts: for a change set (``kind="change_set"``), each part's kind and
             the stages it added (or, for an edge, its two ends), in order.
+        signal: for a signal sent to the run (``kind="signal"``), its name.
+        carried: for a signal, a summary of its payload (its JSON text,
+            shortened, with its size, when long; the journal keeps it whole).
     """
 
     seq: int
@@ -71,6 +74,8 @@ class AuditRecord:
     error_type: str | None = None
     error: str | None = None
     parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    signal: str | None = None
+    carried: str | None = None
 
     @property
     def stages(self) -> frozenset[str]:
@@ -85,6 +90,8 @@ class AuditRecord:
         head = f"#{self.seq} v{self.version_before}->v{self.version_after} {self.kind} by {self.requester}"
         if not self.accepted:
             return f"{head}: refused ({self.error_type}: {self.error}) - {self.reason}"
+        if self.signal is not None:
+            return f"{head}: signal {self.signal!r} carrying {self.carried} - {self.reason}"
         parts = []
         if self.added:
             parts.append(
@@ -127,6 +134,8 @@ _new = object.__new__
     _set_error_type,
     _set_error,
     _set_parts,
+    _set_signal,
+    _set_carried,
 ) = (AuditRecord.__dict__[field.name].__set__ for field in attrs.fields(AuditRecord))
 # The slots' own descriptors: the supervisor makes one record per change, and
 # attrs' frozen __init__ (17 keywords, a bound object.__setattr__ per field)
@@ -172,6 +181,8 @@ def audit_record(
     _set_error_type(record, error_type)
     _set_error(record, error)
     _set_parts(record, parts)
+    _set_signal(record, None)
+    _set_carried(record, None)
     return record
 
 
@@ -194,7 +205,8 @@ Fields = tuple[
     str | None,
     tuple[tuple[str, tuple[str, ...]], ...],
 ]
-"""An `AuditRecord`'s fields, in order: what `audit_record` makes it from."""
+"""An `AuditRecord`'s fields, in order: what `audit_record` makes it from (a
+change's: a signal's record, rare, is made whole)."""
 
 _REQUESTER: Final = 3  # the index of ``requester`` in `Fields`
 
@@ -331,11 +343,11 @@ class AuditLog(Sequence[AuditRecord]):
     def __getitem__(self, index: int | slice) -> AuditRecord | Sequence[AuditRecord]:
         if isinstance(index, slice):
             held = self._held
-            return [
+            return tuple(
                 record
                 for seq in range(*index.indices(self.next_seq))
                 if (record := held(seq)) is not None
-            ]
+            )
         seq = index + self.next_seq if index < 0 else index
         record = self._held(seq)
         if record is None:
@@ -389,6 +401,17 @@ class AuditLog(Sequence[AuditRecord]):
             for seq in self._by_stage.get(name, ())
             if (record := held(seq)) is not None
         ]
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to a log, a tuple or a list holding the same records in order
+        (the records in memory, for a log with ``keep_recent``)."""
+        if isinstance(other, AuditLog):
+            return len(self) == len(other) and self.snapshot() == other.snapshot()
+        if isinstance(other, tuple | list):
+            return self.snapshot() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to tuples, yet it grows
 
     def snapshot(self) -> tuple[AuditRecord, ...]:
         """The records so far (those in memory), as an immutable tuple."""

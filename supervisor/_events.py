@@ -73,7 +73,7 @@ class StageFinished:
 @final
 @attrs.frozen
 class GraphChanged:
-    """A change request was applied or refused (see its record)."""
+    """A change request was applied or refused, or a signal sent (see its record)."""
 
     record: AuditRecord
 

@@ -31,8 +31,10 @@ wall-clock time, error and traceback; the encoded output of a success in the
 ``output`` column as the codec wrote it, or in the ``data`` column as a BLOB
 when the codec wrote bytes, with the codec's name in the payload when it is
 the stage's own, or ``"persisted": false`` for a stage that keeps its output
-out of the journal), ``change`` (the audit record and
-the request, mapped items encoded) and ``resumed``. Records are compact JSON
+out of the journal), ``attempt_started`` and ``attempt_failed`` (a
+retry, and the error of the attempt before it), ``change`` (the audit record
+and the request, mapped items encoded), ``ended`` (each end of the run: its
+status and what stopped it, see `_history`) and ``resumed``. Records are compact JSON
 with non-ASCII text as it is and lone surrogates escaped, so every text is
 valid UTF-8 and reads back exactly. A resume replays exactly this (see
 ``_replay``); a stage that had started but whose start was still in the batch
@@ -63,7 +65,7 @@ from dagvisor.actors import (
 
 from ._format import FORMAT_VERSION, look, probe, set_up, stored_size
 from ._journal_read import check_columns, open_readonly
-from ._journal_rows import JournaledRun, RowReader
+from ._journal_rows import JournaledRun, RowReader, run_id_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -406,10 +408,11 @@ class Journal:
         """The full id of the run whose id starts with ``prefix`` (at least 4 characters).
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             UnknownRunError: no run, or several, match.
             JournalError: the file is damaged.
         """
-        return self._rows().find_run(prefix)
+        return self._rows().find_run(run_id_text(prefix, "run id prefix"))
 
     def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
         """The events of a run as ``(seq, kind, payload)``, in order.
@@ -417,9 +420,10 @@ class Journal:
         A success's encoded output is in its payload as ``"output"``.
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             JournalError: the file is damaged or was edited into nonsense.
         """
-        return self._rows().events(run_id)
+        return self._rows().events(run_id_text(run_id))
 
     def result(
         self, run_id: str, *, registry: StageRegistry | None = None
@@ -434,20 +438,22 @@ class Journal:
         live run.
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
         from ._readback import result_from_journal
 
         return result_from_journal(
-            self.load(run_id), registry=registry or default_registry
+            self.load(run_id_text(run_id)), registry=registry or default_registry
         )
 
     def load(self, run_id: str) -> JournaledRun:
         """Everything the journal holds about one run.
 
         Raises:
+            TypeError: the run id is not text (a run id is a ``str``).
             UnknownRunError: the journal has no such run.
             JournalError: the file is damaged or was edited into nonsense.
         """
-        return self._rows().load(run_id)
+        return self._rows().load(run_id_text(run_id))

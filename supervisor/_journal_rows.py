@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-__all__ = ["JournaledRun", "RowReader", "check_event", "check_run"]
+__all__ = ["JournaledRun", "RowReader", "check_event", "check_run", "run_id_text"]
 
 
 @final
@@ -46,6 +46,37 @@ def _time(value: Any) -> bool:
     """A time the writer could have written: a finite number (seconds since the
     epoch; how far from now is the printer's business, not the reader's)."""
     return type(value) in (int, float) and math.isfinite(value)
+
+
+def run_id_text(value: object, what: str = "run id") -> str:
+    """``value`` as the text of a run id, checked before the file is read.
+
+    A run id is text: anything else is a mistake in the caller's code, not
+    damage in the file. A ``str`` subclass is read as its plain text (its own
+    ``__eq__`` is never called).
+
+    Raises:
+        TypeError: ``value`` is not a ``str``.
+    """
+    if not isinstance(value, str):
+        msg = (
+            f"a {what} is text (str), not {type(value).__name__}: pass the run's "
+            "id, as `dagvisor runs` lists it or `run.id` and `result.run_id` give it"
+        )
+        raise TypeError(msg)
+    return str.__str__(value)
+
+
+def _storable(run_id: str) -> bool:
+    """Whether a run id can be in a journal at all (a lone surrogate cannot:
+    it is not UTF-8, and SQLite would refuse to bind it)."""
+    if run_id.isascii():
+        return True
+    try:
+        run_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_run(row: tuple[Any, ...], path: Path) -> None:
@@ -164,12 +195,16 @@ class RowReader:
 
     def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
         """A run's events as ``(seq, kind, payload)``, a success's output in its payload."""
+        if not _storable(run_id):
+            return []  # no run has such an id
         with self.snapshot():
             rows, hidden = self._event_rows(run_id)
         return self._checked_events(run_id, rows, hidden)
 
     def load(self, run_id: str) -> JournaledRun:
         """Everything the journal holds about one run."""
+        if not _storable(run_id):
+            raise UnknownRunError(run_id, str(self.path))
         with self.snapshot():  # the run and its events as of one moment
             rows = self.query(
                 "SELECT run_id, name, created, status, ended, pipeline FROM runs "

@@ -24,10 +24,11 @@ from dagvisor.actors._params import params_text
 from ._text import line_text, when_text
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from ._audit import AuditLog, AuditRecord
     from ._graph import Node
+    from ._history import Attempt
 
 __all__ = ["NO_STAGE_GONE", "ConsumedOutput", "GoneStages", "Lineage", "lineage_of"]
 
@@ -95,6 +96,11 @@ class Lineage:
             Only a stage that had not started can be removed: it never ran.
         params: the stage's parameters (``ctx.params``); empty when it has
             none or is no longer in memory.
+        attempts: each attempt since the stage was added, as the journal
+            recorded it: when it started and ended, how, and its error (a
+            stage retried, or run again after a resume, has several). Read
+            back from a journal (``Journal.result``, ``Journal.lineage``,
+            ``dagvisor lineage``); empty for a run read live.
     """
 
     stage: str
@@ -108,6 +114,7 @@ class Lineage:
     in_graph: bool = True
     removed_by: AuditRecord | None = None
     params: Mapping[str, Any] = attrs.field(factory=dict)
+    attempts: tuple[Attempt, ...] = ()
 
     @property
     def dropped(self) -> bool:
@@ -146,8 +153,35 @@ class Lineage:
             lines.append(f"  started {when_text(self.started_at)}")
         if self.finished_at is not None:
             lines.append(f"  finished {when_text(self.finished_at)}")
+        if len(self.attempts) > 1 or any(
+            attempt.outcome in ("interrupted", "retried") for attempt in self.attempts
+        ):
+            lines.append(f"  ran {len(self.attempts)} times:")
+            lines.extend(f"    {_attempt(attempt)}" for attempt in self.attempts)
         lines.extend(f"  change: {line_text(str(record))}" for record in self.changes)
         return "\n".join(lines)
+
+
+def _attempt(attempt: Attempt) -> str:
+    """One attempt on a line: its number, when, how long, how it ended."""
+    line = f"attempt {attempt.number}: started {when_text(attempt.started_at)}"
+    if attempt.ended_at is not None:
+        line += f", ended {when_text(attempt.ended_at)} ({attempt.ended_at - attempt.started_at:.3f} s)"
+    line += f", {_OUTCOMES[attempt.outcome]}"
+    if attempt.error is not None:
+        line += f": {line_text(attempt.error)}"
+    return line
+
+
+_OUTCOMES = {
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "retried": "failed, then retried",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+    "interrupted": "cut short: the run stopped while it ran, and was resumed",
+    "running": "no end recorded (running, or the run died)",
+}
 
 
 def _change(record: AuditRecord) -> str:
@@ -165,6 +199,7 @@ def lineage_of(
     gone: GoneStages,
     wall_offset: float,
     where: str,
+    attempts: Callable[[str], tuple[Attempt, ...]] | None = None,
 ) -> Lineage:
     """The lineage of stage ``name`` of a run.
 
@@ -175,6 +210,7 @@ def lineage_of(
         gone: the stages that left memory, with the change that added each.
         wall_offset: added to the nodes' times to make them wall-clock.
         where: the run, for an error message.
+        attempts: a stage's attempts, by name (a run read back).
 
     Raises:
         UnknownStageError: the graph has no such stage and no change names it.
@@ -182,7 +218,10 @@ def lineage_of(
     changes = tuple(audit.for_stage(name))
     node = nodes.get(name)
     if node is not None:
-        return _in_graph(node, changes, audit, wall_offset)
+        found = _in_graph(node, changes, audit, wall_offset)
+        if attempts is not None:
+            found = attrs.evolve(found, attempts=attempts(name))
+        return found
     created_seq = gone.created_by(name)
     if created_seq is not None:
         return Lineage(

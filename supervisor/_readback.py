@@ -3,7 +3,7 @@
 Nothing runs and no class is rebuilt (see `_replay`). Stage times are
 wall-clock (seconds since the epoch). A run whose record does not say it
 ended has status ``"interrupted"``; its stages that were running are
-``running``.
+``running``. Its duration leaves out the time it was stopped (`_history`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,21 @@ __all__ = ["result_from_journal"]
 
 
 def result_from_journal(
-    run: JournaledRun, *, registry: StageRegistry | None
+    run: JournaledRun,
+    *,
+    registry: StageRegistry | None,
+    attempts: bool | str = True,
 ) -> RunResult:
     """The result of a run as its journal records it (read-only; nothing runs).
 
     Stage times are wall-clock (seconds since the epoch). A run whose record
     does not say it ended has status ``"interrupted"``; its stages that were
-    running are ``running``.
+    running are ``running``. With ``attempts`` False, each stage's events are
+    not kept (its lineage then lists no attempts), and with a stage's name
+    only that stage's are: what `dagvisor show` and `lineage` need, in less
+    memory.
     """
-    replayed = replay(run, registry=registry, codec=None)
+    replayed = replay(run, registry=registry, codec=None, attempts=attempts)
     nodes = replayed.graph.nodes
     status: RunStatus = "interrupted"  # its record does not say it ended
     if run.status in ("succeeded", "failed", "cancelled"):
@@ -43,9 +49,7 @@ def result_from_journal(
         for name, node in nodes.items()
         if node.state is StageState.FAILED and node.error is not None
     }
-    ended = run.ended
-    if ended is None:
-        ended = max((node.finished for node in nodes.values()), default=run.created)
+    history = replayed.history
     return RunResult.build(
         nodes,
         replayed.audit,
@@ -54,7 +58,9 @@ def result_from_journal(
         status=status,
         errors=errors,
         started_at=run.created,
-        duration=max(0.0, ended - run.created),
+        duration=history.duration,
         added=replayed.added,
         memory=replayed.memory,
+        history=history,
+        stage_log=replayed.stage_log,
     )

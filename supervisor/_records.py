@@ -13,7 +13,12 @@ import math
 import typing
 from typing import TYPE_CHECKING, Any, Final
 
+import attrs
+
+from dagvisor.actors import InvalidSignalError
+from dagvisor.actors._jsonform import Malformed, load_json
 from dagvisor.actors._params import EMPTY_PARAMS, check_params
+from dagvisor.actors._signals import check_signal_name, encode_payload
 
 from ._audit import AuditRecord, ChangeKind
 
@@ -27,6 +32,8 @@ __all__ = [
     "moment",
     "reason",
     "shown",
+    "signal_payload",
+    "signal_record",
     "spec_options",
     "text",
     "texts",
@@ -123,6 +130,42 @@ def audit_record(payload: dict[str, Any]) -> AuditRecord:
         error=_optional_text(payload["error"], "error"),
         parts=_parts(payload.get("parts", [])),
     )
+
+
+def signal_record(payload: dict[str, Any]) -> AuditRecord:
+    """The audit record a ``signal`` event holds (with the signal's name and summary).
+
+    Raises:
+        BadRecord: a field is missing or of the wrong kind.
+        KeyError: a field is missing.
+    """
+    record = audit_record(payload)
+    if record.kind != "signal":
+        msg = "kind"
+        raise _bad(msg, record.kind)
+    try:
+        name = check_signal_name(payload["signal"])
+    except InvalidSignalError as exc:
+        raise BadRecord(str(exc)) from None
+    carried = text(payload["carried"], "payload summary")
+    return attrs.evolve(record, signal=name, carried=carried)
+
+
+def signal_payload(value: Any) -> str:
+    """A sent signal's payload text, if it is plain JSON data.
+
+    Raises:
+        BadRecord: not text, not JSON, or not plain JSON data.
+    """
+    if type(value) is not str:
+        msg = "payload"
+        raise _bad(msg, value)
+    try:
+        decoded = load_json(value)
+        encode_payload("signal", decoded)
+    except (Malformed, InvalidSignalError) as exc:
+        raise BadRecord(str(exc)) from None
+    return value
 
 
 def _parts(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:

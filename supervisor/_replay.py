@@ -19,6 +19,9 @@ How a run is rebuilt, in journal order (``seq``, which must have no gap):
   its encoded output; ``stage_started`` and ``attempt_started`` (a retry)
   count the attempts that ran. A journal written before stages queued has
   no ``stage_queued``: its stages started when their actor did.
+* ``attempt_failed``, ``resumed`` and ``ended`` are the
+  run's history (see `_history`): read back, each stage's attempts and the
+  run's stretches, interruptions and resumes.
 
 A journal that contradicts itself (a gap in ``seq``, an event naming a stage
 the graph does not have, an edge closing a cycle, a malformed payload, a
@@ -48,6 +51,7 @@ from dagvisor.actors._codec import Undecoded
 from dagvisor.actors._prepare import fingerprint
 
 from ._graph import RELEASED, LiveGraph, Node
+from ._history import HistoryBuilder, RunHistory, StageEvent, stage_event
 from ._records import (
     BadRecord,
     audit_record,
@@ -55,16 +59,19 @@ from ._records import (
     moment,
     reason,
     shown,
-    spec_options,
+    signal_payload,
+    signal_record,
     text,
     texts,
 )
-from ._replay_values import find_codec, value_decoder
+from ._replay_specs import SpecResolver
+from ._replay_values import value_decoder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dagvisor.actors import Codec, StageRegistry
+    from dagvisor.actors._signal_messages import Signal
 
     from ._audit import AuditRecord
     from ._journal_rows import JournaledRun
@@ -86,12 +93,6 @@ _Made: TypeAlias = tuple[StageSpec, str | None, str | None, object]
 """A stage a change added: its spec, encoded item, key and the item's fingerprint."""
 
 
-async def _unavailable(ctx: Any) -> None:  # pragma: no cover - never run
-    """Stands for a stage function this process has not registered (read-only use)."""
-    msg = "this stage's function is not registered in this process"
-    raise NotRestorableError(msg)
-
-
 @final
 @attrs.define
 class Replayed:
@@ -108,8 +109,12 @@ class Replayed:
         version: the graph version after the last change.
         added: stages added while the run ran.
         memory: the RSS samples ``(wall-clock time, bytes)`` of sampled runs.
+        history: the run's stretches, interruptions and resumes.
+        stage_log: each stage's events, compact (read back only: empty for
+            a resume), for its attempts.
         unpersisted: successes whose output the journal does not hold
             (``persist=False``); their output is `RELEASED`.
+        signals: see below.
     """
 
     run: JournaledRun
@@ -122,7 +127,12 @@ class Replayed:
     version: int
     added: int
     memory: list[tuple[float, int]]
+    history: RunHistory
+    stage_log: dict[str, list[StageEvent]]
     unpersisted: frozenset[str] = frozenset()
+    signals: tuple[Signal, ...] = ()
+    """The signals a resumed run's mailbox holds: sent, and not taken by a
+    stage that succeeded (or skipped), in the order they were sent."""
 
 
 class _Replayer:
@@ -131,13 +141,14 @@ class _Replayer:
         run: JournaledRun,
         registry: StageRegistry | None,
         codec: Codec | None,
+        *,
+        attempts: bool | str = True,
     ) -> None:
         self.run = run
         self.registry = registry
         self.codec = codec
         self.strict = codec is not None  # resuming, not reading
-        self.missing: dict[str, str] = {}  # function name -> a stage using it
-        self.functions: set[Any] = set()  # for the allow-list of a resume
+        self.specs = SpecResolver(registry, codec)
         self.graph = LiveGraph()
         self.audit: list[AuditRecord] = []
         self.starts: dict[str, int] = {}
@@ -146,7 +157,6 @@ class _Replayer:
         """Each success's stored output, and the codec that wrote it (None: the run's)."""
         self.unpersisted: set[str] = set()
         """Successes whose output was kept out of the journal (``persist=False``)."""
-        self.codecs: dict[str, Any] = {}  # stage codecs by name, found once each
         self.items: list[tuple[str, str]] = []  # (mapped stage, encoded item)
         self.errors: dict[str, tuple[str, str | None]] = {}
         self.added = 0
@@ -154,6 +164,15 @@ class _Replayer:
         self.memory: list[tuple[float, int]] = []
         # "item" events awaiting their record: (encoded item, its parameters).
         self.pending_items: list[tuple[str, Any]] = []
+        self.history = HistoryBuilder(run.created)
+        # Each stage's events, for its attempts: only when reading a run back.
+        self.stage_log: dict[str, list[StageEvent]] | None = (
+            {} if attempts is not False and not self.strict else None
+        )
+        self.only = attempts if type(attempts) is str else None  # the one stage kept
+        # Signals sent (by id, in order) and the stage holding each (None: none).
+        self.sent: dict[int, Signal] = {}
+        self.holders: dict[int, str | None] = {}
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -162,58 +181,6 @@ class _Replayer:
             "edited by hand (dagvisor never writes this)"
         )
         raise JournalError(msg)
-
-    # -- specs ------------------------------------------------------------------
-
-    def function(self, key: str | None, stage_name: str) -> Any:
-        if key is None:
-            if self.strict:
-                self.missing.setdefault(f"<unnamed function of {stage_name!r}>", "")
-            return _unavailable
-        fn = None if self.registry is None else self.registry.lookup(key)
-        if fn is None:
-            if self.strict:
-                self.missing.setdefault(key, stage_name)
-            return _unavailable
-        self.functions.add(fn)
-        return fn
-
-    def stage_codec(self, name: str | None, stage_name: str) -> Any:
-        """The codec a stage was declared with, found by name (resuming only).
-
-        Only what this process trusts: the runtime's codec, a codec one of
-        its stages was declared with, or a built-in one that runs no code
-        from the file; never a codec the file alone names.
-        """
-        if name is None or not self.strict:
-            return None
-        found = self.codecs.get(name)
-        if found is None:
-            found = find_codec(name, self.codec, self.registry)
-            if found is None:
-                self.missing.setdefault(f"codec {name!r}", stage_name)
-                return None
-            self.codecs[name] = found
-        return found
-
-    def spec(self, ref: Any) -> StageSpec:
-        options = spec_options(ref)
-        name = options["name"]
-        when_key = options["when"]
-        return StageSpec(
-            codec=self.stage_codec(options["codec"], name),
-            persist=options["persist"],
-            fn=self.function(options["fn"], name),
-            name=name,
-            retries=options["retries"],
-            backoff=options["backoff"],
-            timeout=options["timeout"],
-            when=None if when_key is None else self.function(when_key, name),
-            trigger=options["trigger"],
-            executor=options["executor"],
-            limit=options["limit"],
-            params=options["params"],
-        )
 
     def node(self, name: Any, seq: int) -> Node:
         node = self.graph.nodes.get(name) if type(name) is str else None
@@ -251,7 +218,7 @@ class _Replayer:
                     raise BadRecord(msg_0)
                 template = templates.get(position)
                 if template is None:  # named after the first stage that uses it
-                    spec = templates[position] = self.spec(
+                    spec = templates[position] = self.specs.spec(
                         {**refs[position], "name": name}
                     )
                 else:
@@ -290,11 +257,16 @@ class _Replayer:
                 node.state = StageState.RUNNING
                 node.started = moment(payload["time"], "time")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
+                self.note(node.name, seq, kind, payload)
             case "attempt_started":  # a retry: one more attempt that ran
                 node = self.node(payload["stage"], seq)
                 if type(payload["attempt"]) is not int:
                     self.fail(f"event {seq} has an attempt that is not a number")
                 self.starts[node.name] = self.starts.get(node.name, 0) + 1
+                self.note(node.name, seq, kind, payload)
+            case "attempt_failed":  # an attempt that failed, then was retried
+                node = self.node(payload["stage"], seq)
+                self.note(node.name, seq, kind, payload)
             case "stage_ended":
                 node = self.node(payload["stage"], seq)
                 node.state = StageState(payload["state"])
@@ -307,6 +279,7 @@ class _Replayer:
                         text(payload["error"], "error"),
                         None if trace is None else text(trace, "traceback"),
                     )
+                self.note(node.name, seq, kind, payload)
             case "item":  # a mapped item of the next change's record
                 self.pending_items.append(
                     (text(payload["output"], "item"), payload.get("params"))
@@ -315,12 +288,58 @@ class _Replayer:
                 self.change(seq, payload)
                 if self.pending_items:
                     self.fail(f"items before event {seq} belong to no expansion")
-            case "resumed":
-                pass  # a marker for readers; the replay needs nothing from it
+            case "signal":
+                self.signal(seq, payload)
+            case "signal_taken" | "signal_returned":
+                sent = payload["signal"]
+                if type(sent) is not int or sent not in self.sent:
+                    self.fail(f"event {seq} names a signal that was not sent")
+                node = self.node(payload["stage"], seq)
+                self.holders[sent] = node.name if kind == "signal_taken" else None
+            case "resumed" | "ended":  # the run's history
+                self.history.event(seq, kind, payload)
             case "memory":
                 self.memory.extend(memory_samples(payload["samples"]))
             case _:
                 self.fail(f"event {seq} is of an unknown kind {shown(kind)}")
+
+    def note(self, name: str, seq: int, kind: str, payload: dict[str, Any]) -> None:
+        """A stage event, for the run's history and the stage's attempts."""
+        event = stage_event(seq, kind, payload)
+        self.history.seen(event[2])
+        if self.stage_log is not None and (self.only is None or name == self.only):
+            log = self.stage_log.get(name)
+            if log is None:
+                self.stage_log[name] = [event]
+            else:
+                log.append(event)
+
+    def signal(self, seq: int, payload: dict[str, Any]) -> None:
+        record = signal_record(payload)
+        self.history.seen(record.wall_time)
+        if record.seq != len(self.audit) or record.run_id != self.run.run_id:
+            self.fail(
+                f"event {seq} holds audit record {record.seq} of run "
+                f"{shown(record.run_id)}; expected record {len(self.audit)}"
+            )
+        self.audit.append(record)
+        if record.accepted:
+            assert record.signal is not None  # checked by signal_record
+            text = signal_payload(payload.get("output"))
+            self.sent[record.seq] = (record.seq, record.signal, text)
+
+    def kept_signals(self) -> tuple[Signal, ...]:
+        """The signals not consumed: not held by a stage that succeeded or skipped."""
+        nodes = self.graph.nodes
+        kept = []
+        for sent, signal in self.sent.items():
+            holder = self.holders.get(sent)
+            node = None if holder is None else nodes.get(holder)
+            if node is None or (
+                node.state is not SUCCEEDED and node.state is not StageState.SKIPPED
+            ):
+                kept.append(signal)
+        return tuple(kept)
 
     def stored_output(self, name: str, payload: dict[str, Any]) -> None:
         """Note a success's output: text or bytes, which codec wrote it, or none."""
@@ -342,6 +361,9 @@ class _Replayer:
 
     def change(self, seq: int, payload: dict[str, Any]) -> None:
         record = audit_record(payload)
+        self.history.seen(record.wall_time)
+        if record.kind == "signal":
+            self.fail(f"event {seq} is a change record of a signal")
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
                 f"event {seq} holds audit record {record.seq} of run "
@@ -367,6 +389,9 @@ class _Replayer:
                         f"event {seq} adds {shown(name)} but its request does not"
                     )
                 spec, item, key, item_print = made[name]
+                log = None if self.stage_log is None else self.stage_log.get(name)
+                if log is not None:  # added again: its attempts start afresh
+                    log.append((seq, "born", 0.0, None, None))
                 graph.add_node(
                     spec,
                     (),
@@ -393,7 +418,7 @@ class _Replayer:
         """The stages a change added: spec, encoded item (mapped), key, fingerprint."""
         match record.kind:
             case "add_stage":
-                spec = self.spec(request["spec"])
+                spec = self.specs.spec(request["spec"])
                 return {spec.name: (spec, None, None, None)}
             case "expand":
                 return self.mapped(record, request)
@@ -402,7 +427,7 @@ class _Replayer:
                 if type(stages) is not list:
                     msg = "its stages are not a list"
                     raise BadRecord(msg)
-                specs = [self.spec(entry["spec"]) for entry in stages]
+                specs = [self.specs.spec(entry["spec"]) for entry in stages]
                 return {spec.name: (spec, None, None, None) for spec in specs}
             case "change_set":
                 parts = request["parts"]
@@ -412,7 +437,7 @@ class _Replayer:
                 made: dict[str, _Made] = {}
                 for part in parts:
                     if part["kind"] == "add_stage":
-                        spec = self.spec(part["spec"])
+                        spec = self.specs.spec(part["spec"])
                         made[spec.name] = (spec, None, None, None)
                     elif part["kind"] == "expand":
                         made.update(self.mapped(record, part))
@@ -422,7 +447,7 @@ class _Replayer:
 
     def mapped(self, record: AuditRecord, request: dict[str, Any]) -> dict[str, _Made]:
         """The stages an expansion added (their items decoded later, in `finish`)."""
-        spec = self.spec(request["spec"])
+        spec = self.specs.spec(request["spec"])
         keys = request["keys"]
         items = request["items"]
         if type(items) is dict and type(items.get("events")) is int:
@@ -457,7 +482,11 @@ class _Replayer:
     def decoder(self) -> Callable[[str | bytes, str, str | None], Any]:
         """How stored values are decoded: with an allow-list (resume), or as data."""
         return value_decoder(
-            self.codec, self.functions, self.written_with, self.fail, self.codecs
+            self.codec,
+            self.specs.functions,
+            self.written_with,
+            self.fail,
+            self.specs.codecs,
         )
 
     def finish(self, inputs: str) -> dict[str, Any]:
@@ -493,6 +522,7 @@ def replay(
     *,
     registry: StageRegistry | None,
     codec: Codec | None,
+    attempts: bool | str = True,
 ) -> Replayed:
     """Rebuild ``run``'s graph from its journal records.
 
@@ -503,13 +533,16 @@ def replay(
             be registered, and values are decoded by the codec with its
             allow-list. None to read the run back: a missing function is
             stood in for, and values are read as data (no class rebuilt).
+        attempts: (reading back) keep each stage's events, for its attempts
+            (`Lineage.attempts`); a stage's name: only that stage's; False:
+            none, which spares their memory.
 
     Raises:
         JournalError: the journal contradicts itself or is malformed.
         NotRestorableError: (resume) functions this process has not
             registered, or values naming classes it does not allow.
     """
-    replayer = _Replayer(run, registry, codec)
+    replayer = _Replayer(run, registry, codec, attempts=attempts)
     # Like LiveGraph.from_pipeline: a burst of allocations that frees nothing,
     # which the cyclic collector would walk again and again for nothing.
     collecting = gc.isenabled()
@@ -520,14 +553,14 @@ def replay(
     finally:
         if collecting:
             gc.enable()
-    if replayer.missing:
+    if replayer.specs.missing:
         shown = ", ".join(
             f"{key!r} (stage {stage!r})" if stage else key
-            for key, stage in list(replayer.missing.items())[:5]
+            for key, stage in list(replayer.specs.missing.items())[:5]
         )
         more = (
-            f" and {len(replayer.missing) - 5} more"
-            if len(replayer.missing) > 5
+            f" and {len(replayer.specs.missing) - 5} more"
+            if len(replayer.specs.missing) > 5
             else ""
         )
         msg = (
@@ -549,5 +582,8 @@ def replay(
         version=audit[-1].version_after if audit else 0,
         added=replayer.added,
         memory=replayer.memory,
+        history=replayer.history.build(ended=run.ended),
+        stage_log=replayer.stage_log or {},
         unpersisted=frozenset(replayer.unpersisted),
+        signals=replayer.kept_signals(),
     )

@@ -29,6 +29,7 @@ from ._assets import dagre_script, graph_view_script
 from ._export import COLOURS
 from ._report_data import graph_data
 from ._report_graph import graph_model
+from ._report_history import history_section
 from ._report_queue import (
     QUEUE_CSS,
     QUEUE_DEFS,
@@ -44,6 +45,8 @@ from ._result import renders
 from ._text import html_text, shortened, when_text
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from ._audit import AuditRecord
     from ._result import RunResult
 
@@ -169,7 +172,7 @@ def _memory_svg(result: RunResult, offset: float) -> str:
 # -- tables ----------------------------------------------------------------------
 
 
-def _changes_table(audit: tuple[AuditRecord, ...], start: float) -> str:
+def _changes_table(audit: Sequence[AuditRecord], start: float) -> str:
     rows = []
     for record in audit[:MAX_CHANGES]:
         what = []
@@ -348,6 +351,7 @@ def render_report(result: RunResult) -> str:
         f'<div class="scroll">{_timeline_svg(result, ran, start, end, waits)}</div></section>'
         + f'<section id="changes-section"><h2>Graph changes</h2>{_changes_table(result.audit, start)}</section>'
         + f'<section id="failures"><h2>Failures</h2>{_failures(result)}</section>'
+        + history_section(result)
         + f'<section id="memory-section"><h2>Memory</h2>{_memory_svg(result, offset)}</section>'
     )
     data = _script_json(summary)

@@ -19,7 +19,7 @@ from ._text import html_text, shortened
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from ._result import RunStats, StageTiming
+    from ._stats import RunStats, StageTiming
 
 __all__ = [
     "QUEUE_CSS",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
@@ -13,197 +12,28 @@ from dagvisor.actors import StageState
 
 from ._audit import AuditLog
 from ._graph import RELEASED
+from ._history import Attempt, Interruption, RunHistory, attempts_of
 from ._lineage import NO_STAGE_GONE, ConsumedOutput, GoneStages, Lineage, lineage_of
+from ._stats import RunStats, StageLatency, StageTiming, queue_time_of
 
 if TYPE_CHECKING:
     from ._audit import AuditRecord
     from ._graph import Node
+    from ._history import StageEvent
 
 __all__ = [
+    "Attempt",
     "ConsumedOutput",
+    "Interruption",
     "Lineage",
     "RunResult",
-    "RunStats",
     "RunStatus",
-    "StageTiming",
     "lineage_of",
 ]
 
 RunStatus: TypeAlias = Literal["succeeded", "failed", "cancelled", "interrupted"]
 """How a run ended; ``"interrupted"`` only for a run read back from a journal
 that does not say it ended (it crashed, or it is still going elsewhere)."""
-
-
-@final
-@attrs.frozen
-class StageTiming:
-    """When a stage waited, ran and finished, on the run's trio clock (seconds).
-
-    A stage that may wait for room to run (a thread, a worker process, a
-    Dask slot, a named limit) is queued from ``queued`` until ``started``,
-    when its first attempt had that room; an ``async def`` stage without a
-    limit never queues (``queued`` is None) and starts when its actor does.
-
-    Attributes:
-        started: when it began to run; None for a stage that never ran
-            (skipped by its dependencies, cancelled before it ran).
-        finished: when it reached its final state.
-        queued: when it began to wait for room; None if it never waited.
-    """
-
-    started: float | None
-    finished: float
-    queued: float | None = None
-
-    @property
-    def duration(self) -> float:
-        """Seconds it ran, from start to finish (queue time excluded); 0.0 if it never ran."""
-        return 0.0 if self.started is None else self.finished - self.started
-
-    @property
-    def queue_time(self) -> float:
-        """Seconds it waited for room before it ran (or until it ended without
-        running); 0.0 if it never queued."""
-        if self.queued is None:
-            return 0.0
-        until = self.finished if self.started is None else self.started
-        return until - self.queued
-
-
-def _run_time(node: Node) -> float | None:
-    started = node.started
-    return None if started is None else node.finished - started
-
-
-def _queue_time(node: Node) -> float | None:
-    queued = node.queued
-    if queued is None:
-        return None
-    started = node.started
-    return (node.finished if started is None else started) - queued
-
-
-@final
-class StageLatency:
-    """Percentiles and total of stage times (seconds), computed when first read.
-
-    `RunStats.latency` holds the stages' run times (from start to finish,
-    queue time excluded); `RunStats.queue_latency` the queue times of the
-    stages that waited for room to run.
-    """
-
-    __slots__ = ("_measure", "_nodes", "_sorted", "_total")
-
-    def __init__(
-        self,
-        nodes: Mapping[str, Node],
-        measure: Callable[[Node], float | None] = _run_time,
-    ) -> None:
-        self._nodes = nodes
-        self._measure = measure
-        self._sorted: list[float] | None = None
-        self._total = 0.0
-
-    def _durations(self) -> list[float]:
-        if self._sorted is None:
-            measure = self._measure
-            measured = [measure(node) for node in self._nodes.values()]
-            self._sorted = sorted(value for value in measured if value is not None)
-            self._total = math.fsum(self._sorted)
-        return self._sorted
-
-    def __len__(self) -> int:
-        """How many stages are measured (those that ran, or that queued)."""
-        return len(self._durations())
-
-    @property
-    def total(self) -> float:
-        """The sum of the times measured."""
-        self._durations()
-        return self._total
-
-    def percentile(self, p: float) -> float:
-        """The ``p``-th percentile (0-100) of the times measured; 0.0 if none."""
-        durations = self._durations()
-        if not durations:
-            return 0.0
-        index = min(len(durations) - 1, max(0, round(p / 100 * (len(durations) - 1))))
-        return durations[index]
-
-    @property
-    def p50(self) -> float:
-        """The median."""
-        return self.percentile(50)
-
-    @property
-    def p90(self) -> float:
-        """The 90th percentile."""
-        return self.percentile(90)
-
-    @property
-    def p99(self) -> float:
-        """The 99th percentile."""
-        return self.percentile(99)
-
-    @property
-    def max(self) -> float:
-        """The longest."""
-        return self.percentile(100)
-
-    def __repr__(self) -> str:
-        return (
-            f"<StageLatency p50={self.p50:.6f} p99={self.p99:.6f} max={self.max:.6f}>"
-        )
-
-
-@final
-@attrs.frozen(kw_only=True)
-class RunStats:
-    """Summary figures of a run.
-
-    Attributes:
-        stages: stages in the final graph.
-        counts: how many stages ended in each state.
-        started_at: wall-clock start, seconds since the epoch.
-        duration: seconds from start to end on the run's clock.
-        changes: change requests received (accepted and refused).
-        added: stages added while the run ran.
-        latency: percentiles and total of stage run times (from start to
-            finish: queue time excluded), computed when read.
-        queue_latency: percentiles and total of the queue times of the
-            stages that waited for room to run (a thread, a worker process,
-            a Dask slot, a named limit), computed when read.
-        peak_rss: highest RSS sampled in bytes, when the monitor was on.
-        memory: the RSS samples ``(run clock, bytes)`` when the monitor was on.
-        stages_per_second: stages that reached a terminal state per second of
-            run time (the same measure as `Progress.stages_per_second`).
-    """
-
-    stages: int
-    counts: Mapping[StageState, int]
-    started_at: float
-    duration: float
-    changes: int
-    added: int = 0
-    latency: StageLatency | None = None
-    peak_rss: int | None = None
-    memory: tuple[tuple[float, int], ...] = ()
-    queue_latency: StageLatency | None = None
-
-    @property
-    def run_time(self) -> float:
-        """Seconds stages ran, summed over the stages (queue time excluded)."""
-        return 0.0 if self.latency is None else self.latency.total
-
-    @property
-    def queue_time(self) -> float:
-        """Seconds stages waited for room to run, summed over the stages."""
-        return 0.0 if self.queue_latency is None else self.queue_latency.total
-
-    @property
-    def stages_per_second(self) -> float:
-        """Stages that reached a terminal state per second of run time (0.0 if none passed)."""
-        return self.stages / self.duration if self.duration > 0 else 0.0
 
 
 class _NodeView(Mapping[str, Any]):
@@ -325,11 +155,18 @@ class RunResult:
         states: final state of every stage, by name.
         timings: `StageTiming` of every stage, by name.
         errors: exception of every stage that failed, by name.
-        audit: every change request of the run, in order.
+        audit: every change request of the run, in order: the `AuditLog`
+            that ``run.audit()`` gives, with ``between`` and ``for_stage``.
         dependencies: for every stage, the names of the stages it waited for.
         origins: for every stage, the audit record of the change that added
             it, or None for a stage of the pipeline the run started with.
         stats: summary figures.
+        interruptions: each time the run was stopped before it finished (a
+            signal, a cancel, a crash found when it was resumed), with when
+            it went on; oldest first. Read back from a journal; empty for
+            the result a live run returns.
+        resumed_at: when the run was resumed, each time (wall-clock; read
+            back from a journal).
     """
 
     run_id: str
@@ -339,10 +176,12 @@ class RunResult:
     states: Mapping[str, StageState]
     timings: Mapping[str, StageTiming]
     errors: Mapping[str, BaseException]
-    audit: tuple[AuditRecord, ...]
+    audit: AuditLog
     dependencies: Mapping[str, tuple[str, ...]]
     origins: Mapping[str, AuditRecord | None]
     stats: RunStats
+    interruptions: tuple[Interruption, ...] = ()
+    resumed_at: tuple[float, ...] = ()
     _nodes: Mapping[str, Node] = attrs.field(factory=dict, repr=False, alias="nodes")
     _wall_offset: float = attrs.field(default=0.0, repr=False, alias="wall_offset")
     # Stages that left memory (retain_outputs="journal", streams), and the
@@ -352,6 +191,18 @@ class RunResult:
     _audit_log: list[AuditLog] = attrs.field(
         factory=list, repr=False, alias="audit_log"
     )
+    # Read back from a journal: each stage's events (for its attempts) and
+    # where the run was resumed in the journal.
+    _stage_log: Mapping[str, list[StageEvent]] = attrs.field(
+        factory=dict, repr=False, alias="stage_log"
+    )
+    _resume_seqs: tuple[int, ...] = attrs.field(
+        default=(), repr=False, alias="resume_seqs"
+    )
+
+    def _attempts(self, stage: str) -> tuple[Attempt, ...]:
+        log = self._stage_log.get(stage)
+        return () if log is None else attempts_of(log, self._resume_seqs)
 
     @property
     def params(self) -> Mapping[str, Mapping[str, Any]]:
@@ -376,6 +227,7 @@ class RunResult:
             gone=self._gone,
             wall_offset=self._wall_offset,
             where=f"run {self.run_id!r}",
+            attempts=self._attempts,
         )
 
     @property
@@ -428,6 +280,8 @@ class RunResult:
         peak_rss: int | None = None,
         wall_offset: float = 0.0,
         gone: GoneStages = NO_STAGE_GONE,
+        history: RunHistory | None = None,
+        stage_log: Mapping[str, list[StageEvent]] | None = None,
     ) -> RunResult:
         """The result of a run, live or read back from its journal (the one builder).
 
@@ -439,13 +293,16 @@ class RunResult:
             status: how the run ended.
             errors: each failed stage's exception, by name.
             started_at: wall-clock start, seconds since the epoch.
-            duration: seconds from start to end.
+            duration: seconds the run ran (its stopped time excluded).
             added: stages added while the run ran.
             left_memory: stages no longer in memory, by their final state.
             memory: RSS samples, when the run was sampled.
             peak_rss: the highest sample (the highest of ``memory`` if None).
             wall_offset: what makes the nodes' times wall-clock.
             gone: the names of the stages that left memory.
+            history: the run's stretches, interruptions and resumes, when
+                it was read back or resumed from a journal.
+            stage_log: each stage's events, read back from a journal.
         """
         counts = dict(left_memory) if left_memory else dict.fromkeys(StageState, 0)
         for node in nodes.values():
@@ -464,7 +321,8 @@ class RunResult:
             latency=StageLatency(nodes),
             peak_rss=peak_rss,
             memory=samples,
-            queue_latency=StageLatency(nodes, _queue_time),
+            stopped=0.0 if history is None else history.stopped,
+            queue_latency=StageLatency(nodes, queue_time_of),
         )
         return cls(
             run_id=run_id,
@@ -478,10 +336,14 @@ class RunResult:
             timings=_Timings(nodes),
             dependencies=_Dependencies(nodes),
             origins=_Origins(nodes, log),
-            audit=log.snapshot(),
+            audit=log,
             wall_offset=wall_offset,
             gone=gone,
             audit_log=[log],
+            interruptions=() if history is None else history.interruptions,
+            resumed_at=() if history is None else history.resumes,
+            stage_log=stage_log or {},
+            resume_seqs=() if history is None else history.resume_seqs,
         )
 
 

@@ -29,6 +29,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Final, assert_never, final
 
+import attrs
 import trio
 
 from dagvisor.actors import StageSpec, StageState
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from dagvisor.actors import Pipeline, StageRegistry
     from dagvisor.actors._stored import Encoded
 
-    from ._audit import Fields
+    from ._audit import AuditRecord, Fields
     from ._graph import Node
     from ._writer import JournalWriter
 
@@ -157,9 +158,16 @@ class RunRecords:
             offset = self.wall_offset
             self.event("memory", {"samples": [[t + offset, rss] for t, rss in samples]})
 
-    def end(self, status: str) -> None:
-        """How the run ended."""
-        self._other((self.run_id, None, "end", status, time.time()))
+    def end(self, status: str, by: str | None = None, detail: str = "") -> None:
+        """How the run (this stretch of it) ended, and what stopped it, if
+        something did."""
+        now = time.time()
+        payload: dict[str, Any] = {"time": now, "status": status}
+        if by is not None:
+            payload["by"] = by
+            payload["detail"] = detail
+        self.event("ended", payload)
+        self._other((self.run_id, None, "end", status, now))
 
     # -- stages --------------------------------------------------------------------
 
@@ -189,6 +197,24 @@ class RunRecords:
         self.event(
             "attempt_started",
             {"stage": node.name, "attempt": attempt, "time": now + self.wall_offset},
+        )
+
+    def attempt_failed(
+        self, node: Node, attempt: int, error: Exception, now: float
+    ) -> None:
+        """An attempt failed and will be retried: its end and its error."""
+        try:
+            text = f"{type(error).__name__}: {error}"
+        except Exception:  # an exception whose str() raises
+            text = f"{type(error).__name__}: (its message could not be read)"
+        self.event(
+            "attempt_failed",
+            {
+                "stage": node.name,
+                "attempt": attempt,
+                "time": now + self.wall_offset,
+                "error": text,
+            },
         )
 
     def ended(
@@ -265,6 +291,21 @@ class RunRecords:
         else:
             what = dump_json(asked(request, {id(expand) for expand in mapped or ()}))
         self.event("change", self._texts.change(fields, what))
+
+    # -- signals -------------------------------------------------------------------
+
+    def signal(self, record: AuditRecord, text: str | None) -> None:
+        """A signal sent (its audit record; its payload whole, in the output
+        column), or refused (no payload)."""
+        payload = attrs.asdict(record, recurse=False)
+        payload["edges"] = []
+        for key in ("added", "removed", "cancelled", "parts"):
+            payload[key] = []
+        self.event("signal", payload, text)
+
+    def signal_moved(self, kind: str, signal: int, stage: str) -> None:
+        """Signal ``signal`` taken by, or given back by, a stage (``kind``)."""
+        self.event(kind, {"signal": signal, "stage": stage})
 
     # -- shipping ------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from dagvisor.actors._actor import run_stage
 from dagvisor.actors._messages import (
     AddEdge,
     AddStage,
+    AttemptFailed,
     AttemptStarted,
     CancelRun,
     CancelStage,
@@ -51,12 +52,16 @@ from dagvisor.actors._messages import (
     RemoveStage,
     ReplacePending,
     Request,
+    SendSignal,
+    SignalsReturned,
     SlotTaken,
     StageCancelled,
     StageFailed,
     StagesEnded,
     StageSkipped,
     StageSucceeded,
+    WaitSignal,
+    WithdrawWait,
 )
 
 from ._audit import AuditLog
@@ -64,6 +69,7 @@ from ._changes import Changes
 from ._core import RunCore
 from ._events import EventLog
 from ._graph import LiveGraph, Node
+from ._mailbox import Mailbox
 from ._restore import restore, settle_restored
 from ._retention import RetainOutputs, Retention
 from ._run_records import RunRecords
@@ -100,11 +106,14 @@ _OUTCOMES = (
     StageFailed,
     StageCancelled,
     StageSkipped,
+    AttemptFailed,
     AttemptStarted,
     SlotTaken,
     StagesEnded,
     JournalFailed,
     FlushJournal,
+    WithdrawWait,
+    SignalsReturned,
 )
 
 
@@ -126,6 +135,8 @@ class GraphSupervisor:
         self.run_id = run_id
         self.errors: dict[str, BaseException] = {}
         self.status: Literal["running", "succeeded", "failed", "cancelled"] = "running"
+        self._cancel_reason: str | None = None  # why run.cancel stopped it
+        self._stopped_early = False  # by _stop: a failure or a cancel
         self.started_wall = time.time()
         self.started_at = trio.current_time()
         # Journal times are wall-clock: the run's clock plus this offset.
@@ -178,6 +189,8 @@ class GraphSupervisor:
         self._stream: StreamFeed | None = None
         if isinstance(pipeline, StreamedPipeline):
             self._stream = StreamFeed(core, pipeline, self._where, env.limits)
+        self.mailbox = Mailbox(core, () if restored is None else restored.signals)
+        """The run's signals (see `Mailbox`)."""
         self._restoring = restored is not None
         if restored is not None:
             restore(core, restored, self.wall_offset)
@@ -317,6 +330,8 @@ class GraphSupervisor:
                 break
             if isinstance(message, FlushJournal):
                 self._handle(message)  # its marker goes out with the last records
+            elif isinstance(message, SendSignal | WaitSignal):
+                self._refuse_signal(message)
             elif not isinstance(message, _OUTCOMES):
                 try:
                     self._changes.refuse_closed(message)
@@ -325,6 +340,7 @@ class GraphSupervisor:
                         error = RunClosedError(self.run_id)
                         message.reply.send_nowait(outcome.Error(error))
         self._inbox.close()
+        self.mailbox.close()
         if core.unfinished:
             for node in list(core.graph):
                 if not node.state.is_terminal:
@@ -338,16 +354,35 @@ class GraphSupervisor:
             self.status = "failed" if self.errors else "succeeded"
         self.ended_at = now
         if core.records is not None:
-            core.records.end(self.status)
+            core.records.end(self.status, *self._stopped_by())
         self.events.close()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    def _stopped_by(self) -> tuple[str | None, str]:
+        """What stopped the run before it finished, for its journal."""
+        if self.status == "succeeded":
+            return None, ""
+        if self.status == "failed":
+            if not self._stopped_early:  # every stage ran: nothing was cut short
+                return None, ""
+            return (
+                "failure",
+                "a stage failed, and the run was stopped (on_failure='cancel')",
+            )
+        if self._cancel_reason is not None:
+            return "cancel", self._cancel_reason
+        return "closed", (
+            "the run's task was cancelled: its runtime() block was left while "
+            "it ran, or the caller of rt.run was cancelled"
+        )
 
     def _stop(self, status: Literal["failed", "cancelled"]) -> None:
         """Begin ending the run: no new stage starts, running ones are cancelled."""
         if self._stopping:
             return
         self._stopping = True
+        self._stopped_early = True
         self.status = status
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
@@ -362,6 +397,8 @@ class GraphSupervisor:
                 if node.state is RUNNING or node.state is QUEUED:
                     node.output = value
                     core.finish(node, SUCCEEDED, core.now(), encoded)
+                    if self.mailbox.held:
+                        self.mailbox.ended(node, succeeded=True)
             case (
                 AddStage()
                 | AddEdge()
@@ -383,22 +420,43 @@ class GraphSupervisor:
                     node.error = error
                     self.errors[node.name] = error
                     core.finish(node, FAILED, core.now())
+                    if self.mailbox.held:
+                        self.mailbox.ended(node, succeeded=False)
                     if self._policy == "cancel":
                         self._stop("failed")
             case StageCancelled(token=token):
                 node = cast("Node", token)
                 if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, CANCELLED, core.now())
+                    if self.mailbox.held:
+                        self.mailbox.ended(node, succeeded=False)
             case StageSkipped(token=token):
                 node = cast("Node", token)
                 if node.state is RUNNING or node.state is QUEUED:
                     core.finish(node, SKIPPED, core.now())
+                    if self.mailbox.held:  # its predicate decided on them
+                        self.mailbox.ended(node, succeeded=True)
+            case AttemptFailed(token=token, attempt=attempt, error=error):
+                node = cast("Node", token)
+                if node.state is RUNNING and core.records is not None:
+                    core.records.attempt_failed(node, attempt, error, core.now())
             case AttemptStarted(token=token, attempt=attempt):
                 node = cast("Node", token)
                 if (
                     node.state is RUNNING or node.state is QUEUED
                 ) and core.records is not None:
                     core.records.attempt(node, attempt, core.now())
+            case SendSignal() | WaitSignal():
+                if self._stopping:
+                    self._refuse_signal(message)
+                elif isinstance(message, SendSignal):
+                    self.mailbox.send(message)
+                else:
+                    self.mailbox.wait(message)
+            case WithdrawWait(request=request):
+                self.mailbox.withdraw(request)
+            case SignalsReturned(token=token):
+                self.mailbox.returned(cast("Node", token))
             case StagesEnded():
                 pass  # a wake-up: serve() checks that the stages have ended
             case FlushJournal(done=done):
@@ -424,6 +482,8 @@ class GraphSupervisor:
         change = self._changes.serve(request)
         if change is None:
             return
+        if change.stop is not None and isinstance(request, CancelRun):
+            self._cancel_reason = request.reason
         # Carry out what an applied change left to the event loop.
         if change.cancel is not None:
             for scope in change.cancel:
@@ -433,6 +493,14 @@ class GraphSupervisor:
         self.core.after_change()
         if change.stop is not None:
             self._stop(change.stop)
+
+    def _refuse_signal(self, message: SendSignal | WaitSignal) -> None:
+        """The run is ending: a signal is refused (and audited), a wait answered."""
+        error = RunClosedError(self.run_id)
+        if isinstance(message, SendSignal):
+            self.mailbox.refuse(message, error)
+        elif not message.reply.answered:
+            message.reply.send_nowait(outcome.Error(error))
 
     def _refill(self, stream: StreamFeed) -> None:
         failure = stream.refill()

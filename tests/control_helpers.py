@@ -33,22 +33,41 @@ async def leaf(ctx: Any) -> int:
     return 1
 
 
+@stage(name="careful", retries=2, timeout=30.0)
+async def careful(ctx: Any) -> str:
+    if ctx.attempt < 2:
+        msg = f"attempt {ctx.attempt} fails"
+        raise RuntimeError(msg)
+    return f"ran {ctx.attempt + 1} times"
+
+
 @stage
 async def fan(ctx: Any) -> int:
     await ctx.expand(leaf, range(300), reason="many events at once")
     return 0
 
 
+@stage
+async def waits(ctx: Any) -> Any:
+    return await ctx.wait_signal("go")
+
+
 REGISTRY = StageRegistry()
 REGISTRY.register(extra.fn, name="extra")
 REGISTRY.register(leaf.fn, name="leaf")
 REGISTRY.register(hold.fn, name="hold")
+REGISTRY.register(careful.fn, name="careful")
 
 
 def tokens_file(tmp_path: Path) -> tuple[Path, str, str]:
     """A token file with an operator (alice) and a viewer (bob), and their secrets."""
     path = tmp_path / "tokens.txt"
     return path, add_token(path, "alice", "operator"), add_token(path, "bob", "viewer")
+
+
+def waiting() -> Pipeline:
+    """A run whose one stage waits for the signal ``go`` and returns its payload."""
+    return Pipeline("waiting").add(waits)
 
 
 def held() -> Pipeline:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import trio
-from control_helpers import held, served
+from control_helpers import held, served, waiting
 
 from dagvisor.supervisor._control._tokens import Tokens
 
@@ -144,6 +144,55 @@ async def test_ctl_reads_and_changes_a_served_run(tmp_path):
         assert b"run ended: cancelled" in watched[0].stdout
     gone = await dagvisor(*base, str(tmp_path / "op"), "runs", check=2)
     assert b"cannot reach" in gone.stderr
+
+
+async def test_ctl_signals_a_run(tmp_path):
+    async with served(tmp_path) as (rt, _, _, operator, viewer):
+        run = await rt.start(waiting())
+        (tmp_path / "op").write_text(operator)
+        (tmp_path / "vi").write_text(viewer)
+        base = ["ctl", "--url", rt.url, "--token-file"]
+        op, vi = str(tmp_path / "op"), str(tmp_path / "vi")
+        forbidden = await dagvisor(
+            *base, vi, "signal", run.id, "go", "--reason", "r", check=2
+        )
+        assert b"Forbidden" in forbidden.stderr
+        bad = await dagvisor(
+            *base,
+            op,
+            "signal",
+            run.id,
+            "go",
+            "--payload",
+            "{nope",
+            "--reason",
+            "r",
+            check=2,
+        )
+        assert b"--payload" in bad.stderr
+        blank = await dagvisor(
+            *base, op, "signal", run.id, "bad\tname", "--reason", "r", check=2
+        )
+        assert b"InvalidSignalError" in blank.stderr
+        sent = await dagvisor(
+            *base,
+            op,
+            "signal",
+            run.id,
+            "go",
+            "--payload",
+            '{"approved": true, "by": "dr-okafor"}',
+            "--reason",
+            "reviewed",
+        )
+        assert b"sent signal go (audit #0)" in sent.stdout
+        result = await run.wait()
+        assert result.outputs["waits"] == {"approved": True, "by": "dr-okafor"}
+        assert run.audit()[0].requester == "api:alice"
+        closed = await dagvisor(
+            *base, op, "signal", run.id, "go", "--reason", "late", check=2
+        )
+        assert b"RunClosedError" in closed.stderr
 
 
 async def test_ctl_needs_a_url_and_a_token_file(tmp_path):

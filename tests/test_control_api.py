@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 import trio
-from control_helpers import extra, fan, held, served, sse_events
+from control_helpers import extra, fan, held, served, sse_events, waiting
 
 from dagvisor import EventStream, StageFinished, runtime
-from dagvisor.errors import InvalidRequestError
+from dagvisor.errors import InvalidRequestError, RunFailedError
 from dagvisor.supervisor._control import _feed
 
 
@@ -69,6 +69,29 @@ async def test_an_operator_adds_a_registered_stage_audited_as_its_token(tmp_path
         await run.cancel()
 
 
+async def test_a_stage_added_through_the_api_keeps_its_declared_options(tmp_path):
+    # `careful` is declared with retries=2: added by its registered name, it
+    # runs as declared (its third attempt succeeds), under its declared name
+    # or the one asked for.
+    async with served(tmp_path) as (rt, op, _, _, _):
+        run = await rt.start(held())
+        watched = run.events(buffer=100)
+        for body in (
+            {"stage": "careful", "reason": "as declared"},
+            {"stage": "careful", "name": "careful_2", "reason": "renamed"},
+        ):
+            answer = await op.post(f"/api/runs/{run.id}/stages", json=body)
+            assert answer.status_code == 201
+        await finished(watched, 2)
+        states = run.snapshot().states
+        assert states["careful"] == states["careful_2"] == "succeeded"
+        await run.cancel()
+        with pytest.raises(RunFailedError) as info:
+            await run.wait()
+    outputs = info.value.result.outputs
+    assert outputs["careful"] == outputs["careful_2"] == "ran 3 times"
+
+
 async def test_a_refused_change_is_409_with_its_typed_error(tmp_path):
     async with served(tmp_path) as (rt, op, _, _, _):
         run = await rt.start(held())
@@ -95,6 +118,8 @@ async def test_a_refused_change_is_409_with_its_typed_error(tmp_path):
         audit = (await op.get(f"/api/runs/{run.id}/audit")).json()
         assert [r["accepted"] for r in audit] == [True, False, False, False]
         assert audit[1]["error_type"] == "DuplicateStageError"
+        assert audit[0]["requester"] == "api:alice"
+        assert audit[0]["signal"] is None
         await run.cancel()
 
 
@@ -213,3 +238,56 @@ async def test_a_taken_port_is_a_typed_error(tmp_path):
         with pytest.raises(InvalidRequestError, match="cannot listen"):
             async with runtime(serve=f"127.0.0.1:{port}", tokens=path):
                 pass  # pragma: no cover
+
+
+async def test_an_operator_signals_a_run_audited_and_streamed(tmp_path):
+    async with served(tmp_path) as (rt, op, vi, _, _):
+        run = await rt.start(waiting())
+        payload = {"approved": True, "by": ["dr-okafor"], "score": 0.5, "n": None}
+        async with vi.stream("GET", f"/api/runs/{run.id}/events") as stream:
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith(":")  # following from now on
+            answer = await op.post(
+                f"/api/runs/{run.id}/signals/go",
+                json={"payload": payload, "reason": "reviewed"},
+            )
+            assert answer.status_code == 202
+            assert answer.json() == {"signal": "go", "seq": 0}
+            text = "\n".join([line async for line in lines])
+        events = sse_events(text)
+        signals = [data for kind, data in events if kind == "signal"]
+        assert len(signals) == 1
+        assert signals[0]["signal"] == "go"
+        assert signals[0]["requester"] == "api:alice"
+        assert signals[0]["reason"] == "reviewed"
+        result = await run.wait()
+        assert result.outputs["waits"] == payload
+        (record,) = run.audit()
+        assert (record.kind, record.requester, record.signal) == (
+            "signal",
+            "api:alice",
+            "go",
+        )
+        audited = (await vi.get(f"/api/runs/{run.id}/audit")).json()
+        assert audited[0]["signal"] == "go"
+        # The run has ended: a signal is refused with the typed error.
+        late = await op.post(
+            f"/api/runs/{run.id}/signals/go", json={"payload": 1, "reason": "late"}
+        )
+        assert late.status_code == 409
+        assert late.json()["error"] == "RunClosedError"
+
+
+async def test_a_signal_without_payload_carries_null(tmp_path):
+    async with served(tmp_path) as (rt, op, vi, _, _):
+        run = await rt.start(waiting())
+        body = {"reason": "no payload"}
+        assert (
+            await vi.post(f"/api/runs/{run.id}/signals/go", json=body)
+        ).status_code == 403
+        answer = await op.post(f"/api/runs/{run.id}/signals/go", json=body)
+        assert answer.status_code == 202
+        assert (await run.wait()).outputs["waits"] is None
+        assert (
+            await op.post("/api/runs/nope/signals/go", json=body)
+        ).status_code == 404

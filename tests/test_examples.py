@@ -54,7 +54,7 @@ def test_examples_quickstart():
         ),
         (
             "clinical_workflow.py",
-            "notify_attending   succeeded  added by triage: escalation protocol",
+            "notify_attending   succeeded  added by sign_off: escalation protocol",
         ),
         ("order_processing.py", "invoice: {'shipments': ['gdansk', 'lyon']}"),
         ("quality_control.py", "report: {'samples': 12"),

@@ -24,7 +24,7 @@ from dagvisor.errors import InvalidRequestError, MissingExtraError, TokenFileErr
 from dagvisor.supervisor._control._app import BODY_LIMIT
 from dagvisor.supervisor._control._tokens import Tokens, add_token, hash_secret
 
-POSTS = ("stages", "edges", "stages/hold/cancel", "cancel")
+POSTS = ("stages", "edges", "stages/hold/cancel", "cancel", "signals/go")
 
 
 async def test_no_token_or_a_wrong_one_is_401_and_a_viewer_cannot_change(tmp_path):
@@ -204,6 +204,7 @@ FIELDS = st.fixed_dictionaries(
         | JSON,
         "upstream": st.sampled_from(["hold", "extra"]) | JSON,
         "downstream": st.sampled_from(["hold", "extra"]) | JSON,
+        "payload": JSON,
     },
 )
 
@@ -212,7 +213,13 @@ FIELDS = st.fixed_dictionaries(
 @given(st.data())
 def test_any_json_body_gets_a_4xx_or_success_never_500(tmp_path_factory, data):
     tmp_path = tmp_path_factory.mktemp("api")
-    routes = ["stages", "edges", "stages/hold/cancel", "stages/extra/cancel"]
+    routes = [
+        "stages",
+        "edges",
+        "stages/hold/cancel",
+        "stages/extra/cancel",
+        "signals/go",
+    ]
 
     async def main() -> None:
         async with served(tmp_path) as (rt, op, _, _, _):
@@ -223,7 +230,7 @@ def test_any_json_body_gets_a_4xx_or_success_never_500(tmp_path_factory, data):
                 answer = await op.post(
                     f"/api/runs/{run.id}/{route}", content=json.dumps(body)
                 )
-                assert answer.status_code in (200, 201, 400, 409, 422), (
+                assert answer.status_code in (200, 201, 202, 400, 409, 422), (
                     body,
                     answer.text,
                 )
@@ -410,3 +417,51 @@ async def test_a_missing_extra_says_how_to_install_it(tmp_path, monkeypatch):
     with pytest.raises(MissingExtraError, match=r"pip install 'dagvisor\[serve\]'"):
         async with runtime(serve="127.0.0.1:0", tokens=path, registry=REGISTRY):
             pass  # pragma: no cover
+
+
+async def test_hostile_signal_names_and_payloads_are_4xx_never_500(tmp_path):
+    async with served(tmp_path) as (rt, op, _, _, _):
+        run = await rt.start(held())
+        base = f"/api/runs/{run.id}/signals"
+        for name in ("x" * 201, "%0A", "%00", "a%09b", "%20", "%E2%80%A8"):
+            answer = await op.post(f"{base}/{name}", json={"reason": "r"})
+            assert answer.status_code == 400, (name, answer.text)
+            assert answer.json()["error"] == "InvalidSignalError"
+        # Bytes that are not UTF-8 (a lone surrogate's, or none) arrive as
+        # U+FFFD, a printable name: never a surrogate in the audit.
+        for name in ("%ED%A0%80", "%FF"):
+            answer = await op.post(f"{base}/{name}", json={"reason": "r"})
+            assert answer.status_code == 202, (name, answer.text)
+            assert set(answer.json()["signal"]) == {"\ufffd"}
+        bad_bodies = [
+            b'{"payload": NaN, "reason": "r"}',
+            b'{"payload": Infinity, "reason": "r"}',
+            b'{"payload": 123456789012345678901234567890, "reason": "r"}',
+            b'{"payload": ' + b"[" * 5000 + b"]" * 5000 + b', "reason": "r"}',
+            b'{"payload": 1}',
+            b'{"payload": 1, "reason": ""}',
+            b'{"payload": 1, "reason": 7}',
+            b"[1]",
+        ]
+        for body in bad_bodies:
+            answer = await op.post(f"{base}/go", content=body)
+            assert answer.status_code == 400, (body[:60], answer.text)
+            assert "error" in answer.json()
+        # Lone surrogates are JSON strings: carried as sent, shown escaped.
+        for body in (
+            b'{"payload": "\\ud800", "reason": "r"}',
+            b'{"payload": {"\\udfff": 1}, "reason": "r"}',
+        ):
+            answer = await op.post(f"{base}/go", content=body)
+            assert answer.status_code == 202, (body, answer.text)
+        audit = await op.get(f"/api/runs/{run.id}/audit")
+        assert audit.status_code == 200
+        assert "\\ud800" in audit.text
+        huge = {"payload": "x" * (BODY_LIMIT + 1), "reason": "r"}
+        assert (await op.post(f"{base}/go", json=huge)).status_code == 413
+        # Sent twice, both are kept, in order; none reached a stage here.
+        for n in (1, 2):
+            ok = await op.post(f"{base}/go", json={"payload": n, "reason": "twice"})
+            assert ok.status_code == 202
+        assert [r.kind for r in run.audit()] == ["signal"] * 6
+        await run.cancel()

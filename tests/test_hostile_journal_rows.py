@@ -42,13 +42,20 @@ TIMES = st.floats(allow_nan=False, allow_infinity=False)
 ODD_NUMBERS = st.sampled_from([math.inf, -math.inf, math.nan, 0, 1, True])
 
 
+# A change's fields: a signal's name and summary are a signal record's only.
+_SIGNAL_ONLY = ("signal", "carried")
+
+
 def _fields(record: AuditRecord) -> tuple[Any, ...]:
-    return attrs.astuple(record, recurse=False)
+    return attrs.astuple(record, recurse=False)[: -len(_SIGNAL_ONLY)]
 
 
 def _plain_change(record: AuditRecord, request: dict[str, Any]) -> str:
     """What the journal wrote for a change before: a dict, dumped."""
-    return dump_json({**attrs.asdict(record, recurse=False), "request": request})
+    fields = attrs.asdict(record, recurse=False)
+    for key in _SIGNAL_ONLY:
+        del fields[key]
+    return dump_json({**fields, "request": request})
 
 
 def _ref(name: str, **options: Any) -> dict[str, Any]:

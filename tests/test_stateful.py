@@ -1095,3 +1095,189 @@ RuntimeMachine.TestCase.settings = settings(
     deadline=None,
 )
 TestRuntimeMachine = RuntimeMachine.TestCase
+
+
+# -- signals: a run's mailbox against a model ------------------------------------
+#
+# The mailbox is the supervisor's and synchronous: it is driven here directly,
+# as its supervisor drives it between messages, with stages that wait, take,
+# withdraw a wait (a cancelled waiter, before or after the answer), fail an
+# attempt (a retry) and end. The model says who gets which signal.
+
+
+class _Stage:
+    """A running stage's token, as the mailbox sees it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = StageState.RUNNING
+
+
+class _Core:
+    """What a mailbox reads of its run (no journal)."""
+
+    def __init__(self) -> None:
+        from dagvisor.supervisor._audit import AuditLog
+        from dagvisor.supervisor._events import EventLog
+
+        self.run_id = "signals"
+        self.version = 0
+        self.audit = AuditLog()
+        self.events = EventLog()
+        self.records = None
+
+    def now(self) -> float:
+        return 0.0
+
+
+SIGNAL_NAMES = ("a", "b")
+
+
+class SignalMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        from dagvisor.supervisor._mailbox import Mailbox
+
+        self.mailbox = Mailbox(_Core())  # type: ignore[arg-type]  # a stand-in core
+        self.stages: dict[str, _Stage] = {}
+        self.count = 0
+        self.sent = 0
+        # The model: kept ids per name, waiting stages per name, what each
+        # stage holds, its outstanding wait (name, request, answer id or None).
+        self.kept: dict[str, list[int]] = {name: [] for name in SIGNAL_NAMES}
+        self.waiting: dict[str, list[str]] = {name: [] for name in SIGNAL_NAMES}
+        self.held: dict[str, list[int]] = {}
+        self.wait: dict[str, tuple[str, Any, int | None]] = {}
+        self.consumed: set[int] = set()
+        self.names: dict[int, str] = {}
+
+    def running(self) -> list[str]:
+        return sorted(self.stages)
+
+    def _pump(self, name: str) -> None:
+        kept, waiting = self.kept[name], self.waiting[name]
+        while kept and waiting:
+            stage_name = waiting.pop(0)
+            signal = kept.pop(0)
+            self.held[stage_name].append(signal)
+            wait_name, request, _ = self.wait[stage_name]
+            self.wait[stage_name] = (wait_name, request, signal)
+
+    @rule()
+    def start_stage(self) -> None:
+        name = f"s{self.count}"
+        self.count += 1
+        self.stages[name] = _Stage(name)
+        self.held[name] = []
+
+    @rule(name=st.sampled_from(SIGNAL_NAMES))
+    def send(self, name: str) -> None:
+        from dagvisor.actors._messages import ReplySlot, SendSignal
+
+        text = str(self.sent)
+        request = SendSignal(
+            name=name,
+            text=text,
+            summary=text,
+            reason="r",
+            requester="external",
+            reply=ReplySlot(),
+        )
+        self.mailbox.send(request)
+        assert request.reply.answered
+        self.kept[name].append(self.sent)
+        self.names[self.sent] = name
+        self.sent += 1
+        self._pump(name)
+
+    @precondition(lambda self: any(s not in self.wait for s in self.stages))
+    @rule(data=st.data(), name=st.sampled_from(SIGNAL_NAMES))
+    def wait_for(self, data: st.DataObject, name: str) -> None:
+        from dagvisor.actors._messages import ReplySlot, WaitSignal
+
+        idle = [s for s in self.running() if s not in self.wait]
+        stage_name = data.draw(st.sampled_from(idle))
+        request = WaitSignal(name, self.stages[stage_name], ReplySlot())
+        self.wait[stage_name] = (name, request, None)
+        self.waiting[name].append(stage_name)
+        self.mailbox.wait(request)
+        self._pump(name)
+
+    @precondition(lambda self: bool(self.wait))
+    @rule(data=st.data())
+    def receive(self, data: st.DataObject) -> None:
+        """An answered wait returns its payload to the stage."""
+        answered = [s for s, (_, _, got) in self.wait.items() if got is not None]
+        if not answered:
+            return
+        stage_name = data.draw(st.sampled_from(sorted(answered)))
+        _, request, got = self.wait.pop(stage_name)
+        assert request.reply.answered
+        assert request.reply._answer.unwrap() == str(got)
+
+    @precondition(lambda self: bool(self.wait))
+    @rule(data=st.data())
+    def withdraw(self, data: st.DataObject) -> None:
+        """The waiter is cancelled: before its answer, or after it (then it goes back)."""
+        stage_name = data.draw(st.sampled_from(sorted(self.wait)))
+        name, request, got = self.wait.pop(stage_name)
+        self.mailbox.withdraw(request)
+        if got is None:
+            self.waiting[name].remove(stage_name)
+        else:
+            self.held[stage_name].remove(got)
+            self.kept[name].insert(0, got)
+            self._pump(name)
+
+    def _give_back(self, stage_name: str) -> None:
+        touched = set()
+        for signal in reversed(self.held[stage_name]):
+            name = self.names[signal]
+            self.kept[name].insert(0, signal)
+            touched.add(name)
+        self.held[stage_name] = []
+        for name in sorted(touched):
+            self._pump(name)
+
+    @precondition(lambda self: any(s not in self.wait for s in self.stages))
+    @rule(data=st.data())
+    def attempt_fails(self, data: st.DataObject) -> None:
+        """An attempt that took signals failed and is retried."""
+        idle = [s for s in self.running() if s not in self.wait]
+        stage_name = data.draw(st.sampled_from(idle))
+        self.mailbox.returned(self.stages[stage_name])  # type: ignore[arg-type]
+        self._give_back(stage_name)
+
+    @precondition(lambda self: any(s not in self.wait for s in self.stages))
+    @rule(data=st.data(), succeeded=st.booleans())
+    def stage_ends(self, data: st.DataObject, succeeded: bool) -> None:
+        idle = [s for s in self.running() if s not in self.wait]
+        stage_name = data.draw(st.sampled_from(idle))
+        node = self.stages.pop(stage_name)
+        node.state = StageState.SUCCEEDED if succeeded else StageState.FAILED
+        self.mailbox.ended(node, succeeded=succeeded)  # type: ignore[arg-type]
+        if succeeded:
+            self.consumed.update(self.held.pop(stage_name))
+        else:
+            self._give_back(stage_name)
+            del self.held[stage_name]
+
+    @invariant()
+    def every_signal_is_in_one_place(self) -> None:
+        kept = [s for name in SIGNAL_NAMES for s in self.kept[name]]
+        held = [s for signals in self.held.values() for s in signals]
+        places = kept + held + sorted(self.consumed)
+        assert sorted(places) == list(range(self.sent))
+        for name in SIGNAL_NAMES:
+            assert self.mailbox.pending(name) == len(self.kept[name])
+        live = {
+            node.name: [signal[0] for signal, _ in entries]
+            for node, entries in self.mailbox.held.items()
+        }
+        assert live == {name: got for name, got in self.held.items() if got}
+
+
+SignalMachine.TestCase.settings = settings(
+    settings.default, stateful_step_count=40, deadline=None
+)
+TestSignalMachine = SignalMachine.TestCase

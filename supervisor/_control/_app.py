@@ -22,16 +22,25 @@ from typing import TYPE_CHECKING, Any, final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from dagvisor.actors import DagvisorError, StageSpec, stage
+from dagvisor.actors import (
+    DagvisorError,
+    InvalidSignalError,
+    StageSpec,
+    default_registry,
+    stage,
+)
 from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
-from ._feed import EventResponse, Feeds
+from ._access import Access, Refusal
+from ._feed import Feeds
 from ._forms import audit_form, dumps, run_form, run_summary
+from ._sse import EventBody
+from ._view import view_routes
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -56,16 +65,6 @@ _MAX_TEXT = 4096
 _MAX_NAMES = 1000
 
 
-class _Refusal(Exception):
-    """An answer other than success: its status and typed error."""
-
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.message = message
-
-
 def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         dumps(body),
@@ -75,7 +74,7 @@ def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Re
     )
 
 
-def _refused(refusal: _Refusal) -> Response:
+def _refused(refusal: Refusal) -> Response:
     headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
     return _answer(
         refusal.status, {"error": refusal.error, "message": refusal.message}, headers
@@ -104,21 +103,19 @@ def _optional(body: dict[str, Any], key: str) -> str | None:
 def _text(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if type(value) is not str or not value.strip():
-        raise _Refusal(
-            400, "InvalidRequestError", f"{key!r} must be a non-empty string"
-        )
+        raise Refusal(400, "InvalidRequestError", f"{key!r} must be a non-empty string")
     return _checked(value, key)
 
 
 def _checked(value: str, key: str) -> str:
     if len(value) > _MAX_TEXT:
         msg = f"{key!r} is longer than {_MAX_TEXT} characters"
-        raise _Refusal(400, "InvalidRequestError", msg)
+        raise Refusal(400, "InvalidRequestError", msg)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         msg = f"{key!r} holds a lone surrogate, which is not text"
-        raise _Refusal(400, "InvalidRequestError", msg) from None
+        raise Refusal(400, "InvalidRequestError", msg) from None
     return value
 
 
@@ -130,11 +127,11 @@ def _names(body: dict[str, Any], key: str) -> list[str]:
         value = [value]
     if type(value) is not list or len(value) > _MAX_NAMES:
         msg = f"{key!r} must be a list of at most {_MAX_NAMES} stage names"
-        raise _Refusal(400, "InvalidRequestError", msg)
+        raise Refusal(400, "InvalidRequestError", msg)
     for name in value:
         if type(name) is not str or not name:
             msg = f"{key!r} must be a list of stage names (non-empty strings)"
-            raise _Refusal(400, "InvalidRequestError", msg)
+            raise Refusal(400, "InvalidRequestError", msg)
         _checked(name, key)
     return value
 
@@ -143,44 +140,33 @@ def _names(body: dict[str, Any], key: str) -> list[str]:
 class _Api:
     """The handlers, over one runtime's runs, tokens and registry."""
 
-    __slots__ = ("_feeds", "_registry", "_runs", "_tokens")
+    __slots__ = ("_access", "_feeds", "_registry", "_runs")
 
-    def __init__(self, runs: RunIndex, tokens: Tokens, registry: StageRegistry) -> None:
+    def __init__(self, runs: RunIndex, access: Access, registry: StageRegistry) -> None:
         self._feeds = Feeds()
         self._runs = runs
-        self._tokens = tokens
+        self._access = access
         self._registry = registry
 
     # -- checks -------------------------------------------------------------------
 
     def _who(self, request: Request, *, change: bool) -> Token:
-        header = request.headers.get("authorization", "")
-        scheme, _, secret = header.partition(" ")
-        token = None
-        if scheme.lower() == "bearer" and secret.strip():
-            token = self._tokens.identify(secret.strip())
-        if token is None:
-            msg = "a token is needed: send 'Authorization: Bearer SECRET'"
-            raise _Refusal(401, "Unauthorized", msg)
-        if change and token.role != "operator":
-            msg = f"token {token.name!r} is a viewer's: changing a run needs an operator's"
-            raise _Refusal(403, "Forbidden", msg)
-        return token
+        return self._access.who(request, change=change)
 
     def _run(self, request: Request) -> Run:
         run_id = request.path_params["run_id"]
         run = self._runs.get(run_id)
         if run is None:
-            raise _Refusal(404, "UnknownRunError", "this runtime has no run of that id")
+            raise Refusal(404, "UnknownRunError", "this runtime has no run of that id")
         return run
 
     async def _body(self, request: Request) -> dict[str, Any]:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isascii() or not declared.isdigit() or len(declared) > 18:
-                raise _Refusal(400, "InvalidRequestError", "a bad Content-Length")
+                raise Refusal(400, "InvalidRequestError", "a bad Content-Length")
             if int(declared) > BODY_LIMIT:
-                raise _Refusal(
+                raise Refusal(
                     413, "PayloadTooLarge", f"bodies are at most {BODY_LIMIT} bytes"
                 )
         chunks: list[bytes] = []
@@ -189,7 +175,7 @@ class _Api:
             async for chunk in stream:
                 size += len(chunk)
                 if size > BODY_LIMIT:
-                    raise _Refusal(
+                    raise Refusal(
                         413, "PayloadTooLarge", f"bodies are at most {BODY_LIMIT} bytes"
                     )
                 chunks.append(chunk)
@@ -197,9 +183,9 @@ class _Api:
             body = json.loads(b"".join(chunks).decode("utf-8"))
         except (ValueError, RecursionError):
             msg = "the body must be a JSON object in UTF-8"
-            raise _Refusal(400, "InvalidRequestError", msg) from None
+            raise Refusal(400, "InvalidRequestError", msg) from None
         if type(body) is not dict:
-            raise _Refusal(400, "InvalidRequestError", "the body must be a JSON object")
+            raise Refusal(400, "InvalidRequestError", "the body must be a JSON object")
         return body
 
     async def _change(
@@ -229,7 +215,11 @@ class _Api:
     async def events(self, request: Request) -> Response:
         self._who(request, change=False)
         run = self._run(request)
-        return EventResponse(self._feeds, run)
+        return StreamingResponse(
+            EventBody(self._feeds, run),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     # -- changes --------------------------------------------------------------------
 
@@ -253,13 +243,18 @@ class _Api:
                 "process; name one by its registered name (module:function, or the "
                 "name given to StageRegistry.register)"
             )
-            raise _Refusal(422, "UnknownStageError", msg)
+            raise Refusal(422, "UnknownStageError", msg)
         try:
-            if isinstance(fn, StageSpec):
-                return fn if name is None else stage(name=name)(fn.fn)
+            # Run as declared (retries, timeout, executor, codec, limit...):
+            # the spec `stage` made for that function, else the defaults.
+            declared: StageSpec | None = (
+                fn if isinstance(fn, StageSpec) else default_registry.declared(fn)
+            )
+            if declared is not None:
+                return declared if name is None else declared.named(name)
             return stage(fn) if name is None else stage(name=name)(fn)
         except DagvisorError as exc:
-            raise _Refusal(422, type(exc).__name__, message_of(exc)) from None
+            raise Refusal(422, type(exc).__name__, message_of(exc)) from None
 
     async def add_edge(self, request: Request) -> Response:
         run, requester, body = await self._change(request)
@@ -282,6 +277,20 @@ class _Api:
         await _refusing(requester.cancel_stage(name, reason=reason))
         return _answer(200, {"stage": name, "seq": _seq_of(run, name, "cancel_stage")})
 
+    async def signal(self, request: Request) -> Response:
+        run, requester, body = await self._change(request)
+        name = _checked(request.path_params["signal"], "signal")
+        reason = _text(body, "reason")
+        try:
+            await requester.signal(name, body.get("payload"), reason=reason)
+        except InvalidSignalError as exc:  # a bad name or payload: checked first
+            raise Refusal(400, type(exc).__name__, message_of(exc)) from None
+        except DagvisorError as exc:
+            raise Refusal(409, type(exc).__name__, message_of(exc)) from None
+        return _answer(
+            202, {"signal": name, "seq": _signal_seq(run, name, requester._who)}
+        )
+
     async def cancel(self, request: Request) -> Response:
         run, requester, body = await self._change(request)
         reason = _text(body, "reason")
@@ -290,12 +299,26 @@ class _Api:
         return _answer(200, {"id": run.id})
 
 
+def _signal_seq(run: Run, name: str, who: str) -> int | None:
+    """The sequence number of the latest signal ``name`` that ``who`` sent."""
+    audit = run.audit()
+    for index in range(len(audit) - 1, max(-1, len(audit) - 1001), -1):
+        record = audit[index]
+        if (
+            record.kind == "signal"
+            and record.signal == name
+            and record.requester == who
+        ):
+            return record.seq
+    return None
+
+
 async def _refusing(change: Awaitable[Any]) -> Any:
     """The answer of a change request; a refusal becomes a 409 with its typed error."""
     try:
         return await change
     except DagvisorError as exc:
-        raise _Refusal(409, type(exc).__name__, message_of(exc)) from None
+        raise Refusal(409, type(exc).__name__, message_of(exc)) from None
 
 
 def _seq_of(run: Run, name: str, kind: str) -> int | None:
@@ -312,7 +335,7 @@ def _endpoint(
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except _Refusal as refusal:
+        except Refusal as refusal:
             return _refused(refusal)
 
     return endpoint
@@ -327,10 +350,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _answer(status, {"error": "HTTPError", "message": text})
 
 
-def control_app(runs: RunIndex, tokens: Tokens, registry: StageRegistry) -> Starlette:
-    """The control API as an ASGI app."""
-    api = _Api(runs, tokens, registry)
+def control_app(
+    runs: RunIndex, tokens: Tokens, registry: StageRegistry, *, port: int = 0
+) -> Starlette:
+    """The control API and the live view as an ASGI app (served on ``port``)."""
+    access = Access(tokens, port=port)
+    api = _Api(runs, access, registry)
     routes = [
+        *view_routes(runs, access),
         Route("/api/runs", _endpoint(api.runs), methods=["GET"]),
         Route("/api/runs/{run_id}", _endpoint(api.show), methods=["GET"]),
         Route("/api/runs/{run_id}/audit", _endpoint(api.audit), methods=["GET"]),
@@ -343,6 +370,11 @@ def control_app(runs: RunIndex, tokens: Tokens, registry: StageRegistry) -> Star
             methods=["POST"],
         ),
         Route("/api/runs/{run_id}/cancel", _endpoint(api.cancel), methods=["POST"]),
+        Route(
+            "/api/runs/{run_id}/signals/{signal}",
+            _endpoint(api.signal),
+            methods=["POST"],
+        ),
     ]
     return Starlette(
         routes=routes,

@@ -1,4 +1,4 @@
-"""A run's event stream as server-sent events: encoded once, sent in batches.
+"""A run's events as server-sent-event text: encoded once, for every client.
 
 However many clients follow a run, the run has one reader (a `Feed`), and
 each event is encoded once, into a bounded ring of text shared by the
@@ -19,27 +19,15 @@ from json.encoder import encode_basestring_ascii as _quoted
 from typing import TYPE_CHECKING, final
 
 import trio
-from starlette.responses import StreamingResponse
 
 from .._events import EventsLost, StageFinished, StageQueued, StageStarted
-from ._forms import dumps, event_form, run_summary
+from ._forms import dumps, event_form
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
-
-    from starlette.types import Receive, Scope, Send
-
     from .._events import RunEvent
     from .._run import Run
 
-__all__ = [
-    "EVENT_BUFFER",
-    "PACE",
-    "EventResponse",
-    "Feeds",
-    "event_stream",
-    "event_text",
-]
+__all__ = ["EVENT_BUFFER", "PACE", "Feed", "Feeds", "event_text"]
 
 EVENT_BUFFER = 50_000
 """How many events one client may fall behind before it loses some."""
@@ -221,44 +209,3 @@ class Feeds:
             feed.close()
             if self._feeds.get(run.id) is feed:
                 del self._feeds[run.id]
-
-
-async def event_stream(feeds: Feeds, run: Run) -> AsyncGenerator[bytes, None]:
-    """The text of one client's event stream, until the run ended."""
-    feed = feeds.join(run)
-    try:
-        position, count = feed.start()
-        yield b": the events of one run, until it ends\n\n"
-        while True:
-            await feed.wait(position)
-            text, position, count = feed.read(position, count)
-            if text:
-                yield text
-            if feed.ended and position == feed.end:
-                break
-            await trio.sleep(PACE)  # let the next batch gather
-        await run._done.wait()
-        yield b"event: end\ndata: " + dumps(run_summary(run)) + b"\n\n"
-    finally:
-        feeds.leave(run, feed)
-
-
-@final
-class EventResponse(StreamingResponse):
-    """One client's event stream, as a response whose text is closed however
-    it ends: Starlette drops a body it stopped sending (the client left, or
-    the server stops) without closing it."""
-
-    def __init__(self, feeds: Feeds, run: Run) -> None:
-        self._text = event_stream(feeds, run)
-        super().__init__(
-            self._text,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._text.aclose()

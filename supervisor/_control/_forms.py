@@ -72,6 +72,8 @@ def audit_form(record: AuditRecord) -> dict[str, Any]:
         "error_type": record.error_type,
         "error": record.error,
         "parts": [[kind, list(names)] for kind, names in record.parts],
+        "signal": record.signal,
+        "carried": record.carried,
     }
 
 
@@ -84,6 +86,8 @@ def event_form(event: RunEvent) -> tuple[str, dict[str, Any]]:
             return "stage_started", {"stage": stage}
         case StageFinished(stage=stage, state=state):
             return "stage_finished", {"stage": stage, "state": state}
+        case GraphChanged(record=record) if record.kind == "signal":
+            return "signal", audit_form(record)
         case GraphChanged(record=record):
             return "graph_changed", audit_form(record)
         case EventsLost(count=count):

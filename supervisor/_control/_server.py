@@ -97,6 +97,7 @@ class ControlServer:
 
         sock = await trio.to_thread.run_sync(self._bind)
         sock.listen(128)
+        host, port = sock.getsockname()[:2]
         config = Config()
         config.certfile = self._cert
         config.keyfile = self._key
@@ -105,7 +106,11 @@ class ControlServer:
         config.include_server_header = False
         # Starlette's ASGI signature is Hypercorn's, spelled with other types.
         app = wrap_app(
-            cast("Any", control_app(self.runs, self._tokens, self._registry)), 0, "asgi"
+            cast(
+                "Any", control_app(self.runs, self._tokens, self._registry, port=port)
+            ),
+            0,
+            "asgi",
         )
         listener = _Tracked(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
         listeners: list[trio.abc.Listener[Any]] = [listener]
@@ -115,7 +120,6 @@ class ControlServer:
             assert ssl_context is not None
             listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True)]
             scheme = "https"
-        host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{shown}:{port}"
         handler = partial(

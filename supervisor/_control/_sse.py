@@ -1,0 +1,82 @@
+"""A run's events as the body of a ``text/event-stream`` answer (server-sent events).
+
+Each event is ``event: KIND`` and ``data: JSON`` (`event_text`), after an
+opening comment, and a last ``end`` event with the run's summary. The text
+comes from the run's `Feed`, shared by every client that follows the run,
+in batches: what gathered since the client's last write, at most every
+`PACE` seconds.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, final
+
+import trio
+
+from . import _feed
+from ._forms import dumps, run_summary
+
+if TYPE_CHECKING:
+    from .._run import Run
+    from ._feed import Feed, Feeds
+
+__all__ = ["EventBody"]
+
+
+@final
+class EventBody:
+    """A run's events as the body of a ``text/event-stream`` answer, until it ends.
+
+    The run never waits for this reader: one that falls more than
+    `EVENT_BUFFER` events behind (a slow or stuck client) loses the oldest
+    and is told how many in a `lost` event. An iterator object, not an
+    async generator: a client that goes away mid-stream, or a runtime that
+    ends while one reads, leaves no generator for the collector to close;
+    the feed forgets this client when it ends or is collected.
+    """
+
+    __slots__ = ("_count", "_feed", "_feeds", "_paced", "_position", "_run", "_step")
+
+    def __init__(self, feeds: Feeds, run: Run) -> None:
+        self._run = run
+        self._feeds: Feeds | None = feeds
+        self._feed: Feed = feeds.join(run)
+        self._position, self._count = self._feed.start()
+        self._step = 0  # 0: the opening comment, 1: events, 2: the end, 3: done
+        self._paced = False  # a batch was just sent: the next waits PACE first
+
+    def _leave(self) -> None:
+        if self._feeds is not None:
+            self._feeds.leave(self._run, self._feed)
+            self._feeds = None
+
+    def __del__(self) -> None:
+        self._leave()
+
+    def __aiter__(self) -> EventBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._step == 0:
+            self._step = 1
+            await trio.lowlevel.checkpoint()
+            return b": the events of one run, until it ends\n\n"
+        feed = self._feed
+        while self._step == 1:
+            if self._paced:
+                self._paced = False
+                await trio.sleep(_feed.PACE)  # let the next batch gather
+            await feed.wait(self._position)
+            text, self._position, self._count = feed.read(self._position, self._count)
+            if feed.ended and self._position == feed.end:
+                self._step = 2
+            if text:
+                self._paced = True
+                return text
+        if self._step == 2:
+            await self._run._done.wait()
+            self._step = 3
+            self._leave()
+            return b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
+        self._leave()
+        raise StopAsyncIteration
