@@ -23,7 +23,9 @@ answered; every answer must be 201 (target: at least 500 a second).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -93,7 +95,8 @@ async def _lines(process: trio.Process) -> Any:
 
 
 def _chain(n: int, readers: int) -> dict[str, Any]:
-    """One round of the chain with the API off (readers == 0) or on."""
+    """One round of the chain: the API off (readers == 0), on with nobody
+    following the run (readers == -1), or on with ``readers`` clients."""
     stages = [gate.named("s0"), *(step.named(f"s{i}") for i in range(1, n))]
     pipeline = Pipeline.chain(stages, name="chain")
 
@@ -107,7 +110,7 @@ def _chain(n: int, readers: int) -> dict[str, Any]:
             async with runtime(**options) as rt:
                 run = await rt.start(pipeline)
                 seen: dict[str, Any] = {}
-                if readers:
+                if readers > 0:
                     assert rt.url is not None
                     process = await trio.lowlevel.open_process(
                         [
@@ -126,11 +129,18 @@ def _chain(n: int, readers: int) -> dict[str, Any]:
                         raise SystemExit("the readers did not start")
                 start = time.perf_counter()
                 cpu = time.process_time()
+                times = os.times()
+                collected = [gen["collections"] for gen in gc.get_stats()]
                 GATE[0].set()
                 result = await run.wait()
                 elapsed = time.perf_counter() - start
                 cpu = time.process_time() - cpu
-                if readers:
+                system = os.times().system - times.system
+                collected = [
+                    gen["collections"] - before
+                    for gen, before in zip(gc.get_stats(), collected, strict=True)
+                ]
+                if readers > 0:
                     async for line in lines:
                         seen = json.loads(line)
                     if await process.wait() != 0 or not seen:
@@ -143,6 +153,8 @@ def _chain(n: int, readers: int) -> dict[str, Any]:
             "run_s": elapsed,
             "per_stage_us": elapsed / n * 1e6,
             "cpu_s": cpu,
+            "system_cpu_s": system,
+            "gc_collections": collected,
             **seen,
         }
 

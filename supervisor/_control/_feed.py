@@ -27,13 +27,18 @@ if TYPE_CHECKING:
     from .._events import RunEvent
     from .._run import Run
 
-__all__ = ["EVENT_BUFFER", "PACE", "Feed", "Feeds", "event_text"]
+__all__ = ["EVENT_BUFFER", "PACE", "TAKE_BUFFER", "Feed", "Feeds", "event_text"]
 
 EVENT_BUFFER = 50_000
 """How many events one client may fall behind before it loses some."""
 
 PACE = 0.25
 """Seconds between two writes to one client: the events in between go as one batch."""
+
+TAKE_BUFFER = 2_000
+"""How many events the run keeps for its feed between two takes (the text
+ring keeps `EVENT_BUFFER`): few, because kept events are objects Python's
+collector walks, while text is not."""
 
 
 def event_text(event: RunEvent) -> str:
@@ -82,11 +87,12 @@ class Feed:
         "clients",
         "ended",
         "run",
+        "ticking",
     )
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self._stream = run.events(buffer=EVENT_BUFFER)
+        self._stream = run.events(buffer=TAKE_BUFFER)
         self._texts: deque[bytes] = deque()
         self._counts: deque[int] = deque()
         """The count of events up to the end of each batch of ``_texts``."""
@@ -98,6 +104,8 @@ class Feed:
         self._taking = False
         self.clients = 0
         self.ended = False
+        self.ticking = False
+        """A client takes for the feed while it waits to write."""
 
     @property
     def end(self) -> int:
@@ -111,7 +119,7 @@ class Feed:
 
     def start(self) -> tuple[int, int]:
         """A new client's position (from now on) and its count of events."""
-        self._take()
+        self.take()
         return self.end, self.count
 
     def _add(self, events: list[RunEvent]) -> None:
@@ -131,7 +139,7 @@ class Feed:
             self._skipped = self._counts.popleft()
             self._first += 1
 
-    def _take(self) -> None:
+    def take(self) -> None:
         """Move what the run published since into the ring (never waits)."""
         try:
             events = self._stream._take_all()
@@ -146,7 +154,7 @@ class Feed:
 
         A client whose position left the ring is sent a ``lost`` event first.
         """
-        self._take()
+        self.take()
         if position == self.end:
             return b"", position, count
         parts: list[bytes] = []
@@ -161,7 +169,7 @@ class Feed:
 
     async def wait(self, position: int) -> None:
         """Wait until there is something past ``position``, or the run's events ended."""
-        self._take()
+        self.take()
         if position < self.end or self.ended:
             await trio.lowlevel.checkpoint()
             return

@@ -22,6 +22,26 @@ if TYPE_CHECKING:
 
 __all__ = ["EventBody"]
 
+_TAKE = 0.01
+"""Seconds between two takes from the run by the client that takes for the
+feed: the run keeps only what came in between (`TAKE_BUFFER`)."""
+
+
+async def _pace(feed: Feed) -> None:
+    """Wait `PACE` seconds; one waiting client at a time takes for the feed
+    meanwhile, every `_TAKE` seconds (a client blocked on a send takes nothing)."""
+    deadline = trio.current_time() + _feed.PACE
+    if feed.ticking:
+        await trio.sleep_until(deadline)
+        return
+    feed.ticking = True
+    try:
+        while trio.current_time() < deadline:
+            await trio.sleep_until(min(deadline, trio.current_time() + _TAKE))
+            feed.take()
+    finally:
+        feed.ticking = False
+
 
 @final
 class EventBody:
@@ -63,9 +83,9 @@ class EventBody:
             return b": the events of one run, until it ends\n\n"
         feed = self._feed
         while self._step == 1:
-            if self._paced:
+            if self._paced:  # let the next batch gather
                 self._paced = False
-                await trio.sleep(_feed.PACE)  # let the next batch gather
+                await _pace(feed)
             await feed.wait(self._position)
             text, self._position, self._count = feed.read(self._position, self._count)
             if feed.ended and self._position == feed.end:
