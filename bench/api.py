@@ -5,10 +5,11 @@
     python bench/api.py --measures changes --requests 3000 --clients 8
 
 ``chain``: a 100,000-stage chain of no-op stages with the control API off,
-and with it on while ``--readers`` clients (in another process, over
-loopback) follow the run's event stream from its first stage to its end.
-The modes alternate, each round in a fresh process, and the ratio of the
-medians is reported (target: on at most 1.1x off). The chain's first stage
+served with nobody following the run, and on while ``--readers`` clients
+(in another process, over loopback) follow the run's event stream from its
+first stage to its end. The modes alternate, each round in a fresh
+process, and the ratio of the medians is reported (target: on at most
+1.1x off), with the ratio of the run's process CPU time. The chain's first stage
 waits until every reader has its stream open, and the clock runs from then
 until the run has ended; the readers count the events they saw and those
 the stream told them they lost.
@@ -353,22 +354,30 @@ def main() -> None:
     measures = [m for m in args.measures.split(",") if m]
     out: dict[str, Any] = {"benchmark": "api", "machine": machine()}
     if "chain" in measures:
-        rounds: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
+        modes = (("off", 0), ("served", -1), ("on", args.readers))
+        rounds: dict[str, list[dict[str, Any]]] = {mode: [] for mode, _ in modes}
         for k in range(args.rounds):
-            for mode, readers in (("off", 0), ("on", args.readers)):
+            for mode, readers in modes:
                 progress(f"chain {args.stages:,} stages, API {mode}, round {k + 1} ...")
                 row = _fresh("--child", json.dumps(["chain", args.stages, readers]))
                 progress(f"  {row['per_stage_us']:.1f} µs a stage")
                 rounds[mode].append(row)
-        off = [r["per_stage_us"] for r in rounds["off"]]
-        on = [r["per_stage_us"] for r in rounds["on"]]
+        off, served, on = (
+            [r["per_stage_us"] for r in rounds[mode]] for mode, _ in modes
+        )
+        cpu_off, cpu_on = ([r["cpu_s"] for r in rounds[m]] for m in ("off", "on"))
         out["chain"] = {
             "stages": args.stages,
             "readers": args.readers,
             "off_per_stage_us": _spread(off),
+            "served_no_reader_per_stage_us": _spread(served),
             "on_per_stage_us": _spread(on),
             "ratio_of_medians": statistics.median(on) / statistics.median(off),
             "ratios_by_round": [b / a for a, b in zip(off, on, strict=True)],
+            "served_ratio_of_medians": statistics.median(served)
+            / statistics.median(off),
+            "cpu_ratio_of_medians": statistics.median(cpu_on)
+            / statistics.median(cpu_off),
             "trio_floor_per_stage_us": trio_floor(100_000) / 100_000 * 1e6,
             "rounds": rounds,
         }
