@@ -442,20 +442,6 @@ def stage(
     Raises:
         InvalidStageError: an option cannot work; the message says which.
     """
-    if fn is not None:
-        return _make_spec(
-            fn,
-            name,
-            retries,
-            backoff,
-            timeout,
-            when,
-            trigger,
-            executor,
-            codec,
-            persist,
-            limit,
-        )
 
     def decorate(fn: StageFunction) -> StageSpec:
         return _make_spec(
@@ -472,4 +458,4 @@ def stage(
             limit,
         )
 
-    return decorate
+    return decorate if fn is None else decorate(fn)

@@ -19,6 +19,7 @@ from ._events import StageStarted as StageStarted
 from ._journal import Journal as Journal
 from ._journal_rows import JournaledRun as JournaledRun
 from ._monitor import Progress as Progress
+from ._open import runtime as runtime
 from ._options import FailurePolicy as FailurePolicy
 from ._replay import Undecoded as Undecoded
 from ._result import Attempt as Attempt
@@ -31,7 +32,6 @@ from ._resume import Recovery as Recovery
 from ._retention import RetainOutputs as RetainOutputs
 from ._run import Run as Run
 from ._runtime import Runtime as Runtime
-from ._runtime import runtime as runtime
 from ._snapshot import GraphSnapshot as GraphSnapshot
 from ._stats import RunStats as RunStats
 from ._stats import StageLatency as StageLatency

@@ -13,6 +13,7 @@ to it, and its count of readers drops when it is closed or collected.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import TYPE_CHECKING, TypeAlias, final
 
 import attrs
@@ -141,6 +142,26 @@ class EventLog:
         stream._cursor += 1
         return self._ring[len(self._ring) - behind]
 
+    def take(self, stream: EventStream) -> list[Event]:
+        """Every event ``stream`` has not read, oldest first, moving its cursor
+        (an `EventsLost` first if it fell behind); empty when it is up to date."""
+        behind = self.published - stream._cursor
+        if behind <= 0:
+            return []
+        taken: list[Event] = []
+        kept = min(stream._buffer, len(self._ring))
+        if behind > kept:
+            lost = behind - kept
+            stream.lost += lost
+            taken.append(EventsLost(lost))
+            behind = kept
+        stream._cursor = self.published
+        # From the right end: O(behind), however long the ring.
+        newest = list(islice(reversed(self._ring), behind))
+        newest.reverse()
+        taken += newest
+        return taken
+
     async def _wait(self) -> None:
         await self._lot.park()
 
@@ -210,6 +231,21 @@ class EventStream:
             self.close()
             raise trio.EndOfChannel
         raise trio.WouldBlock
+
+    def _take_all(self) -> list[Event]:
+        """Every event available now, oldest first (for readers that batch).
+
+        Raises:
+            trio.EndOfChannel: as `receive_nowait`.
+        """
+        if not self._closed:
+            taken = self._log.take(self)
+            if taken:
+                return taken
+            if not self._log.closed:
+                return taken
+            self.close()
+        raise trio.EndOfChannel
 
     async def receive(self) -> Event:
         """Wait for the next event (see `receive_nowait` for the end)."""

@@ -35,7 +35,7 @@ class rebuilt), with the codec's allow-list when resuming.
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 import attrs
 
@@ -48,7 +48,6 @@ from dagvisor.actors import (
     StageState,
 )
 from dagvisor.actors._codec import Undecoded
-from dagvisor.actors._prepare import fingerprint
 
 from ._graph import RELEASED, LiveGraph, Node
 from ._history import HistoryBuilder, RunHistory, StageEvent, stage_event
@@ -64,6 +63,7 @@ from ._records import (
     text,
     texts,
 )
+from ._replay_signals import SignalLedger
 from ._replay_specs import SpecResolver
 from ._replay_values import value_decoder
 
@@ -88,9 +88,6 @@ _MALFORMED: Final = (
     OverflowError,
 )
 """What reading a record of the wrong shape can raise (`BadRecord` among them)."""
-
-_Made: TypeAlias = tuple[StageSpec, str | None, str | None, object]
-"""A stage a change added: its spec, encoded item, key and the item's fingerprint."""
 
 
 @final
@@ -148,7 +145,7 @@ class _Replayer:
         self.registry = registry
         self.codec = codec
         self.strict = codec is not None  # resuming, not reading
-        self.specs = SpecResolver(registry, codec)
+        self.specs = SpecResolver(registry, codec, self.fail)
         self.graph = LiveGraph()
         self.audit: list[AuditRecord] = []
         self.starts: dict[str, int] = {}
@@ -163,16 +160,13 @@ class _Replayer:
         self.written_with = "json"
         self.memory: list[tuple[float, int]] = []
         # "item" events awaiting their record: (encoded item, its parameters).
-        self.pending_items: list[tuple[str, Any]] = []
         self.history = HistoryBuilder(run.created)
         # Each stage's events, for its attempts: only when reading a run back.
         self.stage_log: dict[str, list[StageEvent]] | None = (
             {} if attempts is not False and not self.strict else None
         )
         self.only = attempts if type(attempts) is str else None  # the one stage kept
-        # Signals sent (by id, in order) and the stage holding each (None: none).
-        self.sent: dict[int, Signal] = {}
-        self.holders: dict[int, str | None] = {}
+        self.signals = SignalLedger()
         self.where = f"run {run.run_id!r} of the journal"
 
     def fail(self, what: str) -> NoReturn:
@@ -281,21 +275,21 @@ class _Replayer:
                     )
                 self.note(node.name, seq, kind, payload)
             case "item":  # a mapped item of the next change's record
-                self.pending_items.append(
+                self.specs.pending_items.append(
                     (text(payload["output"], "item"), payload.get("params"))
                 )
             case "change":
                 self.change(seq, payload)
-                if self.pending_items:
+                if self.specs.pending_items:
                     self.fail(f"items before event {seq} belong to no expansion")
             case "signal":
                 self.signal(seq, payload)
             case "signal_taken" | "signal_returned":
                 sent = payload["signal"]
-                if type(sent) is not int or sent not in self.sent:
+                if not self.signals.was_sent(sent):
                     self.fail(f"event {seq} names a signal that was not sent")
                 node = self.node(payload["stage"], seq)
-                self.holders[sent] = node.name if kind == "signal_taken" else None
+                self.signals.held(sent, node.name if kind == "signal_taken" else None)
             case "resumed" | "ended":  # the run's history
                 self.history.event(seq, kind, payload)
             case "memory":
@@ -316,6 +310,12 @@ class _Replayer:
 
     def signal(self, seq: int, payload: dict[str, Any]) -> None:
         record = signal_record(payload)
+        self.record(seq, record)
+        if record.accepted:
+            self.signals.sent(record, signal_payload(payload.get("output")))
+
+    def record(self, seq: int, record: AuditRecord) -> None:
+        """Append the audit record event ``seq`` holds, the next one of this run."""
         self.history.seen(record.wall_time)
         if record.seq != len(self.audit) or record.run_id != self.run.run_id:
             self.fail(
@@ -323,23 +323,6 @@ class _Replayer:
                 f"{shown(record.run_id)}; expected record {len(self.audit)}"
             )
         self.audit.append(record)
-        if record.accepted:
-            assert record.signal is not None  # checked by signal_record
-            text = signal_payload(payload.get("output"))
-            self.sent[record.seq] = (record.seq, record.signal, text)
-
-    def kept_signals(self) -> tuple[Signal, ...]:
-        """The signals not consumed: not held by a stage that succeeded or skipped."""
-        nodes = self.graph.nodes
-        kept = []
-        for sent, signal in self.sent.items():
-            holder = self.holders.get(sent)
-            node = None if holder is None else nodes.get(holder)
-            if node is None or (
-                node.state is not SUCCEEDED and node.state is not StageState.SKIPPED
-            ):
-                kept.append(signal)
-        return tuple(kept)
 
     def stored_output(self, name: str, payload: dict[str, Any]) -> None:
         """Note a success's output: text or bytes, which codec wrote it, or none."""
@@ -361,15 +344,9 @@ class _Replayer:
 
     def change(self, seq: int, payload: dict[str, Any]) -> None:
         record = audit_record(payload)
-        self.history.seen(record.wall_time)
         if record.kind == "signal":
             self.fail(f"event {seq} is a change record of a signal")
-        if record.seq != len(self.audit) or record.run_id != self.run.run_id:
-            self.fail(
-                f"event {seq} holds audit record {record.seq} of run "
-                f"{shown(record.run_id)}; expected record {len(self.audit)}"
-            )
-        self.audit.append(record)
+        self.record(seq, record)
         if not record.accepted:
             return
         request = payload["request"]
@@ -380,7 +357,7 @@ class _Replayer:
         for name in record.removed:
             graph.remove_node(self.node(name, seq))
         if record.added:
-            made = self.added_specs(record, request)
+            made = self.specs.added(record, request)
             for name in record.added:
                 if name in graph.nodes:
                     self.fail(f"event {seq} adds stage {shown(name)} twice")
@@ -411,71 +388,6 @@ class _Replayer:
             graph.add_edge(upstream, downstream)
         if record.kind == "cancel_stage":
             self.kept_cancelled.update(record.cancelled)
-
-    def added_specs(
-        self, record: AuditRecord, request: dict[str, Any]
-    ) -> dict[str, _Made]:
-        """The stages a change added: spec, encoded item (mapped), key, fingerprint."""
-        match record.kind:
-            case "add_stage":
-                spec = self.specs.spec(request["spec"])
-                return {spec.name: (spec, None, None, None)}
-            case "expand":
-                return self.mapped(record, request)
-            case "replace_pending":
-                stages = request["stages"]
-                if type(stages) is not list:
-                    msg = "its stages are not a list"
-                    raise BadRecord(msg)
-                specs = [self.specs.spec(entry["spec"]) for entry in stages]
-                return {spec.name: (spec, None, None, None) for spec in specs}
-            case "change_set":
-                parts = request["parts"]
-                if type(parts) is not list:
-                    msg = "its parts are not a list"
-                    raise BadRecord(msg)
-                made: dict[str, _Made] = {}
-                for part in parts:
-                    if part["kind"] == "add_stage":
-                        spec = self.specs.spec(part["spec"])
-                        made[spec.name] = (spec, None, None, None)
-                    elif part["kind"] == "expand":
-                        made.update(self.mapped(record, part))
-                return made
-            case _:
-                self.fail(f"a {record.kind} record cannot add stages")
-
-    def mapped(self, record: AuditRecord, request: dict[str, Any]) -> dict[str, _Made]:
-        """The stages an expansion added (their items decoded later, in `finish`)."""
-        spec = self.specs.spec(request["spec"])
-        keys = request["keys"]
-        items = request["items"]
-        if type(items) is dict and type(items.get("events")) is int:
-            # Written as the "item" events just before the record.
-            count = items["events"]
-            pending = self.pending_items
-            if not 0 <= count <= len(pending):
-                self.fail(f"expand record {record.seq} lacks its items")
-            if count == 0:
-                return {}  # asked again: it added nothing
-            items, self.pending_items = pending[:count], pending[count:]
-        elif type(items) is list:  # written inside the record (format 2)
-            items = [(item, None) for item in items]
-        if type(keys) is not list or type(items) is not list:
-            self.fail(f"expand record {record.seq} lacks its keys or items")
-        if len(items) != len(keys):
-            self.fail(f"expand record {record.seq} lacks its items")
-        made: dict[str, _Made] = {}
-        for key, (item, params) in zip(keys, items, strict=True):
-            encoded = text(item, "item")
-            name = f"{spec.name}[{key}]"
-            made[name] = (
-                spec if params is None else spec.named(spec.name, params=params),
-                encoded,
-                str(key),
-                fingerprint(None, encoded),
-            )
-        return made
 
     # -- values -------------------------------------------------------------------
 
@@ -553,22 +465,7 @@ def replay(
     finally:
         if collecting:
             gc.enable()
-    if replayer.specs.missing:
-        shown = ", ".join(
-            f"{key!r} (stage {stage!r})" if stage else key
-            for key, stage in list(replayer.specs.missing.items())[:5]
-        )
-        more = (
-            f" and {len(replayer.specs.missing) - 5} more"
-            if len(replayer.specs.missing) > 5
-            else ""
-        )
-        msg = (
-            f"run {run.run_id!r} cannot be resumed: its stage functions {shown}{more} "
-            "are not registered in this process; import the modules that define them "
-            "(or StageRegistry.register them) before resuming"
-        )
-        raise NotRestorableError(msg)
+    replayer.specs.refuse_missing(run.run_id)
     decoded_inputs = replayer.finish(inputs)
     audit = replayer.audit
     return Replayed(
@@ -585,5 +482,5 @@ def replay(
         history=replayer.history.build(ended=run.ended),
         stage_log=replayer.stage_log or {},
         unpersisted=frozenset(replayer.unpersisted),
-        signals=replayer.kept_signals(),
+        signals=replayer.signals.kept(replayer.graph.nodes),
     )

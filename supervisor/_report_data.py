@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ._report_graph import Box, GraphModel
     from ._result import RunResult
 
-__all__ = ["CHAIN_INLINE", "LISTED", "PER_BOX", "graph_data"]
+__all__ = ["CHAIN_INLINE", "LISTED", "PER_BOX", "box_form", "graph_data"]
 
 CHAIN_INLINE: Final = 64
 PER_BOX: Final = 20
@@ -107,6 +107,27 @@ class _Listing:
         return self.index[name]
 
 
+def box_form(
+    box: Box, number: Mapping[int, int], *, inline: bool, stages: list[Any]
+) -> dict[str, Any]:
+    """One box of the drawn graph as the page's script reads it (the report's
+    and the live view's alike); ``number``: each box's position, by ``id``."""
+    return {
+        "kind": box.kind,
+        "label": line_text(box.label),
+        "note": box.note,
+        "state": box.state.value,
+        "counts": {s.value: n for s, n in box.counts.items()},
+        "size": len(box.members),
+        "added": box.added,
+        "origin": line_text(box.origin),
+        "inline": inline,
+        "stages": stages,
+        "deps": [number[id(dep)] for dep in box.deps],
+        "by": None if box.by is None else number[id(box.by)],
+    }
+
+
 def _listed_members(box: Box, states: Mapping[str, StageState]) -> list[str]:
     """Which of a box's stages to list: failed ones first, then in graph order."""
     if box.kind == "stage":
@@ -139,22 +160,7 @@ def graph_data(
         listed += [
             listing.index[m] for m in wanted[len(listed) :] if m in listing.index
         ]
-        boxes.append(
-            {
-                "kind": box.kind,
-                "label": line_text(box.label),
-                "note": box.note,
-                "state": box.state.value,
-                "counts": {s.value: n for s, n in box.counts.items()},
-                "size": len(box.members),
-                "added": box.added,
-                "origin": line_text(box.origin),
-                "inline": inline,
-                "stages": listed,
-                "deps": [number[id(dep)] for dep in box.deps],
-                "by": None if box.by is None else number[id(box.by)],
-            }
-        )
+        boxes.append(box_form(box, number, inline=inline, stages=listed))
     return {
         "boxes": boxes,
         "stages": listing.stages,

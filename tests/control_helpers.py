@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -92,3 +93,17 @@ async def served(
             ) as vi,
         ):
             yield rt, op, vi, operator, viewer
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    """The events of an event stream's text, as (event name, decoded data)."""
+    found = []
+    for block in text.split("\n\n"):
+        lines = dict(
+            line.split(": ", 1)
+            for line in block.splitlines()
+            if line and not line.startswith(":")
+        )
+        if "event" in lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found

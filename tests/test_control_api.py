@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 import trio
-from control_helpers import extra, fan, held, served, waiting
+from control_helpers import extra, fan, held, served, sse_events, waiting
 
 from dagvisor import EventStream, StageFinished, runtime
 from dagvisor.errors import InvalidRequestError, RunFailedError
-from dagvisor.supervisor._control import _app
+from dagvisor.supervisor._control import _feed
 
 
 async def test_the_api_lists_shows_and_audits_runs(tmp_path):
@@ -175,19 +173,6 @@ async def finished(stream: EventStream, count: int) -> None:
     raise AssertionError(f"the run ended after {seen} of {count} stages")
 
 
-def _events(text: str) -> list[tuple[str, dict]]:
-    found = []
-    for block in text.split("\n\n"):
-        lines = dict(
-            line.split(": ", 1)
-            for line in block.splitlines()
-            if line and not line.startswith(":")
-        )
-        if "event" in lines:
-            found.append((lines["event"], json.loads(lines["data"])))
-    return found
-
-
 async def test_the_event_stream_follows_the_run_until_it_ends(tmp_path):
     async with served(tmp_path) as (rt, op, vi, _, _):
         run = await rt.start(held())
@@ -200,7 +185,7 @@ async def test_the_event_stream_follows_the_run_until_it_ends(tmp_path):
             )
             await op.post(f"/api/runs/{run.id}/cancel", json={"reason": "done"})
             text = "\n".join([line async for line in lines])
-        events = _events(text)
+        events = sse_events(text)
         kinds = [kind for kind, _ in events]
         assert kinds[0] == "graph_changed"
         assert events[0][1]["requester"] == "api:alice"
@@ -213,8 +198,11 @@ async def test_the_event_stream_follows_the_run_until_it_ends(tmp_path):
 
 async def test_a_stuck_reader_loses_events_and_is_told_how_many(tmp_path, monkeypatch):
     # A reader that reads nothing while 600 events are published in a burst:
-    # the run ends all the same, and the reader learns what it lost.
-    monkeypatch.setattr(_app, "EVENT_BUFFER", 4)
+    # the run ends all the same, and the reader learns what it lost. The 300
+    # leaves start in one step of the supervisor, more than the run keeps
+    # for the stream's feed between two takes.
+    monkeypatch.setattr(_feed, "EVENT_BUFFER", 4)
+    monkeypatch.setattr(_feed, "TAKE_BUFFER", 4)
     async with served(tmp_path) as (rt, _, vi, _, _):
         run = await rt.start(held())
         async with vi.stream("GET", f"/api/runs/{run.id}/events") as stream:
@@ -224,7 +212,7 @@ async def test_a_stuck_reader_loses_events_and_is_told_how_many(tmp_path, monkey
             await run.add_stage(fan, reason="fan out")
             await finished(watched, 301)  # fan and its 300 leaves
             await run.cancel()
-            events = _events("\n".join([line async for line in lines]))
+            events = sse_events("\n".join([line async for line in lines]))
         lost = [data["count"] for kind, data in events if kind == "lost"]
         assert lost
         assert all(count > 0 for count in lost)
@@ -269,7 +257,7 @@ async def test_an_operator_signals_a_run_audited_and_streamed(tmp_path):
             assert answer.status_code == 202
             assert answer.json() == {"signal": "go", "seq": 0}
             text = "\n".join([line async for line in lines])
-        events = _events(text)
+        events = sse_events(text)
         signals = [data for kind, data in events if kind == "signal"]
         assert len(signals) == 1
         assert signals[0]["signal"] == "go"

@@ -37,6 +37,7 @@ from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
 from ._access import Access, Refusal
+from ._feed import Feeds
 from ._forms import audit_form, dumps, run_form, run_summary
 from ._sse import EventBody
 from ._view import view_routes
@@ -53,15 +54,12 @@ if TYPE_CHECKING:
     from ._runs import RunIndex
     from ._tokens import Token, Tokens
 
-__all__ = ["BODY_LIMIT", "EVENT_BUFFER", "control_app"]
+__all__ = ["BODY_LIMIT", "control_app"]
 
 logger = logging.getLogger("dagvisor.control")
 
 BODY_LIMIT = 64 * 1024
 """The largest request body accepted, in bytes (413 beyond)."""
-
-EVENT_BUFFER = 1000
-"""How many events one event-stream reader may fall behind before it loses some."""
 
 _MAX_TEXT = 4096
 _MAX_NAMES = 1000
@@ -142,9 +140,10 @@ def _names(body: dict[str, Any], key: str) -> list[str]:
 class _Api:
     """The handlers, over one runtime's runs, tokens and registry."""
 
-    __slots__ = ("_access", "_registry", "_runs")
+    __slots__ = ("_access", "_feeds", "_registry", "_runs")
 
     def __init__(self, runs: RunIndex, access: Access, registry: StageRegistry) -> None:
+        self._feeds = Feeds()
         self._runs = runs
         self._access = access
         self._registry = registry
@@ -217,7 +216,7 @@ class _Api:
         self._who(request, change=False)
         run = self._run(request)
         return StreamingResponse(
-            EventBody(run, EVENT_BUFFER),
+            EventBody(self._feeds, run),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )

@@ -19,7 +19,7 @@ import trio
 from dagvisor.actors import StageState
 
 from .._export import COLOURS
-from .._report_data import CHAIN_INLINE, LISTED, PER_BOX
+from .._report_data import CHAIN_INLINE, LISTED, PER_BOX, box_form
 from .._report_graph import graph_model
 from .._text import line_text
 from ._forms import audit_form, run_summary
@@ -87,22 +87,7 @@ def _model(
         wanted = box.members if inline else _listed(box, states)
         shown = [listed(m) for m in wanted[: max(room, 0)]]
         shown += [index[m] for m in wanted[len(shown) :] if m in index]
-        boxes.append(
-            {
-                "kind": box.kind,
-                "label": line_text(box.label),
-                "note": box.note,
-                "state": box.state.value,
-                "counts": {s.value: n for s, n in box.counts.items()},
-                "size": len(box.members),
-                "added": box.added,
-                "origin": line_text(box.origin),
-                "inline": inline,
-                "stages": shown,
-                "deps": [number[id(dep)] for dep in box.deps],
-                "by": None if box.by is None else number[id(box.by)],
-            }
-        )
+        boxes.append(box_form(box, number, inline=inline, stages=shown))
     return {
         "boxes": boxes,
         "stages": stages,

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import ssl
+import weakref
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast, final
 
@@ -77,31 +78,61 @@ class ControlServer:
         self.url: str | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[str]) -> None:
-        """Listen, report the bound URL, and serve until cancelled."""
+        """Listen, report the bound URL, and serve until cancelled.
+
+        Hypercorn's own ``serve`` is not used: it sends to a connection in a
+        shielded scope without a deadline, so a client that stops reading
+        (an event stream left open, a large answer never read) would hold
+        the runtime block open forever. Here each connection's socket is
+        known, and closed when the server is cancelled, which ends even a
+        send that waits for such a client.
+        """
         from hypercorn.config import Config
-        from hypercorn.trio import serve
+        from hypercorn.trio.tcp_server import TCPServer
+        from hypercorn.trio.worker_context import WorkerContext
+        from hypercorn.typing import ConnectionState
+        from hypercorn.utils import wrap_app
 
         from ._app import control_app
 
         sock = await trio.to_thread.run_sync(self._bind)
-        port = sock.getsockname()[1]
+        sock.listen(128)
+        host, port = sock.getsockname()[:2]
         config = Config()
-        # Hypercorn serves the socket bound here (so that a refused address is
-        # a typed error, and no socket is left open), and closes it.
-        config.bind = [f"fd://{sock.detach()}"]
         config.certfile = self._cert
         config.keyfile = self._key
         config.accesslog = None  # a URL never holds a secret, but keep no access log
         config.errorlog = logger
         config.include_server_header = False
-        app = control_app(self.runs, self._tokens, self._registry, port=port)
+        # Starlette's ASGI signature is Hypercorn's, spelled with other types.
+        app = wrap_app(
+            cast(
+                "Any", control_app(self.runs, self._tokens, self._registry, port=port)
+            ),
+            0,
+            "asgi",
+        )
+        listener = _Tracked(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        listeners: list[trio.abc.Listener[Any]] = [listener]
+        scheme = "http"
+        if self._cert is not None:
+            ssl_context = config.create_ssl_context()
+            assert ssl_context is not None
+            listeners = [trio.SSLListener(listener, ssl_context, https_compatible=True)]
+            scheme = "https"
+        shown = f"[{host}]" if ":" in host else host
+        self.url = f"{scheme}://{shown}:{port}"
+        handler = partial(
+            TCPServer, app, config, WorkerContext(None), ConnectionState({})
+        )
         async with trio.open_nursery() as nursery:
-            # Starlette's ASGI signature is Hypercorn's, spelled with other types.
-            asgi = cast("Any", app)
-            binds: list[str] = await nursery.start(partial(serve, asgi, config))
-            self.url = binds[0]
+            await nursery.start(trio.serve_listeners, handler, listeners)
             logger.info("control API on %s", self.url)
             task_status.started(self.url)
+            try:
+                await trio.sleep_forever()
+            finally:  # before the nursery waits for the connections' tasks
+                listener.close_all()
 
     def _bind(self) -> socket.socket:
         host = self._host
@@ -127,6 +158,28 @@ class ControlServer:
             await nursery.start(self.run)
         except* InvalidRequestError as group:
             raise group.exceptions[0] from None
+
+
+@final
+class _Tracked(trio.abc.Listener[trio.SocketStream]):
+    """A listener that keeps the connections it accepted, to close them at the end."""
+
+    def __init__(self, listener: trio.SocketListener) -> None:
+        self._listener = listener
+        self._streams: weakref.WeakSet[trio.SocketStream] = weakref.WeakSet()
+
+    async def accept(self) -> trio.SocketStream:
+        stream = await self._listener.accept()
+        self._streams.add(stream)
+        return stream
+
+    async def aclose(self) -> None:
+        await self._listener.aclose()
+
+    def close_all(self) -> None:
+        """Close every connection still open: a send waiting on one ends."""
+        for stream in list(self._streams):
+            stream.socket.close()
 
 
 async def control_server(options: RuntimeOptions) -> ControlServer:

@@ -1,7 +1,10 @@
 """A run's events as the body of a ``text/event-stream`` answer (server-sent events).
 
-Each event is ``event: KIND`` and ``data: JSON`` (`event_form`), after an
-opening comment, and a last ``end`` event with the run's summary.
+Each event is ``event: KIND`` and ``data: JSON`` (`event_text`), after an
+opening comment, and a last ``end`` event with the run's summary. The text
+comes from the run's `Feed`, shared by every client that follows the run,
+in batches: what gathered since the client's last write, at most every
+`PACE` seconds.
 """
 
 from __future__ import annotations
@@ -10,12 +13,34 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
-from ._forms import dumps, event_form, run_summary
+from . import _feed
+from ._forms import dumps, run_summary
 
 if TYPE_CHECKING:
     from .._run import Run
+    from ._feed import Feed, Feeds
 
 __all__ = ["EventBody"]
+
+_TAKE = 0.01
+"""Seconds between two takes from the run by the client that takes for the
+feed: the run keeps only what came in between (`TAKE_BUFFER`)."""
+
+
+async def _pace(feed: Feed) -> None:
+    """Wait `PACE` seconds; one waiting client at a time takes for the feed
+    meanwhile, every `_TAKE` seconds (a client blocked on a send takes nothing)."""
+    deadline = trio.current_time() + _feed.PACE
+    if feed.ticking:
+        await trio.sleep_until(deadline)
+        return
+    feed.ticking = True
+    try:
+        while trio.current_time() < deadline:
+            await trio.sleep_until(min(deadline, trio.current_time() + _TAKE))
+            feed.take()
+    finally:
+        feed.ticking = False
 
 
 @final
@@ -23,18 +48,30 @@ class EventBody:
     """A run's events as the body of a ``text/event-stream`` answer, until it ends.
 
     The run never waits for this reader: one that falls more than
-    ``buffer`` events behind (a slow or stuck client) loses the oldest
+    `EVENT_BUFFER` events behind (a slow or stuck client) loses the oldest
     and is told how many in a `lost` event. An iterator object, not an
     async generator: a client that goes away mid-stream, or a runtime that
-    ends while one reads, leaves no generator for the collector to close.
+    ends while one reads, leaves no generator for the collector to close;
+    the feed forgets this client when it ends or is collected.
     """
 
-    __slots__ = ("_run", "_step", "_stream")
+    __slots__ = ("_count", "_feed", "_feeds", "_paced", "_position", "_run", "_step")
 
-    def __init__(self, run: Run, buffer: int) -> None:
+    def __init__(self, feeds: Feeds, run: Run) -> None:
         self._run = run
-        self._stream = run.events(buffer=buffer)
+        self._feeds: Feeds | None = feeds
+        self._feed: Feed = feeds.join(run)
+        self._position, self._count = self._feed.start()
         self._step = 0  # 0: the opening comment, 1: events, 2: the end, 3: done
+        self._paced = False  # a batch was just sent: the next waits PACE first
+
+    def _leave(self) -> None:
+        if self._feeds is not None:
+            self._feeds.leave(self._run, self._feed)
+            self._feeds = None
+
+    def __del__(self) -> None:
+        self._leave()
 
     def __aiter__(self) -> EventBody:
         return self
@@ -44,23 +81,22 @@ class EventBody:
             self._step = 1
             await trio.lowlevel.checkpoint()
             return b": the events of one run, until it ends\n\n"
-        if self._step == 1:
-            try:
-                event = await self._stream.receive()
-            except trio.EndOfChannel:
+        feed = self._feed
+        while self._step == 1:
+            if self._paced:  # let the next batch gather
+                self._paced = False
+                await _pace(feed)
+            await feed.wait(self._position)
+            text, self._position, self._count = feed.read(self._position, self._count)
+            if feed.ended and self._position == feed.end:
                 self._step = 2
-            else:
-                kind, data = event_form(event)
-                return (
-                    b"event: "
-                    + kind.encode("ascii")
-                    + b"\ndata: "
-                    + dumps(data)
-                    + b"\n\n"
-                )
+            if text:
+                self._paced = True
+                return text
         if self._step == 2:
             await self._run._done.wait()
             self._step = 3
+            self._leave()
             return b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
-        self._stream.close()
+        self._leave()
         raise StopAsyncIteration

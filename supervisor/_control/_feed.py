@@ -1,0 +1,219 @@
+"""A run's events as server-sent-event text: encoded once, for every client.
+
+However many clients follow a run, the run has one reader (a `Feed`), and
+each event is encoded once, into a bounded ring of text shared by the
+clients. Each client keeps its own position in that ring and is sent what
+gathered since its last write as one batch, at most every `PACE` seconds,
+so that what a client costs grows with the time it follows the run, not
+with the number of events. Nothing here runs on the supervisor's task: the
+run publishes to its event log and never waits for a client. A client that
+falls more than `EVENT_BUFFER` events behind (slow, or not reading at all)
+loses the oldest and is told how many in a ``lost`` event.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from json.encoder import encode_basestring_ascii as _quoted
+from typing import TYPE_CHECKING, final
+
+import trio
+
+from .._events import EventsLost, StageFinished, StageQueued, StageStarted
+from ._forms import dumps, event_form
+
+if TYPE_CHECKING:
+    from .._events import RunEvent
+    from .._run import Run
+
+__all__ = ["EVENT_BUFFER", "PACE", "TAKE_BUFFER", "Feed", "Feeds", "event_text"]
+
+EVENT_BUFFER = 50_000
+"""How many events one client may fall behind before it loses some."""
+
+PACE = 0.25
+"""Seconds between two writes to one client: the events in between go as one batch."""
+
+TAKE_BUFFER = 2_000
+"""How many events the run keeps for its feed between two takes (the text
+ring keeps `EVENT_BUFFER`): few, because kept events are objects Python's
+collector walks, while text is not."""
+
+
+def event_text(event: RunEvent) -> str:
+    """One event as server-sent-event text (``event: KIND``, ``data: JSON``)."""
+    # The stage events are most of a run's: spelled out, with the JSON
+    # library's own escaping of a name, rather than a dict dumped.
+    kind = type(event)
+    if kind is StageStarted:
+        return _STARTED % _quoted(event.stage)  # type: ignore[union-attr]  # its type is checked
+    if kind is StageFinished:
+        return _FINISHED % (_quoted(event.stage), _quoted(event.state))  # type: ignore[union-attr]  # its type is checked
+    if kind is StageQueued:
+        return _QUEUED % _quoted(event.stage)  # type: ignore[union-attr]  # its type is checked
+    name, data = event_form(event)
+    return "event: " + name + "\ndata: " + dumps(data).decode("ascii") + "\n\n"
+
+
+_STARTED = 'event: stage_started\ndata: {"stage":%s}\n\n'
+_FINISHED = 'event: stage_finished\ndata: {"stage":%s,"state":%s}\n\n'
+_QUEUED = 'event: stage_queued\ndata: {"stage":%s}\n\n'
+
+
+def _lost_text(count: int) -> bytes:
+    return b'event: lost\ndata: {"count":%d}\n\n' % count
+
+
+@final
+class Feed:
+    """One run's events as text, for every client following it.
+
+    The ring holds batches: the text of the events taken from the run at
+    once, and the count of events up to the end of each batch, so that a
+    client that fell out of the ring knows how many it lost. It holds at
+    most about `EVENT_BUFFER` events. Whichever client wakes first takes
+    what the run published into the ring; the others only copy from it.
+    """
+
+    __slots__ = (
+        "_counts",
+        "_first",
+        "_lot",
+        "_skipped",
+        "_stream",
+        "_taking",
+        "_texts",
+        "clients",
+        "ended",
+        "run",
+        "ticking",
+    )
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._stream = run.events(buffer=TAKE_BUFFER)
+        self._texts: deque[bytes] = deque()
+        self._counts: deque[int] = deque()
+        """The count of events up to the end of each batch of ``_texts``."""
+        self._first = 0
+        """The position of ``_texts[0]`` among every batch ever added."""
+        self._skipped = 0
+        """The count of events up to ``_texts[0]``."""
+        self._lot = trio.lowlevel.ParkingLot()
+        self._taking = False
+        self.clients = 0
+        self.ended = False
+        self.ticking = False
+        """A client takes for the feed while it waits to write."""
+
+    @property
+    def end(self) -> int:
+        """The position after the last batch."""
+        return self._first + len(self._texts)
+
+    @property
+    def count(self) -> int:
+        """The count of events up to the end of the last batch."""
+        return self._counts[-1] if self._counts else self._skipped
+
+    def start(self) -> tuple[int, int]:
+        """A new client's position (from now on) and its count of events."""
+        self.take()
+        return self.end, self.count
+
+    def _add(self, events: list[RunEvent]) -> None:
+        parts: list[str] = []
+        size = 0
+        for event in events:
+            if type(event) is EventsLost:
+                parts.append(_lost_text(event.count).decode("ascii"))
+                size += event.count
+            else:
+                parts.append(event_text(event))
+                size += 1
+        self._texts.append("".join(parts).encode("ascii"))
+        self._counts.append(self.count + size)
+        while self._counts[-1] - self._skipped > EVENT_BUFFER and len(self._texts) > 1:
+            self._texts.popleft()
+            self._skipped = self._counts.popleft()
+            self._first += 1
+
+    def take(self) -> None:
+        """Move what the run published since into the ring (never waits)."""
+        try:
+            events = self._stream._take_all()
+        except trio.EndOfChannel:
+            self.ended = True
+            return
+        if events:
+            self._add(events)
+
+    def read(self, position: int, count: int) -> tuple[bytes, int, int]:
+        """What a client at ``position`` has not had: its text, new position and count.
+
+        A client whose position left the ring is sent a ``lost`` event first.
+        """
+        self.take()
+        if position == self.end:
+            return b"", position, count
+        parts: list[bytes] = []
+        if position < self._first:
+            parts.append(_lost_text(self._skipped - count))
+            position = self._first
+        # From the right end: O(batches read), however long the ring.
+        newest = list(islice(reversed(self._texts), self.end - position))
+        newest.reverse()
+        parts += newest
+        return b"".join(parts), self.end, self.count
+
+    async def wait(self, position: int) -> None:
+        """Wait until there is something past ``position``, or the run's events ended."""
+        self.take()
+        if position < self.end or self.ended:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._taking:  # another client waits on the run: it wakes us
+            await self._lot.park()
+            return
+        self._taking = True
+        try:
+            event = await self._stream.receive()
+        except trio.EndOfChannel:
+            self.ended = True
+        else:
+            self._add([event])
+        finally:
+            # Woken also when this client left: another one takes its place.
+            self._taking = False
+            self._lot.unpark_all()
+
+    def close(self) -> None:
+        """The last client left: the run forgets this reader."""
+        self._stream.close()
+
+
+@final
+class Feeds:
+    """The feeds of the runs that clients follow now, by run id."""
+
+    __slots__ = ("_feeds",)
+
+    def __init__(self) -> None:
+        self._feeds: dict[str, Feed] = {}
+
+    def join(self, run: Run) -> Feed:
+        """The run's feed, opened for its first client."""
+        feed = self._feeds.get(run.id)
+        if feed is None or feed.run is not run:  # a run resumed under its id
+            feed = self._feeds[run.id] = Feed(run)
+        feed.clients += 1
+        return feed
+
+    def leave(self, run: Run, feed: Feed) -> None:
+        """A client left; the last one closes the feed."""
+        feed.clients -= 1
+        if feed.clients == 0:
+            feed.close()
+            if self._feeds.get(run.id) is feed:
+                del self._feeds[run.id]
