@@ -36,6 +36,7 @@ from ._event_rows import (
 )
 from ._journal import is_busy
 from ._lease import Owner, fence, insert_lease, release, take_over
+from ._stage_index import build_index, drop_index
 
 if TYPE_CHECKING:
     import trio
@@ -206,11 +207,13 @@ def _write_group(
             case ("resume",):
                 _update(db, run_id, _RESUME, (run_id,), nonce if fence else None)
                 fence = False
+                drop_index(db, run_id)  # its events go on: made again at its end
             case ("end", status, ended):
                 _update(
                     db, run_id, _END, (run_id, status, ended), nonce if fence else None
                 )
                 fence = False
+                build_index(db, run_id)  # once, in SQL: nothing a stage while it ran
                 release(db, run_id, me)
                 done.released.append(run_id)
             case _:  # pragma: no cover - a bug in a producer of records

@@ -10,9 +10,10 @@ there (`_journal_read` says which those are). Anything else is a
 to an older journal only what its format lacks: the ``output`` column of
 format 2 (outputs in their own column, where format 1 kept them inside the
 event's JSON), the ``data`` column of format 3 (outputs a binary codec
-wrote, as BLOBs: ``.npy``, Arrow IPC), the ``leases`` table, and the index
-by stage of format 4 (`_stage_index`: derived data, made again whole when
-any part of it is missing or altered). Nothing else is ever repaired: a
+wrote, as BLOBs: ``.npy``, Arrow IPC), the ``leases`` table, and the
+tables of format 4's index by stage (`_stage_index`: derived data, made
+again, empty, when either is missing or altered; the runs written before
+have no index and are read by the replay). Nothing else is ever repaired: a
 journal that lost a table or a column is refused.
 """
 
@@ -166,7 +167,7 @@ def set_up(db: sqlite3.Connection) -> None:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 db.execute(statement)
-        for statement in INDEX_SCHEMA.values():  # a trigger holds a ';'
+        for statement in INDEX_SCHEMA.values():
             db.execute(statement)
         db.execute(
             "INSERT INTO meta (key, value) VALUES ('format_version', ?)",
@@ -180,7 +181,7 @@ def set_up(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE events ADD COLUMN data BLOB")
     if "leases" not in tables:
         db.execute(LEASES_SCHEMA)
-    add_index(db)  # format 3 and older: built from what the journal holds
+    add_index(db)  # format 3 and older: its runs have no index (the replay reads them)
     db.execute(
         "UPDATE meta SET value = ? WHERE key = 'format_version'",
         (str(FORMAT_VERSION),),

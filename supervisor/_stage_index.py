@@ -1,24 +1,28 @@
-"""The journal's index by stage (format 4): which events and changes name a stage.
+"""The journal's index by stage (format 4): which events name a stage, built when a run ends.
 
-Two parts, both kept by SQLite itself in the transaction that inserts an
-event, with no Python per record on the writer's path:
+Two ordinary tables, filled by SQLite in a few statements in the transaction
+that writes a run's end (`build_index`), so the run itself pays nothing per
+stage while it goes:
 
-* ``events_by_stage``: a partial expression index on ``events``, by run and
-  ``json_extract(payload, '$.stage')``, over the events of a stage
-  (`STAGE_KINDS`); ``events_resumed``, a partial index of the run's
-  ``resumed`` events (which cut a stage's attempts).
-* ``stage_changes``: one row ``(run_id, stage, seq, prev)`` for each stage a
-  ``change`` (or ``signal``) record names in its ``added``, ``removed``,
-  ``cancelled`` or ``edges``: what `AuditLog.for_stage` gives. A trigger on
-  ``events`` fills it. ``prev`` is the ``seq`` of the stage's row before
-  (NULL for its first): a chain a reader checks, so a row deleted from the
-  middle is seen.
+* ``stage_index``: one row a run, its anchor: the run's number in the index
+  (``run``), the ``seq`` of the run's last event when the index was built
+  (``last``) and how many rows the run has in ``stage_rows`` (``rows``).
+* ``stage_rows``: one row ``(run, stage, seq, n)`` for each event of a stage
+  (`STAGE_KINDS`, by the stage its payload names), for each stage a change
+  (or signal) names in its ``added``, ``removed``, ``cancelled`` or
+  ``edges``, and for each ``resumed`` event (under the name ``""``, which
+  no stage can have). ``n`` numbers the run's rows in the table's order
+  (by stage, then ``seq``) from 0: a reader that finds a stage's rows
+  numbered one after the other, and the rows just before and just after
+  them numbered to fit (the first 0, the last ``rows - 1``), knows that no
+  row of the stage was deleted, added or moved, without counting the run.
 
-A journal of format 3 or older gets both when a runtime first writes to it
-(`add_index`: the index is built by SQLite, the table filled from the
-changes it holds, in one statement). The index is a hint: `_stage_read`
-checks every row against the event it names, and reads the run whole
-(`_replay`) when the index is missing, altered, or disagrees.
+A run that has not ended (crashed, or going on) has no index; a resumed run
+loses its index when it resumes (`drop_index`) and gets it again when it
+ends. A journal of format 3 or older gets the (empty) tables when a runtime
+first writes to it: its runs have no index and are read by the replay. The
+index is a hint: `_stage_read` checks every row against the event it names
+and reads the run whole (`_replay`) when anything disagrees.
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ if TYPE_CHECKING:
     import sqlite3
 
 __all__ = [
-    "INDEX_OBJECTS",
     "INDEX_SCHEMA",
+    "INDEX_TABLES",
     "KINDS_SQL",
-    "STAGE_KEY",
+    "RESUMES",
     "STAGE_KINDS",
     "add_index",
+    "build_index",
+    "drop_index",
     "missing_index",
 ]
 
@@ -45,84 +51,75 @@ STAGE_KINDS: Final = (
     "attempt_failed",
     "stage_ended",
 )
-"""The kinds of event the expression index holds."""
+"""The kinds of event that belong to one stage (their payload's ``stage``)."""
 
 KINDS_SQL: Final = "kind IN (" + ", ".join(f"'{kind}'" for kind in STAGE_KINDS) + ")"
-"""The index's condition: a query must say it word for word to use the index."""
 
-STAGE_KEY: Final = "json_extract(payload, '$.stage')"
-
-_NAMES: Final = (
-    "SELECT DISTINCT value AS name FROM ("
-    "SELECT value FROM json_each(new.payload, '$.added') "
-    "UNION ALL SELECT value FROM json_each(new.payload, '$.removed') "
-    "UNION ALL SELECT value FROM json_each(new.payload, '$.cancelled') "
-    "UNION ALL SELECT json_extract(value, '$[0]') FROM json_each(new.payload, '$.edges') "
-    "WHERE type = 'array' "
-    "UNION ALL SELECT json_extract(value, '$[1]') FROM json_each(new.payload, '$.edges') "
-    "WHERE type = 'array') WHERE typeof(value) = 'text'"
-)
+RESUMES: Final = ""
+"""The name the run's ``resumed`` events are indexed under (no stage's name)."""
 
 INDEX_SCHEMA: Final = {
-    "events_by_stage": (
-        f"CREATE INDEX events_by_stage ON events (run_id, {STAGE_KEY}, seq) "
-        f"WHERE {KINDS_SQL}"
+    "stage_index": (
+        "CREATE TABLE stage_index (run INTEGER PRIMARY KEY, "
+        "run_id TEXT NOT NULL UNIQUE, last INTEGER NOT NULL, rows INTEGER NOT NULL)"
     ),
-    "events_resumed": (
-        "CREATE INDEX events_resumed ON events (run_id, seq) WHERE kind = 'resumed'"
-    ),
-    "stage_changes": (
-        "CREATE TABLE stage_changes (run_id TEXT NOT NULL, stage TEXT NOT NULL, "
-        "seq INTEGER NOT NULL, prev INTEGER, PRIMARY KEY (run_id, stage, seq)) "
+    "stage_rows": (
+        "CREATE TABLE stage_rows (run INTEGER NOT NULL, stage TEXT NOT NULL, "
+        "seq INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (run, stage, seq)) "
         "WITHOUT ROWID"
     ),
-    "stage_changes_fill": (
-        "CREATE TRIGGER stage_changes_fill AFTER INSERT ON events "
-        "WHEN new.kind IN ('change', 'signal') BEGIN "
-        "INSERT INTO stage_changes (run_id, stage, seq, prev) "
-        "SELECT new.run_id, name, new.seq, (SELECT max(s.seq) FROM stage_changes s "
-        "WHERE s.run_id = new.run_id AND s.stage = name) "
-        f"FROM ({_NAMES}); END"
-    ),
 }
-"""The index's objects by name, as ``sqlite_master`` holds their SQL."""
+"""The index's tables by name, as ``sqlite_master`` holds their SQL."""
 
-INDEX_OBJECTS: Final = frozenset(INDEX_SCHEMA)
+INDEX_TABLES: Final = frozenset(INDEX_SCHEMA)
 
-# Filling the table for the changes a journal already holds: the same rows
-# the trigger would have made, in one statement (a window gives each row its
-# predecessor).
-_SOURCE: Final = (
-    "(SELECT run_id, seq, CASE WHEN json_valid(payload) AND json_type(payload) = "
-    "'object' THEN payload ELSE '{}' END AS p FROM events WHERE kind IN "
-    "('change', 'signal') AND typeof(run_id) = 'text' AND typeof(seq) = 'integer')"
+# One pass over the run's events (materialized, small): the stage an event
+# of a stage names, "" for a resumption, a change's JSON; NULL where a row
+# damaged or edited by hand is not such JSON (the JSON functions then give
+# nothing, where they would make the statement fail; CASE tries in order).
+_VALID: Final = (
+    "WHEN typeof(payload) <> 'text' THEN NULL WHEN NOT json_valid(payload) THEN NULL "
+    "WHEN json_type(payload) <> 'object' THEN NULL"
 )
-_PICK: Final = (
-    ("j.value", "'$.added'", ""),
-    ("j.value", "'$.removed'", ""),
-    ("j.value", "'$.cancelled'", ""),
-    ("json_extract(j.value, '$[0]')", "'$.edges'", " AND j.type = 'array'"),
-    ("json_extract(j.value, '$[1]')", "'$.edges'", " AND j.type = 'array'"),
+_EVENTS: Final = (
+    "WITH e AS MATERIALIZED (SELECT seq, "
+    f"CASE WHEN kind = 'resumed' THEN '{RESUMES}' WHEN NOT {KINDS_SQL} THEN NULL "
+    f"{_VALID} ELSE json_extract(payload, '$.stage') END AS stage, "
+    f"CASE WHEN kind NOT IN ('change', 'signal') THEN NULL {_VALID} "
+    "ELSE payload END AS p "
+    "FROM events WHERE run_id = ?1 AND typeof(seq) = 'integer')"
 )
-_BACKFILL: Final = (
-    "INSERT INTO stage_changes (run_id, stage, seq, prev) "
-    "SELECT run_id, name, seq, lag(seq) OVER (PARTITION BY run_id, name ORDER BY seq) "
-    "FROM (SELECT DISTINCT run_id, seq, name FROM ("
-    + " UNION ALL ".join(
-        f"SELECT e.run_id AS run_id, e.seq AS seq, {value} AS name "
-        f"FROM {_SOURCE} e, json_each(e.p, {path}) j WHERE 1{where}"
-        for value, path, where in _PICK
-    )
-    + ") WHERE typeof(name) = 'text')"
+_NAMED: Final = (
+    "SELECT stage, seq FROM e WHERE stage IS NOT NULL",
+    *(
+        f"SELECT {value}, e.seq FROM e, json_each(e.p, '$.{key}') j "
+        f"WHERE e.p IS NOT NULL{where}"
+        for value, key, where in (
+            ("j.value", "added", ""),
+            ("j.value", "removed", ""),
+            ("j.value", "cancelled", ""),
+            ("json_extract(j.value, '$[0]')", "edges", " AND j.type = 'array'"),
+            ("json_extract(j.value, '$[1]')", "edges", " AND j.type = 'array'"),
+        )
+    ),
+)
+_BUILD_ROWS: Final = (
+    "INSERT INTO stage_rows (run, stage, seq, n) "
+    + _EVENTS
+    + " SELECT ?2, stage, seq, row_number() OVER (ORDER BY stage, seq) - 1 "
+    "FROM (SELECT DISTINCT stage, seq FROM ("
+    + " UNION ALL ".join(_NAMED)
+    + ") WHERE typeof(stage) = 'text') ORDER BY stage, seq"
 )
 
 
 def missing_index(db: sqlite3.Connection) -> set[str]:
-    """The index's objects the file lacks, or holds with another definition."""
+    """The index's tables the file lacks, or holds with another definition."""
     found = {
         str(name): sql
         for name, sql in db.execute(
-            "SELECT name, sql FROM sqlite_master WHERE name IN (?, ?, ?, ?)",
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
+            "AND name IN (?, ?)",
             tuple(INDEX_SCHEMA),
         )
     }
@@ -130,23 +127,32 @@ def missing_index(db: sqlite3.Connection) -> set[str]:
 
 
 def add_index(db: sqlite3.Connection) -> None:
-    """Make the index in a journal that lacks it, or any part of it (inside a
-    write transaction); a part whose definition was altered is made again."""
+    """Make the index's tables in a journal that lacks them (inside a write
+    transaction); tables whose definition was altered are made again, empty."""
     missing = missing_index(db)
-    if not missing:
-        return
-    tables = {
-        row[0]
-        for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    }
-    for name in ("stage_changes_fill", "events_by_stage", "events_resumed"):
-        if name in missing:
-            kind = "TRIGGER" if name == "stage_changes_fill" else "INDEX"
-            db.execute(f"DROP {kind} IF EXISTS {name}")
+    if missing:  # derived data: both made again, whole (runs read by the replay)
+        for name in INDEX_SCHEMA:
+            db.execute(f"DROP TABLE IF EXISTS {name}")
             db.execute(INDEX_SCHEMA[name])
-    if "stage_changes" in missing or "stage_changes_fill" in missing:
-        # The trigger may not have filled it: fill it again, whole.
-        if "stage_changes" in tables:
-            db.execute("DROP TABLE stage_changes")
-        db.execute(INDEX_SCHEMA["stage_changes"])
-        db.execute(_BACKFILL)
+
+
+def drop_index(db: sqlite3.Connection, run_id: str) -> None:
+    """Forget a run's index (it resumes: its events go on)."""
+    db.execute(
+        "DELETE FROM stage_rows WHERE run IN "
+        "(SELECT run FROM stage_index WHERE run_id = ?)",
+        (run_id,),
+    )
+    db.execute("DELETE FROM stage_index WHERE run_id = ?", (run_id,))
+
+
+def build_index(db: sqlite3.Connection, run_id: str) -> None:
+    """Index a run that ends, in the transaction that writes its end."""
+    drop_index(db, run_id)
+    run = db.execute(
+        "INSERT INTO stage_index (run_id, last, rows) "
+        "SELECT ?1, coalesce(max(seq), -1), 0 FROM events WHERE run_id = ?1",
+        (run_id,),
+    ).lastrowid
+    rows = db.execute(_BUILD_ROWS, (run_id, run)).rowcount
+    db.execute("UPDATE stage_index SET rows = ? WHERE run = ?", (rows, run))

@@ -27,12 +27,13 @@ from dagvisor.actors import JournalError, StageState, UnknownStageError
 from dagvisor.actors._jsonform import Malformed, load_json
 
 from ._history import attempts_of, stage_event
+from ._journal_read import READ_ERRORS
 from ._journal_rows import JournaledRun, check_event
 from ._lineage import ConsumedOutput, Lineage, _last_added_and_removed
 from ._records import BadRecord, audit_record, moment, signal_record, text
 from ._replay import _Replayer
 from ._replay_values import value_decoder
-from ._stage_index import KINDS_SQL, STAGE_KEY, STAGE_KINDS, missing_index
+from ._stage_index import RESUMES, STAGE_KINDS, missing_index
 
 if TYPE_CHECKING:
     from dagvisor.actors import StageSpec
@@ -54,9 +55,18 @@ _MALFORMED: Final = (
     Malformed,
     JournalError,
 )
-_EVENTS: Final = (
-    "SELECT seq, kind, payload, output, data FROM events "
-    f"WHERE run_id = ? AND {STAGE_KEY} = ? AND {KINDS_SQL} ORDER BY seq"
+_ROWS: Final = (
+    "SELECT s.seq, s.n, e.kind, e.payload, e.output, e.data FROM stage_rows s "
+    "LEFT JOIN events e ON e.run_id = ?1 AND e.seq = s.seq "
+    "WHERE s.run = ?2 AND s.stage = ?3 ORDER BY s.seq"
+)
+# The run's rows just before and just after a stage's, in the table's order.
+_BEFORE: Final = (
+    "SELECT n FROM stage_rows WHERE run = ?1 AND stage < ?2 "
+    "ORDER BY stage DESC, seq DESC LIMIT 1"
+)
+_AFTER: Final = (
+    "SELECT n FROM stage_rows WHERE run = ?1 AND stage > ?2 ORDER BY stage, seq LIMIT 1"
 )
 _PIPELINE: Final = (
     "SELECT j.value, json_extract(r.pipeline, '$.codec'), "
@@ -92,8 +102,13 @@ class StageOutput:
 
 
 def _plain(name: str) -> bool:
-    """A name SQLite's JSON reader and Python give the same text for."""
-    return name.isprintable() and name.encode("utf-8", "replace").decode() == name
+    """A name SQLite's JSON reader and Python give the same text for (and not
+    the name the run's resumptions are indexed under)."""
+    return (
+        name != RESUMES
+        and name.isprintable()
+        and name.encode("utf-8", "replace").decode() == name
+    )
 
 
 @final
@@ -106,6 +121,9 @@ class _Reader:
         self.name = name
         self.changes_of: dict[str, list[Change]] = {}
         self.events_of: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
+        self.records: dict[int, tuple[AuditRecord, dict[str, Any]]] = {}
+        self.run = 0
+        self.count = 0
         self.written_with = "json"
         self.entry: list[Any] | None = None
         self.spec_ref: Any = None
@@ -145,60 +163,103 @@ class _Reader:
         if codec is not None:
             self.written_with = codec
 
-    def changes(self, name: str) -> list[Change]:
-        """The changes naming ``name``, each checked against its event."""
-        found = self.changes_of.get(name)
-        if found is not None:
-            return found
-        rows = self.rows.query(
-            "SELECT seq, prev FROM stage_changes WHERE run_id = ? AND stage = ? "
-            "ORDER BY seq",
-            (self.run_id, name),
+    def anchor(self) -> None:
+        """The run's row in the index, checked against the run as it is now."""
+        found = self.rows.query(
+            "SELECT i.run, i.last, i.rows, r.status FROM stage_index i "
+            "JOIN runs r ON r.run_id = i.run_id WHERE i.run_id = ?",
+            (self.run_id,),
         )
-        found = []
-        before = None
-        for seq, prev in rows:
-            if type(seq) is not int or prev != before:
-                self.off()  # a row missing, doubled or edited
-            before = seq
-            event = self.rows.query(
-                "SELECT kind, payload FROM events WHERE run_id = ? AND seq = ?",
-                (self.run_id, seq),
-            )
-            if len(event) != 1 or event[0][0] not in ("change", "signal"):
+        if len(found) != 1:
+            self.off()  # not indexed: a run that never ended, or resumed since
+        run, last, count, status = found[0]
+        ((now,),) = self.rows.query(
+            "SELECT max(seq) FROM events WHERE run_id = ?", (self.run_id,)
+        )
+        if (
+            type(run) is not int
+            or type(count) is not int
+            or type(last) is not int
+            or now != last  # events written or removed since it was built
+            or status == "running"
+        ):
+            self.off()
+        self.run, self.count = run, count
+
+    def indexed(self, name: str) -> None:
+        """Read the rows the index holds for ``name`` into `events_of` and
+        `changes_of`, each checked against its event; the rows must be the
+        stage's all (see `_stage_index`: numbered in order, whole)."""
+        rows = self.rows.query(_ROWS, (self.run_id, self.run, name))
+        before = self.rows.query(_BEFORE, (self.run, name))
+        after = self.rows.query(_AFTER, (self.run, name))
+        expected = before[0][0] + 1 if before else 0
+        if before and type(before[0][0]) is not int:
+            self.off()
+        events: list[tuple[int, str, dict[str, Any]]] = []
+        changes: list[Change] = []
+        for seq, n, *event in rows:
+            if n != expected or type(n) is not int:
+                self.off()  # a row missing, added or moved
+            expected += 1
+            kind = event[0]
+            if name == RESUMES:
+                if kind != "resumed":
+                    self.off()
+                events.append((seq, kind, {}))
+            elif kind in STAGE_KINDS:
+                seq, kind, payload = check_event(
+                    (seq, *event), self.run_id, self.rows.path
+                )
+                if payload.get("stage") != name:
+                    self.off()  # the row points at another stage's event
+                events.append((seq, kind, payload))
+            elif kind in ("change", "signal"):
+                record, payload = self.record(seq, kind, event[1])
+                if name not in record.stages:
+                    self.off()  # the row points at another change
+                changes.append((seq, record, payload))
+            else:
+                self.off()  # no such event, or not one that names a stage
+        if after:
+            if after[0][0] != expected or type(after[0][0]) is not int:
                 self.off()
-            kind, payload = event[0]
+        elif expected != self.count:
+            self.off()  # the run's last rows are missing, or the count was edited
+        self.events_of[name] = events
+        self.changes_of[name] = changes
+
+    def record(
+        self, seq: int, kind: str, payload: Any
+    ) -> tuple[AuditRecord, dict[str, Any]]:
+        """A change's (or signal's) audit record and payload, read once."""
+        found = self.records.get(seq)
+        if found is None:
+            if type(payload) is not str:
+                self.off()
             decoded = load_json(payload)
             if type(decoded) is not dict:
                 self.off()
             record = (
                 audit_record(decoded) if kind == "change" else signal_record(decoded)
             )
-            if name not in record.stages:
-                self.off()  # the row points at another change
-            found.append((seq, record, decoded))
-        self.changes_of[name] = found
+            found = self.records[seq] = (record, decoded)
         return found
+
+    def changes(self, name: str) -> list[Change]:
+        """The changes naming ``name``, each checked against its event."""
+        if name not in self.changes_of:
+            self.indexed(name)
+        return self.changes_of[name]
 
     def events(self, name: str) -> list[tuple[int, str, dict[str, Any]]]:
         """The stage's own events (started, ended, ...), each checked."""
-        found = self.events_of.get(name)
-        if found is None:
-            found = []
-            for row in self.rows.query(_EVENTS, (self.run_id, name)):
-                seq, kind, payload = check_event(row, self.run_id, self.rows.path)
-                if kind not in STAGE_KINDS or payload.get("stage") != name:
-                    self.off()
-                found.append((seq, kind, payload))
-            self.events_of[name] = found
-        return found
+        if name not in self.events_of:
+            self.indexed(name)
+        return self.events_of[name]
 
     def resumes(self) -> tuple[int, ...]:
-        rows = self.rows.query(
-            "SELECT seq FROM events WHERE run_id = ? AND kind = 'resumed' ORDER BY seq",
-            (self.run_id,),
-        )
-        return tuple(seq for (seq,) in rows)
+        return tuple(seq for seq, _, _ in self.events(RESUMES))
 
     def life(self, name: str, *, in_pipeline: bool) -> tuple[bool, Change | None]:
         """Whether ``name`` is in the graph at the end, and the change that last
@@ -260,7 +321,7 @@ class _Reader:
         if record.kind == "add_stage":
             return replayer.specs.spec(request["spec"]), None
         if record.kind == "replace_pending":
-            made = replayer.added_specs(record, request)
+            made = replayer.specs.added(record, request)
             return made[self.name][0], None
         if record.kind != "expand":
             self.off()  # a change set: its items are read whole
@@ -348,6 +409,7 @@ class _Reader:
         return log
 
     def lineage(self) -> Lineage:
+        self.anchor()
         self.pipeline()
         changes = self.changes(self.name)
         records = tuple(record for _, record, _ in changes)
@@ -391,6 +453,7 @@ class _Reader:
         )
 
     def output(self) -> StageOutput:
+        self.anchor()
         self.pipeline()
         present, born = self.life(self.name, in_pipeline=self.entry is not None)
         if not present:
@@ -434,7 +497,7 @@ def _usable(rows: RowReader) -> bool:
         return False
     try:
         return not missing_index(rows.db)
-    except Exception:
+    except READ_ERRORS:
         return False
 
 

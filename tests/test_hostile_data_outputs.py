@@ -276,7 +276,27 @@ def test_the_reading_command_exits_2_with_one_line(journal, tmp_path):
         "frame",
         data=CRAFTED_NPY["object dtype whose pickle runs code"](_marker(tmp_path)),
     )
-    for extra in ([], ["--output", "plain"], ["--output", "plain", "--json"]):
+    # One stage's output is read by the journal's index, alone: another
+    # stage's damaged output is not read for it.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagvisor",
+            "show",
+            run_id,
+            "--journal",
+            str(path),
+            "--output",
+            "plain",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "{'n': 3}\n", "")
+    for extra in ([], ["--output", "frame"], ["--output", "frame", "--json"]):
         done = subprocess.run(
             [
                 sys.executable,

@@ -172,9 +172,10 @@ def _built(odd: str) -> tuple[bytes, tuple[str, ...]]:
 
 # -- mutations ----------------------------------------------------------------------
 
-TABLES = ("meta", "runs", "events", "stage_changes")
+TABLES = ("meta", "runs", "events", "stage_index", "stage_rows")
 COLUMNS = {
-    "stage_changes": ("run_id", "stage", "seq", "prev"),
+    "stage_index": ("run", "run_id", "last", "rows"),
+    "stage_rows": ("run", "stage", "seq", "n"),
     "meta": ("key", "value"),
     "runs": ("run_id", "name", "created", "status", "ended", "pipeline"),
     "events": ("run_id", "seq", "kind", "payload", "output", "data"),
@@ -285,9 +286,9 @@ byte_edit = st.one_of(
 
 
 def _rowid(db: sqlite3.Connection, table: str, row: int) -> Any:
-    if table == "stage_changes":  # WITHOUT ROWID: a row by its key
+    if table == "stage_rows":  # WITHOUT ROWID: a row by its key
         keys = db.execute(
-            "SELECT run_id, stage, seq FROM stage_changes ORDER BY 1, 2, 3"
+            "SELECT run, stage, seq FROM stage_rows ORDER BY 1, 2, 3"
         ).fetchall()
         return json.dumps(keys[row % len(keys)]) if keys else None
     count = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
@@ -301,8 +302,8 @@ def _rowid(db: sqlite3.Connection, table: str, row: int) -> Any:
 
 def _key(table: str) -> str:
     """The condition that picks the row `_rowid` named."""
-    if table == "stage_changes":
-        return "json_array(run_id, stage, seq) = json(?)"
+    if table == "stage_rows":
+        return "json_array(run, stage, seq) = json(?)"
     return "rowid = ?"
 
 

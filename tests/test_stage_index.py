@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import sqlite3
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from conftest import copy_as_crashed
@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from dagvisor import Journal, Pipeline, runtime, stage
 from dagvisor.errors import DagvisorError, RunFailedError, UnknownStageError
 from dagvisor.supervisor._format import FORMAT_VERSION
-from dagvisor.supervisor._stage_index import INDEX_OBJECTS
+from dagvisor.supervisor._stage_index import INDEX_TABLES
 from dagvisor.supervisor._stage_read import read_lineage, read_output
 
 SCRIPT: list[tuple[Any, ...]] = []
@@ -150,11 +150,14 @@ def _compare(path: Any, run_id: str, extra: set[str]) -> int:
                 replayed = result.lineage(name)
             except UnknownStageError:
                 try:
-                    read_lineage(journal._rows(), run_id, name)
+                    found = read_lineage(journal._rows(), run_id, name)
                 except UnknownStageError:
                     pass
-                else:
-                    raise AssertionError(f"{name!r} is known by index only") from None
+                else:  # "" names the run's resumptions in the index: the replay reads it
+                    assert found is None, name
+                    assert name == "", name
+                    with pytest.raises(UnknownStageError):
+                        journal.lineage(run_id, name)
                 assert name not in result.states
                 continue
             indexed = read_lineage(journal._rows(), run_id, name)
@@ -205,9 +208,8 @@ async def _small(path: Any) -> str:
 def _as_format_3(path: Any) -> None:
     """The journal as this dagvisor wrote it before the index (format 3)."""
     db = sqlite3.connect(path)
-    for name in sorted(INDEX_OBJECTS):
-        kind = {"stage_changes": "TABLE", "stage_changes_fill": "TRIGGER"}
-        db.execute(f"DROP {kind.get(name, 'INDEX')} {name}")
+    for name in sorted(INDEX_TABLES):
+        db.execute(f"DROP TABLE {name}")
     db.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
     db.commit()
     db.close()
@@ -221,22 +223,26 @@ def _objects(path: Any) -> set[str]:
         db.close()
 
 
-def test_a_format_3_journal_reads_by_replay_and_is_indexed_when_written(tmp_path):
+def test_a_format_3_journal_reads_by_replay_and_is_upgraded_when_written(tmp_path):
     path = tmp_path / "runs.db"
-    run_id = trio.run(_small, path)
+    old = trio.run(_small, path)
     _as_format_3(path)
+    names = ("a", "s0", "conductor", "work[k0]", "work[k1]")
     with Journal(path, readonly=True) as journal:
-        expected = journal.result(run_id)
-        assert read_lineage(journal._rows(), run_id, "a") is None  # no index
-        assert journal.lineage(run_id, "a") == expected.lineage("a")
-        assert journal.stage_output(run_id, "s0").value == expected.outputs["s0"]
-    assert not INDEX_OBJECTS & _objects(path)
-    shutil.copy(path, tmp_path / "before.db")
-    trio.run(_small, path)  # written to: upgraded, its old run indexed too
-    assert _objects(path) >= INDEX_OBJECTS
+        expected = journal.result(old)
+        assert read_lineage(journal._rows(), old, "a") is None  # no index
+        assert journal.lineage(old, "a") == expected.lineage("a")
+        assert journal.stage_output(old, "s0").value == expected.outputs["s0"]
+    assert not INDEX_TABLES & _objects(path)
+    new = trio.run(_small, path)  # written to: upgraded; the new run is indexed
+    assert _objects(path) >= INDEX_TABLES
     with Journal(path, readonly=True) as journal:
         assert journal._format == FORMAT_VERSION == 4
-        for name in ("a", "s0", "conductor", "work[k0]", "work[k1]"):
-            indexed = read_lineage(journal._rows(), run_id, name)
+        again = journal.result(new)
+        for name in names:
+            # The run written before has no index: read by the replay, the same.
+            assert read_lineage(journal._rows(), old, name) is None
+            assert journal.lineage(old, name) == expected.lineage(name)
+            indexed = read_lineage(journal._rows(), new, name)
             assert indexed is not None
-            assert indexed == expected.lineage(name)
+            assert indexed == again.lineage(name)

@@ -1,0 +1,262 @@
+"""The index by stage edited on disk: the replay's answer or a `JournalError`, never another.
+
+One journaled run (a static pipeline, mapped stages with parameters, stages
+added, an edge, a removal, a cancellation, retries and failures, a crash
+and a resume) is written once. Each example edits its index (rows deleted,
+duplicated, repointed to another stage or event, renumbered; the run's
+anchor edited) and reads every stage by index: each answer must be the
+replay's (which reads only the events, untouched here), or a
+`JournalError`; never another lineage, never a crash.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_stage_index import SCRIPT, TRIES, _pipeline, _write
+
+from dagvisor import Journal
+from dagvisor.errors import JournalError, UnknownStageError
+from dagvisor.supervisor._stage_read import read_lineage
+
+STATIC = [("a", "work"), ("s0", "flaky"), ("b", "broken")]
+OPS = [
+    ("expand", "work", 3, True, ["a"]),
+    ("add", "flaky", "c", ["a"], []),
+    ("add", "work", "d", ["c"], []),
+    ("edge", "s0", "d"),
+    ("crash",),
+    ("remove", "d"),
+    ("add", "work", "d", ["a"], []),
+    ("cancel", "c"),
+    ("add", "hidden", "zz", [], []),
+]
+
+
+@functools.cache
+def _built() -> tuple[bytes, str]:
+    """The resumed journal's bytes and its run id; written once."""
+    with tempfile.TemporaryDirectory() as folder:
+        path, crashed = Path(folder) / "runs.db", Path(folder) / "crashed.db"
+        SCRIPT[:] = OPS
+        TRIES.clear()
+        with ThreadPoolExecutor(1) as pool:  # callable from inside a trio test
+            run_id = pool.submit(
+                trio.run, _write, path, crashed, _pipeline(STATIC), True
+            ).result()
+        db = sqlite3.connect(crashed)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        return crashed.read_bytes(), run_id
+
+
+@functools.cache
+def _expected() -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Every name's lineage (None: unknown) and output as the replay reads them."""
+    data, run_id = _built()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "runs.db"
+        path.write_bytes(data)
+        with Journal(path, readonly=True) as journal:
+            result = journal.result(run_id)
+            names = set(result.states) | {"ghost", "work[k7]"}
+            for record in result.audit:
+                names |= record.stages
+            lineages: dict[str, Any] = {}
+            for name in sorted(names):
+                try:
+                    lineages[name] = result.lineage(name)
+                except UnknownStageError:
+                    lineages[name] = None
+                # Unedited, the index answers for every stage itself.
+                try:
+                    indexed = read_lineage(journal._rows(), run_id, name)
+                except UnknownStageError:
+                    indexed = None
+                assert indexed == lineages[name], name
+            outputs = {
+                name: (result.states.get(name), result.outputs.get(name))
+                for name in names
+            }
+    return run_id, lineages, outputs
+
+
+def _copy(tmp: Path) -> Path:
+    path = tmp / f"edited{len(list(tmp.iterdir()))}.db"
+    path.write_bytes(_built()[0])
+    return path
+
+
+def _check(path: Path) -> None:
+    """Every name read by index: the replay's answer, or a JournalError."""
+    run_id, lineages, outputs = _expected()
+    with Journal(path, readonly=True) as journal:
+        for name, expected in lineages.items():
+            try:
+                found = journal.lineage(run_id, name)
+            except UnknownStageError:
+                found = None
+            except JournalError:
+                continue
+            assert found == expected, name
+            try:
+                output = journal.stage_output(run_id, name)
+            except JournalError:
+                continue
+            state, value = outputs[name]
+            assert output.state == state, name
+            if output.stored:
+                assert output.value == value, name
+
+
+def _rows(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    return db.execute(
+        "SELECT run, stage, seq, n FROM stage_rows ORDER BY run, stage, seq"
+    ).fetchall()
+
+
+def _edit(path: Path, sql: str, args: tuple[Any, ...]) -> bool:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        return db.execute(sql, args).rowcount > 0
+    except (sqlite3.IntegrityError, sqlite3.OperationalError):
+        return False  # refused (the table's key), or the table dropped before
+    finally:
+        db.close()
+
+
+@functools.cache
+def _all_rows() -> list[tuple[Any, ...]]:
+    with tempfile.TemporaryDirectory() as folder:
+        path = _copy(Path(folder))
+        db = sqlite3.connect(path)
+        try:
+            return _rows(db)
+        finally:
+            db.close()
+
+
+def _last_of_each_stage() -> list[tuple[Any, ...]]:
+    last: dict[str, tuple[Any, ...]] = {}
+    for row in _all_rows():
+        last[row[1]] = row
+    return sorted(last.values())
+
+
+def test_the_unedited_index_answers_as_the_replay(tmp_path):
+    _check(_copy(tmp_path))
+
+
+@pytest.mark.parametrize("last", range(len(_last_of_each_stage())))
+def test_a_stages_last_row_deleted_is_seen(tmp_path, last):
+    """What the journal fuzz test found: the last row of a stage deleted left
+    a lineage without the change that row named."""
+    run, stage, seq, _ = _last_of_each_stage()[last]
+    path = _copy(tmp_path)
+    assert _edit(
+        path,
+        "DELETE FROM stage_rows WHERE run = ? AND stage = ? AND seq = ?",
+        (run, stage, seq),
+    )
+    _check(path)
+    # Read by index, the stage's rows are seen not to be whole.
+    _, lineages, _ = _expected()
+    if stage in lineages and lineages[stage] is not None:
+        with Journal(path, readonly=True) as journal:
+            assert read_lineage(journal._rows(), _expected()[0], stage) is None
+
+
+_COLUMN = st.sampled_from(["stage", "seq", "n", "run"])
+_VALUES = st.one_of(
+    st.integers(-2, 400),
+    st.sampled_from(["a", "c", "d", "s0", "work[k1]", "ghost", "", None, 1.5, b"c"]),
+)
+_EDITS = st.one_of(
+    st.tuples(st.just("delete"), st.integers(0, 10_000)),
+    st.tuples(st.just("duplicate"), st.integers(0, 10_000), _COLUMN, _VALUES),
+    st.tuples(st.just("set"), st.integers(0, 10_000), _COLUMN, _VALUES),
+    st.tuples(
+        st.just("anchor"),
+        st.sampled_from(["run", "run_id", "last", "rows"]),
+        st.one_of(_VALUES, st.integers(-1, 1)),
+    ),
+    st.tuples(st.just("drop"), st.sampled_from(["stage_rows", "stage_index"])),
+)
+
+
+def _apply(path: Path, edit: tuple[Any, ...]) -> None:
+    rows = _all_rows()
+    match edit:
+        case ("delete", at):
+            run, stage, seq, _ = rows[at % len(rows)]
+            _edit(
+                path,
+                "DELETE FROM stage_rows WHERE run = ? AND stage = ? AND seq = ?",
+                (run, stage, seq),
+            )
+        case ("duplicate", at, column, value):
+            row = dict(
+                zip(("run", "stage", "seq", "n"), rows[at % len(rows)], strict=True)
+            )
+            shifted = type(value) is int and type(row[column]) is int
+            row[column] = row[column] + value if shifted else value
+            _edit(
+                path,
+                "INSERT INTO stage_rows (run, stage, seq, n) VALUES (?, ?, ?, ?)",
+                (row["run"], row["stage"], row["seq"], row["n"]),
+            )
+        case ("set", at, column, value):
+            run, stage, seq, _ = rows[at % len(rows)]
+            _edit(
+                path,
+                f"UPDATE stage_rows SET {column} = ? "
+                "WHERE run = ? AND stage = ? AND seq = ?",
+                (value, run, stage, seq),
+            )
+        case ("anchor", column, value):
+            if column in ("last", "rows") and type(value) is int and -1 <= value <= 1:
+                _edit(path, f"UPDATE stage_index SET {column} = {column} + ?", (value,))
+            else:
+                _edit(path, f"UPDATE stage_index SET {column} = ?", (value,))
+        case ("drop", table):
+            _edit(path, f"DROP TABLE {table}", ())
+
+
+@settings(max_examples=60)
+@given(edits=st.lists(_EDITS, min_size=1, max_size=3))
+def test_an_edited_index_gives_the_replays_answer_or_a_journal_error(
+    tmp_path_factory: Any, edits: list[tuple[Any, ...]]
+) -> None:
+    path = _copy(tmp_path_factory.mktemp("edited"))
+    for edit in edits:
+        _apply(path, edit)
+    _check(path)
+
+
+def test_a_run_resumed_and_not_ended_has_no_index(tmp_path):
+    """A run going on again (its end not written) is read by the replay."""
+    path = _copy(tmp_path)
+    run_id = _expected()[0]
+    db = sqlite3.connect(path)
+    try:
+        ((count,),) = db.execute("SELECT COUNT(*) FROM stage_index").fetchall()
+        assert count == 1
+        db.execute(
+            "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?",
+            (run_id,),
+        )
+        db.commit()
+    finally:
+        db.close()
+    with Journal(path, readonly=True) as journal:
+        assert read_lineage(journal._rows(), run_id, "a") is None
+    _check(path)
