@@ -6,23 +6,25 @@ stage while it goes:
 
 * ``stage_index``: one row a run, its anchor: the run's number in the index
   (``run``), the ``seq`` of the run's last event when the index was built
-  (``last``) and how many rows the run has in ``stage_rows`` (``rows``).
-* ``stage_rows``: one row ``(run, stage, seq, n)`` for each event of a stage
-  (`STAGE_KINDS`, by the stage its payload names), for each stage a change
-  (or signal) names in its ``added``, ``removed``, ``cancelled`` or
+  (``last``), and the numbers of the run's rows in ``stage_rows`` (``first``
+  and ``rows``: they are numbered ``first`` to ``first + rows - 1``).
+* ``stage_rows``: one row ``(n, run, stage, seq)`` for each event of a
+  stage (`STAGE_KINDS`, by the stage its payload names), for each stage a
+  change (or signal) names in its ``added``, ``removed``, ``cancelled`` or
   ``edges``, and for each ``resumed`` event (under the name ``""``, which
-  no stage can have). ``n`` numbers the run's rows in the table's order
-  (by stage, then ``seq``) from 0: a reader that finds a stage's rows
-  numbered one after the other, and the rows just before and just after
-  them numbered to fit (the first 0, the last ``rows - 1``), knows that no
-  row of the stage was deleted, added or moved, without counting the run.
+  no stage can have). ``n`` (the rowid) numbers the run's rows one after
+  the other in the order of ``(stage, seq)``, as they were inserted: a
+  reader that finds a stage's rows numbered in a row, and the rows just
+  before and just after them (by ``(stage, seq)``) numbered to fit, knows
+  that none of the stage's rows was deleted, added or moved, without
+  counting the run's rows.
 
 A run that has not ended (crashed, or going on) has no index; a resumed run
 loses its index when it resumes (`drop_index`) and gets it again when it
 ends. A journal of format 3 or older gets the (empty) tables when a runtime
 first writes to it: its runs have no index and are read by the replay. The
-index is a hint: `_stage_read` checks every row against the event it names
-and reads the run whole (`_replay`) when anything disagrees.
+index is a hint: `_stage_rows` checks every row against the event it names
+and the caller reads the run whole (`_replay`) when anything disagrees.
 """
 
 from __future__ import annotations
@@ -61,55 +63,41 @@ RESUMES: Final = ""
 INDEX_SCHEMA: Final = {
     "stage_index": (
         "CREATE TABLE stage_index (run INTEGER PRIMARY KEY, "
-        "run_id TEXT NOT NULL UNIQUE, last INTEGER NOT NULL, rows INTEGER NOT NULL)"
+        "run_id TEXT NOT NULL UNIQUE, last INTEGER NOT NULL, "
+        "first INTEGER NOT NULL, rows INTEGER NOT NULL)"
     ),
     "stage_rows": (
-        "CREATE TABLE stage_rows (run INTEGER NOT NULL, stage TEXT NOT NULL, "
-        "seq INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (run, stage, seq)) "
-        "WITHOUT ROWID"
+        "CREATE TABLE stage_rows (n INTEGER PRIMARY KEY, run INTEGER NOT NULL, "
+        "stage TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (run, stage, seq))"
     ),
 }
 """The index's tables by name, as ``sqlite_master`` holds their SQL."""
 
 INDEX_TABLES: Final = frozenset(INDEX_SCHEMA)
 
-# One pass over the run's events (materialized, small): the stage an event
-# of a stage names, "" for a resumption, a change's JSON; NULL where a row
-# damaged or edited by hand is not such JSON (the JSON functions then give
-# nothing, where they would make the statement fail; CASE tries in order).
-_VALID: Final = (
-    "WHEN typeof(payload) <> 'text' THEN NULL WHEN NOT json_valid(payload) THEN NULL "
-    "WHEN json_type(payload) <> 'object' THEN NULL"
+# A payload that is not JSON text (a row damaged or edited by hand) gives
+# NULL, where the JSON functions would make the statement fail (CASE tries
+# its branches in order). Three passes over the run's events (a stage's,
+# the resumptions, the changes) cost less than one that joins them.
+_JSON: Final = (
+    "CASE WHEN typeof(payload) <> 'text' THEN NULL "
+    "WHEN NOT json_valid(payload) THEN NULL ELSE {} END"
 )
-_EVENTS: Final = (
-    "WITH e AS MATERIALIZED (SELECT seq, "
-    f"CASE WHEN kind = 'resumed' THEN '{RESUMES}' WHEN NOT {KINDS_SQL} THEN NULL "
-    f"{_VALID} ELSE json_extract(payload, '$.stage') END AS stage, "
-    f"CASE WHEN kind NOT IN ('change', 'signal') THEN NULL {_VALID} "
-    "ELSE payload END AS p "
-    "FROM events WHERE run_id = ?1 AND typeof(seq) = 'integer')"
-)
+_STAGE: Final = _JSON.format("json_extract(payload, '$.stage')")
 _NAMED: Final = (
-    "SELECT stage, seq FROM e WHERE stage IS NOT NULL",
-    *(
-        f"SELECT {value}, e.seq FROM e, json_each(e.p, '$.{key}') j "
-        f"WHERE e.p IS NOT NULL{where}"
-        for value, key, where in (
-            ("j.value", "added", ""),
-            ("j.value", "removed", ""),
-            ("j.value", "cancelled", ""),
-            ("json_extract(j.value, '$[0]')", "edges", " AND j.type = 'array'"),
-            ("json_extract(j.value, '$[1]')", "edges", " AND j.type = 'array'"),
-        )
-    ),
+    f"SELECT {_STAGE} AS stage, seq FROM events WHERE run_id = ?1 AND {KINDS_SQL}",
+    f"SELECT '{RESUMES}', seq FROM events WHERE run_id = ?1 AND kind = 'resumed'",
+    # A name a change gives twice (added, and in an edge) is one row.
+    "SELECT DISTINCT t.value, e.seq FROM (SELECT seq, "
+    f"{_JSON.format('payload')} AS p FROM events "
+    "WHERE run_id = ?1 AND kind IN ('change', 'signal')) e, json_each(e.p) l, "
+    "json_tree(l.value) t WHERE l.key IN ('added', 'removed', 'cancelled', 'edges') "
+    "AND t.type = 'text'",
 )
 _BUILD_ROWS: Final = (
-    "INSERT INTO stage_rows (run, stage, seq, n) "
-    + _EVENTS
-    + " SELECT ?2, stage, seq, row_number() OVER (ORDER BY stage, seq) - 1 "
-    "FROM (SELECT DISTINCT stage, seq FROM ("
+    "INSERT OR IGNORE INTO stage_rows (run, stage, seq) SELECT ?2, stage, seq FROM ("
     + " UNION ALL ".join(_NAMED)
-    + ") WHERE typeof(stage) = 'text') ORDER BY stage, seq"
+    + ") WHERE typeof(stage) = 'text' AND typeof(seq) = 'integer' ORDER BY stage, seq"
 )
 
 
@@ -150,9 +138,13 @@ def build_index(db: sqlite3.Connection, run_id: str) -> None:
     """Index a run that ends, in the transaction that writes its end."""
     drop_index(db, run_id)
     run = db.execute(
-        "INSERT INTO stage_index (run_id, last, rows) "
-        "SELECT ?1, coalesce(max(seq), -1), 0 FROM events WHERE run_id = ?1",
+        "INSERT INTO stage_index (run_id, last, first, rows) "
+        "SELECT ?1, coalesce(max(seq), -1), 0, 0 FROM events WHERE run_id = ?1",
         (run_id,),
     ).lastrowid
+    # Rows get the rowids after the table's largest, in the order inserted.
+    ((first,),) = db.execute("SELECT coalesce(max(n), 0) + 1 FROM stage_rows")
     rows = db.execute(_BUILD_ROWS, (run_id, run)).rowcount
-    db.execute("UPDATE stage_index SET rows = ? WHERE run = ?", (rows, run))
+    db.execute(
+        "UPDATE stage_index SET first = ?, rows = ? WHERE run = ?", (first, rows, run)
+    )

@@ -8,8 +8,8 @@ of its dependencies. The answer is the replay's (`_replay`, `_lineage`),
 field for field.
 
 The index is a hint. Every row it gives is checked against the event it
-names (its kind, the stage the event names), the chain of a stage's change
-rows must be whole, and the stage's story must make sense (added before it
+names (its kind, the stage the event names), a stage's rows must be whole
+(`_stage_rows`), and the stage's story must make sense (added before it
 runs, never added twice). When anything is off, or the journal has no
 index (format 3 or older), or a change of a kind read here only whole
 (a change set) made the stage, `read_lineage` and `read_output` return
@@ -27,18 +27,17 @@ from dagvisor.actors import JournalError, StageState, UnknownStageError
 from dagvisor.actors._jsonform import Malformed, load_json
 
 from ._history import attempts_of, stage_event
-from ._journal_read import READ_ERRORS
-from ._journal_rows import JournaledRun, check_event
+from ._journal_rows import JournaledRun
 from ._lineage import ConsumedOutput, Lineage, _last_added_and_removed
-from ._records import BadRecord, audit_record, moment, signal_record, text
+from ._records import BadRecord, moment, text
 from ._replay import _Replayer
 from ._replay_values import value_decoder
-from ._stage_index import RESUMES, STAGE_KINDS, missing_index
+from ._stage_index import RESUMES
+from ._stage_rows import Change, Fallback, StageRows, usable
 
 if TYPE_CHECKING:
     from dagvisor.actors import StageSpec
 
-    from ._audit import AuditRecord
     from ._history import StageEvent
     from ._journal_rows import RowReader
 
@@ -55,33 +54,12 @@ _MALFORMED: Final = (
     Malformed,
     JournalError,
 )
-_ROWS: Final = (
-    "SELECT s.seq, s.n, e.kind, e.payload, e.output, e.data FROM stage_rows s "
-    "LEFT JOIN events e ON e.run_id = ?1 AND e.seq = s.seq "
-    "WHERE s.run = ?2 AND s.stage = ?3 ORDER BY s.seq"
-)
-# The run's rows just before and just after a stage's, in the table's order.
-_BEFORE: Final = (
-    "SELECT n FROM stage_rows WHERE run = ?1 AND stage < ?2 "
-    "ORDER BY stage DESC, seq DESC LIMIT 1"
-)
-_AFTER: Final = (
-    "SELECT n FROM stage_rows WHERE run = ?1 AND stage > ?2 ORDER BY stage, seq LIMIT 1"
-)
 _PIPELINE: Final = (
     "SELECT j.value, json_extract(r.pipeline, '$.codec'), "
     "json_type(r.pipeline, '$.codec') FROM runs r, json_each(r.pipeline, '$.stages') j "
     "WHERE r.run_id = ? AND j.type = 'array' AND json_extract(j.value, '$[0]') = ?"
 )
 _SUCCEEDED = StageState.SUCCEEDED
-
-
-class _Fallback(Exception):
-    """The index cannot answer exactly: read the run whole."""
-
-
-Change = tuple[int, "AuditRecord", dict[str, Any]]
-"""A change naming a stage: its event's seq, its audit record, its payload."""
 
 
 @final
@@ -112,24 +90,15 @@ def _plain(name: str) -> bool:
 
 
 @final
-class _Reader:
+class _Reader(StageRows):
     """The queries of one stage's reading, on one snapshot of the file."""
 
     def __init__(self, rows: RowReader, run_id: str, name: str) -> None:
-        self.rows = rows
-        self.run_id = run_id
+        super().__init__(rows, run_id)
         self.name = name
-        self.changes_of: dict[str, list[Change]] = {}
-        self.events_of: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
-        self.records: dict[int, tuple[AuditRecord, dict[str, Any]]] = {}
-        self.run = 0
-        self.count = 0
         self.written_with = "json"
         self.entry: list[Any] | None = None
         self.spec_ref: Any = None
-
-    def off(self) -> NoReturn:
-        raise _Fallback
 
     def pipeline(self) -> None:
         """The stage's entry in the pipeline record, if it has one, and the codec."""
@@ -162,104 +131,6 @@ class _Reader:
             self.off()
         if codec is not None:
             self.written_with = codec
-
-    def anchor(self) -> None:
-        """The run's row in the index, checked against the run as it is now."""
-        found = self.rows.query(
-            "SELECT i.run, i.last, i.rows, r.status FROM stage_index i "
-            "JOIN runs r ON r.run_id = i.run_id WHERE i.run_id = ?",
-            (self.run_id,),
-        )
-        if len(found) != 1:
-            self.off()  # not indexed: a run that never ended, or resumed since
-        run, last, count, status = found[0]
-        ((now,),) = self.rows.query(
-            "SELECT max(seq) FROM events WHERE run_id = ?", (self.run_id,)
-        )
-        if (
-            type(run) is not int
-            or type(count) is not int
-            or type(last) is not int
-            or now != last  # events written or removed since it was built
-            or status == "running"
-        ):
-            self.off()
-        self.run, self.count = run, count
-
-    def indexed(self, name: str) -> None:
-        """Read the rows the index holds for ``name`` into `events_of` and
-        `changes_of`, each checked against its event; the rows must be the
-        stage's all (see `_stage_index`: numbered in order, whole)."""
-        rows = self.rows.query(_ROWS, (self.run_id, self.run, name))
-        before = self.rows.query(_BEFORE, (self.run, name))
-        after = self.rows.query(_AFTER, (self.run, name))
-        expected = before[0][0] + 1 if before else 0
-        if before and type(before[0][0]) is not int:
-            self.off()
-        events: list[tuple[int, str, dict[str, Any]]] = []
-        changes: list[Change] = []
-        for seq, n, *event in rows:
-            if n != expected or type(n) is not int:
-                self.off()  # a row missing, added or moved
-            expected += 1
-            kind = event[0]
-            if name == RESUMES:
-                if kind != "resumed":
-                    self.off()
-                events.append((seq, kind, {}))
-            elif kind in STAGE_KINDS:
-                seq, kind, payload = check_event(
-                    (seq, *event), self.run_id, self.rows.path
-                )
-                if payload.get("stage") != name:
-                    self.off()  # the row points at another stage's event
-                events.append((seq, kind, payload))
-            elif kind in ("change", "signal"):
-                record, payload = self.record(seq, kind, event[1])
-                if name not in record.stages:
-                    self.off()  # the row points at another change
-                changes.append((seq, record, payload))
-            else:
-                self.off()  # no such event, or not one that names a stage
-        if after:
-            if after[0][0] != expected or type(after[0][0]) is not int:
-                self.off()
-        elif expected != self.count:
-            self.off()  # the run's last rows are missing, or the count was edited
-        self.events_of[name] = events
-        self.changes_of[name] = changes
-
-    def record(
-        self, seq: int, kind: str, payload: Any
-    ) -> tuple[AuditRecord, dict[str, Any]]:
-        """A change's (or signal's) audit record and payload, read once."""
-        found = self.records.get(seq)
-        if found is None:
-            if type(payload) is not str:
-                self.off()
-            decoded = load_json(payload)
-            if type(decoded) is not dict:
-                self.off()
-            record = (
-                audit_record(decoded) if kind == "change" else signal_record(decoded)
-            )
-            found = self.records[seq] = (record, decoded)
-        return found
-
-    def changes(self, name: str) -> list[Change]:
-        """The changes naming ``name``, each checked against its event."""
-        if name not in self.changes_of:
-            self.indexed(name)
-        return self.changes_of[name]
-
-    def events(self, name: str) -> list[tuple[int, str, dict[str, Any]]]:
-        """The stage's own events (started, ended, ...), each checked."""
-        if name not in self.events_of:
-            self.indexed(name)
-        return self.events_of[name]
-
-    def resumes(self) -> tuple[int, ...]:
-        return tuple(seq for seq, _, _ in self.events(RESUMES))
 
     def life(self, name: str, *, in_pipeline: bool) -> tuple[bool, Change | None]:
         """Whether ``name`` is in the graph at the end, and the change that last
@@ -491,39 +362,29 @@ class _Reader:
         raise JournalError(msg)
 
 
-def _usable(rows: RowReader) -> bool:
-    """Whether the file holds the index whole, as this dagvisor makes it."""
-    if rows.version < 4:
-        return False
-    try:
-        return not missing_index(rows.db)
-    except READ_ERRORS:
-        return False
-
-
 def read_lineage(rows: RowReader, run_id: str, stage: str) -> Lineage | None:
     """The stage's lineage read by index, or None: read the run whole instead.
 
     Raises:
         UnknownStageError: the run never had such a stage.
     """
-    if not _plain(stage) or not _usable(rows):
+    if not _plain(stage) or not usable(rows):
         return None
     with rows.snapshot():
         try:
             return _Reader(rows, run_id, stage).lineage()
         except UnknownStageError:
             raise
-        except (_Fallback, *_MALFORMED):
+        except (Fallback, *_MALFORMED):
             return None
 
 
 def read_output(rows: RowReader, run_id: str, stage: str) -> StageOutput | None:
     """The stage's output read by index, or None: read the run whole instead."""
-    if not _plain(stage) or not _usable(rows):
+    if not _plain(stage) or not usable(rows):
         return None
     with rows.snapshot():
         try:
             return _Reader(rows, run_id, stage).output()
-        except (_Fallback, *_MALFORMED):
+        except (Fallback, *_MALFORMED):
             return None

@@ -174,8 +174,8 @@ def _built(odd: str) -> tuple[bytes, tuple[str, ...]]:
 
 TABLES = ("meta", "runs", "events", "stage_index", "stage_rows")
 COLUMNS = {
-    "stage_index": ("run", "run_id", "last", "rows"),
-    "stage_rows": ("run", "stage", "seq", "n"),
+    "stage_index": ("run", "run_id", "last", "first", "rows"),
+    "stage_rows": ("n", "run", "stage", "seq"),
     "meta": ("key", "value"),
     "runs": ("run_id", "name", "created", "status", "ended", "pipeline"),
     "events": ("run_id", "seq", "kind", "payload", "output", "data"),
@@ -285,12 +285,7 @@ byte_edit = st.one_of(
 )
 
 
-def _rowid(db: sqlite3.Connection, table: str, row: int) -> Any:
-    if table == "stage_rows":  # WITHOUT ROWID: a row by its key
-        keys = db.execute(
-            "SELECT run, stage, seq FROM stage_rows ORDER BY 1, 2, 3"
-        ).fetchall()
-        return json.dumps(keys[row % len(keys)]) if keys else None
+def _rowid(db: sqlite3.Connection, table: str, row: int) -> int | None:
     count = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     if not count:
         return None
@@ -298,13 +293,6 @@ def _rowid(db: sqlite3.Connection, table: str, row: int) -> Any:
         f"SELECT rowid FROM {table} ORDER BY rowid LIMIT 1 OFFSET ?", (row % count,)
     ).fetchone()
     return found[0]
-
-
-def _key(table: str) -> str:
-    """The condition that picks the row `_rowid` named."""
-    if table == "stage_rows":
-        return "json_array(run, stage, seq) = json(?)"
-    return "rowid = ?"
 
 
 def _stored(value: Any) -> tuple[str, Any]:
@@ -330,7 +318,7 @@ def _apply_sql(path: Path, edit: tuple[Any, ...]) -> None:
         match edit:
             case ("delete", table, row):
                 rowid = _rowid(db, table, row)
-                db.execute(f"DELETE FROM {table} WHERE {_key(table)}", (rowid,))
+                db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
             case ("duplicate", row, shift):
                 rowid = _rowid(db, "events", row)
                 db.execute(
@@ -344,7 +332,7 @@ def _apply_sql(path: Path, edit: tuple[Any, ...]) -> None:
                 rowid = _rowid(db, table, row)
                 expression, parameter = _stored(value)
                 db.execute(
-                    f"UPDATE {table} SET {column} = {expression} WHERE {_key(table)}",
+                    f"UPDATE {table} SET {column} = {expression} WHERE rowid = ?",
                     (parameter, rowid),
                 )
             case ("json", table, column, row, where, value):

@@ -186,7 +186,7 @@ _EDITS = st.one_of(
     st.tuples(st.just("set"), st.integers(0, 10_000), _COLUMN, _VALUES),
     st.tuples(
         st.just("anchor"),
-        st.sampled_from(["run", "run_id", "last", "rows"]),
+        st.sampled_from(["run", "run_id", "last", "first", "rows"]),
         st.one_of(_VALUES, st.integers(-1, 1)),
     ),
     st.tuples(st.just("drop"), st.sampled_from(["stage_rows", "stage_index"])),
@@ -223,7 +223,11 @@ def _apply(path: Path, edit: tuple[Any, ...]) -> None:
                 (value, run, stage, seq),
             )
         case ("anchor", column, value):
-            if column in ("last", "rows") and type(value) is int and -1 <= value <= 1:
+            if (
+                column in ("last", "first", "rows")
+                and type(value) is int
+                and -1 <= value <= 1
+            ):
                 _edit(path, f"UPDATE stage_index SET {column} = {column} + ?", (value,))
             else:
                 _edit(path, f"UPDATE stage_index SET {column} = ?", (value,))
