@@ -69,6 +69,7 @@ from dagvisor.supervisor import RunStatus as RunStatus
 from dagvisor.supervisor import Runtime as Runtime
 from dagvisor.supervisor import StageFinished as StageFinished
 from dagvisor.supervisor import StageLatency as StageLatency
+from dagvisor.supervisor import StageOutput as StageOutput
 from dagvisor.supervisor import StageQueued as StageQueued
 from dagvisor.supervisor import StageStarted as StageStarted
 from dagvisor.supervisor import StageTiming as StageTiming
@@ -120,6 +121,7 @@ __all__ = [
     "StageFinished",
     "StageFunction",
     "StageLatency",
+    "StageOutput",
     "StageQueued",
     "StageRef",
     "StageRegistry",

@@ -33,6 +33,7 @@ from ._retention import RetainOutputs as RetainOutputs
 from ._run import Run as Run
 from ._runtime import Runtime as Runtime
 from ._snapshot import GraphSnapshot as GraphSnapshot
+from ._stage_read import StageOutput as StageOutput
 from ._stats import RunStats as RunStats
 from ._stats import StageLatency as StageLatency
 from ._stats import StageTiming as StageTiming

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 import trio.testing
@@ -14,10 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dagvisor import Journal, Pipeline, runtime, stage
+from dagvisor._cli_output import output_text
+from dagvisor.actors import StageState
 from dagvisor.errors import DagvisorError, RunFailedError, UnknownStageError
 from dagvisor.supervisor._format import FORMAT_VERSION
 from dagvisor.supervisor._stage_index import INDEX_TABLES
-from dagvisor.supervisor._stage_read import read_lineage, read_output
+from dagvisor.supervisor._stage_read import StageOutput, read_lineage, read_output
 
 SCRIPT: list[tuple[Any, ...]] = []
 HOLD: dict[str, trio.Event] = {}
@@ -246,3 +251,47 @@ def test_a_format_3_journal_reads_by_replay_and_is_upgraded_when_written(tmp_pat
             indexed = read_lineage(journal._rows(), new, name)
             assert indexed is not None
             assert indexed == again.lineage(name)
+
+
+BIG = 5 * 2**20  # bytes: written in pieces (more than the journal's 1 MiB piece)
+
+
+@stage(codec="data")
+async def big(ctx: Any) -> Any:
+    return np.frombuffer(bytes(range(256)) * (BIG // 256), dtype=np.uint8)
+
+
+async def _big(path: Any) -> str:
+    async with runtime(journal=path) as rt:
+        result = await rt.run(Pipeline("big").add(big).add(work, after=["big"]))
+    return result.run_id
+
+
+def test_a_large_binary_output_is_read_by_index_as_the_replay_reads_it(tmp_path):
+    path = tmp_path / "runs.db"
+    run_id = trio.run(_big, path)
+    with Journal(path, readonly=True) as journal:
+        replayed = journal.result(run_id).outputs["big"]
+        indexed = read_output(journal._rows(), run_id, "big")
+        assert indexed is not None  # by index, not by the replay
+        assert indexed.stored
+        assert indexed.value.dtype == replayed.dtype == np.uint8
+        assert np.array_equal(indexed.value, replayed)
+        assert indexed.value.nbytes == BIG
+        expected = output_text(
+            run_id,
+            "big",
+            StageOutput(StageState.SUCCEEDED, stored=True, value=replayed),
+            as_json=False,
+        )
+    command = ["show", run_id, "--journal", str(path), "--output", "big"]
+    done = subprocess.run(
+        [sys.executable, "-m", "dagvisor", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n"
+    assert "5,242,880" in done.stdout or "5242880" in done.stdout, done.stdout
