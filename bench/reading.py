@@ -1,8 +1,9 @@
-"""What the reading commands cost on a large journal: `show` and `lineage RUN STAGE`.
+"""What the reading commands cost on a large journal: `show`, `lineage RUN STAGE`, `show RUN --output STAGE`.
 
 python bench/reading.py                         # 200,000 stages a run
 python bench/reading.py --stages 20000 --json out.json
 python bench/reading.py --journal big.db        # build it once, measure again later
+python bench/reading.py --commands lineage,output   # only some commands
 
 The journal holds two runs of ``--stages`` stages each:
 
@@ -112,6 +113,11 @@ def main() -> None:
     parser.add_argument("--journal", help="reuse (or build once) this journal")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--commands",
+        default="show,lineage,output",
+        help="comma-separated, from show, lineage, output (show RUN --output STAGE)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.journal or Path(tmp) / "runs.db")
@@ -127,12 +133,15 @@ def main() -> None:
             "chain": {
                 "show": ["show", ids["chain"]],
                 "lineage": ["lineage", ids["chain"], f"c{middle}"],
+                "output": ["show", ids["chain"], "--output", f"c{middle}"],
             },
             "fanout": {
                 "show": ["show", ids["fanout"]],
                 "lineage": ["lineage", ids["fanout"], f"cell[{middle}]"],
+                "output": ["show", ids["fanout"], "--output", f"cell[{middle}]"],
             },
         }
+        chosen = args.commands.split(",")
         figures: dict[str, Any] = {
             "machine": machine(),
             "stages": args.stages,
@@ -140,6 +149,8 @@ def main() -> None:
         }
         for shape, wanted in commands.items():
             for name, command in wanted.items():
+                if name not in chosen:
+                    continue
                 runs = [
                     measure([*command, "--journal", str(path)])
                     for _ in range(args.repeat)

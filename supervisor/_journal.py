@@ -458,9 +458,10 @@ class Journal:
         The same answer as ``result(run_id).lineage(stage)``, in time and
         memory that do not grow with the run: the stage's own events, the
         changes that name it and its dependencies' ends are found through
-        the journal's index by stage. A journal without that index (written
-        before it), or whose index disagrees with the events it names, is
-        read whole instead (the replay), with the same answer.
+        the journal's index by stage, written when the run ended. A run
+        without that index (not ended, or written before journal format 4),
+        or whose index disagrees with the journal, is read whole instead
+        (the replay), with the same answer.
 
         Raises:
             TypeError: the run id or the stage name is not text.
@@ -485,7 +486,8 @@ class Journal:
         return result.lineage(stage)
 
     def stage_output(self, run_id: str, stage: str) -> StageOutput:
-        """One stage's state and output, read by the journal's index (see `lineage`).
+        """One stage's state and output (`StageOutput`), read by the journal's
+        index as `lineage` reads it.
 
         Raises:
             TypeError: the run id or the stage name is not text.
