@@ -87,12 +87,15 @@ _STAGE: Final = _JSON.format("json_extract(payload, '$.stage')")
 _NAMED: Final = (
     f"SELECT {_STAGE} AS stage, seq FROM events WHERE run_id = ?1 AND {KINDS_SQL}",
     f"SELECT '{RESUMES}', seq FROM events WHERE run_id = ?1 AND kind = 'resumed'",
-    # A name a change gives twice (added, and in an edge) is one row.
+    # The four lists of a change, taken from one parse of it (json_valid's,
+    # which SQLite keeps for json_extract); a name it gives twice (added,
+    # and in an edge) is one row.
     "SELECT DISTINCT t.value, e.seq FROM (SELECT seq, "
-    f"{_JSON.format('payload')} AS p FROM events "
-    "WHERE run_id = ?1 AND kind IN ('change', 'signal')) e, json_each(e.p) l, "
-    "json_tree(l.value) t WHERE l.key IN ('added', 'removed', 'cancelled', 'edges') "
-    "AND t.type = 'text'",
+    + _JSON.format(
+        "json_extract(payload, '$.added', '$.removed', '$.cancelled', '$.edges')"
+    )
+    + " AS lists FROM events WHERE run_id = ?1 AND kind IN ('change', 'signal')) e, "
+    "json_tree(e.lists) t WHERE t.type = 'text'",
 )
 _BUILD_ROWS: Final = (
     "INSERT OR IGNORE INTO stage_rows (run, stage, seq) SELECT ?2, stage, seq FROM ("
