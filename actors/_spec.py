@@ -195,7 +195,18 @@ class StageSpec:
         return spec
 
     def options(self, **changes: Any) -> StageSpec:
-        """Return a copy with some options changed (same keywords as `stage`)."""
+        """Return a copy with some options changed (same keywords as `stage`).
+
+        Raises:
+            TypeError: a keyword that is not one of `stage`'s.
+        """
+        unknown = sorted(set(changes) - _OPTIONS)
+        if unknown:
+            msg = (
+                f"options() got unknown keywords {unknown}: the options are "
+                f"{', '.join(sorted(_OPTIONS - {'fn'}))}, as for @stage"
+            )
+            raise TypeError(msg)
         merged = attrs.asdict(self, recurse=False)
         del merged["simple"], merged["params_key"], merged["queues"]
         params = merged.pop("params")
@@ -219,6 +230,7 @@ _FIELDS = (
     "persist",
     "limit",
 )
+_OPTIONS = frozenset(_FIELDS)
 (
     _set_fn,
     _set_name,
