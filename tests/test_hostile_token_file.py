@@ -12,8 +12,11 @@ import os
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
+import trio
 from control_helpers import held, served, tokens_file
 
+from dagvisor.errors import TokenFileError
 from dagvisor.supervisor._control._tokens import Tokens, add_token, hash_secret
 
 if TYPE_CHECKING:
@@ -158,3 +161,29 @@ def test_tokens_made_from_lines_are_not_read_from_a_file(tmp_path):
     path.unlink()
     assert fixed.identify(operator) is not None
     assert loaded.identify(operator) is None  # the file is gone: nobody
+
+
+async def test_a_token_file_that_is_not_a_regular_file_lets_nobody_in(tmp_path):
+    # A FIFO would block whoever opens it (the event loop), a device never end.
+    async with served(tmp_path) as (rt, op, _, _, _):
+        run = await rt.start(held())
+        path = tmp_path / "tokens.txt"
+        good = path.read_text(encoding="utf-8")
+        path.unlink()
+        os.mkfifo(path)
+        with trio.fail_after(10):
+            assert (await op.get("/api/runs")).status_code == 401
+        path.unlink()
+        path.symlink_to("/dev/zero")
+        assert (await op.get("/api/runs")).status_code == 401
+        path.unlink()
+        path.write_text(good, encoding="utf-8")
+        assert (await op.get("/api/runs")).status_code == 200
+        await run.cancel()
+
+
+def test_loading_a_token_file_that_is_not_a_regular_file_is_refused(tmp_path):
+    path = tmp_path / "tokens.txt"
+    os.mkfifo(path)
+    with pytest.raises(TokenFileError, match="not a regular file"):
+        Tokens.load(path)

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import time
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias, final
 
@@ -168,6 +169,10 @@ def _signature(path: str) -> tuple[int, ...]:
         found = os.stat(path)
     except OSError as exc:
         raise TokenFileError(path, None, f"cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(
+        found.st_mode
+    ):  # a FIFO would block its reader, a device never end
+        raise TokenFileError(path, None, "is not a regular file")
     return (
         found.st_dev,
         found.st_ino,
