@@ -17,6 +17,7 @@ import trio
 from control_helpers import held, served, tokens_file
 
 from dagvisor.errors import TokenFileError
+from dagvisor.supervisor._control import _tokens
 from dagvisor.supervisor._control._tokens import Tokens, add_token, hash_secret
 
 if TYPE_CHECKING:
@@ -187,3 +188,10 @@ def test_loading_a_token_file_that_is_not_a_regular_file_is_refused(tmp_path):
     os.mkfifo(path)
     with pytest.raises(TokenFileError, match="not a regular file"):
         Tokens.load(path)
+
+
+def test_a_fifo_swapped_in_after_the_stat_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "tokens.txt"
+    os.mkfifo(path)
+    with pytest.raises(TokenFileError, match="not a regular file"):
+        _tokens._read(str(path))  # no writer: a blocking open would hang here

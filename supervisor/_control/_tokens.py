@@ -183,11 +183,21 @@ def _signature(path: str) -> tuple[int, ...]:
 
 
 def _read(path: str) -> str:
+    # Opened without blocking and checked to be a regular file before it is
+    # read: a FIFO put in its place would block the reader (the event loop).
     try:
-        with open(path, "rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise TokenFileError(path, None, f"cannot be read ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TokenFileError(path, None, "is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
             data = file.read(_MAX_FILE + 1)
     except OSError as exc:
         raise TokenFileError(path, None, f"cannot be read ({exc.strerror})") from None
+    finally:
+        os.close(fd)
     if len(data) > _MAX_FILE:
         raise TokenFileError(path, None, "is larger than 1 MiB")
     try:
