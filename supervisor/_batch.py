@@ -50,6 +50,7 @@ __all__ = [
     "Record",
     "RunLedger",
     "commit_batch",
+    "index_runs",
     "release_lease",
     "take_run_over",
 ]
@@ -108,6 +109,7 @@ class Committed:
     released: list[str] = attrs.Factory(list)
     next_seq: dict[str, int] = attrs.Factory(dict)
     renewed: list[str] = attrs.Factory(list)
+    ended: list[str] = attrs.Factory(list)
     expires: float = 0.0
     ok: bool = True  # False: the transaction itself failed (the file, not a record)
 
@@ -213,9 +215,9 @@ def _write_group(
                     db, run_id, _END, (run_id, status, ended), nonce if fence else None
                 )
                 fence = False
-                build_index(db, run_id)  # once, in SQL: nothing a stage while it ran
                 release(db, run_id, me)
                 done.released.append(run_id)
+                done.ended.append(run_id)  # to index once this is committed
             case _:  # pragma: no cover - a bug in a producer of records
                 msg = f"unknown journal record {record!r}"
                 raise AssertionError(msg)
@@ -373,6 +375,21 @@ def _commit_one(
         msg = f"{written} of its {count} events were written"
         return Committed(failed={run_id: JournalWriteError(run_id, msg)})
     return Committed(next_seq={run_id: ledger.next_seq + count})
+
+
+def index_runs(journal: Journal, run_ids: list[str]) -> None:
+    """Index runs whose end is committed, in a transaction of its own (worker thread).
+
+    Best effort: a run left without its index (a locked file, a crash before
+    this) is read whole by the reading commands, with the same answers.
+    """
+
+    def work(db: sqlite3.Connection) -> None:
+        for run_id in run_ids:
+            build_index(db, run_id)
+
+    with contextlib.suppress(sqlite3.Error, JournalError):
+        journal.transaction(work, create=False)
 
 
 def take_run_over(

@@ -1,8 +1,9 @@
 """The journal's index by stage (format 4): which events name a stage, built when a run ends.
 
-Two ordinary tables, filled by SQLite in a few statements in the transaction
-that writes a run's end (`build_index`), so the run itself pays nothing per
-stage while it goes:
+Two ordinary tables, filled by SQLite in a few statements (`build_index`)
+in a transaction of its own once a run's end is committed, so the run pays
+nothing per stage while it goes and does not wait for its index when it
+ends (a crash before the index is built leaves a run without one):
 
 * ``stage_index``: one row a run, its anchor: the run's number in the index
   (``run``), the ``seq`` of the run's last event when the index was built

@@ -52,6 +52,7 @@ from ._batch import (
     Record,
     RunLedger,
     commit_batch,
+    index_runs,
     release_lease,
     take_run_over,
 )
@@ -102,6 +103,8 @@ class JournalWriter(Outcomes):
         self._unnotified: list[RunLedger] = []
         self._renew_every = journal.lease / 3
         self._next_renewal = math.inf
+        self._unindexed: list[str] = []
+        """Runs whose end is committed, to index after the batch (`index_runs`)."""
 
     # -- the runs' side ------------------------------------------------------------
 
@@ -347,6 +350,11 @@ class JournalWriter(Outcomes):
                     raise AssertionError(msg)
         if records:
             await self._commit(records)
+        if self._unindexed:
+            # After the batch's flushes are set: a run waits for its end to be
+            # committed, never for its index (see `_stage_index`).
+            ended, self._unindexed = self._unindexed, []
+            await self._blocking(index_runs, self.journal, ended)
 
     async def _commit(self, records: list[Record]) -> None:
         renewing: list[RunLedger] = []
@@ -378,3 +386,6 @@ class JournalWriter(Outcomes):
                 ok=False,
             )
         self._apply(done)
+        self._unindexed += [
+            run_id for run_id in done.ended if run_id not in done.failed
+        ]
