@@ -2,7 +2,11 @@
 
 The supervisor appends each event once to a bounded ring (O(1), whatever
 the number of readers) and only while someone reads: with no reader, no
-event is even built. Each reader (`EventStream`) keeps its own position in
+event is even built. A stage's move is kept as a plain record (`Moved`:
+the state it entered, its name, the time), which Python's collector stops
+tracking at its first pass; the event objects are built from it only for
+a reader that asks for them (`Run.events`), while the control API's feed
+encodes the records themselves. Each reader (`EventStream`) keeps its own position in
 the ring. A reader that falls behind by more than its ``buffer`` loses the
 oldest events it has not read and is told how many, in order, by an
 `EventsLost` event. A reader that stops (``break`` out of ``async for``,
@@ -19,10 +23,10 @@ from typing import TYPE_CHECKING, TypeAlias, final
 import attrs
 import trio
 
+from dagvisor.actors import StageState
+
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from dagvisor.actors import StageState
 
     from ._audit import AuditRecord
 
@@ -32,10 +36,13 @@ __all__ = [
     "EventStream",
     "EventsLost",
     "GraphChanged",
+    "Kept",
+    "Moved",
     "RunEvent",
     "StageFinished",
     "StageQueued",
     "StageStarted",
+    "as_event",
 ]
 
 
@@ -94,16 +101,43 @@ RunEvent: TypeAlias = (
 Event: TypeAlias = RunEvent
 """The former name of `RunEvent` (which does not read like ``trio.Event``)."""
 
+Moved: TypeAlias = tuple[str, str, float]
+"""A stage entered a state: the state's value, the stage's name, the time.
+``queued`` is a `StageQueued`, ``running`` a `StageStarted`, any other
+state a `StageFinished`. Plain strings and a float: once Python's collector
+has seen the tuple, it no longer tracks it."""
+
+Kept: TypeAlias = Moved | RunEvent
+"""What the ring keeps: a `Moved` record, or an event object."""
+
+_QUEUED = StageState.QUEUED.value
+_RUNNING = StageState.RUNNING.value
+_STATES = {state.value: state for state in StageState}
+
+
+def as_event(kept: Kept) -> RunEvent:
+    """The event object of what the ring kept (built now for a `Moved` record)."""
+    if type(kept) is not tuple:
+        return kept  # type: ignore[return-value]  # not a tuple: an event object
+    state, stage, time = kept
+    if state == _RUNNING:
+        return StageStarted(stage, time)
+    if state == _QUEUED:
+        return StageQueued(stage, time)
+    return StageFinished(stage, _STATES[state], time)
+
 
 @final
 class EventLog:
     """The recent events of one run (the supervisor writes, readers read)."""
 
-    __slots__ = ("_lot", "_ring", "closed", "published", "readers")
+    __slots__ = ("_lot", "_ring", "_waiting", "closed", "published", "readers")
 
     def __init__(self) -> None:
-        self._ring: deque[Event] = deque(maxlen=1)
+        self._ring: deque[Kept] = deque(maxlen=1)
         self._lot = trio.lowlevel.ParkingLot()
+        self._waiting = 0
+        """Readers parked in `_wait` now."""
         self.published = 0
         """Events published so far (a reader's cursor counts in these)."""
         self.readers = 0
@@ -114,7 +148,15 @@ class EventLog:
         """Append an event and wake the readers waiting for one (never blocks)."""
         self._ring.append(event)
         self.published += 1
-        if self._lot:
+        if self._waiting:
+            self._lot.unpark_all()
+
+    def moved(self, stage: str, state: str, time: float) -> None:
+        """Stage ``stage`` entered ``state`` (a `StageState`'s value) at ``time``:
+        `publish` of its event, kept as a `Moved` record (the hot path)."""
+        self._ring.append((state, stage, time))
+        self.published += 1
+        if self._waiting:
             self._lot.unpark_all()
 
     def close(self) -> None:
@@ -140,15 +182,16 @@ class EventLog:
             stream.lost += lost
             return EventsLost(lost)
         stream._cursor += 1
-        return self._ring[len(self._ring) - behind]
+        return as_event(self._ring[len(self._ring) - behind])
 
-    def take(self, stream: EventStream) -> list[Event]:
-        """Every event ``stream`` has not read, oldest first, moving its cursor
-        (an `EventsLost` first if it fell behind); empty when it is up to date."""
+    def take(self, stream: EventStream) -> list[Kept]:
+        """Everything ``stream`` has not read, oldest first, as the ring kept
+        it (see `as_event`), moving its cursor (an `EventsLost` first if it
+        fell behind); empty when it is up to date."""
         behind = self.published - stream._cursor
         if behind <= 0:
             return []
-        taken: list[Event] = []
+        taken: list[Kept] = []
         kept = min(stream._buffer, len(self._ring))
         if behind > kept:
             lost = behind - kept
@@ -163,7 +206,11 @@ class EventLog:
         return taken
 
     async def _wait(self) -> None:
-        await self._lot.park()
+        self._waiting += 1
+        try:
+            await self._lot.park()
+        finally:
+            self._waiting -= 1
 
 
 @final
@@ -232,8 +279,9 @@ class EventStream:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
-    def _take_all(self) -> list[Event]:
-        """Every event available now, oldest first (for readers that batch).
+    def _take_all(self) -> list[Kept]:
+        """Every event available now, oldest first, as the ring kept it (for
+        readers that batch, and encode `Moved` records themselves).
 
         Raises:
             trio.EndOfChannel: as `receive_nowait`.

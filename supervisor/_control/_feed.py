@@ -20,14 +20,24 @@ from typing import TYPE_CHECKING, final
 
 import trio
 
+from dagvisor.actors import StageState
+
 from .._events import EventsLost, StageFinished, StageQueued, StageStarted
 from ._forms import dumps, event_form
 
 if TYPE_CHECKING:
-    from .._events import RunEvent
+    from .._events import Kept, Moved, RunEvent
     from .._run import Run
 
-__all__ = ["EVENT_BUFFER", "PACE", "TAKE_BUFFER", "Feed", "Feeds", "event_text"]
+__all__ = [
+    "EVENT_BUFFER",
+    "PACE",
+    "TAKE_BUFFER",
+    "Feed",
+    "Feeds",
+    "event_text",
+    "kept_text",
+]
 
 EVENT_BUFFER = 50_000
 """How many events one client may fall behind before it loses some."""
@@ -61,6 +71,52 @@ _FINISHED = 'event: stage_finished\ndata: {"stage":%s,"state":%s}\n\n'
 _QUEUED = 'event: stage_queued\ndata: {"stage":%s}\n\n'
 
 
+def _template(state: StageState) -> str:
+    if state is StageState.QUEUED:
+        return _QUEUED
+    if state is StageState.RUNNING:
+        return _STARTED
+    finished = '{"stage":%s,"state":' + _quoted(state.value) + "}"
+    return "event: stage_finished\ndata: " + finished + "\n\n"
+
+
+_MOVED = {state.value: _template(state) for state in StageState}
+"""The text of a `Moved` record's event, by the state the stage entered,
+with ``%s`` where its quoted name goes."""
+
+
+def _moved_text(moved: list[Moved]) -> str:
+    # One template for the batch, one ``%``, and the JSON library's own
+    # escaping of each name: nothing else done per event in Python.
+    template = "".join([_MOVED[state] for state, _, _ in moved])
+    return template % tuple([_quoted(stage) for _, stage, _ in moved])
+
+
+def kept_text(kept: list[Kept]) -> str:
+    """What a run's event log kept, as server-sent-event text: `event_text`
+    of each event, in order, the `Moved` records encoded in one pass."""
+    try:
+        return _moved_text(kept)  # type: ignore[arg-type]  # anything else raises
+    except TypeError:  # an event object among them: cannot be unpacked
+        pass
+    parts: list[str] = []
+    moved: list[Moved] = []
+    for record in kept:
+        if type(record) is tuple:
+            moved.append(record)
+            continue
+        if moved:
+            parts.append(_moved_text(moved))
+            moved = []
+        if type(record) is EventsLost:
+            parts.append(_lost_text(record.count).decode("ascii"))
+        else:
+            parts.append(event_text(record))  # type: ignore[arg-type]  # an event
+    if moved:
+        parts.append(_moved_text(moved))
+    return "".join(parts)
+
+
 def _lost_text(count: int) -> bytes:
     return b'event: lost\ndata: {"count":%d}\n\n' % count
 
@@ -77,6 +133,7 @@ class Feed:
     """
 
     __slots__ = (
+        "_copied",
         "_counts",
         "_first",
         "_lot",
@@ -102,6 +159,8 @@ class Feed:
         """The count of events up to ``_texts[0]``."""
         self._lot = trio.lowlevel.ParkingLot()
         self._taking = False
+        self._copied = (0, 0, b"")
+        """The last text read (from, to, text): clients paced alike share it."""
         self.clients = 0
         self.ended = False
         self.ticking = False
@@ -122,17 +181,11 @@ class Feed:
         self.take()
         return self.end, self.count
 
-    def _add(self, events: list[RunEvent]) -> None:
-        parts: list[str] = []
-        size = 0
-        for event in events:
-            if type(event) is EventsLost:
-                parts.append(_lost_text(event.count).decode("ascii"))
-                size += event.count
-            else:
-                parts.append(event_text(event))
-                size += 1
-        self._texts.append("".join(parts).encode("ascii"))
+    def _add(self, kept: list[Kept]) -> None:
+        size = len(kept)
+        if type(kept[0]) is EventsLost:  # only ever first (`EventLog.take`)
+            size += kept[0].count - 1
+        self._texts.append(kept_text(kept).encode("ascii"))
         self._counts.append(self.count + size)
         while self._counts[-1] - self._skipped > EVENT_BUFFER and len(self._texts) > 1:
             self._texts.popleft()
@@ -157,15 +210,22 @@ class Feed:
         self.take()
         if position == self.end:
             return b"", position, count
+        end = self.end
         parts: list[bytes] = []
         if position < self._first:
             parts.append(_lost_text(self._skipped - count))
             position = self._first
+        elif self._copied[0] == position and self._copied[1] == end:
+            return self._copied[2], end, self.count
         # From the right end: O(batches read), however long the ring.
-        newest = list(islice(reversed(self._texts), self.end - position))
+        newest = list(islice(reversed(self._texts), end - position))
         newest.reverse()
+        if not parts:
+            text = b"".join(newest)
+            self._copied = (position, end, text)
+            return text, end, self.count
         parts += newest
-        return b"".join(parts), self.end, self.count
+        return b"".join(parts), end, self.count
 
     async def wait(self, position: int) -> None:
         """Wait until there is something past ``position``, or the run's events ended."""

@@ -9,6 +9,7 @@ in batches: what gathered since the client's last write, at most every
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, final
 
 import trio
@@ -28,9 +29,13 @@ feed: the run keeps only what came in between (`TAKE_BUFFER`)."""
 
 
 async def _pace(feed: Feed) -> None:
-    """Wait `PACE` seconds; one waiting client at a time takes for the feed
-    meanwhile, every `_TAKE` seconds (a client blocked on a send takes nothing)."""
-    deadline = trio.current_time() + _feed.PACE
+    """Wait until the next multiple of `PACE` seconds on trio's clock (the
+    clients of a feed wake together and share what they are sent); one
+    waiting client at a time takes for the feed meanwhile, every `_TAKE`
+    seconds (a client blocked on a send takes nothing)."""
+    now = trio.current_time()
+    pace = _feed.PACE
+    deadline = (math.floor(now / pace) + 1) * pace if pace > 0 else now
     if feed.ticking:
         await trio.sleep_until(deadline)
         return
