@@ -2,23 +2,26 @@
 
 The supervisor appends each event once to a bounded ring (O(1), whatever
 the number of readers) and only while someone reads: with no reader, no
-event is even built. A stage's move is kept as a plain record (`Moved`:
-the state it entered, its name, the time), which Python's collector stops
-tracking at its first pass; the event objects are built from it only for
-a reader that asks for them (`Run.events`), while the control API's feed
-encodes the records themselves. Each reader (`EventStream`) keeps its own position in
-the ring. A reader that falls behind by more than its ``buffer`` loses the
-oldest events it has not read and is told how many, in order, by an
-`EventsLost` event. A reader that stops (``break`` out of ``async for``,
-or simply dropping the object) costs nothing: the run holds no reference
-to it, and its count of readers drops when it is closed or collected.
+event is even built. A stage's move is kept as three items of the ring
+(the state it entered, its name, the time), objects that exist already:
+keeping it allocates nothing Python's collector tracks, so a run that is
+followed sets off no collection over its graph. The event objects are
+built from these items only for a reader that asks for them
+(`Run.events`); the control API's feed encodes the items themselves.
+
+Each reader (`EventStream`) keeps its own position in the ring. A reader
+that falls behind by more than its ``buffer`` loses the oldest events it
+has not read and is told how many, in order, by an `EventsLost` event. A
+reader that stops (``break`` out of ``async for``, or simply dropping the
+object) costs nothing: the run holds no reference to it, and its count of
+readers drops when it is closed or collected.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from itertools import islice
-from typing import TYPE_CHECKING, TypeAlias, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import attrs
 import trio
@@ -31,18 +34,19 @@ if TYPE_CHECKING:
     from ._audit import AuditRecord
 
 __all__ = [
+    "EVENT",
+    "ITEMS",
     "Event",
     "EventLog",
     "EventStream",
     "EventsLost",
     "GraphChanged",
-    "Kept",
-    "Moved",
     "RunEvent",
     "StageFinished",
     "StageQueued",
     "StageStarted",
     "as_event",
+    "as_events",
 ]
 
 
@@ -101,30 +105,35 @@ RunEvent: TypeAlias = (
 Event: TypeAlias = RunEvent
 """The former name of `RunEvent` (which does not read like ``trio.Event``)."""
 
-Moved: TypeAlias = tuple[str, str, float]
-"""A stage entered a state: the state's value, the stage's name, the time.
-``queued`` is a `StageQueued`, ``running`` a `StageStarted`, any other
-state a `StageFinished`. Plain strings and a float: once Python's collector
-has seen the tuple, it no longer tracks it."""
+ITEMS = 3
+"""Items of the ring an event takes: a stage's move is the value of the
+state it entered (``queued``: a `StageQueued`, ``running``: a
+`StageStarted`, any other state: a `StageFinished`), the stage's name and
+the time; any other event is `EVENT`, the event object and ``0.0``."""
 
-Kept: TypeAlias = Moved | RunEvent
-"""What the ring keeps: a `Moved` record, or an event object."""
+EVENT = ""
+"""The first item of an event kept as its object."""
 
 _QUEUED = StageState.QUEUED.value
 _RUNNING = StageState.RUNNING.value
 _STATES = {state.value: state for state in StageState}
 
 
-def as_event(kept: Kept) -> RunEvent:
-    """The event object of what the ring kept (built now for a `Moved` record)."""
-    if type(kept) is not tuple:
-        return kept  # type: ignore[return-value]  # not a tuple: an event object
-    state, stage, time = kept
+def as_event(state: str, what: Any, time: float) -> RunEvent:
+    """The event kept as these `ITEMS` (its object built now for a stage's move)."""
+    if state == EVENT:
+        event: RunEvent = what
+        return event
     if state == _RUNNING:
-        return StageStarted(stage, time)
+        return StageStarted(what, time)
     if state == _QUEUED:
-        return StageQueued(stage, time)
-    return StageFinished(stage, _STATES[state], time)
+        return StageQueued(what, time)
+    return StageFinished(what, _STATES[state], time)
+
+
+def as_events(kept: list[Any]) -> list[RunEvent]:
+    """The events of what `EventLog.take` returned, oldest first."""
+    return [as_event(*kept[i : i + ITEMS]) for i in range(0, len(kept), ITEMS)]
 
 
 @final
@@ -134,7 +143,8 @@ class EventLog:
     __slots__ = ("_lot", "_ring", "_waiting", "closed", "published", "readers")
 
     def __init__(self) -> None:
-        self._ring: deque[Kept] = deque(maxlen=1)
+        self._ring: deque[Any] = deque(maxlen=ITEMS)
+        """`ITEMS` an event, the newest on the right."""
         self._lot = trio.lowlevel.ParkingLot()
         self._waiting = 0
         """Readers parked in `_wait` now."""
@@ -146,15 +156,16 @@ class EventLog:
 
     def publish(self, event: Event) -> None:
         """Append an event and wake the readers waiting for one (never blocks)."""
-        self._ring.append(event)
+        self._ring.extend((EVENT, event, 0.0))
         self.published += 1
         if self._waiting:
             self._lot.unpark_all()
 
     def moved(self, stage: str, state: str, time: float) -> None:
         """Stage ``stage`` entered ``state`` (a `StageState`'s value) at ``time``:
-        `publish` of its event, kept as a `Moved` record (the hot path)."""
-        self._ring.append((state, stage, time))
+        `publish` of its event, without building it (the hot path)."""
+        # The tuple is freed at once: what stays is the three objects.
+        self._ring.extend((state, stage, time))
         self.published += 1
         if self._waiting:
             self._lot.unpark_all()
@@ -166,8 +177,8 @@ class EventLog:
 
     def subscribe(self, buffer: int) -> EventStream:
         """A new reader of the events published from now on."""
-        if buffer > (self._ring.maxlen or 0):
-            self._ring = deque(self._ring, maxlen=buffer)
+        if buffer * ITEMS > (self._ring.maxlen or 0):
+            self._ring = deque(self._ring, maxlen=buffer * ITEMS)
         return EventStream(self, buffer)
 
     def _event(self, stream: EventStream) -> Event | None:
@@ -175,32 +186,34 @@ class EventLog:
         behind = self.published - stream._cursor
         if behind <= 0:
             return None
-        kept = min(stream._buffer, len(self._ring))
+        ring = self._ring
+        kept = min(stream._buffer, len(ring) // ITEMS)
         if behind > kept:
             lost = behind - kept
             stream._cursor += lost
             stream.lost += lost
             return EventsLost(lost)
         stream._cursor += 1
-        return as_event(self._ring[len(self._ring) - behind])
+        at = len(ring) - behind * ITEMS
+        return as_event(ring[at], ring[at + 1], ring[at + 2])
 
-    def take(self, stream: EventStream) -> list[Kept]:
-        """Everything ``stream`` has not read, oldest first, as the ring kept
-        it (see `as_event`), moving its cursor (an `EventsLost` first if it
-        fell behind); empty when it is up to date."""
+    def take(self, stream: EventStream) -> list[Any]:
+        """The `ITEMS` of every event ``stream`` has not read, oldest first,
+        moving its cursor (an `EventsLost` first if it fell behind); empty
+        when it is up to date. `as_events` makes them event objects."""
         behind = self.published - stream._cursor
         if behind <= 0:
             return []
-        taken: list[Kept] = []
-        kept = min(stream._buffer, len(self._ring))
+        taken: list[Any] = []
+        kept = min(stream._buffer, len(self._ring) // ITEMS)
         if behind > kept:
             lost = behind - kept
             stream.lost += lost
-            taken.append(EventsLost(lost))
+            taken += (EVENT, EventsLost(lost), 0.0)
             behind = kept
         stream._cursor = self.published
         # From the right end: O(behind), however long the ring.
-        newest = list(islice(reversed(self._ring), behind))
+        newest = list(islice(reversed(self._ring), behind * ITEMS))
         newest.reverse()
         taken += newest
         return taken
@@ -279,9 +292,9 @@ class EventStream:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
-    def _take_all(self) -> list[Kept]:
-        """Every event available now, oldest first, as the ring kept it (for
-        readers that batch, and encode `Moved` records themselves).
+    def _take_all(self) -> list[Any]:
+        """Every event available now, oldest first, as `EventLog.take` gives
+        them (for readers that batch, and encode a stage's move themselves).
 
         Raises:
             trio.EndOfChannel: as `receive_nowait`.

@@ -22,12 +22,13 @@ from dagvisor.actors import StageState
 from dagvisor.supervisor._control._feed import kept_text
 from dagvisor.supervisor._control._forms import dumps, event_form
 from dagvisor.supervisor._events import (
+    EVENT,
     EventLog,
     EventsLost,
     StageFinished,
     StageQueued,
     StageStarted,
-    as_event,
+    as_events,
 )
 
 MOVES = [state.value for state in StageState if state is not StageState.PENDING]
@@ -39,31 +40,40 @@ def _normal(form: tuple[str, dict[str, Any]]) -> tuple[str, Any]:
     return name, json.loads(dumps(data))
 
 
-kept_records = st.lists(
+# A stage's move, or an event kept as its object, as `EventLog.take` gives them.
+kept_events = st.lists(
     st.one_of(
         st.tuples(st.sampled_from(MOVES), hostile_stage_names(), st.floats(0, 1e9)),
-        st.builds(StageStarted, hostile_stage_names(), st.floats(0, 1e9)),
-        st.builds(StageQueued, hostile_stage_names(), st.floats(0, 1e9)),
-        st.builds(
-            StageFinished,
-            hostile_stage_names(),
-            st.sampled_from(list(StageState)),
-            st.floats(0, 1e9),
+        st.tuples(
+            st.just(EVENT),
+            st.one_of(
+                st.builds(StageStarted, hostile_stage_names(), st.floats(0, 1e9)),
+                st.builds(StageQueued, hostile_stage_names(), st.floats(0, 1e9)),
+                st.builds(
+                    StageFinished,
+                    hostile_stage_names(),
+                    st.sampled_from(list(StageState)),
+                    st.floats(0, 1e9),
+                ),
+            ),
+            st.just(0.0),
         ),
     ),
     max_size=30,
 )
 
 
-@given(kept=kept_records, lost=st.none() | st.integers(1, 10**9))
-def test_kept_records_are_encoded_as_their_events(kept, lost):
-    # Records and event objects, mixed in any order, after a loss or not:
+@given(events=kept_events, lost=st.none() | st.integers(1, 10**9))
+def test_kept_events_are_encoded_as_their_events(events, lost):
+    # Moves and event objects, mixed in any order, after a loss or not:
     # the text is each event's form, in order, and ASCII only.
     if lost is not None:
-        kept = [EventsLost(lost), *kept]
+        events = [(EVENT, EventsLost(lost), 0.0), *events]
+    kept = [item for event in events for item in event]
     text = kept_text(kept)
     assert text.isascii()
-    assert sse_events(text) == [_normal(event_form(as_event(k))) for k in kept]
+    assert sse_events(text) == [_normal(event_form(e)) for e in as_events(kept)]
+    assert len(as_events(kept)) == len(events)
 
 
 @given(
@@ -92,7 +102,7 @@ def test_a_reader_of_the_log_gets_the_event_objects(moves):
     assert all(type(g) is type(e) for g, e in zip(got, expected, strict=True))
     finished = [g for g in got if type(g) is StageFinished]
     assert all(type(g.state) is StageState for g in finished)
-    assert [as_event(k) for k in batch._take_all()] == expected
+    assert as_events(batch._take_all()) == expected
 
 
 GATE: list[trio.Event] = []

@@ -16,17 +16,24 @@ from __future__ import annotations
 from collections import deque
 from itertools import islice
 from json.encoder import encode_basestring_ascii as _quoted
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 import trio
 
 from dagvisor.actors import StageState
 
-from .._events import EventsLost, StageFinished, StageQueued, StageStarted
+from .._events import (
+    EVENT,
+    ITEMS,
+    EventsLost,
+    StageFinished,
+    StageQueued,
+    StageStarted,
+)
 from ._forms import dumps, event_form
 
 if TYPE_CHECKING:
-    from .._events import Kept, Moved, RunEvent
+    from .._events import RunEvent
     from .._run import Run
 
 __all__ = [
@@ -81,39 +88,40 @@ def _template(state: StageState) -> str:
 
 
 _MOVED = {state.value: _template(state) for state in StageState}
-"""The text of a `Moved` record's event, by the state the stage entered,
-with ``%s`` where its quoted name goes."""
+"""The text of a stage's move, by the state it entered, with ``%s`` where
+its quoted name goes."""
 
 
-def _moved_text(moved: list[Moved]) -> str:
-    # One template for the batch, one ``%``, and the JSON library's own
-    # escaping of each name: nothing else done per event in Python.
-    template = "".join([_MOVED[state] for state, _, _ in moved])
-    return template % tuple([_quoted(stage) for _, stage, _ in moved])
+def _moves_text(kept: list[Any]) -> str:
+    # Stage moves only: one template for the batch, one ``%``, and the JSON
+    # library's own escaping of each name, with no Python code run per
+    # event (a KeyError if anything else is among them).
+    template = "".join(map(_MOVED.__getitem__, kept[0::ITEMS]))
+    return template % tuple(map(_quoted, kept[1::ITEMS]))
 
 
-def kept_text(kept: list[Kept]) -> str:
-    """What a run's event log kept, as server-sent-event text: `event_text`
-    of each event, in order, the `Moved` records encoded in one pass."""
+def kept_text(kept: list[Any]) -> str:
+    """The events `EventLog.take` returned, as server-sent-event text:
+    `event_text` of each event, in order, a stage's moves in one pass."""
     try:
-        return _moved_text(kept)  # type: ignore[arg-type]  # anything else raises
-    except TypeError:  # an event object among them: cannot be unpacked
+        return _moves_text(kept)
+    except KeyError:  # an event kept as its object among them
         pass
     parts: list[str] = []
-    moved: list[Moved] = []
-    for record in kept:
-        if type(record) is tuple:
-            moved.append(record)
+    start = 0
+    for at in range(0, len(kept), ITEMS):
+        if kept[at] != EVENT:
             continue
-        if moved:
-            parts.append(_moved_text(moved))
-            moved = []
-        if type(record) is EventsLost:
-            parts.append(_lost_text(record.count).decode("ascii"))
+        if start < at:
+            parts.append(_moves_text(kept[start:at]))
+        start = at + ITEMS
+        event = kept[at + 1]
+        if type(event) is EventsLost:
+            parts.append(_lost_text(event.count).decode("ascii"))
         else:
-            parts.append(event_text(record))  # type: ignore[arg-type]  # an event
-    if moved:
-        parts.append(_moved_text(moved))
+            parts.append(event_text(event))
+    if start < len(kept):
+        parts.append(_moves_text(kept[start:]))
     return "".join(parts)
 
 
@@ -181,10 +189,10 @@ class Feed:
         self.take()
         return self.end, self.count
 
-    def _add(self, kept: list[Kept]) -> None:
-        size = len(kept)
-        if type(kept[0]) is EventsLost:  # only ever first (`EventLog.take`)
-            size += kept[0].count - 1
+    def _add(self, kept: list[Any]) -> None:
+        size = len(kept) // ITEMS
+        if type(kept[1]) is EventsLost:  # only ever first (`EventLog.take`)
+            size += kept[1].count - 1
         self._texts.append(kept_text(kept).encode("ascii"))
         self._counts.append(self.count + size)
         while self._counts[-1] - self._skipped > EVENT_BUFFER and len(self._texts) > 1:
@@ -242,7 +250,7 @@ class Feed:
         except trio.EndOfChannel:
             self.ended = True
         else:
-            self._add([event])
+            self._add([EVENT, event, 0.0])
         finally:
             # Woken also when this client left: another one takes its place.
             self._taking = False
