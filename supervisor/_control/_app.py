@@ -37,6 +37,7 @@ from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
 from ._access import Access, Refusal
+from ._deflate import accepts_deflate
 from ._feed import Feeds
 from ._forms import audit_form, dumps, run_form, run_summary
 from ._sse import EventBody
@@ -215,10 +216,18 @@ class _Api:
     async def events(self, request: Request) -> Response:
         self._who(request, change=False)
         run = self._run(request)
+        deflate = accepts_deflate(request.headers.get("accept-encoding", ""))
+        headers = {
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            "Vary": "Accept-Encoding",
+        }
+        if deflate:  # compressed once for every client that asks (see _deflate)
+            headers["Content-Encoding"] = "deflate"
         return StreamingResponse(
-            EventBody(self._feeds, run),
+            EventBody(self._feeds, run, deflate=deflate),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            headers=headers,
         )
 
     # -- changes --------------------------------------------------------------------

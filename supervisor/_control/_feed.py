@@ -13,10 +13,11 @@ loses the oldest and is told how many in a ``lost`` event.
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from itertools import islice
 from json.encoder import encode_basestring_ascii as _quoted
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import trio
 
@@ -30,6 +31,7 @@ from .._events import (
     StageQueued,
     StageStarted,
 )
+from ._deflate import adler_combine, alone, pack, packer
 from ._forms import dumps, event_form
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ __all__ = [
     "event_text",
     "kept_text",
 ]
+
+_T = TypeVar("_T")
 
 EVENT_BUFFER = 50_000
 """How many events one client may fall behind before it loses some."""
@@ -142,11 +146,15 @@ class Feed:
 
     __slots__ = (
         "_copied",
+        "_copied_packed",
         "_counts",
         "_first",
         "_lot",
+        "_packed",
+        "_packer",
         "_skipped",
         "_stream",
+        "_sums",
         "_taking",
         "_texts",
         "clients",
@@ -159,6 +167,11 @@ class Feed:
         self.run = run
         self._stream = run.events(buffer=TAKE_BUFFER)
         self._texts: deque[bytes] = deque()
+        self._packed: deque[bytes] = deque()
+        """Each batch of ``_texts`` deflated (`_deflate`), standing alone."""
+        self._sums: deque[int] = deque()
+        """The Adler-32 checksum of each batch of ``_texts``."""
+        self._packer = packer()
         self._counts: deque[int] = deque()
         """The count of events up to the end of each batch of ``_texts``."""
         self._first = 0
@@ -168,6 +181,7 @@ class Feed:
         self._lot = trio.lowlevel.ParkingLot()
         self._taking = False
         self._copied = (0, 0, b"")
+        self._copied_packed = (0, 0, b"", 1, 0)
         """The last text read (from, to, text): clients paced alike share it."""
         self.clients = 0
         self.ended = False
@@ -193,10 +207,15 @@ class Feed:
         size = len(kept) // ITEMS
         if type(kept[1]) is EventsLost:  # only ever first (`EventLog.take`)
             size += kept[1].count - 1
-        self._texts.append(kept_text(kept).encode("ascii"))
+        text = kept_text(kept).encode("ascii")
+        self._texts.append(text)
+        self._packed.append(pack(self._packer, text))
+        self._sums.append(zlib.adler32(text))
         self._counts.append(self.count + size)
         while self._counts[-1] - self._skipped > EVENT_BUFFER and len(self._texts) > 1:
             self._texts.popleft()
+            self._packed.popleft()
+            self._sums.popleft()
             self._skipped = self._counts.popleft()
             self._first += 1
 
@@ -216,24 +235,62 @@ class Feed:
         A client whose position left the ring is sent a ``lost`` event first.
         """
         self.take()
-        if position == self.end:
-            return b"", position, count
         end = self.end
+        if position == end:
+            return b"", position, count
         parts: list[bytes] = []
         if position < self._first:
             parts.append(_lost_text(self._skipped - count))
             position = self._first
         elif self._copied[0] == position and self._copied[1] == end:
             return self._copied[2], end, self.count
-        # From the right end: O(batches read), however long the ring.
-        newest = list(islice(reversed(self._texts), end - position))
-        newest.reverse()
+        newest = self._newest(self._texts, end - position)
         if not parts:
             text = b"".join(newest)
             self._copied = (position, end, text)
             return text, end, self.count
         parts += newest
         return b"".join(parts), end, self.count
+
+    def read_packed(
+        self, position: int, count: int
+    ) -> tuple[bytes, int, int, int, int]:
+        """`read`, deflated: the bytes, new position and count, and the
+        Adler-32 checksum and size of the text they hold."""
+        self.take()
+        end = self.end
+        if position == end:
+            return b"", position, count, 1, 0
+        if position < self._first:
+            lost = _lost_text(self._skipped - count)
+            packed, checksum, size = self._packed_range(self._first, end)
+            whole = adler_combine(zlib.adler32(lost), checksum, size)
+            return alone(lost) + packed, end, self.count, whole, len(lost) + size
+        packed, checksum, size = self._packed_range(position, end)
+        return packed, end, self.count, checksum, size
+
+    def _packed_range(self, position: int, end: int) -> tuple[bytes, int, int]:
+        copied = self._copied_packed
+        if copied[0] == position and copied[1] == end:
+            return copied[2], copied[3], copied[4]
+        many = end - position
+        checksum, size = 1, 0
+        for text, batch in zip(
+            self._newest(self._texts, many), self._newest(self._sums, many), strict=True
+        ):
+            checksum = adler_combine(checksum, batch, len(text))
+            size += len(text)
+        packs: list[bytes] = self._newest(self._packed, many)
+        packed = b"".join(packs)
+        self._copied_packed = (position, end, packed, checksum, size)
+        return packed, checksum, size
+
+    @staticmethod
+    def _newest(ring: deque[_T], many: int) -> list[_T]:
+        # From the right end: O(batches read), however long the ring.
+        newest = list(islice(reversed(ring), many))
+        newest.reverse()
+        return newest
 
     async def wait(self, position: int) -> None:
         """Wait until there is something past ``position``, or the run's events ended."""

@@ -10,11 +10,13 @@ in batches: what gathered since the client's last write, at most every
 from __future__ import annotations
 
 import math
+import zlib
 from typing import TYPE_CHECKING, final
 
 import trio
 
 from . import _feed
+from ._deflate import HEADER, adler_combine, alone, last
 from ._forms import dumps, run_summary
 
 if TYPE_CHECKING:
@@ -60,9 +62,24 @@ class EventBody:
     the feed forgets this client when it ends or is collected.
     """
 
-    __slots__ = ("_count", "_feed", "_feeds", "_paced", "_position", "_run", "_step")
+    __slots__ = (
+        "_checksum",
+        "_count",
+        "_feed",
+        "_feeds",
+        "_paced",
+        "_position",
+        "_run",
+        "_size",
+        "_step",
+        "deflate",
+    )
 
-    def __init__(self, feeds: Feeds, run: Run) -> None:
+    def __init__(self, feeds: Feeds, run: Run, *, deflate: bool = False) -> None:
+        self.deflate = deflate
+        """Sent deflated (``Content-Encoding: deflate``): see `_deflate`."""
+        self._checksum = 1  # the Adler-32 checksum and size of the text sent
+        self._size = 0
         self._run = run
         self._feeds: Feeds | None = feeds
         self._feed: Feed = feeds.join(run)
@@ -85,14 +102,23 @@ class EventBody:
         if self._step == 0:
             self._step = 1
             await trio.lowlevel.checkpoint()
-            return b": the events of one run, until it ends\n\n"
+            return self._alone(b": the events of one run, until it ends\n\n")
         feed = self._feed
         while self._step == 1:
             if self._paced:  # let the next batch gather
                 self._paced = False
                 await _pace(feed)
             await feed.wait(self._position)
-            text, self._position, self._count = feed.read(self._position, self._count)
+            if self.deflate:
+                text, self._position, self._count, checksum, size = feed.read_packed(
+                    self._position, self._count
+                )
+                self._checksum = adler_combine(self._checksum, checksum, size)
+                self._size += size
+            else:
+                text, self._position, self._count = feed.read(
+                    self._position, self._count
+                )
             if feed.ended and self._position == feed.end:
                 self._step = 2
             if text:
@@ -102,6 +128,15 @@ class EventBody:
             await self._run._done.wait()
             self._step = 3
             self._leave()
-            return b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
+            end = b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
+            return last(end, self._checksum, self._size) if self.deflate else end
         self._leave()
         raise StopAsyncIteration
+
+    def _alone(self, text: bytes) -> bytes:
+        """The stream's first text, deflated after the zlib header if it is."""
+        if not self.deflate:
+            return text
+        self._checksum = zlib.adler32(text)
+        self._size = len(text)
+        return HEADER + alone(text)
