@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EventBody"]
 
-_TAKE = 0.01
+_TAKE = 0.05
 """Seconds between two takes from the run by the client that takes for the
 feed: the run keeps only what came in between (`TAKE_BUFFER`)."""
 
