@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import httpx
 import trio
 from control_helpers import fan, held, served, sse_events
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import hostile_stage_names, small_pipelines
+from trio.testing import wait_all_tasks_blocked
 
 from dagvisor import Pipeline, stage
 from dagvisor.actors import StageState
@@ -34,9 +36,6 @@ from dagvisor.supervisor._events import (
     StageStarted,
     as_events,
 )
-
-if TYPE_CHECKING:
-    import httpx
 
 MOVES = [state.value for state in StageState if state is not StageState.PENDING]
 
@@ -269,3 +268,28 @@ async def test_a_reader_that_lost_events_gets_a_whole_deflated_stream(
             "end",
             {"id": run.id, "name": "held", "status": "cancelled"},
         )
+
+
+async def test_a_client_that_goes_away_mid_stream_is_forgotten(tmp_path):
+    # Clients that leave while the run goes on (their connection closed
+    # after the first bytes): the answer's tasks end, and once the last one
+    # left, the run has no reader to publish to.
+    async with served(tmp_path) as (rt, _, _, _, viewer):
+        run = await rt.start(held())
+        log = run._supervisor.events
+        address = httpx.URL(rt.url)
+        for encoding in ("deflate", "identity"):
+            connection = await trio.open_tcp_stream(address.host, address.port)
+            request = (
+                f"GET /api/runs/{run.id}/events HTTP/1.1\r\nHost: here\r\n"
+                f"Authorization: Bearer {viewer}\r\n"
+                f"Accept-Encoding: {encoding}\r\n\r\n"
+            )
+            await connection.send_all(request.encode("ascii"))
+            assert (await connection.receive_some()).startswith(b"HTTP/1.1 200")
+            assert log.readers == 1
+            await connection.aclose()
+            await wait_all_tasks_blocked()
+            assert log.readers == 0
+        assert not run.done
+        await run.cancel()

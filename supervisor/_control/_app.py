@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from dagvisor.actors import (
@@ -40,7 +40,7 @@ from ._access import Access, Refusal
 from ._deflate import accepts_deflate
 from ._feed import Feeds
 from ._forms import audit_form, dumps, run_form, run_summary
-from ._sse import EventBody
+from ._sse import EventBody, EventResponse
 from ._view import view_routes
 
 if TYPE_CHECKING:
@@ -224,10 +224,8 @@ class _Api:
         }
         if deflate:  # compressed once for every client that asks (see _deflate)
             headers["Content-Encoding"] = "deflate"
-        return StreamingResponse(
-            EventBody(self._feeds, run, deflate=deflate),
-            media_type="text/event-stream",
-            headers=headers,
+        return EventResponse(
+            EventBody(self._feeds, run, deflate=deflate), headers=headers
         )
 
     # -- changes --------------------------------------------------------------------

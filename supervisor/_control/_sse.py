@@ -14,16 +14,19 @@ import zlib
 from typing import TYPE_CHECKING, final
 
 import trio
+from starlette.responses import StreamingResponse
 
 from . import _feed
 from ._deflate import HEADER, adler_combine, alone, last
 from ._forms import dumps, run_summary
 
 if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
     from .._run import Run
     from ._feed import Feed, Feeds
 
-__all__ = ["EventBody"]
+__all__ = ["EventBody", "EventResponse"]
 
 _TAKE = 0.05
 """Seconds between two takes from the run by the client that takes for the
@@ -87,6 +90,10 @@ class EventBody:
         self._step = 0  # 0: the opening comment, 1: events, 2: the end, 3: done
         self._paced = False  # a batch was just sent: the next waits PACE first
 
+    def close(self) -> None:
+        """This client is gone: its feed forgets it (also done when collected)."""
+        self._leave()
+
     def _leave(self) -> None:
         if self._feeds is not None:
             self._feeds.leave(self._run, self._feed)
@@ -140,3 +147,44 @@ class EventBody:
         self._checksum = zlib.adler32(text)
         self._size = len(text)
         return HEADER + alone(text)
+
+
+@final
+class EventResponse(StreamingResponse):
+    """The answer that sends an `EventBody`: Starlette's `StreamingResponse`,
+    with its two tasks (send, and watch for the client leaving) in a trio
+    nursery of their own rather than AnyIO's task group, whose layers every
+    batch sent to every client would go through."""
+
+    def __init__(self, body: EventBody, *, headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self._events = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_until_gone, receive, nursery.cancel_scope)
+                async for chunk in self._events:
+                    await send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                await send(
+                    {"type": "http.response.body", "body": b"", "more_body": False}
+                )
+                nursery.cancel_scope.cancel()
+        finally:  # the client left, or the stream ended: the feed forgets it now
+            self._events.close()
+
+
+async def _until_gone(receive: Receive, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the client has gone."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
