@@ -13,6 +13,7 @@ from ._context import StageContext as StageContext
 from ._dask import DaskExecutor as DaskExecutor
 from ._dask import DaskStatistics as DaskStatistics
 from ._datacodec import DataCodec as DataCodec
+from ._declare import stage as stage
 from ._errors import CycleError as CycleError
 from ._errors import DagvisorError as DagvisorError
 from ._errors import DuplicateStageError as DuplicateStageError
@@ -52,7 +53,6 @@ from ._spec import ExecutorChoice as ExecutorChoice
 from ._spec import StageFunction as StageFunction
 from ._spec import StageSpec as StageSpec
 from ._spec import Trigger as Trigger
-from ._spec import stage as stage
 from ._stage_errors import InvalidOutputError as InvalidOutputError
 from ._stage_errors import MissingMainGuardError as MissingMainGuardError
 from ._stage_errors import NotPicklableError as NotPicklableError

@@ -1,8 +1,10 @@
-"""Stage specifications and the `@stage` decorator.
+"""Stage specifications: what a stage runs and how, and making one from checked options.
 
 A `StageSpec` is an immutable description of one unit of work: the function
 and the options that say how to run it. It holds no run state, so one spec may
-appear in many pipelines (under different names) and many runs.
+appear in many pipelines (under different names) and many runs. `make_spec`
+checks a declaration's options and builds its spec; the `@stage` decorator
+that users call is `_declare`'s.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from types import FunctionType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, final
 
 import attrs
 
@@ -45,7 +47,7 @@ __all__ = [
     "StageFunction",
     "StageSpec",
     "Trigger",
-    "stage",
+    "make_spec",
 ]
 
 StageFunction: TypeAlias = Callable[[Any], Awaitable[Any]] | Callable[[Any], Any]
@@ -193,13 +195,24 @@ class StageSpec:
         return spec
 
     def options(self, **changes: Any) -> StageSpec:
-        """Return a copy with some options changed (same keywords as `stage`)."""
+        """Return a copy with some options changed (same keywords as `stage`).
+
+        Raises:
+            TypeError: a keyword that is not one of `stage`'s.
+        """
+        unknown = sorted(set(changes) - _OPTIONS)
+        if unknown:
+            msg = (
+                f"options() got unknown keywords {unknown}: the options are "
+                f"{', '.join(sorted(_OPTIONS - {'fn'}))}, as for @stage"
+            )
+            raise TypeError(msg)
         merged = attrs.asdict(self, recurse=False)
         del merged["simple"], merged["params_key"], merged["queues"]
         params = merged.pop("params")
         merged.update(changes)
         fn = merged.pop("fn")
-        spec = stage(**merged)(fn)
+        spec = make_spec(fn, **merged)
         return spec.with_params(**params) if params else spec
 
 
@@ -217,6 +230,7 @@ _FIELDS = (
     "persist",
     "limit",
 )
+_OPTIONS = frozenset(_FIELDS)
 (
     _set_fn,
     _set_name,
@@ -284,7 +298,7 @@ def _with_params(spec: StageSpec, params: Mapping[str, Any]) -> None:
     _set_params_key(spec, params_key(checked))
 
 
-def _make_spec(
+def make_spec(
     fn: Any,
     name: str | None,
     retries: int,
@@ -364,98 +378,3 @@ def _make_spec(
     )
     default_registry.remember(fn, spec)  # and how it was declared (`declared`)
     return spec
-
-
-@overload
-def stage(fn: StageFunction, /) -> StageSpec: ...
-@overload
-def stage(
-    *,
-    name: str | None = None,
-    retries: int = 0,
-    backoff: float = 0.0,
-    timeout: float | None = None,
-    when: Predicate | None = None,
-    trigger: Trigger = "all_succeeded",
-    executor: ExecutorChoice | None = None,
-    codec: Codec | str | None = None,
-    persist: bool = True,
-    limit: str | None = None,
-) -> Callable[[StageFunction], StageSpec]: ...
-
-
-def stage(
-    fn: StageFunction | None = None,
-    /,
-    *,
-    name: str | None = None,
-    retries: int = 0,
-    backoff: float = 0.0,
-    timeout: float | None = None,
-    when: Predicate | None = None,
-    trigger: Trigger = "all_succeeded",
-    executor: ExecutorChoice | None = None,
-    codec: Codec | str | None = None,
-    persist: bool = True,
-    limit: str | None = None,
-) -> StageSpec | Callable[[StageFunction], StageSpec]:
-    """Declare a stage, with or without options.
-
-    Example:
-        >>> @stage
-        ... async def fetch(ctx):
-        ...     return [3, 1, 2]
-        >>> @stage(retries=2, timeout=5.0)
-        ... async def score(ctx):
-        ...     return sum(ctx.inputs["fetch"])
-
-    Args:
-        fn: the stage function (when used without parentheses).
-        name: the stage's name; defaults to the function's name.
-        retries: how many times a failed attempt is run again (default 0).
-        backoff: seconds before the first retry, doubled for each later one.
-        timeout: seconds one attempt may take; past it the attempt fails with
-            `StageTimeoutError` (and is retried if retries are left).
-        when: predicate on the stage context, evaluated just before the stage
-            would start; when it returns false the stage is skipped. An
-            ``async def`` predicate (or one returning an awaitable) is awaited.
-        trigger: ``"all_succeeded"`` or ``"none_failed"`` (see `Trigger`).
-        executor: ``"loop"``, ``"thread"``, ``"process"`` or an `Executor`
-            such as `DaskExecutor` (plain functions only); defaults to ``"loop"`` for
-            ``async def`` and to the runtime's default (``runtime(executor=...)``,
-            ``"thread"`` unless set) for plain functions.
-        codec: how a journaled run writes this stage's output: a `Codec`, or
-            a built-in one by name (``"data"``: numpy arrays as ``.npy``,
-            DataFrames and Tables as Arrow; ``"json"``; ``"pickle"``).
-            Defaults to the runtime's. The journal records which codec
-            wrote each output, and reads it back with that one.
-        persist: False keeps the output out of the journal: consumers get it
-            in memory; a resume runs the stage again if a consumer that had
-            not finished needs it.
-        limit: the name of a concurrency limit the stage holds while it
-            runs: ``runtime(limits={"db": 4})`` runs at most 4 stages naming
-            ``"db"`` at once, across every run of the runtime. Waiting for it
-            is queue time (the stage is ``queued``), never part of its
-            timeout. A run naming a limit its runtime does not define is
-            refused when it starts (`UnknownLimitError`).
-
-    Raises:
-        InvalidStageError: an option cannot work; the message says which.
-    """
-
-    def decorate(fn: StageFunction) -> StageSpec:
-        return _make_spec(
-            fn,
-            name,
-            retries,
-            backoff,
-            timeout,
-            when,
-            trigger,
-            executor,
-            codec,
-            persist,
-            limit,
-        )
-
-    return decorate if fn is None else decorate(fn)

@@ -31,8 +31,9 @@ from dagvisor.actors._messages import (
     ReplacePending,
 )
 
+from ._change import Change
 from ._events import GraphChanged
-from ._handlers import Change, Handlers
+from ._handlers import Handlers
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -27,40 +27,32 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Final, assert_never, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 import trio
 
-from dagvisor.actors import StageSpec, StageState
+from dagvisor.actors import StageState
 from dagvisor.actors._errors import message_of
 from dagvisor.actors._jsonform import dump_json
 from dagvisor.actors._messages import (
-    AddEdge,
     AddStage,
-    CancelRun,
-    CancelStage,
-    ChangePart,
-    ChangeSet,
     Expand,
-    RemoveStage,
-    ReplacePending,
     Request,
 )
 from dagvisor.actors._stored import Stored
 
+from ._asked import asked, spec_ref_or_options
 from ._record_text import RecordTexts
-from ._stage_refs import spec_ref
 
 if TYPE_CHECKING:
-    from dagvisor.actors import Pipeline, StageRegistry
     from dagvisor.actors._stored import Encoded
 
     from ._audit import AuditRecord, Fields
     from ._graph import Node
     from ._writer import JournalWriter
 
-__all__ = ["RECORD_BYTES", "RunRecords", "asked", "pipeline_record"]
+__all__ = ["RECORD_BYTES", "RunRecords"]
 
 # The end of a failed stage's traceback that the journal keeps (characters).
 _TRACEBACK_KEPT: Final = 16_000
@@ -287,7 +279,9 @@ class RunRecords:
                 for text in expand.encoded or ():
                     self.event("item", "{}", text)
         if type(request) is AddStage:
-            what = self._texts.add_stage(request, _ref(request.spec, request.ref))
+            what = self._texts.add_stage(
+                request, spec_ref_or_options(request.spec, request.ref)
+            )
         else:
             what = dump_json(asked(request, {id(expand) for expand in mapped or ()}))
         self.event("change", self._texts.change(fields, what))
@@ -336,94 +330,3 @@ class RunRecords:
                 await writer.submit(out, weight)
             for done in flushes:  # after the records queued before them
                 await writer.mark(done)
-
-
-def asked(request: Request | ChangePart, mapped: set[int]) -> dict[str, Any]:
-    """What a request asked, as the journal keeps it: enough to replay it.
-
-    Stage specs travel as the references the requester computed (never
-    recomputed here: that would run user code on the supervisor). The items
-    of the expansions that added stages (``mapped``, by id) are the "item"
-    events written just before the record; their count is recorded here.
-    """
-    match request:
-        case AddStage():
-            return {
-                "spec": _ref(request.spec, request.ref),
-                "after": list(request.after),
-                "before": list(request.before),
-            }
-        case AddEdge():
-            return {"upstream": request.upstream, "downstream": request.downstream}
-        case Expand():
-            applied = id(request) in mapped and request.encoded is not None
-            return {
-                "spec": _ref(request.spec, request.ref),
-                "keys": list(request.keys),
-                "after": list(request.after),
-                "items": {"events": len(request.encoded or ()) if applied else 0},
-            }
-        case RemoveStage() | CancelStage():
-            return {"name": request.name}
-        case ReplacePending():
-            entries = list(request.pipeline.entries())
-            refs = request.refs or [None] * len(entries)
-            return {
-                "pipeline": request.pipeline.name,
-                "stages": [
-                    {"spec": _ref(spec, ref), "after": list(deps)}
-                    for (spec, deps), ref in zip(entries, refs, strict=True)
-                ],
-            }
-        case CancelRun():
-            return {}
-        case ChangeSet():
-            return {
-                "parts": [
-                    {"kind": part.kind, **asked(part, mapped)} for part in request.parts
-                ]
-            }
-        case _:
-            assert_never(request)
-
-
-def _ref(spec: StageSpec, ref: dict[str, Any] | None) -> dict[str, Any]:
-    # Without a reference (a run without a journal, or a request refused
-    # before it was prepared) the options alone are recorded.
-    return ref if ref is not None else spec_ref(spec, None)
-
-
-def pipeline_record(
-    pipeline: Pipeline, registry: StageRegistry | None
-) -> dict[str, Any]:
-    """The pipeline a run starts with, as its first record keeps it.
-
-    Each distinct spec once, then the stages as ``[name, spec index,
-    [after...]]``: a million copies of one function cost a million short
-    rows, not a million spec records.
-    """
-    index: dict[tuple[Any, ...], int] = {}
-    specs: list[dict[str, Any]] = []
-    stages: list[list[Any]] = []
-    for spec, deps in pipeline.entries():
-        template = (
-            spec.fn,
-            spec.when,
-            spec.retries,
-            spec.backoff,
-            spec.timeout,
-            spec.trigger,
-            spec.executor,
-            None if spec.codec is None else spec.codec.name,
-            spec.persist,
-            spec.params_key,
-            spec.limit,
-        )
-        position = index.get(template)
-        if position is None:
-            position = index[template] = len(specs)
-            ref = spec_ref(spec, registry)
-            del ref["name"]
-            specs.append(ref)
-        stages.append([spec.name, position, list(deps)])
-    return {"specs": specs, "stages": stages}

@@ -29,11 +29,11 @@ from dagvisor.actors._freeze import freeze
 from dagvisor.actors._limits import unknown_limits
 from dagvisor.actors._messages import Message
 
+from ._asked import pipeline_record
 from ._monitor import Monitor
 from ._options import FailurePolicy, RuntimeOptions, check_inputs, check_policy
 from ._resume import Recovery, Resumption
 from ._run import Run
-from ._run_records import pipeline_record
 from ._stage_refs import SpecReferences, check_restorable
 from ._supervisor import GraphSupervisor
 

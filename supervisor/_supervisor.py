@@ -17,25 +17,21 @@ Invariants:
   way out (`_close`), which answers every request still waiting.
 * The run ends when no stage is unfinished; as messages are handled in
   order, nothing is in flight then.
+
+This module owns the message loop, its dispatch and starting stages; how
+the run ends is `_run_end`'s (`RunEnd`), carrying out a served change is
+`_carry_out`'s (`CarryOut`), both parts of the one supervisor class.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, assert_never, cast
 
-import outcome
 import trio
 
-from dagvisor.actors import (
-    InternalError,
-    RunClosedError,
-    StageContext,
-    StageState,
-    StreamedPipeline,
-)
+from dagvisor.actors import StageContext, StageState, StreamedPipeline
 from dagvisor.actors._actor import run_stage
 from dagvisor.actors._messages import (
     AddEdge,
@@ -51,7 +47,6 @@ from dagvisor.actors._messages import (
     Message,
     RemoveStage,
     ReplacePending,
-    Request,
     SendSignal,
     SignalsReturned,
     SlotTaken,
@@ -65,6 +60,7 @@ from dagvisor.actors._messages import (
 )
 
 from ._audit import AuditLog
+from ._carry_out import CarryOut
 from ._changes import Changes
 from ._core import RunCore
 from ._events import EventLog
@@ -101,23 +97,8 @@ CANCELLED = StageState.CANCELLED
 # retain_outputs="journal" (the journal keeps them all).
 _RECENT_RECORDS = 1_000
 
-_OUTCOMES = (
-    StageSucceeded,
-    StageFailed,
-    StageCancelled,
-    StageSkipped,
-    AttemptFailed,
-    AttemptStarted,
-    SlotTaken,
-    StagesEnded,
-    JournalFailed,
-    FlushJournal,
-    WithdrawWait,
-    SignalsReturned,
-)
 
-
-class GraphSupervisor:
+class GraphSupervisor(CarryOut):
     """Owns one run's live graph; serves its inbox until every stage is terminal."""
 
     def __init__(
@@ -222,24 +203,6 @@ class GraphSupervisor:
 
     # -- the actor ---------------------------------------------------------------
 
-    async def host_stages(self, *, task_status: trio.TaskStatus[trio.Nursery]) -> None:
-        """Hold the nursery that stage actors run in (its scope is the run's).
-
-        Ends when the supervisor cancels it, after every actor has ended.
-        """
-        try:
-            async with trio.open_nursery() as nursery:
-                task_status.started(nursery)
-                await trio.sleep_forever()
-        finally:
-            self._stages_closed.set()
-            # Wake the supervisor, which keeps serving its inbox meanwhile.
-            # If the inbox is full it is awake anyway; if closed, the run ended.
-            with contextlib.suppress(
-                trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
-            ):
-                self._env.outbox.send_nowait(StagesEnded())
-
     async def serve(self, stage_nursery: trio.Nursery) -> None:
         """Run the graph to its end: every stage terminal, nothing in flight."""
         self._nursery = stage_nursery
@@ -297,95 +260,6 @@ class GraphSupervisor:
             raise
         finally:
             self._close()
-
-    def _drain(self) -> None:
-        """Handle what is queued without waiting (after every actor ended)."""
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
-            self._handle(message)
-
-    def _close(self) -> None:
-        """End the run: answer every request, close the inbox, settle every stage.
-
-        Also the way out when the supervisor itself failed (a bug): then the
-        request it was serving is answered with `InternalError`, queued ones
-        with `RunClosedError`, and stages are settled even if settling one
-        fails again. Nobody waits forever for an answer.
-        """
-        core = self.core
-        now = trio.current_time()
-        self._stopping = True
-        self._closed = True
-        serving, self._changes.serving = self._changes.serving, None
-        if serving is not None and not serving.reply.answered:
-            msg = "the run ended on a failure of dagvisor while serving this request; please report it"
-            serving.reply.send_nowait(outcome.Error(InternalError(msg)))
-        while True:
-            try:
-                message = self._inbox.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            if isinstance(message, FlushJournal):
-                self._handle(message)  # its marker goes out with the last records
-            elif isinstance(message, SendSignal | WaitSignal):
-                self._refuse_signal(message)
-            elif not isinstance(message, _OUTCOMES):
-                try:
-                    self._changes.refuse_closed(message)
-                except Exception:  # not even the audit: still answer
-                    if not message.reply.answered:
-                        error = RunClosedError(self.run_id)
-                        message.reply.send_nowait(outcome.Error(error))
-        self._inbox.close()
-        self.mailbox.close()
-        if core.unfinished:
-            for node in list(core.graph):
-                if not node.state.is_terminal:
-                    try:
-                        core.finish(node, CANCELLED, now)
-                    except Exception:  # settled without its effects: the run is over
-                        node.state = CANCELLED
-                        node.finished = now
-        core.ready.clear()
-        if self.status == "running":
-            self.status = "failed" if self.errors else "succeeded"
-        self.ended_at = now
-        if core.records is not None:
-            core.records.end(self.status, *self._stopped_by())
-        self.events.close()
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-
-    def _stopped_by(self) -> tuple[str | None, str]:
-        """What stopped the run before it finished, for its journal."""
-        if self.status == "succeeded":
-            return None, ""
-        if self.status == "failed":
-            if not self._stopped_early:  # every stage ran: nothing was cut short
-                return None, ""
-            return (
-                "failure",
-                "a stage failed, and the run was stopped (on_failure='cancel')",
-            )
-        if self._cancel_reason is not None:
-            return "cancel", self._cancel_reason
-        return "closed", (
-            "the run's task was cancelled: its runtime() block was left while "
-            "it ran, or the caller of rt.run was cancelled"
-        )
-
-    def _stop(self, status: Literal["failed", "cancelled"]) -> None:
-        """Begin ending the run: no new stage starts, running ones are cancelled."""
-        if self._stopping:
-            return
-        self._stopping = True
-        self._stopped_early = True
-        self.status = status
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -471,46 +345,6 @@ class GraphSupervisor:
             case _:
                 assert_never(message)
         if core.ready:
-            self._start_ready()
-
-    def _serve(self, request: Request) -> None:
-        if self._stopping:
-            # The run is ending (a failure under fail-fast, or a cancel): a new
-            # stage would never start, so the change is refused, not dropped.
-            self._changes.refuse_closed(request)
-            return
-        change = self._changes.serve(request)
-        if change is None:
-            return
-        if change.stop is not None and isinstance(request, CancelRun):
-            self._cancel_reason = request.reason
-        # Carry out what an applied change left to the event loop.
-        if change.cancel is not None:
-            for scope in change.cancel:
-                scope.cancel()
-        if change.ends_stream and self._stream is not None:
-            self._stream.end()
-        self.core.after_change()
-        if change.stop is not None:
-            self._stop(change.stop)
-
-    def _refuse_signal(self, message: SendSignal | WaitSignal) -> None:
-        """The run is ending: a signal is refused (and audited), a wait answered."""
-        error = RunClosedError(self.run_id)
-        if isinstance(message, SendSignal):
-            self.mailbox.refuse(message, error)
-        elif not message.reply.answered:
-            message.reply.send_nowait(outcome.Error(error))
-
-    def _refill(self, stream: StreamFeed) -> None:
-        failure = stream.refill()
-        self.core.after_change()
-        if failure is not None:
-            name, error = failure
-            self.errors[name] = error
-            if self._policy == "cancel":
-                self._stop("failed")
-        if self.core.ready:
             self._start_ready()
 
     # -- stage life --------------------------------------------------------------

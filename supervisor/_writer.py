@@ -30,6 +30,9 @@ resumes or ends, or someone waits for it (a flush, a take-over, a
 release). A busy run thus commits about a hundred times a second, not once
 a stage; what a crash can lose is what was queued since the last commit,
 as before (stages never wait for the journal).
+
+The queue's other items and taking note of a transaction's outcome are
+`_writer_outcomes`'s.
 """
 
 from __future__ import annotations
@@ -39,12 +42,10 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-import attrs
 import outcome
 import trio
 
-from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
-from dagvisor.actors._messages import JournalFailed, Message
+from dagvisor.actors import JournalWriteError, LeaseLostError
 
 from ._batch import (
     Committed,
@@ -55,12 +56,16 @@ from ._batch import (
     take_run_over,
 )
 from ._lease import Owner
+from ._writer_outcomes import Flush, Outcomes, Release, TakeOver
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dagvisor.actors._messages import Message
+
     from ._journal import Journal
 
+# Flush and RunLedger are importable from here too.
 __all__ = ["Flush", "JournalWriter", "RunLedger"]
 
 _BATCH = 2048
@@ -76,27 +81,7 @@ _GATHER_RECORDS = 512
 _GATHER_SECONDS = 0.01
 
 
-@attrs.frozen(eq=False)
-class Flush:
-    """A marker in the writer's queue: ``done`` is set once everything before it
-    is committed (or known not to be)."""
-
-    done: trio.Event
-
-
-@attrs.define(eq=False)
-class _TakeOver:
-    ledger: RunLedger
-    done: trio.Event
-    answer: outcome.Outcome[Literal["taken", "changed"]] | None = None
-
-
-@attrs.frozen(eq=False)
-class _Release:
-    ledger: RunLedger
-
-
-class JournalWriter:
+class JournalWriter(Outcomes):
     """The journal actor: batches records from runs and commits them in a thread.
 
     One per runtime; its `owner` identity is what the runtime's leases name.
@@ -143,7 +128,7 @@ class JournalWriter:
             return
         if ledger.owned and not isinstance(ledger.error, LeaseLostError):
             with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                self._send.send_nowait(_Release(ledger))
+                self._send.send_nowait(Release(ledger))
                 self._hurry()
                 return
         del self._ledgers[run_id]
@@ -160,7 +145,7 @@ class JournalWriter:
             UnknownRunError: the journal has no such run.
             JournalError: the journal is missing, not whole, or stayed locked.
         """
-        request = _TakeOver(self._ledgers[run_id], trio.Event())
+        request = TakeOver(self._ledgers[run_id], trio.Event())
         await self._send.send(request)
         self._hurry()
         await request.done.wait()
@@ -340,7 +325,7 @@ class JournalWriter:
             match item:
                 case Flush(done=done):
                     done.set()
-                case _TakeOver(ledger=ledger):
+                case TakeOver(ledger=ledger):
                     item.answer = await outcome.acapture(
                         self._blocking, take_run_over, self.journal, ledger, self.owner
                     )
@@ -351,7 +336,7 @@ class JournalWriter:
                         ledger.owned = True
                         ledger.expires = time.time() + self.journal.lease
                     item.done.set()
-                case _Release(ledger=ledger):
+                case Release(ledger=ledger):
                     if self._ledgers.get(ledger.run_id) is ledger:
                         del self._ledgers[ledger.run_id]
                     await self._blocking(
@@ -393,68 +378,3 @@ class JournalWriter:
                 ok=False,
             )
         self._apply(done)
-
-    def _fail(self, batch: list[Any], exc: Exception) -> None:
-        """After a bug in the writer: the runs of ``batch`` fail, nobody waits forever."""
-        reason = f"the journal writer failed ({type(exc).__name__}: {exc})"
-        failed: dict[str, JournalWriteError] = {}
-        for item in batch:
-            if type(item) is tuple:
-                for record in item[1]:
-                    failed[record[0]] = JournalWriteError(record[0], reason)
-            elif isinstance(item, _TakeOver):
-                if item.answer is None:
-                    error = JournalError(f"run {item.ledger.run_id!r}: {reason}")
-                    item.answer = outcome.Error(error)
-                item.done.set()
-            elif isinstance(item, Flush):
-                item.done.set()
-        self._apply(Committed(failed=failed, ok=False))
-
-    def _apply(self, done: Committed) -> None:
-        """Take note of what a transaction did; tell the runs that must stop."""
-        ledgers = self._ledgers
-        for run_id in done.owned:
-            if (ledger := ledgers.get(run_id)) is not None:
-                ledger.owned = True
-                ledger.expires = done.expires
-        for run_id in done.released:
-            if (ledger := ledgers.get(run_id)) is not None:
-                ledger.owned = False
-        for run_id, seq in done.next_seq.items():
-            if (ledger := ledgers.get(run_id)) is not None:
-                ledger.next_seq = seq
-        for run_id in done.renewed:
-            if (ledger := ledgers.get(run_id)) is not None:
-                ledger.expires = done.expires
-        failed = self._unnotified
-        for run_id, error in done.failed.items():
-            ledger = ledgers.get(run_id)
-            if ledger is not None and ledger.error is None:
-                ledger.error = error
-                failed.append(ledger)
-        if not done.ok:
-            # Nothing was renewed (a locked file, say): a lease that ran out
-            # meanwhile may be taken by another runtime, so its run stops.
-            now = time.time()
-            for ledger in ledgers.values():
-                if ledger.owned and ledger.error is None and ledger.expires <= now:
-                    ledger.error = LeaseLostError(
-                        ledger.run_id, "its lease expired before it could be renewed"
-                    )
-                    failed.append(ledger)
-        if failed:
-            self._unnotified = [ledger for ledger in failed if not self._notify(ledger)]
-
-    def _notify(self, ledger: RunLedger) -> bool:
-        """Tell a run to stop; False if its inbox is full (tried again later)."""
-        assert ledger.error is not None
-        if ledger.outbox is None:
-            return True
-        try:
-            ledger.outbox.send_nowait(JournalFailed(ledger.error))
-        except trio.WouldBlock:
-            return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # the run has ended: its flush reports the error
-        return True

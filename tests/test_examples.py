@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dagvisor
-import dagvisor.actors._spec
+import dagvisor.actors._declare
 import dagvisor.supervisor._open
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_the_demo_command(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module", [dagvisor, dagvisor.actors._spec, dagvisor.supervisor._open]
+    "module", [dagvisor, dagvisor.actors._declare, dagvisor.supervisor._open]
 )
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 
 from browser import Screenshot
-from control_helpers import held, served
+from control_helpers import held, hold, served
 from live_browser import open_browser
+
+from dagvisor import Pipeline
 
 WINDOW = {"width": 1280, "height": 900}
 HOSTILE = '<img src=x onerror="document.title=1">'
@@ -162,3 +164,45 @@ async def test_hostile_names_and_reasons_are_drawn_as_text(tmp_path):
         assert dom["errors"] is None
         assert dom["trail"][0][3] == HOSTILE_REASON
         await run.cancel()
+
+
+# Resolves with the runs listed once there are COUNT rows, or with null once
+# four seconds passed on the page's clock (the list is read every two).
+_LISTED = """new Promise(function (resolve) {
+  var count = %d;
+  function rows() {
+    return Array.prototype.map.call(document.querySelectorAll("#runs-body tr"),
+      function (tr) { var a = tr.querySelector("a");
+        return {name: a.textContent, href: a.getAttribute("href"),
+                status: tr.cells[1].textContent}; });
+  }
+  if (rows().length >= count) return resolve(rows());
+  var watch = new MutationObserver(function () {
+    if (rows().length >= count) { watch.disconnect(); resolve(rows()); }
+  });
+  watch.observe(document.getElementById("runs-body"), {childList: true});
+  setTimeout(function () { watch.disconnect(); resolve(null); }, 4000);
+})"""
+
+
+async def test_the_runs_page_lists_a_run_started_while_it_is_open(tmp_path):
+    async with served(tmp_path) as (rt, _, _, _, viewer), open_browser() as page:
+        first = await rt.start(held())
+        await page.open(f"{rt.url}/?token={viewer}", **WINDOW)
+        assert await page.evaluate("location.search") == ""
+        shown = await page.evaluate(_LISTED % 1)
+        assert [row["href"] for row in shown] == [f"/runs/{first.id}"]
+        waiting = await page.send_evaluate(_LISTED % 2)
+        second = await rt.start(Pipeline(HOSTILE).add(hold))
+        listed = page.value(await page.reply(waiting))
+        assert listed is not None, "a run started was not listed within 4 seconds"
+        assert {row["href"] for row in listed} == {
+            f"/runs/{first.id}",
+            f"/runs/{second.id}",
+        }
+        assert HOSTILE in {row["name"] for row in listed}  # drawn as text
+        assert {row["status"] for row in listed} == {"running"}
+        assert await page.evaluate('document.querySelectorAll("img").length') == 0
+        assert await page.evaluate('document.body.getAttribute("data-errors")') is None
+        await first.cancel()
+        await second.cancel()

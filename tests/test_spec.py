@@ -207,3 +207,12 @@ def test_a_declared_spec_is_the_one_its_constructor_makes(declare):
     assert declared == built
     assert hash(declared) == hash(built)
     assert repr(declared) == repr(built)
+
+
+def test_an_unknown_option_names_itself_and_the_options():
+    @stage
+    async def body(ctx):
+        return 1
+
+    with pytest.raises(TypeError, match=r"unknown keywords \['bogus'\].*retries"):
+        body.options(bogus=1)

@@ -8,7 +8,8 @@ live in memory and end with the runtime. It is HttpOnly (no script reads
 it) and SameSite=Strict, and it is accepted for reading only (GET and
 HEAD): a request that changes a run must carry the bearer header, which a
 cross-site page cannot make a browser send, so a forged form or script on
-another site cannot ride on a logged-in browser.
+another site cannot ride on a logged-in browser. A session ends when its
+token leaves the token file or changes there (`Tokens.current`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ class Access:
             token = self._identify(secret)
         elif not header and not change and request.method in _READS:
             session = request.cookies.get(self.cookie)
-            token = None if session is None else self._sessions.get(session)
+            if session is not None:
+                token = self._sessions.get(session)
+                if token is not None and not self._tokens.holds(token):
+                    del self._sessions[session]  # its token was revoked or changed
+                    token = None
         if token is None:
             msg = "a token is needed: send 'Authorization: Bearer SECRET'"
             raise Refusal(401, "Unauthorized", msg)

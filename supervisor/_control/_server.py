@@ -2,7 +2,10 @@
 
 `ControlServer.run` runs in the runtime's nursery, so the server ends with
 the runtime block like every other task. Hypercorn and Starlette (the
-``serve`` extra) are imported only when a runtime serves.
+``serve`` extra) are imported only when a runtime serves. At most
+`MAX_CONNECTIONS` connections are open at once: one more is closed as soon
+as it is accepted (and the log says so), so that clients, even without a
+token, cannot take every file descriptor of the runtime's process.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import os
 import socket
 import ssl
 import weakref
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast, final
 
 import trio
@@ -28,9 +30,12 @@ if TYPE_CHECKING:
 
     from .._options import RuntimeOptions
 
-__all__ = ["ControlServer", "check_installed", "control_server"]
+__all__ = ["MAX_CONNECTIONS", "ControlServer", "check_installed", "control_server"]
 
 logger = logging.getLogger("dagvisor.control")
+
+MAX_CONNECTIONS = 256
+"""The most connections the control API keeps open at once."""
 
 
 def check_installed() -> None:
@@ -122,9 +127,15 @@ class ControlServer:
             scheme = "https"
         shown = f"[{host}]" if ":" in host else host
         self.url = f"{scheme}://{shown}:{port}"
-        handler = partial(
-            TCPServer, app, config, WorkerContext(None), ConnectionState({})
-        )
+        context, state = WorkerContext(None), ConnectionState({})
+
+        # Typed as Hypercorn types it; a plain SocketStream is served the same.
+        async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+            try:
+                await TCPServer(app, config, context, state, stream)
+            finally:
+                listener.ended_one()
+
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, handler, listeners)
             logger.info("control API on %s", self.url)
@@ -162,16 +173,36 @@ class ControlServer:
 
 @final
 class _Tracked(trio.abc.Listener[trio.SocketStream]):
-    """A listener that keeps the connections it accepted, to close them at the end."""
+    """A listener that keeps the connections it accepted, to close them at the end,
+    and closes at once those beyond `MAX_CONNECTIONS`."""
 
     def __init__(self, listener: trio.SocketListener) -> None:
         self._listener = listener
         self._streams: weakref.WeakSet[trio.SocketStream] = weakref.WeakSet()
+        self._open = 0
+        self._told = False  # the log said the server is full, since it last was not
 
     async def accept(self) -> trio.SocketStream:
-        stream = await self._listener.accept()
-        self._streams.add(stream)
-        return stream
+        while True:
+            stream = await self._listener.accept()
+            if self._open < MAX_CONNECTIONS:
+                self._open += 1
+                self._streams.add(stream)
+                return stream
+            stream.socket.close()
+            if not self._told:
+                self._told = True
+                logger.warning(
+                    "the control API has %d connections open, its most: it closes "
+                    "new ones until some end",
+                    MAX_CONNECTIONS,
+                )
+
+    def ended_one(self) -> None:
+        """A connection's handler ended: room for another."""
+        self._open -= 1
+        if self._open < MAX_CONNECTIONS:
+            self._told = False
 
     async def aclose(self) -> None:
         await self._listener.aclose()

@@ -1,6 +1,7 @@
 """The live view: the runs' page, a run's live graph page, its data, and its scripts.
 
-``GET /`` lists the runtime's runs; ``GET /runs/{id}`` draws a run's graph
+``GET /`` lists the runtime's runs, kept up to date (``runs_view.js``
+reads ``/api/runs`` every two seconds); ``GET /runs/{id}`` draws a run's graph
 with the report's own drawing script and vendored dagre (`_assets`),
 served from ``/static/`` (no network, no build step), and keeps it up to
 date from the run's event stream (``live_view.js``). A page opened with
@@ -82,6 +83,7 @@ def _static(name: str) -> tuple[bytes, str] | None:
         "dagre.js": dagre_script,
         "graph_view.js": graph_view_script,
         "live_view.js": functools.partial(_read_static, "live_view.js"),
+        "runs_view.js": functools.partial(_read_static, "runs_view.js"),
     }
     if name in scripts:
         return scripts[name]().encode("utf-8"), "text/javascript; charset=utf-8"
@@ -121,8 +123,7 @@ def _refusal_page(refusal: Refusal) -> Response:
 
 
 def _runs_table(runs: list[Run]) -> str:
-    if not runs:
-        return '<p class="note">This runtime has no run yet.</p>'
+    """The runs as the page first shows them; ``runs_view.js`` keeps them up to date."""
     rows = "".join(
         f'<tr><td><a href="/runs/{html_text(quote(run.id, safe=""))}">'
         f"{html_text(line_text(run.name))}</a></td>"
@@ -131,9 +132,13 @@ def _runs_table(runs: list[Run]) -> str:
         for run in runs
         for summary in (run_summary(run),)
     )
+    hidden = " hidden" if runs else ""
     return (
+        f'<p id="no-runs" class="note"{hidden}>This runtime has no run yet.</p>'
         '<table id="runs"><thead><tr><th>run</th><th>status</th><th>id</th>'
-        f"</tr></thead><tbody>{rows}</tbody></table>"
+        f'</tr></thead><tbody id="runs-body">{rows}</tbody></table>'
+        '<p id="runs-note" class="note"></p>'
+        '<script src="/static/runs_view.js"></script>'
     )
 
 
@@ -200,8 +205,8 @@ class _View:
         if login is not None:
             return login
         body = (
-            "<h1>dagvisor <small>the runs of this runtime (reload to update)"
-            f"</small></h1>{_runs_table(self._runs.all())}"
+            "<h1>dagvisor <small>the runs of this runtime</small></h1>"
+            f"{_runs_table(self._runs.all())}"
         )
         return _page(200, "runs · dagvisor", body)
 
