@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 from dagvisor.actors import StageState
 
-from ._events import StageFinished, StageQueued, StageStarted
 from ._snapshot import GraphSnapshot
 
 if TYPE_CHECKING:
@@ -69,6 +68,8 @@ FAILED = StageState.FAILED
 SKIPPED = StageState.SKIPPED
 CANCELLED = StageState.CANCELLED
 UPSTREAM_FAILED = StageState.UPSTREAM_FAILED
+_QUEUED: Final = QUEUED.value
+_RUNNING: Final = RUNNING.value
 
 _TERMINAL: Final = frozenset(state for state in StageState if state.is_terminal)
 
@@ -164,12 +165,12 @@ class RunCore:
             if self.records is not None:
                 self.records.queued(node, now)
             if self.events.readers:
-                self.events.publish(StageQueued(node.name, now))
+                self.events.moved(node.name, _QUEUED, now)
         else:
             if self.records is not None:
                 self.records.started(node, now)
             if self.events.readers:
-                self.events.publish(StageStarted(node.name, now))
+                self.events.moved(node.name, _RUNNING, now)
         return inputs
 
     def run(self, node: Node, when: float) -> None:
@@ -180,7 +181,7 @@ class RunCore:
         if self.records is not None:
             self.records.started(node, when)
         if self.events.readers:
-            self.events.publish(StageStarted(node.name, when))
+            self.events.moved(node.name, _RUNNING, when)
 
     def finish(
         self,
@@ -211,7 +212,7 @@ class RunCore:
         if retention.drop:
             retention.ended(node)
         if self.events.readers:
-            self.events.publish(StageFinished(node.name, state, now))
+            self.events.moved(node.name, state._value_, now)
         if state is SUCCEEDED:
             ready = self.ready
             for child in node.dependents:
@@ -263,7 +264,7 @@ class RunCore:
         if self.retention.drop:
             self.retention.ended(node)
         if self.events.readers:
-            self.events.publish(StageFinished(node.name, state, now))
+            self.events.moved(node.name, state._value_, now)
 
     @property
     def running(self) -> int:

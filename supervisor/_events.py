@@ -2,31 +2,40 @@
 
 The supervisor appends each event once to a bounded ring (O(1), whatever
 the number of readers) and only while someone reads: with no reader, no
-event is even built. Each reader (`EventStream`) keeps its own position in
-the ring. A reader that falls behind by more than its ``buffer`` loses the
-oldest events it has not read and is told how many, in order, by an
-`EventsLost` event. A reader that stops (``break`` out of ``async for``,
-or simply dropping the object) costs nothing: the run holds no reference
-to it, and its count of readers drops when it is closed or collected.
+event is even built. A stage's move is kept as three items of the ring
+(the state it entered, its name, the time), objects that exist already:
+keeping it allocates nothing Python's collector tracks, so a run that is
+followed sets off no collection over its graph. The event objects are
+built from these items only for a reader that asks for them
+(`Run.events`); the control API's feed encodes the items themselves.
+
+Each reader (`EventStream`) keeps its own position in the ring. A reader
+that falls behind by more than its ``buffer`` loses the oldest events it
+has not read and is told how many, in order, by an `EventsLost` event. A
+reader that stops (``break`` out of ``async for``, or simply dropping the
+object) costs nothing: the run holds no reference to it, and its count of
+readers drops when it is closed or collected.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from itertools import islice
-from typing import TYPE_CHECKING, TypeAlias, final
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import attrs
 import trio
 
+from dagvisor.actors import StageState
+
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from dagvisor.actors import StageState
 
     from ._audit import AuditRecord
 
 __all__ = [
+    "EVENT",
+    "ITEMS",
     "Event",
     "EventLog",
     "EventStream",
@@ -36,6 +45,8 @@ __all__ = [
     "StageFinished",
     "StageQueued",
     "StageStarted",
+    "as_event",
+    "as_events",
 ]
 
 
@@ -94,16 +105,49 @@ RunEvent: TypeAlias = (
 Event: TypeAlias = RunEvent
 """The former name of `RunEvent` (which does not read like ``trio.Event``)."""
 
+ITEMS = 3
+"""Items of the ring an event takes: a stage's move is the value of the
+state it entered (``queued``: a `StageQueued`, ``running``: a
+`StageStarted`, any other state: a `StageFinished`), the stage's name and
+the time; any other event is `EVENT`, the event object and ``0.0``."""
+
+EVENT = ""
+"""The first item of an event kept as its object."""
+
+_QUEUED = StageState.QUEUED.value
+_RUNNING = StageState.RUNNING.value
+_STATES = {state.value: state for state in StageState}
+
+
+def as_event(state: str, what: Any, time: float) -> RunEvent:
+    """The event kept as these `ITEMS` (its object built now for a stage's move)."""
+    if state == EVENT:
+        event: RunEvent = what
+        return event
+    if state == _RUNNING:
+        return StageStarted(what, time)
+    if state == _QUEUED:
+        return StageQueued(what, time)
+    return StageFinished(what, _STATES[state], time)
+
+
+def as_events(kept: list[Any]) -> list[RunEvent]:
+    """The events of what `EventLog.take` returned, oldest first."""
+    return [as_event(*kept[i : i + ITEMS]) for i in range(0, len(kept), ITEMS)]
+
 
 @final
 class EventLog:
     """The recent events of one run (the supervisor writes, readers read)."""
 
-    __slots__ = ("_lot", "_ring", "closed", "published", "readers")
+    __slots__ = ("_lot", "_ring", "_waiting", "closed", "published", "readers")
 
     def __init__(self) -> None:
-        self._ring: deque[Event] = deque(maxlen=1)
+        self._ring: deque[Any] = deque(maxlen=ITEMS)
+        """`ITEMS` an event, the newest on the right."""
         self._lot = trio.lowlevel.ParkingLot()
+        self._waiting = 0
+        """Readers parked in `_wait` now."""
         self.published = 0
         """Events published so far (a reader's cursor counts in these)."""
         self.readers = 0
@@ -112,9 +156,18 @@ class EventLog:
 
     def publish(self, event: Event) -> None:
         """Append an event and wake the readers waiting for one (never blocks)."""
-        self._ring.append(event)
+        self._ring.extend((EVENT, event, 0.0))
         self.published += 1
-        if self._lot:
+        if self._waiting:
+            self._lot.unpark_all()
+
+    def moved(self, stage: str, state: str, time: float) -> None:
+        """Stage ``stage`` entered ``state`` (a `StageState`'s value) at ``time``:
+        `publish` of its event, without building it (the hot path)."""
+        # The tuple is freed at once: what stays is the three objects.
+        self._ring.extend((state, stage, time))
+        self.published += 1
+        if self._waiting:
             self._lot.unpark_all()
 
     def close(self) -> None:
@@ -124,8 +177,8 @@ class EventLog:
 
     def subscribe(self, buffer: int) -> EventStream:
         """A new reader of the events published from now on."""
-        if buffer > (self._ring.maxlen or 0):
-            self._ring = deque(self._ring, maxlen=buffer)
+        if buffer * ITEMS > (self._ring.maxlen or 0):
+            self._ring = deque(self._ring, maxlen=buffer * ITEMS)
         return EventStream(self, buffer)
 
     def _event(self, stream: EventStream) -> Event | None:
@@ -133,37 +186,44 @@ class EventLog:
         behind = self.published - stream._cursor
         if behind <= 0:
             return None
-        kept = min(stream._buffer, len(self._ring))
+        ring = self._ring
+        kept = min(stream._buffer, len(ring) // ITEMS)
         if behind > kept:
             lost = behind - kept
             stream._cursor += lost
             stream.lost += lost
             return EventsLost(lost)
         stream._cursor += 1
-        return self._ring[len(self._ring) - behind]
+        at = len(ring) - behind * ITEMS
+        return as_event(ring[at], ring[at + 1], ring[at + 2])
 
-    def take(self, stream: EventStream) -> list[Event]:
-        """Every event ``stream`` has not read, oldest first, moving its cursor
-        (an `EventsLost` first if it fell behind); empty when it is up to date."""
+    def take(self, stream: EventStream) -> list[Any]:
+        """The `ITEMS` of every event ``stream`` has not read, oldest first,
+        moving its cursor (an `EventsLost` first if it fell behind); empty
+        when it is up to date. `as_events` makes them event objects."""
         behind = self.published - stream._cursor
         if behind <= 0:
             return []
-        taken: list[Event] = []
-        kept = min(stream._buffer, len(self._ring))
+        taken: list[Any] = []
+        kept = min(stream._buffer, len(self._ring) // ITEMS)
         if behind > kept:
             lost = behind - kept
             stream.lost += lost
-            taken.append(EventsLost(lost))
+            taken += (EVENT, EventsLost(lost), 0.0)
             behind = kept
         stream._cursor = self.published
         # From the right end: O(behind), however long the ring.
-        newest = list(islice(reversed(self._ring), behind))
+        newest = list(islice(reversed(self._ring), behind * ITEMS))
         newest.reverse()
         taken += newest
         return taken
 
     async def _wait(self) -> None:
-        await self._lot.park()
+        self._waiting += 1
+        try:
+            await self._lot.park()
+        finally:
+            self._waiting -= 1
 
 
 @final
@@ -232,8 +292,9 @@ class EventStream:
             raise trio.EndOfChannel
         raise trio.WouldBlock
 
-    def _take_all(self) -> list[Event]:
-        """Every event available now, oldest first (for readers that batch).
+    def _take_all(self) -> list[Any]:
+        """Every event available now, oldest first, as `EventLog.take` gives
+        them (for readers that batch, and encode a stage's move themselves).
 
         Raises:
             trio.EndOfChannel: as `receive_nowait`.

@@ -139,7 +139,7 @@ def drop_index(db: sqlite3.Connection, run_id: str) -> None:
 
 
 def build_index(db: sqlite3.Connection, run_id: str) -> None:
-    """Index a run that ends, in the transaction that writes its end."""
+    """Index a run whose end is committed (in the transaction `index_runs` opens)."""
     drop_index(db, run_id)
     run = db.execute(
         "INSERT INTO stage_index (run_id, last, first, rows) "

@@ -105,6 +105,7 @@ async def test_a_reader_that_never_reads_does_not_hold_the_run(tmp_path, monkeyp
     # the first then learns how many events it lost, and the runtime ends
     # with the second still connected.
     monkeypatch.setattr(_feed, "EVENT_BUFFER", 100)
+    monkeypatch.setattr(_feed, "TAKE_BUFFER", 100)
     monkeypatch.setattr(_feed, "PACE", 0)
     stages = 3000  # some 130 KB of events, far more than the sockets hold
     GATE[:] = [trio.Event()]
@@ -121,7 +122,11 @@ async def test_a_reader_that_never_reads_does_not_hold_the_run(tmp_path, monkeyp
             slow = await clients.enter_async_context(
                 httpx.AsyncClient(
                     base_url=rt.url,
-                    headers={"Authorization": f"Bearer {viewer}"},
+                    # The text itself: deflated, it would fit in the sockets.
+                    headers={
+                        "Authorization": f"Bearer {viewer}",
+                        "Accept-Encoding": "identity",
+                    },
                     transport=httpx.AsyncHTTPTransport(socket_options=tiny),
                     timeout=httpx.Timeout(10, read=None),
                 )

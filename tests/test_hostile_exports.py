@@ -345,7 +345,8 @@ async def hostile_grower(ctx):
 @given(
     title=hostile_texts().filter(lambda text: bool(text.strip())),
     names=st.lists(hostile_stage_names(), min_size=2, max_size=4, unique=True),
-    message=hostile_texts(),
+    # The message is also the change's reason, which must not be blank.
+    message=hostile_texts().filter(lambda text: bool(text.strip())),
 )
 def test_a_live_run_exports_whatever_its_names_and_texts(title, names, message):
     assume("grower" not in names)

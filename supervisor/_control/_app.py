@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from dagvisor.actors import (
@@ -37,9 +37,10 @@ from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
 from ._access import Access, Refusal
+from ._deflate import accepts_deflate
 from ._feed import Feeds
 from ._forms import audit_form, dumps, run_form, run_summary
-from ._sse import EventBody
+from ._sse import EventBody, EventResponse
 from ._view import view_routes
 
 if TYPE_CHECKING:
@@ -215,10 +216,16 @@ class _Api:
     async def events(self, request: Request) -> Response:
         self._who(request, change=False)
         run = self._run(request)
-        return StreamingResponse(
-            EventBody(self._feeds, run),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        deflate = accepts_deflate(request.headers.get("accept-encoding", ""))
+        headers = {
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+            "Vary": "Accept-Encoding",
+        }
+        if deflate:  # compressed once for every client that asks (see _deflate)
+            headers["Content-Encoding"] = "deflate"
+        return EventResponse(
+            EventBody(self._feeds, run, deflate=deflate), headers=headers
         )
 
     # -- changes --------------------------------------------------------------------

@@ -13,21 +13,42 @@ loses the oldest and is told how many in a ``lost`` event.
 
 from __future__ import annotations
 
+import zlib
 from collections import deque
 from itertools import islice
 from json.encoder import encode_basestring_ascii as _quoted
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import trio
 
-from .._events import EventsLost, StageFinished, StageQueued, StageStarted
+from dagvisor.actors import StageState
+
+from .._events import (
+    EVENT,
+    ITEMS,
+    EventsLost,
+    StageFinished,
+    StageQueued,
+    StageStarted,
+)
+from ._deflate import adler_combine, alone, pack, packer
 from ._forms import dumps, event_form
 
 if TYPE_CHECKING:
     from .._events import RunEvent
     from .._run import Run
 
-__all__ = ["EVENT_BUFFER", "PACE", "TAKE_BUFFER", "Feed", "Feeds", "event_text"]
+__all__ = [
+    "EVENT_BUFFER",
+    "PACE",
+    "TAKE_BUFFER",
+    "Feed",
+    "Feeds",
+    "event_text",
+    "kept_text",
+]
+
+_T = TypeVar("_T")
 
 EVENT_BUFFER = 50_000
 """How many events one client may fall behind before it loses some."""
@@ -35,10 +56,11 @@ EVENT_BUFFER = 50_000
 PACE = 0.25
 """Seconds between two writes to one client: the events in between go as one batch."""
 
-TAKE_BUFFER = 2_000
+TAKE_BUFFER = 20_000
 """How many events the run keeps for its feed between two takes (the text
-ring keeps `EVENT_BUFFER`): few, because kept events are objects Python's
-collector walks, while text is not."""
+ring keeps `EVENT_BUFFER`): the run keeps them as items of its ring
+(`EventLog`), nothing Python's collector tracks; 20,000 events are 60,000
+references (480 KB)."""
 
 
 def event_text(event: RunEvent) -> str:
@@ -61,6 +83,53 @@ _FINISHED = 'event: stage_finished\ndata: {"stage":%s,"state":%s}\n\n'
 _QUEUED = 'event: stage_queued\ndata: {"stage":%s}\n\n'
 
 
+def _template(state: StageState) -> str:
+    if state is StageState.QUEUED:
+        return _QUEUED
+    if state is StageState.RUNNING:
+        return _STARTED
+    finished = '{"stage":%s,"state":' + _quoted(state.value) + "}"
+    return "event: stage_finished\ndata: " + finished + "\n\n"
+
+
+_MOVED = {state.value: _template(state) for state in StageState}
+"""The text of a stage's move, by the state it entered, with ``%s`` where
+its quoted name goes."""
+
+
+def _moves_text(kept: list[Any]) -> str:
+    # Stage moves only: one template for the batch, one ``%``, and the JSON
+    # library's own escaping of each name, with no Python code run per
+    # event (a KeyError if anything else is among them).
+    template = "".join(map(_MOVED.__getitem__, kept[0::ITEMS]))
+    return template % tuple(map(_quoted, kept[1::ITEMS]))
+
+
+def kept_text(kept: list[Any]) -> str:
+    """The events `EventLog.take` returned, as server-sent-event text:
+    `event_text` of each event, in order, a stage's moves in one pass."""
+    try:
+        return _moves_text(kept)
+    except KeyError:  # an event kept as its object among them
+        pass
+    parts: list[str] = []
+    start = 0
+    for at in range(0, len(kept), ITEMS):
+        if kept[at] != EVENT:
+            continue
+        if start < at:
+            parts.append(_moves_text(kept[start:at]))
+        start = at + ITEMS
+        event = kept[at + 1]
+        if type(event) is EventsLost:
+            parts.append(_lost_text(event.count).decode("ascii"))
+        else:
+            parts.append(event_text(event))
+    if start < len(kept):
+        parts.append(_moves_text(kept[start:]))
+    return "".join(parts)
+
+
 def _lost_text(count: int) -> bytes:
     return b'event: lost\ndata: {"count":%d}\n\n' % count
 
@@ -77,11 +146,16 @@ class Feed:
     """
 
     __slots__ = (
+        "_copied",
+        "_copied_packed",
         "_counts",
         "_first",
         "_lot",
+        "_packed",
+        "_packer",
         "_skipped",
         "_stream",
+        "_sums",
         "_taking",
         "_texts",
         "clients",
@@ -94,6 +168,11 @@ class Feed:
         self.run = run
         self._stream = run.events(buffer=TAKE_BUFFER)
         self._texts: deque[bytes] = deque()
+        self._packed: deque[bytes] = deque()
+        """Each batch of ``_texts`` deflated (`_deflate`), standing alone."""
+        self._sums: deque[int] = deque()
+        """The Adler-32 checksum of each batch of ``_texts``."""
+        self._packer = packer()
         self._counts: deque[int] = deque()
         """The count of events up to the end of each batch of ``_texts``."""
         self._first = 0
@@ -102,6 +181,9 @@ class Feed:
         """The count of events up to ``_texts[0]``."""
         self._lot = trio.lowlevel.ParkingLot()
         self._taking = False
+        self._copied = (0, 0, b"")
+        self._copied_packed = (0, 0, b"", 1, 0)
+        """The last text read (from, to, text): clients paced alike share it."""
         self.clients = 0
         self.ended = False
         self.ticking = False
@@ -122,20 +204,19 @@ class Feed:
         self.take()
         return self.end, self.count
 
-    def _add(self, events: list[RunEvent]) -> None:
-        parts: list[str] = []
-        size = 0
-        for event in events:
-            if type(event) is EventsLost:
-                parts.append(_lost_text(event.count).decode("ascii"))
-                size += event.count
-            else:
-                parts.append(event_text(event))
-                size += 1
-        self._texts.append("".join(parts).encode("ascii"))
+    def _add(self, kept: list[Any]) -> None:
+        size = len(kept) // ITEMS
+        if type(kept[1]) is EventsLost:  # only ever first (`EventLog.take`)
+            size += kept[1].count - 1
+        text = kept_text(kept).encode("ascii")
+        self._texts.append(text)
+        self._packed.append(pack(self._packer, text))
+        self._sums.append(zlib.adler32(text))
         self._counts.append(self.count + size)
         while self._counts[-1] - self._skipped > EVENT_BUFFER and len(self._texts) > 1:
             self._texts.popleft()
+            self._packed.popleft()
+            self._sums.popleft()
             self._skipped = self._counts.popleft()
             self._first += 1
 
@@ -155,17 +236,62 @@ class Feed:
         A client whose position left the ring is sent a ``lost`` event first.
         """
         self.take()
-        if position == self.end:
+        end = self.end
+        if position == end:
             return b"", position, count
         parts: list[bytes] = []
         if position < self._first:
             parts.append(_lost_text(self._skipped - count))
             position = self._first
-        # From the right end: O(batches read), however long the ring.
-        newest = list(islice(reversed(self._texts), self.end - position))
-        newest.reverse()
+        elif self._copied[0] == position and self._copied[1] == end:
+            return self._copied[2], end, self.count
+        newest = self._newest(self._texts, end - position)
+        if not parts:
+            text = b"".join(newest)
+            self._copied = (position, end, text)
+            return text, end, self.count
         parts += newest
-        return b"".join(parts), self.end, self.count
+        return b"".join(parts), end, self.count
+
+    def read_packed(
+        self, position: int, count: int
+    ) -> tuple[bytes, int, int, int, int]:
+        """`read`, deflated: the bytes, new position and count, and the
+        Adler-32 checksum and size of the text they hold."""
+        self.take()
+        end = self.end
+        if position == end:
+            return b"", position, count, 1, 0
+        if position < self._first:
+            lost = _lost_text(self._skipped - count)
+            packed, checksum, size = self._packed_range(self._first, end)
+            whole = adler_combine(zlib.adler32(lost), checksum, size)
+            return alone(lost) + packed, end, self.count, whole, len(lost) + size
+        packed, checksum, size = self._packed_range(position, end)
+        return packed, end, self.count, checksum, size
+
+    def _packed_range(self, position: int, end: int) -> tuple[bytes, int, int]:
+        copied = self._copied_packed
+        if copied[0] == position and copied[1] == end:
+            return copied[2], copied[3], copied[4]
+        many = end - position
+        checksum, size = 1, 0
+        for text, batch in zip(
+            self._newest(self._texts, many), self._newest(self._sums, many), strict=True
+        ):
+            checksum = adler_combine(checksum, batch, len(text))
+            size += len(text)
+        packs: list[bytes] = self._newest(self._packed, many)
+        packed = b"".join(packs)
+        self._copied_packed = (position, end, packed, checksum, size)
+        return packed, checksum, size
+
+    @staticmethod
+    def _newest(ring: deque[_T], many: int) -> list[_T]:
+        # From the right end: O(batches read), however long the ring.
+        newest = list(islice(reversed(ring), many))
+        newest.reverse()
+        return newest
 
     async def wait(self, position: int) -> None:
         """Wait until there is something past ``position``, or the run's events ended."""
@@ -182,7 +308,7 @@ class Feed:
         except trio.EndOfChannel:
             self.ended = True
         else:
-            self._add([event])
+            self._add([EVENT, event, 0.0])
         finally:
             # Woken also when this client left: another one takes its place.
             self._taking = False

@@ -9,28 +9,38 @@ in batches: what gathered since the client's last write, at most every
 
 from __future__ import annotations
 
+import math
+import zlib
 from typing import TYPE_CHECKING, final
 
 import trio
+from starlette.responses import StreamingResponse
 
 from . import _feed
+from ._deflate import HEADER, adler_combine, alone, last
 from ._forms import dumps, run_summary
 
 if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
     from .._run import Run
     from ._feed import Feed, Feeds
 
-__all__ = ["EventBody"]
+__all__ = ["EventBody", "EventResponse"]
 
-_TAKE = 0.01
+_TAKE = 0.05
 """Seconds between two takes from the run by the client that takes for the
 feed: the run keeps only what came in between (`TAKE_BUFFER`)."""
 
 
 async def _pace(feed: Feed) -> None:
-    """Wait `PACE` seconds; one waiting client at a time takes for the feed
-    meanwhile, every `_TAKE` seconds (a client blocked on a send takes nothing)."""
-    deadline = trio.current_time() + _feed.PACE
+    """Wait until the next multiple of `PACE` seconds on trio's clock (the
+    clients of a feed wake together and share what they are sent); one
+    waiting client at a time takes for the feed meanwhile, every `_TAKE`
+    seconds (a client blocked on a send takes nothing)."""
+    now = trio.current_time()
+    pace = _feed.PACE
+    deadline = (math.floor(now / pace) + 1) * pace if pace > 0 else now
     if feed.ticking:
         await trio.sleep_until(deadline)
         return
@@ -55,15 +65,34 @@ class EventBody:
     the feed forgets this client when it ends or is collected.
     """
 
-    __slots__ = ("_count", "_feed", "_feeds", "_paced", "_position", "_run", "_step")
+    __slots__ = (
+        "_checksum",
+        "_count",
+        "_feed",
+        "_feeds",
+        "_paced",
+        "_position",
+        "_run",
+        "_size",
+        "_step",
+        "deflate",
+    )
 
-    def __init__(self, feeds: Feeds, run: Run) -> None:
+    def __init__(self, feeds: Feeds, run: Run, *, deflate: bool = False) -> None:
+        self.deflate = deflate
+        """Sent deflated (``Content-Encoding: deflate``): see `_deflate`."""
+        self._checksum = 1  # the Adler-32 checksum and size of the text sent
+        self._size = 0
         self._run = run
         self._feeds: Feeds | None = feeds
         self._feed: Feed = feeds.join(run)
         self._position, self._count = self._feed.start()
         self._step = 0  # 0: the opening comment, 1: events, 2: the end, 3: done
         self._paced = False  # a batch was just sent: the next waits PACE first
+
+    def close(self) -> None:
+        """This client is gone: its feed forgets it (also done when collected)."""
+        self._leave()
 
     def _leave(self) -> None:
         if self._feeds is not None:
@@ -80,14 +109,23 @@ class EventBody:
         if self._step == 0:
             self._step = 1
             await trio.lowlevel.checkpoint()
-            return b": the events of one run, until it ends\n\n"
+            return self._alone(b": the events of one run, until it ends\n\n")
         feed = self._feed
         while self._step == 1:
             if self._paced:  # let the next batch gather
                 self._paced = False
                 await _pace(feed)
             await feed.wait(self._position)
-            text, self._position, self._count = feed.read(self._position, self._count)
+            if self.deflate:
+                text, self._position, self._count, checksum, size = feed.read_packed(
+                    self._position, self._count
+                )
+                self._checksum = adler_combine(self._checksum, checksum, size)
+                self._size += size
+            else:
+                text, self._position, self._count = feed.read(
+                    self._position, self._count
+                )
             if feed.ended and self._position == feed.end:
                 self._step = 2
             if text:
@@ -97,6 +135,56 @@ class EventBody:
             await self._run._done.wait()
             self._step = 3
             self._leave()
-            return b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
+            end = b"event: end\ndata: " + dumps(run_summary(self._run)) + b"\n\n"
+            return last(end, self._checksum, self._size) if self.deflate else end
         self._leave()
         raise StopAsyncIteration
+
+    def _alone(self, text: bytes) -> bytes:
+        """The stream's first text, deflated after the zlib header if it is."""
+        if not self.deflate:
+            return text
+        self._checksum = zlib.adler32(text)
+        self._size = len(text)
+        return HEADER + alone(text)
+
+
+@final
+class EventResponse(StreamingResponse):
+    """The answer that sends an `EventBody`: Starlette's `StreamingResponse`,
+    with its two tasks (send, and watch for the client leaving) in a trio
+    nursery of their own rather than AnyIO's task group, whose layers every
+    batch sent to every client would go through."""
+
+    def __init__(self, body: EventBody, *, headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=headers)
+        self._events = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_until_gone, receive, nursery.cancel_scope)
+                async for chunk in self._events:
+                    await send(
+                        {"type": "http.response.body", "body": chunk, "more_body": True}
+                    )
+                await send(
+                    {"type": "http.response.body", "body": b"", "more_body": False}
+                )
+                nursery.cancel_scope.cancel()
+        finally:  # the client left, or the stream ended: the feed forgets it now
+            self._events.close()
+
+
+async def _until_gone(receive: Receive, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` when the client has gone."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
