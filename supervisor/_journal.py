@@ -1,4 +1,4 @@
-"""The journal file: its options, opening it, its write transactions, and reading runs back.
+"""The journal file: its options, opening it, and its write transactions.
 
 Durability promise (SQLite, WAL mode):
 
@@ -41,9 +41,10 @@ valid UTF-8 and reads back exactly. A resume replays exactly this (see
 in flight at a crash is simply run again, which is why side effects are keyed
 by ``ctx.idempotency_key``.
 
-Reading is `_journal_read`'s: every reading method gives `JournalError` (or
-`UnknownRunError`) for a file that is damaged or was edited, never another
-error, and never changes the file.
+Reading runs back is `JournalReads`'s (`_journal_reads`), which `Journal`
+inherits: every reading method gives `JournalError` (or `UnknownRunError`)
+for a file that is damaged or was edited, never another error, and never
+changes the file.
 """
 
 from __future__ import annotations
@@ -54,27 +55,22 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, final
+from typing import TYPE_CHECKING, Final, Literal, TypeVar, cast, final
 
 from dagvisor.actors import (
     InvalidRequestError,
     JournalError,
     OutputTooLargeError,
-    default_registry,
 )
 
 from ._format import FORMAT_VERSION, look, probe, set_up, stored_size
 from ._journal_read import check_columns, open_readonly
-from ._journal_rows import JournaledRun, RowReader, run_id_text
+from ._journal_reads import JournalReads
+from ._journal_rows import JournaledRun
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from dagvisor.actors import StageRegistry
-
-    from ._lineage import Lineage
-    from ._result import RunResult
-    from ._stage_read import StageOutput
 
 __all__ = ["FORMAT_VERSION", "Journal", "JournalError", "JournaledRun"]
 
@@ -122,7 +118,7 @@ def _positive(name: str, value: object) -> float:
 
 
 @final
-class Journal:
+class Journal(JournalReads):
     """A SQLite journal file. Its methods block: call them off the event loop.
 
     Args:
@@ -390,135 +386,3 @@ class Journal:
             self.open()
         assert self._db is not None
         return self._db
-
-    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query; a damaged file is a `JournalError`, not a crash."""
-        return self._rows().query(sql, args)
-
-    def _rows(self) -> RowReader:
-        return RowReader(self._conn(), self.path, self._format)
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Every run in the journal, oldest first, with how many events it has.
-
-        Raises:
-            JournalError: the file is damaged or was edited into nonsense.
-        """
-        return self._rows().runs()
-
-    def find_run(self, prefix: str) -> str:
-        """The full id of the run whose id starts with ``prefix`` (at least 4 characters).
-
-        Raises:
-            TypeError: the run id is not text (a run id is a ``str``).
-            UnknownRunError: no run, or several, match.
-            JournalError: the file is damaged.
-        """
-        return self._rows().find_run(run_id_text(prefix, "run id prefix"))
-
-    def events(self, run_id: str) -> list[tuple[int, str, dict[str, Any]]]:
-        """The events of a run as ``(seq, kind, payload)``, in order.
-
-        A success's encoded output is in its payload as ``"output"``.
-
-        Raises:
-            TypeError: the run id is not text (a run id is a ``str``).
-            JournalError: the file is damaged or was edited into nonsense.
-        """
-        return self._rows().events(run_id_text(run_id))
-
-    def result(
-        self, run_id: str, *, registry: StageRegistry | None = None
-    ) -> RunResult:
-        """A run read back from the journal, as a `RunResult` (nothing runs).
-
-        Works after the run ended, crashed or was cancelled, in any process:
-        stage functions need not be importable. No class is rebuilt: values
-        are plain data, and a class value (or every value of a run journaled
-        with another codec than `JsonCodec`) comes back as `Undecoded`.
-        Stage times are wall-clock. ``result.lineage(stage)`` works as on a
-        live run.
-
-        Raises:
-            TypeError: the run id is not text (a run id is a ``str``).
-            UnknownRunError: the journal has no such run.
-            JournalError: the file is damaged or was edited into nonsense.
-        """
-        from ._readback import result_from_journal
-
-        return result_from_journal(
-            self.load(run_id_text(run_id)), registry=registry or default_registry
-        )
-
-    def lineage(
-        self, run_id: str, stage: str, *, registry: StageRegistry | None = None
-    ) -> Lineage:
-        """One stage's lineage, read from the journal by its index.
-
-        The same answer as ``result(run_id).lineage(stage)``, in time and
-        memory that do not grow with the run: the stage's own events, the
-        changes that name it and its dependencies' ends are found through
-        the journal's index by stage, written when the run ended. A run
-        without that index (not ended, or written before journal format 4),
-        or whose index disagrees with the journal, is read whole instead
-        (the replay), with the same answer.
-
-        Raises:
-            TypeError: the run id or the stage name is not text.
-            UnknownRunError: the journal has no such run.
-            UnknownStageError: the run never had such a stage.
-            JournalError: the file is damaged or was edited into nonsense.
-        """
-        from ._readback import result_from_journal
-        from ._stage_read import read_lineage
-
-        run_id = run_id_text(run_id)
-        if not isinstance(stage, str):
-            msg = f"a stage name is text (str), not {type(stage).__name__}"
-            raise TypeError(msg)
-        stage = str.__str__(stage)
-        found = read_lineage(self._rows(), run_id, stage)
-        if found is not None:
-            return found
-        result = result_from_journal(
-            self.load(run_id), registry=registry or default_registry, attempts=stage
-        )
-        return result.lineage(stage)
-
-    def stage_output(self, run_id: str, stage: str) -> StageOutput:
-        """One stage's state and output (`StageOutput`), read by the journal's
-        index as `lineage` reads it.
-
-        Raises:
-            TypeError: the run id or the stage name is not text.
-            UnknownRunError: the journal has no such run.
-            JournalError: the file is damaged or was edited into nonsense.
-        """
-        from ._readback import result_from_journal
-        from ._stage_read import StageOutput, read_output
-
-        run_id = run_id_text(run_id)
-        if not isinstance(stage, str):
-            msg = f"a stage name is text (str), not {type(stage).__name__}"
-            raise TypeError(msg)
-        stage = str.__str__(stage)
-        found = read_output(self._rows(), run_id, stage)
-        if found is not None:
-            return found
-        result = result_from_journal(
-            self.load(run_id), registry=default_registry, attempts=False
-        )
-        state = result.states.get(stage)
-        if state is None or stage not in result.outputs:
-            return StageOutput(state, stored=False)
-        return StageOutput(state, stored=True, value=result.outputs[stage])
-
-    def load(self, run_id: str) -> JournaledRun:
-        """Everything the journal holds about one run.
-
-        Raises:
-            TypeError: the run id is not text (a run id is a ``str``).
-            UnknownRunError: the journal has no such run.
-            JournalError: the file is damaged or was edited into nonsense.
-        """
-        return self._rows().load(run_id_text(run_id))
