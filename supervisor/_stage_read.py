@@ -30,8 +30,8 @@ from ._history import attempts_of, stage_event
 from ._journal_rows import JournaledRun
 from ._lineage import ConsumedOutput, Lineage, _last_added_and_removed
 from ._records import BadRecord, moment, text
-from ._replay import _Replayer
 from ._replay_values import value_decoder
+from ._replayer import Replayer
 from ._stage_index import RESUMES
 from ._stage_rows import Change, Fallback, StageRows, usable
 
@@ -182,7 +182,7 @@ class _Reader(StageRows):
     def spec(self, born: Change | None) -> tuple[StageSpec, str | None]:
         """The stage's spec and mapped key, as the replay builds them."""
         run = JournaledRun(self.run_id, "", 0.0, "", None, {}, [])
-        replayer = _Replayer(run, None, None, attempts=False)
+        replayer = Replayer(run, None, None, attempts=False)
         if born is None:
             return replayer.specs.spec({**self.spec_ref, "name": self.name}), None
         seq, record, payload = born
@@ -199,7 +199,7 @@ class _Reader(StageRows):
         return self.mapped(replayer, seq, request)
 
     def mapped(
-        self, replayer: _Replayer, seq: int, request: dict[str, Any]
+        self, replayer: Replayer, seq: int, request: dict[str, Any]
     ) -> tuple[StageSpec, str | None]:
         spec = replayer.specs.spec(request["spec"])
         keys, items = request["keys"], request["items"]
