@@ -34,11 +34,15 @@ _ROWS: Final = (
 )
 # The run's rows just before and just after a stage's, in the table's order.
 _BEFORE: Final = (
-    "SELECT n FROM stage_rows WHERE run = ?1 AND stage < ?2 "
+    "SELECT n, stage, seq FROM stage_rows WHERE run = ?1 AND stage < ?2 "
     "ORDER BY stage DESC, seq DESC LIMIT 1"
 )
 _AFTER: Final = (
-    "SELECT n FROM stage_rows WHERE run = ?1 AND stage > ?2 ORDER BY stage, seq LIMIT 1"
+    "SELECT n, stage, seq FROM stage_rows WHERE run = ?1 AND stage > ?2 "
+    "ORDER BY stage, seq LIMIT 1"
+)
+_EVENT: Final = (
+    "SELECT kind, payload, output, data FROM events WHERE run_id = ? AND seq = ?"
 )
 
 
@@ -104,29 +108,44 @@ class StageRows:
             if n != expected:
                 self.off()  # a row missing, added or moved
             expected += 1
-            kind = event[0]
-            if name == RESUMES:
-                if kind != "resumed":
-                    self.off()
-                events.append((seq, kind, {}))
-            elif kind in STAGE_KINDS:
-                seq, kind, payload = check_event(
-                    (seq, *event), self.run_id, self.rows.path
-                )
-                if payload.get("stage") != name:
-                    self.off()  # the row points at another stage's event
-                events.append((seq, kind, payload))
-            elif kind in ("change", "signal"):
-                record, payload = self.record(seq, kind, event[1])
-                if name not in record.stages:
-                    self.off()  # the row points at another change
-                changes.append((seq, record, payload))
+            checked = self.checked(name, seq, event)
+            if len(checked) == 3:  # (seq, kind, payload): the stage's own event
+                events.append(checked)
             else:
-                self.off()  # no such event, or not one that names a stage
+                changes.append((seq, *checked))
         if (after[0][0] if after else self.end) != expected:
             self.off()  # a row missing after the stage's, or the anchor edited
+        # A row of this stage relabelled as a neighbouring stage's would fit
+        # the numbering: the rows on either side must name their own stage.
+        for _, stage, seq in (*before, *after):
+            event = self.rows.query(_EVENT, (self.run_id, seq))
+            if len(event) != 1 or type(stage) is not str:
+                self.off()
+            self.checked(stage, seq, list(event[0]))
         self.events_of[name] = events
         self.changes_of[name] = changes
+
+    def checked(
+        self, name: str, seq: int, event: list[Any]
+    ) -> tuple[int, str, dict[str, Any]] | tuple[AuditRecord, dict[str, Any]]:
+        """A row of stage ``name`` checked against its event ``(kind, payload,
+        output, data)``: the stage's event, or the change naming it."""
+        kind = event[0]
+        if name == RESUMES:
+            if kind != "resumed":
+                self.off()
+            return (seq, kind, {})
+        if kind in STAGE_KINDS:
+            found = check_event((seq, *event), self.run_id, self.rows.path)
+            if found[2].get("stage") != name:
+                self.off()  # the row points at another stage's event
+            return found
+        if kind in ("change", "signal"):
+            record, payload = self.record(seq, kind, event[1])
+            if name not in record.stages:
+                self.off()  # the row points at another change
+            return (record, payload)
+        self.off()  # no such event, or not one that names a stage
 
     def record(
         self, seq: int, kind: str, payload: Any

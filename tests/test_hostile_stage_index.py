@@ -12,6 +12,7 @@ replay's (which reads only the events, untouched here), or a
 from __future__ import annotations
 
 import functools
+import itertools
 import sqlite3
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -150,6 +151,39 @@ def _last_of_each_stage() -> list[tuple[Any, ...]]:
     for row in _all_rows():
         last[row[1]] = row
     return sorted(last.values())
+
+
+def _edges_of_stages() -> list[tuple[Any, ...]]:
+    """Each row at the edge of its stage's rows, with the neighbouring stage's
+    name: ``(run, stage, seq, neighbour)``."""
+    rows = sorted(_all_rows(), key=lambda row: row[3])  # by number
+    held = {row[:3] for row in rows}
+    found = []
+    for before, after in itertools.pairwise(rows):
+        if before[1] != after[1]:
+            found.append((*after[:3], before[1]))  # a first row, and the stage before
+            found.append((*before[:3], after[1]))  # a last row, and the stage after
+    # Not where the neighbour has a row for the same event (a change naming
+    # both): the table's key refuses that edit.
+    return [row for row in found if (row[0], row[3], row[2]) not in held]
+
+
+@pytest.mark.parametrize("edge", range(len(_edges_of_stages())))
+def test_a_row_relabelled_as_its_neighbours_stage_is_seen(tmp_path, edge):
+    """A stage's first (last) row given the name of the stage before (after)
+    it still fits the numbering: the neighbouring rows' events are checked."""
+    run, stage, seq, neighbour = _edges_of_stages()[edge]
+    path = _copy(tmp_path)
+    assert _edit(
+        path,
+        "UPDATE stage_rows SET stage = ? WHERE run = ? AND stage = ? AND seq = ?",
+        (neighbour, run, stage, seq),
+    )
+    _check(path)
+    _, lineages, _ = _expected()
+    if lineages.get(stage) is not None:
+        with Journal(path, readonly=True) as journal:
+            assert read_lineage(journal._rows(), _expected()[0], stage) is None
 
 
 def test_the_unedited_index_answers_as_the_replay(tmp_path):
