@@ -41,6 +41,7 @@ _AFTER: Final = (
     "SELECT n, stage, seq FROM stage_rows WHERE run = ?1 AND stage > ?2 "
     "ORDER BY stage, seq LIMIT 1"
 )
+_ENDS: Final = "SELECT n FROM stage_rows WHERE run = ?1 AND n IN (?2, ?3)"
 _EVENT: Final = (
     "SELECT kind, payload, output, data FROM events WHERE run_id = ? AND seq = ?"
 )
@@ -90,7 +91,13 @@ class StageRows:
             or type(last) is not int
             or now != last  # events written or removed since it was built
             or status == "running"
+            or count < 1  # an ended run's index has rows (its stages' events)
         ):
+            self.off()
+        # The range's first and last rows must be the run's: an anchor moved
+        # to a run number, or a range, without rows would fit every stage.
+        ends = self.rows.query(_ENDS, (run, first, first + count - 1))
+        if len(ends) != (1 if count == 1 else 2):
             self.off()
         self.run, self.first, self.end = run, first, first + count
 
