@@ -23,9 +23,9 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_stage_index import SCRIPT, TRIES, _pipeline, _write
+from test_stage_index import SCRIPT, TRIES, _pipeline, _write, work
 
-from dagvisor import Journal, runtime
+from dagvisor import Journal, Pipeline, runtime, stage
 from dagvisor.errors import JournalError, UnknownStageError
 from dagvisor.supervisor._stage_read import read_lineage
 
@@ -395,3 +395,93 @@ def test_an_anchor_moved_to_another_runs_rows_is_seen(tmp_path):
         except JournalError:
             return
         assert found == replayed
+
+
+@stage(retries=1, backoff=0)
+async def waiter(ctx: Any) -> Any:
+    got = await ctx.wait_signal("go")
+    if ctx.attempt == 0:
+        raise ValueError("the signal goes back to the mailbox")
+    return got
+
+
+@stage
+async def sender(ctx: Any) -> str:
+    for payload in (1, 2):
+        await ctx.signal("go", payload, reason="send")
+    return "sent"
+
+
+async def _signalled(path: Path) -> str:
+    async with runtime(journal=path) as rt:
+        pipeline = Pipeline("signals").add(waiter).add(sender)
+        result = await rt.run(pipeline.add(work.named("after"), after=["waiter"]))
+    return result.run_id
+
+
+def _repointed(tmp: Path) -> list[tuple[Path, str]]:
+    """For each row of a run with signals, a copy of the journal whose row
+    points at a signal's event (sent, taken, returned)."""
+    path = tmp / "signals.db"
+    run_id = trio.run(_signalled, path)
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        targets = [
+            seq
+            for (seq,) in db.execute(
+                "SELECT seq FROM events WHERE kind IN "
+                "('signal', 'signal_taken', 'signal_returned')"
+            )
+        ]
+        rows = db.execute("SELECT n FROM stage_rows").fetchall()
+    finally:
+        db.close()
+    assert len(targets) >= 4  # two sent, one taken and given back, one taken
+    copies = []
+    for (n,), seq in itertools.product(rows, targets):
+        copy = tmp / f"repointed{n}-{seq}.db"
+        copy.write_bytes(path.read_bytes())
+        if _edit(copy, "UPDATE stage_rows SET seq = ? WHERE n = ?", (seq, n)):
+            copies.append((copy, run_id))
+    return copies
+
+
+def test_a_row_pointed_at_a_signal_is_seen(tmp_path):
+    """Signal events name a stage (taken, returned) or none (sent) and are not
+    in the index: a row pointed at one is refused, the run read whole."""
+    copies = _repointed(tmp_path)
+    assert copies
+    with Journal(copies[0][0], readonly=True) as journal:
+        result = journal.result(copies[0][1])
+    names = sorted(result.states)
+    for path, run_id in copies:
+        with Journal(path, readonly=True) as journal:
+            for name in names:
+                assert journal.lineage(run_id, name) == result.lineage(name)
+                output = journal.stage_output(run_id, name)
+                assert output.state == result.states[name]
+                assert output.value == result.outputs.get(name)
+
+
+def test_a_row_pointed_at_a_resumption_is_seen(tmp_path):
+    """Every row of the resumed run pointed in turn at its resumption."""
+    db = sqlite3.connect(_copy(tmp_path))
+    try:
+        resumed = [
+            seq
+            for (seq,) in db.execute("SELECT seq FROM events WHERE kind = 'resumed'")
+        ]
+    finally:
+        db.close()
+    assert resumed
+    edited = 0
+    for (run, name, seq, _), target in itertools.product(_all_rows(), resumed):
+        path = _copy(tmp_path)
+        if _edit(
+            path,
+            "UPDATE stage_rows SET seq = ? WHERE run = ? AND stage = ? AND seq = ?",
+            (target, run, name, seq),
+        ):
+            edited += 1
+            _check(path)
+    assert edited >= len(_all_rows()) - len(resumed)
