@@ -11,6 +11,7 @@ replay's (which reads only the events, untouched here), or a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import sqlite3
@@ -23,10 +24,10 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_stage_index import SCRIPT, TRIES, _pipeline, _write, work
+from test_stage_index import SCRIPT, TRIES, _as_format_3, _pipeline, _write, work
 
 from dagvisor import Journal, Pipeline, runtime, stage
-from dagvisor.errors import JournalError, UnknownStageError
+from dagvisor.errors import JournalError, RunFailedError, UnknownStageError
 from dagvisor.supervisor._stage_read import read_lineage
 
 STATIC = [("a", "work"), ("s0", "flaky"), ("b", "broken")]
@@ -485,3 +486,52 @@ def test_a_row_pointed_at_a_resumption_is_seen(tmp_path):
             edited += 1
             _check(path)
     assert edited >= len(_all_rows()) - len(resumed)
+
+
+def test_a_format_3_run_resumed_after_the_upgrade_is_indexed_as_replayed(tmp_path):
+    """A run that crashed in a format-3 journal, resumed (and so indexed at its
+    end) by this dagvisor: its events from before the upgrade are indexed too."""
+    path = _copy(tmp_path)  # the resumed run: made crashed again, in format 3
+    run_id, lineages, _ = _expected()
+    db = sqlite3.connect(path)
+    try:
+        ((resumed,),) = db.execute(
+            "SELECT min(seq) FROM events WHERE run_id = ? AND kind = 'resumed'",
+            (run_id,),
+        ).fetchall()
+        db.execute(
+            "DELETE FROM events WHERE run_id = ? AND seq >= ?", (run_id, resumed)
+        )
+        db.execute(
+            "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?",
+            (run_id,),
+        )
+        db.execute("UPDATE leases SET started = 0")
+        db.commit()
+    finally:
+        db.close()
+    _as_format_3(path)
+
+    async def resume() -> None:
+        SCRIPT[:] = OPS
+        async with runtime(journal=path, on_failure="continue") as rt:
+            with contextlib.suppress(RunFailedError):
+                await rt.resume(run_id)
+
+    trio.run(resume)
+    with Journal(path, readonly=True) as journal:
+        assert journal._format == 4
+        result = journal.result(run_id)
+        assert result.status != "running"
+        names = set(result.states) | set(lineages)
+        assert len(result.states) > 5
+        for name in sorted(names):
+            try:
+                replayed = result.lineage(name)
+            except UnknownStageError:
+                with pytest.raises(UnknownStageError):
+                    read_lineage(journal._rows(), run_id, name)
+                continue
+            indexed = read_lineage(journal._rows(), run_id, name)
+            assert indexed is not None, name  # indexed at its end
+            assert indexed == replayed, name
