@@ -22,12 +22,14 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_stage_index import SCRIPT, TRIES, _as_format_3, _pipeline, _write, work
+from test_stage_index import HOLD, SCRIPT, TRIES, _as_format_3, _pipeline, _write, work
 
 from dagvisor import Journal, Pipeline, runtime, stage
 from dagvisor.errors import JournalError, RunFailedError, UnknownStageError
+from dagvisor.supervisor._stage_index import build_index
 from dagvisor.supervisor._stage_read import read_lineage
 
 STATIC = [("a", "work"), ("s0", "flaky"), ("b", "broken")]
@@ -488,28 +490,90 @@ def test_a_row_pointed_at_a_resumption_is_seen(tmp_path):
     assert edited >= len(_all_rows()) - len(resumed)
 
 
-def test_a_format_3_run_resumed_after_the_upgrade_is_indexed_as_replayed(tmp_path):
-    """A run that crashed in a format-3 journal, resumed (and so indexed at its
-    end) by this dagvisor: its events from before the upgrade are indexed too."""
-    path = _copy(tmp_path)  # the resumed run: made crashed again, in format 3
-    run_id, lineages, _ = _expected()
+def _crashed_again(tmp: Path) -> Path:
+    """The resumed run's journal as it was when it crashed (before it resumed)."""
+    path = _copy(tmp)
     db = sqlite3.connect(path)
     try:
         ((resumed,),) = db.execute(
             "SELECT min(seq) FROM events WHERE run_id = ? AND kind = 'resumed'",
-            (run_id,),
+            (_expected()[0],),
         ).fetchall()
-        db.execute(
-            "DELETE FROM events WHERE run_id = ? AND seq >= ?", (run_id, resumed)
-        )
-        db.execute(
-            "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?",
-            (run_id,),
-        )
+        db.execute("DELETE FROM events WHERE seq >= ?", (resumed,))
+        db.execute("UPDATE runs SET status = 'running', ended = NULL")
+        db.execute("DELETE FROM stage_rows")
+        db.execute("DELETE FROM stage_index")
         db.execute("UPDATE leases SET started = 0")
         db.commit()
     finally:
         db.close()
+    return path
+
+
+def _same_by_index(path: Path, run_id: str, *, indexed: bool) -> None:
+    """Every stage read by index: the replay's answer (by the index itself, if
+    ``indexed``, else by falling back to the replay)."""
+    with Journal(path, readonly=True) as journal:
+        result = journal.result(run_id)
+        names = set(result.states) | set(_expected()[1])
+        assert len(result.states) > 5
+        for name in sorted(names):
+            try:
+                replayed = result.lineage(name)
+            except UnknownStageError:
+                with pytest.raises(UnknownStageError):
+                    journal.lineage(run_id, name)
+                continue
+            found = read_lineage(journal._rows(), run_id, name)
+            assert (found is not None) == indexed, name
+            assert journal.lineage(run_id, name) == replayed, name
+            output = journal.stage_output(run_id, name)
+            assert output.state == result.states[name], name
+            assert output.value == result.outputs.get(name), name
+
+
+def test_an_index_built_after_another_process_resumed_the_run_is_not_used(tmp_path):
+    """A run's end committed, then resumed by another runtime before the first
+    built its index: the index built then (of a run going on) is not used,
+    and the run gets its index again at its new end."""
+    path = _crashed_again(tmp_path)
+    run_id = _expected()[0]
+
+    async def resume() -> None:
+        SCRIPT[:] = OPS
+        TRIES.clear()
+        HOLD["crash"], HOLD["reached"] = trio.Event(), trio.Event()
+        async with runtime(journal=path, on_failure="continue") as rt:
+            run = await rt.start_resumed(run_id)
+            with trio.fail_after(60):  # a hang is a failure, not a stuck suite
+                await HOLD["reached"].wait()
+            await trio.testing.wait_all_tasks_blocked()
+            await run.wait_committed()
+            # The other runtime's index, built late: of the run going on.
+            db = sqlite3.connect(path, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                build_index(db, run_id)
+                db.execute("COMMIT")
+                ((indexed,),) = db.execute("SELECT count(*) FROM stage_index")
+                assert indexed == 1
+            finally:
+                db.close()
+            _same_by_index(path, run_id, indexed=False)
+            HOLD["crash"].set()
+            with contextlib.suppress(RunFailedError):
+                await run.wait()
+        HOLD.clear()
+
+    trio.run(resume)
+    _same_by_index(path, run_id, indexed=True)
+
+
+def test_a_format_3_run_resumed_after_the_upgrade_is_indexed_as_replayed(tmp_path):
+    """A run that crashed in a format-3 journal, resumed (and so indexed at its
+    end) by this dagvisor: its events from before the upgrade are indexed too."""
+    path = _crashed_again(tmp_path)
+    run_id = _expected()[0]
     _as_format_3(path)
 
     async def resume() -> None:
@@ -521,17 +585,4 @@ def test_a_format_3_run_resumed_after_the_upgrade_is_indexed_as_replayed(tmp_pat
     trio.run(resume)
     with Journal(path, readonly=True) as journal:
         assert journal._format == 4
-        result = journal.result(run_id)
-        assert result.status != "running"
-        names = set(result.states) | set(lineages)
-        assert len(result.states) > 5
-        for name in sorted(names):
-            try:
-                replayed = result.lineage(name)
-            except UnknownStageError:
-                with pytest.raises(UnknownStageError):
-                    read_lineage(journal._rows(), run_id, name)
-                continue
-            indexed = read_lineage(journal._rows(), run_id, name)
-            assert indexed is not None, name  # indexed at its end
-            assert indexed == replayed, name
+    _same_by_index(path, run_id, indexed=True)
