@@ -4,10 +4,14 @@
 stage, the changes that name it and the run's resumptions, and checks them
 before anyone uses them: the run's anchor against the run as it is now (no
 event written or removed since the index was built, the run not going on
-again), the stage's rows numbered one after the other and fitting the rows
-just before and after them (none deleted, added or moved), and each row
-against the event it names (its kind, the stage it names). Anything else
-raises `Fallback`: the caller reads the run whole (the replay).
+again, the first and last rows of its range the run's), the stage's rows
+numbered one after the other and fitting the rows just before and after
+them (none deleted, added or moved), and each row against the event it
+names (its kind, the stage it names). Anything else raises `Fallback`: the
+caller reads the run whole (the replay). The rows are checked against the
+events, not the events against the rows: an index rewritten whole and
+consistent without some rows (the rest renumbered, the anchor with them)
+fits, and is taken as complete.
 """
 
 from __future__ import annotations
