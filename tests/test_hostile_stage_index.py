@@ -25,7 +25,16 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_stage_index import HOLD, SCRIPT, TRIES, _as_format_3, _pipeline, _write, work
+from test_stage_index import (
+    HOLD,
+    SCRIPT,
+    TRIES,
+    _as_format_3,
+    _compare,
+    _pipeline,
+    _write,
+    work,
+)
 
 from dagvisor import Journal, Pipeline, runtime, stage
 from dagvisor.errors import JournalError, RunFailedError, UnknownStageError
@@ -586,3 +595,62 @@ def test_a_format_3_run_resumed_after_the_upgrade_is_indexed_as_replayed(tmp_pat
     with Journal(path, readonly=True) as journal:
         assert journal._format == 4
     _same_by_index(path, run_id, indexed=True)
+
+
+ODD_NAMES = [
+    "é",
+    "e\u0301",  # the same, decomposed: another name to SQLite and to Python
+    "A",
+    "a",
+    "ß",
+    "SS",
+    "work[k1]",  # a mapped key's name, taken first: the expansion is refused
+    "work[k0",
+    "Z" * 5000,
+    "a b",
+]
+
+
+async def _odd(path: Path, names: list[str]) -> str:
+    SCRIPT[:] = [
+        ("expand", "work", 2, True, []),
+        ("add", "work", "work[k1]", [], []),
+        ("edge", "é", "e\u0301"),
+        ("remove", "A"),
+        ("add", "flaky", "A", ["a"], []),
+    ]
+    TRIES.clear()
+    async with runtime(journal=path, on_failure="continue") as rt:
+        with contextlib.suppress(RunFailedError):
+            result = await rt.run(_pipeline([(name, "work") for name in names]))
+            return result.run_id
+    return ""
+
+
+@pytest.mark.parametrize("nul", [False, True])
+def test_names_that_sort_oddly_are_read_by_index_as_replayed(tmp_path, nul):
+    """Names SQLite and Python might order or compare apart (case, unicode
+    forms, a mapped key's shape, a huge one) read by index as the replay
+    reads them; a name with a NUL (which SQLite's JSON reader cuts short)
+    sends the names it is cut to, and theirs, to the replay, the same."""
+    path = tmp_path / "runs.db"
+    names = [*ODD_NAMES, "a\x00b", "a\x00"] if nul else ODD_NAMES
+    run_id = trio.run(_odd, path, names)
+    assert run_id
+    extra = {"nope", "E\u0301", "Z" * 3_000_000}
+    if not nul:
+        assert _compare(path, run_id, extra) > len(ODD_NAMES)
+        return
+    with Journal(path, readonly=True) as journal:
+        result = journal.result(run_id)
+        for name in sorted({*result.states, *extra, "", "\udcff"}):
+            try:
+                replayed = result.lineage(name)
+            except UnknownStageError:
+                with pytest.raises(UnknownStageError):
+                    journal.lineage(run_id, name)
+                continue
+            assert journal.lineage(run_id, name) == replayed, name
+            output = journal.stage_output(run_id, name)
+            assert output.state == result.states[name], name
+            assert output.value == result.outputs.get(name), name
