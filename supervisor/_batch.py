@@ -4,6 +4,8 @@ Everything here runs in the writer's worker thread, on its connection, and
 changes nothing but the file: the writer (`_writer`) applies what a
 transaction did (`Committed`) to its books on the event loop.
 
+What the writer knows of a run and what a transaction did are `_ledger`'s.
+
 A batch is committed in one transaction, or its runs fail: a locked, full or
 broken file fails every run whose records the batch carried. Within it, a
 record the journal cannot store fails only its own run, whose part of the
@@ -18,8 +20,6 @@ import contextlib
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Literal
-
-import attrs
 
 from dagvisor.actors import JournalError, JournalWriteError
 from dagvisor.actors._jsonform import dump_json
@@ -36,13 +36,10 @@ from ._event_rows import (
 )
 from ._journal import is_busy
 from ._lease import Owner, fence, insert_lease, release, take_over
+from ._ledger import Committed, RunLedger
 from ._stage_index import build_index, drop_index
 
 if TYPE_CHECKING:
-    import trio
-
-    from dagvisor.actors._messages import Message
-
     from ._journal import Journal
 
 __all__ = [
@@ -77,41 +74,6 @@ _RECORD_ERRORS = (
 # records mostly costs its statements).
 _RESUME = "UPDATE runs SET status = 'running', ended = NULL WHERE run_id = ?1"
 _END = "UPDATE runs SET status = ?2, ended = ?3 WHERE run_id = ?1"
-
-
-@attrs.define(eq=False)
-class RunLedger:
-    """What the writer knows of one run it writes for.
-
-    Attributes:
-        run_id: the run.
-        outbox: the run's supervisor inbox, to tell it to stop.
-        next_seq: the sequence number its next event must carry.
-        owned: its lease is committed, so each batch fences and renews it.
-        expires: when its lease ends unless renewed (wall-clock).
-        error: why its records can no longer be committed, once they cannot.
-    """
-
-    run_id: str
-    outbox: trio.MemorySendChannel[Message] | None
-    next_seq: int = 0
-    owned: bool = False
-    expires: float = 0.0
-    error: JournalWriteError | None = None
-
-
-@attrs.define
-class Committed:
-    """What one transaction did, run by run (worked out in the worker thread)."""
-
-    failed: dict[str, JournalWriteError] = attrs.Factory(dict)
-    owned: list[str] = attrs.Factory(list)
-    released: list[str] = attrs.Factory(list)
-    next_seq: dict[str, int] = attrs.Factory(dict)
-    renewed: list[str] = attrs.Factory(list)
-    ended: list[str] = attrs.Factory(list)
-    expires: float = 0.0
-    ok: bool = True  # False: the transaction itself failed (the file, not a record)
 
 
 def _reason(exc: BaseException, journal: Journal) -> str:

@@ -48,15 +48,14 @@ import trio
 from dagvisor.actors import JournalWriteError, LeaseLostError
 
 from ._batch import (
-    Committed,
     Record,
-    RunLedger,
     commit_batch,
     index_runs,
     release_lease,
     take_run_over,
 )
 from ._lease import Owner
+from ._ledger import Committed, RunLedger
 from ._writer_outcomes import Flush, Outcomes, Release, TakeOver
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ import trio
 from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
 from dagvisor.actors._messages import JournalFailed
 
-from ._batch import Committed, RunLedger
+from ._ledger import Committed, RunLedger
 
 __all__ = ["Flush", "Outcomes", "Release", "TakeOver"]
 
