@@ -287,18 +287,26 @@ def attempts_of(
     current: tuple[int, int, float] | None = None  # (seq, number, started_at)
     resumes = list(resume_seqs)
 
-    def cut_before(seq: int) -> None:
+    def close(
+        ended_at: float | None, outcome: AttemptOutcome, error: str | None = None
+    ) -> None:
+        """The current attempt ends so; none is current after it."""
         nonlocal current
-        if current is not None and any(current[0] < at < seq for at in resumes):
-            attempts.append(
-                Attempt(
-                    number=current[1],
-                    started_at=current[2],
-                    ended_at=None,
-                    outcome="interrupted",
-                )
+        assert current is not None
+        attempts.append(
+            Attempt(
+                number=current[1],
+                started_at=current[2],
+                ended_at=ended_at,
+                outcome=outcome,
+                error=error,
             )
-            current = None
+        )
+        current = None
+
+    def cut_before(seq: int) -> None:
+        if current is not None and any(current[0] < at < seq for at in resumes):
+            close(None, "interrupted")
 
     for seq, kind, time, state, error in events:
         if kind == "born":
@@ -308,50 +316,18 @@ def attempts_of(
         cut_before(seq)
         if kind in ("stage_started", "attempt_started"):
             if current is not None:  # no end recorded before the next start
-                attempts.append(
-                    Attempt(
-                        number=current[1],
-                        started_at=current[2],
-                        ended_at=None,
-                        outcome="interrupted",
-                    )
-                )
+                close(None, "interrupted")
             current = (seq, started, time)
             started += 1
         elif current is None:
             continue  # ended without starting (skipped before it ran, say)
         elif kind == "attempt_failed":
-            attempts.append(
-                Attempt(
-                    number=current[1],
-                    started_at=current[2],
-                    ended_at=time,
-                    outcome="retried",
-                    error=error,
-                )
-            )
-            current = None
+            close(time, "retried", error)
         elif kind == "stage_ended":
             outcome: AttemptOutcome = state if state in _ENDED_STATES else "cancelled"  # type: ignore[assignment]  # one of them, checked
-            attempts.append(
-                Attempt(
-                    number=current[1],
-                    started_at=current[2],
-                    ended_at=time,
-                    outcome=outcome,
-                    error=error,
-                )
-            )
-            current = None
+            close(time, outcome, error)
     if current is not None:
         cut_before(1 << 62)
     if current is not None:
-        attempts.append(
-            Attempt(
-                number=current[1],
-                started_at=current[2],
-                ended_at=None,
-                outcome="running",
-            )
-        )
+        close(None, "running")
     return tuple(attempts)

@@ -35,13 +35,10 @@ class rebuilt), with the codec's allow-list when resuming.
 from __future__ import annotations
 
 import gc
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from dagvisor.actors import (
-    StageState,
-)
 from dagvisor.actors._codec import Undecoded
 
 from ._replayer import Replayer
@@ -56,17 +53,6 @@ if TYPE_CHECKING:
     from ._journal_rows import JournaledRun
 
 __all__ = ["Replayed", "Undecoded", "replay"]
-
-SUCCEEDED = StageState.SUCCEEDED
-_MALFORMED: Final = (
-    KeyError,
-    TypeError,
-    ValueError,
-    AttributeError,
-    IndexError,
-    OverflowError,
-)
-"""What reading a record of the wrong shape can raise (`BadRecord` among them)."""
 
 
 @final

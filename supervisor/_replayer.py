@@ -45,10 +45,10 @@ if TYPE_CHECKING:
     from ._audit import AuditRecord
     from ._journal_rows import JournaledRun
 
-__all__ = ["Replayer"]
+__all__ = ["MALFORMED", "Replayer"]
 
 SUCCEEDED = StageState.SUCCEEDED
-_MALFORMED: Final = (
+MALFORMED: Final = (
     KeyError,
     TypeError,
     ValueError,
@@ -150,7 +150,7 @@ class Replayer:
                 self.graph.add_node(spec, deps)
             inputs = record["inputs"]
             return "" if inputs is None else text(inputs, "inputs")
-        except _MALFORMED as exc:
+        except MALFORMED as exc:
             if isinstance(exc, DagvisorError):
                 raise
             self.fail(f"its pipeline record is malformed ({reason(exc)})")
@@ -163,7 +163,7 @@ class Replayer:
             expected += 1
             try:
                 self.event(seq, kind, payload)
-            except _MALFORMED as exc:
+            except MALFORMED as exc:
                 if isinstance(exc, DagvisorError):
                     raise
                 self.fail(f"event {seq} ({shown(kind)}) is malformed ({reason(exc)})")

@@ -29,9 +29,9 @@ from dagvisor.actors._jsonform import Malformed, load_json
 from ._history import attempts_of, stage_event
 from ._journal_rows import JournaledRun
 from ._lineage import ConsumedOutput, Lineage, _last_added_and_removed
-from ._records import BadRecord, moment, text
+from ._records import moment, text
 from ._replay_values import value_decoder
-from ._replayer import Replayer
+from ._replayer import MALFORMED, Replayer
 from ._stage_index import RESUMES
 from ._stage_rows import Change, Fallback, StageRows, usable
 
@@ -43,17 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = ["StageOutput", "read_lineage", "read_output"]
 
-_MALFORMED: Final = (
-    KeyError,
-    TypeError,
-    ValueError,
-    AttributeError,
-    IndexError,
-    OverflowError,
-    BadRecord,
-    Malformed,
-    JournalError,
-)
+_MALFORMED: Final = (*MALFORMED, Malformed, JournalError)
+"""A record of the wrong shape (`BadRecord` among them), or a damaged file."""
 _PIPELINE: Final = (
     "SELECT j.value, json_extract(r.pipeline, '$.codec'), "
     "json_type(r.pipeline, '$.codec') FROM runs r, json_each(r.pipeline, '$.stages') j "

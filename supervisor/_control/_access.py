@@ -18,11 +18,14 @@ import secrets
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from starlette.requests import Request
+    from starlette.responses import Response
 
     from ._tokens import Token, Tokens
 
-__all__ = ["SESSIONS_KEPT", "Access", "Refusal"]
+__all__ = ["SESSIONS_KEPT", "Access", "Refusal", "answering"]
 
 SESSIONS_KEPT: Final = 10_000
 """The most sessions held at once; logging in beyond forgets the oldest."""
@@ -38,6 +41,22 @@ class Refusal(Exception):
         self.status = status
         self.error = error
         self.message = message
+
+
+def answering(
+    handler: Callable[[Request], Awaitable[Response]],
+    refused: Callable[[Refusal], Response],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` as a route's endpoint: a `Refusal` it raises is answered by
+    ``refused`` (JSON for the API, a page for the live view)."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Refusal as refusal:
+            return refused(refusal)
+
+    return endpoint
 
 
 @final

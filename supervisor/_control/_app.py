@@ -36,7 +36,7 @@ from dagvisor.actors._errors import message_of
 from dagvisor.actors._messages import CancelRun, ReplySlot
 from dagvisor.actors._requests import ChangeRequests, ask
 
-from ._access import Access, Refusal
+from ._access import Access, Refusal, answering
 from ._deflate import accepts_deflate
 from ._feed import Feeds
 from ._forms import audit_form, dumps, run_form, run_summary
@@ -339,13 +339,7 @@ def _seq_of(run: Run, name: str, kind: str) -> int | None:
 def _endpoint(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Refusal as refusal:
-            return _refused(refusal)
-
-    return endpoint
+    return answering(handler, _refused)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

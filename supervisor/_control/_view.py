@@ -28,7 +28,7 @@ from starlette.routing import Route
 from .._assets import dagre_script, graph_view_script
 from .._report import _CSS as REPORT_CSS
 from .._text import html_text, line_text
-from ._access import Refusal
+from ._access import Refusal, answering
 from ._forms import dumps, run_summary
 from ._live import live_graph
 
@@ -241,31 +241,23 @@ class _View:
 def _html(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Refusal as refusal:
-            return _refusal_page(refusal)
+    return answering(handler, _refusal_page)
 
-    return endpoint
+
+def _json_refusal(refusal: Refusal) -> Response:
+    body: Any = {"error": refusal.error, "message": refusal.message}
+    return Response(
+        dumps(body),
+        status_code=refusal.status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _json(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Refusal as refusal:
-            body: Any = {"error": refusal.error, "message": refusal.message}
-            return Response(
-                dumps(body),
-                status_code=refusal.status,
-                media_type="application/json",
-                headers={"Cache-Control": "no-store"},
-            )
-
-    return endpoint
+    return answering(handler, _json_refusal)
 
 
 def view_routes(runs: RunIndex, access: Access) -> list[Route]:
