@@ -37,6 +37,7 @@ from ._event_rows import (
 from ._journal import is_busy
 from ._lease import Owner, fence, insert_lease, release, take_over
 from ._ledger import Committed, RunLedger
+from ._record_text import RecordTexts
 from ._stage_index import build_index, drop_index
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "Committed",
     "Record",
     "RunLedger",
+    "close_journal",
     "commit_batch",
     "index_runs",
     "release_lease",
@@ -218,11 +220,13 @@ def commit_batch(
 ) -> Committed:
     """Commit a batch in one transaction; runs whose part fails are left out whole.
 
-    ``renewing`` are the runs whose leases are due for renewal. Runs in a
-    worker thread: it only looks ledgers up (the event loop may add some
-    meanwhile) and never changes them; the writer applies the returned
-    `Committed` on the event loop.
+    ``renewing`` are the runs whose leases are due for renewal. Runs in the
+    writer's worker (`_writer_process`): it only looks ledgers up (the event
+    loop may add some meanwhile) and never changes them; the writer applies
+    the returned `Committed` on the event loop. ``records`` is the worker's
+    own list: the changes' texts are made in it (`make_texts`).
     """
+    make_texts(records)
     groups: dict[str, list[Record]] = {}
     for record in records:
         group = groups.get(record[0])
@@ -294,6 +298,21 @@ def commit_batch(
             failed={run_id: JournalWriteError(run_id, reason) for run_id in live},
             ok=False,
         )
+
+
+def make_texts(records: list[Record]) -> None:
+    """Make the text of each change record in place (see `RunRecords.change`):
+    the event loop queues its parts, the writer's worker writes them out."""
+    texts: dict[str, RecordTexts] = {}
+    for index, record in enumerate(records):
+        if record[1] is not None and type(record[3]) is tuple:
+            run_id = record[0]
+            maker = texts.get(run_id)
+            if maker is None:
+                maker = texts[run_id] = RecordTexts(run_id)
+            fields, asked = record[3]
+            text = maker.change_of(fields, asked)
+            records[index] = (run_id, record[1], record[2], text, record[4])
 
 
 def _one_statement(ledger: RunLedger, group: list[Record], chunk: int) -> str | None:
@@ -380,3 +399,8 @@ def release_lease(journal: Journal, run_id: str, me: Owner) -> None:
     """Give up a run's lease (worker thread); best effort, it expires anyway."""
     with contextlib.suppress(sqlite3.Error, JournalError):
         journal.transaction(lambda db: release(db, run_id, me), create=False)
+
+
+def close_journal(journal: Journal) -> None:
+    """Close the writer's connection to the file (its last transaction)."""
+    journal.close()

@@ -139,6 +139,11 @@ class Journal(JournalReads):
         max_value_bytes: the largest value one record may hold, in bytes
             (SQLite's limit, 1,000,000,000 by default, when None). An output
             larger than that fails its stage with `OutputTooLargeError`.
+        writer: where a runtime's writes to the file run: ``"process"`` (the
+            default), a Python process of their own started when the runtime
+            opens (about 0.4 s), which commits without slowing the event
+            loop; or ``"thread"``, a worker thread of this process, for where
+            processes cannot be started or short runs that cannot wait for one.
     """
 
     def __init__(
@@ -150,12 +155,17 @@ class Journal(JournalReads):
         busy_timeout: float = 30.0,
         lease: float = 60.0,
         max_value_bytes: int | None = None,
+        writer: Literal["process", "thread"] = "process",
     ) -> None:
+        if writer not in ("process", "thread"):
+            msg = f"writer must be 'process' or 'thread', not {writer!r}"
+            raise InvalidRequestError(msg)
         if synchronous not in ("NORMAL", "FULL"):
             msg = f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}"
             raise InvalidRequestError(msg)
         self.path = Path(path)
         self.synchronous = synchronous
+        self.writer = writer
         self.readonly = readonly
         self.busy_timeout = _positive("busy_timeout", busy_timeout)
         self.lease = _positive("lease", lease)

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
 
     from dagvisor.actors._messages import AddStage
 
-__all__ = ["RecordTexts"]
+__all__ = ["AskedAddStage", "RecordTexts"]
+
+AskedAddStage = tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]
+"""What an ``add_stage`` asked, its text not yet made: the spec's reference,
+``after`` and ``before``."""
 
 string: Final = encode_basestring
 """A string's JSON text: the function `json`'s encoder itself uses for strings
@@ -168,12 +172,25 @@ class RecordTexts:
         )
         return text if text.isascii() else _finish(text)
 
+    def change_of(self, fields: Fields, asked: str | AskedAddStage) -> str:
+        """A ``change`` record from what `RunRecords.change` kept of it: the audit
+        record's fields, and the request's text or an ``add_stage``'s parts."""
+        if isinstance(asked, str):
+            return self.change(fields, asked)
+        ref, after, before = asked
+        return self.change(fields, self.added(ref, after, before))
+
     def add_stage(self, request: AddStage, ref: dict[str, Any]) -> str:
         """What an ``add_stage`` request asked: ``{"spec", "after", "before"}``.
 
         ``ref`` is the spec's reference as `spec_ref` makes it.
         """
-        after, before = request.after, request.before
+        return self.added(ref, request.after, request.before)
+
+    def added(
+        self, ref: dict[str, Any], after: Sequence[str], before: Sequence[str]
+    ) -> str:
+        """`add_stage`'s text from its parts."""
         text = (
             f'{{"spec":{self._ref(ref)},"after":{_names(after) if after else "[]"},'
             f'"before":{_names(before) if before else "[]"}}}'

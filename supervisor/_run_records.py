@@ -18,7 +18,9 @@ event, its ``seq`` (None for the run's own records), then its kind::
     (run_id, None, "end", status, ended)
 
 An event's payload is its JSON text, made here once for the records every
-stage and every change writes (see ``_record_text``), or, for the rare
+stage writes (see ``_record_text``); for a change, its audit record's fields
+and what was asked, which the writer's worker makes text (`make_texts`:
+off the event loop, in the writer's process by default); or, for the rare
 others, a dict the writer dumps. Records are shipped to the writer
 together, one parcel per message handled, with the bytes they weigh.
 """
@@ -43,7 +45,7 @@ from dagvisor.actors._messages import (
 from dagvisor.actors._stored import Stored
 
 from ._asked import asked, spec_ref_or_options
-from ._record_text import RecordTexts
+from ._record_text import AskedAddStage, RecordTexts
 
 if TYPE_CHECKING:
     from dagvisor.actors._stored import Encoded
@@ -102,7 +104,7 @@ class RunRecords:
     def event(
         self,
         kind: str,
-        payload: str | dict[str, Any],
+        payload: str | dict[str, Any] | tuple[Fields, str | AskedAddStage],
         output: str | bytearray | memoryview | None = None,
     ) -> None:
         """Queue one event (the next ``seq`` of the run): its payload's JSON text
@@ -278,13 +280,16 @@ class RunRecords:
                     continue
                 for text in expand.encoded or ():
                     self.event("item", "{}", text)
+        # The text is made by the writer's worker (`texted`), off the event loop.
         if type(request) is AddStage:
-            what = self._texts.add_stage(
-                request, spec_ref_or_options(request.spec, request.ref)
+            what: str | AskedAddStage = (
+                spec_ref_or_options(request.spec, request.ref),
+                request.after,
+                request.before,
             )
         else:
             what = dump_json(asked(request, {id(expand) for expand in mapped or ()}))
-        self.event("change", self._texts.change(fields, what))
+        self.event("change", (fields, what))
 
     # -- signals -------------------------------------------------------------------
 

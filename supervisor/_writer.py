@@ -45,10 +45,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import outcome
 import trio
 
-from dagvisor.actors import JournalWriteError, LeaseLostError
+from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
 
 from ._batch import (
     Record,
+    close_journal,
     commit_batch,
     index_runs,
     release_lease,
@@ -57,6 +58,7 @@ from ._batch import (
 from ._lease import Owner
 from ._ledger import Committed, RunLedger
 from ._writer_outcomes import Flush, Outcomes, Release, TakeOver
+from ._writer_process import WriterProcess, WriterThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,10 +89,18 @@ class JournalWriter(Outcomes):
     One per runtime; its `owner` identity is what the runtime's leases name.
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(
+        self, journal: Journal, worker: WriterThread | WriterProcess | None = None
+    ) -> None:
         self.journal = journal
+        self._worker = WriterThread() if worker is None else worker
+        """Where the transactions run (`_writer_process`)."""
         self.owner = Owner.of_this_runtime()
-        self._send, self._receive = trio.open_memory_channel[Any](_QUEUED_RECORDS)
+        self._queue: list[Any] = []
+        """Parcels of records (``(weight, records)``) and markers, oldest first."""
+        self._closed = False
+        self._idle = trio.lowlevel.ParkingLot()
+        """Where the writer waits while its queue is empty."""
         self._queued_bytes = 0
         self._queued_records = 0
         self._room = trio.lowlevel.ParkingLot()
@@ -128,11 +138,14 @@ class JournalWriter(Outcomes):
         ledger = self._ledgers.get(run_id)
         if ledger is None:
             return
-        if ledger.owned and not isinstance(ledger.error, LeaseLostError):
-            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                self._send.send_nowait(Release(ledger))
-                self._hurry()
-                return
+        if (
+            ledger.owned
+            and not isinstance(ledger.error, LeaseLostError)
+            and not self._closed
+        ):
+            self._put(Release(ledger))
+            self._hurry()
+            return
         del self._ledgers[run_id]
 
     async def take_over(self, run_id: str) -> Literal["taken", "changed"]:
@@ -148,7 +161,7 @@ class JournalWriter(Outcomes):
             JournalError: the journal is missing, not whole, or stayed locked.
         """
         request = TakeOver(self._ledgers[run_id], trio.Event())
-        await self._send.send(request)
+        self._put(request)
         self._hurry()
         await request.done.wait()
         assert request.answer is not None
@@ -165,10 +178,7 @@ class JournalWriter(Outcomes):
             or self._queued_bytes + weight > _QUEUED_BYTES
         ):
             return False
-        try:
-            self._send.send_nowait((weight, records))
-        except trio.WouldBlock:
-            return False
+        self._put((weight, records))
         # `_queued`, inlined: once or twice a stage.
         self._queued_records = queued = queued + len(records)
         self._queued_bytes += weight
@@ -185,23 +195,21 @@ class JournalWriter(Outcomes):
             or self._queued_bytes + weight > _QUEUED_BYTES
         ):
             await self._room.park()
-        await self._send.send((weight, records))
+        self._put((weight, records))
         self._queued(records, weight)
 
     def mark_nowait(self, done: trio.Event) -> bool:
         """Queue a `Flush` marker for ``done`` if there is room; False if the caller
         must wait (see `mark`)."""
-        try:
-            self._send.send_nowait(Flush(done))
-        except trio.WouldBlock:
-            return False
+        self._put(Flush(done))
         self._hurry()
         return True
 
     async def mark(self, done: trio.Event) -> None:
         """Set ``done`` once everything queued before it is committed (or cannot be)."""
-        await self._send.send(Flush(done))
+        self._put(Flush(done))
         self._hurry()
+        await trio.lowlevel.checkpoint()
 
     def _queued(self, records: list[Record], weight: int) -> None:
         self._queued_records += len(records)
@@ -219,12 +227,11 @@ class JournalWriter(Outcomes):
         if self._gathering is not None:
             self._gathering.cancel()
 
-    def _taken(self, batch: list[Any]) -> None:
-        """The writer took ``batch`` off its queue: room for the runs again."""
-        for item in batch:
-            if type(item) is tuple:
-                self._queued_bytes -= item[0]
-                self._queued_records -= len(item[1])
+    def _taken(self, records: int, weight: int) -> None:
+        """The writer is done with a batch of ``records`` weighing ``weight``:
+        room for the runs again."""
+        self._queued_records -= records
+        self._queued_bytes -= weight
         self._room.unpark_all()
 
     async def flush(self, run_id: str | None = None) -> JournalWriteError | None:
@@ -234,12 +241,11 @@ class JournalWriter(Outcomes):
         or None when every one of them is (or no run is named).
         """
         marker = Flush(trio.Event())
-        try:
-            await self._send.send(marker)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+        if self._closed:
             if run_id is None:
                 return None
             return JournalWriteError(run_id, "the runtime's journal writer has stopped")
+        self._put(marker)
         self._hurry()
         await marker.done.wait()
         ledger = None if run_id is None else self._ledgers.get(run_id)
@@ -252,8 +258,22 @@ class JournalWriter(Outcomes):
 
     def close(self) -> None:
         """No more records: the writer commits what is queued, then ends."""
-        self._send.close()
+        self._closed = True
+        self._idle.unpark_all()
         self._hurry()
+
+    def _put(self, item: Any) -> None:
+        """Queue a parcel or a marker; wake the writer if it waits for one.
+
+        Raises:
+            trio.ClosedResourceError: the writer was closed (a bug in a caller).
+        """
+        if self._closed:
+            msg = "the journal writer is closed"
+            raise trio.ClosedResourceError(msg)
+        self._queue.append(item)
+        if self._idle:
+            self._idle.unpark()
 
     # -- the actor -----------------------------------------------------------------
 
@@ -267,38 +287,46 @@ class JournalWriter(Outcomes):
         task_status.started(self)
         with trio.CancelScope(shield=True):
             try:
-                while True:
-                    try:  # busy: what came in while the last batch committed
-                        item = self._receive.receive_nowait()
-                    except trio.WouldBlock:
-                        item = None
+                while self._queue or not self._closed:
+                    if not self._queue:  # idle: wait for work, or a lease to renew
                         with trio.move_on_at(self._next_renewal):
-                            item = await self._receive.receive()
-                        if item is None:
+                            await self._idle.park()
+                        if not self._queue:
                             await self._commit([])  # renew the leases of idle runs
                             continue
-                    if type(item) is tuple:
+                    if type(self._queue[0]) is tuple:
                         await self._gather()
                     self._urgent = False
-                    batch = [item]
-                    size = len(item[1]) if type(item) is tuple else 1
-                    while size < _BATCH:
-                        try:
-                            item = self._receive.receive_nowait()
-                        except trio.WouldBlock:
-                            break
-                        batch.append(item)
-                        size += len(item[1]) if type(item) is tuple else 1
+                    batch, records, weight = self._next_batch()
                     try:
                         await self._process(batch)
                     except Exception as exc:  # a bug: fail what it concerns, go on
                         self._fail(batch, exc)
                     finally:
-                        self._taken(batch)
-            except trio.EndOfChannel:
-                pass
+                        self._taken(records, weight)
             finally:
-                await self._blocking(self.journal.close)
+                with contextlib.suppress(JournalError):  # its process has stopped
+                    await self._blocking(close_journal, self.journal)
+                await self._worker.aclose()
+
+    def _next_batch(self) -> tuple[list[Any], int, int]:
+        """Take the oldest items off the queue, about `_BATCH` records at most:
+        the items, and the records and bytes they hold."""
+        queue = self._queue
+        if self._queued_records <= _BATCH:  # the common case: take it all
+            self._queue = []
+            return queue, self._queued_records, self._queued_bytes
+        records = weight = taken = 0
+        for item in queue:
+            taken += 1
+            if type(item) is tuple:
+                records += len(item[1])
+                weight += item[0]
+            if records >= _BATCH:
+                break
+        batch = queue[:taken]
+        del queue[:taken]
+        return batch, records, weight
 
     async def _gather(self) -> None:
         """Let more records pile up while the runs are busy (see the module docstring)."""
@@ -312,8 +340,8 @@ class JournalWriter(Outcomes):
         self._gathering = None
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)``, which blocks on the file, off the event loop."""
-        return await trio.to_thread.run_sync(fn, *args)
+        """Run ``fn(*args)``, which blocks on the file, in the writer's worker."""
+        return await self._worker.call(fn, *args)
 
     async def _process(self, batch: list[Any]) -> None:
         records: list[Record] = []
@@ -367,13 +395,15 @@ class JournalWriter(Outcomes):
         if not records and not renewing:
             return  # nothing to write or renew: the file is not touched
         try:
+            ledgers = self._ledgers
+            # Only the ledgers the transaction looks up cross to the worker.
+            concerned = {
+                run_id: ledgers[run_id]
+                for run_id in {record[0] for record in records}
+                if run_id in ledgers
+            }
             done = await self._blocking(
-                commit_batch,
-                self.journal,
-                records,
-                self._ledgers,
-                self.owner,
-                renewing,
+                commit_batch, self.journal, records, concerned, self.owner, renewing
             )
         except Exception as exc:  # a bug here must not end the runtime: fail the runs
             reason = f"the journal writer failed ({type(exc).__name__}: {exc})"

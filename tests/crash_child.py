@@ -31,6 +31,7 @@ import sqlite3
 import sys
 import threading
 import time
+from typing import Literal
 
 import trio
 
@@ -208,9 +209,7 @@ def _arm(kill: str) -> None:
     """Make this process die at the chosen point."""
     kind, _, arg = kill.partition(":")
     if kind == "time":
-        timer = threading.Timer(float(arg), _die)
-        timer.daemon = True
-        timer.start()
+        pass  # armed once the runtime is open (`_arm_timer`)
     elif kind in ("sql", "renew", "takeover"):
         _die_in_the_writer(kind, arg)
     elif kind == "change":
@@ -223,6 +222,16 @@ def _arm(kill: str) -> None:
             return record(self, *args)
 
         Changes._record = dying_record  # type: ignore[method-assign]
+
+
+def _arm_timer(kill: str) -> None:
+    """A ``time:SECONDS`` kill counts from when the runtime is open (its journal
+    writer's process started), as the reference run's duration does."""
+    kind, _, arg = kill.partition(":")
+    if kind == "time":
+        timer = threading.Timer(float(arg), _die)
+        timer.daemon = True
+        timer.start()
 
 
 def _summary(result: RunResult) -> dict[str, object]:
@@ -268,7 +277,12 @@ async def main(argv: list[str]) -> None:
 async def _serve(
     mode: str, journal: str, log: str, lease: float, argv: list[str]
 ) -> None:
-    async with runtime(journal=Journal(journal, lease=lease)) as rt:
+    # Dying at a statement of the writer needs the writer in this process
+    # (a thread); a kill at a moment takes its process with it either way.
+    in_process = KILL["at"].partition(":")[0] in ("sql", "renew", "takeover")
+    writer: Literal["process", "thread"] = "thread" if in_process else "process"
+    async with runtime(journal=Journal(journal, lease=lease, writer=writer)) as rt:
+        _arm_timer(KILL["at"])
         if mode == "run":
             run = await rt.start(PIPELINE, inputs={"log": log})
             print(json.dumps({"run_id": run.id}), flush=True)

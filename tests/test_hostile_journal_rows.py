@@ -327,7 +327,8 @@ async def test_an_sqlite_without_json_writes_one_row_at_a_time(tmp_path, monkeyp
         self.rows_chunk = 0  # as when SQLite cannot read JSON
 
     monkeypatch.setattr(journal_module.Journal, "_open_writable", without_json)
-    _same(*await _grown(Journal(tmp_path / "runs.db"), ODD, 30))
+    # In a thread of this process, where the patch is seen.
+    _same(*await _grown(Journal(tmp_path / "runs.db", writer="thread"), ODD, 30))
 
 
 async def test_a_busy_run_commits_its_records_in_batches_not_one_a_stage(
@@ -344,7 +345,9 @@ async def test_a_busy_run_commits_its_records_in_batches_not_one_a_stage(
 
     monkeypatch.setattr(writer_module, "commit_batch", counted)
     stages = 300  # 3 records each: its change, its start, its end
-    live, read = await _grown(Journal(tmp_path / "runs.db"), "b", stages)
+    # In a thread of this process, where the patch is seen.
+    journal = Journal(tmp_path / "runs.db", writer="thread")
+    live, read = await _grown(journal, "b", stages)
     _same(live, read)
     assert sum(commits) >= 3 * stages
     # The loop never waits while the chain grows: the writer gathers what

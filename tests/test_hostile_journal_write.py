@@ -150,7 +150,8 @@ async def test_a_lock_released_while_the_writer_backs_off_loses_nothing(tmp_path
     path = tmp_path / "runs.db"
     await _warm(path)
     lock = _Lock(path)
-    journal = Journal(path, busy_timeout=600)
+    # In a thread of this process, where the seam is seen.
+    journal = Journal(path, busy_timeout=600, writer="thread")
     journal._backoff = lock.release  # the other process lets go meanwhile
     try:
         async with runtime(journal=journal) as rt:
@@ -207,7 +208,7 @@ async def test_a_run_whose_later_batch_fails_keeps_its_prefix_and_nothing_after(
 
 async def test_a_full_disk_fails_the_runs_it_could_not_record(tmp_path):
     path = tmp_path / "runs.db"
-    journal = Journal(path)
+    journal = Journal(path, writer="thread")  # its connection is this object's
     async with runtime(journal=journal) as rt:
         await rt.run(Pipeline("warm").add(one))
         # Stand-in for a full disk: the file may not grow any more.
@@ -331,7 +332,8 @@ async def test_a_writer_that_breaks_fails_its_runs_not_the_runtime(
         raise MemoryError("no memory left")
 
     path = tmp_path / "runs.db"
-    async with runtime(journal=path) as rt:
+    # In a thread of this process, where the patch is seen.
+    async with runtime(journal=Journal(path, writer="thread")) as rt:
         monkeypatch.setattr(writer_module, "commit_batch", broken)
         with pytest.raises(RunFailed) as info:
             await rt.run(Pipeline("p").add(one))

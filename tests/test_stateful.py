@@ -249,8 +249,9 @@ class Loop:
     async def _main(self, handoff: queue.Queue[Any]) -> None:
         # pytest-trio seeds trio's scheduler per Hypothesis example, so an
         # example replays the same way; a journal writer committing in a
-        # worker thread would wake at real-time moments and break that. Here
-        # the writer commits on the loop (briefly blocking it: fine in a test).
+        # worker thread or process would wake at real-time moments and break
+        # that. Here the writer commits on the loop (briefly blocking it: fine
+        # in a test).
         threaded = JournalWriter._blocking
         JournalWriter._blocking = _blocking_on_the_loop  # type: ignore[method-assign]
         try:
@@ -265,7 +266,8 @@ class Loop:
                 cleanup_timeout=1000,
                 thread_limit=1000,  # a blocked thread stage never waits for a thread
                 limits={"q": 1},
-                journal=self.journal,
+                # A thread worker, which the seam above runs on the loop.
+                journal=Journal(self.journal, writer="thread"),
                 codec=MachineCodec(),
             ) as rt:
                 handoff.put(

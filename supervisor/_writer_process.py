@@ -1,0 +1,356 @@
+"""Where the journal writer's transactions run: a process of their own, or a thread.
+
+The writer (`_writer`) hands each transaction (a function of `_batch` and
+its arguments) to a worker and waits for its answer, one at a time. Two
+workers do the same work:
+
+* `WriterProcess`, the default (``Journal(writer="process")``): a child
+  Python process that holds the runtime's writable connection to the file.
+  A thread committing beside the event loop shares the interpreter lock
+  with it: each time the thread takes the lock back after an SQLite call,
+  the loop waits, which made a journaled chain that grows as it runs about
+  twice as slow as an unjournaled one (see bench/README.md). A process
+  commits on the machine's other core and costs the loop only the pickling
+  of each batch (about 0.3 µs a stage). It costs a Python process started
+  when the runtime opens (about 0.4 s, which the runtime waits for).
+* `WriterThread` (``Journal(writer="thread")``): a worker thread of this
+  process, for where a process cannot be started or its start would cost
+  more than the run.
+
+What the process keeps (its invariants):
+
+* One request at a time, answered in order: the writer awaits each answer
+  before it sends the next, as it awaited its thread.
+* A request is one frame, acted on only once whole: a parent that dies in
+  the middle of sending one leaves nothing half-done, and the child ends
+  once its input ends (after answering what it was doing).
+* The same functions run in both workers, on a `Journal` of the same
+  settings; what they raise comes back as the same type with the same
+  message (`_rebuilt`). A child that dies fails the request it was given
+  and every later one with `JournalError`: the writer fails the runs whose
+  records they carried, as for a broken file, and the runtime goes on.
+* Large binary values (a large output's bytes) cross as raw bytes after the
+  frame's pickle (pickle's out-of-band buffers), not copied into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import trio
+
+from dagvisor.actors import JournalError
+
+from ._journal import Journal
+from ._ledger import RunLedger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["WriterProcess", "WriterThread", "open_worker"]
+
+# A frame: the pickle's length and the number of out-of-band buffers, each
+# buffer's length, the pickle, then the buffers.
+_HEAD: Final = struct.Struct("<QI")
+_SIZE: Final = struct.Struct("<Q")
+_OUT_OF_BAND: Final = 64 * 1024  # a buffer at least this large is sent raw
+_CLOSE_WAIT: Final = 10.0  # seconds the child has to end once told to
+_CHILD: Final = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+    "from dagvisor.supervisor._writer_process import serve; serve()"
+)
+
+
+class WriterThread:
+    """Runs each transaction in a worker thread of this process."""
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, which blocks on the file, off the event loop."""
+        return await trio.to_thread.run_sync(fn, *args)
+
+    async def aclose(self) -> None:
+        """Nothing to end."""
+
+
+class WriterProcess:
+    """Runs each transaction in a child process (see the module docstring)."""
+
+    def __init__(self, journal: Journal, process: trio.Process) -> None:
+        self._journal = journal
+        self._process = process
+        self._stopped: str | None = None  # why the child can take no more requests
+
+    @classmethod
+    async def start(cls, journal: Journal) -> WriterProcess:
+        """Start the child and wait until it is ready.
+
+        Raises:
+            JournalError: the child could not be started or did not get ready.
+        """
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-c", _CHILD, json.dumps(sys.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        except OSError as exc:
+            msg = (
+                f"cannot start the journal writer's process ({exc}); "
+                "use Journal(..., writer='thread') where processes cannot be started"
+            )
+            raise JournalError(msg) from exc
+        worker = cls(journal, process)
+        try:
+            await worker.call(_settings, _settings_of(journal))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await worker.aclose()
+            raise
+        return worker
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in the child, on its journal; its value, or what it raised.
+
+        Raises:
+            JournalError: the child has stopped (or stops before answering).
+        """
+        if self._stopped is not None:
+            raise JournalError(self._stopped)
+        buffers: list[pickle.PickleBuffer] = []
+        data = _dumps((fn, args), self._journal, buffers)
+        assert self._process.stdin is not None
+        assert self._process.stdout is not None
+        try:
+            sizes = [memoryview(buffer).nbytes for buffer in buffers]
+            await self._process.stdin.send_all(
+                _HEAD.pack(len(data), len(sizes))
+                + b"".join(_SIZE.pack(size) for size in sizes)
+                + data
+            )
+            for buffer in buffers:
+                await self._process.stdin.send_all(buffer.raw())
+            answer = await _receive_frame(self._process.stdout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
+            self._stopped = await self._why_stopped()
+            raise JournalError(self._stopped) from exc
+        ok, value = pickle.loads(answer)
+        if ok:
+            return value
+        raise value
+
+    async def _why_stopped(self) -> str:
+        with trio.move_on_after(1):
+            await self._process.wait()
+        code = self._process.returncode
+        how = "is not answering" if code is None else f"ended (exit code {code})"
+        return f"the journal writer's process {how}; the runs it wrote for were stopped"
+
+    async def aclose(self) -> None:
+        """Let the child close the file and end; killed if it does not in time."""
+        self._stopped = self._stopped or "the journal writer's process was closed"
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            assert self._process.stdin is not None
+            await self._process.stdin.aclose()
+        with trio.move_on_after(_CLOSE_WAIT):
+            await self._process.wait()
+        if self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            assert self._process.stdout is not None
+            await self._process.stdout.aclose()
+
+
+async def open_worker(journal: Journal) -> WriterThread | WriterProcess:
+    """The worker the journal's ``writer`` setting names, started.
+
+    Raises:
+        JournalError: its process could not be started.
+    """
+    if journal.writer == "thread":
+        return WriterThread()
+    return await WriterProcess.start(journal)
+
+
+# -- what crosses between the processes ---------------------------------------------
+
+
+def _settings_of(journal: Journal) -> dict[str, Any]:
+    return {
+        "path": str(journal.path),
+        "synchronous": journal.synchronous,
+        "busy_timeout": journal.busy_timeout,
+        "lease": journal.lease,
+        "max_value_bytes": journal.max_value_bytes,
+    }
+
+
+def _settings(settings: dict[str, Any]) -> None:
+    """Stands for the child's first request, which makes its `Journal` (see `serve`)."""
+
+
+_journal_here: list[Journal] = []
+"""In the child: its `Journal`, once the first request made it."""
+
+
+def _the_journal() -> Journal:
+    """The journal a request names: in the child, the child's own."""
+    return _journal_here[0]
+
+
+class _Pickler(pickle.Pickler):
+    """Pickles a request: the journal by reference, ledgers without their inbox,
+    large binary values out of band.
+
+    (``reducer_override`` is consulted only for objects of classes other than
+    the built-in containers and scalars, so records cost it nothing; a
+    ``persistent_id`` would be called for every object.)
+    """
+
+    def __init__(self, file: IO[bytes], journal: Journal | None, **kwargs: Any) -> None:
+        super().__init__(file, protocol=5, **kwargs)
+        self._journal = journal
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if obj is self._journal:
+            return _the_journal, ()
+        if kind is RunLedger:
+            # The inbox stays here; the transactions never read the error.
+            return RunLedger, (obj.run_id, None, obj.next_seq, obj.owned, obj.expires)
+        if kind is memoryview:
+            return bytearray, (pickle.PickleBuffer(obj),)
+        if isinstance(obj, BaseException):
+            return _rebuilt, (kind, obj.args, dict(vars(obj)))
+        return NotImplemented
+
+
+def _dumps(
+    value: Any, journal: Journal | None, buffers: list[pickle.PickleBuffer]
+) -> bytes:
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        if memoryview(buffer).nbytes < _OUT_OF_BAND:
+            return True  # in band: a small buffer costs more apart
+        buffers.append(buffer)
+        return False
+
+    file = io.BytesIO()
+    _Pickler(file, journal, buffer_callback=out_of_band).dump(value)
+    return file.getvalue()
+
+
+def _rebuilt(
+    kind: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    """An exception raised in the other process: same type, message and attributes."""
+    error = kind.__new__(kind)
+    error.args = args
+    vars(error).update(state)
+    return error
+
+
+async def _receive_frame(stream: trio.abc.ReceiveStream) -> bytes:
+    """One answer's pickle (an answer carries no out-of-band buffers)."""
+    data = bytearray()
+    size = None
+    while size is None or len(data) < _HEAD.size + size:
+        chunk = await stream.receive_some()  # mostly the whole answer at once
+        if not chunk:
+            raise EOFError
+        data += chunk
+        if size is None and len(data) >= _HEAD.size:
+            size, count = _HEAD.unpack_from(data)
+            if count:  # pragma: no cover - a bug in the child
+                msg = "an answer with out-of-band buffers"
+                raise AssertionError(msg)
+    if len(data) != _HEAD.size + size:  # pragma: no cover - a bug in the child
+        msg = "an answer followed by more than was asked"
+        raise AssertionError(msg)
+    return bytes(data[_HEAD.size :])
+
+
+# -- the child ----------------------------------------------------------------------
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytearray:
+    data = bytearray(size)
+    view = memoryview(data)
+    got = 0
+    while got < size:
+        read = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        if not read:
+            raise EOFError
+        got += read
+    return data
+
+
+def _allowed() -> set[Callable[..., Any]]:
+    from . import _batch
+
+    return {
+        _batch.commit_batch,
+        _batch.take_run_over,
+        _batch.release_lease,
+        _batch.index_runs,
+        _batch.close_journal,
+    }
+
+
+def serve() -> None:
+    """The child's loop: answer requests until the input ends, then close the file."""
+    # The protocol has stdin and stdout to itself: anything printed goes to stderr.
+    requests = os.fdopen(os.dup(0), "rb", buffering=0)
+    answers = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    allowed = _allowed()
+    journal: Journal | None = None
+    while True:
+        try:
+            size, count = _HEAD.unpack(_read_exactly(requests, _HEAD.size))
+            sizes = [
+                _SIZE.unpack(_read_exactly(requests, _SIZE.size))[0]
+                for _ in range(count)
+            ]
+            data = _read_exactly(requests, size)
+            buffers = [_read_exactly(requests, each) for each in sizes]
+        except EOFError:
+            break
+        try:
+            fn, args = pickle.loads(data, buffers=buffers)
+            if fn is _settings:
+                journal = Journal(**args[0])
+                _journal_here[:] = [journal]
+                answer: tuple[bool, Any] = (True, None)
+            elif fn in allowed and journal is not None:
+                answer = (True, fn(*args))
+            else:  # pragma: no cover - a bug in the parent
+                answer = (False, AssertionError(f"not a journal transaction: {fn!r}"))
+        except Exception as exc:
+            answer = (False, exc)
+        try:
+            reply = _dumps(answer, None, [])
+        except Exception as exc:  # an answer that cannot be pickled: say why
+            reply = _dumps(
+                (False, JournalError(f"{type(exc).__name__}: {exc}")), None, []
+            )
+        _write_all(answers, _HEAD.pack(len(reply), 0) + reply)
+    if journal is not None:
+        journal.close()
+
+
+def _write_all(stream: IO[bytes], data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        view = view[written or 0 :]
