@@ -18,6 +18,9 @@ Each mode runs in a fresh process, so its memory figures are its own:
   starts, so dropping cannot lower its peak; a graph that grows can.
 * ``grown:off``: the same growing chain without a journal, the yardstick
   of ``grown:on`` (measure both in one invocation: ``--modes grown:off,grown:on``).
+* ``grown:thread`` and ``on:thread``: ``grown:on`` and ``on`` with the
+  journal's writer in a thread of the run's process (``Journal(writer="thread")``)
+  rather than a process of its own.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ MODES = (
     "grown:off",
     "grown:on",
     "grown:on+drop",
+    "grown:thread",
+    "on:thread",
 )
 
 
@@ -80,6 +85,12 @@ async def grow(ctx: Any) -> int:
 @stage
 async def step(ctx: Any) -> int:
     return sum(ctx.inputs.values()) + 1
+
+
+def _journal(mode: str, path: Path) -> Journal | None:
+    if mode in ("off", "grown:off"):
+        return None
+    return Journal(path, writer="thread" if mode.endswith(":thread") else "process")
 
 
 def _child(mode: str, stages: int, path: Path) -> dict[str, Any]:
@@ -105,7 +116,7 @@ def _child(mode: str, stages: int, path: Path) -> dict[str, Any]:
 
             async def grown() -> float:
                 async with runtime(
-                    journal=None if mode == "grown:off" else path,
+                    journal=_journal(mode, path),
                     retain_outputs="journal" if mode.endswith("drop") else "all",
                 ) as rt:
                     start, cpu = time.perf_counter(), time.process_time()
@@ -130,7 +141,7 @@ def _child(mode: str, stages: int, path: Path) -> dict[str, Any]:
 
             async def main() -> float:
                 async with runtime(
-                    journal=None if mode == "off" else path,
+                    journal=_journal(mode, path),
                     retain_outputs="journal" if mode == "on+drop" else "all",
                 ) as rt:
                     start, cpu = time.perf_counter(), time.process_time()

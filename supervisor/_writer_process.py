@@ -97,7 +97,7 @@ class WriterProcess:
         """
         try:
             process = await trio.lowlevel.open_process(
-                [sys.executable, "-c", _CHILD, json.dumps(sys.path)],
+                [sys.executable, "-I", "-c", _CHILD, json.dumps(_import_path())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
@@ -181,6 +181,16 @@ async def open_worker(journal: Journal) -> WriterThread | WriterProcess:
 
 
 # -- what crosses between the processes ---------------------------------------------
+
+
+def _import_path() -> list[str]:
+    """Where the child imports from: where this process does.
+
+    The child starts isolated (``-I``: no current directory, no ``PYTHON*``
+    variables) and is given this process's ``sys.path``, so it imports this
+    very dagvisor and nothing a directory it was started in could shadow.
+    """
+    return [entry for entry in sys.path if isinstance(entry, str)]
 
 
 def _settings_of(journal: Journal) -> dict[str, Any]:
