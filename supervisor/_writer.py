@@ -305,8 +305,7 @@ class JournalWriter(Outcomes):
                     finally:
                         self._taken(records, weight)
             finally:
-                with contextlib.suppress(JournalError):  # its process has stopped
-                    await self._blocking(close_journal, self.journal)
+                await self._blocking(close_journal, self.journal)
                 await self._worker.aclose()
 
     def _next_batch(self) -> tuple[list[Any], int, int]:
@@ -340,8 +339,21 @@ class JournalWriter(Outcomes):
         self._gathering = None
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)``, which blocks on the file, in the writer's worker."""
-        return await self._worker.call(fn, *args)
+        """Run ``fn(*args)``, which blocks on the file, in the writer's worker.
+
+        Once the writer's process has stopped, a lease is still given up and
+        the file closed, from a thread of this process: this process lives
+        on, so its runs' leases would otherwise keep them from being resumed
+        until they expire.
+        """
+        try:
+            return await self._worker.call(fn, *args)
+        except JournalError:
+            if fn is not release_lease and fn is not close_journal:
+                raise
+            if type(self._worker) is WriterThread:
+                raise
+        return await trio.to_thread.run_sync(fn, *args)
 
     async def _process(self, batch: list[Any]) -> None:
         records: list[Record] = []

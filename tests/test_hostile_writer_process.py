@@ -1,0 +1,347 @@
+"""The journal writer's process under attack: killed or stopped at bad moments,
+its parent killed mid-frame, bad settings, what it imports, what crosses to it,
+two of them on one file. Each run concerned fails typed or finishes; nothing
+hangs, nothing is left running, and what the file keeps resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import trio
+import trio.testing
+
+from dagvisor import Journal, Pipeline, runtime, stage
+from dagvisor.errors import (
+    InvalidRequestError,
+    JournalError,
+    JournalWriteError,
+    RunFailedError,
+)
+from dagvisor.supervisor import _batch, _writer_process
+
+CHAIN = 40
+KILL: dict[str, Any] = {}
+
+
+def _writers() -> list[psutil.Process]:
+    """This process's journal writer processes (zombies included)."""
+    return [
+        child
+        for child in psutil.Process().children()
+        if child.status() == psutil.STATUS_ZOMBIE
+        or any("_writer_process" in part for part in child.cmdline())
+    ]
+
+
+def _only_writer() -> psutil.Process:
+    (writer,) = _writers()
+    return writer
+
+
+@stage
+async def step(ctx: Any) -> int:
+    index: int = ctx.params["i"]
+    if KILL.get("at") == index:  # once: a resume runs it again
+        KILL.pop("at")
+        reached, killed = KILL.pop("reached"), KILL.pop("killed")
+        reached.set()
+        await killed.wait()
+    return index * 3
+
+
+def _chain(name: str = "chain") -> Pipeline:
+    pipeline = Pipeline(name)
+    for index in range(CHAIN):
+        pipeline = pipeline.add(
+            step.named(f"s{index:02}", params={"i": index}),
+            after=[] if index == 0 else [f"s{index - 1:02}"],
+        )
+    return pipeline
+
+
+EXPECTED = {f"s{index:02}": index * 3 for index in range(CHAIN)}
+
+
+def _whole(path: Path) -> None:
+    """The file passes SQLite's integrity check."""
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        db.close()
+
+
+async def _resumes_to_the_end(path: Path, run_id: str) -> None:
+    """A new runtime resumes the run to the uninterrupted run's outputs, and the
+    journal reads it back the same."""
+    _whole(path)
+    async with runtime(journal=path) as rt:
+        result = await rt.resume(run_id)
+    assert result.ok
+    assert dict(result.outputs) == EXPECTED
+    with Journal(path, readonly=True) as journal:
+        back = journal.result(run_id)
+    assert back.status == "succeeded"
+    assert dict(back.outputs) == EXPECTED
+    assert _writers() == []
+
+
+# -- 1. the child killed at bad moments --------------------------------------------
+
+
+async def _kill_at(rt: Any, index: int) -> Any:
+    """Start the chain; once its stages before ``index`` are committed, kill the
+    writer's process, and let the run go on."""
+    reached, killed = trio.Event(), trio.Event()
+    KILL.update(at=index, reached=reached, killed=killed)
+    run = await rt.start(_chain())
+    await reached.wait()
+    await run.wait_committed()
+    _only_writer().kill()
+    killed.set()
+    return run
+
+
+async def test_a_writer_killed_mid_run_fails_the_run_typed_and_the_prefix_resumes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as rt:
+        run = await _kill_at(rt, CHAIN // 2)
+        with pytest.raises(RunFailedError) as info:
+            await run.wait()
+        assert isinstance(info.value.journal_error, JournalWriteError)
+        assert "journal writer's process ended" in str(info.value.journal_error)
+    assert _writers() == []
+    await _resumes_to_the_end(path, run.id)
+
+
+async def test_a_writer_killed_holding_a_commit_leaves_a_prefix_that_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed once its first batch is sent: inside the transaction, or just
+    after it answered, whichever the child reached."""
+    path = tmp_path / "runs.db"
+    call = _writer_process.WriterProcess.call
+    receive = _writer_process._receive_frame
+
+    async def killing(stream: trio.abc.ReceiveStream) -> bytes:
+        os.kill(_only_writer().pid, signal.SIGKILL)
+        return await receive(stream)
+
+    async def call_killing(
+        self: _writer_process.WriterProcess, fn: Any, *args: Any
+    ) -> Any:
+        if fn is not _batch.commit_batch:
+            return await call(self, fn, *args)
+        monkeypatch.setattr(_writer_process, "_receive_frame", killing)
+        try:
+            return await call(self, fn, *args)
+        finally:
+            monkeypatch.setattr(_writer_process, "_receive_frame", receive)
+            monkeypatch.setattr(_writer_process.WriterProcess, "call", call)
+
+    async with runtime(journal=path) as rt:
+        monkeypatch.setattr(_writer_process.WriterProcess, "call", call_killing)
+        run = await rt.start(_chain())
+        try:
+            result = await run.wait()
+        except RunFailedError as exc:
+            assert isinstance(exc.journal_error, JournalWriteError)
+        else:  # it answered before it was killed
+            assert dict(result.outputs) == EXPECTED
+    assert _writers() == []
+    if path.stat().st_size == 0:  # killed before the file's tables were committed
+        async with runtime(journal=path) as rt:  # it is written as a new one
+            assert dict((await rt.run(_chain())).outputs) == EXPECTED
+        return
+    _whole(path)
+    await _resumes_to_the_end(path, run.id)
+
+
+async def _crashed_run(path: Path) -> str:
+    """A run that a killed writer left unfinished in the journal."""
+    async with runtime(journal=path) as rt:
+        run = await _kill_at(rt, 3)
+        with pytest.raises(RunFailedError):
+            await run.wait()
+    return run.id
+
+
+async def test_a_writer_killed_during_a_takeover_fails_the_resume_typed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    run_id = await _crashed_run(path)
+    async with runtime(journal=path) as rt:
+        writer = _only_writer()
+        writer.suspend()  # the take-over's request waits in its pipe
+        failed: list[BaseException] = []
+
+        async def resume() -> None:
+            try:
+                await rt.resume(run_id)
+            except BaseException as exc:
+                failed.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(resume)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+            writer.kill()
+        (error,) = failed
+        assert isinstance(error, JournalError)
+        assert "journal writer's process" in str(error)
+    assert _writers() == []
+    await _resumes_to_the_end(path, run_id)
+
+
+async def test_a_writer_killed_between_a_runs_end_and_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "runs.db"
+    call = _writer_process.WriterProcess.call
+
+    async def killing_at_index(
+        self: _writer_process.WriterProcess, fn: Any, *args: Any
+    ) -> Any:
+        if fn is _batch.index_runs:
+            self._process.kill()
+            await self._process.wait()
+        return await call(self, fn, *args)
+
+    monkeypatch.setattr(_writer_process.WriterProcess, "call", killing_at_index)
+    async with runtime(journal=path) as rt:
+        result = await rt.run(_chain())  # its end is committed: it is kept
+        assert result.ok
+        with pytest.raises(RunFailedError) as info:  # later runs fail typed
+            await rt.run(_chain("later"))
+        assert isinstance(info.value.journal_error, JournalWriteError)
+    assert _writers() == []
+    with Journal(path, readonly=True) as journal:
+        back = journal.result(result.run_id)
+    assert back.status == "succeeded"
+    assert dict(back.outputs) == EXPECTED == dict(result.outputs)
+
+
+# -- 2. the parent killed while it sends a large frame -----------------------------
+
+_PARENT = textwrap.dedent(
+    """
+    import os, signal, sys, trio
+    from dagvisor import Pipeline, runtime, stage
+    from dagvisor.supervisor import _writer_process
+
+    @stage
+    async def small(ctx):
+        return "small"
+
+    @stage
+    async def large(ctx):
+        return "x" * 8_000_000
+
+    send = _writer_process.WriterProcess.call
+    big = []
+
+    async def call(self, fn, *args):
+        if fn.__name__ == "commit_batch" and any(
+            type(r[4]) is bytearray and len(r[4]) > 1_000_000 for r in args[1]
+        ):
+            # The frame's head and pickle are sent, then the parent dies in
+            # the middle of the output's bytes.
+            stdin = self._process.stdin
+            orig = stdin.send_all
+
+            async def half(data):
+                if len(data) > 1_000_000:
+                    await orig(bytes(data[: len(data) // 2]))
+                    print("sending", flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                await orig(data)
+
+            stdin.send_all = half
+        return await send(self, fn, *args)
+
+    _writer_process.WriterProcess.call = call
+
+    async def main():
+        async with runtime(journal=sys.argv[1]) as rt:
+            run = await rt.start(Pipeline("killed").add(small).add(large, after=[small]))
+            await run.wait()
+
+    if __name__ == "__main__":
+        trio.run(main)
+    """
+)
+
+
+def test_a_parent_killed_mid_frame_leaves_nothing_half_committed(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT)
+    path = tmp_path / "runs.db"
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "sending"
+        assert parent.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        parent.kill()
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
+    # Its writer ends with its input (a bound on a hang, not a measure).
+    deadline = time.monotonic() + 60
+    while any(
+        "_writer_process" in " ".join(p.info["cmdline"] or ())
+        and str(path) in " ".join(p.info["cmdline"] or ())
+        for p in psutil.process_iter(["cmdline"])
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    _whole(path)
+    with Journal(path, readonly=True) as journal:
+        (row,) = journal.runs()
+        assert row["status"] == "running"
+        back = journal.result(row["run_id"])
+    assert "large" not in back.outputs  # not half of it, nor all of it
+    assert dict(back.outputs) in ({}, {"small": "small"})
+
+
+# -- 3. bad settings ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer", ["Process", "", None, 1, b"process", "process "])
+def test_a_wrong_writer_setting_is_refused_saying_what_to_use(writer: Any) -> None:
+    with pytest.raises(InvalidRequestError, match="'process' or 'thread'"):
+        Journal("runs.db", writer=writer)
+
+
+@pytest.mark.parametrize(
+    "executable", ["/nonexistent/python", "/bin/true", "/bin/false", ""]
+)
+async def test_an_unusable_python_is_a_typed_error_at_open_and_the_journal_serves_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executable: str
+) -> None:
+    journal = Journal(tmp_path / "runs.db")
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "executable", executable)
+        with pytest.raises(JournalError, match="writer='thread'"):
+            async with runtime(journal=journal):
+                pytest.fail("the runtime opened")  # pragma: no cover
+    assert _writers() == []
+    async with runtime(journal=journal) as rt:  # usable again
+        assert (await rt.run(_chain())).ok
