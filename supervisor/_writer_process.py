@@ -110,10 +110,17 @@ class WriterProcess:
         worker = cls(journal, process)
         try:
             await worker.call(_settings, _settings_of(journal))
-        except BaseException:
+        except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await worker.aclose()
-            raise
+            if not isinstance(exc, JournalError):
+                raise
+            msg = (
+                f"the journal writer's process did not start ({exc}); "
+                f"sys.executable ({sys.executable!r}) must be a Python that imports "
+                "this dagvisor, or use Journal(..., writer='thread')"
+            )
+            raise JournalError(msg) from exc
         return worker
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
