@@ -155,14 +155,22 @@ async def test_a_writer_killed_holding_a_commit_leaves_a_prefix_that_resumes(
     async with runtime(journal=path) as rt:
         monkeypatch.setattr(_writer_process.WriterProcess, "call", call_killing)
         run = await rt.start(_chain())
+        failed: RunFailedError | None = None
         try:
             result = await run.wait()
         except RunFailedError as exc:
-            assert isinstance(exc.journal_error, JournalWriteError)
-        else:  # it answered before it was killed
+            failed = exc
+        if failed is None:  # it answered before it was killed
             assert dict(result.outputs) == EXPECTED
+        else:
+            assert isinstance(failed.journal_error, JournalWriteError)
     assert _writers() == []
-    if path.stat().st_size == 0:  # killed before the file's tables were committed
+    db = sqlite3.connect(path)
+    try:
+        tables = db.execute("SELECT name FROM sqlite_master").fetchall()
+    finally:
+        db.close()
+    if not tables:  # killed before the file's tables were committed
         async with runtime(journal=path) as rt:  # it is written as a new one
             assert dict((await rt.run(_chain())).outputs) == EXPECTED
         return
@@ -345,3 +353,114 @@ async def test_an_unusable_python_is_a_typed_error_at_open_and_the_journal_serve
     assert _writers() == []
     async with runtime(journal=journal) as rt:  # usable again
         assert (await rt.run(_chain())).ok
+
+
+# -- 4. what the child imports ------------------------------------------------------
+
+
+async def test_the_child_imports_nothing_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    for name in ("json", "pickle", "dagvisor"):
+        (shadow / f"{name}.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(shadow)
+    monkeypatch.setattr(sys, "path", [*sys.path, Path(shadow), b"/nowhere"])
+    async with runtime(journal=tmp_path / "runs.db") as rt:
+        assert dict((await rt.run(_chain())).outputs) == EXPECTED
+    assert _writers() == []
+
+
+# -- 5. values that cross -----------------------------------------------------------
+
+
+class _Unpicklable(Exception):
+    def __init__(self) -> None:
+        super().__init__("no pickle")
+        self.call = lambda: None  # a lambda does not pickle
+
+
+def test_an_answer_that_does_not_pickle_comes_back_as_a_typed_error() -> None:
+    with pytest.raises(Exception, match="pickle") as info:
+        _writer_process._dumps((False, _Unpicklable()), None, [])
+    assert not isinstance(info.value, JournalError)  # the child answers it typed
+
+
+@stage
+async def makes(ctx: Any) -> Any:
+    size: int = ctx.params["n"]
+    text = ("\udcff" + "é" * (size // 2))[:size] if size else ""
+    return {"t": text, "b": bytes(range(256)) * (size // 256)}
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        0,
+        1,
+        _writer_process._OUT_OF_BAND - 1,
+        _writer_process._OUT_OF_BAND,
+        _writer_process._OUT_OF_BAND + 1,
+        3 * 2**20,
+    ],
+)
+async def test_large_outputs_around_the_out_of_band_size_read_back_exact(
+    tmp_path: Path, size: int
+) -> None:
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as rt:
+        live = await rt.run(Pipeline("big").add(makes.named("m", params={"n": size})))
+    assert len(live.outputs["m"]["b"]) == size // 256 * 256
+    with Journal(path, readonly=True) as journal:
+        back = journal.result(live.run_id)
+    assert dict(back.outputs) == dict(live.outputs)
+
+
+# -- 6. two runtimes, two writer processes, one file --------------------------------
+
+
+async def test_two_runtimes_on_one_file_each_write_their_own_runs(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as one, runtime(journal=path) as two:
+        assert len(_writers()) == 2
+        first = await one.start(_chain("one"))
+        second = await two.start(_chain("two"))
+        assert dict((await first.wait()).outputs) == EXPECTED
+        assert dict((await second.wait()).outputs) == EXPECTED
+    assert _writers() == []
+    with Journal(path, readonly=True) as journal:
+        assert sorted(row["name"] for row in journal.runs()) == ["one", "two"]
+        for run in (first, second):
+            assert dict(journal.result(run.id).outputs) == EXPECTED
+
+
+# -- 7. the child stopped for a while ----------------------------------------------
+
+
+async def test_a_stopped_writer_delays_its_runs_which_then_finish(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as rt:
+        writer = _only_writer()
+        writer.suspend()
+        run = await rt.start(_chain())
+        committed = False
+
+        async def waits() -> None:
+            nonlocal committed
+            await run.wait_committed()
+            committed = True
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waits)
+            await trio.testing.wait_all_tasks_blocked(cushion=0.2)
+            assert not committed  # nothing is committed while it is stopped
+            writer.resume()
+        result = await run.wait()
+    assert dict(result.outputs) == EXPECTED
+    with Journal(path, readonly=True) as journal:
+        assert dict(journal.result(run.id).outputs) == EXPECTED
