@@ -37,7 +37,6 @@ The queue's other items and taking note of a transaction's outcome are
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from typing import TYPE_CHECKING, Any, Literal
