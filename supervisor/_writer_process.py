@@ -40,6 +40,7 @@ import io
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -100,6 +101,10 @@ class WriterProcess:
                 [sys.executable, "-I", "-c", _CHILD, json.dumps(_import_path())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                # Out of the terminal's process group: a Ctrl-C is the parent's
+                # to handle (it then closes the child's input, and the child
+                # commits what it was handed and ends), never the child's.
+                start_new_session=True,
             )
         except OSError as exc:
             msg = (
@@ -236,8 +241,8 @@ class _Pickler(pickle.Pickler):
         if kind is RunLedger:
             # The inbox stays here; the transactions never read the error.
             return RunLedger, (obj.run_id, None, obj.next_seq, obj.owned, obj.expires)
-        if kind is memoryview:
-            return bytearray, (pickle.PickleBuffer(obj),)
+        if kind is memoryview:  # a binary codec's bytes: stays a memoryview
+            return _as_memoryview, (pickle.PickleBuffer(obj),)
         if isinstance(obj, BaseException):
             return _rebuilt, (kind, obj.args, dict(vars(obj)))
         return NotImplemented
@@ -255,6 +260,12 @@ def _dumps(
     file = io.BytesIO()
     _Pickler(file, journal, buffer_callback=out_of_band).dump(value)
     return file.getvalue()
+
+
+def _as_memoryview(data: bytes | bytearray) -> memoryview:
+    """A binary value as it was sent: a memoryview (the journal's ``data``
+    column), never taken for a large text's UTF-8 (a bytearray)."""
+    return memoryview(data)
 
 
 def _rebuilt(
@@ -316,6 +327,7 @@ def _allowed() -> set[Callable[..., Any]]:
 
 def serve() -> None:
     """The child's loop: answer requests until the input ends, then close the file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's to handle
     # The protocol has stdin and stdout to itself: anything printed goes to stderr.
     requests = os.fdopen(os.dup(0), "rb", buffering=0)
     answers = os.fdopen(os.dup(1), "wb", buffering=0)
