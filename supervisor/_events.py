@@ -204,18 +204,17 @@ class EventLog:
         behind = self.published - stream._cursor
         if behind <= 0:
             return []
-        taken: list[Any] = []
         kept = min(stream._buffer, len(self._ring) // ITEMS)
-        if behind > kept:
-            lost = behind - kept
+        lost = behind - kept
+        if lost > 0:
             stream.lost += lost
-            taken += (EVENT, EventsLost(lost), 0.0)
             behind = kept
         stream._cursor = self.published
         # From the right end: O(behind), however long the ring.
-        newest = list(islice(reversed(self._ring), behind * ITEMS))
-        newest.reverse()
-        taken += newest
+        taken = list(islice(reversed(self._ring), behind * ITEMS))
+        if lost > 0:  # read first, after the reversal: one copy of the items
+            taken += (0.0, EventsLost(lost), EVENT)
+        taken.reverse()
         return taken
 
     async def _wait(self) -> None:

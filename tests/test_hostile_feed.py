@@ -111,6 +111,41 @@ def test_a_reader_of_the_log_gets_the_event_objects(moves):
     assert as_events(batch._take_all()) == expected
 
 
+@given(
+    moves=st.lists(
+        st.tuples(hostile_stage_names(), st.sampled_from(MOVES), st.floats(0, 1e9)),
+        max_size=40,
+    ),
+    buffer=st.integers(1, 12),
+    takes=st.sets(st.integers(0, 40)),
+)
+def test_taking_at_once_gives_what_reading_one_by_one_gives(moves, buffer, takes):
+    # Taken in batches at any points, with any buffer (so after a loss or
+    # not), a reader gets the events, and the `EventsLost`, that a reader of
+    # the same buffer reading one by one at the same points gets.
+    log = EventLog()
+    one, batch = log.subscribe(buffer), log.subscribe(buffer)
+    by_one: list[Any] = []
+    by_batch: list[Any] = []
+
+    def read() -> None:
+        while True:
+            try:
+                by_one.append(one.receive_nowait())
+            except trio.WouldBlock:
+                break
+        by_batch.extend(as_events(batch._take_all()))
+
+    for at, (name, state, time) in enumerate(moves):
+        if at in takes:
+            read()
+        log.moved(name, state, time)
+    read()
+    assert by_batch == by_one
+    assert batch.lost == one.lost
+    assert sum(e.count for e in by_batch if type(e) is EventsLost) == one.lost
+
+
 GATE: list[trio.Event] = []
 
 
