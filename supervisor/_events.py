@@ -210,8 +210,18 @@ class EventLog:
             stream.lost += lost
             behind = kept
         stream._cursor = self.published
+        ring = self._ring
+        if self.readers == 1 and behind * ITEMS >= len(ring):
+            # Its only reader takes all the ring holds: the items leave it
+            # now, while this take has them at hand, rather than when the
+            # supervisor's appends push them out, long after.
+            taken = list(ring)
+            ring.clear()
+            if lost > 0:
+                taken[:0] = (EVENT, EventsLost(lost), 0.0)
+            return taken
         # From the right end: O(behind), however long the ring.
-        taken = list(islice(reversed(self._ring), behind * ITEMS))
+        taken = list(islice(reversed(ring), behind * ITEMS))
         if lost > 0:  # read first, after the reversal: one copy of the items
             taken += (0.0, EventsLost(lost), EVENT)
         taken.reverse()
