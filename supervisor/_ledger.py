@@ -43,7 +43,7 @@ class RunLedger:
 
 @attrs.define
 class Committed:
-    """What one transaction did, run by run (worked out in the worker thread)."""
+    """What one transaction did, run by run (worked out in the writer's worker)."""
 
     failed: dict[str, JournalWriteError] = attrs.Factory(dict)
     owned: list[str] = attrs.Factory(list)
