@@ -1,6 +1,7 @@
 """One transaction of the journal writer: a batch of records, a takeover, a release.
 
-Everything here runs in the writer's worker thread, on its connection, and
+Everything here runs in the writer's worker (`_writer_process`: a process of
+its own by default, or a thread), on its connection, and
 changes nothing but the file: the writer (`_writer`) applies what a
 transaction did (`Committed`) to its books on the event loop.
 
@@ -359,7 +360,7 @@ def _commit_one(
 
 
 def index_runs(journal: Journal, run_ids: list[str]) -> None:
-    """Index runs whose end is committed, in a transaction of its own (worker thread).
+    """Index runs whose end is committed, in a transaction of its own (the writer's worker).
 
     Best effort: a run left without its index (a locked file, a crash before
     this) is read whole by the reading commands, with the same answers.
@@ -376,7 +377,7 @@ def index_runs(journal: Journal, run_ids: list[str]) -> None:
 def take_run_over(
     journal: Journal, ledger: RunLedger, me: Owner
 ) -> Literal["taken", "changed"]:
-    """Make this runtime the owner of a run (worker thread); see `_lease.take_over`."""
+    """Make this runtime the owner of a run (the writer's worker); see `_lease.take_over`."""
     try:
         return journal.transaction(
             lambda db: take_over(
@@ -396,7 +397,7 @@ def take_run_over(
 
 
 def release_lease(journal: Journal, run_id: str, me: Owner) -> None:
-    """Give up a run's lease (worker thread); best effort, it expires anyway."""
+    """Give up a run's lease (the writer's worker); best effort, it expires anyway."""
     with contextlib.suppress(sqlite3.Error, JournalError):
         journal.transaction(lambda db: release(db, run_id, me), create=False)
 

@@ -1,6 +1,6 @@
 """Writing a run's events into the ``events`` table: many rows in one statement.
 
-The journal writer runs its transactions in a worker thread, which must
+The journal writer's worker, when it is a thread (`Journal(writer="thread")`), must
 take Python's interpreter lock back after every SQLite call (each call
 gives it up while SQLite works). While the event loop runs, each time it
 does costs the loop a switch of threads, and on a busy machine a wait for

@@ -204,18 +204,27 @@ class EventLog:
         behind = self.published - stream._cursor
         if behind <= 0:
             return []
-        taken: list[Any] = []
         kept = min(stream._buffer, len(self._ring) // ITEMS)
-        if behind > kept:
-            lost = behind - kept
+        lost = behind - kept
+        if lost > 0:
             stream.lost += lost
-            taken += (EVENT, EventsLost(lost), 0.0)
             behind = kept
         stream._cursor = self.published
+        ring = self._ring
+        if self.readers == 1 and behind * ITEMS >= len(ring):
+            # Its only reader takes all the ring holds: the items leave it
+            # now, while this take has them at hand, rather than when the
+            # supervisor's appends push them out, long after.
+            taken = list(ring)
+            ring.clear()
+            if lost > 0:
+                taken[:0] = (EVENT, EventsLost(lost), 0.0)
+            return taken
         # From the right end: O(behind), however long the ring.
-        newest = list(islice(reversed(self._ring), behind * ITEMS))
-        newest.reverse()
-        taken += newest
+        taken = list(islice(reversed(ring), behind * ITEMS))
+        if lost > 0:  # read first, after the reversal: one copy of the items
+            taken += (0.0, EventsLost(lost), EVENT)
+        taken.reverse()
         return taken
 
     async def _wait(self) -> None:

@@ -10,7 +10,8 @@ Durability promise (SQLite, WAL mode):
   run could not be committed, the run fails instead (`JournalWriteError`, see
   `_writer`), and what the journal keeps of it is a prefix it can resume from.
 * While a run goes, records are committed in batches (group commit) by one
-  writer task in a worker thread; a crash loses at most the batch in flight.
+  writer task, in a process of its own by default (``writer``); a crash
+  loses at most the batch in flight.
 * With ``synchronous="NORMAL"`` (the default) a power loss or an OS crash
   may lose the last transactions committed before it; ``Journal(path,
   synchronous="FULL")`` makes each commit wait for the disk.

@@ -11,8 +11,8 @@ on the run's lease (see `_writer`).
 Another runtime may take a run over only when its owner is gone: the lease
 expired, or the owner's process is provably dead on this very host (no such
 pid, a zombie, or a pid now used by a process started at another time).
-Everything here is synchronous SQL on the writer's connection, called in a
-worker thread; a takeover runs in one ``BEGIN IMMEDIATE`` transaction, so
+Everything here is synchronous SQL on the writer's connection, called in its
+worker (a process of its own, or a thread); a takeover runs in one ``BEGIN IMMEDIATE`` transaction, so
 of several processes racing for the same run exactly one wins.
 """
 

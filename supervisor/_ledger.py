@@ -1,8 +1,8 @@
 """The journal writer's books: what it knows of each run, and what a transaction did.
 
 `RunLedger` is kept by the writer (`_writer`) on the event loop, one per run
-it writes for; `Committed` is worked out by a transaction in the worker
-thread (`_batch`) and applied to the ledgers on the event loop.
+it writes for; `Committed` is worked out by a transaction in the writer's
+worker (`_batch`, `_writer_process`) and applied to the ledgers on the event loop.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class RunLedger:
 
 @attrs.define
 class Committed:
-    """What one transaction did, run by run (worked out in the worker thread)."""
+    """What one transaction did, run by run (worked out in the writer's worker)."""
 
     failed: dict[str, JournalWriteError] = attrs.Factory(dict)
     owned: list[str] = attrs.Factory(list)

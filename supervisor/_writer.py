@@ -1,7 +1,8 @@
 """The journal writer: the actor that commits every run's records, and owns their leases.
 
 Runs hand their records to one `JournalWriter` per runtime, which commits
-them in batches (group commit) in a worker thread. Its promises:
+them in batches (group commit) in its worker: a process of its own by
+default, or a thread (see `_writer_process`). Its promises:
 
 * A run's records are committed in order, each batch in one transaction,
   or not at all: a batch that fails leaves nothing of itself behind, and a
@@ -83,7 +84,7 @@ _GATHER_SECONDS = 0.01
 
 
 class JournalWriter(Outcomes):
-    """The journal actor: batches records from runs and commits them in a thread.
+    """The journal actor: batches records from runs and commits them in its worker.
 
     One per runtime; its `owner` identity is what the runtime's leases name.
     """

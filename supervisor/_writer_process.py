@@ -36,10 +36,12 @@ What the process keeps (its invariants):
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import os
 import pickle
+import signal
 import struct
 import subprocess
 import sys
@@ -49,6 +51,7 @@ import trio
 
 from dagvisor.actors import JournalError
 
+from ._batch import commit_batch
 from ._journal import Journal
 from ._ledger import RunLedger
 
@@ -62,6 +65,7 @@ __all__ = ["WriterProcess", "WriterThread", "open_worker"]
 _HEAD: Final = struct.Struct("<QI")
 _SIZE: Final = struct.Struct("<Q")
 _OUT_OF_BAND: Final = 64 * 1024  # a buffer at least this large is sent raw
+_PIPE_BYTES: Final = 2**20
 _CLOSE_WAIT: Final = 10.0  # seconds the child has to end once told to
 _CHILD: Final = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
@@ -100,6 +104,10 @@ class WriterProcess:
                 [sys.executable, "-I", "-c", _CHILD, json.dumps(_import_path())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
+                # Out of the terminal's process group: a Ctrl-C is the parent's
+                # to handle (it then closes the child's input, and the child
+                # commits what it was handed and ends), never the child's.
+                start_new_session=True,
             )
         except OSError as exc:
             msg = (
@@ -107,6 +115,8 @@ class WriterProcess:
                 "use Journal(..., writer='thread') where processes cannot be started"
             )
             raise JournalError(msg) from exc
+        assert isinstance(process.stdin, trio.lowlevel.FdStream)
+        _widen(process.stdin.fileno())
         worker = cls(journal, process)
         try:
             await worker.call(_settings, _settings_of(journal))
@@ -132,6 +142,8 @@ class WriterProcess:
         if self._stopped is not None:
             raise JournalError(self._stopped)
         buffers: list[pickle.PickleBuffer] = []
+        if fn is commit_batch:  # its records may hold large outputs
+            args = (args[0], _banded(args[1]), *args[2:])
         data = _dumps((fn, args), self._journal, buffers)
         assert self._process.stdin is not None
         assert self._process.stdout is not None
@@ -143,7 +155,11 @@ class WriterProcess:
                 + data
             )
             for buffer in buffers:
-                await self._process.stdin.send_all(buffer.raw())
+                raw = buffer.raw()
+                # A piece at a time, each send a checkpoint: while the child
+                # keeps up, one send of it all would hold the loop throughout.
+                for start in range(0, len(raw), _PIPE_BYTES):
+                    await self._process.stdin.send_all(raw[start : start + _PIPE_BYTES])
             answer = await _receive_frame(self._process.stdout)
         except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
             self._stopped = await self._why_stopped()
@@ -200,6 +216,27 @@ def _import_path() -> list[str]:
     return [entry for entry in sys.path if isinstance(entry, str)]
 
 
+def _banded(records: list[Any]) -> list[Any]:
+    """``records``, their large texts' UTF-8 (bytearrays) made ready to cross
+    out of band: pickle copies a bytearray into the pickle itself (a 100 MB
+    output: about 0.1 s of the event loop), a `PickleBuffer` it leaves apart."""
+    banded = records
+    for index, record in enumerate(records):
+        output = record[4] if len(record) == 5 else None
+        if type(output) is bytearray and len(output) >= _OUT_OF_BAND:
+            if banded is records:
+                banded = list(records)
+            banded[index] = (*record[:4], pickle.PickleBuffer(output))
+    return banded
+
+
+def _widen(fd: int) -> None:
+    """Let the pipe to the child hold more (Linux: 1 MiB, from 64 KiB), so a
+    large output crosses in fewer writes; best effort."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+
+
 def _settings_of(journal: Journal) -> dict[str, Any]:
     return {
         "path": str(journal.path),
@@ -243,8 +280,8 @@ class _Pickler(pickle.Pickler):
         if kind is RunLedger:
             # The inbox stays here; the transactions never read the error.
             return RunLedger, (obj.run_id, None, obj.next_seq, obj.owned, obj.expires)
-        if kind is memoryview:
-            return bytearray, (pickle.PickleBuffer(obj),)
+        if kind is memoryview:  # a binary codec's bytes: stays a memoryview
+            return _as_memoryview, (pickle.PickleBuffer(obj),)
         if isinstance(obj, BaseException):
             return _rebuilt, (kind, obj.args, dict(vars(obj)))
         return NotImplemented
@@ -262,6 +299,12 @@ def _dumps(
     file = io.BytesIO()
     _Pickler(file, journal, buffer_callback=out_of_band).dump(value)
     return file.getvalue()
+
+
+def _as_memoryview(data: bytes | bytearray) -> memoryview:
+    """A binary value as it was sent: a memoryview (the journal's ``data``
+    column), never taken for a large text's UTF-8 (a bytearray)."""
+    return memoryview(data)
 
 
 def _rebuilt(
@@ -323,6 +366,7 @@ def _allowed() -> set[Callable[..., Any]]:
 
 def serve() -> None:
     """The child's loop: answer requests until the input ends, then close the file."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's to handle
     # The protocol has stdin and stdout to itself: anything printed goes to stderr.
     requests = os.fdopen(os.dup(0), "rb", buffering=0)
     answers = os.fdopen(os.dup(1), "wb", buffering=0)

@@ -9,6 +9,7 @@ says, event for event, in order, and a deflated one is a whole zlib stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
 from typing import Any
@@ -109,6 +110,85 @@ def test_a_reader_of_the_log_gets_the_event_objects(moves):
     finished = [g for g in got if type(g) is StageFinished]
     assert all(type(g.state) is StageState for g in finished)
     assert as_events(batch._take_all()) == expected
+
+
+@given(
+    moves=st.lists(
+        st.tuples(hostile_stage_names(), st.sampled_from(MOVES), st.floats(0, 1e9)),
+        max_size=40,
+    ),
+    buffer=st.integers(1, 12),
+    takes=st.sets(st.integers(0, 40)),
+)
+def test_taking_at_once_gives_what_reading_one_by_one_gives(moves, buffer, takes):
+    # Taken in batches at any points, with any buffer (so after a loss or
+    # not), a reader gets the events, and the `EventsLost`, that a reader of
+    # the same buffer reading one by one at the same points gets.
+    log = EventLog()
+    one, batch = log.subscribe(buffer), log.subscribe(buffer)
+    by_one: list[Any] = []
+    by_batch: list[Any] = []
+
+    def read() -> None:
+        while True:
+            try:
+                by_one.append(one.receive_nowait())
+            except trio.WouldBlock:
+                break
+        by_batch.extend(as_events(batch._take_all()))
+
+    for at, (name, state, time) in enumerate(moves):
+        if at in takes:
+            read()
+        log.moved(name, state, time)
+    read()
+    assert by_batch == by_one
+    assert batch.lost == one.lost
+    assert sum(e.count for e in by_batch if type(e) is EventsLost) == one.lost
+
+
+@given(
+    moves=st.lists(
+        st.tuples(hostile_stage_names(), st.sampled_from(MOVES), st.floats(0, 1e9)),
+        max_size=40,
+    ),
+    buffer=st.integers(1, 12),
+    takes=st.sets(st.integers(0, 40)),
+    one_by_one=st.sets(st.integers(0, 40)),
+)
+def test_the_only_reader_taking_at_once_gets_what_reading_one_by_one_gets(
+    moves, buffer, takes, one_by_one
+):
+    # A log with a single reader, which takes at once at some points and
+    # reads one event at others (its takes empty the ring), against a log fed
+    # alike whose single reader reads one by one at the same points.
+    taking, reading = EventLog(), EventLog()
+    taker, reader = taking.subscribe(buffer), reading.subscribe(buffer)
+    got: list[Any] = []
+    expected: list[Any] = []
+
+    def read_all() -> None:
+        while True:
+            try:
+                expected.append(reader.receive_nowait())
+            except trio.WouldBlock:
+                break
+
+    for at, (name, state, time) in enumerate(moves):
+        if at in takes:
+            got.extend(as_events(taker._take_all()))
+            read_all()
+        elif at in one_by_one:
+            for log, stream, out in ((taking, taker, got), (reading, reader, expected)):
+                with contextlib.suppress(trio.WouldBlock):
+                    out.append(stream.receive_nowait())
+                assert log.readers == 1
+        taking.moved(name, state, time)
+        reading.moved(name, state, time)
+    got.extend(as_events(taker._take_all()))
+    read_all()
+    assert got == expected
+    assert taker.lost == reader.lost
 
 
 GATE: list[trio.Event] = []
