@@ -49,14 +49,17 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import trio
 
-from dagvisor.actors import JournalError
+from dagvisor.actors import JournalError, JournalWriteError
+from dagvisor.actors._errors import message_of
 
 from ._batch import commit_batch
 from ._journal import Journal
-from ._ledger import RunLedger
+from ._ledger import Committed, RunLedger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from ._lease import Owner
 
 __all__ = ["WriterProcess", "WriterThread", "open_worker"]
 
@@ -66,6 +69,7 @@ _HEAD: Final = struct.Struct("<QI")
 _SIZE: Final = struct.Struct("<Q")
 _OUT_OF_BAND: Final = 64 * 1024  # a buffer at least this large is sent raw
 _PIPE_BYTES: Final = 2**20
+_READY: Final = "dagvisor journal writer: ready"
 _CLOSE_WAIT: Final = 10.0  # seconds the child has to end once told to
 _CHILD: Final = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
@@ -119,7 +123,10 @@ class WriterProcess:
         _widen(process.stdin.fileno())
         worker = cls(journal, process)
         try:
-            await worker.call(_settings, _settings_of(journal))
+            ready = await worker.call(_settings, _settings_of(journal))
+            if ready != _READY:
+                msg = f"it answered {ready!r} where a journal writer says it is ready"
+                raise JournalError(msg)
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await worker.aclose()
@@ -144,7 +151,12 @@ class WriterProcess:
         buffers: list[pickle.PickleBuffer] = []
         if fn is commit_batch:  # its records may hold large outputs
             args = (args[0], _banded(args[1]), *args[2:])
-        data = _dumps((fn, args), self._journal, buffers)
+        try:
+            data = _dumps((fn, args), self._journal, buffers)
+        except Exception as exc:
+            if fn is not commit_batch:
+                raise
+            return await self._commit_apart(exc, *args)
         assert self._process.stdin is not None
         assert self._process.stdout is not None
         try:
@@ -164,10 +176,56 @@ class WriterProcess:
         except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
             self._stopped = await self._why_stopped()
             raise JournalError(self._stopped) from exc
-        ok, value = pickle.loads(answer)
+        try:
+            ok, value = pickle.loads(answer)
+        except Exception as exc:  # not our child's answer: trust it no further
+            self._stopped = (
+                "the journal writer's process answered with something that is not "
+                "an answer; it was stopped"
+            )
+            self._process.kill()
+            raise JournalError(self._stopped) from exc
         if ok:
             return value
         raise value
+
+    async def _commit_apart(
+        self,
+        exc: Exception,
+        journal: Journal,
+        records: list[Any],
+        ledgers: dict[str, RunLedger],
+        owner: Owner,
+        renewing: list[RunLedger],
+    ) -> Committed:
+        """A batch with a record that cannot cross to the child: that record's run
+        fails, and the other runs' records are committed (as the thread writer
+        does with a record it cannot write: one run never fails another)."""
+        groups: dict[str, list[Any]] = {}
+        for record in records:
+            groups.setdefault(record[0], []).append(record)
+        failed: dict[str, JournalWriteError] = {}
+        for run_id, group in groups.items():
+            try:
+                _dumps(group, None, [])
+            except Exception as error:
+                reason = (
+                    "a record could not be handed to the journal writer's process "
+                    f"({type(error).__name__}: {message_of(error)})"
+                )
+                failed[run_id] = JournalWriteError(run_id, reason)
+        if not failed:  # pragma: no cover - each run's records cross, not all: a bug
+            raise exc
+        done: Committed = await self.call(
+            commit_batch,
+            journal,
+            [record for record in records if record[0] not in failed],
+            {run_id: ledgers[run_id] for run_id in ledgers if run_id not in failed},
+            owner,
+            [ledger for ledger in renewing if ledger.run_id not in failed],
+        )
+        done.failed.update(failed)
+        return done
 
     async def _why_stopped(self) -> str:
         with trio.move_on_after(1):
@@ -392,7 +450,7 @@ def serve() -> None:
             if fn is _settings:
                 journal = Journal(**args[0])
                 _journal_here[:] = [journal]
-                answer: tuple[bool, Any] = (True, None)
+                answer: tuple[bool, Any] = (True, _READY)
             elif fn in allowed and journal is not None:
                 answer = (True, fn(*args))
             else:  # pragma: no cover - a bug in the parent

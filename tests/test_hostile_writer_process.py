@@ -464,3 +464,54 @@ async def test_a_stopped_writer_delays_its_runs_which_then_finish(
     assert dict(result.outputs) == EXPECTED
     with Journal(path, readonly=True) as journal:
         assert dict(journal.result(run.id).outputs) == EXPECTED
+
+
+# -- a record that cannot cross, an executable that is not a writer ----------------
+
+
+async def test_a_record_that_cannot_cross_fails_its_run_only(tmp_path: Path) -> None:
+    from dagvisor.supervisor._lease import Owner
+    from dagvisor.supervisor._ledger import RunLedger
+
+    journal = Journal(tmp_path / "runs.db")
+    worker = await _writer_process.WriterProcess.start(journal)
+    try:
+        owner = Owner.of_this_runtime()
+        records = []
+        for run_id in ("good", "bad"):
+            records += [
+                (run_id, None, "run", run_id, 1.0, {"stages": []}),
+                (run_id, 0, "memory", '{"samples":[]}', None),
+            ]
+        # A record pickle refuses (never made so by the supervisor): as the
+        # thread writer cannot write it either, it fails its own run only.
+        records.append(("bad", 1, "memory", {"samples": [lambda: 0]}, None))
+        ledgers = {run_id: RunLedger(run_id, None) for run_id in ("good", "bad")}
+        done = await worker.call(
+            _batch.commit_batch, journal, records, ledgers, owner, []
+        )
+    finally:
+        await worker.aclose()
+    assert list(done.failed) == ["bad"]
+    assert "could not be handed to the journal writer's process" in str(
+        done.failed["bad"]
+    )
+    assert done.owned == ["good"]
+    assert done.next_seq == {"good": 1}
+    with sqlite3.connect(tmp_path / "runs.db") as db:
+        assert db.execute("SELECT run_id FROM runs").fetchall() == [("good",)]
+
+
+async def test_an_executable_that_only_echoes_is_refused_at_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    echo = tmp_path / "echo"
+    echo.write_text("#!/bin/sh\nexec cat\n")
+    echo.chmod(0o755)
+    journal = Journal(tmp_path / "runs.db")
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "executable", str(echo))
+        with pytest.raises(JournalError, match="says it is ready"):
+            async with runtime(journal=journal):
+                pytest.fail("the runtime opened")  # pragma: no cover
+    assert _writers() == []
