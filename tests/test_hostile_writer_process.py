@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
 import time
@@ -20,6 +19,7 @@ import psutil
 import pytest
 import trio
 import trio.testing
+from writer_children import parent, writers
 
 from dagvisor import Journal, Pipeline, runtime, stage
 from dagvisor.errors import (
@@ -34,18 +34,8 @@ CHAIN = 40
 KILL: dict[str, Any] = {}
 
 
-def _writers() -> list[psutil.Process]:
-    """This process's journal writer processes (zombies included)."""
-    return [
-        child
-        for child in psutil.Process().children()
-        if child.status() == psutil.STATUS_ZOMBIE
-        or any("_writer_process" in part for part in child.cmdline())
-    ]
-
-
 def _only_writer() -> psutil.Process:
-    (writer,) = _writers()
+    (writer,) = writers()
     return writer
 
 
@@ -94,7 +84,7 @@ async def _resumes_to_the_end(path: Path, run_id: str) -> None:
         back = journal.result(run_id)
     assert back.status == "succeeded"
     assert dict(back.outputs) == EXPECTED
-    assert _writers() == []
+    assert writers() == []
 
 
 # -- 1. the child killed at bad moments --------------------------------------------
@@ -123,7 +113,7 @@ async def test_a_writer_killed_mid_run_fails_the_run_typed_and_the_prefix_resume
             await run.wait()
         assert isinstance(info.value.journal_error, JournalWriteError)
         assert "journal writer's process ended" in str(info.value.journal_error)
-    assert _writers() == []
+    assert writers() == []
     await _resumes_to_the_end(path, run.id)
 
 
@@ -164,7 +154,7 @@ async def test_a_writer_killed_holding_a_commit_leaves_a_prefix_that_resumes(
             assert dict(result.outputs) == EXPECTED
         else:
             assert isinstance(failed.journal_error, JournalWriteError)
-    assert _writers() == []
+    assert writers() == []
     db = sqlite3.connect(path)
     try:
         tables = db.execute("SELECT name FROM sqlite_master").fetchall()
@@ -210,7 +200,7 @@ async def test_a_writer_killed_during_a_takeover_fails_the_resume_typed(
         (error,) = failed
         assert isinstance(error, JournalError)
         assert "journal writer's process" in str(error)
-    assert _writers() == []
+    assert writers() == []
     await _resumes_to_the_end(path, run_id)
 
 
@@ -235,7 +225,7 @@ async def test_a_writer_killed_between_a_runs_end_and_its_index(
         with pytest.raises(RunFailedError) as info:  # later runs fail typed
             await rt.run(_chain("later"))
         assert isinstance(info.value.journal_error, JournalWriteError)
-    assert _writers() == []
+    assert writers() == []
     with Journal(path, readonly=True) as journal:
         back = journal.result(result.run_id)
     assert back.status == "succeeded"
@@ -296,21 +286,11 @@ _PARENT = textwrap.dedent(
 def test_a_parent_killed_mid_frame_leaves_nothing_half_committed(
     tmp_path: Path,
 ) -> None:
-    script = tmp_path / "parent.py"
-    script.write_text(_PARENT)
     path = tmp_path / "runs.db"
-    parent = subprocess.Popen(
-        [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert parent.stdout is not None
-        assert parent.stdout.readline().strip() == "sending"
-        assert parent.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        parent.kill()
-        parent.wait()
-        assert parent.stdout is not None
-        parent.stdout.close()
+    with parent(_PARENT, tmp_path, str(path)) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "sending"
+        assert process.wait(timeout=60) == -signal.SIGKILL
     # Its writer ends with its input (a bound on a hang, not a measure).
     deadline = time.monotonic() + 60
     while any(
@@ -350,7 +330,7 @@ async def test_an_unusable_python_is_a_typed_error_at_open_and_the_journal_serve
         with pytest.raises(JournalError, match="writer='thread'"):
             async with runtime(journal=journal):
                 pytest.fail("the runtime opened")  # pragma: no cover
-    assert _writers() == []
+    assert writers() == []
     async with runtime(journal=journal) as rt:  # usable again
         assert (await rt.run(_chain())).ok
 
@@ -369,7 +349,7 @@ async def test_the_child_imports_nothing_from_the_current_directory(
     monkeypatch.setattr(sys, "path", [*sys.path, Path(shadow), b"/nowhere"])
     async with runtime(journal=tmp_path / "runs.db") as rt:
         assert dict((await rt.run(_chain())).outputs) == EXPECTED
-    assert _writers() == []
+    assert writers() == []
 
 
 # -- 5. values that cross -----------------------------------------------------------
@@ -425,12 +405,12 @@ async def test_two_runtimes_on_one_file_each_write_their_own_runs(
 ) -> None:
     path = tmp_path / "runs.db"
     async with runtime(journal=path) as one, runtime(journal=path) as two:
-        assert len(_writers()) == 2
+        assert len(writers()) == 2
         first = await one.start(_chain("one"))
         second = await two.start(_chain("two"))
         assert dict((await first.wait()).outputs) == EXPECTED
         assert dict((await second.wait()).outputs) == EXPECTED
-    assert _writers() == []
+    assert writers() == []
     with Journal(path, readonly=True) as journal:
         assert sorted(row["name"] for row in journal.runs()) == ["one", "two"]
         for run in (first, second):
@@ -514,4 +494,4 @@ async def test_an_executable_that_only_echoes_is_refused_at_open(
         with pytest.raises(JournalError, match="says it is ready"):
             async with runtime(journal=journal):
                 pytest.fail("the runtime opened")  # pragma: no cover
-    assert _writers() == []
+    assert writers() == []

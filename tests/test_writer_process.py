@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from typing import Any
@@ -19,6 +17,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import any_text
+from writer_children import parent, writers
 
 from dagvisor import Journal, Pipeline, runtime, stage
 from dagvisor.errors import (
@@ -44,15 +43,6 @@ async def waits(ctx: Any) -> str:
 @stage
 async def one(ctx: Any) -> int:
     return 1
-
-
-def _writers() -> list[psutil.Process]:
-    """This process's journal writer processes."""
-    return [
-        child
-        for child in psutil.Process().children()
-        if any("_writer_process" in part for part in child.cmdline())
-    ]
 
 
 # -- what crosses ------------------------------------------------------------------
@@ -134,7 +124,7 @@ async def test_a_killed_writer_process_fails_its_runs_typed_and_the_runtime_ends
     GATE["open"] = trio.Event()
     path = tmp_path / "runs.db"
     async with runtime(journal=path) as rt:
-        (writer,) = _writers()
+        (writer,) = writers()
         run = await rt.start(Pipeline("p").add(waits))
         await run.wait_committed()  # the run is on disk
         writer.kill()
@@ -146,7 +136,7 @@ async def test_a_killed_writer_process_fails_its_runs_typed_and_the_runtime_ends
         assert "journal writer's process ended" in str(info.value.journal_error)
         with pytest.raises(RunFailedError):  # no later run is reported kept either
             await rt.run(Pipeline("q").add(one))
-    assert _writers() == []
+    assert writers() == []
     # What was committed before stays: the run, resumable.
     with Journal(path, readonly=True) as journal:
         assert [row["name"] for row in journal.runs()] == ["p"]
@@ -154,9 +144,9 @@ async def test_a_killed_writer_process_fails_its_runs_typed_and_the_runtime_ends
 
 async def test_the_writer_process_ends_with_its_runtime(tmp_path: Any) -> None:
     async with runtime(journal=tmp_path / "runs.db") as rt:
-        assert len(_writers()) == 1
+        assert len(writers()) == 1
         assert (await rt.run(Pipeline("p").add(one))).ok
-    assert _writers() == []
+    assert writers() == []
 
 
 _PARENT = textwrap.dedent(
@@ -182,33 +172,19 @@ _PARENT = textwrap.dedent(
 
 
 def test_the_writer_process_ends_when_its_parent_is_killed(tmp_path: Any) -> None:
-    script = tmp_path / "parent.py"
-    script.write_text(_PARENT)
     path = tmp_path / "runs.db"
-    parent = subprocess.Popen(
-        [sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert parent.stdout is not None
-        assert parent.stdout.readline().strip() == "committed"
-        (writer,) = [
-            child
-            for child in psutil.Process(parent.pid).children()
-            if any("_writer_process" in part for part in child.cmdline())
-        ]
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(timeout=60)
+    with parent(_PARENT, tmp_path, str(path)) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "committed"
+        (writer,) = writers(of=process.pid)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
         # Its input ends with its parent: it closes the file and ends. (A
         # bound on a hang, not a measure of speed.)
         deadline = time.monotonic() + 60
         while writer.is_running() and writer.status() != psutil.STATUS_ZOMBIE:
             assert time.monotonic() < deadline, "the writer process outlived its parent"
             time.sleep(0.05)
-    finally:
-        parent.kill()
-        parent.wait()
-        assert parent.stdout is not None
-        parent.stdout.close()
     with Journal(path, readonly=True) as journal:
         (row,) = journal.runs()
         assert (row["name"], row["status"]) == ("killed", "running")  # resumable
