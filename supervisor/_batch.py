@@ -302,8 +302,9 @@ def commit_batch(
 
 
 def make_texts(records: list[Record]) -> None:
-    """Make the text of each change record in place (see `RunRecords.change`):
-    the event loop queues its parts, the writer's worker writes them out."""
+    """Make the text of each stage and change record in place (see
+    `RunRecords`): the event loop queues their values, the writer's worker
+    writes them out."""
     texts: dict[str, RecordTexts] = {}
     for index, record in enumerate(records):
         if record[1] is not None and type(record[3]) is tuple:
@@ -311,9 +312,14 @@ def make_texts(records: list[Record]) -> None:
             maker = texts.get(run_id)
             if maker is None:
                 maker = texts[run_id] = RecordTexts(run_id)
-            fields, asked = record[3]
-            text = maker.change_of(fields, asked)
-            records[index] = (run_id, record[1], record[2], text, record[4])
+            kind, values = record[2], record[3]
+            if kind == "change":
+                text = maker.change_of(*values)
+            elif kind == "stage_ended":
+                text = maker.ended(*values)
+            else:  # stage_started, stage_queued
+                text = maker.started(*values)
+            records[index] = (run_id, record[1], kind, text, record[4])
 
 
 def _one_statement(ledger: RunLedger, group: list[Record], chunk: int) -> str | None:

@@ -17,11 +17,11 @@ event, its ``seq`` (None for the run's own records), then its kind::
     (run_id, None, "resume")
     (run_id, None, "end", status, ended)
 
-An event's payload is its JSON text, made here once for the records every
-stage writes (see ``_record_text``); for a change, its audit record's fields
-and what was asked, which the writer's worker makes text (`make_texts`:
-off the event loop, in the writer's process by default); or, for the rare
-others, a dict the writer dumps. Records are shipped to the writer
+An event's payload is, for the records every stage and every change writes,
+the values of its text as a tuple (a stage's name and time, and state; a
+change's audit record fields and what was asked), which the writer's worker
+makes text (`make_texts`, with ``_record_text``: off the event loop, in the
+writer's process by default); for the rare others, a dict the writer dumps. Records are shipped to the writer
 together, one parcel per message handled, with the bytes they weigh.
 """
 
@@ -104,7 +104,7 @@ class RunRecords:
     def event(
         self,
         kind: str,
-        payload: str | dict[str, Any] | tuple[Fields, str | AskedAddStage],
+        payload: str | dict[str, Any] | tuple[Any, ...],
         output: str | bytearray | memoryview | None = None,
     ) -> None:
         """Queue one event (the next ``seq`` of the run): its payload's JSON text
@@ -167,9 +167,7 @@ class RunRecords:
 
     def queued(self, node: Node, now: float) -> None:
         """A stage's actor started and waits for room: its first attempt has not run."""
-        self.event(
-            "stage_queued", self._texts.started(node.name, now + self.wall_offset)
-        )
+        self.event("stage_queued", (node.name, now + self.wall_offset))
 
     def started(self, node: Node, now: float) -> None:
         """A stage's first attempt started (it had its room)."""
@@ -179,7 +177,7 @@ class RunRecords:
                 self.run_id,
                 self._seq,
                 "stage_started",
-                self._texts.started(node.name, now + self.wall_offset),
+                (node.name, now + self.wall_offset),
                 None,
             )
         )
@@ -231,7 +229,7 @@ class RunRecords:
                 self.run_id,
                 self._seq,
                 "stage_ended",
-                self._texts.ended(node.name, state.value, now + self.wall_offset),
+                (node.name, state.value, now + self.wall_offset),
                 encoded,
             )
         )
