@@ -38,7 +38,7 @@ from ._event_rows import (
 from ._journal import is_busy
 from ._lease import Owner, fence, insert_lease, release, take_over
 from ._ledger import Committed, RunLedger
-from ._record_text import RecordTexts
+from ._record_text import make_texts
 from ._stage_index import build_index, drop_index
 
 if TYPE_CHECKING:
@@ -299,27 +299,6 @@ def commit_batch(
             failed={run_id: JournalWriteError(run_id, reason) for run_id in live},
             ok=False,
         )
-
-
-def make_texts(records: list[Record]) -> None:
-    """Make the text of each stage and change record in place (see
-    `RunRecords`): the event loop queues their values, the writer's worker
-    writes them out."""
-    texts: dict[str, RecordTexts] = {}
-    for index, record in enumerate(records):
-        if record[1] is not None and type(record[3]) is tuple:
-            run_id = record[0]
-            maker = texts.get(run_id)
-            if maker is None:
-                maker = texts[run_id] = RecordTexts(run_id)
-            kind, values = record[2], record[3]
-            if kind == "change":
-                text = maker.change_of(*values)
-            elif kind == "stage_ended":
-                text = maker.ended(*values)
-            else:  # stage_started, stage_queued
-                text = maker.started(*values)
-            records[index] = (run_id, record[1], kind, text, record[4])
 
 
 def _one_statement(ledger: RunLedger, group: list[Record], chunk: int) -> str | None:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from dagvisor.actors._messages import AddStage
 
-__all__ = ["AskedAddStage", "RecordTexts"]
+__all__ = ["AskedAddStage", "RecordTexts", "make_texts"]
 
 AskedAddStage = tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]
 """What an ``add_stage`` asked, its text not yet made: the spec's reference,
@@ -229,3 +229,24 @@ class RecordTexts:
             dump_json({key: ref[key] for key in _REF_KEYS[1:]})[1:],
         )
         return text
+
+
+def make_texts(records: list[tuple[Any, ...]]) -> None:
+    """Make the text of each stage and change record in place (see
+    `RunRecords`): the event loop queues their values, the writer's worker
+    writes them out."""
+    texts: dict[str, RecordTexts] = {}
+    for index, record in enumerate(records):
+        if record[1] is not None and type(record[3]) is tuple:
+            run_id = record[0]
+            maker = texts.get(run_id)
+            if maker is None:
+                maker = texts[run_id] = RecordTexts(run_id)
+            kind, values = record[2], record[3]
+            if kind == "change":
+                text = maker.change_of(*values)
+            elif kind == "stage_ended":
+                text = maker.ended(*values)
+            else:  # stage_started, stage_queued
+                text = maker.started(*values)
+            records[index] = (run_id, record[1], kind, text, record[4])

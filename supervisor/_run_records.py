@@ -45,13 +45,13 @@ from dagvisor.actors._messages import (
 from dagvisor.actors._stored import Stored
 
 from ._asked import asked, spec_ref_or_options
-from ._record_text import AskedAddStage, RecordTexts
 
 if TYPE_CHECKING:
     from dagvisor.actors._stored import Encoded
 
     from ._audit import AuditRecord, Fields
     from ._graph import Node
+    from ._record_text import AskedAddStage
     from ._writer import JournalWriter
 
 __all__ = ["RECORD_BYTES", "RunRecords"]
@@ -78,7 +78,7 @@ RECORD_BYTES: Final = 300
 class RunRecords:
     """The records of one run waiting to be shipped, with its next event number."""
 
-    __slots__ = ("_seq", "_texts", "_weight", "flushes", "out", "run_id", "wall_offset")
+    __slots__ = ("_seq", "_weight", "flushes", "out", "run_id", "wall_offset")
 
     def __init__(self, run_id: str, wall_offset: float, next_seq: int = 0) -> None:
         self.run_id = run_id
@@ -89,7 +89,6 @@ class RunRecords:
         self._weight = 0
         """What the queued records weigh (see `RECORD_BYTES`)."""
         self._seq = next_seq
-        self._texts = RecordTexts(run_id)
         self.flushes: list[trio.Event] = []
         """Events the writer sets once the records queued before each are
         committed (read-only outside, like ``out``)."""

@@ -11,7 +11,7 @@ workers do the same work:
   the loop waits, which made a journaled chain that grows as it runs about
   twice as slow as an unjournaled one (see bench/README.md). A process
   commits on the machine's other core and costs the loop only the pickling
-  of each batch (about 0.3 µs a stage). It costs a Python process started
+  of each batch (about 0.4 µs a record). It costs a Python process started
   when the runtime opens (about 0.4 s, which the runtime waits for).
 * `WriterThread` (``Journal(writer="thread")``): a worker thread of this
   process, for where a process cannot be started or its start would cost
@@ -26,26 +26,25 @@ What the process keeps (its invariants):
   once its input ends (after answering what it was doing).
 * The same functions run in both workers, on a `Journal` of the same
   settings; what they raise comes back as the same type with the same
-  message (`_rebuilt`). A child that dies fails the request it was given
-  and every later one with `JournalError`: the writer fails the runs whose
-  records they carried, as for a broken file, and the runtime goes on.
+  message (`_writer_frames.rebuilt`). A child that dies fails the request
+  it was given and every later one with `JournalError`: the writer fails
+  the runs whose records they carried, as for a broken file, and the
+  runtime goes on.
 * Large binary values (a large output's bytes) cross as raw bytes after the
   frame's pickle (pickle's out-of-band buffers), not copied into it.
+
+The child's side is `_writer_child`; what crosses, and how, `_writer_frames`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
-import os
 import pickle
-import signal
-import struct
 import subprocess
 import sys
-from typing import IO, TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -53,27 +52,24 @@ from dagvisor.actors import JournalError, JournalWriteError
 from dagvisor.actors._errors import message_of
 
 from ._batch import commit_batch
-from ._journal import Journal
-from ._ledger import Committed, RunLedger
+from ._writer_frames import HEAD, OUT_OF_BAND, READY, SIZE, dumps, settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ._journal import Journal
     from ._lease import Owner
+    from ._ledger import Committed, RunLedger
 
 __all__ = ["WriterProcess", "WriterThread", "open_worker"]
 
 # A frame: the pickle's length and the number of out-of-band buffers, each
 # buffer's length, the pickle, then the buffers.
-_HEAD: Final = struct.Struct("<QI")
-_SIZE: Final = struct.Struct("<Q")
-_OUT_OF_BAND: Final = 64 * 1024  # a buffer at least this large is sent raw
 _PIPE_BYTES: Final = 2**20
-_READY: Final = "dagvisor journal writer: ready"
 _CLOSE_WAIT: Final = 10.0  # seconds the child has to end once told to
 _CHILD: Final = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from dagvisor.supervisor._writer_process import serve; serve()"
+    "from dagvisor.supervisor._writer_child import serve; serve()"
 )
 
 
@@ -123,8 +119,8 @@ class WriterProcess:
         _widen(process.stdin.fileno())
         worker = cls(journal, process)
         try:
-            ready = await worker.call(_settings, _settings_of(journal))
-            if ready != _READY:
+            ready = await worker.call(settings, _settings_of(journal))
+            if ready != READY:
                 msg = f"it answered {ready!r} where a journal writer says it is ready"
                 raise JournalError(msg)
         except BaseException as exc:
@@ -152,7 +148,7 @@ class WriterProcess:
         if fn is commit_batch:  # its records may hold large outputs
             args = (args[0], _banded(args[1]), *args[2:])
         try:
-            data = _dumps((fn, args), self._journal, buffers)
+            data = dumps((fn, args), self._journal, buffers)
         except Exception as exc:
             if fn is not commit_batch:
                 raise
@@ -162,8 +158,8 @@ class WriterProcess:
         try:
             sizes = [memoryview(buffer).nbytes for buffer in buffers]
             await self._process.stdin.send_all(
-                _HEAD.pack(len(data), len(sizes))
-                + b"".join(_SIZE.pack(size) for size in sizes)
+                HEAD.pack(len(data), len(sizes))
+                + b"".join(SIZE.pack(size) for size in sizes)
                 + data
             )
             for buffer in buffers:
@@ -207,7 +203,7 @@ class WriterProcess:
         failed: dict[str, JournalWriteError] = {}
         for run_id, group in groups.items():
             try:
-                _dumps(group, None, [])
+                dumps(group, None, [])
             except Exception as error:
                 reason = (
                     "a record could not be handed to the journal writer's process "
@@ -281,7 +277,7 @@ def _banded(records: list[Any]) -> list[Any]:
     banded = records
     for index, record in enumerate(records):
         output = record[4] if len(record) == 5 else None
-        if type(output) is bytearray and len(output) >= _OUT_OF_BAND:
+        if type(output) is bytearray and len(output) >= OUT_OF_BAND:
             if banded is records:
                 banded = list(records)
             banded[index] = (*record[:4], pickle.PickleBuffer(output))
@@ -305,171 +301,21 @@ def _settings_of(journal: Journal) -> dict[str, Any]:
     }
 
 
-def _settings(settings: dict[str, Any]) -> None:
-    """Stands for the child's first request, which makes its `Journal` (see `serve`)."""
-
-
-_journal_here: list[Journal] = []
-"""In the child: its `Journal`, once the first request made it."""
-
-
-def _the_journal() -> Journal:
-    """The journal a request names: in the child, the child's own."""
-    return _journal_here[0]
-
-
-class _Pickler(pickle.Pickler):
-    """Pickles a request: the journal by reference, ledgers without their inbox,
-    large binary values out of band.
-
-    (``reducer_override`` is consulted only for objects of classes other than
-    the built-in containers and scalars, so records cost it nothing; a
-    ``persistent_id`` would be called for every object.)
-    """
-
-    def __init__(self, file: IO[bytes], journal: Journal | None, **kwargs: Any) -> None:
-        super().__init__(file, protocol=5, **kwargs)
-        self._journal = journal
-
-    def reducer_override(self, obj: Any) -> Any:
-        kind = type(obj)
-        if obj is self._journal:
-            return _the_journal, ()
-        if kind is RunLedger:
-            # The inbox stays here; the transactions never read the error.
-            return RunLedger, (obj.run_id, None, obj.next_seq, obj.owned, obj.expires)
-        if kind is memoryview:  # a binary codec's bytes: stays a memoryview
-            return _as_memoryview, (pickle.PickleBuffer(obj),)
-        if isinstance(obj, BaseException):
-            return _rebuilt, (kind, obj.args, dict(vars(obj)))
-        return NotImplemented
-
-
-def _dumps(
-    value: Any, journal: Journal | None, buffers: list[pickle.PickleBuffer]
-) -> bytes:
-    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
-        if memoryview(buffer).nbytes < _OUT_OF_BAND:
-            return True  # in band: a small buffer costs more apart
-        buffers.append(buffer)
-        return False
-
-    file = io.BytesIO()
-    _Pickler(file, journal, buffer_callback=out_of_band).dump(value)
-    return file.getvalue()
-
-
-def _as_memoryview(data: bytes | bytearray) -> memoryview:
-    """A binary value as it was sent: a memoryview (the journal's ``data``
-    column), never taken for a large text's UTF-8 (a bytearray)."""
-    return memoryview(data)
-
-
-def _rebuilt(
-    kind: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
-) -> BaseException:
-    """An exception raised in the other process: same type, message and attributes."""
-    error = kind.__new__(kind)
-    error.args = args
-    vars(error).update(state)
-    return error
-
-
 async def _receive_frame(stream: trio.abc.ReceiveStream) -> bytes:
     """One answer's pickle (an answer carries no out-of-band buffers)."""
     data = bytearray()
     size = None
-    while size is None or len(data) < _HEAD.size + size:
+    while size is None or len(data) < HEAD.size + size:
         chunk = await stream.receive_some()  # mostly the whole answer at once
         if not chunk:
             raise EOFError
         data += chunk
-        if size is None and len(data) >= _HEAD.size:
-            size, count = _HEAD.unpack_from(data)
+        if size is None and len(data) >= HEAD.size:
+            size, count = HEAD.unpack_from(data)
             if count:  # pragma: no cover - a bug in the child
                 msg = "an answer with out-of-band buffers"
                 raise AssertionError(msg)
-    if len(data) != _HEAD.size + size:  # pragma: no cover - a bug in the child
+    if len(data) != HEAD.size + size:  # pragma: no cover - a bug in the child
         msg = "an answer followed by more than was asked"
         raise AssertionError(msg)
-    return bytes(data[_HEAD.size :])
-
-
-# -- the child ----------------------------------------------------------------------
-
-
-def _read_exactly(stream: IO[bytes], size: int) -> bytearray:
-    data = bytearray(size)
-    view = memoryview(data)
-    got = 0
-    while got < size:
-        read = stream.readinto(view[got:])  # type: ignore[attr-defined]
-        if not read:
-            raise EOFError
-        got += read
-    return data
-
-
-def _allowed() -> set[Callable[..., Any]]:
-    from . import _batch
-
-    return {
-        _batch.commit_batch,
-        _batch.take_run_over,
-        _batch.release_lease,
-        _batch.index_runs,
-        _batch.close_journal,
-    }
-
-
-def serve() -> None:
-    """The child's loop: answer requests until the input ends, then close the file."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's to handle
-    # The protocol has stdin and stdout to itself: anything printed goes to stderr.
-    requests = os.fdopen(os.dup(0), "rb", buffering=0)
-    answers = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    allowed = _allowed()
-    journal: Journal | None = None
-    while True:
-        try:
-            size, count = _HEAD.unpack(_read_exactly(requests, _HEAD.size))
-            sizes = [
-                _SIZE.unpack(_read_exactly(requests, _SIZE.size))[0]
-                for _ in range(count)
-            ]
-            data = _read_exactly(requests, size)
-            buffers = [_read_exactly(requests, each) for each in sizes]
-        except EOFError:
-            break
-        try:
-            fn, args = pickle.loads(data, buffers=buffers)
-            if fn is _settings:
-                journal = Journal(**args[0])
-                _journal_here[:] = [journal]
-                answer: tuple[bool, Any] = (True, _READY)
-            elif fn in allowed and journal is not None:
-                answer = (True, fn(*args))
-            else:  # pragma: no cover - a bug in the parent
-                answer = (False, AssertionError(f"not a journal transaction: {fn!r}"))
-        except Exception as exc:
-            answer = (False, exc)
-        try:
-            reply = _dumps(answer, None, [])
-        except Exception as exc:  # an answer that cannot be pickled: say why
-            reply = _dumps(
-                (False, JournalError(f"{type(exc).__name__}: {exc}")), None, []
-            )
-        _write_all(answers, _HEAD.pack(len(reply), 0) + reply)
-    if journal is not None:
-        journal.close()
-
-
-def _write_all(stream: IO[bytes], data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = stream.write(view)
-        view = view[written or 0 :]
+    return bytes(data[HEAD.size :])

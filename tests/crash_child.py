@@ -34,6 +34,7 @@ import time
 from typing import Literal
 
 import trio
+from writer_children import writers
 
 from dagvisor import Pipeline, RunResult, runtime, stage
 from dagvisor.errors import RunFailed, RunOwnedError
@@ -282,6 +283,10 @@ async def _serve(
     in_process = KILL["at"].partition(":")[0] in ("sql", "renew", "takeover")
     writer: Literal["process", "thread"] = "thread" if in_process else "process"
     async with runtime(journal=Journal(journal, lease=lease, writer=writer)) as rt:
+        # Killed, this process leaves its journal writer's process to commit
+        # what it was handed and end: the test waits for that (`_settled`).
+        pids = json.dumps([child.pid for child in writers()])
+        await trio.Path(log + ".writers").write_text(pids)
         _arm_timer(KILL["at"])
         if mode == "run":
             run = await rt.start(PIPELINE, inputs={"log": log})

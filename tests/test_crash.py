@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dagvisor.actors import JsonCodec
@@ -58,7 +59,24 @@ def _child_with(env: dict[str, str], *args: object) -> tuple[int, list[dict]]:
     )
     if done.returncode not in (0, -signal.SIGKILL):
         pytest.fail(f"child failed ({done.returncode}):\n{done.stderr}")
+    _settled(Path(f"{args[2]}.writers"))
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _settled(pids: Path) -> None:
+    """Wait until the journal writer processes a child named in ``pids`` have
+    ended: killed, a child leaves its writer to commit what it was handed,
+    which the journal then holds too. (A bound on a hang, not a measure.)"""
+    if not pids.exists():
+        return
+    deadline = time.monotonic() + 60
+    for pid in json.loads(pids.read_text()):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            writer = psutil.Process(pid)
+            while writer.is_running() and writer.status() != psutil.STATUS_ZOMBIE:
+                assert time.monotonic() < deadline, "a journal writer outlived its run"
+                time.sleep(0.01)
+    pids.unlink()
 
 
 def _integrity(path: Path) -> str:

@@ -28,7 +28,7 @@ from dagvisor.errors import (
     JournalWriteError,
     RunFailedError,
 )
-from dagvisor.supervisor import _batch, _writer_process
+from dagvisor.supervisor import _batch, _writer_frames, _writer_process
 
 CHAIN = 40
 KILL: dict[str, Any] = {}
@@ -294,7 +294,7 @@ def test_a_parent_killed_mid_frame_leaves_nothing_half_committed(
     # Its writer ends with its input (a bound on a hang, not a measure).
     deadline = time.monotonic() + 60
     while any(
-        "_writer_process" in " ".join(p.info["cmdline"] or ())
+        "_writer_child" in " ".join(p.info["cmdline"] or ())
         and str(path) in " ".join(p.info["cmdline"] or ())
         for p in psutil.process_iter(["cmdline"])
     ):
@@ -363,7 +363,7 @@ class _Unpicklable(Exception):
 
 def test_an_answer_that_does_not_pickle_comes_back_as_a_typed_error() -> None:
     with pytest.raises(Exception, match="pickle") as info:
-        _writer_process._dumps((False, _Unpicklable()), None, [])
+        _writer_frames.dumps((False, _Unpicklable()), None, [])
     assert not isinstance(info.value, JournalError)  # the child answers it typed
 
 
@@ -379,9 +379,9 @@ async def makes(ctx: Any) -> Any:
     [
         0,
         1,
-        _writer_process._OUT_OF_BAND - 1,
-        _writer_process._OUT_OF_BAND,
-        _writer_process._OUT_OF_BAND + 1,
+        _writer_frames.OUT_OF_BAND - 1,
+        _writer_frames.OUT_OF_BAND,
+        _writer_frames.OUT_OF_BAND + 1,
         3 * 2**20,
     ],
 )

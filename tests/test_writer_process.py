@@ -27,9 +27,9 @@ from dagvisor.errors import (
     RunFailedError,
     RunOwnedError,
 )
-from dagvisor.supervisor import _writer_process
+from dagvisor.supervisor import _writer_frames
 from dagvisor.supervisor._ledger import RunLedger
-from dagvisor.supervisor._writer_process import _dumps
+from dagvisor.supervisor._writer_frames import dumps
 
 GATE: dict[str, trio.Event] = {}
 
@@ -69,14 +69,14 @@ def test_a_request_crosses_whole(records: list[tuple[Any, ...]]) -> None:
     ledger = RunLedger("r", outbox=None, next_seq=3, owned=True, expires=1.5)
     ledger.error = JournalWriteError("r", "not sent")
     buffers: list[Any] = []
-    data = _dumps((records, journal, ledger), journal, buffers)
+    data = dumps((records, journal, ledger), journal, buffers)
     other = Journal("other.db")
     raw = [bytearray(buffer.raw()) for buffer in buffers]
-    _writer_process._journal_here[:] = [other]  # as in the child
+    _writer_frames.journal_here[:] = [other]  # as in the child
     try:
         back, journal_back, ledger_back = pickle.loads(data, buffers=raw)
     finally:
-        _writer_process._journal_here.clear()
+        _writer_frames.journal_here.clear()
     assert journal_back is other  # by reference: the child's own journal
     assert (ledger_back.run_id, ledger_back.next_seq, ledger_back.owned) == (
         "r",
@@ -99,12 +99,12 @@ def test_a_request_crosses_whole(records: list[tuple[Any, ...]]) -> None:
 
 def test_an_error_crosses_with_its_type_and_attributes() -> None:
     error = RunOwnedError("r", host="h", pid=7, expires=2.5)
-    (back,) = pickle.loads(_dumps((error,), None, []))
+    (back,) = pickle.loads(dumps((error,), None, []))
     assert type(back) is RunOwnedError
     assert (back.run_id, back.host, back.pid, back.expires) == ("r", "h", 7, 2.5)
     assert str(back) == str(error)
     lost = LeaseLostError("r", "taken over")
-    (back,) = pickle.loads(_dumps((lost,), None, []))
+    (back,) = pickle.loads(dumps((lost,), None, []))
     assert type(back) is LeaseLostError
     assert back.reason == "taken over"
     assert str(back) == str(lost)

@@ -21,7 +21,7 @@ def writers(of: int | None = None) -> list[psutil.Process]:
         child
         for child in psutil.Process(of).children()
         if child.status() == psutil.STATUS_ZOMBIE
-        or any("_writer_process" in part for part in child.cmdline())
+        or any("_writer_child" in part for part in child.cmdline())
     ]
 
 
