@@ -25,27 +25,27 @@ default, or a thread (see `_writer_process`). Its promises:
 Runs ship their records in parcels (the records of one message handled,
 or of a few). A transaction costs much more than a record, so the writer
 lets records pile up into one batch for a while: it commits once
-`_GATHER_RECORDS` are queued, `_GATHER_SECONDS` after the first of them at
+`GATHER_RECORDS` are queued, `GATHER_SECONDS` after the first of them at
 the latest (never past a lease renewal), and at once when a run starts,
 resumes or ends, or someone waits for it (a flush, a take-over, a
 release). A busy run thus commits about a hundred times a second, not once
 a stage; what a crash can lose is what was queued since the last commit,
 as before (stages never wait for the journal).
 
-The queue's other items and taking note of a transaction's outcome are
-`_writer_outcomes`'s.
+What the runs call (the queue) is `_writer_queue`'s; the queue's other
+items and taking note of a transaction's outcome are `_writer_outcomes`'s.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import outcome
 import trio
 
-from dagvisor.actors import JournalError, JournalWriteError, LeaseLostError
+from dagvisor.actors import JournalError, JournalWriteError
 
 from ._batch import (
     Record,
@@ -59,221 +59,37 @@ from ._lease import Owner
 from ._ledger import Committed, RunLedger
 from ._writer_outcomes import Flush, Outcomes, Release, TakeOver
 from ._writer_process import WriterProcess, WriterThread
+from ._writer_queue import BATCH, GATHER_RECORDS, GATHER_SECONDS, WriterQueue
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from dagvisor.actors._messages import Message
 
     from ._journal import Journal
 
 # Flush and RunLedger are importable from here too.
 __all__ = ["Flush", "JournalWriter", "RunLedger"]
 
-_BATCH = 2048
-# What the runs may have queued for the writer, in records and in bytes (an
-# estimate: the encoded outputs and items, plus a flat share per record).
-# Past either, a run's supervisor waits for the writer between messages:
-# memory follows what the disk can take, not how far the runs ran ahead.
-_QUEUED_RECORDS = 8 * _BATCH
-_QUEUED_BYTES = 16 * 2**20
-# A busy loop's records are gathered into one batch until this many are
-# queued, or for this long at most (see the module docstring).
-_GATHER_RECORDS = 512
-_GATHER_SECONDS = 0.01
 
-
-class JournalWriter(Outcomes):
+class JournalWriter(WriterQueue, Outcomes):
     """The journal actor: batches records from runs and commits them in its worker.
 
     One per runtime; its `owner` identity is what the runtime's leases name.
+    What the runs call is `WriterQueue`'s; this is the actor that empties it.
     """
 
     def __init__(
         self, journal: Journal, worker: WriterThread | WriterProcess | None = None
     ) -> None:
+        super().__init__()
         self.journal = journal
         self._worker = WriterThread() if worker is None else worker
         """Where the transactions run (`_writer_process`)."""
         self.owner = Owner.of_this_runtime()
-        self._queue: list[Any] = []
-        """Parcels of records (``(weight, records)``) and markers, oldest first."""
-        self._closed = False
-        self._idle = trio.lowlevel.ParkingLot()
-        """Where the writer waits while its queue is empty."""
-        self._queued_bytes = 0
-        self._queued_records = 0
-        self._room = trio.lowlevel.ParkingLot()
-        self._gathering: trio.CancelScope | None = None
-        """While the writer lets records pile up: cancelled to commit at once."""
-        self._urgent = False
-        """A flush, a take-over or a release is queued: no gathering."""
-        self._ledgers: dict[str, RunLedger] = {}
         self._unnotified: list[RunLedger] = []
         self._renew_every = journal.lease / 3
         self._next_renewal = math.inf
         self._unindexed: list[str] = []
         """Runs whose end is committed, to index after the batch (`index_runs`)."""
-
-    # -- the runs' side ------------------------------------------------------------
-
-    def register(
-        self,
-        run_id: str,
-        outbox: trio.MemorySendChannel[Message] | None,
-        next_seq: int = 0,
-    ) -> RunLedger:
-        """Start keeping the books of a run, before any of its records is sent."""
-        ledger = self._ledgers[run_id] = RunLedger(run_id, outbox, next_seq)
-        return ledger
-
-    def forget(self, run_id: str) -> None:
-        """Stop keeping the books of a run that has ended and been flushed.
-
-        A run that could not record its end, or that was taken over but did
-        not start after all, still holds its lease: it is given up (unless
-        another runtime took it), so that the run can be resumed at once
-        rather than after the lease expires.
-        """
-        ledger = self._ledgers.get(run_id)
-        if ledger is None:
-            return
-        if (
-            ledger.owned
-            and not isinstance(ledger.error, LeaseLostError)
-            and not self._closed
-        ):
-            self._put(Release(ledger))
-            self._hurry()
-            return
-        del self._ledgers[run_id]
-
-    async def take_over(self, run_id: str) -> Literal["taken", "changed"]:
-        """Make this runtime the owner of a registered run, atomically.
-
-        ``"changed"`` when the run went on since it was read up to the
-        ``next_seq`` it was registered with (read it again); nothing is
-        written then.
-
-        Raises:
-            RunOwnedError: its owner's lease is live.
-            UnknownRunError: the journal has no such run.
-            JournalError: the journal is missing, not whole, or stayed locked.
-        """
-        request = TakeOver(self._ledgers[run_id], trio.Event())
-        self._put(request)
-        self._hurry()
-        await request.done.wait()
-        assert request.answer is not None
-        return request.answer.unwrap()
-
-    def submit_nowait(self, records: list[Record], weight: int) -> bool:
-        """Queue a parcel of records if there is room; False if the caller must wait.
-
-        ``weight`` is what the records weigh in bytes (see `RECORD_BYTES`).
-        """
-        queued = self._queued_records
-        if queued and (
-            queued + len(records) > _QUEUED_RECORDS
-            or self._queued_bytes + weight > _QUEUED_BYTES
-        ):
-            return False
-        self._put((weight, records))
-        # `_queued`, inlined: once or twice a stage.
-        self._queued_records = queued = queued + len(records)
-        self._queued_bytes += weight
-        if records[0][1] is None:
-            self._hurry()  # a run starts, resumes or ends (see `_queued`)
-        elif self._gathering is not None and queued >= _GATHER_RECORDS:
-            self._gathering.cancel()  # enough for a batch: commit it now
-        return True
-
-    async def submit(self, records: list[Record], weight: int) -> None:
-        """Queue a parcel of records, waiting for room (in records and in bytes)."""
-        while self._queued_records and (
-            self._queued_records + len(records) > _QUEUED_RECORDS
-            or self._queued_bytes + weight > _QUEUED_BYTES
-        ):
-            await self._room.park()
-        self._put((weight, records))
-        self._queued(records, weight)
-
-    def mark_nowait(self, done: trio.Event) -> bool:
-        """Queue a `Flush` marker for ``done`` if there is room; False if the caller
-        must wait (see `mark`)."""
-        self._put(Flush(done))
-        self._hurry()
-        return True
-
-    async def mark(self, done: trio.Event) -> None:
-        """Set ``done`` once everything queued before it is committed (or cannot be)."""
-        self._put(Flush(done))
-        self._hurry()
-        await trio.lowlevel.checkpoint()
-
-    def _queued(self, records: list[Record], weight: int) -> None:
-        self._queued_records += len(records)
-        self._queued_bytes += weight
-        if records and records[0][1] is None:
-            # A run starts, resumes or ends: on disk at once, so that it is
-            # known there (and can be resumed) whatever comes next.
-            self._hurry()
-        elif self._gathering is not None and self._queued_records >= _GATHER_RECORDS:
-            self._gathering.cancel()  # enough for a batch: commit it now
-
-    def _hurry(self) -> None:
-        """Someone waits for the writer: commit what is queued without gathering more."""
-        self._urgent = True
-        if self._gathering is not None:
-            self._gathering.cancel()
-
-    def _taken(self, records: int, weight: int) -> None:
-        """The writer is done with a batch of ``records`` weighing ``weight``:
-        room for the runs again."""
-        self._queued_records -= records
-        self._queued_bytes -= weight
-        self._room.unpark_all()
-
-    async def flush(self, run_id: str | None = None) -> JournalWriteError | None:
-        """Wait until every record queued so far is committed, or cannot be.
-
-        Returns why the records of run ``run_id`` could not all be committed,
-        or None when every one of them is (or no run is named).
-        """
-        marker = Flush(trio.Event())
-        if self._closed:
-            if run_id is None:
-                return None
-            return JournalWriteError(run_id, "the runtime's journal writer has stopped")
-        self._put(marker)
-        self._hurry()
-        await marker.done.wait()
-        ledger = None if run_id is None else self._ledgers.get(run_id)
-        return None if ledger is None else ledger.error
-
-    def error_of(self, run_id: str) -> JournalWriteError | None:
-        """Why some records of run ``run_id`` could not be committed, if they could not."""
-        ledger = self._ledgers.get(run_id)
-        return None if ledger is None else ledger.error
-
-    def close(self) -> None:
-        """No more records: the writer commits what is queued, then ends."""
-        self._closed = True
-        self._idle.unpark_all()
-        self._hurry()
-
-    def _put(self, item: Any) -> None:
-        """Queue a parcel or a marker; wake the writer if it waits for one.
-
-        Raises:
-            trio.ClosedResourceError: the writer was closed (a bug in a caller).
-        """
-        if self._closed:
-            msg = "the journal writer is closed"
-            raise trio.ClosedResourceError(msg)
-        self._queue.append(item)
-        if self._idle:
-            self._idle.unpark()
 
     # -- the actor -----------------------------------------------------------------
 
@@ -309,10 +125,10 @@ class JournalWriter(Outcomes):
                 await self._worker.aclose()
 
     def _next_batch(self) -> tuple[list[Any], int, int]:
-        """Take the oldest items off the queue, about `_BATCH` records at most:
+        """Take the oldest items off the queue, about `BATCH` records at most:
         the items, and the records and bytes they hold."""
         queue = self._queue
-        if self._queued_records <= _BATCH:  # the common case: take it all
+        if self._queued_records <= BATCH:  # the common case: take it all
             self._queue = []
             return queue, self._queued_records, self._queued_bytes
         records = weight = taken = 0
@@ -321,7 +137,7 @@ class JournalWriter(Outcomes):
             if type(item) is tuple:
                 records += len(item[1])
                 weight += item[0]
-            if records >= _BATCH:
+            if records >= BATCH:
                 break
         batch = queue[:taken]
         del queue[:taken]
@@ -329,11 +145,11 @@ class JournalWriter(Outcomes):
 
     async def _gather(self) -> None:
         """Let more records pile up while the runs are busy (see the module docstring)."""
-        if self._urgent or self._queued_records >= _GATHER_RECORDS:
+        if self._urgent or self._queued_records >= GATHER_RECORDS:
             return
         # Never past a renewal: a lease is renewed in time however long its
         # run's records wait (a batch renews what is due).
-        until = min(trio.current_time() + _GATHER_SECONDS, self._next_renewal)
+        until = min(trio.current_time() + GATHER_SECONDS, self._next_renewal)
         with trio.move_on_at(until) as self._gathering:
             await trio.sleep_forever()
         self._gathering = None
