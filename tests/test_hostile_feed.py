@@ -83,6 +83,23 @@ def test_kept_events_are_encoded_as_their_events(events, lost):
     assert len(as_events(kept)) == len(events)
 
 
+_stage_moves = st.lists(
+    st.tuples(hostile_stage_names(), st.sampled_from(MOVES), st.floats(0, 1e9)),
+    max_size=40,
+)
+"""Stage moves of hostile names, for a log fed and read at any points."""
+
+
+def _one_by_one(stream: Any) -> list[Any]:
+    """What ``stream`` holds now, read one event at a time."""
+    events: list[Any] = []
+    while True:
+        try:
+            events.append(stream.receive_nowait())
+        except trio.WouldBlock:
+            return events
+
+
 @given(
     moves=st.lists(
         st.tuples(hostile_stage_names(), st.sampled_from(MOVES), st.floats(0, 1e9)),
@@ -113,10 +130,7 @@ def test_a_reader_of_the_log_gets_the_event_objects(moves):
 
 
 @given(
-    moves=st.lists(
-        st.tuples(hostile_stage_names(), st.sampled_from(MOVES), st.floats(0, 1e9)),
-        max_size=40,
-    ),
+    moves=_stage_moves,
     buffer=st.integers(1, 12),
     takes=st.sets(st.integers(0, 40)),
 )
@@ -130,11 +144,7 @@ def test_taking_at_once_gives_what_reading_one_by_one_gives(moves, buffer, takes
     by_batch: list[Any] = []
 
     def read() -> None:
-        while True:
-            try:
-                by_one.append(one.receive_nowait())
-            except trio.WouldBlock:
-                break
+        by_one.extend(_one_by_one(one))
         by_batch.extend(as_events(batch._take_all()))
 
     for at, (name, state, time) in enumerate(moves):
@@ -148,10 +158,7 @@ def test_taking_at_once_gives_what_reading_one_by_one_gives(moves, buffer, takes
 
 
 @given(
-    moves=st.lists(
-        st.tuples(hostile_stage_names(), st.sampled_from(MOVES), st.floats(0, 1e9)),
-        max_size=40,
-    ),
+    moves=_stage_moves,
     buffer=st.integers(1, 12),
     takes=st.sets(st.integers(0, 40)),
     one_by_one=st.sets(st.integers(0, 40)),
@@ -168,11 +175,7 @@ def test_the_only_reader_taking_at_once_gets_what_reading_one_by_one_gets(
     expected: list[Any] = []
 
     def read_all() -> None:
-        while True:
-            try:
-                expected.append(reader.receive_nowait())
-            except trio.WouldBlock:
-                break
+        expected.extend(_one_by_one(reader))
 
     for at, (name, state, time) in enumerate(moves):
         if at in takes:
