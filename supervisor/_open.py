@@ -20,7 +20,7 @@ from ._control._server import control_server
 from ._options import RuntimeOptions
 from ._runtime import Runtime
 from ._writer import JournalWriter
-from ._writer_process import WriterProcess, WriterThread, open_worker
+from ._writer_process import open_worker
 
 if TYPE_CHECKING:
     import os
@@ -167,7 +167,7 @@ async def runtime(
     server = None if options.serve is None else await control_server(options)
     body_error: Exception | None = None
     journal_object = options.the_journal()
-    worker: WriterThread | WriterProcess | None = None
+    journal_writer: JournalWriter | None = None
     if journal_object is not None:
         if journal_object._serving:
             msg = (
@@ -182,16 +182,22 @@ async def runtime(
             # missing file is created only when a run is first written to it.
             await trio.to_thread.run_sync(journal_object.check)
             worker = await open_worker(journal_object)
+            try:
+                journal_writer = JournalWriter(journal_object, worker)
+            except BaseException:  # its process must not outlive this
+                with trio.CancelScope(shield=True):
+                    await worker.aclose()
+                raise
         except BaseException:
             journal_object._serving = False
             raise
     try:
         async with trio.open_nursery() as services:
             writer: JournalWriter | None = None
-            if journal_object is not None:
+            if journal_writer is not None:
                 # Started before any run and ended after the last one has ended,
                 # so every run's final records are committed.
-                writer = await services.start(JournalWriter(journal_object, worker).run)
+                writer = await services.start(journal_writer.run)
             try:
                 async with trio.open_nursery() as nursery:
                     rt = Runtime(nursery, options, writer, server)

@@ -38,6 +38,7 @@ items and taking note of a transaction's outcome are `_writer_outcomes`'s.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._journal import Journal
+
+logger = logging.getLogger("dagvisor")
 
 # Flush and RunLedger are importable from here too.
 __all__ = ["Flush", "JournalWriter", "RunLedger"]
@@ -121,8 +124,12 @@ class JournalWriter(WriterQueue, Outcomes):
                     finally:
                         self._taken(records, weight)
             finally:
-                await self._blocking(close_journal, self.journal)
-                await self._worker.aclose()
+                try:
+                    await self._blocking(close_journal, self.journal)
+                except Exception:  # every record was committed or its run told
+                    logger.warning("the journal could not be closed", exc_info=True)
+                finally:
+                    await self._worker.aclose()
 
     def _next_batch(self) -> tuple[list[Any], int, int]:
         """Take the oldest items off the queue, about `BATCH` records at most:
@@ -225,10 +232,12 @@ class JournalWriter(WriterQueue, Outcomes):
         try:
             ledgers = self._ledgers
             # Only the ledgers the transaction looks up cross to the worker.
+            # A run whose records can no longer be committed gets none
+            # committed: its ledger does not cross (the worker sees no books).
             concerned = {
-                run_id: ledgers[run_id]
+                run_id: ledger
                 for run_id in {record[0] for record in records}
-                if run_id in ledgers
+                if (ledger := ledgers.get(run_id)) is not None and ledger.error is None
             }
             done = await self._blocking(
                 commit_batch, self.journal, records, concerned, self.owner, renewing

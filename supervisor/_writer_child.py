@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from dagvisor.actors import JournalError
 
 from ._journal import Journal
-from ._writer_frames import HEAD, READY, SIZE, dumps, journal_here, settings
+from ._writer_frames import HEAD, READY, SIZE, SYNC, dumps, journal_here, settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,7 +31,7 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytearray:
     view = memoryview(data)
     got = 0
     while got < size:
-        read = stream.readinto(view[got:])  # type: ignore[attr-defined]
+        read = stream.readinto(view[got:])  # type: ignore[attr-defined]  # IO[bytes] lacks it; a FileIO has it
         if not read:
             raise EOFError
         got += read
@@ -50,13 +50,20 @@ def _allowed() -> set[Callable[..., Any]]:
     }
 
 
-def serve() -> None:
-    """The child's loop: answer requests until the input ends, then close the file."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's to handle
-    # The protocol has stdin and stdout to itself: anything printed goes to stderr.
+def serve(answers_fd: int) -> None:
+    """The child's loop: answer requests until the input ends, then close the file.
+
+    ``answers_fd`` is the pipe to the parent (standard output, which the
+    bootstrap moved there before anything was imported, and pointed at
+    standard error: nothing printed can get into an answer).
+    """
+    # Ctrl-C and SIGTERM are the parent's to handle: it then closes this
+    # process's input, and this process commits what it was handed and ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     requests = os.fdopen(os.dup(0), "rb", buffering=0)
-    answers = os.fdopen(os.dup(1), "wb", buffering=0)
-    os.dup2(2, 1)
+    answers = os.fdopen(answers_fd, "wb", buffering=0)
+    _write_all(answers, SYNC)  # whatever came before it was not an answer
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)

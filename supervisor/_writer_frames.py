@@ -28,6 +28,7 @@ __all__ = [
     "OUT_OF_BAND",
     "READY",
     "SIZE",
+    "SYNC",
     "as_memoryview",
     "dumps",
     "journal_here",
@@ -39,6 +40,9 @@ __all__ = [
 HEAD: Final = struct.Struct("<QI")
 SIZE: Final = struct.Struct("<Q")
 OUT_OF_BAND: Final = 64 * 1024  # a buffer at least this large is sent raw
+SYNC: Final = b"\x00dagvisor journal writer\x00"
+"""What the child writes first: anything its parent read before it (a banner
+a ``.pth`` file printed while Python started) is not part of an answer."""
 READY: Final = "dagvisor journal writer: ready"
 """The child's answer to its first request: what an echoing program cannot say."""
 
@@ -74,12 +78,13 @@ class _Pickler(pickle.Pickler):
         if obj is self._journal:
             return the_journal, ()
         if kind is RunLedger:
-            # The inbox stays here; the transactions never read the error.
+            # The inbox stays here; a ledger whose run failed never crosses
+            # (`JournalWriter._commit` leaves it out), so its error need not.
             return RunLedger, (obj.run_id, None, obj.next_seq, obj.owned, obj.expires)
         if kind is memoryview:  # a binary codec's bytes: stays a memoryview
             return as_memoryview, (pickle.PickleBuffer(obj),)
         if isinstance(obj, BaseException):
-            return rebuilt, (kind, obj.args, dict(vars(obj)))
+            return rebuilt, (kind, _made_of(obj), dict(vars(obj)))
         return NotImplemented
 
 
@@ -103,11 +108,29 @@ def as_memoryview(data: bytes | bytearray) -> memoryview:
     return memoryview(data)
 
 
+def _made_of(error: BaseException) -> tuple[Any, ...]:
+    """What ``error``'s class rebuilds it from (an `OSError`'s file name too)."""
+    try:
+        made = error.__reduce_ex__(5)
+    except Exception:
+        return error.args
+    if type(made) is tuple and len(made) > 1 and type(made[1]) is tuple:
+        return made[1]
+    return error.args
+
+
 def rebuilt(
     kind: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
 ) -> BaseException:
-    """An exception raised in the other process: same type, message and attributes."""
-    error = kind.__new__(kind)
-    error.args = args
+    """An exception raised in the other process: same type, message and attributes.
+
+    Made as its class makes it when that takes its ``args`` (an `OSError`'s
+    errno and file name come back so), else without calling it.
+    """
+    try:
+        error = kind(*args)
+    except Exception:  # a class whose constructor takes other arguments
+        error = kind.__new__(kind)
+        error.args = args
     vars(error).update(state)
     return error

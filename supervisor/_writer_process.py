@@ -26,7 +26,9 @@ What the process keeps (its invariants):
   once its input ends (after answering what it was doing).
 * The same functions run in both workers, on a `Journal` of the same
   settings; what they raise comes back as the same type with the same
-  message (`_writer_frames.rebuilt`). A child that dies fails the request
+  message and attributes (`_writer_frames.rebuilt`; an answer that cannot
+  be pickled comes back as a `JournalError` saying why). A child that dies
+  fails the request
   it was given and every later one with `JournalError`: the writer fails
   the runs whose records they carried, as for a broken file, and the
   runtime goes on.
@@ -44,6 +46,7 @@ import json
 import pickle
 import subprocess
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -52,7 +55,7 @@ from dagvisor.actors import JournalError, JournalWriteError
 from dagvisor.actors._errors import message_of
 
 from ._batch import commit_batch
-from ._writer_frames import HEAD, OUT_OF_BAND, READY, SIZE, dumps, settings
+from ._writer_frames import HEAD, OUT_OF_BAND, READY, SIZE, SYNC, dumps, settings
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,9 +71,14 @@ __all__ = ["WriterProcess", "WriterThread", "open_worker"]
 _PIPE_BYTES: Final = 2**20
 _CLOSE_WAIT: Final = 10.0  # seconds the child has to end once told to
 _CHILD: Final = (
+    # Standard output moved aside first: nothing imported can print into it.
+    "import os; answers = os.dup(1); os.dup2(2, 1); "
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from dagvisor.supervisor._writer_child import serve; serve()"
+    "from dagvisor.supervisor._writer_child import serve; serve(answers)"
 )
+_SYNC_WITHIN: Final = 2**20  # bytes the child may print before it speaks
+START_WITHIN = 60.0
+"""Seconds (real time) the child has to say it is ready, from its start."""
 
 
 class WriterThread:
@@ -82,6 +90,7 @@ class WriterThread:
 
     async def aclose(self) -> None:
         """Nothing to end."""
+        await trio.lowlevel.checkpoint()
 
 
 class WriterProcess:
@@ -119,7 +128,22 @@ class WriterProcess:
         _widen(process.stdin.fileno())
         worker = cls(journal, process)
         try:
-            ready = await worker.call(settings, _settings_of(journal))
+            assert process.stdout is not None
+            # Bounded on the real clock (trio's may be a test's mock clock): a
+            # child that never says it is ready is killed, and so ends.
+            watchdog = threading.Timer(START_WITHIN, _kill, (process,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                await _synchronise(process.stdout)
+                ready = await worker.call(settings, _settings_of(journal))
+            except EOFError:
+                with trio.move_on_after(1):
+                    await process.wait()
+                msg = f"it ended (exit code {process.returncode}) before it was ready"
+                raise JournalError(msg) from None
+            finally:
+                watchdog.cancel()
             if ready != READY:
                 msg = f"it answered {ready!r} where a journal writer says it is ready"
                 raise JournalError(msg)
@@ -143,6 +167,7 @@ class WriterProcess:
             JournalError: the child has stopped (or stops before answering).
         """
         if self._stopped is not None:
+            await trio.lowlevel.checkpoint()
             raise JournalError(self._stopped)
         buffers: list[pickle.PickleBuffer] = []
         if fn is commit_batch:  # its records may hold large outputs
@@ -169,11 +194,10 @@ class WriterProcess:
                 for start in range(0, len(raw), _PIPE_BYTES):
                     await self._process.stdin.send_all(raw[start : start + _PIPE_BYTES])
             answer = await _receive_frame(self._process.stdout)
+            ok, value = pickle.loads(answer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, EOFError) as exc:
             self._stopped = await self._why_stopped()
             raise JournalError(self._stopped) from exc
-        try:
-            ok, value = pickle.loads(answer)
         except Exception as exc:  # not our child's answer: trust it no further
             self._stopped = (
                 "the journal writer's process answered with something that is not "
@@ -181,6 +205,12 @@ class WriterProcess:
             )
             self._process.kill()
             raise JournalError(self._stopped) from exc
+        except BaseException:
+            # Interrupted mid-request (a KeyboardInterrupt, say): the pipe is
+            # out of step, so the child takes no more requests.
+            self._stopped = "the journal writer's process was interrupted mid-request"
+            self._process.kill()
+            raise
         if ok:
             return value
         raise value
@@ -228,7 +258,10 @@ class WriterProcess:
             await self._process.wait()
         code = self._process.returncode
         how = "is not answering" if code is None else f"ended (exit code {code})"
-        return f"the journal writer's process {how}; the runs it wrote for were stopped"
+        return (
+            f"the journal writer's process {how}; the runs it wrote for were "
+            "stopped (the batch it was committing may or may not be in the file)"
+        )
 
     async def aclose(self) -> None:
         """Let the child close the file and end; killed if it does not in time."""
@@ -265,7 +298,9 @@ def _import_path() -> list[str]:
 
     The child starts isolated (``-I``: no current directory, no ``PYTHON*``
     variables) and is given this process's ``sys.path``, so it imports this
-    very dagvisor and nothing a directory it was started in could shadow.
+    very dagvisor, from where this process imports: the current directory
+    only if this process's path holds it (``''``, as ``python -c`` and a REPL
+    do), as it does for this process itself.
     """
     return [entry for entry in sys.path if isinstance(entry, str)]
 
@@ -301,6 +336,33 @@ def _settings_of(journal: Journal) -> dict[str, Any]:
     }
 
 
+def _kill(process: trio.Process) -> None:
+    """Kill a child that did not get ready in time (from the watchdog's thread)."""
+    with contextlib.suppress(OSError):
+        process.kill()
+
+
+async def _synchronise(stream: trio.abc.ReceiveStream) -> None:
+    """Read up to the child's `SYNC`, skipping what was printed before it.
+
+    Raises:
+        JournalError: the child said nothing like it (`_SYNC_WITHIN` bytes).
+        EOFError: the child ended first.
+    """
+    seen = bytearray()
+    while SYNC not in seen:
+        if len(seen) > _SYNC_WITHIN:
+            msg = f"it wrote {len(seen):,} bytes that are not a journal writer's"
+            raise JournalError(msg)
+        chunk = await stream.receive_some()
+        if not chunk:
+            raise EOFError
+        seen += chunk
+    if not seen.endswith(SYNC):  # the child waits for a request after it
+        msg = "it wrote more than a journal writer says before its first request"
+        raise JournalError(msg)
+
+
 async def _receive_frame(stream: trio.abc.ReceiveStream) -> bytes:
     """One answer's pickle (an answer carries no out-of-band buffers)."""
     data = bytearray()
@@ -312,10 +374,10 @@ async def _receive_frame(stream: trio.abc.ReceiveStream) -> bytes:
         data += chunk
         if size is None and len(data) >= HEAD.size:
             size, count = HEAD.unpack_from(data)
-            if count:  # pragma: no cover - a bug in the child
+            if count:
                 msg = "an answer with out-of-band buffers"
-                raise AssertionError(msg)
-    if len(data) != HEAD.size + size:  # pragma: no cover - a bug in the child
+                raise ValueError(msg)
+    if len(data) != HEAD.size + size:
         msg = "an answer followed by more than was asked"
-        raise AssertionError(msg)
+        raise ValueError(msg)
     return bytes(data[HEAD.size :])

@@ -148,8 +148,8 @@ class WriterQueue:
         self._queued(records, weight)
 
     def mark_nowait(self, done: trio.Event) -> bool:
-        """Queue a `Flush` marker for ``done`` if there is room; False if the caller
-        must wait (see `mark`)."""
+        """Queue a `Flush` marker for ``done`` (markers are never refused for room:
+        True; see `mark`)."""
         self._put(Flush(done))
         self._hurry()
         return True

@@ -7,6 +7,7 @@ hangs, nothing is left running, and what the file keeps resumes.
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sqlite3
 import sys
@@ -491,7 +492,111 @@ async def test_an_executable_that_only_echoes_is_refused_at_open(
     journal = Journal(tmp_path / "runs.db")
     with monkeypatch.context() as patch:
         patch.setattr(sys, "executable", str(echo))
-        with pytest.raises(JournalError, match="says it is ready"):
+        # It never says it is ready: killed once the (real-time) bound is up.
+        patch.setattr(_writer_process, "START_WITHIN", 1.0)
+        with pytest.raises(JournalError, match=r"before it was ready.*writer='thread'"):
             async with runtime(journal=journal):
                 pytest.fail("the runtime opened")  # pragma: no cover
     assert writers() == []
+
+
+# -- found by a review of the finished work -----------------------------------------
+
+
+@stage
+async def gated(ctx: Any) -> str:
+    await GATE["open"].wait()
+    return "through"
+
+
+GATE: dict[str, trio.Event] = {}
+
+
+async def test_a_run_whose_records_failed_gets_none_committed_after(
+    tmp_path: Path,
+) -> None:
+    # Its ledger's error did not cross to the child, which then committed
+    # what came after (the thread writer never did).
+    GATE["open"] = trio.Event()
+    path = tmp_path / "runs.db"
+    async with runtime(journal=path) as rt:
+        run = await rt.start(Pipeline("p").add(gated))
+        await run.wait_committed()
+        ledger = rt._journal._ledgers[run.id]  # type: ignore[union-attr]
+        ledger.error = JournalWriteError(run.id, "told to stop")  # as `_apply` does
+        GATE["open"].set()
+        with pytest.raises(RunFailedError) as info:
+            await run.wait()
+        assert info.value.journal_error is ledger.error
+    with sqlite3.connect(path) as db:
+        kinds = [kind for (kind,) in db.execute("SELECT kind FROM events")]
+        (status,) = db.execute("SELECT status FROM runs").fetchone()
+    assert "stage_ended" not in kinds  # nothing after the error
+    assert status == "running"  # its end was not written either
+
+
+def test_an_os_error_crosses_with_its_errno_and_file() -> None:
+    error = PermissionError(13, "Permission denied", "/x/runs.db")
+    back = pickle.loads(_writer_frames.dumps(error, None, []))
+    assert type(back) is PermissionError
+    assert (back.errno, back.strerror, back.filename) == (
+        13,
+        "Permission denied",
+        "/x/runs.db",
+    )
+    assert str(back) == str(error)
+
+
+async def test_a_banner_printed_before_the_child_speaks_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A wrapper (or a .pth file) that prints to standard output while Python
+    # starts: not part of any answer.
+    wrapper = tmp_path / "python"
+    wrapper.write_text(
+        f'#!/bin/sh\necho "a banner on standard output"\nexec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "executable", str(wrapper))
+        async with runtime(journal=tmp_path / "runs.db") as rt:
+            assert (await rt.run(_chain())).ok
+    assert writers() == []
+
+
+async def test_a_request_interrupted_midway_stops_the_child_and_fails_later_ones(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "runs.db")
+    worker = await _writer_process.WriterProcess.start(journal)
+    try:
+        (child,) = writers()
+        child.suspend()  # it will not answer
+        with trio.move_on_after(0.5):  # cancelled waiting for the answer
+            await worker.call(_batch.index_runs, journal, [])
+        assert worker._stopped is not None
+        assert "interrupted" in worker._stopped
+        with pytest.raises(JournalError, match="interrupted"):
+            await worker.call(_batch.index_runs, journal, [])
+    finally:
+        await worker.aclose()
+    assert writers() == []
+
+
+async def test_a_journal_that_cannot_be_closed_ends_the_runtime_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = _writer_process.WriterProcess.call
+
+    async def failing_close(
+        self: _writer_process.WriterProcess, fn: Any, *args: Any
+    ) -> Any:
+        if fn is _batch.close_journal:
+            raise sqlite3.OperationalError("disk I/O error")
+        return await call(self, fn, *args)
+
+    monkeypatch.setattr(_writer_process.WriterProcess, "call", failing_close)
+    async with runtime(journal=tmp_path / "runs.db") as rt:
+        assert (await rt.run(_chain())).ok
+    assert writers() == []  # reaped all the same
+    assert "the journal could not be closed" in caplog.text
