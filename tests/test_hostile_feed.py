@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -37,6 +37,9 @@ from dagvisor.supervisor._events import (
     StageStarted,
     as_events,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 MOVES = [state.value for state in StageState if state is not StageState.PENDING]
 
@@ -214,6 +217,26 @@ async def broken(ctx: Any) -> int:
     raise RuntimeError(msg)
 
 
+@contextlib.asynccontextmanager
+async def _followed(
+    client: Any, url: str, texts: dict[str, str]
+) -> AsyncIterator[None]:
+    """Two clients following ``url`` to its end, one deflated and one plain,
+    each stream's text put in ``texts`` by its encoding; the block runs once
+    both streams are open, and the two are read to their end after it."""
+    opened = trio.Semaphore(0)
+
+    async def follow(encoding: str) -> None:
+        texts[encoding] = await _raw_stream(client, url, encoding, opened)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(follow, "deflate")
+        nursery.start_soon(follow, "identity")
+        await opened.acquire()
+        await opened.acquire()
+        yield
+
+
 async def _raw_stream(
     client: httpx.AsyncClient, url: str, encoding: str, opened: trio.Semaphore
 ) -> str:
@@ -259,18 +282,7 @@ def test_the_event_stream_is_the_runs_events_in_order(
         async with served(tmp_path) as (rt, _, vi, _, _):
             run = await rt.start(pipeline)
             watched = run.events()
-            url = f"/api/runs/{run.id}/events"
-
-            opened = trio.Semaphore(0)
-
-            async def follow(encoding: str) -> None:
-                texts[encoding] = await _raw_stream(vi, url, encoding, opened)
-
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(follow, "deflate")
-                nursery.start_soon(follow, "identity")
-                await opened.acquire()
-                await opened.acquire()
+            async with _followed(vi, f"/api/runs/{run.id}/events", texts):
                 GATE[0].set()
             events = [_normal(event_form(event)) async for event in watched]
         for text in texts.values():
@@ -320,17 +332,7 @@ async def test_a_reader_that_lost_events_gets_a_whole_deflated_stream(
     texts: dict[str, str] = {}
     async with served(tmp_path) as (rt, _, vi, _, _):
         run = await rt.start(held())
-        url = f"/api/runs/{run.id}/events"
-        opened = trio.Semaphore(0)
-
-        async def follow(encoding: str) -> None:
-            texts[encoding] = await _raw_stream(vi, url, encoding, opened)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(follow, "deflate")
-            nursery.start_soon(follow, "identity")
-            await opened.acquire()
-            await opened.acquire()
+        async with _followed(vi, f"/api/runs/{run.id}/events", texts):
             watched = run.events(buffer=10_000)
             await run.add_stage(fan, reason="fan out")
             done = 0
